@@ -1,0 +1,32 @@
+# meshcast: the two commands are `make run` and `make test`.
+GO ?= go
+PKGS := ./...
+
+.PHONY: run test build vet fuzz bench deps
+
+## run: build and run a complete single node (RTMP :1935, HTTP :8080)
+run:
+	$(GO) run ./cmd/meshcast serve
+
+## build: build bin/meshcast
+build:
+	$(GO) build -o bin/meshcast ./cmd/meshcast
+
+## deps: install what the tests need (ffmpeg, GStreamer) when missing
+deps:
+	bash scripts/install-test-deps.sh
+
+## test: install test dependencies, then vet and run every test with the race detector
+test: deps
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt: these files need formatting:"; gofmt -l .; exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) test -race -timeout 20m $(PKGS)
+
+## fuzz: run each fuzz target for a short while (FUZZTIME=30s)
+FUZZTIME ?= 30s
+fuzz:
+	bash scripts/fuzz.sh $(FUZZTIME)
+
+## bench: the fan-out benchmark recorded in BENCHMARKS.md
+bench:
+	$(GO) test -run=NONE -bench=Fanout -benchmem ./internal/stream/

@@ -1,0 +1,205 @@
+// Package app is meshcast's composition root: it builds every component from
+// the configuration, starts them, and stops them in order.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/api"
+	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/server/hls"
+	"github.com/meshcast/meshcast/internal/server/httpflv"
+	"github.com/meshcast/meshcast/internal/server/rtmp"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// App is one running meshcast node.
+type App struct {
+	cfg config.Config
+	log *slog.Logger
+
+	Hub  *hub.Hub
+	rtmp *rtmp.Server
+	flv  *httpflv.Server
+	hls  *hls.Server
+	api  *api.API
+
+	httpSrv *http.Server
+	httpLn  net.Listener
+	httpErr chan error
+}
+
+// New builds a node from cfg. Nothing listens until Start.
+func New(cfg config.Config, log *slog.Logger) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	h := hub.New(hub.Config{
+		PublisherGrace: cfg.PublisherGrace,
+		Stream:         stream.Config{MaxLag: cfg.MaxLag},
+		Logger:         log,
+	})
+	a := &App{
+		cfg: cfg,
+		log: log,
+		Hub: h,
+		rtmp: rtmp.New(rtmp.Config{
+			Addr:           cfg.RTMPAddr,
+			ReadTimeout:    cfg.ReadTimeout,
+			WriteTimeout:   cfg.WriteTimeout,
+			MaxConnections: cfg.MaxConnections,
+			Logger:         log,
+		}, h),
+		flv: httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, Logger: log}, h),
+		hls: hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h),
+		api: api.New(h),
+	}
+	return a, nil
+}
+
+// Start binds the listeners and serves until Close.
+func (a *App) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: listen: %w", err)
+	}
+	if err := a.rtmp.Start(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	a.httpLn = ln
+	a.httpSrv = &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	a.httpErr = make(chan error, 1)
+	go func() { a.httpErr <- a.httpSrv.Serve(ln) }()
+	return nil
+}
+
+// RTMPAddr returns the bound RTMP address.
+func (a *App) RTMPAddr() net.Addr { return a.rtmp.Addr() }
+
+// HTTPAddr returns the bound HTTP address.
+func (a *App) HTTPAddr() net.Addr { return a.httpLn.Addr() }
+
+// Close stops accepting work, ends every stream and waits for every
+// connection to finish.
+func (a *App) Close() error {
+	var errs []error
+	a.Hub.Close()
+	errs = append(errs, a.rtmp.Close())
+	if a.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a.flv.Close()
+		a.hls.Close()
+		if err := a.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, err, a.httpSrv.Close())
+		}
+		if err := <-a.httpErr; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Handler returns the node's HTTP routes.
+func (a *App) Handler() http.Handler {
+	mux := http.NewServeMux()
+	a.api.Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
+	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
+	mux.HandleFunc("GET /{$}", a.serveIndex)
+	return mux
+}
+
+// serveFile answers /APP/STREAM.flv and /APP/STREAM.m3u8.
+func (a *App) serveFile(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	switch {
+	case strings.HasSuffix(file, ".flv"):
+		name, err := stream.NewName(r.PathValue("app"), strings.TrimSuffix(file, ".flv"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		a.flv.ServeStream(w, r, name)
+	case strings.HasSuffix(file, ".m3u8"):
+		name, err := stream.NewName(r.PathValue("app"), strings.TrimSuffix(file, ".m3u8"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		target := "/" + string(name) + "/index.m3u8"
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+		http.Redirect(w, r, target, http.StatusFound)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// serveHLS answers /APP/STREAM/FILE for HLS playlists and segments.
+func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
+	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	a.hls.ServeStream(w, r, name, r.PathValue("file"))
+}
+
+func (a *App) serveIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "meshcast\n\n%s", a.URLs("stream"))
+}
+
+// URLs returns the publish and play URLs for a stream of app "live", for
+// humans: printed at start-up and on the index page.
+func (a *App) URLs(key string) string {
+	host := a.cfg.PublicHost
+	if host == "" {
+		host = "localhost"
+	}
+	rtmpURL := "rtmp://" + net.JoinHostPort(host, port(a.RTMPAddr()))
+	httpURL := "http://" + net.JoinHostPort(host, port(a.HTTPAddr()))
+	var b strings.Builder
+	fmt.Fprintf(&b, "Publish:\n")
+	fmt.Fprintf(&b, "  ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -b:v 2000k -g 60 -c:a aac -b:a 128k -f flv %s/live/%s\n", rtmpURL, key)
+	fmt.Fprintf(&b, "  OBS: server %s/live, stream key %s\n", rtmpURL, key)
+	fmt.Fprintf(&b, "Play:\n")
+	fmt.Fprintf(&b, "  RTMP:     %s/live/%s\n", rtmpURL, key)
+	fmt.Fprintf(&b, "  HTTP-FLV: %s/live/%s.flv\n", httpURL, key)
+	fmt.Fprintf(&b, "  HLS:      %s/live/%s.m3u8\n", httpURL, key)
+	fmt.Fprintf(&b, "API:\n")
+	fmt.Fprintf(&b, "  %s/api/v1/streams\n", httpURL)
+	return b.String()
+}
+
+func port(addr net.Addr) string {
+	_, p, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "0"
+	}
+	return p
+}

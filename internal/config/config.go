@@ -1,0 +1,290 @@
+// Package config builds meshcast's typed configuration from four layers,
+// lowest to highest precedence: built-in defaults, a YAML file, MESHCAST_*
+// environment variables and command-line flags.
+//
+// Every setting is one field of [Config]. Its YAML key is the field's yaml
+// tag, its flag name is that key with underscores turned to dashes
+// (max_lag → --max-lag) and its environment variable is MESHCAST_ followed by
+// the key in upper case (MESHCAST_MAX_LAG). The YAML file is named by
+// --config or MESHCAST_CONFIG.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// EnvPrefix starts the name of every environment variable read by [Load].
+const EnvPrefix = "MESHCAST_"
+
+// ConfigEnv names the environment variable holding the YAML file path when
+// --config is not given.
+const ConfigEnv = EnvPrefix + "CONFIG"
+
+// Config is the server configuration. The yaml tag of each field is its YAML
+// key and determines its flag and environment variable names; the usage tag
+// is its help text. A field tagged secret:"true" is hidden by
+// [Config.Redacted].
+type Config struct {
+	// RTMPAddr is the RTMP listen address. Defaults to ":1935".
+	RTMPAddr string `yaml:"rtmp_addr" usage:"RTMP listen address"`
+
+	// HTTPAddr is the HTTP listen address serving HTTP-FLV, HLS and the API.
+	// Defaults to ":8080".
+	HTTPAddr string `yaml:"http_addr" usage:"HTTP listen address (HTTP-FLV, HLS, API)"`
+
+	// LogLevel is the minimum level logged: debug, info, warn or error.
+	// Defaults to "info".
+	LogLevel string `yaml:"log_level" usage:"minimum log level: debug, info, warn or error"`
+
+	// LogFormat is the log output format: text or json. Defaults to "text".
+	LogFormat string `yaml:"log_format" usage:"log format: text or json"`
+
+	// PublisherGrace is how long viewers stay connected after their publisher
+	// leaves, waiting for it to return. Zero disconnects them at once.
+	// Defaults to 5s.
+	PublisherGrace time.Duration `yaml:"publisher_grace" usage:"how long viewers wait for a departed publisher to return"`
+
+	// WriteTimeout closes a viewer whose socket accepts nothing for this
+	// long. Defaults to 10s.
+	WriteTimeout time.Duration `yaml:"write_timeout" usage:"close a viewer whose socket accepts nothing for this long"`
+
+	// ReadTimeout closes a publisher or handshake that sends nothing for this
+	// long. Defaults to 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout" usage:"close a publisher or handshake that sends nothing for this long"`
+
+	// MaxLag is how far behind live a viewer may fall before it skips to the
+	// newest keyframe. Defaults to 5s.
+	MaxLag time.Duration `yaml:"max_lag" usage:"a viewer further behind live than this skips to the newest keyframe"`
+
+	// MaxConnections limits concurrent RTMP connections. Defaults to 10000.
+	MaxConnections int `yaml:"max_connections" usage:"maximum concurrent RTMP connections"`
+
+	// HLSSegmentDuration is the target HLS segment duration; at least 100ms.
+	// Defaults to 1s.
+	HLSSegmentDuration time.Duration `yaml:"hls_segment_duration" usage:"target HLS segment duration (at least 100ms)"`
+
+	// HLSSegmentCount is the number of segments kept in the HLS playlist; at
+	// least 7, as low-latency HLS requires. Defaults to 7.
+	HLSSegmentCount int `yaml:"hls_segment_count" usage:"HLS segments kept in the playlist (at least 7)"`
+
+	// PublicHost is the host name used in the URLs shown at start-up; empty
+	// means localhost. Defaults to "".
+	PublicHost string `yaml:"public_host" usage:"host name shown in start-up URLs (empty means localhost)"`
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		RTMPAddr:           ":1935",
+		HTTPAddr:           ":8080",
+		LogLevel:           "info",
+		LogFormat:          "text",
+		PublisherGrace:     5 * time.Second,
+		WriteTimeout:       10 * time.Second,
+		ReadTimeout:        30 * time.Second,
+		MaxLag:             5 * time.Second,
+		MaxConnections:     10000,
+		HLSSegmentDuration: time.Second,
+		HLSSegmentCount:    7,
+		PublicHost:         "",
+	}
+}
+
+// Allowed values of LogLevel and LogFormat.
+var (
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
+)
+
+const (
+	minHLSSegmentCount    = 7
+	minHLSSegmentDuration = 100 * time.Millisecond
+)
+
+// Validate reports every invalid setting of c as one error joined with
+// [errors.Join]; each problem names the offending flag.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(goName, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: --%s: %s", configFields.byGo(goName).flag, fmt.Sprintf(format, args...)))
+	}
+	checkAddr := func(goName, addr string) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			bad(goName, "%v", err)
+			return
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			bad(goName, "port %q in %q is not a number from 0 to 65535", port, addr)
+		}
+	}
+	positive := func(goName string, d time.Duration) {
+		if d <= 0 {
+			bad(goName, "must be positive, got %v", d)
+		}
+	}
+
+	checkAddr("RTMPAddr", c.RTMPAddr)
+	checkAddr("HTTPAddr", c.HTTPAddr)
+	if !slices.Contains(logLevels, c.LogLevel) {
+		bad("LogLevel", "%q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
+	}
+	if !slices.Contains(logFormats, c.LogFormat) {
+		bad("LogFormat", "%q is not one of %s", c.LogFormat, strings.Join(logFormats, ", "))
+	}
+	if c.PublisherGrace < 0 {
+		bad("PublisherGrace", "must not be negative, got %v", c.PublisherGrace)
+	}
+	positive("WriteTimeout", c.WriteTimeout)
+	positive("ReadTimeout", c.ReadTimeout)
+	positive("MaxLag", c.MaxLag)
+	if c.MaxConnections < 1 {
+		bad("MaxConnections", "must be at least 1, got %d", c.MaxConnections)
+	}
+	if c.HLSSegmentDuration < minHLSSegmentDuration {
+		bad("HLSSegmentDuration", "must be at least %v, got %v", minHLSSegmentDuration, c.HLSSegmentDuration)
+	}
+	if c.HLSSegmentCount < minHLSSegmentCount {
+		bad("HLSSegmentCount", "must be at least %d (required by low-latency HLS), got %d", minHLSSegmentCount, c.HLSSegmentCount)
+	}
+	return errors.Join(errs...)
+}
+
+// Load builds the configuration from the defaults, the YAML file, the
+// environment and the command-line arguments, then validates it.
+//
+// args are the arguments after the subcommand; both --flag value and
+// --flag=value are accepted. env is in [os.Environ] form; MESHCAST_*
+// variables set to the empty string are ignored. The YAML file is named by
+// --config, or else by MESHCAST_CONFIG; unknown keys in it are an error. On
+// -h or --help Load returns [flag.ErrHelp].
+func Load(args []string, env []string) (Config, error) {
+	// Flags are parsed first, into values held aside, so that --help and
+	// malformed flags are reported before any file is read; they are applied
+	// last, above the file and the environment.
+	fs := flag.NewFlagSet("meshcast", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var configPath string
+	configSet := false
+	fs.Func("config", "", func(s string) error {
+		configPath, configSet = s, true
+		return nil
+	})
+	var fromFlags []pending
+	for _, f := range configFields {
+		fs.Var(&flagValue{f: f, out: &fromFlags}, f.flag, f.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, flag.ErrHelp
+		}
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+	}
+
+	vars := envMap(env)
+	if !configSet {
+		configPath = vars[ConfigEnv]
+	}
+
+	cfg := Default()
+	if configPath != "" {
+		if err := loadFile(&cfg, configPath); err != nil {
+			return Config{}, err
+		}
+	}
+	rv := reflect.ValueOf(&cfg).Elem()
+	for _, f := range configFields {
+		s, ok := vars[f.env]
+		if !ok {
+			continue
+		}
+		v, err := f.parse(s)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %s: %w", f.env, err)
+		}
+		rv.Field(f.index).Set(v)
+	}
+	for _, p := range fromFlags {
+		rv.Field(p.f.index).Set(p.v)
+	}
+
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// loadFile decodes the YAML file at path over cfg.
+func loadFile(cfg *Config, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config: %s: %w", path, err)
+	}
+	return nil
+}
+
+// envMap returns the non-empty MESHCAST_* variables of env; a later entry
+// overrides an earlier one, as in the process environment.
+func envMap(env []string) map[string]string {
+	m := make(map[string]string)
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, EnvPrefix) {
+			continue
+		}
+		if v == "" {
+			delete(m, k)
+			continue
+		}
+		m[k] = v
+	}
+	return m
+}
+
+// Usage writes help for every flag, with its default, to w.
+func Usage(w io.Writer) {
+	def := reflect.ValueOf(Default())
+	fmt.Fprintf(w, "Flags:\n")
+	fmt.Fprintf(w, "  --config file\n    \tYAML configuration file (or %s)\n", ConfigEnv)
+	for _, f := range configFields {
+		name := "--" + f.flag
+		if f.kind != "bool" {
+			name += " " + f.kind
+		}
+		fmt.Fprintf(w, "  %s\n    \t%s (default %s)\n", name, f.usage, f.quoted(def.Field(f.index)))
+	}
+	fmt.Fprintf(w, "\nEach flag can also be set in the YAML file under its name with dashes turned\n"+
+		"to underscores (max_lag: 2s), or by the environment variable %s<NAME>\n"+
+		"with the name upper-cased (%sMAX_LAG=2s). Flags override the environment,\n"+
+		"which overrides the file, which overrides the defaults. Durations use Go\n"+
+		"syntax such as 5s or 250ms; lists are comma-separated in flags and the\n"+
+		"environment and YAML sequences in the file.\n", EnvPrefix, EnvPrefix)
+}
+
+// Redacted returns the effective configuration keyed by YAML key. Durations
+// are given in Go syntax ("5s"), and fields tagged secret:"true" as
+// "REDACTED".
+func (c Config) Redacted() map[string]any {
+	return configFields.redacted(reflect.ValueOf(c))
+}

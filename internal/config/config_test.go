@@ -1,0 +1,649 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeFile writes a YAML file into a fresh temporary directory and returns
+// its path.
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "meshcast.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDefault(t *testing.T) {
+	def := Default()
+	if err := def.Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+	want := Config{
+		RTMPAddr:           ":1935",
+		HTTPAddr:           ":8080",
+		LogLevel:           "info",
+		LogFormat:          "text",
+		PublisherGrace:     5 * time.Second,
+		WriteTimeout:       10 * time.Second,
+		ReadTimeout:        30 * time.Second,
+		MaxLag:             5 * time.Second,
+		MaxConnections:     10000,
+		HLSSegmentDuration: time.Second,
+		HLSSegmentCount:    7,
+		PublicHost:         "",
+	}
+	if def != want {
+		t.Errorf("Default() = %+v, want %+v", def, want)
+	}
+	got, err := Load(nil, []string{"HOME=/root", "PATH=/bin"})
+	if err != nil {
+		t.Fatalf("Load with no sources: %v", err)
+	}
+	if got != want {
+		t.Errorf("Load with no sources = %+v, want %+v", got, want)
+	}
+}
+
+func TestLoadPrecedence(t *testing.T) {
+	const file = "rtmp_addr: \"127.0.0.1:1001\"\nmax_connections: 11\nmax_lag: 1s\n"
+	type want struct {
+		addr string
+		conn int
+		lag  time.Duration
+	}
+	tests := []struct {
+		name string
+		file string // YAML body; empty means no file
+		args []string
+		env  []string
+		want want
+	}{
+		{
+			name: "defaults",
+			want: want{":1935", 10000, 5 * time.Second},
+		},
+		{
+			name: "file over defaults",
+			file: file,
+			want: want{"127.0.0.1:1001", 11, time.Second},
+		},
+		{
+			name: "env over defaults",
+			env:  []string{"MESHCAST_RTMP_ADDR=127.0.0.1:2002", "MESHCAST_MAX_CONNECTIONS=22", "MESHCAST_MAX_LAG=2s"},
+			want: want{"127.0.0.1:2002", 22, 2 * time.Second},
+		},
+		{
+			name: "env over file",
+			file: file,
+			env:  []string{"MESHCAST_RTMP_ADDR=127.0.0.1:2002", "MESHCAST_MAX_CONNECTIONS=22", "MESHCAST_MAX_LAG=2s"},
+			want: want{"127.0.0.1:2002", 22, 2 * time.Second},
+		},
+		{
+			name: "env over file, one field only",
+			file: file,
+			env:  []string{"MESHCAST_MAX_LAG=250ms"},
+			want: want{"127.0.0.1:1001", 11, 250 * time.Millisecond},
+		},
+		{
+			name: "flag over env over file",
+			file: file,
+			env:  []string{"MESHCAST_RTMP_ADDR=127.0.0.1:2002", "MESHCAST_MAX_CONNECTIONS=22", "MESHCAST_MAX_LAG=2s"},
+			args: []string{"--rtmp-addr", "127.0.0.1:3003", "--max-connections", "33", "--max-lag", "3s"},
+			want: want{"127.0.0.1:3003", 33, 3 * time.Second},
+		},
+		{
+			name: "flag=value form",
+			file: file,
+			env:  []string{"MESHCAST_RTMP_ADDR=127.0.0.1:2002", "MESHCAST_MAX_CONNECTIONS=22", "MESHCAST_MAX_LAG=2s"},
+			args: []string{"--rtmp-addr=127.0.0.1:3003", "--max-connections=33", "--max-lag=3s"},
+			want: want{"127.0.0.1:3003", 33, 3 * time.Second},
+		},
+		{
+			name: "single-dash flag",
+			args: []string{"-max-connections", "44"},
+			want: want{":1935", 44, 5 * time.Second},
+		},
+		{
+			name: "repeated flag: last wins",
+			args: []string{"--max-connections=1", "--max-connections=2"},
+			want: want{":1935", 2, 5 * time.Second},
+		},
+		{
+			name: "flag over file without env",
+			file: file,
+			args: []string{"--max-lag=4s"},
+			want: want{"127.0.0.1:1001", 11, 4 * time.Second},
+		},
+		{
+			name: "empty env value ignored",
+			file: file,
+			env:  []string{"MESHCAST_MAX_LAG=", "MESHCAST_RTMP_ADDR="},
+			want: want{"127.0.0.1:1001", 11, time.Second},
+		},
+		{
+			name: "later env entry wins",
+			env:  []string{"MESHCAST_MAX_CONNECTIONS=5", "MESHCAST_MAX_CONNECTIONS=6"},
+			want: want{":1935", 6, 5 * time.Second},
+		},
+		{
+			name: "empty file",
+			file: "# nothing set\n",
+			want: want{":1935", 10000, 5 * time.Second},
+		},
+	}
+	for _, tt := range tests {
+		for _, via := range []string{"flag", "env"} {
+			if tt.file == "" && via == "env" {
+				continue
+			}
+			t.Run(tt.name+"/config via "+via, func(t *testing.T) {
+				args := slices.Clone(tt.args)
+				env := slices.Clone(tt.env)
+				if tt.file != "" {
+					path := writeFile(t, tt.file)
+					if via == "flag" {
+						args = append([]string{"--config", path}, args...)
+					} else {
+						env = append(env, ConfigEnv+"="+path)
+					}
+				}
+				got, err := Load(args, env)
+				if err != nil {
+					t.Fatalf("Load(%q, %q): %v", args, env, err)
+				}
+				if g := (want{got.RTMPAddr, got.MaxConnections, got.MaxLag}); g != tt.want {
+					t.Errorf("Load(%q, %q) = %+v, want %+v", args, env, g, tt.want)
+				}
+				if got.HTTPAddr != ":8080" || got.HLSSegmentCount != 7 {
+					t.Errorf("untouched fields changed: %+v", got)
+				}
+			})
+		}
+	}
+}
+
+func TestLoadAllFields(t *testing.T) {
+	args := []string{
+		"--rtmp-addr=127.0.0.1:0",
+		"--http-addr=[::1]:0",
+		"--log-level=debug",
+		"--log-format=json",
+		"--publisher-grace=0s",
+		"--write-timeout=1s",
+		"--read-timeout=2s",
+		"--max-lag=3s",
+		"--max-connections=4",
+		"--hls-segment-duration=500ms",
+		"--hls-segment-count=9",
+		"--public-host=live.example.com",
+	}
+	want := Config{
+		RTMPAddr:           "127.0.0.1:0",
+		HTTPAddr:           "[::1]:0",
+		LogLevel:           "debug",
+		LogFormat:          "json",
+		PublisherGrace:     0,
+		WriteTimeout:       time.Second,
+		ReadTimeout:        2 * time.Second,
+		MaxLag:             3 * time.Second,
+		MaxConnections:     4,
+		HLSSegmentDuration: 500 * time.Millisecond,
+		HLSSegmentCount:    9,
+		PublicHost:         "live.example.com",
+	}
+	got, err := Load(args, nil)
+	if err != nil {
+		t.Fatalf("flags: %v", err)
+	}
+	if got != want {
+		t.Errorf("flags: got %+v, want %+v", got, want)
+	}
+
+	var env []string
+	var yml strings.Builder
+	for _, a := range args {
+		name, value, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		key := strings.ReplaceAll(name, "-", "_")
+		env = append(env, "MESHCAST_"+strings.ToUpper(key)+"="+value)
+		if _, err := strconv.Atoi(value); err != nil {
+			value = strconv.Quote(value)
+		}
+		yml.WriteString(key + ": " + value + "\n")
+	}
+	// An empty value in the environment means unset, so PublisherGrace uses
+	// "0s" rather than "".
+	got, err = Load(nil, env)
+	if err != nil {
+		t.Fatalf("env: %v", err)
+	}
+	if got != want {
+		t.Errorf("env: got %+v, want %+v", got, want)
+	}
+
+	got, err = Load([]string{"--config", writeFile(t, yml.String())}, nil)
+	if err != nil {
+		t.Fatalf("file: %v", err)
+	}
+	if got != want {
+		t.Errorf("file: got %+v, want %+v", got, want)
+	}
+}
+
+func TestLoadConfigPathPrecedence(t *testing.T) {
+	fromEnv := writeFile(t, "max_connections: 1\n")
+	fromFlag := writeFile(t, "max_connections: 2\n")
+	env := []string{ConfigEnv + "=" + fromEnv}
+
+	got, err := Load([]string{"--config=" + fromFlag}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.MaxConnections != 2 {
+		t.Errorf("--config should override %s: MaxConnections = %d, want 2", ConfigEnv, got.MaxConnections)
+	}
+
+	got, err = Load([]string{"--config="}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.MaxConnections != 10000 {
+		t.Errorf("--config= should disable the file: MaxConnections = %d, want 10000", got.MaxConnections)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		args []string
+		env  []string
+		want []string // substrings of the error
+	}{
+		{
+			name: "unknown YAML key",
+			file: "rtmp_addr: \":1935\"\nmax_lagg: 5s\n",
+			want: []string{"max_lagg", "meshcast.yaml"},
+		},
+		{
+			name: "YAML integer duration",
+			file: "max_lag: 5\n",
+			want: []string{"time.Duration", "meshcast.yaml"},
+		},
+		{
+			name: "YAML bad duration",
+			file: "max_lag: soon\n",
+			want: []string{"soon"},
+		},
+		{
+			name: "YAML not a mapping",
+			file: "- a\n- b\n",
+			want: []string{"meshcast.yaml"},
+		},
+		{
+			name: "YAML syntax",
+			file: "rtmp_addr: [\n",
+			want: []string{"meshcast.yaml"},
+		},
+		{
+			name: "missing config file",
+			args: []string{"--config", filepath.Join(t.TempDir(), "absent.yaml")},
+			want: []string{"absent.yaml"},
+		},
+		{
+			name: "missing config file via env",
+			env:  []string{ConfigEnv + "=" + filepath.Join(t.TempDir(), "absent.yaml")},
+			want: []string{"absent.yaml"},
+		},
+		{
+			name: "bad duration in env",
+			env:  []string{"MESHCAST_MAX_LAG=five"},
+			want: []string{"MESHCAST_MAX_LAG", `"five"`},
+		},
+		{
+			name: "bad int in env",
+			env:  []string{"MESHCAST_MAX_CONNECTIONS=lots"},
+			want: []string{"MESHCAST_MAX_CONNECTIONS", `"lots"`},
+		},
+		{
+			name: "bad duration flag",
+			args: []string{"--write-timeout", "never"},
+			want: []string{"write-timeout", "never"},
+		},
+		{
+			name: "unknown flag",
+			args: []string{"--rtmp-adr", ":1"},
+			want: []string{"rtmp-adr"},
+		},
+		{
+			name: "flag missing value",
+			args: []string{"--max-lag"},
+			want: []string{"max-lag"},
+		},
+		{
+			name: "positional argument",
+			args: []string{"--max-lag", "1s", "extra"},
+			want: []string{`"extra"`},
+		},
+		{
+			name: "invalid after merge",
+			file: "log_level: loud\n",
+			want: []string{"--log-level", `"loud"`},
+		},
+		{
+			name: "invalid from flag",
+			args: []string{"--hls-segment-count=3"},
+			want: []string{"--hls-segment-count"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.file != "" {
+				args = append([]string{"--config", writeFile(t, tt.file)}, args...)
+			}
+			_, err := Load(args, tt.env)
+			if err == nil {
+				t.Fatalf("Load(%q, %q) succeeded, want error", args, tt.env)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if !strings.HasPrefix(err.Error(), "config: ") {
+				t.Errorf("error %q lacks the config: prefix", err)
+			}
+		})
+	}
+}
+
+func TestLoadHelp(t *testing.T) {
+	for _, args := range [][]string{
+		{"--help"},
+		{"-h"},
+		{"-help"},
+		{"--max-lag=1s", "--help"},
+		// Help wins even when the file named before it does not exist.
+		{"--config", "/nonexistent/meshcast.yaml", "--help"},
+	} {
+		_, err := Load(args, nil)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("Load(%q) error = %v, want flag.ErrHelp", args, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   []string // substrings; nil means valid
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"port zero", func(c *Config) { c.RTMPAddr, c.HTTPAddr = "127.0.0.1:0", ":0" }, nil},
+		{"IPv6 address", func(c *Config) { c.HTTPAddr = "[::1]:8080" }, nil},
+		{"grace zero", func(c *Config) { c.PublisherGrace = 0 }, nil},
+		{"minimum HLS", func(c *Config) { c.HLSSegmentDuration, c.HLSSegmentCount = 100*time.Millisecond, 7 }, nil},
+		{"max connections one", func(c *Config) { c.MaxConnections = 1 }, nil},
+		{"rtmp addr missing port", func(c *Config) { c.RTMPAddr = "localhost" }, []string{"--rtmp-addr:", "missing port"}},
+		{"http addr empty", func(c *Config) { c.HTTPAddr = "" }, []string{"--http-addr:"}},
+		{"http addr bad port", func(c *Config) { c.HTTPAddr = ":http" }, []string{"--http-addr:", `"http"`}},
+		{"port out of range", func(c *Config) { c.RTMPAddr = ":70000" }, []string{"--rtmp-addr:", "70000"}},
+		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{`--log-level: "loud" is not one of debug, info, warn, error`}},
+		{"log level case", func(c *Config) { c.LogLevel = "INFO" }, []string{"--log-level:"}},
+		{"log format", func(c *Config) { c.LogFormat = "xml" }, []string{`--log-format: "xml" is not one of text, json`}},
+		{"grace negative", func(c *Config) { c.PublisherGrace = -time.Second }, []string{"--publisher-grace:"}},
+		{"write timeout zero", func(c *Config) { c.WriteTimeout = 0 }, []string{"--write-timeout:"}},
+		{"read timeout negative", func(c *Config) { c.ReadTimeout = -1 }, []string{"--read-timeout:"}},
+		{"max lag zero", func(c *Config) { c.MaxLag = 0 }, []string{"--max-lag:"}},
+		{"max connections zero", func(c *Config) { c.MaxConnections = 0 }, []string{"--max-connections:"}},
+		{"segment duration short", func(c *Config) { c.HLSSegmentDuration = 99 * time.Millisecond }, []string{"--hls-segment-duration:"}},
+		{"segment count low", func(c *Config) { c.HLSSegmentCount = 6 }, []string{"--hls-segment-count:", "7"}},
+		{
+			"several problems joined",
+			func(c *Config) { c.LogLevel, c.MaxLag, c.HLSSegmentCount = "loud", 0, 1 },
+			[]string{"--log-level:", "--max-lag:", "--hls-segment-count:"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(&c)
+			err := c.Validate()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate() = nil, want error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			// Each want starting with "--" is one problem, on its own line.
+			lines := strings.Split(err.Error(), "\n")
+			problems := 0
+			for _, w := range tt.want {
+				if strings.HasPrefix(w, "--") {
+					problems++
+				}
+			}
+			if len(lines) != problems {
+				t.Errorf("got %d problems, want %d: %q", len(lines), problems, err)
+			}
+			for _, l := range lines {
+				if !strings.HasPrefix(l, "config: --") {
+					t.Errorf("problem %q does not start with config: --flag", l)
+				}
+			}
+		})
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	c := Default()
+	c.PublicHost = "live.example.com"
+	got := c.Redacted()
+
+	var keys []string
+	rt := reflect.TypeFor[Config]()
+	for i := range rt.NumField() {
+		keys = append(keys, rt.Field(i).Tag.Get("yaml"))
+	}
+	gotKeys := make([]string, 0, len(got))
+	for k := range got {
+		gotKeys = append(gotKeys, k)
+	}
+	slices.Sort(keys)
+	slices.Sort(gotKeys)
+	if !slices.Equal(keys, gotKeys) {
+		t.Errorf("Redacted keys = %q, want the YAML keys %q", gotKeys, keys)
+	}
+
+	for key, want := range map[string]any{
+		"rtmp_addr":            ":1935",
+		"max_connections":      10000,
+		"max_lag":              "5s",
+		"hls_segment_duration": "1s",
+		"public_host":          "live.example.com",
+	} {
+		if got[key] != want {
+			t.Errorf("Redacted()[%q] = %#v, want %#v", key, got[key], want)
+		}
+	}
+}
+
+// kinds exercises every supported field kind and the secret tag.
+type kinds struct {
+	Name    string        `yaml:"name" usage:"a string"`
+	Count   int           `yaml:"count" usage:"an int"`
+	Enabled bool          `yaml:"enabled" usage:"a bool"`
+	Wait    time.Duration `yaml:"wait" usage:"a duration"`
+	Peers   []string      `yaml:"peers" usage:"a list"`
+	Token   string        `yaml:"stream_token" secret:"true" usage:"a secret"`
+}
+
+func TestFieldKinds(t *testing.T) {
+	fl := mustFields(reflect.TypeFor[kinds]())
+	var k kinds
+	rv := reflect.ValueOf(&k).Elem()
+	inputs := map[string]string{
+		"name":         "cam",
+		"count":        "3",
+		"enabled":      "true",
+		"wait":         "250ms",
+		"peers":        " a:1, b:2 ,,",
+		"stream_token": "hunter2",
+	}
+	for _, f := range fl {
+		v, err := f.parse(inputs[f.yaml])
+		if err != nil {
+			t.Fatalf("%s: %v", f.yaml, err)
+		}
+		rv.Field(f.index).Set(v)
+	}
+	want := kinds{"cam", 3, true, 250 * time.Millisecond, []string{"a:1", "b:2"}, "hunter2"}
+	if !reflect.DeepEqual(k, want) {
+		t.Errorf("parsed %+v, want %+v", k, want)
+	}
+
+	red := fl.redacted(reflect.ValueOf(k))
+	wantRed := map[string]any{
+		"name":         "cam",
+		"count":        3,
+		"enabled":      true,
+		"wait":         "250ms",
+		"peers":        []string{"a:1", "b:2"},
+		"stream_token": "REDACTED",
+	}
+	if !reflect.DeepEqual(red, wantRed) {
+		t.Errorf("redacted = %#v, want %#v", red, wantRed)
+	}
+	red["peers"].([]string)[0] = "changed"
+	if k.Peers[0] != "a:1" {
+		t.Error("redacted map shares the list with the configuration")
+	}
+
+	byKey := map[string]field{}
+	for _, f := range fl {
+		byKey[f.yaml] = f
+	}
+	if got := byKey["stream_token"].flag; got != "stream-token" {
+		t.Errorf("flag name = %q, want stream-token", got)
+	}
+	if got := byKey["stream_token"].env; got != "MESHCAST_STREAM_TOKEN" {
+		t.Errorf("env name = %q, want MESHCAST_STREAM_TOKEN", got)
+	}
+	if got := byKey["peers"].format(reflect.ValueOf([]string{"a", "b"})); got != "a,b" {
+		t.Errorf("list format = %q, want a,b", got)
+	}
+	if v, _ := byKey["peers"].parse(""); v.Len() != 0 || v.IsNil() {
+		t.Errorf("empty list should parse to an empty, non-nil list, got %#v", v.Interface())
+	}
+	for _, bad := range []struct{ key, in string }{{"count", "x"}, {"enabled", "maybe"}, {"wait", "5"}} {
+		if _, err := byKey[bad.key].parse(bad.in); err == nil {
+			t.Errorf("%s: parse(%q) succeeded, want error", bad.key, bad.in)
+		}
+	}
+
+	// A boolean flag may be given bare or with =value.
+	var out []pending
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.Var(&flagValue{f: byKey["enabled"], out: &out}, "enabled", "")
+	fs.Var(&flagValue{f: byKey["peers"], out: &out}, "peers", "")
+	if err := fs.Parse([]string{"--enabled", "--peers", "x,y"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 || !out[0].v.Bool() || !reflect.DeepEqual(out[1].v.Interface(), []string{"x", "y"}) {
+		t.Errorf("parsed flags = %+v", out)
+	}
+}
+
+func TestMustFieldsRejects(t *testing.T) {
+	tests := map[string]reflect.Type{
+		"unsupported type": reflect.TypeFor[struct {
+			F float64 `yaml:"f"`
+		}](),
+		"missing yaml tag": reflect.TypeFor[struct{ F string }](),
+		"duplicate key": reflect.TypeFor[struct {
+			A string `yaml:"a"`
+			B string `yaml:"a"`
+		}](),
+	}
+	for name, typ := range tests {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("mustFields did not panic")
+				}
+			}()
+			mustFields(typ)
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	rt := reflect.TypeFor[Config]()
+	if len(configFields) != rt.NumField() {
+		t.Fatalf("%d settings for %d fields", len(configFields), rt.NumField())
+	}
+	for _, f := range configFields {
+		if f.flag != strings.ReplaceAll(f.yaml, "_", "-") {
+			t.Errorf("%s: flag %q does not match YAML key %q", f.goName, f.flag, f.yaml)
+		}
+		if f.env != "MESHCAST_"+strings.ToUpper(f.yaml) {
+			t.Errorf("%s: env %q", f.goName, f.env)
+		}
+		if f.usage == "" {
+			t.Errorf("%s: no usage text", f.goName)
+		}
+	}
+	if got := configFields.byGo("HLSSegmentDuration").flag; got != "hls-segment-duration" {
+		t.Errorf("HLSSegmentDuration flag = %q", got)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var b bytes.Buffer
+	Usage(&b)
+	out := b.String()
+	for _, want := range []string{
+		"--config file",
+		"MESHCAST_CONFIG",
+		`--rtmp-addr string`,
+		`(default ":1935")`,
+		"--publisher-grace duration",
+		"(default 5s)",
+		"--max-connections int",
+		"(default 10000)",
+		`--public-host string`,
+		`(default "")`,
+		"MESHCAST_<NAME>",
+		"underscores",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Usage output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, f := range configFields {
+		if !strings.Contains(out, "--"+f.flag+" ") || !strings.Contains(out, f.usage) {
+			t.Errorf("Usage output lacks --%s or its meaning", f.flag)
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package rtmp
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// handshakeSize is the size of C1/C2/S1/S2 (RTMP spec §5.2).
+const handshakeSize = 1536
+
+// version is the only RTMP version meshcast speaks (plain, unencrypted).
+const version = 3
+
+// ErrVersion is returned when a peer opens with a version byte other than 3.
+var ErrVersion = errors.New("unsupported RTMP version")
+
+// ServerHandshake performs the server side of the simple handshake
+// (RTMP spec §5.2): read C0+C1, send S0+S1+S2 (S2 echoes C1), read C2.
+// Clients that expect the digest ("complex") handshake still accept this, as
+// ffmpeg, OBS and GStreamer do.
+func ServerHandshake(rw io.ReadWriter) error {
+	var c0c1 [1 + handshakeSize]byte
+	if _, err := io.ReadFull(rw, c0c1[:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: read C0+C1: %w", err)
+	}
+	if c0c1[0] != version {
+		return fmt.Errorf("rtmp: handshake: C0 0x%02x: %w", c0c1[0], ErrVersion)
+	}
+	var out [1 + 2*handshakeSize]byte
+	out[0] = version
+	s1 := out[1 : 1+handshakeSize]
+	// S1: time (4), zero (4), random (1528).
+	if _, err := rand.Read(s1[8:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: %w", err)
+	}
+	s2 := out[1+handshakeSize:]
+	copy(s2, c0c1[1:])
+	if _, err := rw.Write(out[:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: write S0+S1+S2: %w", err)
+	}
+	var c2 [handshakeSize]byte
+	if _, err := io.ReadFull(rw, c2[:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: read C2: %w", err)
+	}
+	return nil
+}
+
+// ClientHandshake performs the client side of the simple handshake: send
+// C0+C1, read S0+S1+S2, send C2 echoing S1.
+func ClientHandshake(rw io.ReadWriter) error {
+	var c0c1 [1 + handshakeSize]byte
+	c0c1[0] = version
+	if _, err := rand.Read(c0c1[9:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: %w", err)
+	}
+	if _, err := rw.Write(c0c1[:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: write C0+C1: %w", err)
+	}
+	var s [1 + 2*handshakeSize]byte
+	if _, err := io.ReadFull(rw, s[:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: read S0+S1+S2: %w", err)
+	}
+	if s[0] != version {
+		return fmt.Errorf("rtmp: handshake: S0 0x%02x: %w", s[0], ErrVersion)
+	}
+	s1 := s[1 : 1+handshakeSize]
+	var c2 [handshakeSize]byte
+	copy(c2[:], s1)
+	binary.BigEndian.PutUint32(c2[4:], 0)
+	if _, err := rw.Write(c2[:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: write C2: %w", err)
+	}
+	// S2 should echo C1's random bytes; the check is informational only.
+	_ = bytes.Equal(s[1+handshakeSize+8:], c0c1[9:])
+	return nil
+}

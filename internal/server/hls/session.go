@@ -1,0 +1,261 @@
+package hls
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/gohlslib/v2"
+	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+
+	"github.com/meshcast/meshcast/internal/media"
+)
+
+// videoClockRate is the H.264 timestamp rate in MP4 and HLS.
+const videoClockRate = 90000
+
+// audioJitter is how far, in milliseconds, an audio timestamp may stray
+// from the end of the previous frame and still be taken as contiguous. FLV
+// timestamps are whole milliseconds, so frames of 1024 samples at 44.1 kHz
+// arrive 23 or 24 ms apart.
+const audioJitter = 2
+
+// session is one gohlslib muxer with fixed tracks, fed by one goroutine.
+type session struct {
+	hm    *gohlslib.Muxer
+	log   *slog.Logger
+	video *videoTrack // nil for audio-only streams
+	audio *audioTrack // nil for video-only streams
+
+	based bool
+	base  int64     // stream time (ms) that becomes timestamp 0
+	start time.Time // wall clock at base
+
+	writeErrs  int          // frames gohlslib refused
+	encodeErrs atomic.Int64 // errors gohlslib reported on its own
+}
+
+type videoTrack struct {
+	t        *gohlslib.Track
+	sps, pps []byte
+}
+
+type audioTrack struct {
+	t            *gohlslib.Track
+	rate         int64 // clock rate: the core AAC sample rate
+	frameSamples int64 // samples per AAC frame
+	next         int64 // timestamp right after the previous frame
+	hasNext      bool
+}
+
+// startSession builds and starts a gohlslib muxer with the given tracks;
+// at least one of video and audio is set.
+func startSession(m *muxer, video *media.AVCConfig, audio *media.AACConfig) (*session, error) {
+	sess := &session{log: m.log}
+	var tracks []*gohlslib.Track
+	if video != nil {
+		sess.video = newVideoTrack(video)
+		tracks = append(tracks, sess.video.t)
+	}
+	if audio != nil {
+		sess.audio = newAudioTrack(audio)
+		tracks = append(tracks, sess.audio.t)
+	}
+	sess.hm = &gohlslib.Muxer{
+		Tracks:             tracks,
+		Variant:            variant,
+		SegmentCount:       m.s.cfg.SegmentCount,
+		SegmentMinDuration: m.s.cfg.SegmentDuration,
+		OnEncodeError:      sess.onEncodeError,
+	}
+	if err := sess.hm.Start(); err != nil {
+		return nil, fmt.Errorf("hls: start muxer: %w", err)
+	}
+	m.log.Info("muxer started", "video", describeVideo(video), "audio", describeAudio(audio))
+	return sess, nil
+}
+
+func newVideoTrack(c *media.AVCConfig) *videoTrack {
+	// An fMP4 init segment carries one SPS and one PPS; streams with more
+	// are vanishingly rare, and gohlslib supports only one of each.
+	sps, pps := c.SPS[0], c.PPS[0]
+	return &videoTrack{
+		t: &gohlslib.Track{
+			Codec:     &codecs.H264{SPS: sps, PPS: pps},
+			ClockRate: videoClockRate,
+		},
+		sps: sps,
+		pps: pps,
+	}
+}
+
+func newAudioTrack(c *media.AACConfig) *audioTrack {
+	// gohlslib times MPEG-4 audio at the AudioSpecificConfig's own sample
+	// rate, which for HE-AAC is the core rate, not c.SampleRate (the SBR
+	// output rate). Track and timestamps must use the same one.
+	rate := c.Config.SampleRate
+	frame := int64(1024)
+	if c.Config.FrameLengthFlag {
+		frame = 960
+	}
+	return &audioTrack{
+		t: &gohlslib.Track{
+			Codec:     &codecs.MPEG4Audio{Config: c.Config},
+			ClockRate: rate,
+		},
+		rate:         int64(rate),
+		frameSamples: frame,
+	}
+}
+
+// describeVideo summarises a video track for logs.
+func describeVideo(c *media.AVCConfig) string {
+	if c == nil {
+		return "none"
+	}
+	info, err := c.Info()
+	if err != nil {
+		return "h264"
+	}
+	return "h264 " + strconv.Itoa(info.Width) + "x" + strconv.Itoa(info.Height) + " " + info.Profile + " " + info.Level
+}
+
+// describeAudio summarises an audio track for logs.
+func describeAudio(c *media.AACConfig) string {
+	if c == nil {
+		return "none"
+	}
+	return "aac " + c.Profile() + " " + strconv.Itoa(c.SampleRate) + "Hz " + strconv.Itoa(c.Channels) + "ch"
+}
+
+// onEncodeError receives errors gohlslib reports outside a write call. The
+// first is logged; the rest are counted, to keep a bad stream from flooding
+// the log.
+func (sess *session) onEncodeError(err error) {
+	if sess.encodeErrs.Add(1) == 1 {
+		sess.log.Warn("muxer encode error", "err", err)
+	}
+}
+
+// close closes the gohlslib muxer, which also ends every request waiting in
+// it.
+func (sess *session) close(reason string) {
+	sess.hm.Close()
+	attrs := []any{"reason", reason}
+	if sess.writeErrs > 0 {
+		attrs = append(attrs, "dropped_frames", sess.writeErrs)
+	}
+	if n := sess.encodeErrs.Load(); n > 0 {
+		attrs = append(attrs, "encode_errors", n)
+	}
+	sess.log.Info("muxer closed", attrs...)
+}
+
+// write feeds one frame. Frames of a track the session lacks are dropped,
+// and so are frames gohlslib refuses: one bad frame must not end the stream.
+func (sess *session) write(p *media.Packet) {
+	if !sess.based {
+		sess.based, sess.base, sess.start = true, p.DTS, time.Now()
+	}
+	var err error
+	switch {
+	case p.Kind == media.KindVideo && sess.video != nil:
+		err = sess.writeVideo(p)
+	case p.Kind == media.KindAudio && sess.audio != nil:
+		err = sess.writeAudio(p)
+	default:
+		return
+	}
+	if err != nil {
+		sess.writeErrs++
+		if sess.writeErrs == 1 {
+			sess.log.Warn("dropping frame the muxer refused", "kind", p.Kind.String(), "err", err)
+		}
+	}
+}
+
+// ntp is the wall-clock time of stream time ms, for EXT-X-PROGRAM-DATE-TIME.
+// It follows media time from the session's start rather than arrival time,
+// since a new reader is first handed the cached GOP in one burst.
+func (sess *session) ntp(ms int64) time.Time {
+	return sess.start.Add(time.Duration(ms-sess.base) * time.Millisecond)
+}
+
+func (sess *session) writeVideo(p *media.Packet) error {
+	nalus, err := media.AVCCToNALUs(p.Payload)
+	if err != nil {
+		return fmt.Errorf("hls: video frame: %w", err)
+	}
+	v := sess.video
+	nalus = withParameterSets(nalus, v.sps, v.pps)
+	pts := toClock(p.PTS()-sess.base, videoClockRate)
+	if err := sess.hm.WriteH264(v.t, sess.ntp(p.PTS()), pts, nalus); err != nil {
+		return fmt.Errorf("hls: write video: %w", err)
+	}
+	return nil
+}
+
+func (sess *session) writeAudio(p *media.Packet) error {
+	a := sess.audio
+	pts := a.smooth(toClock(p.PTS()-sess.base, a.rate))
+	if err := sess.hm.WriteMPEG4Audio(a.t, sess.ntp(p.PTS()), pts, [][]byte{p.Payload}); err != nil {
+		return fmt.Errorf("hls: write audio: %w", err)
+	}
+	return nil
+}
+
+// smooth replaces a timestamp rounded to the millisecond with the exact
+// end of the previous frame when they are within audioJitter, so every AAC
+// frame lasts exactly its sample count. Larger differences are real gaps
+// or overlaps and are kept.
+func (a *audioTrack) smooth(pts int64) int64 {
+	if a.hasNext {
+		d := pts - a.next
+		if d < 0 {
+			d = -d
+		}
+		if d <= toClock(audioJitter, a.rate) {
+			pts = a.next
+		}
+	}
+	a.next, a.hasNext = pts+a.frameSamples, true
+	return pts
+}
+
+// toClock converts milliseconds to ticks of a clock running at rate Hz,
+// rounding toward zero. Whole seconds and the remainder are scaled apart so
+// that no intermediate product can overflow.
+func toClock(ms, rate int64) int64 {
+	return ms/1000*rate + ms%1000*rate/1000
+}
+
+// withParameterSets puts the SPS and PPS in front of the slices of an IDR
+// access unit that lacks them. gohlslib derives DTS from picture order
+// counts and cannot until it has seen an SPS inside an access unit, but FLV
+// and RTMP carry parameter sets only in the out-of-band avcC. nalus is not
+// modified.
+func withParameterSets(nalus [][]byte, sps, pps []byte) [][]byte {
+	idr, at := false, 0
+	for i, n := range nalus {
+		switch h264.NALUType(n[0] & 0x1f) {
+		case h264.NALUTypeSPS:
+			return nalus
+		case h264.NALUTypeIDR:
+			idr = true
+		case h264.NALUTypeAccessUnitDelimiter:
+			if i == 0 {
+				at = 1 // an access unit delimiter must stay first (H.264 §7.4.1.2.3)
+			}
+		}
+	}
+	if !idr {
+		return nalus
+	}
+	out := make([][]byte, 0, len(nalus)+2)
+	out = append(out, nalus[:at]...)
+	out = append(out, sps, pps)
+	return append(out, nalus[at:]...)
+}

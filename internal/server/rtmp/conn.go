@@ -1,0 +1,379 @@
+package rtmp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/protocol/amf0"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// ackWindow is the acknowledgement window meshcast announces and uses.
+const ackWindow = 2500000
+
+// errClose ends a session after its reason has been logged and sent.
+var errClose = errors.New("session closed")
+
+// conn is one RTMP session: the command phase, then publishing or playing.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	log *slog.Logger
+	r   *rtmp.ChunkReader
+	w   *rtmp.ChunkWriter
+	ack rtmp.AckState
+
+	app string
+	pub *stream.Publisher
+
+	// Playback runs in its own goroutine; the session goroutine keeps
+	// reading the client's messages until it leaves.
+	playCancel context.CancelFunc
+	playDone   chan struct{}
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	id := s.nextID.Add(1)
+	return &conn{
+		srv: s,
+		nc:  nc,
+		log: s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
+		r:   rtmp.NewChunkReader(nc),
+		w:   rtmp.NewChunkWriter(nc),
+		ack: rtmp.AckState{Window: ackWindow},
+	}
+}
+
+func (c *conn) serve() {
+	defer c.nc.Close()
+	defer c.stop()
+	c.nc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+	if err := rtmp.ServerHandshake(c.nc); err != nil {
+		c.log.Info("connection closed: handshake failed", "err", err)
+		return
+	}
+	c.nc.SetDeadline(time.Time{})
+	for {
+		if c.playDone == nil {
+			// Players may stay silent for long; their writes have deadlines.
+			c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+		}
+		m, err := c.r.ReadMessage()
+		if err != nil {
+			c.logEnd(err)
+			return
+		}
+		if c.ack.Due(c.r.BytesRead()) && c.playDone == nil {
+			if err := c.control(rtmp.TypeAck, rtmp.AppendUint32(nil, c.r.BytesRead())); err != nil {
+				return
+			}
+		}
+		if err := c.handle(m); err != nil {
+			if !errors.Is(err, errClose) {
+				c.log.Info("connection closed", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// logEnd logs why the peer's side ended.
+func (c *conn) logEnd(err error) {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.log.Debug("connection closed by peer")
+	default:
+		c.log.Info("connection closed", "err", err)
+	}
+}
+
+// stop ends publishing or playing.
+func (c *conn) stop() {
+	if c.pub != nil {
+		c.pub.Close()
+		c.log.Info("publish stopped", "stream", c.pub.Stream().Name())
+		c.pub = nil
+	}
+	if c.playDone != nil {
+		c.playCancel()
+		c.nc.Close() // unblock a write in progress
+		<-c.playDone
+		c.playDone = nil
+	}
+}
+
+func (c *conn) handle(m *rtmp.Message) error {
+	switch m.Type {
+	case rtmp.TypeCommandAMF0:
+		return c.command(m)
+	case rtmp.TypeCommandAMF3:
+		if len(m.Payload) == 0 {
+			return nil
+		}
+		m.Payload = m.Payload[1:]
+		return c.command(m)
+	case rtmp.TypeAudio, rtmp.TypeVideo:
+		return c.media(m)
+	case rtmp.TypeDataAMF0:
+		return c.data(m)
+	case rtmp.TypeWindowAckSize:
+		if len(m.Payload) >= 4 {
+			if w := binary.BigEndian.Uint32(m.Payload); w > 0 && w < c.ack.Window {
+				c.ack.Window = w
+			}
+		}
+	case rtmp.TypeUserControl:
+		if len(m.Payload) >= 6 && binary.BigEndian.Uint16(m.Payload) == rtmp.EventPingRequest && c.playDone == nil {
+			return c.control(rtmp.TypeUserControl, rtmp.AppendUserControl(nil, rtmp.EventPingResponse, binary.BigEndian.Uint32(m.Payload[2:])))
+		}
+	}
+	return nil
+}
+
+func (c *conn) command(m *rtmp.Message) error {
+	cmd, err := rtmp.ParseCommand(m.Payload)
+	if err != nil {
+		return err
+	}
+	if c.playDone != nil {
+		// While playing the session goroutine must not write: playback owns
+		// the socket. Commands then (pause, closeStream) need no reply.
+		switch cmd.Name {
+		case "closeStream", "deleteStream":
+			return errClose
+		}
+		return nil
+	}
+	switch cmd.Name {
+	case "connect":
+		return c.connect(cmd)
+	case "createStream":
+		return c.reply(cmd.TxID, nil, float64(playStreamID))
+	case "releaseStream", "FCPublish", "getStreamLength", "checkBandwidth", "_checkbw":
+		if cmd.TxID == 0 {
+			return nil
+		}
+		return c.reply(cmd.TxID, nil, amf0.Undefined)
+	case "publish":
+		return c.publish(cmd, m.StreamID)
+	case "play":
+		return c.play(cmd, m.StreamID)
+	case "FCUnpublish", "deleteStream", "closeStream":
+		if c.pub != nil {
+			c.pub.Close()
+			c.log.Info("publish stopped", "stream", c.pub.Stream().Name())
+			c.pub = nil
+		}
+		return nil
+	}
+	c.log.Debug("ignoring command", "command", truncate(cmd.Name))
+	if cmd.TxID != 0 {
+		return c.reply(cmd.TxID, nil, amf0.Undefined)
+	}
+	return nil
+}
+
+func (c *conn) connect(cmd *rtmp.Command) error {
+	obj, _ := cmd.Object.(amf0.Object)
+	app := strings.Trim(obj.String("app"), "/")
+	// Some clients append a query string to the app ("live?token=...").
+	app, _, _ = strings.Cut(app, "?")
+	c.app = app
+	if err := c.control(rtmp.TypeWindowAckSize, rtmp.AppendUint32(nil, ackWindow)); err != nil {
+		return err
+	}
+	if err := c.control(rtmp.TypeSetPeerBandwidth, rtmp.AppendSetPeerBandwidth(nil, ackWindow, 2)); err != nil {
+		return err
+	}
+	if err := c.w.SetChunkSize(playChunkSize); err != nil {
+		return err
+	}
+	props := amf0.Object{{Key: "fmsVer", Value: "FMS/3,0,1,123"}, {Key: "capabilities", Value: 31.0}, {Key: "mode", Value: 1.0}}
+	status := append(rtmp.Status("status", "NetConnection.Connect.Success", "Connection succeeded."), amf0.Property{Key: "objectEncoding", Value: 0.0})
+	return c.send(rtmp.CSIDCommand, 0, "_result", cmd.TxID, props, status)
+}
+
+// streamName validates the name a client gave to publish or play. OBS and
+// ffmpeg send the stream key, possibly with a query string.
+func (c *conn) streamName(raw string) (stream.Name, error) {
+	key, _, _ := strings.Cut(raw, "?")
+	return stream.NewName(c.app, key)
+}
+
+func (c *conn) publish(cmd *rtmp.Command, sid uint32) error {
+	if c.pub != nil {
+		return c.status(sid, "error", "NetStream.Publish.BadName", "already publishing on this connection")
+	}
+	name, err := c.streamName(cmd.Arg(0))
+	if err != nil {
+		c.log.Info("publish refused: bad name", "err", err)
+		c.status(sid, "error", "NetStream.Publish.BadName", "invalid stream name")
+		return errClose
+	}
+	pub, err := c.srv.hub.Publish(name, stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: c.nc.RemoteAddr().String()})
+	if err != nil {
+		c.log.Info("publish refused", "stream", name, "err", err)
+		desc := "publish refused"
+		if errors.Is(err, hub.ErrBusy) {
+			desc = "stream is already being published"
+		}
+		c.status(sid, "error", "NetStream.Publish.BadName", desc)
+		return errClose
+	}
+	c.pub = pub
+	c.log = c.log.With("stream", name)
+	return c.status(sid, "status", "NetStream.Publish.Start", "Start publishing")
+}
+
+func (c *conn) media(m *rtmp.Message) error {
+	if c.pub == nil {
+		return nil // media before publish: ignore, as other servers do
+	}
+	var p media.Packet
+	var err error
+	if m.Type == rtmp.TypeAudio {
+		p, err = flv.ParseAudio(m.Timestamp, m.Payload)
+	} else {
+		p, err = flv.ParseVideo(m.Timestamp, m.Payload)
+	}
+	switch {
+	case errors.Is(err, flv.ErrSkip):
+		return nil
+	case errors.Is(err, flv.ErrUnsupportedCodec):
+		c.log.Warn("publish refused: unsupported codec", "err", err)
+		c.status(m.StreamID, "error", "NetStream.Publish.Failed", "unsupported codec: meshcast accepts H.264 video and AAC audio")
+		return errClose
+	case err != nil:
+		return fmt.Errorf("bad media message: %w", err)
+	}
+	return c.pub.WritePacket(&p)
+}
+
+// data keeps onMetaData (sent by encoders as @setDataFrame) for players.
+func (c *conn) data(m *rtmp.Message) error {
+	if c.pub == nil {
+		return nil
+	}
+	vs, err := amf0.DecodeAll(m.Payload)
+	if err != nil {
+		c.log.Debug("ignoring undecodable data message", "err", err)
+		return nil
+	}
+	if len(vs) > 0 && vs[0] == "@setDataFrame" {
+		vs = vs[1:]
+	}
+	if len(vs) < 2 || vs[0] != "onMetaData" {
+		return nil
+	}
+	payload, err := amf0.AppendAll(nil, vs[:2]...)
+	if err != nil {
+		return nil
+	}
+	p := &media.Packet{Kind: media.KindData, Codec: media.CodecAMF0, DTS: int64(m.Timestamp), Payload: payload}
+	return c.pub.WritePacket(p)
+}
+
+func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
+	name, err := c.streamName(cmd.Arg(0))
+	if err != nil {
+		c.log.Info("play refused: bad name", "err", err)
+		c.status(sid, "error", "NetStream.Play.StreamNotFound", "invalid stream name")
+		return errClose
+	}
+	rd, err := c.srv.hub.NewReader(name, "rtmp")
+	if err != nil {
+		c.log.Info("play refused", "stream", name, "err", err)
+		c.status(sid, "error", "NetStream.Play.StreamNotFound", "no such stream")
+		return errClose
+	}
+	if err := c.control(rtmp.TypeUserControl, rtmp.AppendUserControl(nil, rtmp.EventStreamBegin, playStreamID)); err != nil {
+		rd.Close()
+		return err
+	}
+	c.status(sid, "status", "NetStream.Play.Reset", "Playing and resetting")
+	if err := c.status(sid, "status", "NetStream.Play.Start", "Started playing"); err != nil {
+		rd.Close()
+		return err
+	}
+	access, _ := amf0.AppendAll(nil, "|RtmpSampleAccess", true, true)
+	c.w.WriteMessage(rtmp.CSIDData, rtmp.TypeDataAMF0, playStreamID, 0, access)
+	if err := c.w.Flush(); err != nil {
+		rd.Close()
+		return err
+	}
+	c.log = c.log.With("stream", name)
+	c.log.Info("play started")
+	ctx, cancel := context.WithCancel(c.srv.ctx)
+	c.playCancel = cancel
+	c.playDone = make(chan struct{})
+	c.nc.SetReadDeadline(time.Time{})
+	go c.pump(ctx, rd)
+	return nil
+}
+
+// pump writes the stream to the player until it ends, then tells the player.
+func (c *conn) pump(ctx context.Context, rd *stream.Reader) {
+	defer close(c.playDone)
+	defer rd.Close()
+	err := rd.Pump(ctx, Format, c.nc, c.srv.cfg.WriteTimeout, nil)
+	switch {
+	case errors.Is(err, io.EOF):
+		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		c.status(playStreamID, "status", "NetStream.Play.UnpublishNotify", "stream ended")
+		c.control(rtmp.TypeUserControl, rtmp.AppendUserControl(nil, rtmp.EventStreamEOF, playStreamID))
+		c.log.Info("play ended: stream ended")
+	case errors.Is(err, stream.ErrSlowReader):
+		c.log.Warn("play ended: player too slow")
+	case ctx.Err() != nil:
+		c.log.Debug("play ended")
+	default:
+		c.log.Info("play ended", "err", err)
+	}
+	c.nc.Close()
+}
+
+// control sends a protocol control message.
+func (c *conn) control(typeID uint8, payload []byte) error {
+	if err := c.w.WriteMessage(rtmp.CSIDControl, typeID, 0, 0, payload); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+func (c *conn) send(csid, sid uint32, name string, tx float64, obj any, args ...any) error {
+	p, err := rtmp.AppendCommand(nil, name, tx, obj, args...)
+	if err != nil {
+		return err
+	}
+	if err := c.w.WriteMessage(csid, rtmp.TypeCommandAMF0, sid, 0, p); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+func (c *conn) reply(tx float64, obj any, args ...any) error {
+	return c.send(rtmp.CSIDCommand, 0, "_result", tx, obj, args...)
+}
+
+func (c *conn) status(sid uint32, level, code, desc string) error {
+	return c.send(rtmp.CSIDCommand, sid, "onStatus", 0, nil, rtmp.Status(level, code, desc))
+}
+
+// truncate keeps client-chosen strings short in logs.
+func truncate(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strings.ToValidUTF8(s, "?")
+}

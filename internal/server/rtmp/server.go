@@ -1,0 +1,180 @@
+// Package rtmp is meshcast's RTMP endpoint: publishers push streams in and
+// players pull them out, at rtmp://HOST:PORT/APP/STREAM.
+package rtmp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// Hub is what the RTMP server needs from the node's stream table.
+type Hub interface {
+	Publish(stream.Name, stream.PublisherInfo) (*stream.Publisher, error)
+	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+}
+
+// Config configures the RTMP server.
+type Config struct {
+	// Addr is the listen address. Defaults to ":1935".
+	Addr string
+	// ReadTimeout closes a handshake, an idle command phase or a silent
+	// publisher. Defaults to 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout closes a player whose socket accepts nothing. Defaults to 10s.
+	WriteTimeout time.Duration
+	// MaxConnections caps concurrent connections. Defaults to 10000.
+	MaxConnections int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// playChunkSize is the outgoing chunk size of every session; the shared wire
+// form of packets is chunked with it.
+const playChunkSize = 4096
+
+// playStreamID is the message stream ID createStream hands out. One fixed ID
+// lets every player share the same bytes for a packet.
+const playStreamID = 1
+
+// Format is the RTMP play wire form of packets, shared by all RTMP players.
+var Format = stream.NewFormat("rtmp", encode)
+
+func encode(p *media.Packet) []byte {
+	body := flv.AppendBody(make([]byte, 0, flv.BodySize(p)), p)
+	csid := rtmp.CSIDVideo
+	switch p.Kind {
+	case media.KindAudio:
+		csid = rtmp.CSIDAudio
+	case media.KindData:
+		csid = rtmp.CSIDData
+	}
+	ts := uint32(p.DTS)
+	out := make([]byte, 0, rtmp.MessageSize(csid, ts, len(body), playChunkSize))
+	return rtmp.AppendMessage(out, csid, flv.TagType(p), playStreamID, ts, body, playChunkSize)
+}
+
+// Server accepts RTMP connections.
+type Server struct {
+	cfg Config
+	hub Hub
+	log *slog.Logger
+
+	ln     net.Listener
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	nextID atomic.Uint64
+	active atomic.Int64
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+// New creates a server; Start binds it.
+func New(cfg Config, hub Hub) *Server {
+	if cfg.Addr == "" {
+		cfg.Addr = ":1935"
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 10000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "rtmp"), conns: make(map[net.Conn]struct{})}
+}
+
+// Start binds the listen address and accepts connections until Close.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("rtmp: listen: %w", err)
+	}
+	s.ln = ln
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.wg.Add(1)
+	go s.accept()
+	return nil
+}
+
+// Addr returns the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops accepting, closes every connection and waits for them.
+func (s *Server) Close() error {
+	if s.ln == nil {
+		return nil
+	}
+	s.cancel()
+	err := s.ln.Close()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+func (s *Server) accept() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.log.Error("accept failed", "err", err)
+			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors
+			continue
+		}
+		if s.active.Add(1) > int64(s.cfg.MaxConnections) {
+			s.active.Add(-1)
+			s.log.Warn("connection refused: limit reached", "remote", nc.RemoteAddr(), "max", s.cfg.MaxConnections)
+			nc.Close()
+			continue
+		}
+		s.mu.Lock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			nc.Close()
+			s.active.Add(-1)
+			return
+		}
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, nc)
+				s.mu.Unlock()
+				s.active.Add(-1)
+			}()
+			c := newConn(s, nc)
+			c.serve()
+		}()
+	}
+}

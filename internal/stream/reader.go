@@ -1,0 +1,265 @@
+package stream
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/media"
+)
+
+// maxBatch bounds the packets a reader takes from the log at once; it keeps
+// a vectored write under the kernel's iovec limit.
+const maxBatch = 256
+
+// item is one packet queued for a reader. Decoder configuration sent ahead
+// of a join point is restamped to the join point's time, so a reader's
+// timestamps never go backwards.
+type item struct {
+	e       *entry
+	restamp bool
+	dts     int64
+}
+
+// Reader follows a stream's log from its own cursor. A Reader is used by one
+// goroutine; Close may be called from any.
+type Reader struct {
+	s       *Stream
+	proto   string
+	cursor  uint64
+	waitKey bool
+
+	sentMeta, sentVideo, sentAudio *entry
+
+	skipCount int
+	skipStart time.Time
+
+	batch []item
+	bufs  [][]byte
+	nb    net.Buffers // kept in the Reader so a write allocates nothing
+	once  sync.Once
+}
+
+// NewReader attaches a reader for the given protocol ("rtmp", "flv", "hls").
+// It starts at the newest keyframe in the log, decoder configuration first,
+// or waits for the next keyframe when the log holds none.
+func (s *Stream) NewReader(proto string) (*Reader, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	r := &Reader{s: s, proto: proto, batch: make([]item, 0, maxBatch+3)}
+	r.startAtKey()
+	s.readers[proto]++
+	return r, nil
+}
+
+// startAtKey moves the cursor to the newest keyframe, or to the head to wait
+// for one. Caller holds s.mu.
+func (r *Reader) startAtKey() {
+	s := r.s
+	if s.key != nil {
+		r.cursor, r.waitKey = s.key.seq, false
+		return
+	}
+	r.cursor, r.waitKey = s.head, true
+}
+
+// startable reports whether a reader may begin playback at e.
+func startable(e *entry) bool {
+	p := e.pkt
+	if p.Keyframe {
+		return true
+	}
+	// Audio-only streams have no keyframes: any audio frame will do.
+	return p.Kind == media.KindAudio && !p.SeqHeader && e.video == nil
+}
+
+// Close detaches the reader from its stream.
+func (r *Reader) Close() {
+	r.once.Do(func() {
+		s := r.s
+		s.mu.Lock()
+		if s.readers[r.proto]--; s.readers[r.proto] <= 0 {
+			delete(s.readers, r.proto)
+		}
+		s.mu.Unlock()
+	})
+}
+
+// fill waits until the log has packets past the cursor and queues them in
+// r.batch. It returns io.EOF once the stream is closed and drained, and
+// ErrSlowReader when the reader keeps falling behind.
+func (r *Reader) fill(ctx context.Context) error {
+	r.batch = r.batch[:0]
+	s := r.s
+	for {
+		s.mu.RLock()
+		var err error
+		if r.cursor != s.head {
+			err = r.collect()
+		}
+		closed, wake := s.closed, s.wake
+		s.mu.RUnlock()
+		switch {
+		case err != nil:
+			return err
+		case len(r.batch) > 0:
+			return nil
+		case closed:
+			return io.EOF
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// collect queues entries from the cursor on. Caller holds s.mu for reading;
+// the reader's own fields belong to its goroutine.
+func (r *Reader) collect() error {
+	s := r.s
+	if r.cursor < s.tail {
+		if err := r.skip(); err != nil { // the log moved on without us
+			return err
+		}
+	} else if s.key != nil && s.key.seq > r.cursor && r.cursor < s.head &&
+		s.lastDTS-s.at(r.cursor).pkt.DTS > s.cfg.MaxLag.Milliseconds() {
+		if err := r.skip(); err != nil {
+			return err
+		}
+	}
+	end := min(s.head, r.cursor+maxBatch)
+	for ; r.cursor < end; r.cursor++ {
+		e := s.at(r.cursor)
+		if r.waitKey {
+			if !startable(e) {
+				continue
+			}
+			r.waitKey = false
+		}
+		r.push(e)
+	}
+	return nil
+}
+
+// skip jumps to the newest keyframe, counting the skip; too many skips in
+// the window close the reader.
+func (r *Reader) skip() error {
+	s := r.s
+	s.skips.Add(1)
+	now := time.Now()
+	if now.Sub(r.skipStart) > s.cfg.SkipWindow {
+		r.skipStart, r.skipCount = now, 0
+	}
+	r.skipCount++
+	if r.skipCount > s.cfg.MaxSkips {
+		s.slowClose.Add(1)
+		return ErrSlowReader
+	}
+	r.startAtKey()
+	return nil
+}
+
+// push queues e, preceded by any decoder configuration in force for e that
+// this reader has not sent yet.
+func (r *Reader) push(e *entry) {
+	p := e.pkt
+	isMeta := p.Kind == media.KindData
+	isVideoCfg := p.SeqHeader && p.Kind == media.KindVideo
+	isAudioCfg := p.SeqHeader && p.Kind == media.KindAudio
+	if !isMeta && e.meta != nil && e.meta != r.sentMeta {
+		r.batch = append(r.batch, item{e: e.meta, restamp: true, dts: p.DTS})
+		r.sentMeta = e.meta
+	}
+	if !isVideoCfg && e.video != nil && e.video != r.sentVideo {
+		r.batch = append(r.batch, item{e: e.video, restamp: true, dts: p.DTS})
+		r.sentVideo = e.video
+	}
+	if !isAudioCfg && e.audio != nil && e.audio != r.sentAudio {
+		r.batch = append(r.batch, item{e: e.audio, restamp: true, dts: p.DTS})
+		r.sentAudio = e.audio
+	}
+	switch {
+	case isMeta:
+		r.sentMeta = e
+	case isVideoCfg:
+		r.sentVideo = e
+	case isAudioCfg:
+		r.sentAudio = e
+	}
+	r.batch = append(r.batch, item{e: e})
+}
+
+// packet returns the item's packet, restamped when needed (a copy: the log's
+// packets are immutable).
+func (it *item) packet() *media.Packet {
+	if !it.restamp || it.dts == it.e.pkt.DTS {
+		return it.e.pkt
+	}
+	cp := *it.e.pkt
+	cp.DTS = it.dts
+	return &cp
+}
+
+// ReadPackets waits for packets and appends them to dst. Packets are shared
+// and must not be modified. It returns io.EOF when the stream has ended.
+func (r *Reader) ReadPackets(ctx context.Context, dst []*media.Packet) ([]*media.Packet, error) {
+	if err := r.fill(ctx); err != nil {
+		return dst, err
+	}
+	for i := range r.batch {
+		dst = append(dst, r.batch[i].packet())
+	}
+	return dst, nil
+}
+
+// DeadlineWriter is a connection the reader writes to.
+type DeadlineWriter interface {
+	io.Writer
+	SetWriteDeadline(time.Time) error
+}
+
+// Pump writes the stream to w in format f until ctx ends, the stream ends
+// (io.EOF), a write fails or fails to finish within timeout, or the reader
+// keeps falling behind (ErrSlowReader). Each wake-up writes everything since
+// the cursor in one vectored write. sent, if not nil, is called with the
+// bytes written by each batch.
+func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, timeout time.Duration, sent func(int64)) error {
+	var deadline time.Time
+	for {
+		if err := r.fill(ctx); err != nil {
+			return err
+		}
+		r.bufs = r.bufs[:0]
+		for i := range r.batch {
+			it := &r.batch[i]
+			if it.restamp && it.dts != it.e.pkt.DTS {
+				r.bufs = append(r.bufs, f.encode(it.packet()))
+			} else {
+				r.bufs = append(r.bufs, it.e.encoded(f))
+			}
+		}
+		// Moving a deadline costs a timer update: refresh it only when less
+		// than half of the timeout is left.
+		if now := time.Now(); deadline.Sub(now) < timeout/2 {
+			deadline = now.Add(timeout)
+			if err := w.SetWriteDeadline(deadline); err != nil {
+				return err
+			}
+		}
+		r.nb = r.bufs
+		n, err := r.nb.WriteTo(w)
+		if sent != nil {
+			sent(n)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

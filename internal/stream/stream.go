@@ -1,0 +1,362 @@
+// Package stream is meshcast's fan-out core: one publisher appends immutable
+// packets to a bounded log and any number of readers follow it, each at its
+// own cursor. The publisher never waits for a reader; readers that fall
+// behind skip to the newest keyframe, and readers that keep falling behind are
+// closed.
+package stream
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/media"
+)
+
+// Errors callers branch on.
+var (
+	// ErrBusy is returned when a publisher attaches to a stream that already has one.
+	ErrBusy = errors.New("stream already has a publisher")
+	// ErrClosed is returned when attaching to or writing into a closed stream.
+	ErrClosed = errors.New("stream closed")
+	// ErrSlowReader is returned to a reader that kept falling behind live.
+	ErrSlowReader = errors.New("reader too slow: kept falling behind live")
+)
+
+// Config bounds a stream's log and sets its slow-reader policy.
+type Config struct {
+	// MaxLag is how far (in media time) a reader may trail the newest packet
+	// before it skips to the newest keyframe. Defaults to 5s.
+	MaxLag time.Duration
+	// MaxPackets caps the packets held in the log (rounded up to a power of
+	// two). Defaults to 4096.
+	MaxPackets int
+	// MaxBytes caps the payload bytes held in the log. Defaults to 64 MiB.
+	MaxBytes int
+	// MaxSkips is how many skips within SkipWindow a reader may make before it
+	// is closed as too slow. Defaults to 3.
+	MaxSkips int
+	// SkipWindow is the window for MaxSkips. Defaults to 1m.
+	SkipWindow time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxLag <= 0 {
+		c.MaxLag = 5 * time.Second
+	}
+	if c.MaxPackets <= 0 {
+		c.MaxPackets = 4096
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 64 << 20
+	}
+	if c.MaxSkips <= 0 {
+		c.MaxSkips = 3
+	}
+	if c.SkipWindow <= 0 {
+		c.SkipWindow = time.Minute
+	}
+}
+
+// maxFormats bounds how many wire formats an entry caches.
+const maxFormats = 4
+
+// entry is one packet in the log plus its lazily built, shared wire forms.
+type entry struct {
+	pkt *media.Packet
+	seq uint64
+	// Decoder configuration in force for this packet. A reader that starts or
+	// skips here sends these first if it has not sent them already.
+	meta, video, audio *entry
+	wire               [maxFormats]wireForm
+}
+
+type wireForm struct {
+	once sync.Once
+	b    []byte
+}
+
+// encoded returns e's wire form in format f, building it on first use. All
+// readers of f share the result.
+func (e *entry) encoded(f *Format) []byte {
+	w := &e.wire[f.id]
+	w.once.Do(func() { w.b = f.encode(e.pkt) })
+	return w.b
+}
+
+// Format is an output's wire encoding of packets (RTMP chunks, FLV tags).
+// Each packet is encoded at most once per format and the bytes are shared by
+// every reader using that format.
+type Format struct {
+	id     int
+	name   string
+	encode func(*media.Packet) []byte
+}
+
+var formatCount atomic.Int32
+
+// NewFormat registers a wire format. Formats are created at package
+// initialisation; at most 4 may exist in one process.
+func NewFormat(name string, encode func(*media.Packet) []byte) *Format {
+	id := int(formatCount.Add(1)) - 1
+	if id >= maxFormats {
+		panic("stream: too many formats")
+	}
+	return &Format{id: id, name: name, encode: encode}
+}
+
+// Encode returns the format's encoding of p, without caching.
+func (f *Format) Encode(p *media.Packet) []byte { return f.encode(p) }
+
+// PublisherInfo describes the client publishing a stream.
+type PublisherInfo struct {
+	Protocol   string // "rtmp", ...
+	RemoteAddr string
+}
+
+// Stream is one live stream: the packet log shared by its readers.
+type Stream struct {
+	name    Name
+	cfg     Config
+	created time.Time
+
+	mu     sync.RWMutex
+	ring   []*entry // len is a power of two
+	mask   uint64
+	head   uint64 // seq of the next entry
+	tail   uint64 // seq of the oldest entry held
+	bytes  int
+	key    *entry // newest video keyframe held, or nil
+	meta   *entry
+	video  *entry
+	audio  *entry
+	wake   chan struct{} // closed and replaced on every append
+	closed bool
+
+	// Publisher session state (under mu).
+	pub        *Publisher
+	sessions   int
+	offset     int64 // added to the current session's timestamps
+	needOffset bool  // the next packet starts a session: compute offset
+	waitKey    bool  // drop video frames until the session's first keyframe
+	lastDTS    int64 // highest timestamp appended
+	hasDTS     bool
+	info       Info
+	rate       rateMeter
+
+	readers   map[string]int // live readers by protocol
+	skips     atomic.Uint64
+	slowClose atomic.Uint64
+}
+
+// New creates an empty stream with no publisher.
+func New(name Name, cfg Config) *Stream {
+	cfg.setDefaults()
+	n := 1
+	for n < cfg.MaxPackets {
+		n <<= 1
+	}
+	return &Stream{
+		name:    name,
+		cfg:     cfg,
+		created: time.Now(),
+		ring:    make([]*entry, n),
+		mask:    uint64(n - 1),
+		wake:    make(chan struct{}),
+		readers: make(map[string]int),
+	}
+}
+
+// Name returns the stream's name.
+func (s *Stream) Name() Name { return s.name }
+
+// Attach makes p the stream's publisher. It fails with ErrBusy while another
+// publisher is attached and with ErrClosed after Close.
+func (s *Stream) Attach(info PublisherInfo) (*Publisher, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.pub != nil {
+		return nil, ErrBusy
+	}
+	p := &Publisher{s: s, info: info, since: time.Now()}
+	s.pub = p
+	s.sessions++
+	s.needOffset = true
+	s.waitKey = true
+	s.info.Publisher = info
+	s.info.PublishedAt = p.since
+	return p, nil
+}
+
+// HasPublisher reports whether a publisher is attached.
+func (s *Stream) HasPublisher() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.pub != nil
+}
+
+// Close ends the stream: readers drain what is logged and then see io.EOF.
+// A publisher still attached gets ErrClosed on its next write.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.pub = nil
+	close(s.wake)
+}
+
+// Closed reports whether Close has been called.
+func (s *Stream) Closed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
+}
+
+// Publisher is the write side of a stream held by one publishing client.
+type Publisher struct {
+	s       *Stream
+	info    PublisherInfo
+	since   time.Time
+	once    sync.Once
+	onClose func()
+}
+
+// OnClose sets a function called once after the publisher detaches. It must
+// be set before Close can be called.
+func (p *Publisher) OnClose(f func()) { p.onClose = f }
+
+// Stream returns the stream p publishes to.
+func (p *Publisher) Stream() *Stream { return p.s }
+
+// Close detaches the publisher. The stream stays open for readers; its owner
+// decides how long to wait for a new publisher.
+func (p *Publisher) Close() {
+	p.once.Do(func() {
+		s := p.s
+		s.mu.Lock()
+		if s.pub == p {
+			s.pub = nil
+		}
+		s.mu.Unlock()
+		if p.onClose != nil {
+			p.onClose()
+		}
+	})
+}
+
+// WritePacket appends pkt to the stream's log. The stream takes ownership of
+// pkt and its payload. It never blocks on readers.
+func (p *Publisher) WritePacket(pkt *media.Packet) error {
+	s := p.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub != p {
+		return ErrClosed
+	}
+	s.rate.add(time.Now(), len(pkt.Payload))
+	if pkt.SeqHeader || pkt.Kind == media.KindData {
+		s.updateInfo(pkt)
+	}
+	if s.needOffset {
+		// Rebase so timestamps keep increasing across publisher sessions.
+		s.needOffset = false
+		if s.hasDTS {
+			s.offset = s.lastDTS + 1 - pkt.DTS
+		} else {
+			s.offset = 0
+		}
+	}
+	if pkt.Kind == media.KindVideo && !pkt.SeqHeader && s.waitKey {
+		if !pkt.Keyframe {
+			return nil // a session starts at its first keyframe
+		}
+		s.waitKey = false
+	}
+	pkt.DTS += s.offset
+	s.append(pkt)
+	return nil
+}
+
+// append adds pkt to the log and wakes readers. Caller holds s.mu.
+func (s *Stream) append(pkt *media.Packet) {
+	if !s.hasDTS || pkt.DTS > s.lastDTS {
+		s.lastDTS = pkt.DTS
+		s.hasDTS = true
+	}
+	e := &entry{pkt: pkt, seq: s.head, meta: s.meta, video: s.video, audio: s.audio}
+	s.evict(len(pkt.Payload))
+	s.ring[e.seq&s.mask] = e
+	s.head++
+	s.bytes += len(pkt.Payload)
+	switch {
+	case pkt.Kind == media.KindData:
+		s.meta = e
+	case pkt.SeqHeader && pkt.Kind == media.KindVideo:
+		s.video = e
+	case pkt.SeqHeader && pkt.Kind == media.KindAudio:
+		s.audio = e
+	case pkt.Keyframe:
+		s.key = e
+	}
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+// evict drops the oldest entries until there is room for one more of n bytes,
+// and drops history older than the newest GOP once it trails by MaxLag.
+func (s *Stream) evict(n int) {
+	maxLag := s.cfg.MaxLag.Milliseconds()
+	for s.tail < s.head {
+		old := s.ring[s.tail&s.mask]
+		full := s.head-s.tail >= uint64(len(s.ring)) || s.bytes+n > s.cfg.MaxBytes
+		stale := s.key != nil && old.seq < s.key.seq && s.lastDTS-old.pkt.DTS > maxLag
+		if !full && !stale {
+			return
+		}
+		s.ring[s.tail&s.mask] = nil
+		s.bytes -= len(old.pkt.Payload)
+		s.tail++
+		if s.key != nil && s.key.seq < s.tail {
+			s.key = nil // GOP cache lost: new readers wait for the next keyframe
+		}
+	}
+}
+
+// at returns the entry with sequence number seq. Caller holds s.mu and has
+// checked tail <= seq < head.
+func (s *Stream) at(seq uint64) *entry { return s.ring[seq&s.mask] }
+
+// Stats are a stream's counters for metrics.
+type Stats struct {
+	Skips       uint64 // times a reader skipped ahead to a keyframe
+	SlowClosed  uint64 // readers closed for falling behind
+	LogPackets  int
+	LogBytes    int
+	Sessions    int // publisher sessions so far
+	ReaderCount map[string]int
+}
+
+// Stats returns the stream's counters.
+func (s *Stream) Stats() Stats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	rc := make(map[string]int, len(s.readers))
+	for k, v := range s.readers {
+		rc[k] = v
+	}
+	return Stats{
+		Skips:       s.skips.Load(),
+		SlowClosed:  s.slowClose.Load(),
+		LogPackets:  int(s.head - s.tail),
+		LogBytes:    s.bytes,
+		Sessions:    s.sessions,
+		ReaderCount: rc,
+	}
+}

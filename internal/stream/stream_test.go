@@ -1,0 +1,358 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/meshcast/meshcast/internal/media"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	avcC = []byte{1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xeb}
+	asc  = []byte{0x11, 0x90}
+)
+
+func vcfg(dts int64) *media.Packet {
+	return &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: dts, SeqHeader: true, Payload: avcC}
+}
+func acfg(dts int64) *media.Packet {
+	return &media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, DTS: dts, SeqHeader: true, Payload: asc}
+}
+func vframe(dts int64, key bool, size int) *media.Packet {
+	return &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: dts, Keyframe: key, Payload: make([]byte, size)}
+}
+func aframe(dts int64) *media.Packet {
+	return &media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, DTS: dts, Payload: make([]byte, 300)}
+}
+
+func newPublished(t *testing.T, cfg Config) (*Stream, *Publisher) {
+	t.Helper()
+	s := New("live/test", cfg)
+	p, err := s.Attach(PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, p
+}
+
+func write(t *testing.T, p *Publisher, pkts ...*media.Packet) {
+	t.Helper()
+	for _, pkt := range pkts {
+		if err := p.WritePacket(pkt); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// gop writes a keyframe at dts and n-1 inter frames 33 ms apart, with audio.
+func gop(t *testing.T, p *Publisher, dts int64, n int) int64 {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		write(t, p, vframe(dts, i == 0, 1000), aframe(dts))
+		dts += 33
+	}
+	return dts
+}
+
+func read(t *testing.T, r *Reader) []*media.Packet {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	pkts, err := r.ReadPackets(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkts
+}
+
+func TestReaderStartsAtNewestKeyframeWithConfigFirst(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	dts := gop(t, p, 0, 10)
+	keyDTS := dts
+	gop(t, p, dts, 5)
+
+	r, err := s.NewReader("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pkts := read(t, r)
+	if len(pkts) != 2+10 {
+		t.Fatalf("got %d packets, want 2 config + 10 from the newest keyframe", len(pkts))
+	}
+	if !pkts[0].SeqHeader || pkts[0].Kind != media.KindVideo || !pkts[1].SeqHeader || pkts[1].Kind != media.KindAudio {
+		t.Fatalf("config not first: %+v %+v", pkts[0], pkts[1])
+	}
+	if pkts[0].DTS != keyDTS || pkts[1].DTS != keyDTS {
+		t.Errorf("config restamped to %d/%d, want the join point %d", pkts[0].DTS, pkts[1].DTS, keyDTS)
+	}
+	if !pkts[2].Keyframe || pkts[2].DTS != keyDTS {
+		t.Errorf("first frame %+v, want the keyframe at %d", pkts[2], keyDTS)
+	}
+}
+
+func TestReaderWaitsForKeyframeWithoutGOPCache(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	write(t, p, vframe(0, true, 10)) // session's first keyframe
+	pkts := read(t, r)
+	if len(pkts) != 3 || !pkts[2].Keyframe {
+		t.Fatalf("got %d packets, want config then keyframe", len(pkts))
+	}
+}
+
+func TestPublisherNeverWaitsAndLogIsBounded(t *testing.T) {
+	s, p := newPublished(t, Config{MaxPackets: 256, MaxBytes: 1 << 20})
+	r, _ := s.NewReader("test") // never reads
+	defer r.Close()
+	write(t, p, vcfg(0), acfg(0))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dts := int64(0)
+		for i := 0; i < 200; i++ {
+			dts = gop(t, p, dts, 60)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("publisher blocked")
+	}
+	st := s.Stats()
+	if st.LogPackets > 256 || st.LogBytes > 1<<20 {
+		t.Errorf("log holds %d packets, %d bytes; bounds are 256 and 1 MiB", st.LogPackets, st.LogBytes)
+	}
+}
+
+func TestSlowReaderSkipsThenCloses(t *testing.T) {
+	s, p := newPublished(t, Config{MaxLag: time.Second, MaxSkips: 2})
+	write(t, p, vcfg(0), acfg(0))
+	dts := gop(t, p, 0, 30)
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	read(t, r)
+	for skip := 1; skip <= 3; skip++ {
+		dts = gop(t, p, dts, 30) // two GOPs, 2 s of media, ahead of the reader
+		dts = gop(t, p, dts, 30)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		pkts, err := r.ReadPackets(ctx, nil)
+		cancel()
+		if skip <= 2 {
+			if err != nil {
+				t.Fatalf("skip %d: %v", skip, err)
+			}
+			if got := s.Stats().Skips; got != uint64(skip) {
+				t.Fatalf("skips %d, want %d", got, skip)
+			}
+			// After a skip the reader is at the newest keyframe.
+			var first *media.Packet
+			for _, pk := range pkts {
+				if !pk.SeqHeader {
+					first = pk
+					break
+				}
+			}
+			if first == nil || !first.Keyframe || dts-first.DTS > 30*33 {
+				t.Fatalf("skip %d resumed at %+v", skip, first)
+			}
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+				_, err := r.ReadPackets(ctx, nil)
+				cancel()
+				if err != nil {
+					break
+				}
+			}
+			continue
+		}
+		if !errors.Is(err, ErrSlowReader) {
+			t.Fatalf("third lag: %v, want ErrSlowReader", err)
+		}
+	}
+}
+
+func TestTimestampsContinueAcrossPublisherSessions(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	gop(t, p, 5000, 30)
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	pkts := read(t, r)
+	last := pkts[len(pkts)-1].DTS
+	p.Close()
+
+	p2, err := s.Attach(PublisherInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new encoder starts from zero, and may send an inter frame first.
+	write(t, p2, vcfg(0), acfg(0), vframe(0, false, 10), vframe(0, true, 10), aframe(0), vframe(33, false, 10))
+	pkts = read(t, r)
+	var frames []*media.Packet
+	for _, pk := range pkts {
+		if pk.Kind == media.KindVideo && !pk.SeqHeader {
+			frames = append(frames, pk)
+		}
+	}
+	if len(frames) != 2 || !frames[0].Keyframe {
+		t.Fatalf("after reconnect got %d frames, first key=%v; want to resume at the keyframe", len(frames), len(frames) > 0 && frames[0].Keyframe)
+	}
+	for _, pk := range pkts {
+		if pk.DTS <= last-1 {
+			t.Fatalf("timestamp %d after reconnect is not after %d", pk.DTS, last)
+		}
+	}
+}
+
+func TestSecondPublisherBusy(t *testing.T) {
+	s, _ := newPublished(t, Config{})
+	if _, err := s.Attach(PublisherInfo{}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second attach: %v, want ErrBusy", err)
+	}
+}
+
+func TestCloseDrainsThenEOF(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	gop(t, p, 0, 3)
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	s.Close()
+	if err := p.WritePacket(aframe(1000)); !errors.Is(err, ErrClosed) {
+		t.Errorf("write after close: %v", err)
+	}
+	if pkts := read(t, r); len(pkts) != 2+6 {
+		t.Errorf("drained %d packets, want 8", len(pkts))
+	}
+	if _, err := r.ReadPackets(context.Background(), nil); !errors.Is(err, io.EOF) {
+		t.Errorf("after drain: %v, want io.EOF", err)
+	}
+}
+
+// discard is a DeadlineWriter that counts writes.
+type discard struct {
+	mu     sync.Mutex
+	writes int
+	bytes  int
+}
+
+func (d *discard) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	d.writes++
+	d.bytes += len(p)
+	d.mu.Unlock()
+	return len(p), nil
+}
+func (d *discard) SetWriteDeadline(time.Time) error { return nil }
+
+var testFormat = NewFormat("test", func(p *media.Packet) []byte { return append([]byte{byte(p.Kind)}, p.Payload...) })
+
+func TestPumpSharesEncodedBytes(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	gop(t, p, 0, 5)
+	var ws [3]discard
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	for i := range ws {
+		r, _ := s.NewReader("test")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close()
+			r.Pump(ctx, testFormat, &ws[i], time.Second, nil)
+		}()
+	}
+	want := (1 + len(avcC)) + (1 + len(asc)) + 5*(1+1000) + 5*(1+300)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		done := true
+		for i := range ws {
+			ws[i].mu.Lock()
+			if ws[i].bytes < want {
+				done = false
+			}
+			ws[i].mu.Unlock()
+		}
+		if done {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	for i := range ws {
+		if ws[i].bytes != want {
+			t.Errorf("reader %d wrote %d bytes, want %d", i, ws[i].bytes, want)
+		}
+	}
+	// Shared: each entry's wire form was built once.
+	s.mu.RLock()
+	e := s.at(s.tail + 2)
+	b1 := e.encoded(testFormat)
+	b2 := e.encoded(testFormat)
+	s.mu.RUnlock()
+	if &b1[0] != &b2[0] {
+		t.Error("wire form rebuilt")
+	}
+}
+
+func TestNames(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"live/stream", true},
+		{"live/Stream_1.2-x", true},
+		{"live/", false},
+		{"/stream", false},
+		{"live/../../etc", false},
+		{"live/a/b", false},
+		{"live/.hidden", false},
+		{"api/stream", false},
+		{"metrics/x", false},
+		{"live/" + string(make([]byte, 200)), false},
+		{"live/naïve", false},
+	} {
+		_, err := ParseName(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseName(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+}
+
+func FuzzParseName(f *testing.F) {
+	for _, s := range []string{"live/stream", "live/../x", "api/x", "a/b/c", "live/.x", "live/naïve", "/", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseName(s)
+		if err != nil {
+			return
+		}
+		// A valid name is safe as a path segment pair and a log field.
+		if n.App() == "" || n.Stream() == "" || n.App()+"/"+n.Stream() != string(n) {
+			t.Fatalf("ParseName(%q) = %q", s, n)
+		}
+		for _, c := range []byte(n) {
+			if c == '\\' || c < 0x20 || c >= 0x7f {
+				t.Fatalf("ParseName(%q) kept byte %#x", s, c)
+			}
+		}
+		if len(n.Stream()) > MaxStreamLen || n.Stream()[0] == '.' || n.Stream() == ".." {
+			t.Fatalf("ParseName(%q) = %q", s, n)
+		}
+	})
+}

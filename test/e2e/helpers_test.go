@@ -1,0 +1,389 @@
+// Package e2e runs meshcast end to end against the tools users publish and
+// play with: ffmpeg, ffprobe and GStreamer.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/meshcast/meshcast/internal/app"
+	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+var (
+	mediaDir  string
+	inputMP4  string // 60 s 640x360 H.264/AAC, made with lavfi testsrc2 + sine
+	inputOnce sync.Once
+	inputErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "meshcast-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	mediaDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// need skips a test whose tool is missing outside CI and fails it in CI,
+// where the test command must have installed it.
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not installed: the test command must install it (scripts/install-test-deps.sh)", tool)
+			}
+			t.Skipf("%s not installed: run scripts/install-test-deps.sh", tool)
+		}
+	}
+}
+
+// input returns the shared input.mp4, making it on first use.
+func input(t *testing.T) string {
+	t.Helper()
+	need(t, "ffmpeg", "ffprobe")
+	inputOnce.Do(func() {
+		inputMP4 = filepath.Join(mediaDir, "input.mp4")
+		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+			"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+			"-t", "60", "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
+			"-c:a", "aac", "-b:a", "128k", inputMP4).CombinedOutput()
+		if err != nil {
+			inputErr = fmt.Errorf("make input.mp4: %v: %s", err, out)
+		}
+	})
+	if inputErr != nil {
+		t.Fatal(inputErr)
+	}
+	return inputMP4
+}
+
+// node is a meshcast node running in the test process on loopback.
+type node struct {
+	*app.App
+	rtmpPort int
+	httpURL  string
+}
+
+func startNode(t *testing.T, mod func(*config.Config)) *node {
+	t.Helper()
+	cfg := config.Default()
+	cfg.RTMPAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	if mod != nil {
+		mod(&cfg)
+	}
+	log := slog.New(slog.NewTextHandler(&testWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a, err := app.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := a.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return &node{App: a, rtmpPort: a.RTMPAddr().(*net.TCPAddr).Port, httpURL: "http://" + a.HTTPAddr().String()}
+}
+
+// rtmpURL is the URL users type, with "localhost" as in the docs.
+func (n *node) rtmpURL(name string) string {
+	return fmt.Sprintf("rtmp://localhost:%d/%s", n.rtmpPort, name)
+}
+
+// testWriter sends server logs to the test log, and stops after the test.
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// publishFFmpeg starts the publish command from the README and returns a
+// function that stops it.
+func publishFFmpeg(t *testing.T, url string) (stop func()) {
+	t.Helper()
+	in := input(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+		"-re", "-i", in, "-c:v", "libx264", "-preset", "veryfast", "-b:v", "2000k", "-g", "60",
+		"-c:a", "aac", "-b:a", "128k", "-f", "flv", url)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitLive waits until the stream has a publisher and a video track.
+func waitLive(t *testing.T, n *node, name string) *stream.Stream {
+	t.Helper()
+	var s *stream.Stream
+	waitFor(t, 30*time.Second, name+" to go live", func() bool {
+		s = n.Hub.Get(stream.Name(name))
+		if s == nil {
+			return false
+		}
+		in := s.Info()
+		return in.Live && in.Video != nil && in.Audio != nil
+	})
+	return s
+}
+
+// probe is what ffprobe reports about a file.
+type probe struct {
+	Codecs    []string  // codec names of all streams
+	VideoPTS  []float64 // presentation times of video packets, seconds
+	Width     int
+	Height    int
+	AudioPkts int
+}
+
+func ffprobe(t *testing.T, path string) probe {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-show_streams", "-of", "json", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", path, err)
+	}
+	var info struct {
+		Streams []struct {
+			CodecName string `json:"codec_name"`
+			CodecType string `json:"codec_type"`
+			Width     int    `json:"width"`
+			Height    int    `json:"height"`
+		} `json:"streams"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	var p probe
+	for _, s := range info.Streams {
+		p.Codecs = append(p.Codecs, s.CodecName)
+		if s.CodecType == "video" {
+			p.Width, p.Height = s.Width, s.Height
+		}
+	}
+	out, err = exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time", "-of", "csv=p=0", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe packets %s: %v", path, err)
+	}
+	for _, line := range strings.Fields(string(out)) {
+		v, err := strconv.ParseFloat(strings.TrimSuffix(line, ","), 64)
+		if err == nil {
+			p.VideoPTS = append(p.VideoPTS, v)
+		}
+	}
+	out, err = exec.Command("ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "packet=pts_time", "-of", "csv=p=0", path).Output()
+	if err == nil {
+		p.AudioPkts = len(strings.Fields(string(out)))
+	}
+	return p
+}
+
+// span returns max-min of ts.
+func span(ts []float64) float64 {
+	if len(ts) == 0 {
+		return 0
+	}
+	lo, hi := ts[0], ts[0]
+	for _, v := range ts {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return hi - lo
+}
+
+// rtmpViewer is a Go RTMP player that counts what it receives.
+type rtmpViewer struct {
+	conn    net.Conn
+	video   atomic.Int64
+	audio   atomic.Int64
+	lastTS  atomic.Int64
+	backTS  atomic.Int64 // times a video timestamp went backwards
+	ended   atomic.Bool  // the server said the stream ended
+	err     atomic.Value
+	done    chan struct{}
+	stalled atomic.Bool
+	resume  chan struct{}
+}
+
+// playRTMP connects a Go RTMP player to name on n.
+func playRTMP(t *testing.T, n *node, name string) *rtmpViewer {
+	t.Helper()
+	v, err := dialRTMPViewer(n, name)
+	if err != nil {
+		t.Fatalf("play %s: %v", name, err)
+	}
+	t.Cleanup(v.close)
+	return v
+}
+
+func dialRTMPViewer(n *node, name string) (*rtmpViewer, error) {
+	conn, err := net.DialTimeout("tcp", n.RTMPAddr().String(), 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	app, key, _ := strings.Cut(name, "/")
+	c, err := rtmp.NewClient(conn)
+	if err == nil {
+		err = c.Connect(app, fmt.Sprintf("rtmp://127.0.0.1:%d/%s", n.rtmpPort, app))
+	}
+	if err == nil {
+		err = c.Play(key)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	v := &rtmpViewer{conn: conn, done: make(chan struct{}), resume: make(chan struct{})}
+	v.lastTS.Store(-1)
+	go v.run(c)
+	return v, nil
+}
+
+func (v *rtmpViewer) run(c *rtmp.Client) {
+	defer close(v.done)
+	for {
+		if v.stalled.Load() {
+			<-v.resume
+		}
+		v.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		m, err := c.ReadMessage()
+		if err != nil {
+			v.err.Store(err)
+			return
+		}
+		switch m.Type {
+		case rtmp.TypeVideo:
+			p, err := flv.ParseVideo(m.Timestamp, m.Payload)
+			if err != nil || p.SeqHeader {
+				continue
+			}
+			v.video.Add(1)
+			if last := v.lastTS.Load(); int64(m.Timestamp) < last {
+				v.backTS.Add(1)
+			}
+			v.lastTS.Store(int64(m.Timestamp))
+		case rtmp.TypeAudio:
+			v.audio.Add(1)
+		case rtmp.TypeCommandAMF0:
+			if cmd, err := rtmp.ParseCommand(m.Payload); err == nil && cmd.Name == "onStatus" {
+				if bytes.Contains(m.Payload, []byte("NetStream.Play.UnpublishNotify")) {
+					v.ended.Store(true)
+				}
+			}
+		}
+	}
+}
+
+func (v *rtmpViewer) close() {
+	v.conn.Close()
+	if v.stalled.CompareAndSwap(true, false) {
+		close(v.resume)
+	}
+	<-v.done
+}
+
+// waitFrames waits until the viewer has received at least n more video
+// frames than it had when called.
+func (v *rtmpViewer) waitFrames(t *testing.T, n int64, timeout time.Duration) {
+	t.Helper()
+	start := v.video.Load()
+	waitFor(t, timeout, fmt.Sprintf("%d more video frames (have %d)", n, v.video.Load()-start), func() bool {
+		return v.video.Load()-start >= n
+	})
+}
+
+// httpGet fetches url with a timeout, returning status and body.
+func httpGet(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("GET %s: read: %v", url, err)
+	}
+	return resp.StatusCode, b
+}
+
+// httpNoRedirect is a client that reports redirects instead of following them.
+func httpNoRedirect() *http.Client {
+	return &http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
