@@ -199,6 +199,25 @@ func waitLive(t *testing.T, n *node, name string) *stream.Stream {
 	return s
 }
 
+// waitLiveHTTP waits until the API reports the stream live with video and audio.
+func waitLiveHTTP(t *testing.T, httpURL, name string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, name+" to go live", func() bool {
+		c := &http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get(httpURL + "/api/v1/streams/" + name)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var s struct {
+			Live  bool            `json:"live"`
+			Video json.RawMessage `json:"video"`
+			Audio json.RawMessage `json:"audio"`
+		}
+		return resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&s) == nil && s.Live && s.Video != nil && s.Audio != nil
+	})
+}
+
 // probe is what ffprobe reports about a file.
 type probe struct {
 	Codecs    []string  // codec names of all streams
@@ -276,9 +295,9 @@ type rtmpViewer struct {
 }
 
 // playRTMP connects a Go RTMP player to name on n.
-func playRTMP(t *testing.T, n *node, name string) *rtmpViewer {
+func playRTMP(t *testing.T, addr, name string) *rtmpViewer {
 	t.Helper()
-	v, err := dialRTMPViewer(n, name)
+	v, err := dialRTMPViewer(addr, name)
 	if err != nil {
 		t.Fatalf("play %s: %v", name, err)
 	}
@@ -286,8 +305,8 @@ func playRTMP(t *testing.T, n *node, name string) *rtmpViewer {
 	return v
 }
 
-func dialRTMPViewer(n *node, name string) (*rtmpViewer, error) {
-	conn, err := net.DialTimeout("tcp", n.RTMPAddr().String(), 5*time.Second)
+func dialRTMPViewer(addr, name string) (*rtmpViewer, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +314,7 @@ func dialRTMPViewer(n *node, name string) (*rtmpViewer, error) {
 	app, key, _ := strings.Cut(name, "/")
 	c, err := rtmp.NewClient(conn)
 	if err == nil {
-		err = c.Connect(app, fmt.Sprintf("rtmp://127.0.0.1:%d/%s", n.rtmpPort, app))
+		err = c.Connect(app, fmt.Sprintf("rtmp://%s/%s", addr, app))
 	}
 	if err == nil {
 		err = c.Play(key)
@@ -386,4 +405,145 @@ func httpNoRedirect() *http.Client {
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// meshcastBinary builds cmd/meshcast once, without the race detector, so
+// tests can measure the server as users run it.
+func meshcastBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binPath = filepath.Join(mediaDir, "meshcast")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/meshcast/meshcast/cmd/meshcast").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// proc is a meshcast server running as its own process.
+type proc struct {
+	cmd      *exec.Cmd
+	rtmpAddr string
+	rtmpPort int
+	httpURL  string
+	stdout   *lockedBuffer
+	stderr   *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 4<<20 {
+		return len(p), nil // bounded: enough for any assertion
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startProcess runs "meshcast serve" on loopback ports with extra flags and
+// waits until it accepts connections.
+func startProcess(t *testing.T, flags ...string) *proc {
+	t.Helper()
+	bin := meshcastBinary(t)
+	rtmpPort, httpPort := freePort(t), freePort(t)
+	p := &proc{
+		rtmpAddr: fmt.Sprintf("127.0.0.1:%d", rtmpPort),
+		rtmpPort: rtmpPort,
+		httpURL:  fmt.Sprintf("http://127.0.0.1:%d", httpPort),
+		stdout:   &lockedBuffer{},
+		stderr:   &lockedBuffer{},
+	}
+	args := append([]string{"serve", "--rtmp-addr", p.rtmpAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort)}, flags...)
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	p.cmd.Env = append(os.Environ(), "MESHCAST_LOG_LEVEL=info")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- p.cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("meshcast exited with %v after SIGINT\n%s", err, p.stderr.String())
+			}
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-done
+			t.Errorf("meshcast did not exit within 10 s of SIGINT")
+		}
+		if t.Failed() {
+			t.Logf("meshcast log:\n%s", p.stderr.String())
+		}
+	})
+	waitFor(t, 10*time.Second, "meshcast to accept connections", func() bool {
+		c, err := net.DialTimeout("tcp", p.rtmpAddr, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		code, _ := httpGetQuiet(p.httpURL + "/healthz")
+		return code == 200
+	})
+	return p
+}
+
+// rss returns the process's resident set size in bytes.
+func (p *proc) rss(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+func httpGetQuiet(url string) (int, error) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

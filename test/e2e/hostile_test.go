@@ -3,30 +3,15 @@ package e2e
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
 )
-
-// rssBytes returns this process's resident set size.
-func rssBytes(t *testing.T) int64 {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		t.Skip("no /proc/self/statm")
-	}
-	f := strings.Fields(string(b))
-	pages, _ := strconv.ParseInt(f[1], 10, 64)
-	return pages * int64(os.Getpagesize())
-}
 
 // expectClosed waits for the server to close conn.
 func expectClosed(t *testing.T, conn net.Conn, what string) {
@@ -45,15 +30,17 @@ func chunk(typeID uint8, length uint32, body []byte) []byte {
 	return append(b, body...)
 }
 
+// TestHostileClients runs the meshcast binary in its own process, so its
+// memory is measured as users run it, and attacks it while a viewer watches.
 func TestHostileClients(t *testing.T) {
-	n := startNode(t, func(c *config.Config) { c.ReadTimeout = 3 * time.Second })
-	publishFFmpeg(t, n.rtmpURL("live/stream"))
-	waitLive(t, n, "live/stream")
-	v := playRTMP(t, n, "live/stream")
+	p := startProcess(t, "--read-timeout", "3s")
+	publishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/live/stream", p.rtmpPort))
+	waitLiveHTTP(t, p.httpURL, "live/stream")
+	v := playRTMP(t, p.rtmpAddr, "live/stream")
 	v.waitFrames(t, 30, 15*time.Second)
 
 	dial := func(t *testing.T, handshake bool) net.Conn {
-		conn, err := net.DialTimeout("tcp", n.RTMPAddr().String(), 5*time.Second)
+		conn, err := net.DialTimeout("tcp", p.rtmpAddr, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,8 +71,7 @@ func TestHostileClients(t *testing.T) {
 		{"16 MiB message header without body", true, chunk(rtmp.TypeCommandAMF0, 0xffffff, nil)},
 		{"type 3 chunk on a fresh chunk stream", true, []byte{0xc9, 1, 2, 3}},
 	}
-	runtime.GC()
-	before := rssBytes(t)
+	before := p.rss(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			frames := v.video.Load()
@@ -109,19 +95,25 @@ func TestHostileClients(t *testing.T) {
 			conns[i].Write(chunk(rtmp.TypeVideo, rtmp.DefaultMaxMessageSize, []byte{0x17, 1}))
 		}
 		v.waitFrames(t, 30, 10*time.Second)
-		runtime.GC()
-		if grew := rssBytes(t) - before; grew > 16<<20 {
+		if grew := p.rss(t) - before; grew > 16<<20 {
 			t.Errorf("RSS grew by %d MiB with 100 half-sent 8 MiB messages, want < 16 MiB", grew>>20)
 		}
 		for _, c := range conns {
 			c.Close()
 		}
 	})
-	runtime.GC()
-	if grew := rssBytes(t) - before; grew > 16<<20 {
+	t.Logf("server RSS %d MiB before the hostile cases, %d MiB after", before>>20, p.rss(t)>>20)
+	if grew := p.rss(t) - before; grew > 16<<20 {
 		t.Errorf("RSS grew by %d MiB during hostile cases, want < 16 MiB", grew>>20)
 	}
 	if v.err.Load() != nil {
 		t.Errorf("live viewer failed: %v", v.err.Load())
+	}
+	// Each refusal is logged with its reason.
+	logs := p.stderr.String()
+	for _, want := range []string{"handshake failed", "chunk size out of range", "message too large"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("server log has no %q", want)
+		}
 	}
 }

@@ -163,7 +163,7 @@ func TestFiftyPlayers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, err := dialRTMPViewer(n, "live/stream")
+			v, err := dialRTMPViewer(n.RTMPAddr().String(), "live/stream")
 			if err != nil {
 				errs <- err
 				return
@@ -203,7 +203,7 @@ func TestSecondPublisherRefused(t *testing.T) {
 	publishFFmpeg(t, n.rtmpURL("live/stream"))
 	s := waitLive(t, n, "live/stream")
 	first := s.Info().Publisher.RemoteAddr
-	v := playRTMP(t, n, "live/stream")
+	v := playRTMP(t, n.RTMPAddr().String(), "live/stream")
 	v.waitFrames(t, 30, 15*time.Second)
 
 	conn, err := net.DialTimeout("tcp", n.RTMPAddr().String(), 5*time.Second)
@@ -234,8 +234,8 @@ func TestStalledViewerDoesNotHoldBackOthers(t *testing.T) {
 	n := startNode(t, func(c *config.Config) { c.WriteTimeout = 2 * time.Second })
 	publishFFmpeg(t, n.rtmpURL("live/stream"))
 	s := waitLive(t, n, "live/stream")
-	good := playRTMP(t, n, "live/stream")
-	stalled := playRTMP(t, n, "live/stream")
+	good := playRTMP(t, n.RTMPAddr().String(), "live/stream")
+	stalled := playRTMP(t, n.RTMPAddr().String(), "live/stream")
 	stalled.waitFrames(t, 10, 15*time.Second)
 	stalled.stalled.Store(true) // stops reading; its socket buffers fill
 
@@ -258,7 +258,7 @@ func TestPublisherReconnectWithinGrace(t *testing.T) {
 	n := startNode(t, func(c *config.Config) { c.PublisherGrace = 5 * time.Second })
 	stop := publishFFmpeg(t, n.rtmpURL("live/stream"))
 	waitLive(t, n, "live/stream")
-	v := playRTMP(t, n, "live/stream")
+	v := playRTMP(t, n.RTMPAddr().String(), "live/stream")
 	v.waitFrames(t, 30, 15*time.Second)
 
 	stop() // publisher drops
@@ -279,7 +279,7 @@ func TestPublisherGoneAfterGrace(t *testing.T) {
 	n := startNode(t, func(c *config.Config) { c.PublisherGrace = time.Second })
 	stop := publishFFmpeg(t, n.rtmpURL("live/stream"))
 	waitLive(t, n, "live/stream")
-	v := playRTMP(t, n, "live/stream")
+	v := playRTMP(t, n.RTMPAddr().String(), "live/stream")
 	v.waitFrames(t, 30, 15*time.Second)
 	stop()
 	select {
@@ -296,7 +296,7 @@ func TestPublisherGoneAfterGrace(t *testing.T) {
 	// A new publish under the same name works and new viewers get it.
 	publishFFmpeg(t, n.rtmpURL("live/stream"))
 	waitLive(t, n, "live/stream")
-	v2 := playRTMP(t, n, "live/stream")
+	v2 := playRTMP(t, n.RTMPAddr().String(), "live/stream")
 	v2.waitFrames(t, 30, 15*time.Second)
 }
 

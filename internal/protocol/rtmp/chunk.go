@@ -60,7 +60,7 @@ type ChunkReader struct {
 func NewChunkReader(r io.Reader) *ChunkReader {
 	c := &ChunkReader{size: DefaultChunkSize, streams: make(map[uint32]*chunkState), MaxMessageSize: DefaultMaxMessageSize}
 	c.cr.r = r
-	c.br = bufio.NewReaderSize(&c.cr, 16<<10)
+	c.br = bufio.NewReaderSize(&c.cr, 4<<10) // large reads bypass the buffer
 	return c
 }
 
@@ -325,7 +325,7 @@ type ChunkWriter struct {
 
 // NewChunkWriter writes chunks to w with the default chunk size of 128.
 func NewChunkWriter(w io.Writer) *ChunkWriter {
-	return &ChunkWriter{w: bufio.NewWriterSize(w, 8<<10), size: DefaultChunkSize}
+	return &ChunkWriter{w: bufio.NewWriterSize(w, 4<<10), size: DefaultChunkSize}
 }
 
 // SetChunkSize sends Set Chunk Size and uses size from then on.
