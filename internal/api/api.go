@@ -15,13 +15,23 @@ type Hub interface {
 	List() []*stream.Stream
 }
 
-// API serves the REST endpoints.
-type API struct {
-	hub Hub
+// ViewerCounter counts a protocol's viewers where they are not stream
+// readers of their own (HLS players share one muxer's reader).
+type ViewerCounter interface {
+	Viewers(name stream.Name) int
 }
 
-// New creates the API over hub.
-func New(hub Hub) *API { return &API{hub: hub} }
+// API serves the REST endpoints.
+type API struct {
+	hub     Hub
+	counted map[string]ViewerCounter
+}
+
+// New creates the API over hub. counted maps a protocol ("hls") to what
+// counts its viewers.
+func New(hub Hub, counted map[string]ViewerCounter) *API {
+	return &API{hub: hub, counted: counted}
+}
 
 // Register adds the API's routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
@@ -72,7 +82,7 @@ type Publisher struct {
 // protocols are always listed in viewers, even at zero.
 var protocols = []string{"rtmp", "flv", "hls"}
 
-func toJSON(in stream.Info) Stream {
+func (a *API) toJSON(in stream.Info) Stream {
 	out := Stream{
 		Name:       string(in.Name),
 		App:        in.Name.App(),
@@ -86,6 +96,11 @@ func toJSON(in stream.Info) Stream {
 	}
 	for p, n := range in.Readers {
 		out.Viewers[p] = n
+	}
+	for p, c := range a.counted {
+		out.Viewers[p] = c.Viewers(in.Name)
+	}
+	for _, n := range out.Viewers {
 		out.ViewersTotal += n
 	}
 	if v := in.Video; v != nil {
@@ -109,7 +124,7 @@ func (a *API) listStreams(w http.ResponseWriter, r *http.Request) {
 		Streams []Stream `json:"streams"`
 	}{Streams: make([]Stream, 0, len(list))}
 	for _, s := range list {
-		out.Streams = append(out.Streams, toJSON(s.Info()))
+		out.Streams = append(out.Streams, a.toJSON(s.Info()))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -125,7 +140,7 @@ func (a *API) getStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "stream_not_found", "no live stream named "+string(name))
 		return
 	}
-	writeJSON(w, http.StatusOK, toJSON(s.Info()))
+	writeJSON(w, http.StatusOK, a.toJSON(s.Info()))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

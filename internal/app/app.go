@@ -64,8 +64,8 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		}, h),
 		flv: httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, Logger: log}, h),
 		hls: hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h),
-		api: api.New(h),
 	}
+	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls})
 	return a, nil
 }
 

@@ -103,8 +103,10 @@ func TestPublishAndPlayWithFFmpeg(t *testing.T) {
 		if s.BitrateBPS < 500_000 || s.BitrateBPS > 6_000_000 {
 			t.Errorf("bitrate %d bit/s, want about 2 Mbit/s", s.BitrateBPS)
 		}
-		if _, ok := s.Viewers["rtmp"]; !ok || s.Uptime <= 0 {
-			t.Errorf("viewers %v uptime %v", s.Viewers, s.Uptime)
+		// The HLS player of the subtest above polled playlists moments ago;
+		// the RTMP and FLV players have left.
+		if s.Viewers["hls"] != 1 || s.Viewers["rtmp"] != 0 || s.Viewers["flv"] != 0 || s.Uptime <= 0 {
+			t.Errorf("viewers %v uptime %v, want one HLS viewer", s.Viewers, s.Uptime)
 		}
 		code, body = httpGet(t, n.httpURL+"/api/v1/streams")
 		if code != 200 || !strings.Contains(string(body), `"live/stream"`) {

@@ -8,6 +8,7 @@ package hls
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -145,7 +146,7 @@ func (s *Server) goTracked(f func()) bool {
 // acquire returns the stream's muxer, starting one if start is set and
 // there is none, and counts the caller as a user until release. The hub is
 // asked under s.mu so concurrent first requests start a single muxer.
-func (s *Server) acquire(name stream.Name, start bool) (*muxer, error) {
+func (s *Server) acquire(name stream.Name, start bool, client string) (*muxer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -153,6 +154,7 @@ func (s *Server) acquire(name stream.Name, start bool) (*muxer, error) {
 	}
 	if m := s.muxers[name]; m != nil && m.ctx.Err() == nil {
 		m.users++
+		m.clients.see(client, time.Now())
 		return m, nil
 	}
 	if !start {
@@ -164,6 +166,7 @@ func (s *Server) acquire(name stream.Name, start bool) (*muxer, error) {
 	}
 	m := newMuxer(s, name, r)
 	m.users++
+	m.clients.see(client, time.Now())
 	s.muxers[name] = m
 	s.wg.Add(1)
 	go m.run()
@@ -209,6 +212,67 @@ func (s *Server) janitor() {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// Viewers estimates the stream's HLS viewers: distinct clients (address and
+// user agent) that requested a playlist within the last viewerWindow.
+func (s *Server) Viewers(name stream.Name) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := s.muxers[name]; m != nil {
+		return m.clients.count(time.Now())
+	}
+	return 0
+}
+
+// viewerWindow is how long a client counts as watching after its latest
+// playlist request; players poll every segment duration or so.
+const viewerWindow = 10 * time.Second
+
+// maxClients bounds the clients remembered per stream.
+const maxClients = 100000
+
+// clientSet remembers when each client last asked for a playlist. Guarded
+// by Server.mu.
+type clientSet map[string]time.Time
+
+func (c clientSet) see(client string, now time.Time) {
+	if client == "" {
+		return
+	}
+	if _, ok := c[client]; !ok && len(c) >= maxClients {
+		c.prune(now)
+		if len(c) >= maxClients {
+			return
+		}
+	}
+	c[client] = now
+}
+
+func (c clientSet) prune(now time.Time) {
+	for k, t := range c {
+		if now.Sub(t) > viewerWindow {
+			delete(c, k)
+		}
+	}
+}
+
+func (c clientSet) count(now time.Time) int {
+	c.prune(now)
+	return len(c)
+}
+
+// clientKey identifies a player for viewer counts: its address and user agent.
+func clientKey(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ua := r.UserAgent()
+	if len(ua) > 128 {
+		ua = ua[:128]
+	}
+	return host + "|" + ua
 }
 
 // ServeStream answers a request for one HLS file (index.m3u8, a media

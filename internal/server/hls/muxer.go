@@ -30,6 +30,7 @@ type muxer struct {
 
 	users   int          // requests in progress; guarded by s.mu
 	lastUse time.Time    // end of the latest request; guarded by s.mu
+	clients clientSet    // players seen recently; guarded by s.mu
 	waiting atomic.Int32 // requests parked in gohlslib
 
 	mu      sync.Mutex
@@ -47,6 +48,7 @@ func newMuxer(s *Server, name stream.Name, r *stream.Reader) *muxer {
 		ctx:     ctx,
 		cancel:  cancel,
 		lastUse: time.Now(),
+		clients: make(clientSet),
 		changed: make(chan struct{}),
 	}
 }

@@ -57,7 +57,7 @@ func classify(file string) fileKind {
 // servePlaylist starts the stream's muxer if needed and waits, at most
 // RequestTimeout, for the playlist to exist.
 func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
-	m, err := s.acquire(name, true)
+	m, err := s.acquire(name, true, clientKey(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -97,7 +97,7 @@ func (s *Server) handleWaiting(ctx context.Context, m *muxer, r *http.Request) (
 
 // servePart serves an LL-HLS part, which may wait for the part to exist.
 func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
-	m, err := s.acquire(name, false)
+	m, err := s.acquire(name, false, "")
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -121,7 +121,7 @@ func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name stream.N
 // serveMedia serves an init file or segment straight from the muxer:
 // gohlslib answers these without waiting.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
-	m, err := s.acquire(name, false)
+	m, err := s.acquire(name, false, "")
 	if err != nil {
 		s.fail(w, r, err)
 		return
