@@ -95,19 +95,31 @@ func (s *Server) handleWaiting(ctx context.Context, m *muxer, r *http.Request) (
 	}
 }
 
-// servePart serves an LL-HLS part, which may wait for the part to exist.
-func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
+// running acquires the stream's muxer for a segment or part request, which
+// never starts one. When there is no running muxer it answers the request
+// itself and reports false; otherwise the caller releases m.
+func (s *Server) running(w http.ResponseWriter, r *http.Request, name stream.Name) (*muxer, *gohlslib.Muxer, bool) {
 	m, err := s.acquire(name, false, "")
 	if err != nil {
 		s.fail(w, r, err)
+		return nil, nil, false
+	}
+	hm := m.current()
+	if hm == nil {
+		s.release(m)
+		http.NotFound(w, r)
+		return nil, nil, false
+	}
+	return m, hm, true
+}
+
+// servePart serves an LL-HLS part, which may wait for the part to exist.
+func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
+	m, hm, ok := s.running(w, r, name)
+	if !ok {
 		return
 	}
 	defer s.release(m)
-	hm := m.current()
-	if hm == nil {
-		http.NotFound(w, r)
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	rec, err := s.handleBounded(ctx, m, hm, forFile(r, file))
@@ -121,17 +133,11 @@ func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name stream.N
 // serveMedia serves an init file or segment straight from the muxer:
 // gohlslib answers these without waiting.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
-	m, err := s.acquire(name, false, "")
-	if err != nil {
-		s.fail(w, r, err)
+	m, hm, ok := s.running(w, r, name)
+	if !ok {
 		return
 	}
 	defer s.release(m)
-	hm := m.current()
-	if hm == nil {
-		http.NotFound(w, r)
-		return
-	}
 	tw := &trackingWriter{ResponseWriter: w}
 	hm.Handle(tw, forFile(r, file))
 	if !tw.wrote {
