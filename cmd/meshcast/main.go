@@ -35,6 +35,8 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], env, stdout, stderr)
+	case "bench":
+		return benchCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshcast", versionString())
 		return 0
@@ -52,6 +54,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "")
 	fmt.Fprintln(w, "commands:")
 	fmt.Fprintln(w, "  serve     run a meshcast node (no arguments needed for a single node)")
+	fmt.Fprintln(w, "  bench     load-test a server: one publisher, steps of N players (meshcast bench --help)")
 	fmt.Fprintln(w, "  version   print the version")
 	fmt.Fprintln(w, "")
 	fmt.Fprintln(w, "flags of serve:")

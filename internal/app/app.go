@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -60,9 +61,10 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 			ReadTimeout:    cfg.ReadTimeout,
 			WriteTimeout:   cfg.WriteTimeout,
 			MaxConnections: cfg.MaxConnections,
+			MergeWindow:    cfg.WriteMerge(),
 			Logger:         log,
 		}, h),
-		flv: httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, Logger: log}, h),
+		flv: httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Logger: log}, h),
 		hls: hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h),
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls})
@@ -129,6 +131,13 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("GET /{$}", a.serveIndex)
+	if a.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/{$}", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/{profile}", pprof.Index) // heap, goroutine, allocs, ...
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -68,6 +68,15 @@ type Config struct {
 	// newest keyframe. Defaults to 5s.
 	MaxLag time.Duration `yaml:"max_lag" usage:"a viewer further behind live than this skips to the newest keyframe"`
 
+	// MergeWindow is the least time between two writes to a viewer: packets
+	// arriving meanwhile go out in one write. It trades up to this much added
+	// latency for less CPU per viewer; at most 1s. Defaults to 100ms.
+	MergeWindow time.Duration `yaml:"merge_window" usage:"least time between writes to a viewer; packets arriving meanwhile share one write (0 to 1s)"`
+
+	// LowLatency writes each packet to viewers as soon as it arrives,
+	// ignoring MergeWindow. Defaults to false.
+	LowLatency bool `yaml:"low_latency" usage:"write each packet to viewers at once (more CPU per viewer, least latency)"`
+
 	// MaxConnections limits concurrent RTMP connections. Defaults to 10000.
 	MaxConnections int `yaml:"max_connections" usage:"maximum concurrent RTMP connections"`
 
@@ -78,6 +87,11 @@ type Config struct {
 	// HLSSegmentCount is the number of segments kept in the HLS playlist; at
 	// least 7, as low-latency HLS requires. Defaults to 7.
 	HLSSegmentCount int `yaml:"hls_segment_count" usage:"HLS segments kept in the playlist (at least 7)"`
+
+	// Pprof serves Go's profiles at /debug/pprof/ on the HTTP address, for
+	// performance work; never enable it on an address the public can reach.
+	// Defaults to false.
+	Pprof bool `yaml:"pprof" usage:"serve Go profiles at /debug/pprof/ on the HTTP address (not for public addresses)"`
 
 	// PublicHost is the host name used in the URLs shown at start-up; empty
 	// means localhost. Defaults to "".
@@ -95,11 +109,20 @@ func Default() Config {
 		WriteTimeout:       10 * time.Second,
 		ReadTimeout:        30 * time.Second,
 		MaxLag:             5 * time.Second,
+		MergeWindow:        100 * time.Millisecond,
 		MaxConnections:     10000,
 		HLSSegmentDuration: time.Second,
 		HLSSegmentCount:    7,
 		PublicHost:         "",
 	}
+}
+
+// WriteMerge returns the merge window in force: zero in low-latency mode.
+func (c *Config) WriteMerge() time.Duration {
+	if c.LowLatency {
+		return 0
+	}
+	return c.MergeWindow
 }
 
 // Allowed values of LogLevel and LogFormat.
@@ -150,6 +173,9 @@ func (c *Config) Validate() error {
 	positive("WriteTimeout", c.WriteTimeout)
 	positive("ReadTimeout", c.ReadTimeout)
 	positive("MaxLag", c.MaxLag)
+	if c.MergeWindow < 0 || c.MergeWindow > time.Second {
+		bad("MergeWindow", "must be from 0 to 1s, got %v", c.MergeWindow)
+	}
 	if c.MaxConnections < 1 {
 		bad("MaxConnections", "must be at least 1, got %d", c.MaxConnections)
 	}

@@ -39,6 +39,7 @@ func TestDefault(t *testing.T) {
 		WriteTimeout:       10 * time.Second,
 		ReadTimeout:        30 * time.Second,
 		MaxLag:             5 * time.Second,
+		MergeWindow:        100 * time.Millisecond,
 		MaxConnections:     10000,
 		HLSSegmentDuration: time.Second,
 		HLSSegmentCount:    7,
@@ -184,6 +185,8 @@ func TestLoadAllFields(t *testing.T) {
 		"--write-timeout=1s",
 		"--read-timeout=2s",
 		"--max-lag=3s",
+		"--merge-window=250ms",
+		"--low-latency=true",
 		"--max-connections=4",
 		"--hls-segment-duration=500ms",
 		"--hls-segment-count=9",
@@ -198,6 +201,8 @@ func TestLoadAllFields(t *testing.T) {
 		WriteTimeout:       time.Second,
 		ReadTimeout:        2 * time.Second,
 		MaxLag:             3 * time.Second,
+		MergeWindow:        250 * time.Millisecond,
+		LowLatency:         true,
 		MaxConnections:     4,
 		HLSSegmentDuration: 500 * time.Millisecond,
 		HLSSegmentCount:    9,
@@ -217,7 +222,7 @@ func TestLoadAllFields(t *testing.T) {
 		name, value, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		key := strings.ReplaceAll(name, "-", "_")
 		env = append(env, "MESHCAST_"+strings.ToUpper(key)+"="+value)
-		if _, err := strconv.Atoi(value); err != nil {
+		if _, err := strconv.Atoi(value); err != nil && value != "true" {
 			value = strconv.Quote(value)
 		}
 		yml.WriteString(key + ": " + value + "\n")
@@ -642,7 +647,9 @@ func TestUsage(t *testing.T) {
 		}
 	}
 	for _, f := range configFields {
-		if !strings.Contains(out, "--"+f.flag+" ") || !strings.Contains(out, f.usage) {
+		// Bool flags have no type after the name.
+		named := strings.Contains(out, "--"+f.flag+" ") || strings.Contains(out, "--"+f.flag+"\n")
+		if !named || !strings.Contains(out, f.usage) {
 			t.Errorf("Usage output lacks --%s or its meaning", f.flag)
 		}
 	}

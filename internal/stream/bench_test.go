@@ -85,7 +85,7 @@ func benchFanout(b *testing.B, readers, burst int) {
 		go func() {
 			defer done.Done()
 			defer r.Close()
-			r.Pump(ctx, flvFormat, &countingWriter{wg: &wg}, time.Minute, nil)
+			r.Pump(ctx, flvFormat, &countingWriter{wg: &wg}, PumpConfig{WriteTimeout: time.Minute})
 		}()
 	}
 	wg.Wait()

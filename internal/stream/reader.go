@@ -10,9 +10,15 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 )
 
-// maxBatch bounds the packets a reader takes from the log at once; it keeps
-// a vectored write under the kernel's iovec limit.
-const maxBatch = 256
+// maxBatch bounds the packets a reader takes from the log at once. It keeps
+// a vectored write under the kernel's iovec limit and each reader's batch
+// arrays small: only the GOP sent to a new reader needs more than one write.
+const maxBatch = 64
+
+// firstBatch bounds a reader's first batch after it starts or skips: the
+// keyframe goes out at once, ahead of the rest of the GOP, so a burst of
+// joining viewers each sees a first frame before any gets its whole GOP.
+const firstBatch = 1
 
 // item is one packet queued for a reader. Decoder configuration sent ahead
 // of a join point is restamped to the join point's time, so a reader's
@@ -30,6 +36,8 @@ type Reader struct {
 	proto   string
 	cursor  uint64
 	waitKey bool
+	joining bool // the next batch is the first since a start or skip
+	backlog bool // the last batch stopped short of the log's head
 
 	sentMeta, sentVideo, sentAudio *entry
 
@@ -51,7 +59,7 @@ func (s *Stream) NewReader(proto string) (*Reader, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
-	r := &Reader{s: s, proto: proto, batch: make([]item, 0, maxBatch+3)}
+	r := &Reader{s: s, proto: proto}
 	r.startAtKey()
 	s.readers[proto]++
 	return r, nil
@@ -61,6 +69,7 @@ func (s *Stream) NewReader(proto string) (*Reader, error) {
 // for one. Caller holds s.mu.
 func (r *Reader) startAtKey() {
 	s := r.s
+	r.joining = true
 	if s.key != nil {
 		r.cursor, r.waitKey = s.key.seq, false
 		return
@@ -134,8 +143,12 @@ func (r *Reader) collect() error {
 			return err
 		}
 	}
-	end := min(s.head, r.cursor+maxBatch)
-	for ; r.cursor < end; r.cursor++ {
+	limit := maxBatch
+	if r.joining {
+		limit = firstBatch
+	}
+	n := 0
+	for ; r.cursor < s.head && n < limit; r.cursor++ {
 		e := s.at(r.cursor)
 		if r.waitKey {
 			if !startable(e) {
@@ -144,7 +157,12 @@ func (r *Reader) collect() error {
 			r.waitKey = false
 		}
 		r.push(e)
+		n++
 	}
+	if n > 0 {
+		r.joining = false
+	}
+	r.backlog = r.cursor < s.head
 	return nil
 }
 
@@ -225,14 +243,53 @@ type DeadlineWriter interface {
 	SetWriteDeadline(time.Time) error
 }
 
+// PumpConfig tunes how a reader writes.
+type PumpConfig struct {
+	// WriteTimeout fails a write that makes no progress for this long.
+	// Defaults to 10s.
+	WriteTimeout time.Duration
+	// MergeWindow is the least time between two writes: packets arriving
+	// meanwhile go out together in the next write. Larger windows cost less
+	// CPU per viewer and add up to the window in latency; 0 writes every
+	// packet as soon as it arrives (low-latency mode).
+	MergeWindow time.Duration
+	// Sent, if set, is called with the bytes of each write.
+	Sent func(int64)
+}
+
 // Pump writes the stream to w in format f until ctx ends, the stream ends
-// (io.EOF), a write fails or fails to finish within timeout, or the reader
-// keeps falling behind (ErrSlowReader). Each wake-up writes everything since
-// the cursor in one vectored write. sent, if not nil, is called with the
-// bytes written by each batch.
-func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, timeout time.Duration, sent func(int64)) error {
-	var deadline time.Time
+// (io.EOF), a write fails or makes no progress within the write timeout, or
+// the reader keeps falling behind (ErrSlowReader). Each write sends
+// everything since the cursor in one vectored write. Between writes the
+// reader sleeps out the merge window instead of waking for every packet, so
+// a busy stream costs each viewer a few wake-ups a second, not one per packet.
+func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, cfg PumpConfig) error {
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	var deadline, lastWrite time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
+		// A reader with a backlog (catching up after joining) writes on.
+		if cfg.MergeWindow > 0 && !lastWrite.IsZero() && !r.backlog {
+			if wait := time.Until(lastWrite.Add(cfg.MergeWindow)); wait > 0 {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+				} else {
+					timer.Reset(wait)
+				}
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
 		if err := r.fill(ctx); err != nil {
 			return err
 		}
@@ -247,16 +304,22 @@ func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, timeout 
 		}
 		// Moving a deadline costs a timer update: refresh it only when less
 		// than half of the timeout is left.
-		if now := time.Now(); deadline.Sub(now) < timeout/2 {
-			deadline = now.Add(timeout)
+		now := time.Now()
+		if deadline.Sub(now) < cfg.WriteTimeout/2 {
+			deadline = now.Add(cfg.WriteTimeout)
 			if err := w.SetWriteDeadline(deadline); err != nil {
 				return err
 			}
 		}
+		lastWrite = now
 		r.nb = r.bufs
+		if cap(r.batch) > 16 && len(r.batch) < 8 {
+			// The GOP sent on joining grew the arrays; steady batches are small.
+			r.batch, r.bufs = nil, nil
+		}
 		n, err := r.nb.WriteTo(w)
-		if sent != nil {
-			sent(n)
+		if cfg.Sent != nil {
+			cfg.Sent(n)
 		}
 		if err != nil {
 			return err

@@ -62,6 +62,8 @@ func gop(t *testing.T, p *Publisher, dts int64, n int) int64 {
 	return dts
 }
 
+// read waits for packets, then takes everything else already logged (a
+// joining reader gets its keyframe in a batch of its own).
 func read(t *testing.T, r *Reader) []*media.Packet {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -70,7 +72,15 @@ func read(t *testing.T, r *Reader) []*media.Packet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pkts
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		more, err := r.ReadPackets(ctx, nil)
+		cancel()
+		if err != nil {
+			return pkts
+		}
+		pkts = append(pkts, more...)
+	}
 }
 
 func TestReaderStartsAtNewestKeyframeWithConfigFirst(t *testing.T) {
@@ -85,7 +95,13 @@ func TestReaderStartsAtNewestKeyframeWithConfigFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	pkts := read(t, r)
+	// The first batch is the decoder configuration and the keyframe alone,
+	// so a crowd of joining viewers each get a first frame quickly.
+	first, err := r.ReadPackets(context.Background(), nil)
+	if err != nil || len(first) != 3 || !first[2].Keyframe {
+		t.Fatalf("first batch: %d packets, %v; want configuration and keyframe", len(first), err)
+	}
+	pkts := append(first, read(t, r)...)
 	if len(pkts) != 2+10 {
 		t.Fatalf("got %d packets, want 2 config + 10 from the newest keyframe", len(pkts))
 	}
@@ -236,6 +252,9 @@ func TestCloseDrainsThenEOF(t *testing.T) {
 	if pkts := read(t, r); len(pkts) != 2+6 {
 		t.Errorf("drained %d packets, want 8", len(pkts))
 	}
+	if first, _ := r.ReadPackets(context.Background(), nil); len(first) != 0 {
+		t.Errorf("read %d packets after draining", len(first))
+	}
 	if _, err := r.ReadPackets(context.Background(), nil); !errors.Is(err, io.EOF) {
 		t.Errorf("after drain: %v, want io.EOF", err)
 	}
@@ -272,7 +291,7 @@ func TestPumpSharesEncodedBytes(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer r.Close()
-			r.Pump(ctx, testFormat, &ws[i], time.Second, nil)
+			r.Pump(ctx, testFormat, &ws[i], PumpConfig{WriteTimeout: time.Second, MergeWindow: 20 * time.Millisecond})
 		}()
 	}
 	want := (1 + len(avcC)) + (1 + len(asc)) + 5*(1+1000) + 5*(1+300)

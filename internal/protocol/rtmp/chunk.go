@@ -27,6 +27,8 @@ type chunkState struct {
 	extended  bool // the current header used an extended timestamp
 	hasHeader bool
 	buf       []byte // the message being assembled
+	skimmed   uint32 // bytes of a skimmed message read so far
+	prefix    [SkimPrefix]byte
 }
 
 // countingReader counts the bytes taken from the connection, modulo 2^32,
@@ -54,13 +56,28 @@ type ChunkReader struct {
 	pending int // bytes held in incomplete messages
 	// MaxMessageSize caps one message; defaults to DefaultMaxMessageSize.
 	MaxMessageSize uint32
+	// Skim makes audio and video messages cost no allocation: their Payload
+	// holds only the first SkimPrefix bytes, valid until the next read, and
+	// Length gives the full size. Load generators use it.
+	Skim    bool
+	skimMsg Message
 }
 
-// NewChunkReader reads chunks from r.
-func NewChunkReader(r io.Reader) *ChunkReader {
+// SkimPrefix is how many leading payload bytes a skimmed message keeps:
+// enough for the FLV audio/video tag header and an AVC packet header.
+const SkimPrefix = 16
+
+// NewChunkReader reads chunks from r through a 2 KiB buffer: chunk headers
+// go through it and chunk bodies as large as it bypass it, and it keeps a
+// server's thousands of mostly silent players cheap.
+func NewChunkReader(r io.Reader) *ChunkReader { return NewChunkReaderSize(r, 2<<10) }
+
+// NewChunkReaderSize reads chunks from r through a buffer of size bytes; a
+// client receiving media wants a large one.
+func NewChunkReaderSize(r io.Reader, size int) *ChunkReader {
 	c := &ChunkReader{size: DefaultChunkSize, streams: make(map[uint32]*chunkState), MaxMessageSize: DefaultMaxMessageSize}
 	c.cr.r = r
-	c.br = bufio.NewReaderSize(&c.cr, 4<<10) // large reads bypass the buffer
+	c.br = bufio.NewReaderSize(&c.cr, size)
 	return c
 }
 
@@ -196,6 +213,9 @@ func (c *ChunkReader) readChunk() (*Message, error) {
 	if cs.length > c.MaxMessageSize {
 		return nil, fmt.Errorf("rtmp: chunk stream %d: message of %d bytes: %w", csid, cs.length, ErrMessageSize)
 	}
+	if c.Skim && (cs.typeID == TypeAudio || cs.typeID == TypeVideo) {
+		return c.skimChunk(cs, csid)
+	}
 	remaining := cs.length - uint32(len(cs.buf))
 	n := min(remaining, c.size)
 	if cs.buf == nil {
@@ -215,8 +235,35 @@ func (c *ChunkReader) readChunk() (*Message, error) {
 		return nil, nil
 	}
 	c.pending -= start
-	m := &Message{Type: cs.typeID, StreamID: cs.streamID, Timestamp: cs.timestamp, CSID: csid, Payload: cs.buf}
+	m := &Message{Type: cs.typeID, StreamID: cs.streamID, Timestamp: cs.timestamp, CSID: csid, Payload: cs.buf, Length: cs.length}
 	cs.buf = nil
+	return m, nil
+}
+
+// skimChunk reads one chunk of a skimmed media message, keeping only the
+// message's first SkimPrefix bytes.
+func (c *ChunkReader) skimChunk(cs *chunkState, csid uint32) (*Message, error) {
+	n := min(cs.length-cs.skimmed, c.size)
+	if keep := min(n, SkimPrefix-min(cs.skimmed, SkimPrefix)); keep > 0 {
+		if _, err := io.ReadFull(c.br, cs.prefix[cs.skimmed:cs.skimmed+keep]); err != nil {
+			return nil, unexpected(err)
+		}
+		cs.skimmed += keep
+		n -= keep
+	}
+	if n > 0 {
+		if _, err := c.br.Discard(int(n)); err != nil {
+			return nil, unexpected(err)
+		}
+		cs.skimmed += n
+	}
+	if cs.skimmed < cs.length {
+		return nil, nil
+	}
+	m := &c.skimMsg
+	*m = Message{Type: cs.typeID, StreamID: cs.streamID, Timestamp: cs.timestamp, CSID: csid,
+		Payload: cs.prefix[:min(cs.length, SkimPrefix)], Length: cs.length}
+	cs.skimmed = 0
 	return m, nil
 }
 
@@ -315,17 +362,18 @@ func AppendMessage(dst []byte, csid uint32, typeID uint8, streamID, ts uint32, p
 	}
 }
 
-// ChunkWriter writes messages with a fixed outgoing chunk size through a
-// buffer; callers Flush when a reply is complete.
+// ChunkWriter writes messages with a fixed outgoing chunk size. Messages
+// collect in a buffer until Flush; Release frees the buffer of a connection
+// that will write through other means for a while.
 type ChunkWriter struct {
-	w    *bufio.Writer
+	w    io.Writer
 	size int
 	buf  []byte
 }
 
 // NewChunkWriter writes chunks to w with the default chunk size of 128.
 func NewChunkWriter(w io.Writer) *ChunkWriter {
-	return &ChunkWriter{w: bufio.NewWriterSize(w, 4<<10), size: DefaultChunkSize}
+	return &ChunkWriter{w: w, size: DefaultChunkSize}
 }
 
 // SetChunkSize sends Set Chunk Size and uses size from then on.
@@ -342,16 +390,22 @@ func (w *ChunkWriter) ChunkSize() int { return w.size }
 
 // WriteMessage buffers one message.
 func (w *ChunkWriter) WriteMessage(csid uint32, typeID uint8, streamID, ts uint32, payload []byte) error {
-	w.buf = AppendMessage(w.buf[:0], csid, typeID, streamID, ts, payload, w.size)
-	_, err := w.w.Write(w.buf)
-	return err
-}
-
-// WriteRaw buffers bytes that are already chunked (a shared wire form).
-func (w *ChunkWriter) WriteRaw(b []byte) error {
-	_, err := w.w.Write(b)
-	return err
+	w.buf = AppendMessage(w.buf, csid, typeID, streamID, ts, payload, w.size)
+	if len(w.buf) >= 64<<10 {
+		return w.Flush()
+	}
+	return nil
 }
 
 // Flush sends buffered messages.
-func (w *ChunkWriter) Flush() error { return w.w.Flush() }
+func (w *ChunkWriter) Flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// Release drops the buffer's memory; the writer stays usable.
+func (w *ChunkWriter) Release() { w.buf = nil }

@@ -190,3 +190,30 @@ func FuzzChunkReader(f *testing.F) {
 		}
 	})
 }
+
+func TestSkim(t *testing.T) {
+	payload := make([]byte, 10000)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	var b []byte
+	b = AppendMessage(b, 6, TypeVideo, 1, 40, payload, 128)
+	b = AppendMessage(b, 4, TypeAudio, 1, 41, payload[:5], 128)
+	b = AppendMessage(b, 3, TypeCommandAMF0, 0, 0, payload[:300], 128)
+	r := NewChunkReader(bytes.NewReader(b))
+	r.Skim = true
+	for _, want := range []struct {
+		typ    uint8
+		ts     uint32
+		length uint32
+		kept   int
+	}{{TypeVideo, 40, 10000, SkimPrefix}, {TypeAudio, 41, 5, 5}, {TypeCommandAMF0, 0, 300, 300}} {
+		m, err := r.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Type != want.typ || m.Timestamp != want.ts || m.Length != want.length || len(m.Payload) != want.kept || !bytes.Equal(m.Payload, payload[:want.kept]) {
+			t.Fatalf("got type %d ts %d length %d kept %d, want %+v", m.Type, m.Timestamp, m.Length, len(m.Payload), want)
+		}
+	}
+}

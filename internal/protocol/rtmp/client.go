@@ -31,7 +31,8 @@ func NewClient(rw io.ReadWriter) (*Client, error) {
 	if err := ClientHandshake(rw); err != nil {
 		return nil, err
 	}
-	return &Client{rw: rw, r: NewChunkReader(rw), w: NewChunkWriter(rw)}, nil
+	// Clients mostly receive media: read in large gulps.
+	return &Client{rw: rw, r: NewChunkReaderSize(rw, 64<<10), w: NewChunkWriter(rw)}, nil
 }
 
 // Connect sends connect for app and waits for its result.
@@ -94,6 +95,10 @@ func (c *Client) WriteMedia(typeID uint8, ts uint32, payload []byte) error {
 
 // Flush sends buffered messages.
 func (c *Client) Flush() error { return c.w.Flush() }
+
+// Skim makes later audio and video messages carry only their first
+// SkimPrefix bytes (see ChunkReader.Skim), for players that only count.
+func (c *Client) Skim() { c.r.Skim = true }
 
 // ReadMessage returns the next media, data or command message, answering
 // pings and sending acknowledgements on the way.

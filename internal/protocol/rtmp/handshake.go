@@ -1,7 +1,6 @@
 package rtmp
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -22,15 +21,18 @@ var ErrVersion = errors.New("unsupported RTMP version")
 // (RTMP spec §5.2): read C0+C1, send S0+S1+S2 (S2 echoes C1), read C2.
 // Clients that expect the digest ("complex") handshake still accept this, as
 // ffmpeg, OBS and GStreamer do.
+//
+// Its buffers live on the heap only for the handshake: kept on the stack they
+// would grow every connection's goroutine stack for good.
 func ServerHandshake(rw io.ReadWriter) error {
-	var c0c1 [1 + handshakeSize]byte
-	if _, err := io.ReadFull(rw, c0c1[:]); err != nil {
+	buf := make([]byte, 1+handshakeSize+1+2*handshakeSize)
+	c0c1, out := buf[:1+handshakeSize], buf[1+handshakeSize:]
+	if _, err := io.ReadFull(rw, c0c1); err != nil {
 		return fmt.Errorf("rtmp: handshake: read C0+C1: %w", err)
 	}
 	if c0c1[0] != version {
 		return fmt.Errorf("rtmp: handshake: C0 0x%02x: %w", c0c1[0], ErrVersion)
 	}
-	var out [1 + 2*handshakeSize]byte
 	out[0] = version
 	s1 := out[1 : 1+handshakeSize]
 	// S1: time (4), zero (4), random (1528).
@@ -39,11 +41,10 @@ func ServerHandshake(rw io.ReadWriter) error {
 	}
 	s2 := out[1+handshakeSize:]
 	copy(s2, c0c1[1:])
-	if _, err := rw.Write(out[:]); err != nil {
+	if _, err := rw.Write(out); err != nil {
 		return fmt.Errorf("rtmp: handshake: write S0+S1+S2: %w", err)
 	}
-	var c2 [handshakeSize]byte
-	if _, err := io.ReadFull(rw, c2[:]); err != nil {
+	if _, err := io.ReadFull(rw, c0c1[1:]); err != nil { // C2, unchecked
 		return fmt.Errorf("rtmp: handshake: read C2: %w", err)
 	}
 	return nil
@@ -52,29 +53,25 @@ func ServerHandshake(rw io.ReadWriter) error {
 // ClientHandshake performs the client side of the simple handshake: send
 // C0+C1, read S0+S1+S2, send C2 echoing S1.
 func ClientHandshake(rw io.ReadWriter) error {
-	var c0c1 [1 + handshakeSize]byte
+	buf := make([]byte, 1+handshakeSize+1+2*handshakeSize)
+	c0c1, s := buf[:1+handshakeSize], buf[1+handshakeSize:]
 	c0c1[0] = version
 	if _, err := rand.Read(c0c1[9:]); err != nil {
 		return fmt.Errorf("rtmp: handshake: %w", err)
 	}
-	if _, err := rw.Write(c0c1[:]); err != nil {
+	if _, err := rw.Write(c0c1); err != nil {
 		return fmt.Errorf("rtmp: handshake: write C0+C1: %w", err)
 	}
-	var s [1 + 2*handshakeSize]byte
-	if _, err := io.ReadFull(rw, s[:]); err != nil {
+	if _, err := io.ReadFull(rw, s); err != nil {
 		return fmt.Errorf("rtmp: handshake: read S0+S1+S2: %w", err)
 	}
 	if s[0] != version {
 		return fmt.Errorf("rtmp: handshake: S0 0x%02x: %w", s[0], ErrVersion)
 	}
-	s1 := s[1 : 1+handshakeSize]
-	var c2 [handshakeSize]byte
-	copy(c2[:], s1)
+	c2 := s[1 : 1+handshakeSize] // echoes S1
 	binary.BigEndian.PutUint32(c2[4:], 0)
-	if _, err := rw.Write(c2[:]); err != nil {
+	if _, err := rw.Write(c2); err != nil {
 		return fmt.Errorf("rtmp: handshake: write C2: %w", err)
 	}
-	// S2 should echo C1's random bytes; the check is informational only.
-	_ = bytes.Equal(s[1+handshakeSize+8:], c0c1[9:])
 	return nil
 }

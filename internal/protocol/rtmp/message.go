@@ -65,6 +65,7 @@ type Message struct {
 	Timestamp uint32 // absolute, milliseconds
 	CSID      uint32 // chunk stream it arrived on
 	Payload   []byte
+	Length    uint32 // payload length; more than len(Payload) when skimmed
 }
 
 // AppendSetChunkSize appends the payload of Set Chunk Size.

@@ -27,6 +27,9 @@ type Hub interface {
 type Config struct {
 	// WriteTimeout closes a viewer whose socket accepts nothing. Defaults to 10s.
 	WriteTimeout time.Duration
+	// MergeWindow is the least time between writes to a viewer (see
+	// stream.PumpConfig). Defaults to 0: write at once.
+	MergeWindow time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -124,7 +127,7 @@ func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream
 		defer stop()
 	}
 	log.Info("play started")
-	err = rd.Pump(ctx, Format, out, s.cfg.WriteTimeout, nil)
+	err = rd.Pump(ctx, Format, out, stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow})
 	switch {
 	case errors.Is(err, io.EOF):
 		log.Info("play ended: stream ended")

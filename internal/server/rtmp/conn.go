@@ -29,7 +29,7 @@ var errClose = errors.New("session closed")
 type conn struct {
 	srv *Server
 	nc  net.Conn
-	log *slog.Logger
+	log connLog
 	r   *rtmp.ChunkReader
 	w   *rtmp.ChunkWriter
 	ack rtmp.AckState
@@ -48,7 +48,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	return &conn{
 		srv: s,
 		nc:  nc,
-		log: s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
+		log: connLog{l: s.log, attrs: []any{"conn", id, "remote", nc.RemoteAddr().String()}},
 		r:   rtmp.NewChunkReader(nc),
 		w:   rtmp.NewChunkWriter(nc),
 		ack: rtmp.AckState{Window: ackWindow},
@@ -79,7 +79,14 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		if err := c.handle(m); err != nil {
+		err = c.handle(m)
+		if c.playDone == nil {
+			// Everything said in answer to one message leaves in one write.
+			if ferr := c.w.Flush(); err == nil {
+				err = ferr
+			}
+		}
+		if err != nil {
 			if !errors.Is(err, errClose) {
 				c.log.Info("connection closed", "err", err)
 			}
@@ -232,7 +239,7 @@ func (c *conn) publish(cmd *rtmp.Command, sid uint32) error {
 		return errClose
 	}
 	c.pub = pub
-	c.log = c.log.With("stream", name)
+	c.log.attrs = append(c.log.attrs, "stream", name)
 	return c.status(sid, "status", "NetStream.Publish.Start", "Start publishing")
 }
 
@@ -312,12 +319,13 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 		rd.Close()
 		return err
 	}
-	c.log = c.log.With("stream", name)
+	c.log.attrs = append(c.log.attrs, "stream", name)
 	c.log.Info("play started")
 	ctx, cancel := context.WithCancel(c.srv.ctx)
 	c.playCancel = cancel
 	c.playDone = make(chan struct{})
 	c.nc.SetReadDeadline(time.Time{})
+	c.w.Release() // the pump owns the socket now
 	go c.pump(ctx, rd)
 	return nil
 }
@@ -326,12 +334,13 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 func (c *conn) pump(ctx context.Context, rd *stream.Reader) {
 	defer close(c.playDone)
 	defer rd.Close()
-	err := rd.Pump(ctx, Format, c.nc, c.srv.cfg.WriteTimeout, nil)
+	err := rd.Pump(ctx, Format, c.nc, stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow})
 	switch {
 	case errors.Is(err, io.EOF):
 		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		c.status(playStreamID, "status", "NetStream.Play.UnpublishNotify", "stream ended")
 		c.control(rtmp.TypeUserControl, rtmp.AppendUserControl(nil, rtmp.EventStreamEOF, playStreamID))
+		c.w.Flush()
 		c.log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		c.log.Warn("play ended: player too slow")
@@ -343,23 +352,18 @@ func (c *conn) pump(ctx context.Context, rd *stream.Reader) {
 	c.nc.Close()
 }
 
-// control sends a protocol control message.
+// control queues a protocol control message; the session loop flushes.
 func (c *conn) control(typeID uint8, payload []byte) error {
-	if err := c.w.WriteMessage(rtmp.CSIDControl, typeID, 0, 0, payload); err != nil {
-		return err
-	}
-	return c.w.Flush()
+	return c.w.WriteMessage(rtmp.CSIDControl, typeID, 0, 0, payload)
 }
 
+// send queues a command message; the session loop flushes.
 func (c *conn) send(csid, sid uint32, name string, tx float64, obj any, args ...any) error {
 	p, err := rtmp.AppendCommand(nil, name, tx, obj, args...)
 	if err != nil {
 		return err
 	}
-	if err := c.w.WriteMessage(csid, rtmp.TypeCommandAMF0, sid, 0, p); err != nil {
-		return err
-	}
-	return c.w.Flush()
+	return c.w.WriteMessage(csid, rtmp.TypeCommandAMF0, sid, 0, p)
 }
 
 func (c *conn) reply(tx float64, obj any, args ...any) error {
@@ -369,6 +373,25 @@ func (c *conn) reply(tx float64, obj any, args ...any) error {
 func (c *conn) status(sid uint32, level, code, desc string) error {
 	return c.send(rtmp.CSIDCommand, sid, "onStatus", 0, nil, rtmp.Status(level, code, desc))
 }
+
+// connLog logs with a connection's attributes. Unlike slog.Logger.With it
+// keeps the attributes unformatted, so thousands of idle players cost a few
+// words each instead of a preformatted handler apiece.
+type connLog struct {
+	l     *slog.Logger
+	attrs []any
+}
+
+func (l *connLog) log(level slog.Level, msg string, args []any) {
+	if !l.l.Enabled(context.Background(), level) {
+		return
+	}
+	l.l.Log(context.Background(), level, msg, append(append([]any(nil), l.attrs...), args...)...)
+}
+
+func (l *connLog) Debug(msg string, args ...any) { l.log(slog.LevelDebug, msg, args) }
+func (l *connLog) Info(msg string, args ...any)  { l.log(slog.LevelInfo, msg, args) }
+func (l *connLog) Warn(msg string, args ...any)  { l.log(slog.LevelWarn, msg, args) }
 
 // truncate keeps client-chosen strings short in logs.
 func truncate(s string) string {

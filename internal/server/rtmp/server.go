@@ -33,6 +33,9 @@ type Config struct {
 	ReadTimeout time.Duration
 	// WriteTimeout closes a player whose socket accepts nothing. Defaults to 10s.
 	WriteTimeout time.Duration
+	// MergeWindow is the least time between writes to a player (see
+	// stream.PumpConfig). Defaults to 0: write at once.
+	MergeWindow time.Duration
 	// MaxConnections caps concurrent connections. Defaults to 10000.
 	MaxConnections int
 	// Logger defaults to slog.Default().

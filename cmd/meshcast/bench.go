@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/bench"
+)
+
+// benchCmd runs "meshcast bench": a load generator for meshcast or any
+// RTMP/HTTP-FLV/HLS server.
+func benchCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	publish := fs.String("publish", "rtmp://127.0.0.1:1935/live/bench", "RTMP URL to publish the input to")
+	play := fs.String("play", "", "URL players read: rtmp://…, http://…/APP/STREAM.flv or http://…/index.m3u8 (defaults to the publish URL)")
+	input := fs.String("input", "", "FLV file (H.264/AAC) to publish in a loop, paced by its timestamps (required)")
+	viewers := fs.String("viewers", "100,500,1000", "viewer counts, one step each; every step's players join at once")
+	warmup := fs.Duration("warmup", 5*time.Second, "wait after all players joined before measuring")
+	hold := fs.Duration("hold", 20*time.Second, "measuring window of each step")
+	pid := fs.Int("pid", 0, "server process ID to measure CPU time and memory of (0: do not)")
+	labels := fs.String("label", "", "labels added to every JSON line: key=value,key=value")
+	out := fs.String("out", "", "append JSON lines to this file instead of standard output")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: meshcast bench --input FILE.flv [flags]")
+		fmt.Fprintln(stderr, "Publishes FILE.flv in a loop and measures steps of N players: delivered frames,")
+		fmt.Fprintln(stderr, "time to first frame, per-frame latency, stalls, and the server's CPU and RSS (--pid).")
+		fmt.Fprintln(stderr, "One JSON line per step.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *input == "" {
+		fmt.Fprintln(stderr, "meshcast bench: --input is required")
+		return 2
+	}
+	cfg := bench.Config{
+		PublishURL: *publish,
+		PlayURL:    *play,
+		Input:      *input,
+		Warmup:     *warmup,
+		Hold:       *hold,
+		PID:        *pid,
+		Labels:     map[string]string{},
+		Out:        stdout,
+	}
+	if cfg.PlayURL == "" {
+		cfg.PlayURL = cfg.PublishURL
+	}
+	if !*quiet {
+		cfg.Progress = stderr
+	}
+	for _, v := range strings.Split(*viewers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 || n > 100000 {
+			fmt.Fprintf(stderr, "meshcast bench: --viewers: %q is not a count from 1 to 100000\n", v)
+			return 2
+		}
+		cfg.Steps = append(cfg.Steps, n)
+	}
+	if *labels != "" {
+		for _, kv := range strings.Split(*labels, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				fmt.Fprintf(stderr, "meshcast bench: --label: %q is not key=value\n", kv)
+				return 2
+			}
+			cfg.Labels[k] = v
+		}
+	}
+	if *out != "" {
+		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			fmt.Fprintln(stderr, "meshcast bench:", err)
+			return 1
+		}
+		defer f.Close()
+		cfg.Out = f
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := bench.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "\nmeshcast bench:", err)
+		return 1
+	}
+	return 0
+}

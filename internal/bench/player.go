@@ -1,0 +1,269 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+)
+
+// stallGap is the longest pause between two video frames that is not a stall.
+const stallGap = time.Second
+
+// player is one viewer. Its fields belong to its goroutine except the atomics.
+type player struct {
+	r         *runner
+	joinStart time.Time // dialing began
+	playStart time.Time // the play request was sent
+	first     time.Time
+	last      time.Time
+	connected atomic.Bool
+	bytes     atomic.Int64
+}
+
+// joined records that the server accepted the player.
+func (p *player) joined() {
+	p.r.join.add(time.Since(p.joinStart))
+	p.connected.Store(true)
+}
+
+// video records a video frame with timestamp ts received at now.
+func (p *player) video(ts uint32, now time.Time) {
+	r := p.r
+	if p.first.IsZero() {
+		p.first = now
+		r.ttff.add(now.Sub(p.playStart))
+	}
+	inWindow := r.inWindow(now)
+	if !p.last.IsZero() && now.Sub(p.last) > stallGap && inWindow {
+		r.stalls.Add(1)
+	}
+	p.last = now
+	if sent, ok := r.pub.sent.sentAt(ts); ok && r.inWindow(sent) {
+		r.windowFrames.Add(1)
+		r.latency.add(now.Sub(sent))
+	}
+}
+
+// play runs the player until ctx ends or the connection fails.
+func (p *player) play(ctx context.Context, rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme == "rtmp":
+		return p.playRTMP(ctx, u)
+	case strings.HasSuffix(u.Path, ".flv"):
+		return p.playFLV(ctx, u)
+	case strings.HasSuffix(u.Path, ".m3u8"):
+		return p.playHLS(ctx, u)
+	}
+	return fmt.Errorf("play URL %q: want rtmp://…, http://….flv or http://….m3u8", rawURL)
+}
+
+func hostPort(u *url.URL, port string) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+func (p *player) dial(ctx context.Context, addr string) (net.Conn, error) {
+	conn, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, func() { conn.Close() })
+	return conn, nil
+}
+
+func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
+	app, key, ok := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+	if !ok {
+		return fmt.Errorf("play URL %q: want rtmp://HOST:PORT/APP/STREAM", u)
+	}
+	host := hostPort(u, "1935")
+	conn, err := p.dial(ctx, host)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	c, err := rtmp.NewClient(conn)
+	if err == nil {
+		err = c.Connect(app, "rtmp://"+host+"/"+app)
+	}
+	if err == nil {
+		p.playStart = time.Now()
+		err = c.Play(key)
+	}
+	if err != nil {
+		return err
+	}
+	c.Skim()
+	p.joined()
+	for {
+		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		m, err := c.ReadMessage()
+		if err != nil {
+			return err
+		}
+		if m.Type != rtmp.TypeVideo && m.Type != rtmp.TypeAudio {
+			continue
+		}
+		p.bytes.Add(int64(m.Length))
+		// An AVC frame, not a sequence header: FLV video header byte 1 is 1.
+		if m.Type == rtmp.TypeVideo && len(m.Payload) >= 2 && m.Payload[1] == 1 {
+			p.video(m.Timestamp, time.Now())
+		}
+	}
+}
+
+func (p *player) playFLV(ctx context.Context, u *url.URL) error {
+	conn, err := p.dial(ctx, hostPort(u, "80"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	p.playStart = time.Now()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: meshcast-bench\r\n\r\n", u.RequestURI(), u.Host)
+	br := bufio.NewReaderSize(conn, 32<<10)
+	status, err := br.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(status, " 200 ") {
+		return fmt.Errorf("GET %s: %s", u, strings.TrimSpace(status))
+	}
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) <= 2 {
+			break
+		}
+	}
+	var hdr [13]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return err
+	}
+	p.joined()
+	var th [11]byte
+	for {
+		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		if _, err := io.ReadFull(br, th[:]); err != nil {
+			return err
+		}
+		size := int(th[1])<<16 | int(th[2])<<8 | int(th[3])
+		ts := uint32(th[4])<<16 | uint32(th[5])<<8 | uint32(th[6]) | uint32(th[7])<<24
+		if size >= 2 && th[0] == 9 {
+			b, err := br.Peek(2)
+			if err != nil {
+				return err
+			}
+			if b[1] == 1 {
+				p.video(ts, time.Now())
+			}
+		}
+		if _, err := br.Discard(size + 4); err != nil {
+			return err
+		}
+		p.bytes.Add(int64(size))
+	}
+}
+
+// playHLS polls the media playlist and downloads each new segment, the way
+// a player does. A segment counts as its first frame for TTFF; HLS has no
+// per-frame latency here.
+func (p *player) playHLS(ctx context.Context, u *url.URL) error {
+	client := p.r.httpClient
+	get := func(ref string) ([]byte, error) {
+		target, err := u.Parse(ref)
+		if err != nil {
+			return nil, err
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return nil, fmt.Errorf("GET %s: %s", target, resp.Status)
+		}
+		return io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	}
+	p.playStart = time.Now()
+	index, err := get(u.String())
+	if err != nil {
+		return err
+	}
+	media := ""
+	for _, line := range strings.Split(string(index), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			media = line
+			break
+		}
+	}
+	if media == "" {
+		media = u.String() // a media playlist already
+	}
+	mediaURL, err := u.Parse(media)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	p.joined()
+	for ctx.Err() == nil {
+		pl, err := get(mediaURL.String())
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(pl), "\n") {
+			if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") || seen[line] {
+				continue
+			}
+			seg, err := mediaURL.Parse(line)
+			if err != nil {
+				return err
+			}
+			b, err := get(seg.String())
+			if err != nil {
+				return err
+			}
+			seen[line] = true
+			p.bytes.Add(int64(len(b)))
+			now := time.Now()
+			if p.first.IsZero() {
+				p.first = now
+				p.r.ttff.add(now.Sub(p.playStart))
+			}
+			if !p.last.IsZero() && now.Sub(p.last) > 3*time.Second && p.r.inWindow(now) {
+				p.r.stalls.Add(1)
+			}
+			p.last = now
+		}
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// isClosed reports errors that only mean the player was stopped.
+func isClosed(err error) bool {
+	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF)
+}
