@@ -57,6 +57,8 @@ type Result struct {
 	VoidReason         string            `json:"void_reason,omitempty"`
 	ConnectErrors      int64             `json:"connect_errors"`
 	FirstConnectErrMsg string            `json:"connect_error,omitempty"`
+	Dropped            int64             `json:"dropped"` // players cut off after joining
+	FirstDropMsg       string            `json:"drop_error,omitempty"`
 }
 
 // loadgenSaturated is the load generator's own CPU use past which its
@@ -71,7 +73,7 @@ type runner struct {
 
 	winStart, winEnd atomic.Int64 // unix nanoseconds; 0 when no window
 	join             *histogram   // dial to play accepted
-	ttff             *histogram   // play request to first video frame
+	ttff             *histogram   // play request to first keyframe
 	latency          *histogram
 	windowFrames     atomic.Int64
 	stalls           atomic.Int64
@@ -151,19 +153,28 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 	var wg sync.WaitGroup
 	var connErrs atomic.Int64
 	var firstErr atomic.Value
+	var dropped atomic.Int64 // players cut off after joining
+	var firstDrop atomic.Value
 	// Every player of the step joins at once: time to first frame is
 	// measured under a burst of n joins.
 	for i := range players {
-		p := &player{r: r, joinStart: time.Now()}
+		p := &player{r: r, probe: i%probeEvery == 0, joinStart: time.Now()}
 		players[i] = p
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			err := p.play(pctx, r.cfg.PlayURL)
-			if pctx.Err() == nil && !p.connected.Load() {
+			switch {
+			case pctx.Err() != nil:
+			case !p.connected.Load():
 				connErrs.Add(1)
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			default:
+				dropped.Add(1)
+				if err != nil {
+					firstDrop.CompareAndSwap(nil, err.Error())
 				}
 			}
 		}()
@@ -228,6 +239,10 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 	res.ConnectErrors = connErrs.Load()
 	if v := firstErr.Load(); v != nil {
 		res.FirstConnectErrMsg = v.(string)
+	}
+	res.Dropped = dropped.Load()
+	if v := firstDrop.Load(); v != nil {
+		res.FirstDropMsg = v.(string)
 	}
 	if r.cfg.PID > 0 {
 		cpu := srv1.cpu - srv0.cpu

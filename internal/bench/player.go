@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
@@ -19,9 +20,23 @@ import (
 // stallGap is the longest pause between two video frames that is not a stall.
 const stallGap = time.Second
 
+// probeEvery makes every probeEvery-th player a latency probe: it reads
+// each byte as soon as it arrives. The others read lazily once playing
+// (lazyRead), which keeps the load generator's cost per viewer low enough
+// to load a server that writes every frame separately, as nginx-rtmp does.
+// The server cannot tell them apart, so the probes' latency is the
+// latency every player would see.
+const probeEvery = 10
+
+// lazyRead is the receive low-water mark of a lazy player: the kernel wakes
+// it when this many bytes are waiting (about 30 ms of a 2 Mbps stream).
+const lazyRead = 8 << 10
+
 // player is one viewer. Its fields belong to its goroutine except the atomics.
 type player struct {
 	r         *runner
+	probe     bool      // measures latency and reads eagerly
+	lazy      bool      // the receive low-water mark is set
 	joinStart time.Time // dialing began
 	playStart time.Time // the play request was sent
 	first     time.Time
@@ -36,22 +51,52 @@ func (p *player) joined() {
 	p.connected.Store(true)
 }
 
-// video records a video frame with timestamp ts received at now.
-func (p *player) video(ts uint32, now time.Time) {
+// video records a received AVC frame whose FLV body starts with prefix.
+// Time to first frame ends at the first keyframe: the first picture a
+// player can show.
+func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 	r := p.r
 	if p.first.IsZero() {
+		if prefix[0]>>4 != 1 {
+			return
+		}
 		p.first = now
 		r.ttff.add(now.Sub(p.playStart))
+		if !p.probe && !p.lazy {
+			p.lazy = true
+			setLowat(conn, lazyRead)
+		}
 	}
 	inWindow := r.inWindow(now)
 	if !p.last.IsZero() && now.Sub(p.last) > stallGap && inWindow {
 		r.stalls.Add(1)
 	}
 	p.last = now
-	if sent, ok := r.pub.sent.sentAt(ts); ok && r.inWindow(sent) {
-		r.windowFrames.Add(1)
-		r.latency.add(now.Sub(sent))
+	if seq, ok := frameNumber(prefix); ok {
+		if sent, ok := r.pub.sent.sentAt(seq); ok && r.inWindow(sent) {
+			r.windowFrames.Add(1)
+			if p.probe {
+				r.latency.add(now.Sub(sent))
+			}
+		}
 	}
+}
+
+// setLowat sets the socket's receive low-water mark: Linux then wakes a
+// reader only when n bytes are waiting. Where it fails the player simply
+// reads eagerly.
+func setLowat(conn net.Conn, n int) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	raw.Control(func(fd uintptr) {
+		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
+	})
 }
 
 // play runs the player until ctx ends or the connection fails.
@@ -113,7 +158,7 @@ func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
 	c.Skim()
 	p.joined()
 	for {
-		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
 		m, err := c.ReadMessage()
 		if err != nil {
 			return err
@@ -124,7 +169,7 @@ func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
 		p.bytes.Add(int64(m.Length))
 		// An AVC frame, not a sequence header: FLV video header byte 1 is 1.
 		if m.Type == rtmp.TypeVideo && len(m.Payload) >= 2 && m.Payload[1] == 1 {
-			p.video(m.Timestamp, time.Now())
+			p.video(conn, m.Payload, time.Now())
 		}
 	}
 }
@@ -162,19 +207,18 @@ func (p *player) playFLV(ctx context.Context, u *url.URL) error {
 	p.joined()
 	var th [11]byte
 	for {
-		conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
 		if _, err := io.ReadFull(br, th[:]); err != nil {
 			return err
 		}
 		size := int(th[1])<<16 | int(th[2])<<8 | int(th[3])
-		ts := uint32(th[4])<<16 | uint32(th[5])<<8 | uint32(th[6]) | uint32(th[7])<<24
 		if size >= 2 && th[0] == 9 {
-			b, err := br.Peek(2)
+			b, err := br.Peek(min(size, rtmp.SkimPrefix))
 			if err != nil {
 				return err
 			}
 			if b[1] == 1 {
-				p.video(ts, time.Now())
+				p.video(conn, b, time.Now())
 			}
 		}
 		if _, err := br.Discard(size + 4); err != nil {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -67,23 +68,67 @@ func loadSource(path string) (*source, error) {
 	return s, nil
 }
 
-// sendTable remembers when each video frame was sent, keyed by timestamp, so
-// players can compute per-frame latency without locks. Frames at least 33 ms
-// apart never share a slot within the table's 16-second horizon.
+// Every video frame the publisher sends carries a frame number in an SEI
+// NAL unit (user data unregistered, which decoders ignore) placed first in
+// the frame. Players find it in the first bytes they receive, so latency is
+// measured per frame whatever a server does to timestamps: nginx-rtmp, for
+// one, rewrites them for each player.
+//
+// The frame's payload then starts: FLV AVC header (5 bytes), NAL length
+// (4), NAL header 0x06, payload type 5, payload size, the 16-byte marker,
+// the frame number in 5 bytes of 7 bits each (high bit set, so the NAL needs
+// no emulation prevention), and the RBSP trailing byte.
+var frameMarker = [16]byte{0x6d, 0x65, 0x73, 0x68, 0x63, 0x61, 0x73, 0x74, 0x2d, 0x62, 0x65, 0x6e, 0x63, 0x68, 0x2d, 0x31} // "meshcast-bench-1"
+
+const (
+	seqLen    = 5
+	seiNALLen = 3 + len(frameMarker) + seqLen + 1
+	seiLen    = 4 + seiNALLen
+)
+
+// appendMarked appends the FLV AVC video body with the numbered SEI
+// inserted before its first NAL unit.
+func appendMarked(dst, body []byte, seq uint32) []byte {
+	dst = append(dst, body[:5]...)
+	dst = append(dst, 0, 0, 0, byte(seiNALLen), 0x06, 0x05, byte(len(frameMarker)+seqLen))
+	dst = append(dst, frameMarker[:]...)
+	for i := seqLen - 1; i >= 0; i-- {
+		dst = append(dst, 0x80|byte(seq>>(7*i))&0x7f)
+	}
+	dst = append(dst, 0x80)
+	return append(dst, body[5:]...)
+}
+
+// frameNumber finds the marker in the first bytes of a received video body.
+func frameNumber(prefix []byte) (uint32, bool) {
+	i := bytes.Index(prefix, frameMarker[:])
+	if i < 0 || i+len(frameMarker)+seqLen > len(prefix) {
+		return 0, false
+	}
+	var seq uint32
+	for _, b := range prefix[i+len(frameMarker) : i+len(frameMarker)+seqLen] {
+		seq = seq<<7 | uint32(b&0x7f)
+	}
+	return seq, true
+}
+
+// sendTable remembers when each video frame was sent, keyed by frame
+// number, so players can compute per-frame latency without locks. At 30
+// frames per second a slot is reused after nine minutes.
 type sendTable struct {
 	start time.Time
-	slots [1 << 14]atomic.Uint64 // ts<<32 | microseconds since start
+	slots [1 << 14]atomic.Uint64 // seq<<32 | microseconds since start
 }
 
-func (t *sendTable) put(ts uint32, at time.Time) {
+func (t *sendTable) put(seq uint32, at time.Time) {
 	us := uint64(at.Sub(t.start).Microseconds())
-	t.slots[ts&(1<<14-1)].Store(uint64(ts)<<32 | us&0xffffffff)
+	t.slots[seq&(1<<14-1)].Store(uint64(seq)<<32 | us&0xffffffff)
 }
 
-// sentAt returns when the video frame with timestamp ts was sent.
-func (t *sendTable) sentAt(ts uint32) (time.Time, bool) {
-	v := t.slots[ts&(1<<14-1)].Load()
-	if v == 0 || uint32(v>>32) != ts {
+// sentAt returns when video frame seq was sent.
+func (t *sendTable) sentAt(seq uint32) (time.Time, bool) {
+	v := t.slots[seq&(1<<14-1)].Load()
+	if v == 0 || uint32(v>>32) != seq {
 		return time.Time{}, false
 	}
 	return t.start.Add(time.Duration(v&0xffffffff) * time.Microsecond), true
@@ -151,6 +196,8 @@ func (p *publisher) run(ctx context.Context, rawURL string) error {
 		break
 	}
 	start := time.Now()
+	var seq uint32 // frame number; 0 is never sent
+	var marked []byte
 	for loop := uint32(0); ; loop++ {
 		base := loop * p.src.duration
 		for _, t := range p.src.tags[loopStart:] {
@@ -166,7 +213,13 @@ func (p *publisher) run(ctx context.Context, rawURL string) error {
 				}
 			}
 			conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if err := c.WriteMedia(t.typ, ts, t.body); err != nil {
+			body := t.body
+			if t.typ == flv.TagVideo && len(body) > 5 {
+				seq++
+				marked = appendMarked(marked[:0], body, seq)
+				body = marked
+			}
+			if err := c.WriteMedia(t.typ, ts, body); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -176,7 +229,7 @@ func (p *publisher) run(ctx context.Context, rawURL string) error {
 				if err := c.Flush(); err != nil {
 					return err
 				}
-				p.sent.put(ts, time.Now())
+				p.sent.put(seq, time.Now())
 				p.frames.Add(1)
 				p.lastVideo.Store(int64(ts))
 			}

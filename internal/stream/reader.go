@@ -103,23 +103,10 @@ func (r *Reader) Close() {
 // r.batch. It returns io.EOF once the stream is closed and drained, and
 // ErrSlowReader when the reader keeps falling behind.
 func (r *Reader) fill(ctx context.Context) error {
-	r.batch = r.batch[:0]
-	s := r.s
 	for {
-		s.mu.RLock()
-		var err error
-		if r.cursor != s.head {
-			err = r.collect()
-		}
-		closed, wake := s.closed, s.wake
-		s.mu.RUnlock()
-		switch {
-		case err != nil:
+		wake, err := r.pollWake()
+		if err != nil || len(r.batch) > 0 {
 			return err
-		case len(r.batch) > 0:
-			return nil
-		case closed:
-			return io.EOF
 		}
 		select {
 		case <-wake:
@@ -127,6 +114,30 @@ func (r *Reader) fill(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// poll queues in r.batch whatever the log has past the cursor, without
+// waiting. It returns io.EOF once the stream is closed and drained.
+func (r *Reader) poll() error {
+	_, err := r.pollWake()
+	return err
+}
+
+// pollWake is poll that also returns the channel closed by the next append.
+func (r *Reader) pollWake() (<-chan struct{}, error) {
+	r.batch = r.batch[:0]
+	s := r.s
+	s.mu.RLock()
+	var err error
+	if r.cursor != s.head {
+		err = r.collect()
+	}
+	closed, wake := s.closed, s.wake
+	s.mu.RUnlock()
+	if err == nil && len(r.batch) == 0 && closed {
+		err = io.EOF
+	}
+	return wake, err
 }
 
 // collect queues entries from the cursor on. Caller holds s.mu for reading;
@@ -293,15 +304,7 @@ func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, cfg Pump
 		if err := r.fill(ctx); err != nil {
 			return err
 		}
-		r.bufs = r.bufs[:0]
-		for i := range r.batch {
-			it := &r.batch[i]
-			if it.restamp && it.dts != it.e.pkt.DTS {
-				r.bufs = append(r.bufs, f.encode(it.packet()))
-			} else {
-				r.bufs = append(r.bufs, it.e.encoded(f))
-			}
-		}
+		bufs := r.encodeBatch(f)
 		// Moving a deadline costs a timer update: refresh it only when less
 		// than half of the timeout is left.
 		now := time.Now()
@@ -312,11 +315,7 @@ func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, cfg Pump
 			}
 		}
 		lastWrite = now
-		r.nb = r.bufs
-		if cap(r.batch) > 16 && len(r.batch) < 8 {
-			// The GOP sent on joining grew the arrays; steady batches are small.
-			r.batch, r.bufs = nil, nil
-		}
+		r.nb = bufs
 		n, err := r.nb.WriteTo(w)
 		if cfg.Sent != nil {
 			cfg.Sent(n)
@@ -325,4 +324,24 @@ func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, cfg Pump
 			return err
 		}
 	}
+}
+
+// encodeBatch returns the wire form of r.batch in format f: shared bytes
+// from the log, or a fresh encoding for restamped decoder configuration.
+func (r *Reader) encodeBatch(f *Format) [][]byte {
+	r.bufs = r.bufs[:0]
+	for i := range r.batch {
+		it := &r.batch[i]
+		if it.restamp && it.dts != it.e.pkt.DTS {
+			r.bufs = append(r.bufs, f.encode(it.packet()))
+		} else {
+			r.bufs = append(r.bufs, it.e.encoded(f))
+		}
+	}
+	bufs := r.bufs
+	if cap(r.batch) > 16 && len(r.batch) < 8 {
+		// The GOP sent on joining grew the arrays; steady batches are small.
+		r.batch, r.bufs = nil, nil
+	}
+	return bufs
 }

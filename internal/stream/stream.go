@@ -133,6 +133,9 @@ type Stream struct {
 	audio  *entry
 	wake   chan struct{} // closed and replaced on every append
 	closed bool
+	// Sender workers with viewers waiting on this stream's packets: each
+	// gets one wake-up per append, whatever its number of viewers.
+	watchers []chan struct{}
 
 	// Publisher session state (under mu).
 	pub        *Publisher
@@ -210,6 +213,44 @@ func (s *Stream) Close() {
 	s.closed = true
 	s.pub = nil
 	close(s.wake)
+	s.notifyWatchers()
+}
+
+// watch makes every append send a wake-up to ch without blocking; ch
+// should have capacity 1.
+func (s *Stream) watch(ch chan struct{}) {
+	s.mu.Lock()
+	s.watchers = append(s.watchers, ch)
+	s.mu.Unlock()
+	select {
+	case ch <- struct{}{}: // packets may have come before the watch
+	default:
+	}
+}
+
+// unwatch undoes one watch.
+func (s *Stream) unwatch(ch chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, c := range s.watchers {
+		if c == ch {
+			last := len(s.watchers) - 1
+			s.watchers[i] = s.watchers[last]
+			s.watchers[last] = nil
+			s.watchers = s.watchers[:last]
+			return
+		}
+	}
+}
+
+// notifyWatchers wakes the watching workers. Caller holds s.mu.
+func (s *Stream) notifyWatchers() {
+	for _, ch := range s.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Closed reports whether Close has been called.
@@ -307,6 +348,7 @@ func (s *Stream) append(pkt *media.Packet) {
 	}
 	close(s.wake)
 	s.wake = make(chan struct{})
+	s.notifyWatchers()
 }
 
 // evict drops the oldest entries until there is room for one more of n bytes,

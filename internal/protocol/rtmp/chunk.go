@@ -64,8 +64,8 @@ type ChunkReader struct {
 }
 
 // SkimPrefix is how many leading payload bytes a skimmed message keeps:
-// enough for the FLV audio/video tag header and an AVC packet header.
-const SkimPrefix = 16
+// enough for the FLV video tag header and a small first NAL unit.
+const SkimPrefix = 64
 
 // NewChunkReader reads chunks from r through a 2 KiB buffer: chunk headers
 // go through it and chunk bodies as large as it bypass it, and it keeps a

@@ -39,7 +39,7 @@ type conn struct {
 
 	// Playback runs in its own goroutine; the session goroutine keeps
 	// reading the client's messages until it leaves.
-	playCancel context.CancelFunc
+	playCancel func()
 	playDone   chan struct{}
 }
 
@@ -321,20 +321,22 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	}
 	c.log.attrs = append(c.log.attrs, "stream", name)
 	c.log.Info("play started")
-	ctx, cancel := context.WithCancel(c.srv.ctx)
-	c.playCancel = cancel
 	c.playDone = make(chan struct{})
 	c.nc.SetReadDeadline(time.Time{})
-	c.w.Release() // the pump owns the socket now
-	go c.pump(ctx, rd)
+	c.w.Release() // the sender owns the socket's write side now
+	if tc, ok := c.nc.(*net.TCPConn); ok && c.srv.cfg.MergeWindow == 0 {
+		tc.SetNoDelay(false)
+	}
+	cfg := stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow}
+	c.playCancel = c.srv.sender.Send(c.srv.ctx, rd, Format, c.nc, cfg, func(err error) { c.playEnded(rd, err) })
 	return nil
 }
 
-// pump writes the stream to the player until it ends, then tells the player.
-func (c *conn) pump(ctx context.Context, rd *stream.Reader) {
+// playEnded runs once the sender is done with a player: it tells the player
+// why when the stream ended, and closes the connection.
+func (c *conn) playEnded(rd *stream.Reader, err error) {
 	defer close(c.playDone)
-	defer rd.Close()
-	err := rd.Pump(ctx, Format, c.nc, stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow})
+	rd.Close()
 	switch {
 	case errors.Is(err, io.EOF):
 		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
@@ -344,7 +346,7 @@ func (c *conn) pump(ctx context.Context, rd *stream.Reader) {
 		c.log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		c.log.Warn("play ended: player too slow")
-	case ctx.Err() != nil:
+	case errors.Is(err, context.Canceled):
 		c.log.Debug("play ended")
 	default:
 		c.log.Info("play ended", "err", err)

@@ -36,6 +36,9 @@ type Config struct {
 	// MergeWindow is the least time between writes to a player (see
 	// stream.PumpConfig). Defaults to 0: write at once.
 	MergeWindow time.Duration
+	// Sender writes to players; several servers may share one. Defaults to
+	// a sender of the server's own, closed with it.
+	Sender *stream.Sender
 	// MaxConnections caps concurrent connections. Defaults to 10000.
 	MaxConnections int
 	// Logger defaults to slog.Default().
@@ -69,9 +72,11 @@ func encode(p *media.Packet) []byte {
 
 // Server accepts RTMP connections.
 type Server struct {
-	cfg Config
-	hub Hub
-	log *slog.Logger
+	cfg       Config
+	hub       Hub
+	log       *slog.Logger
+	sender    *stream.Sender
+	ownSender bool
 
 	ln     net.Listener
 	ctx    context.Context
@@ -101,7 +106,11 @@ func New(cfg Config, hub Hub) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "rtmp"), conns: make(map[net.Conn]struct{})}
+	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "rtmp"), conns: make(map[net.Conn]struct{}), sender: cfg.Sender}
+	if s.sender == nil {
+		s.sender, s.ownSender = stream.NewSender(0), true
+	}
+	return s
 }
 
 // Start binds the listen address and accepts connections until Close.
@@ -122,6 +131,9 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Close stops accepting, closes every connection and waits for them.
 func (s *Server) Close() error {
+	if s.ownSender {
+		defer s.sender.Close()
+	}
 	if s.ln == nil {
 		return nil
 	}

@@ -1,0 +1,385 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// A Sender writes readers' packets to their connections from a few
+// goroutines, one per processor the Go runtime uses, instead of one
+// goroutine per viewer. Each worker walks its viewers and hands every one
+// the bytes it has not sent yet in one non-blocking vectored write, so a
+// packet costs a viewer a system call and no goroutine switch:
+//
+//   - Viewers with a merge window sit on a timing wheel of tickLen slots
+//     and are written once per window. Their phases spread over the window
+//     as they join, so a worker wakes every few milliseconds for a slice of
+//     its viewers instead of once per viewer.
+//   - Viewers in the low-latency mode (no window), and viewers still
+//     catching up after joining, are written whenever their stream has new
+//     packets: the stream wakes each worker once per packet, not each viewer.
+//   - A write the socket cannot take whole moves that viewer to a goroutine
+//     of its own, which finishes it with a deadline (WriteTimeout) and
+//     returns the viewer to its worker. One slow viewer never delays another.
+type Sender struct {
+	workers []*sendWorker
+	next    atomic.Uint32
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+// tickLen is the timing wheel's resolution: writes of viewers with a merge
+// window are late by at most this much.
+const tickLen = 5 * time.Millisecond
+
+// wheelSlots spans the largest merge window (1 s) with room to spare.
+const wheelSlots = 256
+
+// NewSender starts a sender with n workers; n <= 0 means GOMAXPROCS.
+func NewSender(n int) *Sender {
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Sender{cancel: cancel}
+	for range n {
+		w := &sendWorker{
+			wake:    make(chan struct{}, 1),
+			start:   time.Now(),
+			watched: make(map[*Stream]int),
+		}
+		s.workers = append(s.workers, w)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			w.run(ctx)
+		}()
+	}
+	return s
+}
+
+// Close stops the workers. Viewers still attached end with
+// context.Canceled; Close returns once every worker has stopped.
+func (s *Sender) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Send starts writing r's stream to conn in format f. done is called once,
+// on a goroutine of its own, with why sending ended: io.EOF when the stream
+// ended, ErrSlowReader, a write error, or context.Canceled after stop, ctx's
+// end or Close. The caller keeps reading conn if it likes, and must not
+// write to it until done is called. r is not closed.
+func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, cfg PumpConfig, done func(error)) (stop func()) {
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	raw := rawConnOf(conn)
+	if raw == nil {
+		// Not a socket this platform can write without blocking: pump
+		// from a goroutine of its own.
+		pctx, cancel := context.WithCancel(ctx)
+		go func() {
+			err := r.Pump(pctx, f, conn, cfg)
+			cancel()
+			done(err)
+		}()
+		return cancel
+	}
+	w := s.workers[int(s.next.Add(1))%len(s.workers)]
+	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w}
+	j.unhook = context.AfterFunc(ctx, j.stop)
+	w.enqueue(j)
+	return j.stop
+}
+
+// sendJob is one viewer. Its fields belong to whoever holds the job: its
+// worker, or the goroutine finishing a partial write.
+type sendJob struct {
+	r      *Reader
+	f      *Format
+	conn   net.Conn
+	raw    syscall.RawConn
+	cfg    PumpConfig
+	done   func(error)
+	w      *sendWorker
+	unhook func() bool
+
+	stopped atomic.Bool
+	eager   bool        // in the worker's eager list
+	watched *Stream     // stream whose packets wake the worker for this job
+	out     net.Buffers // bytes a partial write left behind
+}
+
+// stop asks the job's worker to end it.
+func (j *sendJob) stop() {
+	if j.stopped.CompareAndSwap(false, true) {
+		j.w.poke()
+	}
+}
+
+// sendWorker owns a set of jobs and writes them from one goroutine.
+type sendWorker struct {
+	wake chan struct{} // capacity 1: a pending wake-up
+
+	mu       sync.Mutex
+	incoming []*sendJob // new jobs and jobs back from a partial write
+	closed   bool       // the worker stopped: jobs end as they arrive
+
+	// Owned by run.
+	start   time.Time
+	tick    int64 // last wheel tick processed
+	wheel   [wheelSlots][]*sendJob
+	inWheel int
+	eager   []*sendJob // written whenever their stream has news
+	watched map[*Stream]int
+	iov     []syscall.Iovec
+	pending []*sendJob // scratch for draining incoming
+}
+
+// poke wakes the worker without blocking.
+func (w *sendWorker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *sendWorker) enqueue(j *sendJob) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		j.end(context.Canceled)
+		return
+	}
+	w.incoming = append(w.incoming, j)
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *sendWorker) run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	w.tick = w.tickAt(time.Now())
+	for {
+		w.drainIncoming()
+		w.serveEager()
+		w.serveWheel(time.Now())
+		if w.inWheel > 0 {
+			next := w.start.Add(time.Duration(w.tick+1) * tickLen)
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-ctx.Done():
+			w.closeAll()
+			return
+		case <-w.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+func (w *sendWorker) tickAt(t time.Time) int64 { return int64(t.Sub(w.start) / tickLen) }
+
+// drainIncoming takes new and returning jobs: they are written at once.
+func (w *sendWorker) drainIncoming() {
+	w.mu.Lock()
+	w.pending, w.incoming = w.incoming, w.pending[:0]
+	w.mu.Unlock()
+	for i, j := range w.pending {
+		w.pending[i] = nil
+		w.setEager(j, true)
+		w.eager = append(w.eager, j)
+	}
+}
+
+// serveEager writes every eager job that has packets waiting, and moves
+// jobs that have caught up and have a merge window to the wheel.
+func (w *sendWorker) serveEager() {
+	kept := w.eager[:0]
+	for _, j := range w.eager {
+		switch w.serve(j) {
+		case jobKeep:
+			if j.r.backlog {
+				w.poke() // more to write at once: come round again
+			} else if j.cfg.MergeWindow > 0 && !j.r.joining {
+				w.setEager(j, false)
+				w.schedule(j)
+				continue
+			}
+			kept = append(kept, j)
+		case jobGone:
+			w.setEager(j, false)
+		}
+	}
+	clear(w.eager[len(kept):])
+	w.eager = kept
+}
+
+// serveWheel writes the jobs whose slots came due up to now.
+func (w *sendWorker) serveWheel(now time.Time) {
+	target := w.tickAt(now)
+	for w.tick < target && w.inWheel > 0 {
+		w.tick++
+		slot := &w.wheel[w.tick%wheelSlots]
+		jobs := *slot
+		*slot = nil
+		w.inWheel -= len(jobs)
+		for i, j := range jobs {
+			jobs[i] = nil
+			if w.serve(j) != jobKeep {
+				continue
+			}
+			if j.r.backlog {
+				// Fell behind: catch up before resuming the window.
+				w.setEager(j, true)
+				w.eager = append(w.eager, j)
+				w.poke()
+				continue
+			}
+			w.schedule(j)
+		}
+		if *slot == nil {
+			*slot = jobs[:0] // keep the slot's array for its next round
+		}
+	}
+	w.tick = target
+}
+
+// schedule puts j on the wheel one merge window after the current tick.
+func (w *sendWorker) schedule(j *sendJob) {
+	n := int64((j.cfg.MergeWindow + tickLen - 1) / tickLen)
+	n = max(1, min(n, wheelSlots-1))
+	slot := &w.wheel[(w.tick+n)%wheelSlots]
+	*slot = append(*slot, j)
+	w.inWheel++
+}
+
+// setEager tracks whether j waits on its stream's packets.
+func (w *sendWorker) setEager(j *sendJob, eager bool) {
+	if j.eager == eager {
+		return
+	}
+	j.eager = eager
+	s := j.r.s
+	if eager {
+		if w.watched[s]++; w.watched[s] == 1 {
+			s.watch(w.wake)
+		}
+		j.watched = s
+		return
+	}
+	if w.watched[s]--; w.watched[s] == 0 {
+		delete(w.watched, s)
+		s.unwatch(w.wake)
+	}
+	j.watched = nil
+}
+
+const (
+	jobKeep = iota // still the worker's
+	jobGone        // finished, or handed to a goroutine of its own
+)
+
+// serve writes what j's reader has waiting.
+func (w *sendWorker) serve(j *sendJob) int {
+	if j.stopped.Load() {
+		w.finish(j, context.Canceled)
+		return jobGone
+	}
+	r := j.r
+	if err := r.poll(); err != nil {
+		w.finish(j, err)
+		return jobGone
+	}
+	if len(r.batch) == 0 {
+		return jobKeep
+	}
+	bufs := r.encodeBatch(j.f)
+	n, err := writev(j.raw, bufs, &w.iov)
+	if j.cfg.Sent != nil && n > 0 {
+		j.cfg.Sent(n)
+	}
+	if err != nil && !errors.Is(err, syscall.EAGAIN) {
+		w.finish(j, err)
+		return jobGone
+	}
+	if rest := consume(bufs, n); len(rest) > 0 {
+		// The socket is full: finish this write off the worker.
+		j.out = rest
+		w.setEager(j, false)
+		go w.finishWrite(j)
+		return jobGone
+	}
+	return jobKeep
+}
+
+// consume drops the first n bytes of bufs.
+func consume(bufs [][]byte, n int64) [][]byte {
+	for len(bufs) > 0 && n >= int64(len(bufs[0])) {
+		n -= int64(len(bufs[0]))
+		bufs = bufs[1:]
+	}
+	if len(bufs) > 0 && n > 0 {
+		bufs[0] = bufs[0][n:]
+	}
+	return bufs
+}
+
+// finishWrite completes a partial write within the write timeout and
+// returns the job to its worker.
+func (w *sendWorker) finishWrite(j *sendJob) {
+	j.conn.SetWriteDeadline(time.Now().Add(j.cfg.WriteTimeout))
+	n, err := j.out.WriteTo(j.conn)
+	j.out = nil
+	if j.cfg.Sent != nil && n > 0 {
+		j.cfg.Sent(n)
+	}
+	if err == nil {
+		err = j.conn.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
+		j.end(err)
+		return
+	}
+	w.enqueue(j)
+}
+
+// finish ends a job the worker holds.
+func (w *sendWorker) finish(j *sendJob, err error) {
+	w.setEager(j, false)
+	j.end(err)
+}
+
+func (j *sendJob) end(err error) {
+	j.unhook()
+	j.r.nb, j.r.bufs, j.r.batch = nil, nil, nil
+	go j.done(err)
+}
+
+// closeAll ends every job at shutdown.
+func (w *sendWorker) closeAll() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.drainIncoming()
+	for _, j := range w.eager {
+		w.finish(j, context.Canceled)
+	}
+	w.eager = nil
+	for i := range w.wheel {
+		for _, j := range w.wheel[i] {
+			w.finish(j, context.Canceled)
+		}
+		w.wheel[i] = nil
+	}
+	w.inWheel = 0
+}
