@@ -132,12 +132,15 @@ type sendWorker struct {
 	incoming []*sendJob // new jobs and jobs back from a partial write
 	closed   bool       // the worker stopped: jobs end as they arrive
 
+	hasIncoming atomic.Bool // incoming is not empty
+
 	// Owned by run.
 	start   time.Time
 	tick    int64 // last wheel tick processed
 	wheel   [wheelSlots][]*sendJob
 	inWheel int
 	eager   []*sendJob // written whenever their stream has news
+	spare   []*sendJob // the eager list's other array
 	watched map[*Stream]int
 	iov     []syscall.Iovec
 	pending []*sendJob // scratch for draining incoming
@@ -159,6 +162,7 @@ func (w *sendWorker) enqueue(j *sendJob) {
 		return
 	}
 	w.incoming = append(w.incoming, j)
+	w.hasIncoming.Store(true)
 	w.mu.Unlock()
 	w.poke()
 }
@@ -169,7 +173,7 @@ func (w *sendWorker) run(ctx context.Context) {
 	defer timer.Stop()
 	w.tick = w.tickAt(time.Now())
 	for {
-		w.drainIncoming()
+		w.serveIncoming()
 		w.serveEager()
 		w.serveWheel(time.Now())
 		if w.inWheel > 0 {
@@ -189,39 +193,54 @@ func (w *sendWorker) run(ctx context.Context) {
 
 func (w *sendWorker) tickAt(t time.Time) int64 { return int64(t.Sub(w.start) / tickLen) }
 
-// drainIncoming takes new and returning jobs: they are written at once.
-func (w *sendWorker) drainIncoming() {
+// serveIncoming takes new and returning jobs and writes each at once: a
+// joining viewer's first write is its decoder configuration and keyframe,
+// so it sees a picture before anyone's catching up goes on.
+func (w *sendWorker) serveIncoming() {
 	w.mu.Lock()
 	w.pending, w.incoming = w.incoming, w.pending[:0]
+	w.hasIncoming.Store(false)
 	w.mu.Unlock()
 	for i, j := range w.pending {
 		w.pending[i] = nil
 		w.setEager(j, true)
-		w.eager = append(w.eager, j)
+		w.keepEager(j, w.serve(j))
 	}
 }
 
-// serveEager writes every eager job that has packets waiting, and moves
-// jobs that have caught up and have a merge window to the wheel.
-func (w *sendWorker) serveEager() {
-	kept := w.eager[:0]
-	for _, j := range w.eager {
-		switch w.serve(j) {
-		case jobKeep:
-			if j.r.backlog {
-				w.poke() // more to write at once: come round again
-			} else if j.cfg.MergeWindow > 0 && !j.r.joining {
-				w.setEager(j, false)
-				w.schedule(j)
-				continue
-			}
-			kept = append(kept, j)
-		case jobGone:
-			w.setEager(j, false)
-		}
+// keepEager files an eager job after a write: still eager while it has
+// no merge window or is catching up, else on the wheel.
+func (w *sendWorker) keepEager(j *sendJob, res int) {
+	if res != jobKeep {
+		return
 	}
-	clear(w.eager[len(kept):])
-	w.eager = kept
+	switch {
+	case j.r.backlog:
+		w.poke() // more to write at once: come round again
+		// Catching up (a joining viewer's GOP) yields to the node's other
+		// work, such as other viewers joining, between two writes.
+		runtime.Gosched()
+	case j.cfg.MergeWindow > 0 && !j.r.joining:
+		w.setEager(j, false)
+		w.schedule(j)
+		return
+	}
+	w.eager = append(w.eager, j)
+}
+
+// serveEager writes every eager job that has packets waiting. Jobs that
+// arrive meanwhile are served first, between two eager jobs.
+func (w *sendWorker) serveEager() {
+	list := w.eager
+	w.eager = w.spare[:0]
+	for i, j := range list {
+		list[i] = nil
+		if w.hasIncoming.Load() {
+			w.serveIncoming()
+		}
+		w.keepEager(j, w.serve(j))
+	}
+	w.spare = list[:0]
 }
 
 // serveWheel writes the jobs whose slots came due up to now.
@@ -369,8 +388,9 @@ func (j *sendJob) end(err error) {
 func (w *sendWorker) closeAll() {
 	w.mu.Lock()
 	w.closed = true
+	w.eager = append(w.eager, w.incoming...)
+	w.incoming = nil
 	w.mu.Unlock()
-	w.drainIncoming()
 	for _, j := range w.eager {
 		w.finish(j, context.Canceled)
 	}
