@@ -111,6 +111,7 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err := a.Start(ctx); err != nil {
+		a.Close()
 		fmt.Fprintln(stderr, "meshcast:", err)
 		return 1
 	}

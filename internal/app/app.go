@@ -28,11 +28,12 @@ type App struct {
 	cfg config.Config
 	log *slog.Logger
 
-	Hub  *hub.Hub
-	rtmp *rtmp.Server
-	flv  *httpflv.Server
-	hls  *hls.Server
-	api  *api.API
+	Hub    *hub.Hub
+	sender *stream.Sender // writes to every RTMP and HTTP-FLV viewer
+	rtmp   *rtmp.Server
+	flv    *httpflv.Server
+	hls    *hls.Server
+	api    *api.API
 
 	httpSrv *http.Server
 	httpLn  net.Listener
@@ -52,19 +53,22 @@ func New(cfg config.Config, log *slog.Logger) (*App, error) {
 		Stream:         stream.Config{MaxLag: cfg.MaxLag},
 		Logger:         log,
 	})
+	sender := stream.NewSender(0)
 	a := &App{
-		cfg: cfg,
-		log: log,
-		Hub: h,
+		cfg:    cfg,
+		log:    log,
+		Hub:    h,
+		sender: sender,
 		rtmp: rtmp.New(rtmp.Config{
 			Addr:           cfg.RTMPAddr,
 			ReadTimeout:    cfg.ReadTimeout,
 			WriteTimeout:   cfg.WriteTimeout,
 			MaxConnections: cfg.MaxConnections,
 			MergeWindow:    cfg.WriteMerge(),
+			Sender:         sender,
 			Logger:         log,
 		}, h),
-		flv: httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Logger: log}, h),
+		flv: httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h),
 		hls: hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h),
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls})
@@ -101,7 +105,7 @@ func (a *App) RTMPAddr() net.Addr { return a.rtmp.Addr() }
 func (a *App) HTTPAddr() net.Addr { return a.httpLn.Addr() }
 
 // Close stops accepting work, ends every stream and waits for every
-// connection to finish.
+// connection to finish. It also releases a node whose Start failed.
 func (a *App) Close() error {
 	var errs []error
 	a.Hub.Close()
@@ -118,6 +122,7 @@ func (a *App) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	a.sender.Close()
 	return errors.Join(errs...)
 }
 

@@ -27,6 +27,10 @@ import (
 //   - A write the socket cannot take whole moves that viewer to a goroutine
 //     of its own, which finishes it with a deadline (WriteTimeout) and
 //     returns the viewer to its worker. One slow viewer never delays another.
+//   - The worker owns the socket's read side too: about once a second it
+//     reads, without blocking, and discards what the viewer has sent, and it
+//     ends the viewer when the peer has hung up. A viewer therefore costs no
+//     goroutine (and no goroutine stack) while it plays.
 type Sender struct {
 	workers []*sendWorker
 	next    atomic.Uint32
@@ -40,6 +44,11 @@ const tickLen = 5 * time.Millisecond
 
 // wheelSlots spans the largest merge window (1 s) with room to spare.
 const wheelSlots = 256
+
+// readEvery is how often a viewer's socket is read: what players send after
+// they start playing (acknowledgements, buffer-length notes) needs no answer,
+// and a hang-up shows sooner still as a failed write.
+const readEvery = 2 * time.Second
 
 // NewSender starts a sender with n workers; n <= 0 means GOMAXPROCS.
 func NewSender(n int) *Sender {
@@ -73,9 +82,10 @@ func (s *Sender) Close() {
 
 // Send starts writing r's stream to conn in format f. done is called once,
 // on a goroutine of its own, with why sending ended: io.EOF when the stream
-// ended, ErrSlowReader, a write error, or context.Canceled after stop, ctx's
-// end or Close. The caller keeps reading conn if it likes, and must not
-// write to it until done is called. r is not closed.
+// ended, ErrSlowReader, ErrHungUp when the viewer closed the connection, a write
+// error, or context.Canceled after stop, ctx's end or Close. Until done is
+// called the sender owns conn: the caller neither reads nor writes it, and
+// anything the viewer sends is read and discarded. r is not closed.
 func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, cfg PumpConfig, done func(error)) (stop func()) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
@@ -112,6 +122,7 @@ type sendJob struct {
 	unhook func() bool
 
 	stopped atomic.Bool
+	readAt  time.Time   // when to next read and discard what the viewer sent
 	eager   bool        // in the worker's eager list
 	watched *Stream     // stream whose packets wake the worker for this job
 	out     net.Buffers // bytes a partial write left behind
@@ -136,7 +147,8 @@ type sendWorker struct {
 
 	// Owned by run.
 	start   time.Time
-	tick    int64 // last wheel tick processed
+	now     time.Time // taken once per round of serving
+	tick    int64     // last wheel tick processed
 	wheel   [wheelSlots][]*sendJob
 	inWheel int
 	eager   []*sendJob // written whenever their stream has news
@@ -144,6 +156,7 @@ type sendWorker struct {
 	watched map[*Stream]int
 	iov     []syscall.Iovec
 	pending []*sendJob // scratch for draining incoming
+	scratch [512]byte  // what viewers send lands here and is dropped
 }
 
 // poke wakes the worker without blocking.
@@ -173,9 +186,10 @@ func (w *sendWorker) run(ctx context.Context) {
 	defer timer.Stop()
 	w.tick = w.tickAt(time.Now())
 	for {
+		w.now = time.Now()
 		w.serveIncoming()
 		w.serveEager()
-		w.serveWheel(time.Now())
+		w.serveWheel(w.now)
 		if w.inWheel > 0 {
 			next := w.start.Add(time.Duration(w.tick+1) * tickLen)
 			timer.Reset(time.Until(next))
@@ -313,6 +327,13 @@ func (w *sendWorker) serve(j *sendJob) int {
 	if j.stopped.Load() {
 		w.finish(j, context.Canceled)
 		return jobGone
+	}
+	if !w.now.Before(j.readAt) {
+		j.readAt = w.now.Add(readEvery)
+		if err := drain(j.raw, w.scratch[:]); err != nil {
+			w.finish(j, err)
+			return jobGone
+		}
 	}
 	r := j.r
 	if err := r.poll(); err != nil {

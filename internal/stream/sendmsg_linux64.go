@@ -65,3 +65,36 @@ func writev(raw syscall.RawConn, bufs [][]byte, iov *[]syscall.Iovec) (int64, er
 	}
 	return int64(n), nil
 }
+
+// maxDrainReads bounds the reads of one drain: a viewer that floods us
+// costs a few system calls a second, and then its own send buffer fills.
+const maxDrainReads = 8
+
+// drain reads and discards, without blocking, what the peer has sent into
+// buf. It returns ErrHungUp once the peer has closed the connection.
+func drain(raw syscall.RawConn, buf []byte) error {
+	for range maxDrainReads {
+		var n uintptr
+		var errno syscall.Errno
+		err := raw.Read(func(fd uintptr) bool {
+			n, _, errno = syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
+				syscall.MSG_DONTWAIT, 0, 0)
+			return true
+		})
+		switch {
+		case err != nil:
+			return err
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			return nil
+		case errno != 0:
+			return errno
+		case n == 0:
+			return ErrHungUp
+		case int(n) < len(buf):
+			return nil
+		}
+	}
+	return nil
+}

@@ -14,3 +14,5 @@ func rawConnOf(net.Conn) syscall.RawConn { return nil }
 func writev(syscall.RawConn, [][]byte, *[]syscall.Iovec) (int64, error) {
 	return 0, syscall.ENOTSUP
 }
+
+func drain(syscall.RawConn, []byte) error { return syscall.ENOTSUP }

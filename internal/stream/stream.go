@@ -22,6 +22,8 @@ var (
 	ErrClosed = errors.New("stream closed")
 	// ErrSlowReader is returned to a reader that kept falling behind live.
 	ErrSlowReader = errors.New("reader too slow: kept falling behind live")
+	// ErrHungUp ends a Sender's viewer whose peer closed the connection.
+	ErrHungUp = errors.New("viewer hung up")
 )
 
 // Config bounds a stream's log and sets its slow-reader policy.

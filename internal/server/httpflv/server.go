@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -30,6 +29,9 @@ type Config struct {
 	// MergeWindow is the least time between writes to a viewer (see
 	// stream.PumpConfig). Defaults to 0: write at once.
 	MergeWindow time.Duration
+	// Sender writes to viewers; servers may share one. Defaults to a sender
+	// of the server's own, closed with it.
+	Sender *stream.Sender
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -41,12 +43,14 @@ var Format = stream.NewFormat("flv", func(p *media.Packet) []byte {
 
 // Server serves live streams as HTTP-FLV.
 type Server struct {
-	cfg    Config
-	hub    Hub
-	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg       Config
+	hub       Hub
+	log       *slog.Logger
+	sender    *stream.Sender
+	ownSender bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // New creates an HTTP-FLV server.
@@ -58,13 +62,20 @@ func New(cfg Config, hub Hub) *Server {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "httpflv"), ctx: ctx, cancel: cancel}
+	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "httpflv"), sender: cfg.Sender, ctx: ctx, cancel: cancel}
+	if s.sender == nil {
+		s.sender, s.ownSender = stream.NewSender(0), true
+	}
+	return s
 }
 
 // Close ends every viewer's response and waits for them.
 func (s *Server) Close() {
 	s.cancel()
 	s.wg.Wait()
+	if s.ownSender {
+		s.sender.Close()
+	}
 }
 
 // header is the HTTP response head for a live FLV body. The body has no
@@ -83,72 +94,74 @@ func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
-	defer rd.Close()
+	keep := false // the reader is handed to the sender
+	defer func() {
+		if !keep {
+			rd.Close()
+		}
+	}()
 	in := st.Info()
 	hasVideo, hasAudio := in.Video != nil || in.Audio == nil, in.Audio != nil || in.Video == nil
 	log := s.log.With("stream", name, "remote", r.RemoteAddr)
 
-	// Take over the connection so batches go out as one vectored write each;
-	// behind HTTP/2 fall back to the ResponseWriter.
-	var out stream.DeadlineWriter
-	rc := http.NewResponseController(w)
-	nc, brw, err := rc.Hijack()
-	if err == nil {
-		defer nc.Close()
-		if brw.Reader.Buffered() > 0 {
-			// A pipelined request behind this one: not supported with a live body.
-			brw.Reader.Discard(brw.Reader.Buffered())
-		}
-		nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		head := append([]byte(header), flv.AppendHeader(nil, hasVideo, hasAudio)...)
-		if _, err := nc.Write(head); err != nil {
-			return
-		}
-		out = nc
-	} else {
-		w.Header().Set("Content-Type", "video/x-flv")
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		w.WriteHeader(http.StatusOK)
-		w.Write(flv.AppendHeader(nil, hasVideo, hasAudio))
-		out = &flushWriter{w: w, rc: rc}
+	// Take over the connection and hand it to the sender, which writes
+	// batches as one vectored write each and needs no goroutine per viewer;
+	// behind HTTP/2 pump through the ResponseWriter instead.
+	pcfg := stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow}
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.pumpResponse(w, r, rd, hasVideo, hasAudio, pcfg, log)
+		return
 	}
+	// A pipelined request behind this one cannot be answered after a live body.
+	brw.Reader.Discard(brw.Reader.Buffered())
+	nc.SetDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	head := append([]byte(header), flv.AppendHeader(nil, hasVideo, hasAudio)...)
+	if _, err := nc.Write(head); err != nil {
+		nc.Close()
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	s.wg.Add(1)
+	keep = true
+	log.Info("play started")
+	s.sender.Send(s.ctx, rd, Format, nc, pcfg, func(err error) {
+		defer s.wg.Done()
+		rd.Close()
+		nc.Close()
+		logEnd(log, err)
+	})
+}
 
+// pumpResponse writes the stream through w from the handler's goroutine,
+// for connections that cannot be taken over (HTTP/2).
+func (s *Server) pumpResponse(w http.ResponseWriter, r *http.Request, rd *stream.Reader, hasVideo, hasAudio bool, cfg stream.PumpConfig, log *slog.Logger) {
+	w.Header().Set("Content-Type", "video/x-flv")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	w.WriteHeader(http.StatusOK)
+	w.Write(flv.AppendHeader(nil, hasVideo, hasAudio))
 	s.wg.Add(1)
 	defer s.wg.Done()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	if nc != nil {
-		stop := context.AfterFunc(ctx, func() { nc.Close() }) // unblock a stuck write on shutdown
-		defer stop()
-		go watchClose(ctx, cancel, nc)
-	} else {
-		stop := context.AfterFunc(r.Context(), cancel)
-		defer stop()
-	}
+	stop := context.AfterFunc(r.Context(), cancel)
+	defer stop()
 	log.Info("play started")
-	err = rd.Pump(ctx, Format, out, stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow})
+	logEnd(log, rd.Pump(ctx, Format, &flushWriter{w: w, rc: http.NewResponseController(w)}, cfg))
+}
+
+// logEnd logs why a viewer's playback ended.
+func logEnd(log *slog.Logger, err error) {
 	switch {
 	case errors.Is(err, io.EOF):
 		log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		log.Warn("play ended: viewer too slow")
-	case ctx.Err() != nil:
-		log.Debug("play ended")
+	case errors.Is(err, stream.ErrHungUp), errors.Is(err, context.Canceled):
+		log.Debug("play ended", "err", err)
 	default:
 		log.Info("play ended", "err", err)
-	}
-}
-
-// watchClose cancels a viewer whose client hangs up, which would otherwise
-// go unnoticed while the stream is quiet (e.g. waiting for its publisher).
-func watchClose(ctx context.Context, cancel context.CancelFunc, nc net.Conn) {
-	var b [64]byte
-	for ctx.Err() == nil {
-		if _, err := nc.Read(b[:]); err != nil {
-			cancel()
-			return
-		}
 	}
 }
 

@@ -36,12 +36,10 @@ type conn struct {
 
 	app string
 	pub *stream.Publisher
-
-	// Playback runs in its own goroutine; the session goroutine keeps
-	// reading the client's messages until it leaves.
-	playCancel func()
-	playDone   chan struct{}
 }
+
+// errPlaying ends the session loop of a connection handed to the sender.
+var errPlaying = errors.New("playing")
 
 func newConn(s *Server, nc net.Conn) *conn {
 	id := s.nextID.Add(1)
@@ -55,42 +53,42 @@ func newConn(s *Server, nc net.Conn) *conn {
 	}
 }
 
-func (c *conn) serve() {
-	defer c.nc.Close()
-	defer c.stop()
+// serve runs the session. It returns true once the connection is handed
+// to the sender for playback, which then owns it and releases it when
+// playback ends (playEnded); otherwise the session is over.
+func (c *conn) serve() (playing bool) {
 	c.nc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
 	if err := rtmp.ServerHandshake(c.nc); err != nil {
 		c.log.Info("connection closed: handshake failed", "err", err)
-		return
+		return false
 	}
 	c.nc.SetDeadline(time.Time{})
+	defer c.stopPublishing()
 	for {
-		if c.playDone == nil {
-			// Players may stay silent for long; their writes have deadlines.
-			c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
-		}
+		c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
 		m, err := c.r.ReadMessage()
 		if err != nil {
 			c.logEnd(err)
-			return
+			return false
 		}
-		if c.ack.Due(c.r.BytesRead()) && c.playDone == nil {
+		if c.ack.Due(c.r.BytesRead()) {
 			if err := c.control(rtmp.TypeAck, rtmp.AppendUint32(nil, c.r.BytesRead())); err != nil {
-				return
+				return false
 			}
 		}
 		err = c.handle(m)
-		if c.playDone == nil {
-			// Everything said in answer to one message leaves in one write.
-			if ferr := c.w.Flush(); err == nil {
-				err = ferr
-			}
+		if errors.Is(err, errPlaying) {
+			return true // the sender owns the connection now: touch nothing
+		}
+		// Everything said in answer to one message leaves in one write.
+		if ferr := c.w.Flush(); err == nil {
+			err = ferr
 		}
 		if err != nil {
 			if !errors.Is(err, errClose) {
 				c.log.Info("connection closed", "err", err)
 			}
-			return
+			return false
 		}
 	}
 }
@@ -105,18 +103,12 @@ func (c *conn) logEnd(err error) {
 	}
 }
 
-// stop ends publishing or playing.
-func (c *conn) stop() {
+// stopPublishing detaches the connection's publisher, if any.
+func (c *conn) stopPublishing() {
 	if c.pub != nil {
 		c.pub.Close()
 		c.log.Info("publish stopped", "stream", c.pub.Stream().Name())
 		c.pub = nil
-	}
-	if c.playDone != nil {
-		c.playCancel()
-		c.nc.Close() // unblock a write in progress
-		<-c.playDone
-		c.playDone = nil
 	}
 }
 
@@ -141,7 +133,7 @@ func (c *conn) handle(m *rtmp.Message) error {
 			}
 		}
 	case rtmp.TypeUserControl:
-		if len(m.Payload) >= 6 && binary.BigEndian.Uint16(m.Payload) == rtmp.EventPingRequest && c.playDone == nil {
+		if len(m.Payload) >= 6 && binary.BigEndian.Uint16(m.Payload) == rtmp.EventPingRequest {
 			return c.control(rtmp.TypeUserControl, rtmp.AppendUserControl(nil, rtmp.EventPingResponse, binary.BigEndian.Uint32(m.Payload[2:])))
 		}
 	}
@@ -152,15 +144,6 @@ func (c *conn) command(m *rtmp.Message) error {
 	cmd, err := rtmp.ParseCommand(m.Payload)
 	if err != nil {
 		return err
-	}
-	if c.playDone != nil {
-		// While playing the session goroutine must not write: playback owns
-		// the socket. Commands then (pause, closeStream) need no reply.
-		switch cmd.Name {
-		case "closeStream", "deleteStream":
-			return errClose
-		}
-		return nil
 	}
 	switch cmd.Name {
 	case "connect":
@@ -177,11 +160,7 @@ func (c *conn) command(m *rtmp.Message) error {
 	case "play":
 		return c.play(cmd, m.StreamID)
 	case "FCUnpublish", "deleteStream", "closeStream":
-		if c.pub != nil {
-			c.pub.Close()
-			c.log.Info("publish stopped", "stream", c.pub.Stream().Name())
-			c.pub = nil
-		}
+		c.stopPublishing()
 		return nil
 	}
 	c.log.Debug("ignoring command", "command", truncate(cmd.Name))
@@ -321,21 +300,24 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	}
 	c.log.attrs = append(c.log.attrs, "stream", name)
 	c.log.Info("play started")
-	c.playDone = make(chan struct{})
 	c.nc.SetReadDeadline(time.Time{})
-	c.w.Release() // the sender owns the socket's write side now
+	// The sender owns the socket from here: it writes the stream and drops
+	// what the player sends (acknowledgements, buffer lengths; a player
+	// ends by hanging up). The session's reader and buffers are not needed.
+	c.r = nil
+	c.w.Release()
 	if tc, ok := c.nc.(*net.TCPConn); ok && c.srv.cfg.MergeWindow == 0 {
 		tc.SetNoDelay(false)
 	}
 	cfg := stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow}
-	c.playCancel = c.srv.sender.Send(c.srv.ctx, rd, Format, c.nc, cfg, func(err error) { c.playEnded(rd, err) })
-	return nil
+	c.srv.sender.Send(c.srv.ctx, rd, Format, c.nc, cfg, func(err error) { c.playEnded(rd, err) })
+	return errPlaying
 }
 
 // playEnded runs once the sender is done with a player: it tells the player
-// why when the stream ended, and closes the connection.
+// why when the stream ended, and releases the connection.
 func (c *conn) playEnded(rd *stream.Reader, err error) {
-	defer close(c.playDone)
+	defer c.srv.release(c.nc)
 	rd.Close()
 	switch {
 	case errors.Is(err, io.EOF):
@@ -346,12 +328,11 @@ func (c *conn) playEnded(rd *stream.Reader, err error) {
 		c.log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		c.log.Warn("play ended: player too slow")
-	case errors.Is(err, context.Canceled):
-		c.log.Debug("play ended")
+	case errors.Is(err, stream.ErrHungUp), errors.Is(err, context.Canceled):
+		c.log.Debug("play ended", "err", err)
 	default:
 		c.log.Info("play ended", "err", err)
 	}
-	c.nc.Close()
 }
 
 // control queues a protocol control message; the session loop flushes.

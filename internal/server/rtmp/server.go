@@ -181,15 +181,20 @@ func (s *Server) accept() {
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
-			defer s.wg.Done()
-			defer func() {
-				s.mu.Lock()
-				delete(s.conns, nc)
-				s.mu.Unlock()
-				s.active.Add(-1)
-			}()
-			c := newConn(s, nc)
-			c.serve()
+			if playing := newConn(s, nc).serve(); !playing {
+				s.release(nc)
+			}
 		}()
 	}
+}
+
+// release closes a connection and forgets it: when its session ends, or
+// when the sender is done with a player.
+func (s *Server) release(nc net.Conn) {
+	nc.Close()
+	s.mu.Lock()
+	delete(s.conns, nc)
+	s.mu.Unlock()
+	s.active.Add(-1)
+	s.wg.Done()
 }
