@@ -10,7 +10,8 @@
 #
 # Settings (environment): STEPS (100,500,1000,2000,3000), WARMUP (5s),
 # HOLD (20s), OUT (bench/out), SERVER_CPU (0), LOAD_CPU (1),
-# SERVERS ("meshcast meshcast-lowlatency nginx-rtmp").
+# SERVERS ("meshcast meshcast-lowlatency meshcast-flv nginx-rtmp";
+# meshcast-flv is meshcast's default mode played over HTTP-FLV).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ HOLD=${HOLD:-20s}
 OUT=${OUT:-bench/out}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SERVERS=${SERVERS:-"meshcast meshcast-lowlatency nginx-rtmp"}
+SERVERS=${SERVERS:-"meshcast meshcast-lowlatency meshcast-flv nginx-rtmp"}
 RTMP_PORT=${RTMP_PORT:-19350}
 HTTP_PORT=${HTTP_PORT:-18090}
 
@@ -119,14 +120,19 @@ EOF
 
 for server in $SERVERS; do
 	echo "compare: $server" >&2
+	play="rtmp://127.0.0.1:$RTMP_PORT/live/bench"
 	case $server in
 	meshcast) start_meshcast ;;
 	meshcast-lowlatency) start_meshcast --low-latency ;;
+	meshcast-flv)
+		start_meshcast
+		play="http://127.0.0.1:$HTTP_PORT/live/bench.flv"
+		;;
 	nginx-rtmp) start_nginx ;;
 	*) echo "compare: unknown server $server" >&2; exit 2 ;;
 	esac
 	taskset -c "$LOAD_CPU" "$MESHCAST" bench --input "$SOURCE" \
-		--publish "rtmp://127.0.0.1:$RTMP_PORT/live/bench" \
+		--publish "rtmp://127.0.0.1:$RTMP_PORT/live/bench" --play "$play" \
 		--viewers "$STEPS" --warmup "$WARMUP" --hold "$HOLD" \
 		--pid "$server_pid" --label "server=$server" --out "$RESULTS"
 	cleanup

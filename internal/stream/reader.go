@@ -236,6 +236,18 @@ func (it *item) packet() *media.Packet {
 	return &cp
 }
 
+// Ready returns the wire form in format f of what the log holds for the
+// reader now, without waiting: after a start, the decoder configuration and
+// the keyframe (none while the stream waits for one). A server sends it with
+// its answer to the play request, so the first picture leaves in the same
+// write. The slices are valid until the reader's next use.
+func (r *Reader) Ready(f *Format) ([][]byte, error) {
+	if err := r.poll(); err != nil {
+		return nil, err
+	}
+	return r.encodeBatch(f), nil
+}
+
 // ReadPackets waits for packets and appends them to dst. Packets are shared
 // and must not be modified. It returns io.EOF when the stream has ended.
 func (r *Reader) ReadPackets(ctx context.Context, dst []*media.Packet) ([]*media.Packet, error) {

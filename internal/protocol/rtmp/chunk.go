@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 )
 
 // Errors for peers that break the chunk stream's limits.
@@ -403,6 +404,16 @@ func (w *ChunkWriter) Flush() error {
 		return nil
 	}
 	_, err := w.w.Write(w.buf)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// FlushWith sends buffered messages followed by more (messages already in
+// wire form at this writer's chunk size) in one vectored write.
+func (w *ChunkWriter) FlushWith(more [][]byte) error {
+	bufs := make(net.Buffers, 0, 1+len(more))
+	bufs = append(append(bufs, w.buf), more...)
+	_, err := bufs.WriteTo(w.w)
 	w.buf = w.buf[:0]
 	return err
 }

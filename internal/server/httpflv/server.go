@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -115,13 +116,22 @@ func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream
 	}
 	// A pipelined request behind this one cannot be answered after a live body.
 	brw.Reader.Discard(brw.Reader.Buffered())
-	nc.SetDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	head := append([]byte(header), flv.AppendHeader(nil, hasVideo, hasAudio)...)
-	if _, err := nc.Write(head); err != nil {
+	// The first picture (decoder configuration and keyframe) leaves with
+	// the response head: one write, no wait for the sender.
+	first, err := rd.Ready(Format)
+	if err == nil {
+		nc.SetDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		head := append([]byte(header), flv.AppendHeader(nil, hasVideo, hasAudio)...)
+		bufs := append(net.Buffers{head}, first...)
+		_, err = bufs.WriteTo(nc)
+	}
+	if err == nil {
+		err = nc.SetDeadline(time.Time{})
+	}
+	if err != nil {
 		nc.Close()
 		return
 	}
-	nc.SetDeadline(time.Time{})
 	s.wg.Add(1)
 	keep = true
 	log.Info("play started")

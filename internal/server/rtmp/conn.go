@@ -294,7 +294,17 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	}
 	access, _ := amf0.AppendAll(nil, "|RtmpSampleAccess", true, true)
 	c.w.WriteMessage(rtmp.CSIDData, rtmp.TypeDataAMF0, playStreamID, 0, access)
-	if err := c.w.Flush(); err != nil {
+	// The first picture (decoder configuration and keyframe) leaves with
+	// the answer: one write, no wait for the sender during a burst of joins.
+	first, err := rd.Ready(Format)
+	if err == nil {
+		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		err = c.w.FlushWith(first)
+	}
+	if err == nil {
+		err = c.nc.SetWriteDeadline(time.Time{})
+	}
+	if err != nil {
 		rd.Close()
 		return err
 	}
