@@ -3,7 +3,7 @@
 #   gnuplot -e "datafile='plot.dat'; outfile='compare.png'" bench/plot.gp
 set terminal pngcairo size 1400,560 font "sans,11"
 set output outfile
-set multiplot layout 1,2 title "meshcast vs nginx-rtmp: RTMP players of a 2 Mbps stream, server on one core"
+set multiplot layout 1,2 title "meshcast vs nginx-rtmp: RTMP (meshcast-flv: HTTP-FLV) players of a 2 Mbps stream, server on one core"
 set key top left
 set grid
 set xlabel "viewers"

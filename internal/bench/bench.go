@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/procstat"
 )
 
 // Config describes a benchmark run.
@@ -119,11 +121,11 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	var baseRSS int64
 	if cfg.PID > 0 {
-		st, err := readProc(cfg.PID)
+		st, err := procstat.Read(cfg.PID)
 		if err != nil {
 			return nil, fmt.Errorf("server process %d: %w", cfg.PID, err)
 		}
-		baseRSS = st.rss
+		baseRSS = st.RSS
 	}
 	var results []Result
 	for i, n := range cfg.Steps {
@@ -245,15 +247,15 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 		res.FirstDropMsg = v.(string)
 	}
 	if r.cfg.PID > 0 {
-		cpu := srv1.cpu - srv0.cpu
+		cpu := srv1.CPU - srv0.CPU
 		res.ServerCPUPct = 100 * cpu.Seconds() / elapsed
 		if n > 0 {
 			res.CPUmsPerViewerSec = float64(cpu.Milliseconds()) / (float64(n) * elapsed)
-			res.RSSPerViewer = (srv1.rss - baseRSS) / int64(n)
+			res.RSSPerViewer = (srv1.RSS - baseRSS) / int64(n)
 		}
-		res.ServerRSS = srv1.rss
+		res.ServerRSS = srv1.RSS
 	}
-	res.LoadgenCPUPct = 100 * (self1.cpu - self0.cpu).Seconds() / elapsed
+	res.LoadgenCPUPct = 100 * (self1.CPU - self0.CPU).Seconds() / elapsed
 	if res.LoadgenCPUPct >= loadgenSaturated {
 		res.Void = true
 		res.VoidReason = fmt.Sprintf("load generator used %.0f%% of a core: its core is saturated, so these figures describe the load generator, not the server", res.LoadgenCPUPct)
@@ -263,11 +265,11 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 }
 
 // sample reads the server's and the load generator's process stats.
-func (r *runner) sample() (srv, self procStat) {
+func (r *runner) sample() (srv, self procstat.Stat) {
 	if r.cfg.PID > 0 {
-		srv, _ = readProc(r.cfg.PID)
+		srv, _ = procstat.Read(r.cfg.PID)
 	}
-	self, _ = readProc(0)
+	self, _ = procstat.Read(0)
 	return srv, self
 }
 
