@@ -71,7 +71,8 @@ func writev(raw syscall.RawConn, bufs [][]byte, iov *[]syscall.Iovec) (int64, er
 const maxDrainReads = 8
 
 // drain reads and discards, without blocking, what the peer has sent into
-// buf. It returns ErrHungUp once the peer has closed the connection.
+// buf. It returns ErrHungUp once the peer has closed or reset the
+// connection.
 func drain(raw syscall.RawConn, buf []byte) error {
 	for range maxDrainReads {
 		var n uintptr
@@ -88,6 +89,8 @@ func drain(raw syscall.RawConn, buf []byte) error {
 			continue
 		case errno == syscall.EAGAIN:
 			return nil
+		case errno == syscall.ECONNRESET:
+			return ErrHungUp // closed with our data unread: the kernel reset
 		case errno != 0:
 			return errno
 		case n == 0:
