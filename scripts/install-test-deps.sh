@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what meshcast's test suite needs on a Debian machine, skipping what
 # is already there: ffmpeg/ffprobe and GStreamer (publishers and players in the
-# end-to-end tests). Safe to run repeatedly; needs root (or sudo) only when
+# end-to-end tests), and redis-server (the Redis cluster registry's tests start
+# their own). Safe to run repeatedly; needs root (or sudo) only when
 # something is missing.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ if ! command -v gst-launch-1.0 >/dev/null 2>&1 ||
 	need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 		gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 fi
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

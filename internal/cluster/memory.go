@@ -1,0 +1,355 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// MemoryConfig configures a Memory registry.
+type MemoryConfig struct {
+	// NodeTimeout is how long a node stays alive, a claim held and a relay
+	// recorded without being refreshed. Zero or negative means
+	// DefaultNodeTimeout.
+	NodeTimeout time.Duration
+}
+
+// Memory is a Registry held in the process's memory: the registry of a
+// single node, and of several in-process nodes that share one Memory in
+// tests. It follows exactly the rules of the Redis registry, so code tested
+// against one behaves the same against the other. It is safe for
+// concurrent use. Its methods never fail for want of a store, so they never
+// return ErrUnavailable.
+type Memory struct {
+	timeout time.Duration
+
+	mu sync.Mutex
+	// Expiry times carry the monotonic clock reading of time.Now, so a
+	// wall-clock step does not revive or kill records.
+	nodes  map[NodeID]memNode
+	claims map[stream.Name]memClaim
+	// epochs is the last epoch handed out per name. Like the Redis
+	// counter it only grows, and only reset (the test double of a store
+	// that restarted empty) forgets it.
+	epochs map[stream.Name]uint64
+	relays map[stream.Name]map[NodeID]memRelay
+}
+
+var _ Registry = (*Memory)(nil)
+
+type memNode struct {
+	node    Node
+	expires time.Time
+}
+
+type memClaim struct {
+	node    NodeID
+	epoch   uint64
+	expires time.Time
+}
+
+type memRelay struct {
+	upstream NodeID
+	expires  time.Time
+}
+
+// NewMemory returns an empty in-memory registry.
+func NewMemory(cfg MemoryConfig) *Memory {
+	if cfg.NodeTimeout <= 0 {
+		cfg.NodeTimeout = DefaultNodeTimeout
+	}
+	m := &Memory{timeout: cfg.NodeTimeout}
+	m.reset()
+	return m
+}
+
+// reset forgets everything, epoch counters included: what a Redis store
+// that restarted empty looks like to its nodes. Tests use it.
+func (m *Memory) reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nodes = make(map[NodeID]memNode)
+	m.claims = make(map[stream.Name]memClaim)
+	m.epochs = make(map[stream.Name]uint64)
+	m.relays = make(map[stream.Name]map[NodeID]memRelay)
+}
+
+// Heartbeat implements Registry.
+func (m *Memory) Heartbeat(_ context.Context, n Node) error {
+	if n.ID == "" {
+		return errEmptyNode("heartbeat")
+	}
+	now := time.Now()
+	// Seen loses the monotonic reading and is kept in UTC: the same value
+	// a Redis registry hands back after its JSON round trip.
+	n.Seen = now.UTC().Round(0)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nodes[n.ID] = memNode{node: n, expires: now.Add(m.timeout)}
+	// Heartbeats come regularly from every node, which makes them the
+	// place to drop whatever expired and is never looked at again (the
+	// relays of a stream that ended, say), so memory stays bounded.
+	m.sweepLocked(now)
+	return nil
+}
+
+// sweepLocked deletes every expired record. Epochs stay: they must outlive
+// the claims they numbered.
+func (m *Memory) sweepLocked(now time.Time) {
+	for id, n := range m.nodes {
+		if !now.Before(n.expires) {
+			delete(m.nodes, id)
+		}
+	}
+	for name, c := range m.claims {
+		if !now.Before(c.expires) {
+			delete(m.claims, name)
+		}
+	}
+	for name, rs := range m.relays {
+		for id, r := range rs {
+			if !now.Before(r.expires) {
+				delete(rs, id)
+			}
+		}
+		if len(rs) == 0 {
+			delete(m.relays, name)
+		}
+	}
+}
+
+// Leave implements Registry.
+func (m *Memory) Leave(_ context.Context, id NodeID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.nodes, id)
+	return nil
+}
+
+// Nodes implements Registry.
+func (m *Memory) Nodes(context.Context) ([]Node, error) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	nodes := make([]Node, 0, len(m.nodes))
+	for _, n := range m.nodes {
+		if now.Before(n.expires) {
+			nodes = append(nodes, n.node)
+		}
+	}
+	slices.SortFunc(nodes, func(a, b Node) int { return cmp.Compare(a.ID, b.ID) })
+	return nodes, nil
+}
+
+// Node implements Registry.
+func (m *Memory) Node(_ context.Context, id NodeID) (Node, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.aliveLocked(id, time.Now()) {
+		return Node{}, fmt.Errorf("cluster: node %s: %w", id, ErrNotFound)
+	}
+	return m.nodes[id].node, nil
+}
+
+func (m *Memory) aliveLocked(id NodeID, now time.Time) bool {
+	n, ok := m.nodes[id]
+	return ok && now.Before(n.expires)
+}
+
+// currentLocked returns name's claim if its lease has not run out.
+func (m *Memory) currentLocked(name stream.Name, now time.Time) (memClaim, bool) {
+	c, ok := m.claims[name]
+	if !ok || !now.Before(c.expires) {
+		return memClaim{}, false
+	}
+	return c, true
+}
+
+// Claim implements Registry.
+func (m *Memory) Claim(_ context.Context, name stream.Name, node NodeID) (Claim, error) {
+	if node == "" {
+		return Claim{}, errEmptyNode("claim " + string(name))
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, ok := m.currentLocked(name, now); ok && cur.node != node && m.aliveLocked(cur.node, now) {
+		return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %s", name, ErrClaimed, cur.node)
+	}
+	m.epochs[name]++
+	epoch := m.epochs[name]
+	m.claims[name] = memClaim{node: node, epoch: epoch, expires: now.Add(m.timeout)}
+	return Claim{Stream: name, Node: node, Epoch: epoch}, nil
+}
+
+// Renew implements Registry.
+func (m *Memory) Renew(_ context.Context, c Claim) error {
+	if err := checkClaim("renew", c); err != nil {
+		return err
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.fenceLocked(c, now) {
+	case fenceHeld:
+	case fenceVacant, fenceOlder:
+		// Restore the claim the registry forgot, and make sure the next
+		// claim of the name numbers above it.
+		m.epochs[c.Stream] = max(m.epochs[c.Stream], c.Epoch)
+	default:
+		return fmt.Errorf("cluster: renew %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
+	}
+	m.claims[c.Stream] = memClaim{node: c.Node, epoch: c.Epoch, expires: now.Add(m.timeout)}
+	return nil
+}
+
+// Release implements Registry.
+func (m *Memory) Release(_ context.Context, c Claim) error {
+	if err := checkClaim("release", c); err != nil {
+		return err
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.fenceLocked(c, now) {
+	case fenceHeld:
+		delete(m.claims, c.Stream)
+		return nil
+	case fenceVacant, fenceOlder:
+		// The lease ran out, or the store lost the claim: nothing of c's
+		// is left to release.
+		return nil
+	default:
+		return fmt.Errorf("cluster: release %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
+	}
+}
+
+// fence is where a claim stands against the registry's current state.
+type fence int
+
+const (
+	// fenceHeld: the claim is the current one.
+	fenceHeld fence = iota
+	// fenceVacant: no claim is current and no epoch above the claim's was
+	// handed out, so the claim is still the newest the registry knows of.
+	fenceVacant
+	// fenceOlder: a claim of a lower epoch is current, which only happens
+	// when the store lost the claim and an older or a newly numbered one
+	// took its place: the highest epoch wins.
+	fenceOlder
+	// fenceLost: a newer claim exists or existed.
+	fenceLost
+)
+
+func (m *Memory) fenceLocked(c Claim, now time.Time) fence {
+	cur, ok := m.currentLocked(c.Stream, now)
+	switch {
+	case ok && cur.node == c.Node && cur.epoch == c.Epoch:
+		return fenceHeld
+	case !ok && m.epochs[c.Stream] <= c.Epoch:
+		return fenceVacant
+	case ok && cur.epoch < c.Epoch:
+		return fenceOlder
+	default:
+		return fenceLost
+	}
+}
+
+// Owner implements Registry.
+func (m *Memory) Owner(_ context.Context, name stream.Name) (Claim, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.currentLocked(name, time.Now())
+	if !ok {
+		return Claim{}, fmt.Errorf("cluster: owner of %s: %w", name, ErrNotFound)
+	}
+	return Claim{Stream: name, Node: cur.node, Epoch: cur.epoch}, nil
+}
+
+// Claims implements Registry.
+func (m *Memory) Claims(context.Context) ([]Claim, error) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	claims := make([]Claim, 0, len(m.claims))
+	for name, c := range m.claims {
+		if now.Before(c.expires) {
+			claims = append(claims, Claim{Stream: name, Node: c.node, Epoch: c.epoch})
+		}
+	}
+	slices.SortFunc(claims, func(a, b Claim) int { return cmp.Compare(a.Stream, b.Stream) })
+	return claims, nil
+}
+
+// SetRelay implements Registry.
+func (m *Memory) SetRelay(_ context.Context, name stream.Name, r Relay) error {
+	if r.Node == "" {
+		return errEmptyNode("set relay of " + string(name))
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rs := m.relays[name]
+	if rs == nil {
+		rs = make(map[NodeID]memRelay)
+		m.relays[name] = rs
+	}
+	rs[r.Node] = memRelay{upstream: r.Upstream, expires: now.Add(m.timeout)}
+	return nil
+}
+
+// DeleteRelay implements Registry.
+func (m *Memory) DeleteRelay(_ context.Context, name stream.Name, node NodeID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rs := m.relays[name]; rs != nil {
+		delete(rs, node)
+		if len(rs) == 0 {
+			delete(m.relays, name)
+		}
+	}
+	return nil
+}
+
+// Relays implements Registry.
+func (m *Memory) Relays(_ context.Context, name stream.Name) ([]Relay, error) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rs := m.relays[name]
+	relays := make([]Relay, 0, len(rs))
+	for id, r := range rs {
+		if now.Before(r.expires) {
+			relays = append(relays, Relay{Node: id, Upstream: r.upstream})
+		}
+	}
+	slices.SortFunc(relays, func(a, b Relay) int { return cmp.Compare(a.Node, b.Node) })
+	return relays, nil
+}
+
+// Close implements Registry. A Memory holds no connections; its records
+// stay readable after Close.
+func (m *Memory) Close() error { return nil }
+
+// errEmptyNode refuses a record without a node ID: it would name nobody,
+// and in Redis it would collide with the prefix's own keys.
+func errEmptyNode(op string) error {
+	return fmt.Errorf("cluster: %s: empty node id", op)
+}
+
+// checkClaim refuses a claim no registry could have handed out: epochs
+// start at 1, and a claim names its node.
+func checkClaim(op string, c Claim) error {
+	if c.Node == "" {
+		return errEmptyNode(op + " " + string(c.Stream))
+	}
+	if c.Epoch == 0 {
+		return fmt.Errorf("cluster: %s %s epoch 0: %w", op, c.Stream, ErrLost)
+	}
+	return nil
+}

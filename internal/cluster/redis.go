@@ -1,0 +1,707 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// RedisConfig configures a Redis registry.
+type RedisConfig struct {
+	// URL locates the store:
+	//
+	//	redis://[user:pass@]host:port[/db]      one server
+	//	rediss://...                            the same over TLS
+	//	redis://h1:p1,h2:p2                     Redis Cluster (seed nodes)
+	//	redis://h1:p1,h2:p2/db?master=NAME      Sentinel: the hosts are sentinels
+	//	                                        (port 26379 when left out)
+	//
+	// Query options that redis.ParseURL knows (dial_timeout, pool_size,
+	// ...) apply to every host. With Sentinel, user and password are the
+	// data servers'; the sentinels are asked without them.
+	URL string
+	// Prefix starts every key, so several clusters can share a store.
+	// Empty means "meshcast:". In Redis Cluster it is wrapped in a hash tag
+	// ("{meshcast:}") unless it already holds one: the Lua scripts read the
+	// owner's node key, so every key must live in the same slot.
+	Prefix string
+	// NodeTimeout is how long a node stays alive, a claim held and a relay
+	// recorded without being refreshed. Every node of a cluster must use
+	// the same value. Zero or negative means DefaultNodeTimeout.
+	NodeTimeout time.Duration
+	// OpTimeout bounds each call to the store. Zero or negative means 1s.
+	OpTimeout time.Duration
+}
+
+// DefaultRedisPrefix is RedisConfig.Prefix when none is given.
+const DefaultRedisPrefix = "meshcast:"
+
+// defaultOpTimeout is RedisConfig.OpTimeout when none is given: long enough
+// for a loaded store, short enough that a heartbeat loop notices an outage
+// well within a node timeout.
+const defaultOpTimeout = time.Second
+
+// Redis is a Registry kept in Redis (one server, Sentinel or Cluster), shared
+// by every node of a cluster. Liveness and leases are key expiries (PX), so
+// they run on the store's clock; claims are compare-and-set in Lua scripts.
+//
+// Key layout, each key starting with the prefix:
+//
+//	node:ID              string, JSON Node record; PX NodeTimeout. The node is alive while it exists.
+//	nodes                set of node IDs that may have a record, for listing
+//	claim:NAME           string "EPOCH:NODE", the current claim; PX NodeTimeout (the lease)
+//	epoch:NAME           integer, the last epoch handed out for NAME (INCR); never expires, never deleted
+//	claims               set of stream names that may have a claim, for listing
+//	relay:NAME:NODE      string, NODE's upstream for NAME; PX NodeTimeout
+//	relays:NAME          set of node IDs that may relay NAME, for listing
+//
+// Every index set ("nodes", "claims", "relays:NAME") obeys one invariant: a
+// record key that exists has its member in the set. Writers add the member
+// in the same transaction or script that writes the key; listing removes a
+// member only with pruneScript, which checks that its key is gone in the
+// same atomic step. Each set's PEXPIRE is refreshed to NodeTimeout with every
+// write, so a set outlives all its records but not by more than a timeout
+// (the relays of a stream that ended go away without anyone listing them).
+// Stream names cannot hold ':' (stream.Name), so "relay:NAME:NODE" is
+// unambiguous.
+type Redis struct {
+	client redis.UniversalClient
+	// prefix starts every key; hash-tagged in Redis Cluster.
+	prefix    string
+	timeout   time.Duration
+	opTimeout time.Duration
+}
+
+var _ Registry = (*Redis)(nil)
+
+// nodeKey holds id's JSON Node record, PX NodeTimeout. nodeKey("") is the
+// prefix of all node keys, which claimScript needs to test an owner's
+// liveness.
+func (r *Redis) nodeKey(id NodeID) string { return r.prefix + "node:" + string(id) }
+
+// nodesKey is the set of node IDs that may have a node key.
+func (r *Redis) nodesKey() string { return r.prefix + "nodes" }
+
+// claimKey holds name's current claim as "EPOCH:NODE", PX NodeTimeout.
+func (r *Redis) claimKey(name stream.Name) string { return r.prefix + "claim:" + string(name) }
+
+// epochKey holds the last epoch handed out for name. It is only ever
+// incremented or raised, never expires and is never deleted: an epoch must
+// not be handed out twice.
+func (r *Redis) epochKey(name stream.Name) string { return r.prefix + "epoch:" + string(name) }
+
+// claimsKey is the set of stream names that may have a claim key.
+func (r *Redis) claimsKey() string { return r.prefix + "claims" }
+
+// relayKey holds the upstream node ID of node's relay of name, PX
+// NodeTimeout.
+func (r *Redis) relayKey(name stream.Name, node NodeID) string {
+	return r.prefix + "relay:" + string(name) + ":" + string(node)
+}
+
+// relaysKey is the set of node IDs that may have a relay key for name.
+func (r *Redis) relaysKey(name stream.Name) string { return r.prefix + "relays:" + string(name) }
+
+// claimScript is Claim's compare-and-set. It refuses only when a claim is
+// current, held by another node, and that node's record is alive; otherwise
+// it takes the next epoch and sets the claim for one lease.
+//
+// The owner's node key is built here from ARGV[3] rather than passed in
+// KEYS, because only the script knows who the owner is. In Redis Cluster
+// the hash-tagged prefix keeps it in the same slot as the declared keys.
+//
+// KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
+// ARGV[1] claimant node, ARGV[2] lease (ms), ARGV[3] node key prefix,
+// ARGV[4] stream name.
+// Returns {1, epoch} on success, {0, owner} when claimed.
+var claimScript = redis.NewScript(`
+local cur = redis.call("GET", KEYS[1])
+if cur then
+	local owner = string.match(cur, "^%d+:(.*)$")
+	if owner and owner ~= ARGV[1] and redis.call("EXISTS", ARGV[3] .. owner) == 1 then
+		return {0, owner}
+	end
+end
+local epoch = redis.call("INCR", KEYS[2])
+redis.call("SET", KEYS[1], string.format("%d:%s", epoch, ARGV[1]), "PX", ARGV[2])
+redis.call("SADD", KEYS[3], ARGV[4])
+redis.call("PEXPIRE", KEYS[3], ARGV[2])
+return {1, epoch}
+`)
+
+// luaFence starts Renew's and Release's scripts: it places the claim
+// against the store. held: the claim is the current one. vacant: no claim
+// is current and no higher epoch was handed out, so the claim is still the
+// newest the store knows of (its lease ran out, or the store lost it).
+//
+// KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
+// ARGV[1] the claim as stored ("EPOCH:NODE"), ARGV[2] its epoch,
+// ARGV[3] stream name.
+const luaFence = `
+local cur = redis.call("GET", KEYS[1])
+local held = cur == ARGV[1]
+local vacant = (not cur) and tonumber(redis.call("GET", KEYS[2]) or "0") <= tonumber(ARGV[2])
+local older = false
+if cur and not held then
+	local e = tonumber(string.match(cur, "^(%d+):"))
+	older = e ~= nil and e < tonumber(ARGV[2])
+end
+`
+
+// renewScript extends a held claim, or restores one the store lost, when
+// the name is vacant (the counter is at most the claim's epoch) or held at
+// a lower epoch (which only data loss allows: the highest epoch wins), and
+// raises the epoch counter to it, so the next claim numbers above it.
+// ARGV[4] lease (ms). Returns 1 on success, 0 when lost.
+var renewScript = redis.NewScript(luaFence + `
+if not held and not vacant and not older then
+	return 0
+end
+if (vacant or older) and tonumber(redis.call("GET", KEYS[2]) or "0") < tonumber(ARGV[2]) then
+	redis.call("SET", KEYS[2], ARGV[2])
+end
+redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[4])
+redis.call("SADD", KEYS[3], ARGV[3])
+redis.call("PEXPIRE", KEYS[3], ARGV[4])
+return 1
+`)
+
+// releaseScript deletes a held claim. A vacant one is already gone and
+// nobody claimed since, and one replaced by a lower epoch was lost by the
+// store: both count as released.
+// Returns 1 on success, 0 when lost.
+var releaseScript = redis.NewScript(luaFence + `
+if held then
+	redis.call("DEL", KEYS[1])
+	redis.call("SREM", KEYS[3], ARGV[3])
+	return 1
+end
+if vacant or older then
+	return 1
+end
+return 0
+`)
+
+// pruneScript removes from an index set the members whose record key is
+// gone, checking each key in the same atomic step: a plain SREM after a
+// read could drop a member whose key a concurrent writer just set again.
+//
+// KEYS[1] the index set, KEYS[1+i] the record key of member ARGV[i].
+var pruneScript = redis.NewScript(`
+for i, member in ipairs(ARGV) do
+	if redis.call("EXISTS", KEYS[i + 1]) == 0 then
+		redis.call("SREM", KEYS[1], member)
+	end
+end
+return 0
+`)
+
+// NewRedis returns a registry on the store at cfg.URL. It only checks the
+// URL: the store may be down, and calls fail with ErrUnavailable until it
+// is up, so a node can start before its store.
+func NewRedis(cfg RedisConfig) (*Redis, error) {
+	quietRedisClient.Do(func() { redis.SetLogger(redisDebugLog{}) })
+	if cfg.NodeTimeout <= 0 {
+		cfg.NodeTimeout = DefaultNodeTimeout
+	}
+	if cfg.NodeTimeout < time.Millisecond {
+		// PX takes whole milliseconds.
+		return nil, fmt.Errorf("cluster: redis node timeout %v is under 1ms", cfg.NodeTimeout)
+	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = defaultOpTimeout
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultRedisPrefix
+	}
+	opts, err := redisOptions(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: redis url: %w", err)
+	}
+	// Bound every socket read, write and dial by the call's context, which
+	// carries OpTimeout: without this go-redis uses its own 3s/5s timeouts
+	// and ignores the context's deadline.
+	opts.ContextTimeoutEnabled = true
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = cfg.OpTimeout
+	}
+	// Dial once per command attempt. go-redis dials in the background,
+	// five times by default with pauses between, which outlasts the call:
+	// the caller would get a bare "context deadline exceeded" instead of
+	// the cause (connection refused, say). Commands are retried
+	// (MaxRetries) and the callers' own loops retry anyway.
+	opts.DialerRetries = 1
+	prefix := cfg.Prefix
+	if isCluster(opts) && !hasHashTag(prefix) {
+		prefix = "{" + prefix + "}"
+	}
+	return &Redis{
+		client:    redis.NewUniversalClient(opts),
+		prefix:    prefix,
+		timeout:   cfg.NodeTimeout,
+		opTimeout: cfg.OpTimeout,
+	}, nil
+}
+
+// redisOptions maps a RedisConfig.URL onto go-redis's options. The host
+// list is split before anything parses the URL (net/url takes
+// "h1:1,h2" for a host with a bad port), then each host goes through
+// redis.ParseURL on its own, so every form accepts the same user, password,
+// database and query options as a single server does. Errors never quote
+// the URL: it may hold a password.
+func redisOptions(rawURL string) (*redis.UniversalOptions, error) {
+	if rawURL == "" {
+		return nil, errors.New("empty")
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, errors.New("not of the form redis://host:port")
+	}
+	if scheme != "redis" && scheme != "rediss" {
+		return nil, fmt.Errorf("scheme %q is not redis or rediss", scheme)
+	}
+	// The authority runs to the path, query or fragment; the user info, if
+	// any, to its last '@', as net/url reads it.
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	var userinfo string
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		userinfo, authority = authority[:at+1], authority[at+1:]
+	}
+	if authority == "" {
+		return nil, errors.New("no host")
+	}
+
+	var first *redis.Options
+	var addrs []string
+	var master string
+	for i, host := range strings.Split(authority, ",") {
+		if host == "" {
+			return nil, errors.New("empty host in host list")
+		}
+		u, err := url.Parse(scheme + "://" + userinfo + host + tail)
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // ue.Error() repeats the URL, password and all
+			}
+			return nil, err
+		}
+		q := u.Query()
+		if i == 0 {
+			master = q.Get("master")
+			if q.Has("master") && master == "" {
+				return nil, errors.New("empty master name")
+			}
+		}
+		q.Del("master") // ours, not redis.ParseURL's
+		u.RawQuery = q.Encode()
+		if master != "" && u.Port() == "" {
+			// Sentinels listen on 26379; redis.ParseURL would default to
+			// a data server's 6379.
+			u.Host = net.JoinHostPort(u.Hostname(), "26379")
+		}
+		o, err := redis.ParseURL(u.String())
+		if err != nil {
+			return nil, fmt.Errorf("host %q: %w", host, err)
+		}
+		addrs = append(addrs, o.Addr)
+		if first == nil {
+			first = o
+		}
+	}
+
+	opts := &redis.UniversalOptions{
+		Addrs:      addrs,
+		MasterName: master,
+
+		ClientName: first.ClientName,
+		Protocol:   first.Protocol,
+		Username:   first.Username,
+		Password:   first.Password,
+		DB:         first.DB,
+
+		// Every option redis.ParseURL reads from the query.
+		MaxRetries:              first.MaxRetries,
+		MinRetryBackoff:         first.MinRetryBackoff,
+		MaxRetryBackoff:         first.MaxRetryBackoff,
+		DialTimeout:             first.DialTimeout,
+		ReadTimeout:             first.ReadTimeout,
+		WriteTimeout:            first.WriteTimeout,
+		PoolFIFO:                first.PoolFIFO,
+		PoolSize:                first.PoolSize,
+		PoolTimeout:             first.PoolTimeout,
+		MinIdleConns:            first.MinIdleConns,
+		MaxIdleConns:            first.MaxIdleConns,
+		MaxActiveConns:          first.MaxActiveConns,
+		MaxConcurrentDials:      first.MaxConcurrentDials,
+		PipelinePoolSize:        first.PipelinePoolSize,
+		PipelineReadBufferSize:  first.PipelineReadBufferSize,
+		PipelineWriteBufferSize: first.PipelineWriteBufferSize,
+		ConnMaxIdleTime:         first.ConnMaxIdleTime,
+		ConnMaxLifetime:         first.ConnMaxLifetime,
+		ConnMaxLifetimeJitter:   first.ConnMaxLifetimeJitter,
+		TLSConfig:               first.TLSConfig,
+	}
+	if (len(addrs) > 1 || master != "") && opts.TLSConfig != nil {
+		// redis.ParseURL named the first host as the TLS server name.
+		// With several hosts, or with the servers Sentinel points to,
+		// each must be checked against its own name, which crypto/tls
+		// does when ServerName is empty.
+		opts.TLSConfig = opts.TLSConfig.Clone()
+		opts.TLSConfig.ServerName = ""
+	}
+	if isCluster(opts) && opts.DB != 0 {
+		return nil, fmt.Errorf("database %d: Redis Cluster has only database 0", opts.DB)
+	}
+	return opts, nil
+}
+
+// isCluster tells whether redis.NewUniversalClient makes a Cluster client
+// of opts.
+func isCluster(opts *redis.UniversalOptions) bool {
+	return opts.MasterName == "" && len(opts.Addrs) > 1
+}
+
+// hasHashTag tells whether Redis Cluster would hash only part of keys that
+// start with prefix: a '{' followed later by '}' with something between.
+func hasHashTag(prefix string) bool {
+	open := strings.IndexByte(prefix, '{')
+	if open < 0 {
+		return false
+	}
+	return strings.IndexByte(prefix[open+1:], '}') > 0
+}
+
+// op bounds one call by OpTimeout, on top of the caller's deadline.
+func (r *Redis) op(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.opTimeout)
+}
+
+// unavailable wraps a store failure: callers branch on ErrUnavailable, and
+// the cause (and a caller's context error) stays in the chain and the
+// message.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("cluster: %s: %w: %w", op, ErrUnavailable, err)
+}
+
+// Heartbeat implements Registry.
+func (r *Redis) Heartbeat(ctx context.Context, n Node) error {
+	if n.ID == "" {
+		return errEmptyNode("heartbeat")
+	}
+	// Seen is the heartbeating node's clock: it is only informative.
+	// Liveness is the key's expiry, on the store's clock.
+	n.Seen = time.Now().UTC().Round(0)
+	rec, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("cluster: heartbeat %s: %w", n.ID, err)
+	}
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.nodeKey(n.ID), rec, r.timeout)
+		p.SAdd(ctx, r.nodesKey(), string(n.ID))
+		p.PExpire(ctx, r.nodesKey(), r.timeout)
+		return nil
+	})
+	if err != nil {
+		return unavailable("heartbeat "+string(n.ID), err)
+	}
+	return nil
+}
+
+// Leave implements Registry.
+func (r *Redis) Leave(ctx context.Context, id NodeID) error {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.nodeKey(id))
+		p.SRem(ctx, r.nodesKey(), string(id))
+		return nil
+	})
+	if err != nil {
+		return unavailable("leave "+string(id), err)
+	}
+	return nil
+}
+
+// Nodes implements Registry.
+func (r *Redis) Nodes(ctx context.Context) ([]Node, error) {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	_, recs, err := r.list(ctx, r.nodesKey(), func(id string) string { return r.nodeKey(NodeID(id)) })
+	if err != nil {
+		return nil, unavailable("nodes", err)
+	}
+	nodes := make([]Node, 0, len(recs))
+	for _, rec := range recs {
+		var n Node
+		if err := json.Unmarshal([]byte(rec), &n); err != nil {
+			return nil, fmt.Errorf("cluster: nodes: bad record %.64q: %w", rec, err)
+		}
+		nodes = append(nodes, n)
+	}
+	slices.SortFunc(nodes, func(a, b Node) int { return cmp.Compare(a.ID, b.ID) })
+	return nodes, nil
+}
+
+// Node implements Registry.
+func (r *Redis) Node(ctx context.Context, id NodeID) (Node, error) {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	rec, err := r.client.Get(ctx, r.nodeKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Node{}, fmt.Errorf("cluster: node %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Node{}, unavailable("node "+string(id), err)
+	}
+	var n Node
+	if err := json.Unmarshal([]byte(rec), &n); err != nil {
+		return Node{}, fmt.Errorf("cluster: node %s: bad record: %w", id, err)
+	}
+	return n, nil
+}
+
+// list reads the index set at index and the record key(member) of each
+// member, and returns the members whose record exists with their records.
+// It prunes the others from the set; a failed prune is left to the next
+// listing, since the answer is right either way.
+func (r *Redis) list(ctx context.Context, index string, key func(member string) string) (members, recs []string, err error) {
+	all, err := r.client.SMembers(ctx, index).Result()
+	if err != nil || len(all) == 0 {
+		return nil, nil, err
+	}
+	keys := make([]string, len(all))
+	for i, m := range all {
+		keys[i] = key(m)
+	}
+	vals, err := r.client.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, nil, err
+	}
+	pruneKeys := []string{index}
+	var pruneMembers []any
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok { // nil: the record expired or was deleted
+			pruneKeys = append(pruneKeys, keys[i])
+			pruneMembers = append(pruneMembers, all[i])
+			continue
+		}
+		members = append(members, all[i])
+		recs = append(recs, s)
+	}
+	if len(pruneMembers) > 0 {
+		_ = pruneScript.Run(ctx, r.client, pruneKeys, pruneMembers...).Err()
+	}
+	return members, recs, nil
+}
+
+// claimValue is how claimKey stores c; the fencing scripts compare it
+// whole.
+func claimValue(node NodeID, epoch uint64) string {
+	return strconv.FormatUint(epoch, 10) + ":" + string(node)
+}
+
+// parseClaim reads a claimKey value.
+func parseClaim(name stream.Name, v string) (Claim, error) {
+	e, node, ok := strings.Cut(v, ":")
+	epoch, err := strconv.ParseUint(e, 10, 64)
+	if !ok || err != nil || epoch == 0 {
+		return Claim{}, fmt.Errorf("cluster: claim of %s: bad record %.64q", name, v)
+	}
+	return Claim{Stream: name, Node: NodeID(node), Epoch: epoch}, nil
+}
+
+// claimKeys are the KEYS of the claim scripts.
+func (r *Redis) claimKeys(name stream.Name) []string {
+	return []string{r.claimKey(name), r.epochKey(name), r.claimsKey()}
+}
+
+// leaseMS is the lease as PX takes it.
+func (r *Redis) leaseMS() int64 { return r.timeout.Milliseconds() }
+
+// Claim implements Registry.
+func (r *Redis) Claim(ctx context.Context, name stream.Name, node NodeID) (Claim, error) {
+	if node == "" {
+		return Claim{}, errEmptyNode("claim " + string(name))
+	}
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	res, err := claimScript.Run(ctx, r.client, r.claimKeys(name),
+		string(node), r.leaseMS(), r.nodeKey(""), string(name)).Slice()
+	if err != nil {
+		return Claim{}, unavailable("claim "+string(name), err)
+	}
+	if len(res) != 2 {
+		return Claim{}, fmt.Errorf("cluster: claim %s: unexpected script reply %v", name, res)
+	}
+	if won, _ := res[0].(int64); won != 1 {
+		return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %v", name, ErrClaimed, res[1])
+	}
+	epoch, _ := res[1].(int64)
+	if epoch <= 0 {
+		return Claim{}, fmt.Errorf("cluster: claim %s: unexpected epoch %v", name, res[1])
+	}
+	return Claim{Stream: name, Node: node, Epoch: uint64(epoch)}, nil
+}
+
+// Renew implements Registry.
+func (r *Redis) Renew(ctx context.Context, c Claim) error {
+	if err := checkClaim("renew", c); err != nil {
+		return err
+	}
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	ok, err := renewScript.Run(ctx, r.client, r.claimKeys(c.Stream),
+		claimValue(c.Node, c.Epoch), c.Epoch, string(c.Stream), r.leaseMS()).Int()
+	if err != nil {
+		return unavailable("renew "+string(c.Stream), err)
+	}
+	if ok != 1 {
+		return fmt.Errorf("cluster: renew %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
+	}
+	return nil
+}
+
+// Release implements Registry.
+func (r *Redis) Release(ctx context.Context, c Claim) error {
+	if err := checkClaim("release", c); err != nil {
+		return err
+	}
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	ok, err := releaseScript.Run(ctx, r.client, r.claimKeys(c.Stream),
+		claimValue(c.Node, c.Epoch), c.Epoch, string(c.Stream)).Int()
+	if err != nil {
+		return unavailable("release "+string(c.Stream), err)
+	}
+	if ok != 1 {
+		return fmt.Errorf("cluster: release %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
+	}
+	return nil
+}
+
+// Owner implements Registry.
+func (r *Redis) Owner(ctx context.Context, name stream.Name) (Claim, error) {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	v, err := r.client.Get(ctx, r.claimKey(name)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Claim{}, fmt.Errorf("cluster: owner of %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return Claim{}, unavailable("owner of "+string(name), err)
+	}
+	return parseClaim(name, v)
+}
+
+// Claims implements Registry.
+func (r *Redis) Claims(ctx context.Context) ([]Claim, error) {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	names, vals, err := r.list(ctx, r.claimsKey(), func(name string) string { return r.claimKey(stream.Name(name)) })
+	if err != nil {
+		return nil, unavailable("claims", err)
+	}
+	claims := make([]Claim, 0, len(names))
+	for i, name := range names {
+		c, err := parseClaim(stream.Name(name), vals[i])
+		if err != nil {
+			return nil, err
+		}
+		claims = append(claims, c)
+	}
+	slices.SortFunc(claims, func(a, b Claim) int { return cmp.Compare(a.Stream, b.Stream) })
+	return claims, nil
+}
+
+// SetRelay implements Registry.
+func (r *Redis) SetRelay(ctx context.Context, name stream.Name, rl Relay) error {
+	if rl.Node == "" {
+		return errEmptyNode("set relay of " + string(name))
+	}
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.relayKey(name, rl.Node), string(rl.Upstream), r.timeout)
+		p.SAdd(ctx, r.relaysKey(name), string(rl.Node))
+		p.PExpire(ctx, r.relaysKey(name), r.timeout)
+		return nil
+	})
+	if err != nil {
+		return unavailable("set relay of "+string(name), err)
+	}
+	return nil
+}
+
+// DeleteRelay implements Registry.
+func (r *Redis) DeleteRelay(ctx context.Context, name stream.Name, node NodeID) error {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.relayKey(name, node))
+		p.SRem(ctx, r.relaysKey(name), string(node))
+		return nil
+	})
+	if err != nil {
+		return unavailable("delete relay of "+string(name), err)
+	}
+	return nil
+}
+
+// Relays implements Registry.
+func (r *Redis) Relays(ctx context.Context, name stream.Name) ([]Relay, error) {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	nodes, upstreams, err := r.list(ctx, r.relaysKey(name), func(node string) string { return r.relayKey(name, NodeID(node)) })
+	if err != nil {
+		return nil, unavailable("relays of "+string(name), err)
+	}
+	relays := make([]Relay, len(nodes))
+	for i, node := range nodes {
+		relays[i] = Relay{Node: NodeID(node), Upstream: NodeID(upstreams[i])}
+	}
+	slices.SortFunc(relays, func(a, b Relay) int { return cmp.Compare(a.Node, b.Node) })
+	return relays, nil
+}
+
+// Close implements Registry: it closes the client's connections and
+// leaves every key in place (the node's records expire on their own, or
+// Leave removed them).
+func (r *Redis) Close() error {
+	if err := r.client.Close(); err != nil {
+		return fmt.Errorf("cluster: close redis: %w", err)
+	}
+	return nil
+}
+
+// quietRedisClient sends the Redis client's own log lines (one per failed
+// dial while the store is away) to slog at debug level, once per process:
+// nodes log the registry becoming unreachable and reachable again.
+var quietRedisClient sync.Once
+
+type redisDebugLog struct{}
+
+func (redisDebugLog) Printf(ctx context.Context, format string, v ...any) {
+	slog.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+}

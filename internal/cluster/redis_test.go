@@ -1,0 +1,556 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+func TestRedisRegistry(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t, 0)
+	runRegistrySuite(t, redisUnderTest(srv.url()))
+}
+
+// TestRedisClusterRegistry runs the suite on Redis Cluster: one node that
+// serves every slot, listed twice in the URL so that it reads as a cluster.
+// It checks that the hash-tagged prefix keeps the scripts' keys, the
+// owner's node key included, in one slot.
+func TestRedisClusterRegistry(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t, 0, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.port)})
+	defer rdb.Close()
+	if err := rdb.Do(bg, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
+	}
+	eventually(t, "the cluster to be up", func() bool {
+		info, err := rdb.ClusterInfo(bg).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	})
+	url := fmt.Sprintf("redis://127.0.0.1:%d,127.0.0.1:%d", srv.port, srv.port)
+	if opts, err := redisOptions(url); err != nil || !isCluster(opts) {
+		t.Fatalf("%s is not a cluster URL: %v", url, err)
+	}
+	runRegistrySuite(t, redisUnderTest(url))
+}
+
+// redisUnderTest opens registries on the store at url, emptied first.
+func redisUnderTest(url string) registryUnderTest {
+	wipe := func(t *testing.T, reg Registry) {
+		if err := reg.(*Redis).client.FlushAll(bg).Err(); err != nil {
+			t.Fatalf("FLUSHALL: %v", err)
+		}
+	}
+	return registryUnderTest{
+		open: func(t *testing.T, timeout time.Duration) Registry {
+			reg := openRedis(t, url, timeout, 0)
+			wipe(t, reg)
+			return reg
+		},
+		wipe: wipe,
+	}
+}
+
+// TestRedisKeys pins the key layout documented on Redis, and that listing
+// prunes the index sets.
+func TestRedisKeys(t *testing.T) {
+	srv := startRedis(t, 0)
+	reg := openRedis(t, srv.url(), shortTimeout, 0)
+	rdb := reg.client
+	mustHeartbeat(t, reg, nodeA)
+	c := mustClaim(t, reg, nameA, nodeA)
+	if err := reg.SetRelay(bg, nameA, Relay{Node: nodeB, Upstream: nodeA}); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{
+		"meshcast:claim:live/show":        "1:node-a",
+		"meshcast:epoch:live/show":        "1",
+		"meshcast:relay:live/show:node-b": "node-a",
+	} {
+		if got, err := rdb.Get(bg, key).Result(); err != nil || got != want {
+			t.Errorf("GET %s = %q, %v; want %q", key, got, err, want)
+		}
+	}
+	if rec, err := rdb.Get(bg, "meshcast:node:node-a").Result(); err != nil || !strings.Contains(rec, `"id":"node-a"`) {
+		t.Errorf("GET meshcast:node:node-a = %q, %v", rec, err)
+	}
+	for key, want := range map[string]string{
+		"meshcast:nodes":            "[node-a]",
+		"meshcast:claims":           "[live/show]",
+		"meshcast:relays:live/show": "[node-b]",
+	} {
+		if got, err := rdb.SMembers(bg, key).Result(); err != nil || fmt.Sprint(got) != want {
+			t.Errorf("SMEMBERS %s = %v, %v; want %s", key, got, err, want)
+		}
+	}
+	for _, key := range []string{"meshcast:node:node-a", "meshcast:claim:live/show", "meshcast:relay:live/show:node-b",
+		"meshcast:nodes", "meshcast:claims", "meshcast:relays:live/show"} {
+		if ttl, err := rdb.PTTL(bg, key).Result(); err != nil || ttl <= 0 || ttl > shortTimeout {
+			t.Errorf("PTTL %s = %v, %v; want within (0, %v]", key, ttl, err, shortTimeout)
+		}
+	}
+	if ttl, err := rdb.PTTL(bg, "meshcast:epoch:live/show").Result(); err != nil || ttl != -1 {
+		t.Errorf("PTTL of the epoch counter = %v, %v; want none (-1)", ttl, err)
+	}
+
+	// Listing prunes members whose record is gone; the epoch stays.
+	if err := reg.Release(bg, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(bg, "meshcast:node:node-a", "meshcast:relay:live/show:node-b").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ids := nodeIDs(t, reg); len(ids) != 0 {
+		t.Fatalf("Nodes = %v", ids)
+	}
+	if rs, err := reg.Relays(bg, nameA); err != nil || len(rs) != 0 {
+		t.Fatalf("Relays = %v, %v", rs, err)
+	}
+	for _, key := range []string{"meshcast:nodes", "meshcast:claims", "meshcast:relays:live/show"} {
+		if n, err := rdb.Exists(bg, key).Result(); err != nil || n != 0 {
+			t.Errorf("EXISTS %s = %d, %v after pruning; want 0", key, n, err)
+		}
+	}
+	if got, err := rdb.Get(bg, "meshcast:epoch:live/show").Result(); err != nil || got != "1" {
+		t.Errorf("epoch after release = %q, %v; want 1", got, err)
+	}
+
+	// Another prefix is another registry on the same store.
+	reg2, err := NewRedis(RedisConfig{URL: srv.url(), Prefix: "other:", NodeTimeout: longTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg2.Close()
+	if c, err := reg2.Claim(bg, nameA, nodeB); err != nil || c.Epoch != 1 {
+		t.Fatalf("Claim under another prefix = %+v, %v; want epoch 1", c, err)
+	}
+	if n, err := rdb.Exists(bg, "other:claim:live/show").Result(); err != nil || n != 1 {
+		t.Fatalf("EXISTS other:claim:live/show = %d, %v", n, err)
+	}
+}
+
+// TestRedisSharedStore runs two registries, as two nodes would, on one
+// store: what one writes the other reads.
+func TestRedisSharedStore(t *testing.T) {
+	srv := startRedis(t, 0)
+	r1 := openRedis(t, srv.url(), longTimeout, 0)
+	r2 := openRedis(t, srv.url(), longTimeout, 0)
+	mustHeartbeat(t, r1, nodeA)
+	mustHeartbeat(t, r2, nodeB)
+	if ids := nodeIDs(t, r1); fmt.Sprint(ids) != "[node-a node-b]" {
+		t.Fatalf("Nodes = %v", ids)
+	}
+	c := mustClaim(t, r1, nameA, nodeA)
+	_, err := r2.Claim(bg, nameA, nodeB)
+	wantErr(t, "Claim through the second client", err, ErrClaimed)
+	wantOwner(t, r2, c)
+}
+
+// TestRedisUnavailable stops and restarts the store under a registry.
+func TestRedisUnavailable(t *testing.T) {
+	settleGoroutines(t)
+	port := freePort(t)
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+
+	// A node starts while its store is down.
+	reg := openRedis(t, url, longTimeout, 500*time.Millisecond)
+	err := promptly(t, func() error { return reg.Heartbeat(bg, testNode(nodeA)) })
+	wantErr(t, "Heartbeat with the store down", err, ErrUnavailable)
+	t.Logf("with the store down: %v", err)
+	if !strings.Contains(err.Error(), "refused") {
+		t.Errorf("error %q does not give the cause", err)
+	}
+
+	srv := startRedis(t, port)
+	eventually(t, "the store to come up", func() bool { return reg.Heartbeat(bg, testNode(nodeA)) == nil })
+	c := mustClaim(t, reg, nameA, nodeA)
+	if err := reg.SetRelay(bg, nameB, Relay{Node: nodeB, Upstream: nodeA}); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.stop(t)
+	for _, call := range []struct {
+		name string
+		do   func() error
+	}{
+		{"Heartbeat", func() error { return reg.Heartbeat(bg, testNode(nodeA)) }},
+		{"Leave", func() error { return reg.Leave(bg, nodeB) }},
+		{"Nodes", func() error { _, err := reg.Nodes(bg); return err }},
+		{"Node", func() error { _, err := reg.Node(bg, nodeA); return err }},
+		{"Claim", func() error { _, err := reg.Claim(bg, nameB, nodeA); return err }},
+		{"Renew", func() error { return reg.Renew(bg, c) }},
+		{"Release", func() error { return reg.Release(bg, c) }},
+		{"Owner", func() error { _, err := reg.Owner(bg, nameA); return err }},
+		{"Claims", func() error { _, err := reg.Claims(bg); return err }},
+		{"SetRelay", func() error { return reg.SetRelay(bg, nameB, Relay{Node: nodeB, Upstream: nodeA}) }},
+		{"DeleteRelay", func() error { return reg.DeleteRelay(bg, nameB, nodeB) }},
+		{"Relays", func() error { _, err := reg.Relays(bg, nameB); return err }},
+	} {
+		wantErr(t, call.name+" with the store down", promptly(t, call.do), ErrUnavailable)
+	}
+
+	// The store comes back empty; the owner re-asserts its claim. Calls
+	// may fail a little longer than the store is down: go-redis stops
+	// dialing after repeated failures and probes again once a second,
+	// for its command and pipeline pools separately. The node's loops
+	// retry, as this one does.
+	startRedis(t, port)
+	eventually(t, "the store to come back", func() bool {
+		if err := reg.Heartbeat(bg, testNode(nodeA)); err != nil {
+			wantErr(t, "Heartbeat while the store comes back", err, ErrUnavailable)
+			return false
+		}
+		if err := reg.Renew(bg, c); err != nil {
+			wantErr(t, "Renew after the store restarted", err, ErrUnavailable)
+			return false
+		}
+		return true
+	})
+	wantOwner(t, reg, c)
+	mustHeartbeat(t, reg, nodeB)
+	_, err = reg.Claim(bg, nameA, nodeB)
+	wantErr(t, "Claim by node-b after the re-assertion", err, ErrClaimed)
+	if next := mustClaim(t, reg, nameA, nodeA); next.Epoch != c.Epoch+1 {
+		t.Fatalf("epoch after the re-assertion = %d, want %d", next.Epoch, c.Epoch+1)
+	}
+}
+
+// TestRedisOpTimeout: a store that takes connections but never answers
+// fails calls after OpTimeout, and the caller's deadline also counts.
+func TestRedisOpTimeout(t *testing.T) {
+	settleGoroutines(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+
+	reg := openRedis(t, "redis://"+ln.Addr().String(), longTimeout, 300*time.Millisecond)
+	wantErr(t, "Heartbeat to a silent store", promptly(t, func() error { return reg.Heartbeat(bg, testNode(nodeA)) }), ErrUnavailable)
+	_, err = reg.Claim(bg, nameA, nodeA)
+	wantErr(t, "Claim from a silent store", err, ErrUnavailable)
+
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	err = reg.Renew(ctx, Claim{Stream: nameA, Node: nodeA, Epoch: 1})
+	wantErr(t, "Renew with a cancelled context", err, ErrUnavailable)
+	wantErr(t, "Renew with a cancelled context", err, context.Canceled)
+}
+
+func TestRedisBadURL(t *testing.T) {
+	for _, url := range []string{
+		"",
+		"localhost:6379",
+		"127.0.0.1:6379",
+		"http://127.0.0.1:6379",
+		"unix:///tmp/redis.sock",
+		"redis://",
+		"redis://user:pass@",
+		"redis://127.0.0.1:notaport",
+		"redis://127.0.0.1:6379/notadb",
+		"redis://127.0.0.1:6379/0/1",
+		"redis://127.0.0.1:6379?bogus=1",
+		"redis://127.0.0.1:6379?dial_timeout=soon",
+		"redis://%zz:6379",
+		"redis://h1:6379,,h2:6379",
+		"redis://h1:6379,",
+		"redis://h1:6379,h2:6379/3",
+		"redis://s1:26379?master=",
+		"redis://s1:26379,s2:x?master=mymaster",
+	} {
+		reg, err := NewRedis(RedisConfig{URL: url})
+		if err == nil {
+			reg.Close()
+			t.Errorf("NewRedis(%q) succeeded", url)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), "cluster: redis url: ") {
+			t.Errorf("NewRedis(%q): error %q does not say what is wrong", url, err)
+		}
+	}
+
+	// The password stays out of the message.
+	_, err := NewRedis(RedisConfig{URL: "redis://user:s3cret@127.0.0.1:x/0"})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error %v gives the password away", err)
+	}
+}
+
+func TestRedisURL(t *testing.T) {
+	for _, tc := range []struct {
+		url       string
+		addrs     string
+		master    string
+		db        int
+		user      string
+		pass      string
+		tlsServer string // "-": no TLS
+		cluster   bool
+	}{
+		{url: "redis://127.0.0.1:6379", addrs: "[127.0.0.1:6379]", tlsServer: "-"},
+		{url: "redis://redis.internal/2", addrs: "[redis.internal:6379]", db: 2, tlsServer: "-"},
+		{url: "redis://u:p%40ss@h:7000/1", addrs: "[h:7000]", db: 1, user: "u", pass: "p@ss", tlsServer: "-"},
+		{url: "redis://:pw@[::1]:6380", addrs: "[[::1]:6380]", pass: "pw", tlsServer: "-"},
+		{url: "rediss://h.example:6380", addrs: "[h.example:6380]", tlsServer: "h.example"},
+		{url: "redis://h1:7000,h2:7001,h3", addrs: "[h1:7000 h2:7001 h3:6379]", tlsServer: "-", cluster: true},
+		{url: "rediss://u:p@h1:7000,h2:7001/0", addrs: "[h1:7000 h2:7001]", user: "u", pass: "p", tlsServer: "", cluster: true},
+		{url: "redis://:pw@s1:5000,s2/3?master=mymaster", addrs: "[s1:5000 s2:26379]", master: "mymaster", db: 3, pass: "pw", tlsServer: "-"},
+		{url: "redis://s1?master=m&dial_timeout=2s", addrs: "[s1:26379]", master: "m", tlsServer: "-"},
+		{url: "rediss://s1:5000?master=m", addrs: "[s1:5000]", master: "m", tlsServer: ""},
+	} {
+		opts, err := redisOptions(tc.url)
+		if err != nil {
+			t.Errorf("%s: %v", tc.url, err)
+			continue
+		}
+		tlsServer := "-"
+		if opts.TLSConfig != nil {
+			tlsServer = opts.TLSConfig.ServerName
+		}
+		if fmt.Sprint(opts.Addrs) != tc.addrs || opts.MasterName != tc.master || opts.DB != tc.db ||
+			opts.Username != tc.user || opts.Password != tc.pass || tlsServer != tc.tlsServer || isCluster(opts) != tc.cluster {
+			t.Errorf("%s: addrs %v master %q db %d user %q pass %q tls %q cluster %v; want %s %q %d %q %q %q %v",
+				tc.url, opts.Addrs, opts.MasterName, opts.DB, opts.Username, opts.Password, tlsServer, isCluster(opts),
+				tc.addrs, tc.master, tc.db, tc.user, tc.pass, tc.tlsServer, tc.cluster)
+		}
+	}
+	if opts, err := redisOptions("redis://s1?master=m&dial_timeout=2s"); err != nil || opts.DialTimeout != 2*time.Second {
+		t.Errorf("query options are lost: %+v, %v", opts, err)
+	}
+
+	// In Redis Cluster every key shares the prefix's hash tag, so the
+	// scripts' keys live in one slot.
+	for prefix, want := range map[string]string{"": "{meshcast:}", "mc:": "{mc:}", "{mc}:": "{mc}:"} {
+		reg, err := NewRedis(RedisConfig{URL: "redis://127.0.0.1:1,127.0.0.1:2", Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reg.prefix != want {
+			t.Errorf("cluster prefix for %q = %q, want %q", prefix, reg.prefix, want)
+		}
+		reg.Close()
+	}
+	reg, err := NewRedis(RedisConfig{URL: "redis://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	if reg.prefix != DefaultRedisPrefix || reg.timeout != DefaultNodeTimeout || reg.opTimeout != time.Second {
+		t.Errorf("defaults: prefix %q, node timeout %v, op timeout %v", reg.prefix, reg.timeout, reg.opTimeout)
+	}
+}
+
+// openRedis returns a Redis registry on url, closed when the test ends.
+func openRedis(t *testing.T, url string, timeout, opTimeout time.Duration) *Redis {
+	t.Helper()
+	reg, err := NewRedis(RedisConfig{URL: url, NodeTimeout: timeout, OpTimeout: opTimeout})
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := reg.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return reg
+}
+
+// promptly runs call, failing the test if it hangs: a registry call must
+// return within its OpTimeout whatever the store does. The bound is loose;
+// how quick the call is is not under test.
+func promptly(t *testing.T, call func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- call() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("registry call hangs")
+		return nil
+	}
+}
+
+// settleGoroutines waits, when the test ends, for the goroutines go-redis
+// leaves behind after a failed dial (a dial retry, a once-a-second probe of
+// a store that is down) to notice the client was closed, so that the
+// goroutine-leak check in TestMain sees only real leaks.
+func settleGoroutines(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for goleak.Find(ignore) != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}
+
+// redisServer is a redis-server child process, without persistence, on a
+// loopback port.
+type redisServer struct {
+	port   int
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd exits
+	out    *lockedBuffer
+	once   sync.Once
+}
+
+func (s *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.port) }
+
+// startRedis starts redis-server on port, or on a free port if port is 0,
+// with extra arguments args, and stops it when the test ends. Without redis-server on PATH the test is
+// skipped, or fails in CI, which must have run scripts/install-test-deps.sh.
+func startRedis(t *testing.T, port int, args ...string) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server not installed: the test command must install it (scripts/install-test-deps.sh)")
+		}
+		t.Skip("redis-server not installed: run scripts/install-test-deps.sh")
+	}
+	for attempt := 0; ; attempt++ {
+		p := port
+		if p == 0 {
+			p = freePort(t)
+		}
+		s, err := runRedis(t, bin, p, args)
+		if err == nil {
+			t.Cleanup(func() { s.stop(t) })
+			return s
+		}
+		// A free port can be taken between freePort and redis-server's
+		// bind; a port of our own should be free again at once.
+		if attempt == 4 {
+			t.Fatalf("redis-server: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func runRedis(t *testing.T, bin string, port int, args []string) (*redisServer, error) {
+	s := &redisServer{port: port, exited: make(chan struct{}), out: &lockedBuffer{}}
+	s.cmd = exec.Command(bin, append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no",
+		"--dir", t.TempDir()}, args...)...)
+	s.cmd.Stdout = s.out
+	s.cmd.Stderr = s.out
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		_ = s.cmd.Wait()
+		close(s.exited)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ping(port) {
+			return s, nil
+		}
+		select {
+		case <-s.exited:
+			return nil, fmt.Errorf("exited on port %d: %s", port, s.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.stop(t)
+			return nil, fmt.Errorf("no answer on port %d: %s", port, s.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stop ends the server and waits for it to be gone, so its port is free.
+func (s *redisServer) stop(t *testing.T) {
+	s.once.Do(func() {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+			t.Logf("redis-server on port %d ignored SIGTERM: %s", s.port, s.out.String())
+		}
+	})
+}
+
+// ping tells whether a Redis server answers on port.
+func ping(port int) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

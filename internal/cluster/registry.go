@@ -1,0 +1,146 @@
+// Package cluster lets meshcast nodes cooperate: a Registry says which nodes
+// are alive and which node owns each stream; relays pull a stream from its
+// owner once per node, however many viewers that node has.
+//
+// Ownership rests on epochs, not on locks: a node claims a stream with a
+// lease and receives an epoch that only ever grows for that name (a fencing
+// token). Renewal, release and takeover are compare-and-set on the epoch, so
+// a node that lost its claim (it stalled, or the registry lost its data) is
+// told so and can never overwrite a newer owner.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// NodeID names a node in the cluster. It is stable across restarts of the
+// same node (--node-id).
+type NodeID string
+
+// NodeState is what a node is doing.
+type NodeState string
+
+// Node states.
+const (
+	// StateServing takes publishers and viewers.
+	StateServing NodeState = "serving"
+	// StateDraining takes no new work and is about to leave.
+	StateDraining NodeState = "draining"
+)
+
+// Load is a node's live load, sent with every heartbeat.
+type Load struct {
+	Viewers   int     `json:"viewers"`
+	Streams   int     `json:"streams"`
+	EgressBPS int64   `json:"egress_bps"`
+	CPU       float64 `json:"cpu"` // fraction of the node's cores in use, 0..1
+}
+
+// Node is a node's registry record.
+type Node struct {
+	ID     NodeID `json:"id"`
+	Region string `json:"region,omitempty"`
+	// RTMPAddr and HTTPAddr are host:port that peers and clients reach the
+	// node at (the advertised host with the listen ports).
+	RTMPAddr string    `json:"rtmp_addr"`
+	HTTPAddr string    `json:"http_addr"`
+	Capacity int       `json:"capacity"` // viewers the node takes at most
+	State    NodeState `json:"state"`
+	Load     Load      `json:"load"`
+	Started  time.Time `json:"started"`
+	// Seen is when the registry last heard the node's heartbeat. Set by
+	// the registry.
+	Seen time.Time `json:"seen"`
+}
+
+// Claim is a node's ownership of a stream.
+type Claim struct {
+	Stream stream.Name `json:"stream"`
+	Node   NodeID      `json:"node"`
+	// Epoch grows with every new claim of the name, whichever node makes
+	// it: the newest owner always holds the highest epoch.
+	Epoch uint64 `json:"epoch"`
+}
+
+// Relay records that a node relays a stream, and from which node it pulls.
+type Relay struct {
+	Node     NodeID `json:"node"`
+	Upstream NodeID `json:"upstream"`
+}
+
+// Epochs are unique while the store keeps its counters; a store that
+// loses them (Redis without persistence, restarted) numbers new claims from
+// 1 again until owners re-assert theirs with Renew. Run Redis with
+// persistence where that matters.
+
+// Errors callers branch on.
+var (
+	// ErrClaimed refuses a claim: another live node owns the stream.
+	ErrClaimed = errors.New("stream is owned by another node")
+	// ErrLost answers a renewal or release by a node that no longer owns
+	// the stream at that epoch: a newer owner exists.
+	ErrLost = errors.New("stream ownership lost to a newer claim")
+	// ErrNotFound answers a look-up of a node or an owner that is not there.
+	ErrNotFound = errors.New("not found in the registry")
+	// ErrUnavailable wraps failures of the registry's store: it cannot be
+	// reached, timed out, or answered with an error of its own.
+	ErrUnavailable = errors.New("registry unavailable")
+)
+
+// Registry is the cluster's shared state. Every method returns promptly:
+// implementations bound each call to the store with a timeout, and wrap a
+// store that cannot be reached in ErrUnavailable. Nothing on the media path
+// calls a Registry.
+type Registry interface {
+	// Heartbeat registers n or refreshes its record; n is alive until
+	// NodeTimeout passes without another heartbeat.
+	Heartbeat(ctx context.Context, n Node) error
+	// Leave removes n's record at once (a clean shutdown).
+	Leave(ctx context.Context, id NodeID) error
+	// Nodes returns the live nodes, sorted by ID.
+	Nodes(ctx context.Context) ([]Node, error)
+	// Node returns one live node, or ErrNotFound.
+	Node(ctx context.Context, id NodeID) (Node, error)
+
+	// Claim makes node the owner of name with a new, higher epoch. It
+	// succeeds when the name has no owner, when its owner's lease has run
+	// out, when its owner is no longer alive, or when node already owns it
+	// (a publisher that came back to the same node); otherwise ErrClaimed.
+	// The claim lasts one lease (the registry's NodeTimeout) unless renewed.
+	Claim(ctx context.Context, name stream.Name, node NodeID) (Claim, error)
+	// Renew extends c's lease. When the registry has lost c (its store
+	// restarted empty, or the lease ran out while the store was away),
+	// Renew restores it at c's epoch if no higher epoch has been handed out
+	// for the name, even over a current claim of a lower epoch, which only
+	// such a loss allows: the highest epoch always wins. ErrLost when a
+	// higher epoch exists.
+	Renew(ctx context.Context, c Claim) error
+	// Release ends c if it is still the current claim (compare-and-set on
+	// node and epoch); releasing a claim already superseded is ErrLost.
+	Release(ctx context.Context, c Claim) error
+	// Owner returns the current claim of name whose lease has not run out,
+	// or ErrNotFound.
+	Owner(ctx context.Context, name stream.Name) (Claim, error)
+	// Claims returns every current claim, sorted by stream name.
+	Claims(ctx context.Context) ([]Claim, error)
+
+	// SetRelay records that r.Node relays name, for one NodeTimeout unless
+	// set again.
+	SetRelay(ctx context.Context, name stream.Name, r Relay) error
+	// DeleteRelay removes node's relay record of name.
+	DeleteRelay(ctx context.Context, name stream.Name, node NodeID) error
+	// Relays returns the current relays of name, sorted by node.
+	Relays(ctx context.Context, name stream.Name) ([]Relay, error)
+
+	// Close releases the registry's connections. It does not remove
+	// anything from the store.
+	Close() error
+}
+
+// DefaultNodeTimeout is how long a node stays alive, and a claim held,
+// without a heartbeat or a renewal.
+const DefaultNodeTimeout = 5 * time.Second

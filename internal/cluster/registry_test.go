@@ -1,0 +1,752 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+func TestMain(m *testing.M) {
+	// go-redis logs every failed dial to stderr, and the Redis tests fail
+	// dials on purpose: the errors they check say the same.
+	redis.SetLogger(quietLogger{})
+	goleak.VerifyTestMain(m)
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// Timeouts the suite runs with. shortTimeout is for tests that wait for something
+// to expire; longTimeout is for tests where nothing may expire, leaving room for
+// a loaded machine that is slow to send the next heartbeat.
+const (
+	shortTimeout = 400 * time.Millisecond
+	longTimeout  = 3 * time.Second
+)
+
+// registryUnderTest makes the registries the conformance suite runs against.
+type registryUnderTest struct {
+	// open returns an empty registry whose nodes, claims and relays last
+	// timeout.
+	open func(t *testing.T, timeout time.Duration) Registry
+	// wipe makes reg's store forget everything, epoch counters included,
+	// as a Redis that restarted without persistence does.
+	wipe func(t *testing.T, reg Registry)
+}
+
+func TestMemoryRegistry(t *testing.T) {
+	t.Parallel()
+	runRegistrySuite(t, registryUnderTest{
+		open: func(t *testing.T, timeout time.Duration) Registry {
+			return NewMemory(MemoryConfig{NodeTimeout: timeout})
+		},
+		wipe: func(t *testing.T, reg Registry) { reg.(*Memory).reset() },
+	})
+}
+
+func TestMemoryDefaultTimeout(t *testing.T) {
+	if got := NewMemory(MemoryConfig{}).timeout; got != DefaultNodeTimeout {
+		t.Fatalf("timeout = %v, want DefaultNodeTimeout", got)
+	}
+}
+
+// runRegistrySuite holds every Registry to the same contract.
+func runRegistrySuite(t *testing.T, rt registryUnderTest) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, rt registryUnderTest)
+	}{
+		{"HeartbeatMakesAlive", testHeartbeatMakesAlive},
+		{"NodeExpires", testNodeExpires},
+		{"Leave", testLeave},
+		{"NodesSorted", testNodesSorted},
+		{"ClaimFreeName", testClaimFreeName},
+		{"ClaimRefusedWhileOwnerAlive", testClaimRefusedWhileOwnerAlive},
+		{"TakeoverWhenOwnerDies", testTakeoverWhenOwnerDies},
+		{"TakeoverWhenLeaseRunsOut", testTakeoverWhenLeaseRunsOut},
+		{"SameNodeReclaim", testSameNodeReclaim},
+		{"EpochsIncrease", testEpochsIncrease},
+		{"SupersededOwnerLoses", testSupersededOwnerLoses},
+		{"RenewAfterLeaseRanOut", testRenewAfterLeaseRanOut},
+		{"RenewReassertsAfterWipe", testRenewReassertsAfterWipe},
+		{"OwnerAndClaims", testOwnerAndClaims},
+		{"Relays", testRelays},
+		{"RelaysExpire", testRelaysExpire},
+		{"ConcurrentClaims", testConcurrentClaims},
+		{"BadArguments", testBadArguments},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, rt) })
+	}
+}
+
+var (
+	bg        = context.Background()
+	nameA     = stream.Name("live/show")
+	nameB     = stream.Name("live/other")
+	nameC     = stream.Name("app/third")
+	nodeA     = NodeID("node-a")
+	nodeB     = NodeID("node-b")
+	nodeC     = NodeID("node-c")
+	seenSlack = time.Minute // Seen must be at most this old
+)
+
+func testNode(id NodeID) Node {
+	return Node{
+		ID:       id,
+		Region:   "eu-west",
+		RTMPAddr: "10.0.0.1:1935",
+		HTTPAddr: "10.0.0.1:8080",
+		Capacity: 1000,
+		State:    StateServing,
+		Load:     Load{Viewers: 12, Streams: 2, EgressBPS: 3_000_000, CPU: 0.25},
+		Started:  time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+func mustHeartbeat(t *testing.T, reg Registry, ids ...NodeID) {
+	t.Helper()
+	for _, id := range ids {
+		if err := reg.Heartbeat(bg, testNode(id)); err != nil {
+			t.Fatalf("Heartbeat(%s): %v", id, err)
+		}
+	}
+}
+
+func mustClaim(t *testing.T, reg Registry, name stream.Name, id NodeID) Claim {
+	t.Helper()
+	c, err := reg.Claim(bg, name, id)
+	if err != nil {
+		t.Fatalf("Claim(%s, %s): %v", name, id, err)
+	}
+	if c.Stream != name || c.Node != id {
+		t.Fatalf("Claim(%s, %s) = %+v", name, id, c)
+	}
+	return c
+}
+
+func nodeIDs(t *testing.T, reg Registry) []NodeID {
+	t.Helper()
+	nodes, err := reg.Nodes(bg)
+	if err != nil {
+		t.Fatalf("Nodes: %v", err)
+	}
+	ids := make([]NodeID, len(nodes))
+	for i, n := range nodes {
+		ids[i] = n.ID
+	}
+	return ids
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: error %v, want %v", what, err, want)
+	}
+}
+
+func wantOwner(t *testing.T, reg Registry, want Claim) {
+	t.Helper()
+	got, err := reg.Owner(bg, want.Stream)
+	if err != nil || got != want {
+		t.Fatalf("Owner(%s) = %+v, %v; want %+v", want.Stream, got, err, want)
+	}
+}
+
+// eventually polls cond until it holds. The deadline only catches a cond
+// that never holds: how soon it holds is not under test.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// keepAlive heartbeats ids, and renews claims, every tick until the test
+// ends or stop is called. Failures are reported when it stops.
+func keepAlive(t *testing.T, reg Registry, ids []NodeID, claims ...Claim) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, id := range ids {
+				if err := reg.Heartbeat(bg, testNode(id)); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+			for _, c := range claims {
+				if err := reg.Renew(bg, c); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if len(errs) > 0 {
+				t.Errorf("keeping %v alive: %v", ids, errors.Join(errs...))
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func testHeartbeatMakesAlive(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	if _, err := reg.Node(bg, nodeA); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Node before heartbeat: %v, want ErrNotFound", err)
+	}
+	if ids := nodeIDs(t, reg); len(ids) != 0 {
+		t.Fatalf("Nodes of an empty registry = %v", ids)
+	}
+	before := time.Now()
+	mustHeartbeat(t, reg, nodeA)
+	got, err := reg.Node(bg, nodeA)
+	if err != nil {
+		t.Fatalf("Node: %v", err)
+	}
+	if got.Seen.IsZero() || got.Seen.Before(before.Add(-seenSlack)) || got.Seen.After(time.Now().Add(seenSlack)) {
+		t.Errorf("Seen = %v, want about now (%v)", got.Seen, before)
+	}
+	want := testNode(nodeA)
+	want.Seen = got.Seen
+	if !got.Started.Equal(want.Started) {
+		t.Errorf("Started = %v, want %v", got.Started, want.Started)
+	}
+	got.Started = want.Started
+	if got != want {
+		t.Errorf("Node = %+v\nwant   %+v", got, want)
+	}
+
+	// A heartbeat replaces the record.
+	n := testNode(nodeA)
+	n.State = StateDraining
+	n.Load.Viewers = 99
+	if err := reg.Heartbeat(bg, n); err != nil {
+		t.Fatal(err)
+	}
+	got, err = reg.Node(bg, nodeA)
+	if err != nil || got.State != StateDraining || got.Load.Viewers != 99 {
+		t.Fatalf("Node after second heartbeat = %+v, %v", got, err)
+	}
+	nodes, err := reg.Nodes(bg)
+	if err != nil || len(nodes) != 1 || nodes[0].ID != nodeA || nodes[0].State != StateDraining {
+		t.Fatalf("Nodes = %+v, %v", nodes, err)
+	}
+}
+
+func testNodeExpires(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	stop := keepAlive(t, reg, []NodeID{nodeB})
+	defer stop()
+	eventually(t, "node-a to expire", func() bool {
+		_, err := reg.Node(bg, nodeA)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Node: %v", err)
+		}
+		return err != nil
+	})
+	if ids := nodeIDs(t, reg); fmt.Sprint(ids) != "[node-b]" {
+		t.Fatalf("Nodes after node-a expired = %v, want [node-b]", ids)
+	}
+	if _, err := reg.Node(bg, nodeB); err != nil {
+		t.Fatalf("Node(node-b), kept alive: %v", err)
+	}
+	// A heartbeat brings an expired node back.
+	mustHeartbeat(t, reg, nodeA)
+	if ids := nodeIDs(t, reg); fmt.Sprint(ids) != "[node-a node-b]" {
+		t.Fatalf("Nodes = %v, want [node-a node-b]", ids)
+	}
+}
+
+func testLeave(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	if err := reg.Leave(bg, nodeA); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	wantErr(t, "Node after Leave", func() error { _, err := reg.Node(bg, nodeA); return err }(), ErrNotFound)
+	if ids := nodeIDs(t, reg); fmt.Sprint(ids) != "[node-b]" {
+		t.Fatalf("Nodes after Leave = %v, want [node-b]", ids)
+	}
+	if err := reg.Leave(bg, "never-seen"); err != nil {
+		t.Fatalf("Leave of an unknown node: %v", err)
+	}
+}
+
+func testNodesSorted(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, "n3", "n10", "n1", "a", "n2")
+	if ids := nodeIDs(t, reg); fmt.Sprint(ids) != "[a n1 n10 n2 n3]" {
+		t.Fatalf("Nodes = %v, want sorted [a n1 n10 n2 n3]", ids)
+	}
+}
+
+func testClaimFreeName(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA)
+	wantErr(t, "Owner of an unclaimed name", func() error { _, err := reg.Owner(bg, nameA); return err }(), ErrNotFound)
+	c := mustClaim(t, reg, nameA, nodeA)
+	if c.Epoch != 1 {
+		t.Fatalf("first claim's epoch = %d, want 1", c.Epoch)
+	}
+	wantOwner(t, reg, c)
+	if err := reg.Renew(bg, c); err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	wantOwner(t, reg, c)
+}
+
+func testClaimRefusedWhileOwnerAlive(t *testing.T, rt registryUnderTest) {
+	// short leases, so the owner only holds the name by renewing it.
+	reg := rt.open(t, 500*time.Millisecond)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	c := mustClaim(t, reg, nameA, nodeA)
+	stop := keepAlive(t, reg, []NodeID{nodeA, nodeB}, c)
+	// Try for longer than a lease: only the renewals keep node-b out.
+	for end := time.Now().Add(1200 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		_, err := reg.Claim(bg, nameA, nodeB)
+		wantErr(t, "Claim by node-b", err, ErrClaimed)
+		if !strings.Contains(err.Error(), string(nodeA)) {
+			t.Fatalf("ErrClaimed %q does not name the owner %s", err, nodeA)
+		}
+	}
+	stop()
+	wantOwner(t, reg, c)
+}
+
+func testTakeoverWhenOwnerDies(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	_, err := reg.Claim(bg, nameA, nodeB)
+	wantErr(t, "Claim by node-b while node-a is alive", err, ErrClaimed)
+
+	// node-a stops heartbeating but keeps renewing its claim: what frees
+	// the name is node-a's record expiring, not the lease.
+	var cb Claim
+	eventually(t, "node-b to take over from dead node-a", func() bool {
+		mustHeartbeat(t, reg, nodeB)
+		if err := reg.Renew(bg, ca); err != nil {
+			t.Fatalf("Renew by node-a before the takeover: %v", err)
+		}
+		var err error
+		cb, err = reg.Claim(bg, nameA, nodeB)
+		if err != nil && !errors.Is(err, ErrClaimed) {
+			t.Fatalf("Claim by node-b: %v", err)
+		}
+		return err == nil
+	})
+	if cb.Node != nodeB || cb.Epoch <= ca.Epoch {
+		t.Fatalf("takeover claim %+v, want node-b above epoch %d", cb, ca.Epoch)
+	}
+	wantOwner(t, reg, cb)
+	wantErr(t, "Renew by node-a after the takeover", reg.Renew(bg, ca), ErrLost)
+	wantOwner(t, reg, cb)
+}
+
+func testTakeoverWhenLeaseRunsOut(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	// Both nodes stay alive, but node-a never renews.
+	stop := keepAlive(t, reg, []NodeID{nodeA, nodeB})
+	defer stop()
+	var cb Claim
+	eventually(t, "node-a's lease to run out", func() bool {
+		var err error
+		cb, err = reg.Claim(bg, nameA, nodeB)
+		if err != nil && !errors.Is(err, ErrClaimed) {
+			t.Fatalf("Claim by node-b: %v", err)
+		}
+		return err == nil
+	})
+	if cb.Epoch <= ca.Epoch {
+		t.Fatalf("epoch after the lease ran out = %d, want above %d", cb.Epoch, ca.Epoch)
+	}
+	wantErr(t, "Renew of the lapsed claim", reg.Renew(bg, ca), ErrLost)
+	wantErr(t, "Release of the lapsed claim", reg.Release(bg, ca), ErrLost)
+	wantOwner(t, reg, cb)
+}
+
+func testSameNodeReclaim(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA)
+	c1 := mustClaim(t, reg, nameA, nodeA)
+	c2 := mustClaim(t, reg, nameA, nodeA)
+	if c2.Epoch <= c1.Epoch {
+		t.Fatalf("reclaim epoch %d, want above %d", c2.Epoch, c1.Epoch)
+	}
+	wantOwner(t, reg, c2)
+	// The first claim is superseded, even by its own node.
+	wantErr(t, "Renew of the older claim", reg.Renew(bg, c1), ErrLost)
+	wantErr(t, "Release of the older claim", reg.Release(bg, c1), ErrLost)
+	wantOwner(t, reg, c2)
+}
+
+func testEpochsIncrease(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	var last uint64
+	for i := range 6 {
+		id := []NodeID{nodeA, nodeB}[i%2]
+		c := mustClaim(t, reg, nameA, id)
+		if c.Epoch <= last {
+			t.Fatalf("claim %d: epoch %d, want above %d", i, c.Epoch, last)
+		}
+		last = c.Epoch
+		if err := reg.Release(bg, c); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		wantErr(t, "Owner after Release", func() error { _, err := reg.Owner(bg, nameA); return err }(), ErrNotFound)
+		// A released claim is over: it can be neither renewed back nor
+		// released twice once a newer one was taken.
+		if i > 0 {
+			continue
+		}
+		next := mustClaim(t, reg, nameA, nodeB)
+		wantErr(t, "Renew of a released claim", reg.Renew(bg, c), ErrLost)
+		if err := reg.Release(bg, next); err != nil {
+			t.Fatal(err)
+		}
+		last = next.Epoch
+	}
+	// Epochs are per name.
+	if c := mustClaim(t, reg, nameB, nodeA); c.Epoch != 1 {
+		t.Fatalf("first claim of another name: epoch %d, want 1", c.Epoch)
+	}
+}
+
+func testSupersededOwnerLoses(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	// node-a leaves (or crashed and its record went): node-b may take over
+	// at once, without waiting for node-a's lease.
+	if err := reg.Leave(bg, nodeA); err != nil {
+		t.Fatal(err)
+	}
+	cb := mustClaim(t, reg, nameA, nodeB)
+	if cb.Epoch <= ca.Epoch {
+		t.Fatalf("takeover epoch %d, want above %d", cb.Epoch, ca.Epoch)
+	}
+	// node-a comes back, unaware.
+	mustHeartbeat(t, reg, nodeA)
+	wantErr(t, "Renew by the superseded owner", reg.Renew(bg, ca), ErrLost)
+	wantErr(t, "Release by the superseded owner", reg.Release(bg, ca), ErrLost)
+	wantOwner(t, reg, cb)
+	_, err := reg.Claim(bg, nameA, nodeA)
+	wantErr(t, "Claim by node-a while node-b owns the name", err, ErrClaimed)
+	if err := reg.Renew(bg, cb); err != nil {
+		t.Fatalf("Renew by the new owner: %v", err)
+	}
+	if err := reg.Release(bg, cb); err != nil {
+		t.Fatalf("Release by the new owner: %v", err)
+	}
+	wantErr(t, "Owner after Release", func() error { _, err := reg.Owner(bg, nameA); return err }(), ErrNotFound)
+}
+
+func testRenewAfterLeaseRanOut(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	mustHeartbeat(t, reg, nodeA)
+	c := mustClaim(t, reg, nameA, nodeA)
+	eventually(t, "the lease to run out", func() bool {
+		_, err := reg.Owner(bg, nameA)
+		return errors.Is(err, ErrNotFound)
+	})
+	// Nobody claimed since: the owner may restore its claim...
+	if err := reg.Renew(bg, c); err != nil {
+		t.Fatalf("Renew after the lease ran out: %v", err)
+	}
+	wantOwner(t, reg, c)
+	eventually(t, "the lease to run out again", func() bool {
+		_, err := reg.Owner(bg, nameA)
+		return errors.Is(err, ErrNotFound)
+	})
+	// ...or release it, which it already is.
+	if err := reg.Release(bg, c); err != nil {
+		t.Fatalf("Release after the lease ran out: %v", err)
+	}
+	// The next claim still numbers above it.
+	mustHeartbeat(t, reg, nodeA)
+	if next := mustClaim(t, reg, nameA, nodeA); next.Epoch <= c.Epoch {
+		t.Fatalf("next epoch %d, want above %d", next.Epoch, c.Epoch)
+	}
+}
+
+func testRenewReassertsAfterWipe(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	old := mustClaim(t, reg, nameA, nodeB) // superseded below
+	if err := reg.Leave(bg, nodeB); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, reg, nameA, nodeA)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	cOther := mustClaim(t, reg, nameB, nodeA)
+	if ca.Epoch != 3 {
+		t.Fatalf("epoch = %d, want 3", ca.Epoch)
+	}
+
+	rt.wipe(t, reg)
+	wantErr(t, "Owner after the wipe", func() error { _, err := reg.Owner(bg, nameA); return err }(), ErrNotFound)
+	if ids := nodeIDs(t, reg); len(ids) != 0 {
+		t.Fatalf("Nodes after the wipe = %v", ids)
+	}
+
+	// The owners re-assert what the store forgot, at their epochs.
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	if err := reg.Renew(bg, ca); err != nil {
+		t.Fatalf("Renew after the wipe: %v", err)
+	}
+	if err := reg.Renew(bg, cOther); err != nil {
+		t.Fatalf("Renew of another name after the wipe: %v", err)
+	}
+	wantOwner(t, reg, ca)
+	wantOwner(t, reg, cOther)
+
+	// A lower epoch cannot take over.
+	wantErr(t, "Renew of a lower epoch", reg.Renew(bg, old), ErrLost)
+	wantErr(t, "Release of a lower epoch", reg.Release(bg, old), ErrLost)
+	_, err := reg.Claim(bg, nameA, nodeB)
+	wantErr(t, "Claim by node-b", err, ErrClaimed)
+	wantOwner(t, reg, ca)
+
+	// The counter was raised: the next claim numbers above the restored one.
+	if next := mustClaim(t, reg, nameA, nodeA); next.Epoch != ca.Epoch+1 {
+		t.Fatalf("claim after the re-assertion: epoch %d, want %d", next.Epoch, ca.Epoch+1)
+	}
+	// And the re-asserted claim is now superseded.
+	wantErr(t, "Renew of the re-asserted claim after a reclaim", reg.Renew(bg, ca), ErrLost)
+
+	// After another wipe, a superseded owner that renews first is
+	// restored, but the newest owner's renewal displaces it: the highest
+	// epoch wins, and the older one learns it lost.
+	newest, _ := reg.Owner(bg, nameA)
+	rt.wipe(t, reg)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	if err := reg.Renew(bg, old); err != nil {
+		t.Fatalf("Renew of a superseded claim into an empty store: %v", err)
+	}
+	if err := reg.Renew(bg, newest); err != nil {
+		t.Fatalf("Renew of the newest claim over an older restored one: %v", err)
+	}
+	wantOwner(t, reg, newest)
+	wantErr(t, "Renew of the displaced older claim", reg.Renew(bg, old), ErrLost)
+}
+
+func testOwnerAndClaims(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	claims := func() string {
+		t.Helper()
+		cs, err := reg.Claims(bg)
+		if err != nil {
+			t.Fatalf("Claims: %v", err)
+		}
+		return fmt.Sprint(cs)
+	}
+	if got := claims(); got != "[]" {
+		t.Fatalf("Claims of an empty registry = %s", got)
+	}
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	c1 := mustClaim(t, reg, nameA, nodeA)
+	c2 := mustClaim(t, reg, nameB, nodeB)
+	c3 := mustClaim(t, reg, nameC, nodeA)
+	wantOwner(t, reg, c1)
+	wantOwner(t, reg, c2)
+	wantOwner(t, reg, c3)
+	want := fmt.Sprint([]Claim{c3, c2, c1}) // app/third, live/other, live/show
+	if got := claims(); got != want {
+		t.Fatalf("Claims = %s, want %s", got, want)
+	}
+
+	if err := reg.Release(bg, c2); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := claims(), fmt.Sprint([]Claim{c3, c1}); got != want {
+		t.Fatalf("Claims after Release = %s, want %s", got, want)
+	}
+
+	// Only the renewed claim outlives its lease.
+	stop := keepAlive(t, reg, []NodeID{nodeA, nodeB}, c1)
+	defer stop()
+	want = fmt.Sprint([]Claim{c1})
+	eventually(t, "app/third's lease to run out", func() bool { return claims() == want })
+	wantErr(t, "Owner of an expired claim", func() error { _, err := reg.Owner(bg, nameC); return err }(), ErrNotFound)
+	wantOwner(t, reg, c1)
+}
+
+func testRelays(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	relays := func(name stream.Name) string {
+		t.Helper()
+		rs, err := reg.Relays(bg, name)
+		if err != nil {
+			t.Fatalf("Relays(%s): %v", name, err)
+		}
+		return fmt.Sprint(rs)
+	}
+	if got := relays(nameA); got != "[]" {
+		t.Fatalf("Relays of an unrelayed stream = %s", got)
+	}
+	set := func(name stream.Name, r Relay) {
+		t.Helper()
+		if err := reg.SetRelay(bg, name, r); err != nil {
+			t.Fatalf("SetRelay(%s, %+v): %v", name, r, err)
+		}
+	}
+	set(nameA, Relay{Node: nodeC, Upstream: nodeA})
+	set(nameA, Relay{Node: nodeB, Upstream: nodeA})
+	set(nameB, Relay{Node: nodeA, Upstream: nodeB})
+	if got, want := relays(nameA), "[{node-b node-a} {node-c node-a}]"; got != want {
+		t.Fatalf("Relays = %s, want %s", got, want)
+	}
+	if got, want := relays(nameB), "[{node-a node-b}]"; got != want {
+		t.Fatalf("Relays(other) = %s, want %s", got, want)
+	}
+
+	// Setting again replaces the upstream.
+	set(nameA, Relay{Node: nodeC, Upstream: nodeB})
+	if got, want := relays(nameA), "[{node-b node-a} {node-c node-b}]"; got != want {
+		t.Fatalf("Relays after a change of upstream = %s, want %s", got, want)
+	}
+
+	if err := reg.DeleteRelay(bg, nameA, nodeB); err != nil {
+		t.Fatalf("DeleteRelay: %v", err)
+	}
+	if got, want := relays(nameA), "[{node-c node-b}]"; got != want {
+		t.Fatalf("Relays after DeleteRelay = %s, want %s", got, want)
+	}
+	if err := reg.DeleteRelay(bg, nameA, nodeB); err != nil {
+		t.Fatalf("DeleteRelay of a deleted relay: %v", err)
+	}
+	if err := reg.DeleteRelay(bg, nameA, nodeC); err != nil {
+		t.Fatal(err)
+	}
+	if got := relays(nameA); got != "[]" {
+		t.Fatalf("Relays after deleting all = %s", got)
+	}
+	if got, want := relays(nameB), "[{node-a node-b}]"; got != want {
+		t.Fatalf("Relays(other) = %s, want %s", got, want)
+	}
+}
+
+func testRelaysExpire(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	for _, id := range []NodeID{nodeA, nodeB, nodeC} {
+		if err := reg.SetRelay(bg, nameA, Relay{Node: id, Upstream: "origin"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Only node-b keeps its relay record fresh.
+	var last string
+	eventually(t, "node-a's and node-c's relays to expire", func() bool {
+		if err := reg.SetRelay(bg, nameA, Relay{Node: nodeB, Upstream: "origin"}); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := reg.Relays(bg, nameA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = fmt.Sprint(rs)
+		return last == "[{node-b origin}]"
+	})
+	eventually(t, "node-b's relay to expire", func() bool {
+		rs, err := reg.Relays(bg, nameA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs) == 0
+	})
+}
+
+func testConcurrentClaims(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	const n = 20
+	ids := make([]NodeID, n)
+	for i := range ids {
+		ids[i] = NodeID(fmt.Sprintf("node-%02d", i))
+		mustHeartbeat(t, reg, ids[i])
+	}
+	start := make(chan struct{})
+	results := make([]Claim, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = reg.Claim(bg, nameA, ids[i])
+		})
+	}
+	close(start)
+	wg.Wait()
+	var winners []Claim
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			winners = append(winners, results[i])
+		case !errors.Is(err, ErrClaimed):
+			t.Errorf("Claim by %s: %v", ids[i], err)
+		}
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d claims won, want exactly 1: %v", len(winners), winners)
+	}
+	if winners[0].Epoch != 1 {
+		t.Errorf("winning epoch %d, want 1", winners[0].Epoch)
+	}
+	wantOwner(t, reg, winners[0])
+}
+
+func testBadArguments(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	if err := reg.Heartbeat(bg, Node{}); err == nil {
+		t.Error("Heartbeat of a node without an ID succeeded")
+	}
+	if _, err := reg.Claim(bg, nameA, ""); err == nil {
+		t.Error("Claim without a node succeeded")
+	}
+	if err := reg.SetRelay(bg, nameA, Relay{Upstream: nodeA}); err == nil {
+		t.Error("SetRelay without a node succeeded")
+	}
+	// Epochs start at 1: no registry handed out epoch 0, so a claim of it
+	// cannot be restored, not even on an empty store.
+	wantErr(t, "Renew at epoch 0", reg.Renew(bg, Claim{Stream: nameA, Node: nodeA}), ErrLost)
+	wantErr(t, "Release at epoch 0", reg.Release(bg, Claim{Stream: nameA, Node: nodeA}), ErrLost)
+	wantErr(t, "Owner after the bad calls", func() error { _, err := reg.Owner(bg, nameA); return err }(), ErrNotFound)
+}
