@@ -2,10 +2,12 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
@@ -21,22 +23,34 @@ type ViewerCounter interface {
 	Viewers(name stream.Name) int
 }
 
+// Cluster is what the API shows of the cluster's registry.
+type Cluster interface {
+	Nodes(ctx context.Context) ([]cluster.Node, error)
+	Owner(ctx context.Context, name stream.Name) (cluster.Claim, error)
+	Relays(ctx context.Context, name stream.Name) ([]cluster.Relay, error)
+}
+
+// registryTimeout bounds the registry look-ups of one API request.
+const registryTimeout = 2 * time.Second
+
 // API serves the REST endpoints.
 type API struct {
 	hub     Hub
 	counted map[string]ViewerCounter
+	cluster Cluster
 }
 
-// New creates the API over hub. counted maps a protocol ("hls") to what
-// counts its viewers.
-func New(hub Hub, counted map[string]ViewerCounter) *API {
-	return &API{hub: hub, counted: counted}
+// New creates the API over hub and the cluster's registry. counted maps a
+// protocol ("hls") to what counts its viewers.
+func New(hub Hub, counted map[string]ViewerCounter, c Cluster) *API {
+	return &API{hub: hub, counted: counted, cluster: c}
 }
 
 // Register adds the API's routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/streams", a.listStreams)
 	mux.HandleFunc("GET /api/v1/streams/{app}/{stream}", a.getStream)
+	mux.HandleFunc("GET /api/v1/nodes", a.listNodes)
 }
 
 // Stream is the JSON form of a live stream.
@@ -53,6 +67,10 @@ type Stream struct {
 	ViewersTotal  int            `json:"viewers_total"`
 	UptimeSeconds float64        `json:"uptime_seconds"`
 	PublishedAt   *time.Time     `json:"published_at,omitempty"`
+	// Owner is the node that owns the stream in the cluster and its claim's
+	// epoch; Relays are the nodes relaying it and whom each pulls from.
+	Owner  *cluster.Claim  `json:"owner,omitempty"`
+	Relays []cluster.Relay `json:"relays"`
 }
 
 // Video describes the video track.
@@ -79,8 +97,27 @@ type Publisher struct {
 	RemoteAddr string `json:"remote_addr"`
 }
 
-// protocols are always listed in viewers, even at zero.
-var protocols = []string{"rtmp", "flv", "hls"}
+// protocols are always listed in viewers, even at zero; relayProtocol
+// counts the nodes pulling the stream from this one.
+var protocols = []string{"rtmp", "flv", "hls", relayProtocol}
+
+const relayProtocol = "relay"
+
+// describe is a stream's JSON form with its place in the cluster.
+func (a *API) describe(ctx context.Context, s *stream.Stream) Stream {
+	out := a.toJSON(s.Info())
+	out.Relays = []cluster.Relay{}
+	if a.cluster == nil {
+		return out
+	}
+	if c, err := a.cluster.Owner(ctx, s.Name()); err == nil {
+		out.Owner = &c
+	}
+	if rs, err := a.cluster.Relays(ctx, s.Name()); err == nil {
+		out.Relays = rs
+	}
+	return out
+}
 
 func (a *API) toJSON(in stream.Info) Stream {
 	out := Stream{
@@ -100,8 +137,10 @@ func (a *API) toJSON(in stream.Info) Stream {
 	for p, c := range a.counted {
 		out.Viewers[p] = c.Viewers(in.Name)
 	}
-	for _, n := range out.Viewers {
-		out.ViewersTotal += n
+	for p, n := range out.Viewers {
+		if p != relayProtocol { // other nodes, not people
+			out.ViewersTotal += n
+		}
 	}
 	if v := in.Video; v != nil {
 		out.Video = &Video{Codec: v.Codec, Width: v.Width, Height: v.Height, FPS: v.FPS, Profile: v.Profile, Level: v.Level}
@@ -123,8 +162,27 @@ func (a *API) listStreams(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Streams []Stream `json:"streams"`
 	}{Streams: make([]Stream, 0, len(list))}
+	ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
+	defer cancel()
 	for _, s := range list {
-		out.Streams = append(out.Streams, a.toJSON(s.Info()))
+		out.Streams = append(out.Streams, a.describe(ctx, s))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {
+	out := struct {
+		Nodes []cluster.Node `json:"nodes"`
+	}{Nodes: []cluster.Node{}}
+	if a.cluster != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
+		defer cancel()
+		nodes, err := a.cluster.Nodes(ctx)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "registry_unavailable", err.Error())
+			return
+		}
+		out.Nodes = nodes
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -140,7 +198,9 @@ func (a *API) getStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "stream_not_found", "no live stream named "+string(name))
 		return
 	}
-	writeJSON(w, http.StatusOK, a.toJSON(s.Info()))
+	ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
+	defer cancel()
+	writeJSON(w, http.StatusOK, a.describe(ctx, s))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

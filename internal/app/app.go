@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/api"
+	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/server/hls"
@@ -35,43 +37,58 @@ type App struct {
 	hls    *hls.Server
 	api    *api.API
 
+	registry    cluster.Registry
+	ownRegistry bool // built from the configuration: closed with the node
+	// Set by Start, read by the hub's owner and upstream adapters, which
+	// may run as soon as the listeners accept.
+	member atomic.Pointer[cluster.Member]
+	relays atomic.Pointer[cluster.Relays] // nil without a cluster secret
+
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
 }
 
 // New builds a node from cfg. Nothing listens until Start.
-func New(cfg config.Config, log *slog.Logger) (*App, error) {
+func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.Default()
 	}
+	a := &App{cfg: cfg, log: log}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.registry == nil {
+		reg, err := newRegistry(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.registry, a.ownRegistry = reg, true
+	}
 	h := hub.New(hub.Config{
 		PublisherGrace: cfg.PublisherGrace,
 		Stream:         stream.Config{MaxLag: cfg.MaxLag},
+		Owner:          owner{a},
+		Upstream:       upstream{a},
 		Logger:         log,
 	})
 	sender := stream.NewSender(0)
-	a := &App{
-		cfg:    cfg,
-		log:    log,
-		Hub:    h,
-		sender: sender,
-		rtmp: rtmp.New(rtmp.Config{
-			Addr:           cfg.RTMPAddr,
-			ReadTimeout:    cfg.ReadTimeout,
-			WriteTimeout:   cfg.WriteTimeout,
-			MaxConnections: cfg.MaxConnections,
-			MergeWindow:    cfg.WriteMerge(),
-			Sender:         sender,
-			Logger:         log,
-		}, h),
-		flv: httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h),
-		hls: hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h),
-	}
-	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls})
+	a.Hub, a.sender = h, sender
+	a.rtmp = rtmp.New(rtmp.Config{
+		Addr:           cfg.RTMPAddr,
+		ReadTimeout:    cfg.ReadTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		MaxConnections: cfg.MaxConnections,
+		MergeWindow:    cfg.WriteMerge(),
+		Sender:         sender,
+		Logger:         log,
+	}, h)
+	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h)
+	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h)
+	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry)
 	return a, nil
 }
 
@@ -95,6 +112,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.httpErr = make(chan error, 1)
 	go func() { a.httpErr <- a.httpSrv.Serve(ln) }()
+	a.startCluster()
 	return nil
 }
 
@@ -108,6 +126,9 @@ func (a *App) HTTPAddr() net.Addr { return a.httpLn.Addr() }
 // connection to finish. It also releases a node whose Start failed.
 func (a *App) Close() error {
 	var errs []error
+	if r := a.relays.Load(); r != nil {
+		r.Close() // relayed streams end for their viewers
+	}
 	a.Hub.Close()
 	errs = append(errs, a.rtmp.Close())
 	if a.httpSrv != nil {
@@ -123,6 +144,10 @@ func (a *App) Close() error {
 		}
 	}
 	a.sender.Close()
+	a.stopCluster()
+	if a.ownRegistry {
+		errs = append(errs, a.registry.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -133,6 +158,7 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET "+cluster.PullPath+"{app}/{stream}", a.servePull)
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("GET /{$}", a.serveIndex)

@@ -96,6 +96,55 @@ type Config struct {
 	// PublicHost is the host name used in the URLs shown at start-up; empty
 	// means localhost. Defaults to "".
 	PublicHost string `yaml:"public_host" usage:"host name shown in start-up URLs (empty means localhost)"`
+
+	// Redis is the URL of the Redis holding the cluster registry
+	// (redis://HOST:6379/0; several hosts for Redis Cluster; ?master=NAME
+	// for Sentinel). Empty keeps the registry in memory: a single node.
+	// Defaults to "".
+	Redis string `yaml:"redis" secret:"true" usage:"Redis URL of the cluster registry, e.g. redis://HOST:6379/0 (empty: in memory, single node)"`
+
+	// RedisPrefix starts every key meshcast writes in Redis. Defaults to
+	// "meshcast:".
+	RedisPrefix string `yaml:"redis_prefix" usage:"prefix of every Redis key meshcast writes"`
+
+	// NodeID names this node in the cluster; keep it across restarts.
+	// Empty derives it from the host name and the listen ports. Defaults
+	// to "".
+	NodeID string `yaml:"node_id" usage:"this node's name in the cluster (empty: host name and ports)"`
+
+	// AdvertiseHost is the host peers and redirected clients reach this
+	// node at. Empty means the host name. Defaults to "".
+	AdvertiseHost string `yaml:"advertise_host" usage:"host that peers and clients reach this node at (empty: the host name)"`
+
+	// Region is this node's region; relays prefer peers of their own
+	// region. Defaults to "".
+	Region string `yaml:"region" usage:"this node's region (relays prefer peers of the same region)"`
+
+	// Capacity is how many viewers this node takes; 0 means
+	// MaxConnections. Defaults to 0.
+	Capacity int `yaml:"capacity" usage:"viewers this node takes at most (0: --max-connections)"`
+
+	// NodeTimeout is how long a node counts as alive after its last
+	// heartbeat (sent every second), and how long a stream's claim lasts
+	// without renewal. Defaults to 5s.
+	NodeTimeout time.Duration `yaml:"node_timeout" usage:"a node without a heartbeat this long is dead, and its streams may be taken over"`
+
+	// ClusterSecret authenticates nodes pulling streams from each other.
+	// Required with Redis. Defaults to "".
+	ClusterSecret string `yaml:"cluster_secret" secret:"true" usage:"shared secret of the cluster's nodes (required with --redis)"`
+
+	// RelayIdle closes a relayed stream that has had no viewers this long.
+	// Defaults to 30s.
+	RelayIdle time.Duration `yaml:"relay_idle" usage:"close a relayed stream after this long without viewers"`
+
+	// Parent lists the nodes this node pulls streams through instead of
+	// from their owners (a tree); the first live one is used. Defaults to
+	// none.
+	Parent []string `yaml:"parent" usage:"node IDs to pull streams through instead of their owners (tree topology)"`
+
+	// Mesh lets this node pull a stream from a peer already relaying it,
+	// same region first, instead of from its owner. Defaults to false.
+	Mesh bool `yaml:"mesh" usage:"pull streams from peers already relaying them, same region first (mesh topology)"`
 }
 
 // Default returns the built-in configuration.
@@ -114,6 +163,10 @@ func Default() Config {
 		HLSSegmentDuration: time.Second,
 		HLSSegmentCount:    7,
 		PublicHost:         "",
+		RedisPrefix:        "meshcast:",
+		NodeTimeout:        5 * time.Second,
+		RelayIdle:          30 * time.Second,
+		Parent:             []string{},
 	}
 }
 
@@ -134,7 +187,22 @@ var (
 const (
 	minHLSSegmentCount    = 7
 	minHLSSegmentDuration = 100 * time.Millisecond
+	minSecretLen          = 16
 )
+
+// validID reports whether s is a usable node ID: it appears in Redis keys,
+// URLs and logs.
+func validID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate reports every invalid setting of c as one error joined with
 // [errors.Join]; each problem names the offending flag.
@@ -185,6 +253,24 @@ func (c *Config) Validate() error {
 	if c.HLSSegmentCount < minHLSSegmentCount {
 		bad("HLSSegmentCount", "must be at least %d (required by low-latency HLS), got %d", minHLSSegmentCount, c.HLSSegmentCount)
 	}
+	if c.Redis != "" && len(c.ClusterSecret) < minSecretLen {
+		bad("ClusterSecret", "must be at least %d characters when --redis is set: nodes authenticate each other with it", minSecretLen)
+	}
+	if c.NodeID != "" && !validID(c.NodeID) {
+		bad("NodeID", "%q must be 1 to 64 letters, digits, '_', '-' or '.'", c.NodeID)
+	}
+	for _, p := range c.Parent {
+		if !validID(p) {
+			bad("Parent", "%q is not a node ID", p)
+		}
+	}
+	if c.Capacity < 0 {
+		bad("Capacity", "must not be negative, got %d", c.Capacity)
+	}
+	if c.NodeTimeout < time.Second {
+		bad("NodeTimeout", "must be at least 1s (heartbeats are sent every second), got %v", c.NodeTimeout)
+	}
+	positive("RelayIdle", c.RelayIdle)
 	return errors.Join(errs...)
 }
 

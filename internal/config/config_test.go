@@ -44,15 +44,19 @@ func TestDefault(t *testing.T) {
 		HLSSegmentDuration: time.Second,
 		HLSSegmentCount:    7,
 		PublicHost:         "",
+		RedisPrefix:        "meshcast:",
+		NodeTimeout:        5 * time.Second,
+		RelayIdle:          30 * time.Second,
+		Parent:             []string{},
 	}
-	if def != want {
+	if !reflect.DeepEqual(def, want) {
 		t.Errorf("Default() = %+v, want %+v", def, want)
 	}
 	got, err := Load(nil, []string{"HOME=/root", "PATH=/bin"})
 	if err != nil {
 		t.Fatalf("Load with no sources: %v", err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load with no sources = %+v, want %+v", got, want)
 	}
 }
@@ -191,6 +195,17 @@ func TestLoadAllFields(t *testing.T) {
 		"--hls-segment-duration=500ms",
 		"--hls-segment-count=9",
 		"--public-host=live.example.com",
+		"--redis=redis://127.0.0.1:6390/2",
+		"--redis-prefix=mc:",
+		"--node-id=edge-1",
+		"--advertise-host=edge1.example.com",
+		"--region=eu",
+		"--capacity=500",
+		"--node-timeout=3s",
+		"--cluster-secret=0123456789abcdef0123",
+		"--relay-idle=10s",
+		"--parent=mid-1,mid-2",
+		"--mesh=true",
 	}
 	want := Config{
 		RTMPAddr:           "127.0.0.1:0",
@@ -207,12 +222,23 @@ func TestLoadAllFields(t *testing.T) {
 		HLSSegmentDuration: 500 * time.Millisecond,
 		HLSSegmentCount:    9,
 		PublicHost:         "live.example.com",
+		Redis:              "redis://127.0.0.1:6390/2",
+		RedisPrefix:        "mc:",
+		NodeID:             "edge-1",
+		AdvertiseHost:      "edge1.example.com",
+		Region:             "eu",
+		Capacity:           500,
+		NodeTimeout:        3 * time.Second,
+		ClusterSecret:      "0123456789abcdef0123",
+		RelayIdle:          10 * time.Second,
+		Parent:             []string{"mid-1", "mid-2"},
+		Mesh:               true,
 	}
 	got, err := Load(args, nil)
 	if err != nil {
 		t.Fatalf("flags: %v", err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("flags: got %+v, want %+v", got, want)
 	}
 
@@ -222,8 +248,14 @@ func TestLoadAllFields(t *testing.T) {
 		name, value, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		key := strings.ReplaceAll(name, "-", "_")
 		env = append(env, "MESHCAST_"+strings.ToUpper(key)+"="+value)
-		if _, err := strconv.Atoi(value); err != nil && value != "true" {
-			value = strconv.Quote(value)
+		switch {
+		case key == "parent":
+			value = "[" + value + "]" // a YAML sequence
+		case value == "true":
+		default:
+			if _, err := strconv.Atoi(value); err != nil {
+				value = strconv.Quote(value)
+			}
 		}
 		yml.WriteString(key + ": " + value + "\n")
 	}
@@ -233,7 +265,7 @@ func TestLoadAllFields(t *testing.T) {
 	if err != nil {
 		t.Fatalf("env: %v", err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("env: got %+v, want %+v", got, want)
 	}
 
@@ -241,7 +273,7 @@ func TestLoadAllFields(t *testing.T) {
 	if err != nil {
 		t.Fatalf("file: %v", err)
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("file: got %+v, want %+v", got, want)
 	}
 }

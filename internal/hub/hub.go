@@ -24,6 +24,22 @@ var (
 	ErrClosed = errors.New("hub closed")
 )
 
+// Owner admits publishers across the cluster: a stream published on this
+// node is claimed for as long as it lives here.
+type Owner interface {
+	// Claim makes this node the owner of name, or fails (another node owns
+	// it, or the registry cannot be reached). release gives it up.
+	Claim(name stream.Name) (release func(), err error)
+}
+
+// Upstream brings streams this node does not have from elsewhere in the
+// cluster.
+type Upstream interface {
+	// Pull starts relaying name into the hub through OpenRelay, or fails
+	// when no node has it.
+	Pull(name stream.Name) error
+}
+
 // Config configures a Hub.
 type Config struct {
 	// PublisherGrace is how long a stream waits for its publisher to return
@@ -31,6 +47,10 @@ type Config struct {
 	PublisherGrace time.Duration
 	// Stream configures each stream's log and slow-reader policy.
 	Stream stream.Config
+	// Owner claims published streams; nil admits every publisher.
+	Owner Owner
+	// Upstream relays streams asked for but not here; nil relays nothing.
+	Upstream Upstream
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -52,10 +72,13 @@ type Hub struct {
 	subs    []func(Event)
 }
 
-// slot is a stream and its grace timer.
+// slot is a stream and what feeds it: a publisher of this node, whose
+// claim it holds (release), or a relay (relay).
 type slot struct {
-	s     *stream.Stream
-	grace *time.Timer
+	s       *stream.Stream
+	grace   *time.Timer
+	release func()            // gives up the claim; nil when not owned here
+	relay   *stream.Publisher // the relay feeding the stream, if relayed
 }
 
 // New creates an empty hub.
@@ -84,7 +107,9 @@ func (h *Hub) emit(ev Event) {
 
 // Publish attaches a publisher to name, creating the stream or resuming one
 // waiting in its grace period. A name with a live publisher is refused with
-// ErrBusy and the live publisher is untouched.
+// ErrBusy and the live publisher is untouched; so is a name the Owner cannot
+// claim. A publisher of a stream this node relays takes it over once claimed:
+// the relay stops and the stream's viewers go on with the new publisher.
 func (h *Hub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publisher, error) {
 	h.mu.Lock()
 	if h.closed {
@@ -92,25 +117,133 @@ func (h *Hub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publ
 		return nil, ErrClosed
 	}
 	sl := h.streams[name]
-	resumed := sl != nil
+	if sl != nil && sl.relay == nil && sl.s.HasPublisher() {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("publish %s: %w", name, ErrBusy)
+	}
+	claim := h.cfg.Owner != nil && (sl == nil || sl.release == nil)
+	h.mu.Unlock()
+
+	// The claim asks the registry: never under h.mu.
+	var release func()
+	if claim {
+		var err error
+		if release, err = h.cfg.Owner.Claim(name); err != nil {
+			return nil, fmt.Errorf("publish %s: %w", name, err)
+		}
+	}
+	pub, resumed, err := h.attach(name, info, release)
+	if err != nil {
+		if release != nil {
+			release()
+		}
+		return nil, fmt.Errorf("publish %s: %w", name, err)
+	}
+	h.log.Info("publish started", "stream", name, "remote", info.RemoteAddr, "protocol", info.Protocol, "resumed", resumed)
+	h.emit(Event{Type: "publish", Name: name})
+	return pub, nil
+}
+
+// attach makes a publisher of name once its claim (if any) is held.
+func (h *Hub) attach(name stream.Name, info stream.PublisherInfo, release func()) (pub *stream.Publisher, resumed bool, err error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, false, ErrClosed
+	}
+	sl := h.streams[name]
+	if sl != nil && sl.relay != nil {
+		// Taken over from a relay: detach it; its viewers stay.
+		relay := sl.relay
+		sl.relay = nil
+		h.mu.Unlock()
+		relay.Close()
+		h.log.Info("relay replaced by a local publisher", "stream", name)
+		h.mu.Lock()
+		if h.closed || h.streams[name] != sl {
+			h.mu.Unlock()
+			return h.attach(name, info, release)
+		}
+	}
+	resumed = sl != nil
 	if sl == nil {
 		sl = &slot{s: stream.New(name, h.cfg.Stream)}
 		h.streams[name] = sl
 	}
-	pub, err := sl.s.Attach(info)
+	pub, err = sl.s.Attach(info)
 	if err != nil {
 		h.mu.Unlock()
-		return nil, fmt.Errorf("publish %s: %w", name, err)
+		return nil, false, err
 	}
 	if sl.grace != nil {
 		sl.grace.Stop()
 		sl.grace = nil
 	}
+	if release != nil {
+		if sl.release != nil {
+			sl.release() // an older claim of this node, superseded
+		}
+		sl.release = release
+	}
 	pub.OnClose(func() { h.unpublished(name, sl) })
 	h.mu.Unlock()
-	h.log.Info("publish started", "stream", name, "remote", info.RemoteAddr, "protocol", info.Protocol, "resumed", resumed)
-	h.emit(Event{Type: "publish", Name: name})
+	return pub, resumed, nil
+}
+
+// OpenRelay creates the stream name fed by a relay from another node, for
+// an Upstream. It fails with ErrBusy when the stream exists here already.
+func (h *Hub) OpenRelay(name stream.Name, from string) (*stream.Publisher, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	if h.streams[name] != nil {
+		return nil, ErrBusy
+	}
+	sl := &slot{s: stream.New(name, h.cfg.Stream)}
+	pub, err := sl.s.Attach(stream.PublisherInfo{Protocol: "relay", RemoteAddr: from})
+	if err != nil {
+		return nil, err
+	}
+	sl.relay = pub
+	h.streams[name] = sl
+	pub.OnClose(func() { h.relayClosed(name, sl, pub) })
+	h.log.Info("relay started", "stream", name, "from", from)
 	return pub, nil
+}
+
+// relayClosed ends a relayed stream when its relay gives up.
+func (h *Hub) relayClosed(name stream.Name, sl *slot, pub *stream.Publisher) {
+	h.mu.Lock()
+	if h.streams[name] != sl || sl.relay != pub {
+		h.mu.Unlock() // a local publisher took the stream over
+		return
+	}
+	delete(h.streams, name)
+	h.mu.Unlock()
+	sl.s.Close()
+	h.log.Info("relay ended", "stream", name)
+	h.emit(Event{Type: "end", Name: name})
+}
+
+// Revoke ends a stream this node owned but has lost to a newer claim
+// elsewhere: its publisher and viewers are disconnected.
+func (h *Hub) Revoke(name stream.Name) {
+	h.mu.Lock()
+	sl := h.streams[name]
+	if sl == nil || sl.release == nil {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.streams, name)
+	if sl.grace != nil {
+		sl.grace.Stop()
+	}
+	h.mu.Unlock()
+	sl.s.Close()
+	h.log.Warn("stream revoked: another node owns it now", "stream", name)
+	h.emit(Event{Type: "end", Name: name})
 }
 
 // unpublished starts the grace period of a stream whose publisher left.
@@ -123,8 +256,7 @@ func (h *Hub) unpublished(name stream.Name, sl *slot) {
 	if h.cfg.PublisherGrace <= 0 {
 		delete(h.streams, name)
 		h.mu.Unlock()
-		sl.s.Close()
-		h.log.Info("stream ended", "stream", name)
+		h.end(name, sl)
 		h.emit(Event{Type: "unpublish", Name: name})
 		h.emit(Event{Type: "end", Name: name})
 		return
@@ -144,16 +276,34 @@ func (h *Hub) expire(name stream.Name, sl *slot) {
 	}
 	delete(h.streams, name)
 	h.mu.Unlock()
-	sl.s.Close()
-	h.log.Info("stream ended", "stream", name)
+	h.end(name, sl)
 	h.emit(Event{Type: "end", Name: name})
 }
 
-// NewReader attaches a reader of the given protocol to a stream on this node.
+// end closes a stream removed from the table and gives up its claim.
+func (h *Hub) end(name stream.Name, sl *slot) {
+	sl.s.Close()
+	if sl.release != nil {
+		sl.release()
+	}
+	h.log.Info("stream ended", "stream", name)
+}
+
+// NewReader attaches a reader of the given protocol to a stream on this
+// node, relaying it from another node first when the hub has an Upstream.
 func (h *Hub) NewReader(name stream.Name, proto string) (*stream.Reader, error) {
 	h.mu.Lock()
 	sl := h.streams[name]
+	closed := h.closed
 	h.mu.Unlock()
+	if sl == nil && !closed && h.cfg.Upstream != nil {
+		if err := h.cfg.Upstream.Pull(name); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		h.mu.Lock()
+		sl = h.streams[name]
+		h.mu.Unlock()
+	}
 	if sl == nil {
 		return nil, ErrNotFound
 	}
@@ -186,17 +336,34 @@ func (h *Hub) List() []*stream.Stream {
 	return out
 }
 
-// Close ends every stream and refuses new publishers.
+// Load counts the streams on this node and their viewers of every protocol
+// but relays to other nodes.
+func (h *Hub) Load() (streams, viewers int) {
+	for _, s := range h.List() {
+		streams++
+		for proto, n := range s.Stats().ReaderCount {
+			if proto != RelayProtocol {
+				viewers += n
+			}
+		}
+	}
+	return streams, viewers
+}
+
+// RelayProtocol is the reader protocol of other nodes pulling a stream.
+const RelayProtocol = "relay"
+
+// Close ends every stream, gives up their claims and refuses new publishers.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closed = true
 	slots := h.streams
 	h.streams = make(map[stream.Name]*slot)
 	h.mu.Unlock()
-	for _, sl := range slots {
+	for name, sl := range slots {
 		if sl.grace != nil {
 			sl.grace.Stop()
 		}
-		sl.s.Close()
+		h.end(name, sl)
 	}
 }

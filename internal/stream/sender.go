@@ -34,6 +34,7 @@ import (
 type Sender struct {
 	workers []*sendWorker
 	next    atomic.Uint32
+	sent    atomic.Uint64 // bytes written to viewers
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 }
@@ -59,6 +60,7 @@ func NewSender(n int) *Sender {
 	s := &Sender{cancel: cancel}
 	for range n {
 		w := &sendWorker{
+			sent:    &s.sent,
 			wake:    make(chan struct{}, 1),
 			start:   time.Now(),
 			watched: make(map[*Stream]int),
@@ -72,6 +74,9 @@ func NewSender(n int) *Sender {
 	}
 	return s
 }
+
+// BytesSent returns the bytes written to viewers so far.
+func (s *Sender) BytesSent() uint64 { return s.sent.Load() }
 
 // Close stops the workers. Viewers still attached end with
 // context.Canceled; Close returns once every worker has stopped.
@@ -137,7 +142,8 @@ func (j *sendJob) stop() {
 
 // sendWorker owns a set of jobs and writes them from one goroutine.
 type sendWorker struct {
-	wake chan struct{} // capacity 1: a pending wake-up
+	sent *atomic.Uint64 // the Sender's byte count
+	wake chan struct{}  // capacity 1: a pending wake-up
 
 	mu       sync.Mutex
 	incoming []*sendJob // new jobs and jobs back from a partial write
@@ -345,8 +351,11 @@ func (w *sendWorker) serve(j *sendJob) int {
 	}
 	bufs := r.encodeBatch(j.f)
 	n, err := writev(j.raw, bufs, &w.iov)
-	if j.cfg.Sent != nil && n > 0 {
-		j.cfg.Sent(n)
+	if n > 0 {
+		w.sent.Add(uint64(n))
+		if j.cfg.Sent != nil {
+			j.cfg.Sent(n)
+		}
 	}
 	if err != nil && !errors.Is(err, syscall.EAGAIN) {
 		w.finish(j, err)
@@ -380,8 +389,11 @@ func (w *sendWorker) finishWrite(j *sendJob) {
 	j.conn.SetWriteDeadline(time.Now().Add(j.cfg.WriteTimeout))
 	n, err := j.out.WriteTo(j.conn)
 	j.out = nil
-	if j.cfg.Sent != nil && n > 0 {
-		j.cfg.Sent(n)
+	if n > 0 {
+		w.sent.Add(uint64(n))
+		if j.cfg.Sent != nil {
+			j.cfg.Sent(n)
+		}
 	}
 	if err == nil {
 		err = j.conn.SetWriteDeadline(time.Time{})

@@ -294,6 +294,20 @@ func (p *Publisher) Close() {
 	})
 }
 
+// Restart begins a new session of p, as if its client had reconnected:
+// timestamps go on from the stream's newest and video resumes at the next
+// keyframe. A relay calls it when it resumes after its upstream broke.
+func (p *Publisher) Restart() {
+	s := p.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub == p {
+		s.sessions++
+		s.needOffset = true
+		s.waitKey = true
+	}
+}
+
 // WritePacket appends pkt to the stream's log. The stream takes ownership of
 // pkt and its payload. It never blocks on readers.
 func (p *Publisher) WritePacket(pkt *media.Packet) error {

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshcast/meshcast/internal/app"
+	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
@@ -100,6 +101,13 @@ type node struct {
 
 func startNode(t *testing.T, mod func(*config.Config)) *node {
 	t.Helper()
+	return startNodeWith(t, mod, nil)
+}
+
+// startNodeWith is startNode with a cluster registry shared with other
+// in-process nodes (nil: the node's own).
+func startNodeWith(t *testing.T, mod func(*config.Config), reg cluster.Registry) *node {
+	t.Helper()
 	cfg := config.Default()
 	cfg.RTMPAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -107,7 +115,11 @@ func startNode(t *testing.T, mod func(*config.Config)) *node {
 		mod(&cfg)
 	}
 	log := slog.New(slog.NewTextHandler(&testWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a, err := app.New(cfg, log)
+	var opts []app.Option
+	if reg != nil {
+		opts = append(opts, app.WithRegistry(reg))
+	}
+	a, err := app.New(cfg, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,9 +447,24 @@ type proc struct {
 	cmd      *exec.Cmd
 	rtmpAddr string
 	rtmpPort int
+	httpPort int
 	httpURL  string
 	stdout   *lockedBuffer
 	stderr   *lockedBuffer
+	waited   chan error // receives the process's exit
+	killed   atomic.Bool
+}
+
+// kill ends the process with SIGKILL, as a crash would.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	p.killed.Store(true)
+	p.cmd.Process.Kill()
+	select {
+	case <-p.waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("meshcast did not die of SIGKILL")
+	}
 }
 
 type lockedBuffer struct {
@@ -475,14 +502,21 @@ func freePort(t *testing.T) int {
 // waits until it accepts connections.
 func startProcess(t *testing.T, flags ...string) *proc {
 	t.Helper()
+	return startProcessAt(t, freePort(t), freePort(t), flags...)
+}
+
+// startProcessAt is startProcess on given loopback ports.
+func startProcessAt(t *testing.T, rtmpPort, httpPort int, flags ...string) *proc {
+	t.Helper()
 	bin := meshcastBinary(t)
-	rtmpPort, httpPort := freePort(t), freePort(t)
 	p := &proc{
 		rtmpAddr: fmt.Sprintf("127.0.0.1:%d", rtmpPort),
 		rtmpPort: rtmpPort,
+		httpPort: httpPort,
 		httpURL:  fmt.Sprintf("http://127.0.0.1:%d", httpPort),
 		stdout:   &lockedBuffer{},
 		stderr:   &lockedBuffer{},
+		waited:   make(chan error, 1),
 	}
 	args := append([]string{"serve", "--rtmp-addr", p.rtmpAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort)}, flags...)
 	p.cmd = exec.Command(bin, args...)
@@ -491,10 +525,16 @@ func startProcess(t *testing.T, flags ...string) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { p.waited <- p.cmd.Wait() }()
 	t.Cleanup(func() {
+		if p.killed.Load() {
+			if t.Failed() {
+				t.Logf("meshcast log (killed):\n%s", p.stderr.String())
+			}
+			return
+		}
 		p.cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- p.cmd.Wait() }()
+		done := p.waited
 		select {
 		case err := <-done:
 			if err != nil {

@@ -89,9 +89,24 @@ const header = "HTTP/1.1 200 OK\r\n" +
 
 // ServeStream sends stream name as FLV until the stream ends or the viewer leaves.
 func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream.Name) {
+	s.serve(w, r, name, "flv", nil)
+}
+
+// ServePull sends stream name as FLV to another node relaying it (reader
+// protocol proto), followed by end when the stream ends here.
+func (s *Server) ServePull(w http.ResponseWriter, r *http.Request, name stream.Name, proto string, end []byte) {
+	s.serve(w, r, name, proto, end)
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name, proto string, end []byte) {
+	rd, err := s.hub.NewReader(name, proto)
+	if err != nil {
+		http.Error(w, "stream not found", http.StatusNotFound)
+		return
+	}
 	st := s.hub.Get(name)
-	rd, err := s.hub.NewReader(name, "flv")
-	if err != nil || st == nil {
+	if st == nil {
+		rd.Close()
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
@@ -138,6 +153,10 @@ func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream
 	s.sender.Send(s.ctx, rd, Format, nc, pcfg, func(err error) {
 		defer s.wg.Done()
 		rd.Close()
+		if errors.Is(err, io.EOF) && end != nil {
+			nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			nc.Write(end)
+		}
 		nc.Close()
 		logEnd(log, err)
 	})

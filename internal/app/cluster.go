@@ -1,0 +1,223 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/cluster"
+	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/procstat"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// Option changes how New builds a node.
+type Option func(*App)
+
+// WithRegistry makes the node use reg as its cluster registry instead of
+// the one its configuration names; several in-process nodes can share one
+// in-memory registry. The caller closes reg.
+func WithRegistry(reg cluster.Registry) Option {
+	return func(a *App) { a.registry, a.ownRegistry = reg, false }
+}
+
+// newRegistry builds the registry cfg names: Redis, or memory.
+func newRegistry(cfg config.Config) (cluster.Registry, error) {
+	if cfg.Redis == "" {
+		return cluster.NewMemory(cluster.MemoryConfig{NodeTimeout: cfg.NodeTimeout}), nil
+	}
+	reg, err := cluster.NewRedis(cluster.RedisConfig{URL: cfg.Redis, Prefix: cfg.RedisPrefix, NodeTimeout: cfg.NodeTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("config: --redis: %w", err)
+	}
+	return reg, nil
+}
+
+// nodeID is this node's ID: the configured one, or the host name and the
+// bound ports.
+func nodeID(cfg config.Config, rtmpPort, httpPort string) cluster.NodeID {
+	if cfg.NodeID != "" {
+		return cluster.NodeID(cfg.NodeID)
+	}
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			return r
+		}
+		return '-'
+	}, host)
+	if host == "" {
+		host = "meshcast"
+	}
+	id := fmt.Sprintf("%s-%s-%s", host, rtmpPort, httpPort)
+	if len(id) > 64 {
+		id = id[len(id)-64:]
+	}
+	return cluster.NodeID(id)
+}
+
+// advertiseHost is the host peers and clients reach this node at.
+func advertiseHost(cfg config.Config) string {
+	if cfg.AdvertiseHost != "" {
+		return cfg.AdvertiseHost
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "localhost"
+}
+
+// startCluster joins the cluster once the listeners are bound: the node's
+// addresses are known from then on.
+func (a *App) startCluster() {
+	cfg := a.cfg
+	rtmpPort, httpPort := port(a.RTMPAddr()), port(a.HTTPAddr())
+	host := advertiseHost(cfg)
+	capacity := cfg.Capacity
+	if capacity == 0 {
+		capacity = cfg.MaxConnections
+	}
+	self := cluster.Node{
+		ID:       nodeID(cfg, rtmpPort, httpPort),
+		Region:   cfg.Region,
+		RTMPAddr: net.JoinHostPort(host, rtmpPort),
+		HTTPAddr: net.JoinHostPort(host, httpPort),
+		Capacity: capacity,
+		Started:  time.Now().UTC(),
+	}
+	var relays *cluster.Relays
+	if cfg.ClusterSecret != "" {
+		parents := make([]cluster.NodeID, len(cfg.Parent))
+		for i, p := range cfg.Parent {
+			parents[i] = cluster.NodeID(p)
+		}
+		relays = cluster.NewRelays(cluster.RelayConfig{
+			Self:     self.ID,
+			Region:   cfg.Region,
+			Registry: a.registry,
+			Secret:   cfg.ClusterSecret,
+			Parents:  parents,
+			Mesh:     cfg.Mesh,
+			Idle:     cfg.RelayIdle,
+			Logger:   a.log,
+		}, a.Hub)
+	}
+	var active func() map[stream.Name]cluster.NodeID
+	if relays != nil {
+		active = relays.Active
+	}
+	m := cluster.NewMember(cluster.MemberConfig{
+		Self:     self,
+		Registry: a.registry,
+		Load:     newLoadMeter(a.Hub, a.sender).load,
+		Relays:   active,
+		OnLost:   a.Hub.Revoke,
+		Logger:   a.log,
+	})
+	m.Start()
+	a.relays.Store(relays)
+	a.member.Store(m)
+	a.log.Info("cluster node started", "node", self.ID, "rtmp", self.RTMPAddr, "http", self.HTTPAddr,
+		"registry", registryKind(cfg), "relays", relays != nil)
+}
+
+func registryKind(cfg config.Config) string {
+	if cfg.Redis != "" {
+		return "redis"
+	}
+	return "memory"
+}
+
+// stopCluster leaves the cluster, once the streams have ended and their
+// claims are being given up.
+func (a *App) stopCluster() {
+	if m := a.member.Load(); m != nil {
+		m.Close()
+	}
+}
+
+// owner and upstream connect the hub to the cluster, which is joined only
+// at Start.
+type owner struct{ a *App }
+
+func (o owner) Claim(name stream.Name) (func(), error) {
+	m := o.a.member.Load()
+	if m == nil {
+		return nil, errors.New("node not started")
+	}
+	return m.Claim(name)
+}
+
+type upstream struct{ a *App }
+
+func (u upstream) Pull(name stream.Name) error {
+	r := u.a.relays.Load()
+	if r == nil {
+		return hub.ErrNotFound
+	}
+	return r.Pull(name)
+}
+
+// servePull serves a stream to another node of the cluster, for requests
+// signed with the cluster secret.
+func (a *App) servePull(w http.ResponseWriter, r *http.Request) {
+	from, err := cluster.VerifyPull(r, a.cfg.ClusterSecret, time.Now())
+	if err != nil {
+		a.log.Warn("pull refused", "remote", r.RemoteAddr, "err", err)
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	a.log.Debug("pull", "stream", name, "node", from)
+	a.flv.ServePull(w, r, name, hub.RelayProtocol, cluster.EndTag())
+}
+
+// loadMeter measures the node's load for heartbeats.
+type loadMeter struct {
+	hub    *hub.Hub
+	sender *stream.Sender
+
+	mu       sync.Mutex
+	last     time.Time
+	lastSent uint64
+	lastCPU  time.Duration
+}
+
+func newLoadMeter(h *hub.Hub, s *stream.Sender) *loadMeter {
+	m := &loadMeter{hub: h, sender: s, last: time.Now(), lastSent: s.BytesSent()}
+	if st, err := procstat.Read(0); err == nil {
+		m.lastCPU = st.CPU
+	}
+	return m
+}
+
+func (m *loadMeter) load() cluster.Load {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var l cluster.Load
+	l.Streams, l.Viewers = m.hub.Load()
+	now := time.Now()
+	elapsed := now.Sub(m.last)
+	if elapsed <= 0 {
+		return l
+	}
+	sent := m.sender.BytesSent()
+	l.EgressBPS = int64(float64(sent-m.lastSent) * 8 / elapsed.Seconds())
+	if st, err := procstat.Read(0); err == nil {
+		l.CPU = (st.CPU - m.lastCPU).Seconds() / elapsed.Seconds() / float64(runtime.NumCPU())
+		m.lastCPU = st.CPU
+	}
+	m.last, m.lastSent = now, sent
+	return l
+}

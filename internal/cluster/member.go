@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// heartbeatEvery is how often a member heartbeats and renews its claims.
+const heartbeatEvery = time.Second
+
+// MemberConfig configures a Member.
+type MemberConfig struct {
+	// Self is this node's record; Seen, State and Load are filled in.
+	Self Node
+	// Registry is the cluster's registry.
+	Registry Registry
+	// Load reports the node's live load for each heartbeat; nil sends none.
+	Load func() Load
+	// Relays reports the streams this node relays now, refreshed in the
+	// registry with each heartbeat; nil means none.
+	Relays func() map[stream.Name]NodeID
+	// OnLost is called, from the member's goroutine, for a stream whose
+	// claim another node has taken: the node must stop serving it.
+	OnLost func(stream.Name)
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Member keeps this node in the registry: it heartbeats every second with
+// the node's load, renews the claims of the streams published here and the
+// records of the streams relayed here, and re-asserts all of them when the
+// registry comes back after an outage. Nothing it does blocks media.
+type Member struct {
+	cfg MemberConfig
+	log *slog.Logger
+
+	mu        sync.Mutex
+	claims    map[stream.Name]Claim
+	draining  bool
+	reachable bool // the last call to the registry succeeded
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewMember creates a member; Start begins its heartbeat.
+func NewMember(cfg MemberConfig) *Member {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Member{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "cluster", "node", cfg.Self.ID),
+		claims:    make(map[stream.Name]Claim),
+		reachable: true,
+		ctx:       ctx,
+		cancel:    cancel,
+	}
+}
+
+// ID returns this node's ID.
+func (m *Member) ID() NodeID { return m.cfg.Self.ID }
+
+// Start sends the first heartbeat and keeps heartbeating until Close. A
+// registry that cannot be reached is logged, not fatal: the node serves
+// what it has and joins when the registry answers.
+func (m *Member) Start() {
+	m.beat()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(heartbeatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-t.C:
+				m.beat()
+			}
+		}
+	}()
+}
+
+// Close stops heartbeating, gives up this node's claims and leaves the
+// registry, each within the registry's own timeouts.
+func (m *Member) Close() {
+	m.cancel()
+	m.wg.Wait()
+	ctx := context.Background()
+	m.mu.Lock()
+	claims := m.claims
+	m.claims = map[stream.Name]Claim{}
+	m.mu.Unlock()
+	for _, c := range claims {
+		m.cfg.Registry.Release(ctx, c)
+	}
+	m.cfg.Registry.Leave(ctx, m.cfg.Self.ID)
+}
+
+// Drain marks the node draining in the registry from its next heartbeat on.
+func (m *Member) Drain() {
+	m.mu.Lock()
+	m.draining = true
+	m.mu.Unlock()
+	m.beat()
+}
+
+// Claim makes this node the owner of name (see Registry.Claim) and keeps
+// the claim renewed until release is called.
+func (m *Member) Claim(name stream.Name) (release func(), err error) {
+	c, err := m.cfg.Registry.Claim(m.ctx, name, m.cfg.Self.ID)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.claims[name] = c
+	m.mu.Unlock()
+	m.log.Info("stream claimed", "stream", name, "epoch", c.Epoch)
+	var once sync.Once
+	return func() { once.Do(func() { m.release(c) }) }, nil
+}
+
+// release gives up c in the background, unless a newer claim of this node
+// replaced it.
+func (m *Member) release(c Claim) {
+	m.mu.Lock()
+	if cur, ok := m.claims[c.Stream]; ok && cur.Epoch == c.Epoch {
+		delete(m.claims, c.Stream)
+	}
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		err := m.cfg.Registry.Release(context.Background(), c)
+		if err != nil && !errors.Is(err, ErrLost) {
+			m.log.Warn("releasing a stream's claim failed; it expires on its own", "stream", c.Stream, "err", err)
+		}
+	}()
+}
+
+// Claims returns this node's current claims.
+func (m *Member) Claims() []Claim {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Claim, 0, len(m.claims))
+	for _, c := range m.claims {
+		out = append(out, c)
+	}
+	return out
+}
+
+// beat sends one heartbeat and renews every claim and relay record.
+func (m *Member) beat() {
+	n := m.cfg.Self
+	n.State = StateServing
+	m.mu.Lock()
+	if m.draining {
+		n.State = StateDraining
+	}
+	claims := make([]Claim, 0, len(m.claims))
+	for _, c := range m.claims {
+		claims = append(claims, c)
+	}
+	m.mu.Unlock()
+	if m.cfg.Load != nil {
+		n.Load = m.cfg.Load()
+	}
+	err := m.cfg.Registry.Heartbeat(m.ctx, n)
+	m.setReachable(err)
+	if err != nil {
+		return // renewals would fail the same way; try again next beat
+	}
+	for _, c := range claims {
+		err := m.cfg.Registry.Renew(m.ctx, c)
+		switch {
+		case errors.Is(err, ErrLost):
+			m.mu.Lock()
+			if cur, ok := m.claims[c.Stream]; ok && cur.Epoch == c.Epoch {
+				delete(m.claims, c.Stream)
+			}
+			m.mu.Unlock()
+			m.log.Warn("stream claim lost to a newer owner", "stream", c.Stream, "epoch", c.Epoch)
+			if m.cfg.OnLost != nil {
+				m.cfg.OnLost(c.Stream)
+			}
+		case err != nil:
+			m.setReachable(err)
+		}
+	}
+	if m.cfg.Relays != nil {
+		for name, up := range m.cfg.Relays() {
+			m.cfg.Registry.SetRelay(m.ctx, name, Relay{Node: n.ID, Upstream: up})
+		}
+	}
+}
+
+// setReachable logs the registry becoming unreachable or reachable again.
+func (m *Member) setReachable(err error) {
+	if m.ctx.Err() != nil {
+		return
+	}
+	m.mu.Lock()
+	was := m.reachable
+	m.reachable = err == nil
+	m.mu.Unlock()
+	switch {
+	case was && err != nil:
+		m.log.Warn("registry unreachable: serving what this node has; new publishes are refused", "err", err)
+	case !was && err == nil:
+		m.log.Info("registry reachable again: node and claims re-registered")
+	}
+}

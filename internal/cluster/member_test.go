@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// A member keeps its claims past their lease, learns when another node has
+// taken one (after the store lost it), and leaves the registry on Close.
+func TestMemberRenewsLosesAndLeaves(t *testing.T) {
+	ctx := context.Background()
+	const name = stream.Name("live/member")
+	reg := NewMemory(MemoryConfig{NodeTimeout: time.Second})
+	defer reg.Close()
+	lost := make(chan stream.Name, 1)
+	m := NewMember(MemberConfig{
+		Self:     Node{ID: "node-a", HTTPAddr: "127.0.0.1:1"},
+		Registry: reg,
+		Load:     func() Load { return Load{Viewers: 7} },
+		OnLost:   func(n stream.Name) { lost <- n },
+	})
+	m.Start()
+	closed := false
+	defer func() {
+		if !closed {
+			m.Close()
+		}
+	}()
+	if n, err := reg.Node(ctx, "node-a"); err != nil || n.Load.Viewers != 7 || n.State != StateServing {
+		t.Fatalf("node after Start: %+v, %v", n, err)
+	}
+	release, err := m.Claim(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	// Past two leases, the claim is still held: the member renews it.
+	time.Sleep(2500 * time.Millisecond)
+	if c, err := reg.Owner(ctx, name); err != nil || c.Node != "node-a" {
+		t.Fatalf("owner after two leases: %+v, %v", c, err)
+	}
+
+	// The store forgets everything and another node claims the name at
+	// the same epoch before node-a renews: node-a has lost it.
+	reg.reset()
+	if err := reg.Heartbeat(ctx, Node{ID: "node-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Claim(ctx, name, "node-b"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-lost:
+		if n != name {
+			t.Fatalf("lost %s, want %s", n, name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the member never learned it lost the stream")
+	}
+	if len(m.Claims()) != 0 {
+		t.Errorf("claims after the loss: %v", m.Claims())
+	}
+	if c, _ := reg.Owner(ctx, name); c.Node != "node-b" {
+		t.Errorf("owner after the loss: %+v, want node-b", c)
+	}
+
+	m.Close()
+	closed = true
+	nodes, _ := reg.Nodes(ctx)
+	if slices.ContainsFunc(nodes, func(n Node) bool { return n.ID == "node-a" }) {
+		t.Errorf("node-a still listed after Close: %v", nodes)
+	}
+}

@@ -1,0 +1,407 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/protocol/amf0"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// PullPath is the path prefix of the internal endpoint that serves a
+// stream to another node: PullPath + "APP/STREAM", as FLV, to requests
+// signed with SignPull.
+const PullPath = "/internal/v1/pull/"
+
+// endMarker is the script data a node sends a puller when the stream ended
+// (rather than the node failing), so the puller ends its copy at once.
+const endMarker = "onMeshcastStreamEnd"
+
+// EndTag returns the FLV tag a node sends a puller when the stream ended.
+func EndTag() []byte {
+	body, _ := amf0.AppendAll(nil, endMarker)
+	return flv.AppendTag(nil, &media.Packet{Kind: media.KindData, Codec: media.CodecAMF0, Payload: body})
+}
+
+// isEnd reports whether p is the end marker.
+func isEnd(p *media.Packet) bool {
+	if p.Kind != media.KindData {
+		return false
+	}
+	v, err := amf0.DecodeAll(p.Payload)
+	return err == nil && len(v) == 1 && v[0] == endMarker
+}
+
+// Relay timings.
+const (
+	lookupTimeout  = 3 * time.Second  // finding an upstream for a viewer
+	headerTimeout  = 5 * time.Second  // an upstream's response head
+	silenceTimeout = 15 * time.Second // an upstream sending nothing is broken
+	maxBackoff     = 2 * time.Second
+)
+
+// RelayHub is what relays need from the node's stream table.
+type RelayHub interface {
+	// OpenRelay creates the local stream name fed by a relay; it fails
+	// with stream.ErrBusy when the stream exists already.
+	OpenRelay(name stream.Name, from string) (*stream.Publisher, error)
+}
+
+// RelayConfig configures a node's relays.
+type RelayConfig struct {
+	// Self is this node.
+	Self NodeID
+	// Region is this node's region; mesh pulls prefer peers in it.
+	Region string
+	// Registry finds owners, parents and peers.
+	Registry Registry
+	// Secret signs pulls (SignPull).
+	Secret string
+	// Parents, when set, are pulled through instead of the owner (a tree):
+	// the first live one is used.
+	Parents []NodeID
+	// Mesh lets a relay pull from a peer already relaying the stream
+	// straight from its owner, same region first.
+	Mesh bool
+	// Idle ends a relay that has had no viewers, or no upstream, this long.
+	// Defaults to 30s.
+	Idle time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Relays pulls streams this node does not own from the nodes that have
+// them: one upstream connection per stream, shared by all of this node's
+// viewers of it. When the upstream breaks a relay looks for the owner again
+// with backoff while its viewers stay connected, and resumes at the next
+// keyframe with timestamps that keep increasing.
+type Relays struct {
+	cfg    RelayConfig
+	hub    RelayHub
+	log    *slog.Logger
+	client *http.Client
+
+	mu     sync.Mutex
+	active map[stream.Name]*relay
+	closed bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// relay is one stream pulled into this node.
+type relay struct {
+	name     stream.Name
+	ready    chan struct{} // closed once opened or failed
+	err      error
+	pub      *stream.Publisher
+	upstream atomic.Value // NodeID pulled from now, "" while reconnecting
+}
+
+// NewRelays creates a node's relay manager.
+func NewRelays(cfg RelayConfig, hub RelayHub) *Relays {
+	if cfg.Idle <= 0 {
+		cfg.Idle = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Relays{
+		cfg: cfg,
+		hub: hub,
+		log: cfg.Logger.With("component", "relay"),
+		client: &http.Client{Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
+			ResponseHeaderTimeout: headerTimeout,
+			DisableCompression:    true,
+			MaxIdleConnsPerHost:   -1, // every pull is one long response
+		}},
+		active: make(map[stream.Name]*relay),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+}
+
+// Close stops every relay; their streams end for their viewers.
+func (m *Relays) Close() {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+	m.client.CloseIdleConnections()
+}
+
+// Pull starts relaying name into the hub unless a relay of it runs
+// already. It fails when no live node has the stream.
+func (m *Relays) Pull(name stream.Name) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return errors.New("relays closed")
+	}
+	if r := m.active[name]; r != nil {
+		m.mu.Unlock()
+		<-r.ready
+		return r.err
+	}
+	r := &relay{name: name, ready: make(chan struct{})}
+	r.upstream.Store(NodeID(""))
+	m.active[name] = r
+	m.mu.Unlock()
+
+	r.err = m.open(r)
+	close(r.ready)
+	if r.err != nil || r.pub == nil {
+		m.forget(r)
+	}
+	return r.err
+}
+
+// open finds an upstream for r and starts pulling from it.
+func (m *Relays) open(r *relay) error {
+	ctx, cancel := context.WithTimeout(m.ctx, lookupTimeout)
+	defer cancel()
+	up, err := m.choose(ctx, r.name)
+	if err != nil {
+		return err
+	}
+	pub, err := m.hub.OpenRelay(r.name, string(up.ID))
+	if errors.Is(err, stream.ErrBusy) {
+		return nil // a publisher or another relay got here first
+	}
+	if err != nil {
+		return err
+	}
+	r.pub = pub
+	m.wg.Add(1)
+	go m.run(r, up)
+	return nil
+}
+
+// forget drops r from the active relays.
+func (m *Relays) forget(r *relay) {
+	m.mu.Lock()
+	if m.active[r.name] == r {
+		delete(m.active, r.name)
+	}
+	m.mu.Unlock()
+}
+
+// Active returns the streams relayed now and the node each is pulled from.
+func (m *Relays) Active() map[stream.Name]NodeID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[stream.Name]NodeID, len(m.active))
+	for name, r := range m.active {
+		if up := r.upstream.Load().(NodeID); up != "" {
+			out[name] = up
+		}
+	}
+	return out
+}
+
+// choose finds the node to pull name from: a live parent, else (in a
+// mesh) a peer relaying it from its owner, same region first, else the
+// owner itself.
+func (m *Relays) choose(ctx context.Context, name stream.Name) (Node, error) {
+	reg := m.cfg.Registry
+	owner, err := reg.Owner(ctx, name)
+	if err != nil {
+		return Node{}, err
+	}
+	if owner.Node == m.cfg.Self {
+		return Node{}, fmt.Errorf("%w: %s is owned by this node", ErrNotFound, name)
+	}
+	for _, p := range m.cfg.Parents {
+		if p == m.cfg.Self {
+			continue
+		}
+		if n, err := reg.Node(ctx, p); err == nil && n.State == StateServing {
+			return n, nil
+		}
+	}
+	if m.cfg.Mesh {
+		if n, ok := m.peer(ctx, name, owner.Node); ok {
+			return n, nil
+		}
+	}
+	n, err := reg.Node(ctx, owner.Node)
+	if err != nil {
+		return Node{}, fmt.Errorf("owner %s of %s: %w", owner.Node, name, err)
+	}
+	return n, nil
+}
+
+// peer picks a live node relaying name straight from its owner. Pulling
+// only from such first-tier relays keeps a mesh free of cycles.
+func (m *Relays) peer(ctx context.Context, name stream.Name, owner NodeID) (Node, bool) {
+	relays, err := m.cfg.Registry.Relays(ctx, name)
+	if err != nil {
+		return Node{}, false
+	}
+	var other Node
+	for _, r := range relays {
+		if r.Upstream != owner || r.Node == m.cfg.Self {
+			continue
+		}
+		n, err := m.cfg.Registry.Node(ctx, r.Node)
+		if err != nil || n.State != StateServing {
+			continue
+		}
+		if n.Region == m.cfg.Region {
+			return n, true
+		}
+		if other.ID == "" {
+			other = n
+		}
+	}
+	return other, other.ID != ""
+}
+
+// run pulls r's stream until it ends upstream, it has had no viewers or no
+// upstream for the idle time, or the node closes. Its viewers stay
+// connected across upstream failures.
+func (m *Relays) run(r *relay, up Node) {
+	defer m.wg.Done()
+	log := m.log.With("stream", r.name)
+	ctx, cancel := context.WithCancel(m.ctx)
+	defer cancel()
+	defer func() {
+		r.pub.Close() // ends the local stream, unless a publisher took it over
+		m.forget(r)
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+		m.cfg.Registry.DeleteRelay(dctx, r.name, m.cfg.Self)
+		dcancel()
+	}()
+	go m.watchIdle(ctx, cancel, r, log)
+
+	delivered := false // a session delivered packets: the next one restarts
+	backoff := 100 * time.Millisecond
+	lastUp := time.Now()
+	for {
+		if up.ID != "" {
+			r.upstream.Store(up.ID)
+			got, ended, err := m.pullFrom(ctx, r, up, delivered)
+			r.upstream.Store(NodeID(""))
+			if got {
+				delivered, backoff, lastUp = true, 100*time.Millisecond, time.Now()
+			}
+			switch {
+			case ended:
+				log.Info("relay ending: the stream ended upstream", "upstream", up.ID)
+				return
+			case ctx.Err() != nil:
+				return
+			case errors.Is(err, stream.ErrClosed):
+				return // a local publisher took the stream over
+			}
+			log.Warn("relay upstream lost; looking for the stream again", "upstream", up.ID, "err", err)
+		}
+		if time.Since(lastUp) > m.cfg.Idle {
+			log.Info("relay ending: no node has had the stream", "for", m.cfg.Idle)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+		lctx, lcancel := context.WithTimeout(ctx, lookupTimeout)
+		var err error
+		up, err = m.choose(lctx, r.name)
+		lcancel()
+		if err != nil {
+			up = Node{}
+		}
+	}
+}
+
+// watchIdle cancels a relay whose stream has had no readers for the idle
+// time.
+func (m *Relays) watchIdle(ctx context.Context, cancel context.CancelFunc, r *relay, log *slog.Logger) {
+	t := time.NewTicker(min(time.Second, m.cfg.Idle/4))
+	defer t.Stop()
+	since := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if readers(r.pub.Stream()) > 0 {
+				since = now
+				continue
+			}
+			if now.Sub(since) >= m.cfg.Idle {
+				log.Info("relay ending: no viewers", "for", m.cfg.Idle)
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+func readers(s *stream.Stream) int {
+	n := 0
+	for _, c := range s.Stats().ReaderCount {
+		n += c
+	}
+	return n
+}
+
+// pullFrom copies the stream from up into r until it fails or ends. got
+// reports whether any packet arrived; ended, that up said the stream ended.
+func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) (got, ended bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+up.HTTPAddr+PullPath+string(r.name), nil)
+	if err != nil {
+		return false, false, err
+	}
+	SignPull(req, m.cfg.Secret, m.cfg.Self, time.Now())
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return false, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, false, fmt.Errorf("upstream answered %s", resp.Status)
+	}
+	// An upstream that goes silent is as good as gone.
+	silence := time.AfterFunc(silenceTimeout, cancel)
+	defer silence.Stop()
+	fr := flv.NewReader(resp.Body)
+	if _, _, err := fr.ReadHeader(); err != nil {
+		return false, false, err
+	}
+	m.log.Info("relay pulling", "stream", r.name, "upstream", up.ID, "addr", up.HTTPAddr)
+	for {
+		p, err := fr.ReadPacket()
+		if err != nil {
+			return got, false, err
+		}
+		silence.Reset(silenceTimeout)
+		if isEnd(&p) {
+			return got, true, nil
+		}
+		if !got && restart {
+			r.pub.Restart() // continue at the next keyframe, later timestamps
+		}
+		got = true
+		if err := r.pub.WritePacket(&p); err != nil {
+			return got, false, err
+		}
+	}
+}
