@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/meshcast/meshcast/internal/app"
 	"github.com/meshcast/meshcast/internal/config"
@@ -103,8 +104,11 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	slog.SetDefault(log)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	a, err := app.New(cfg, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "meshcast:", err)
@@ -117,14 +121,41 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("meshcast started", "version", versionString(), "rtmp", a.RTMPAddr().String(), "http", a.HTTPAddr().String())
 	fmt.Fprintf(stdout, "meshcast %s is running.\n\n%s\n", versionString(), a.URLs("stream"))
-	<-ctx.Done()
-	stop()
+	if sig := <-sigs; sig == syscall.SIGTERM && cfg.DrainGrace > 0 {
+		drain(a, cfg.DrainGrace, sigs, log)
+	}
 	log.Info("shutting down")
 	if err := a.Close(); err != nil {
 		log.Error("shutdown", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// drain keeps serving for grace while the node is marked draining, or
+// until it serves nothing or another signal comes.
+func drain(a *app.App, grace time.Duration, sigs <-chan os.Signal, log *slog.Logger) {
+	log.Info("SIGTERM: draining before shutdown (SIGTERM again to stop now)", "grace", grace)
+	a.Drain()
+	end := time.NewTimer(grace)
+	defer end.Stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case sig := <-sigs:
+			log.Info("stopping now", "signal", sig.String())
+			return
+		case <-end.C:
+			log.Info("drain grace over")
+			return
+		case <-tick.C:
+			if a.Idle() {
+				log.Info("drained: no stream left")
+				return
+			}
+		}
+	}
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

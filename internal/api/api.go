@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/cluster"
@@ -33,17 +34,23 @@ type Cluster interface {
 // registryTimeout bounds the registry look-ups of one API request.
 const registryTimeout = 2 * time.Second
 
-// API serves the REST endpoints.
+// Router picks the node a viewer should play a stream from.
+type Router interface {
+	Route(ctx context.Context, req cluster.RouteRequest) (cluster.Node, error)
+}
+
+// API serves the REST endpoints and the /play/ redirects.
 type API struct {
 	hub     Hub
 	counted map[string]ViewerCounter
 	cluster Cluster
+	router  Router
 }
 
-// New creates the API over hub and the cluster's registry. counted maps a
-// protocol ("hls") to what counts its viewers.
-func New(hub Hub, counted map[string]ViewerCounter, c Cluster) *API {
-	return &API{hub: hub, counted: counted, cluster: c}
+// New creates the API over hub, the cluster's registry and a router.
+// counted maps a protocol ("hls") to what counts its viewers.
+func New(hub Hub, counted map[string]ViewerCounter, c Cluster, router Router) *API {
+	return &API{hub: hub, counted: counted, cluster: c, router: router}
 }
 
 // Register adds the API's routes to mux.
@@ -51,6 +58,87 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/streams", a.listStreams)
 	mux.HandleFunc("GET /api/v1/streams/{app}/{stream}", a.getStream)
 	mux.HandleFunc("GET /api/v1/nodes", a.listNodes)
+	mux.HandleFunc("GET /api/v1/route", a.route)
+	mux.HandleFunc("GET /play/{app}/{file}", a.play)
+}
+
+// Route is the route API's answer: the node to play from and the URL.
+type Route struct {
+	Node cluster.Node `json:"node"`
+	URL  string       `json:"url"`
+}
+
+// playURL is where a viewer plays name over proto from node n.
+func playURL(n cluster.Node, name stream.Name, proto string) (string, bool) {
+	switch proto {
+	case "rtmp":
+		return "rtmp://" + n.RTMPAddr + "/" + string(name), true
+	case "flv":
+		return "http://" + n.HTTPAddr + "/" + string(name) + ".flv", true
+	case "hls":
+		return "http://" + n.HTTPAddr + "/" + string(name) + "/index.m3u8", true
+	}
+	return "", false
+}
+
+// routeTo picks the node for a viewer of name over proto, answering the
+// request itself when it cannot.
+func (a *API) routeTo(w http.ResponseWriter, r *http.Request, name stream.Name, proto string) (Route, bool) {
+	if proto == "webrtc" {
+		writeError(w, http.StatusNotImplemented, "unsupported_proto", "this node does not serve WebRTC yet")
+		return Route{}, false
+	}
+	if _, ok := playURL(cluster.Node{}, name, proto); !ok {
+		writeError(w, http.StatusBadRequest, "bad_proto", "proto must be rtmp, flv, hls or webrtc")
+		return Route{}, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
+	defer cancel()
+	n, err := a.router.Route(ctx, cluster.RouteRequest{Stream: name, Region: r.URL.Query().Get("region")})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "no_node", err.Error())
+		return Route{}, false
+	}
+	u, _ := playURL(n, name, proto)
+	return Route{Node: n, URL: u}, true
+}
+
+func (a *API) route(w http.ResponseWriter, r *http.Request) {
+	name, err := stream.ParseName(r.URL.Query().Get("stream"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_name", err.Error())
+		return
+	}
+	if rt, ok := a.routeTo(w, r, name, r.URL.Query().Get("proto")); ok {
+		writeJSON(w, http.StatusOK, rt)
+	}
+}
+
+// play redirects /play/APP/STREAM.flv and .m3u8 to the chosen node.
+func (a *API) play(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	proto := ""
+	switch {
+	case strings.HasSuffix(file, ".flv"):
+		proto, file = "flv", strings.TrimSuffix(file, ".flv")
+	case strings.HasSuffix(file, ".m3u8"):
+		proto, file = "hls", strings.TrimSuffix(file, ".m3u8")
+	default:
+		writeError(w, http.StatusNotFound, "not_found", "play URLs end in .flv or .m3u8")
+		return
+	}
+	name, err := stream.NewName(r.PathValue("app"), file)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_name", err.Error())
+		return
+	}
+	if rt, ok := a.routeTo(w, r, name, proto); ok {
+		if r.URL.RawQuery != "" {
+			rt.URL += "?" + r.URL.RawQuery // tokens and options travel along
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, rt.URL, http.StatusFound)
+	}
 }
 
 // Stream is the JSON form of a live stream.

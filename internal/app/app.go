@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,7 +39,9 @@ type App struct {
 	api    *api.API
 
 	registry    cluster.Registry
-	ownRegistry bool // built from the configuration: closed with the node
+	ownRegistry bool        // built from the configuration: closed with the node
+	draining    atomic.Bool // /readyz answers 503
+
 	// Set by Start, read by the hub's owner and upstream adapters, which
 	// may run as soon as the listeners accept.
 	member atomic.Pointer[cluster.Member]
@@ -84,11 +87,16 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		MaxConnections: cfg.MaxConnections,
 		MergeWindow:    cfg.WriteMerge(),
 		Sender:         sender,
+		TrustedProxies: cfg.TrustedNets(),
 		Logger:         log,
 	}, h)
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h)
 	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h)
-	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry)
+	sel, err := cluster.NewSelector(cfg.Balance)
+	if err != nil {
+		return nil, err
+	}
+	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel))
 	return a, nil
 }
 
@@ -126,6 +134,7 @@ func (a *App) HTTPAddr() net.Addr { return a.httpLn.Addr() }
 // connection to finish. It also releases a node whose Start failed.
 func (a *App) Close() error {
 	var errs []error
+	a.Drain() // peers stop choosing this node before its streams end
 	if r := a.relays.Load(); r != nil {
 		r.Close() // relayed streams end for their viewers
 	}
@@ -158,6 +167,13 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if a.draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
 	mux.HandleFunc("GET "+cluster.PullPath+"{app}/{stream}", a.servePull)
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
@@ -169,8 +185,60 @@ func (a *App) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	if nets := a.cfg.TrustedNets(); len(nets) > 0 {
+		return forwardedFor(nets, mux)
+	}
 	return mux
 }
+
+// forwardedFor takes the client's address from X-Forwarded-For on requests
+// from trusted proxies: the nearest address in it that is not a proxy.
+func forwardedFor(trusted []netip.Prefix, next http.Handler) http.Handler {
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peer, err := netip.ParseAddrPort(r.RemoteAddr)
+		xff := r.Header.Values("X-Forwarded-For")
+		if err != nil || len(xff) == 0 || !isTrusted(peer.Addr()) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		hops := strings.Split(strings.Join(xff, ","), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				break // a forged or garbled hop: trust nothing before it
+			}
+			if !isTrusted(a) || i == 0 {
+				r.RemoteAddr = netip.AddrPortFrom(a.Unmap(), 0).String()
+				break
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Drain marks the node draining: /readyz answers 503, and the registry
+// tells routers and relays to choose other nodes. Everything it serves
+// goes on until Close.
+func (a *App) Drain() {
+	if a.draining.Swap(true) {
+		return
+	}
+	if m := a.member.Load(); m != nil {
+		m.Drain()
+	}
+	a.log.Info("draining: no longer ready for new work")
+}
+
+// Idle reports whether the node serves no stream at all.
+func (a *App) Idle() bool { return len(a.Hub.List()) == 0 }
 
 // serveFile answers /APP/STREAM.flv and /APP/STREAM.m3u8.
 func (a *App) serveFile(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -145,6 +146,50 @@ type Config struct {
 	// Mesh lets this node pull a stream from a peer already relaying it,
 	// same region first, instead of from its owner. Defaults to false.
 	Mesh bool `yaml:"mesh" usage:"pull streams from peers already relaying them, same region first (mesh topology)"`
+
+	// Balance is how the route API and /play/ redirects pick a node:
+	// least-loaded, p2c (the less loaded of two random nodes), affinity
+	// (a node that has the stream already, while under its load cap) or
+	// hash (rendezvous hashing on the stream name). Defaults to
+	// "least-loaded".
+	Balance string `yaml:"balance" usage:"how to pick a node for a viewer: least-loaded, p2c, affinity or hash"`
+
+	// TrustedProxies are the addresses (CIDR or single IP) of load
+	// balancers whose word on the client's address is taken: a PROXY
+	// protocol header (v1 or v2) on RTMP, X-Forwarded-For on HTTP.
+	// Defaults to none.
+	TrustedProxies []string `yaml:"trusted_proxies" usage:"CIDRs of proxies whose PROXY protocol header (RTMP) or X-Forwarded-For (HTTP) gives the client's address"`
+
+	// DrainGrace is how long a node told to stop (SIGTERM) keeps serving
+	// its viewers while it is marked draining; a second SIGTERM stops it at
+	// once. Defaults to 30s.
+	DrainGrace time.Duration `yaml:"drain_grace" usage:"after SIGTERM, serve current viewers this long while draining (a second SIGTERM stops at once)"`
+}
+
+// Balancers are the values of Config.Balance.
+var Balancers = []string{"least-loaded", "p2c", "affinity", "hash"}
+
+// TrustedNets parses TrustedProxies; Validate has checked them.
+func (c *Config) TrustedNets() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parsePrefix reads a CIDR or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 // Default returns the built-in configuration.
@@ -167,6 +212,9 @@ func Default() Config {
 		NodeTimeout:        5 * time.Second,
 		RelayIdle:          30 * time.Second,
 		Parent:             []string{},
+		Balance:            "least-loaded",
+		TrustedProxies:     []string{},
+		DrainGrace:         30 * time.Second,
 	}
 }
 
@@ -271,6 +319,17 @@ func (c *Config) Validate() error {
 		bad("NodeTimeout", "must be at least 1s (heartbeats are sent every second), got %v", c.NodeTimeout)
 	}
 	positive("RelayIdle", c.RelayIdle)
+	if !slices.Contains(Balancers, c.Balance) {
+		bad("Balance", "%q is not one of %s", c.Balance, strings.Join(Balancers, ", "))
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			bad("TrustedProxies", "%q is not a CIDR or an IP address", p)
+		}
+	}
+	if c.DrainGrace < 0 {
+		bad("DrainGrace", "must not be negative, got %v", c.DrainGrace)
+	}
 	return errors.Join(errs...)
 }
 

@@ -48,6 +48,9 @@ func TestDefault(t *testing.T) {
 		NodeTimeout:        5 * time.Second,
 		RelayIdle:          30 * time.Second,
 		Parent:             []string{},
+		Balance:            "least-loaded",
+		TrustedProxies:     []string{},
+		DrainGrace:         30 * time.Second,
 	}
 	if !reflect.DeepEqual(def, want) {
 		t.Errorf("Default() = %+v, want %+v", def, want)
@@ -206,6 +209,9 @@ func TestLoadAllFields(t *testing.T) {
 		"--relay-idle=10s",
 		"--parent=mid-1,mid-2",
 		"--mesh=true",
+		"--balance=hash",
+		"--trusted-proxies=10.0.0.0/8,192.0.2.7",
+		"--drain-grace=5s",
 	}
 	want := Config{
 		RTMPAddr:           "127.0.0.1:0",
@@ -233,6 +239,9 @@ func TestLoadAllFields(t *testing.T) {
 		RelayIdle:          10 * time.Second,
 		Parent:             []string{"mid-1", "mid-2"},
 		Mesh:               true,
+		Balance:            "hash",
+		TrustedProxies:     []string{"10.0.0.0/8", "192.0.2.7"},
+		DrainGrace:         5 * time.Second,
 	}
 	got, err := Load(args, nil)
 	if err != nil {
@@ -249,7 +258,7 @@ func TestLoadAllFields(t *testing.T) {
 		key := strings.ReplaceAll(name, "-", "_")
 		env = append(env, "MESHCAST_"+strings.ToUpper(key)+"="+value)
 		switch {
-		case key == "parent":
+		case key == "parent" || key == "trusted_proxies":
 			value = "[" + value + "]" // a YAML sequence
 		case value == "true":
 		default:
@@ -448,6 +457,20 @@ func TestValidate(t *testing.T) {
 		{"max connections zero", func(c *Config) { c.MaxConnections = 0 }, []string{"--max-connections:"}},
 		{"segment duration short", func(c *Config) { c.HLSSegmentDuration = 99 * time.Millisecond }, []string{"--hls-segment-duration:"}},
 		{"segment count low", func(c *Config) { c.HLSSegmentCount = 6 }, []string{"--hls-segment-count:", "7"}},
+		{"cluster", func(c *Config) {
+			c.Redis, c.ClusterSecret, c.NodeID, c.Parent = "redis://r:6379/0", "sixteen-chars-ok", "edge-1.eu", []string{"mid-1"}
+			c.TrustedProxies = []string{"10.0.0.0/8", "::1", "192.0.2.1/32"}
+		}, nil},
+		{"redis without secret", func(c *Config) { c.Redis = "redis://r:6379/0" }, []string{"--cluster-secret:", "16"}},
+		{"short secret", func(c *Config) { c.Redis, c.ClusterSecret = "redis://r:6379/0", "short" }, []string{"--cluster-secret:"}},
+		{"node id with slash", func(c *Config) { c.NodeID = "a/b" }, []string{"--node-id:"}},
+		{"parent not an id", func(c *Config) { c.Parent = []string{"ok", "not ok"} }, []string{"--parent:", `"not ok"`}},
+		{"node timeout short", func(c *Config) { c.NodeTimeout = 500 * time.Millisecond }, []string{"--node-timeout:"}},
+		{"relay idle zero", func(c *Config) { c.RelayIdle = 0 }, []string{"--relay-idle:"}},
+		{"capacity negative", func(c *Config) { c.Capacity = -1 }, []string{"--capacity:"}},
+		{"balance", func(c *Config) { c.Balance = "random" }, []string{"--balance:", "least-loaded, p2c, affinity, hash"}},
+		{"trusted proxy", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} }, []string{"--trusted-proxies:", "10.0.0.0/33"}},
+		{"drain grace negative", func(c *Config) { c.DrainGrace = -time.Second }, []string{"--drain-grace:"}},
 		{
 			"several problems joined",
 			func(c *Config) { c.LogLevel, c.MaxLag, c.HLSSegmentCount = "loud", 0, 1 },

@@ -455,6 +455,21 @@ type proc struct {
 	killed   atomic.Bool
 }
 
+// exit waits for the process to end by itself and returns how it exited.
+func (p *proc) exit(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	p.killed.Store(true) // ended by the test: cleanup has nothing to stop
+	select {
+	case err := <-p.waited:
+		return err
+	case <-time.After(timeout):
+		p.cmd.Process.Kill()
+		<-p.waited
+		t.Fatalf("meshcast still running %v later", timeout)
+		return nil
+	}
+}
+
 // kill ends the process with SIGKILL, as a crash would.
 func (p *proc) kill(t *testing.T) {
 	t.Helper()

@@ -28,7 +28,8 @@ var errClose = errors.New("session closed")
 // conn is one RTMP session: the command phase, then publishing or playing.
 type conn struct {
 	srv *Server
-	nc  net.Conn
+	key net.Conn // as accepted: what the server releases
+	nc  net.Conn // what is served: key, or key seen through a proxy
 	log connLog
 	r   *rtmp.ChunkReader
 	w   *rtmp.ChunkWriter
@@ -41,10 +42,11 @@ type conn struct {
 // errPlaying ends the session loop of a connection handed to the sender.
 var errPlaying = errors.New("playing")
 
-func newConn(s *Server, nc net.Conn) *conn {
+func newConn(s *Server, key, nc net.Conn) *conn {
 	id := s.nextID.Add(1)
 	return &conn{
 		srv: s,
+		key: key,
 		nc:  nc,
 		log: connLog{l: s.log, attrs: []any{"conn", id, "remote", nc.RemoteAddr().String()}},
 		r:   rtmp.NewChunkReader(nc),
@@ -316,7 +318,7 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	// ends by hanging up). The session's reader and buffers are not needed.
 	c.r = nil
 	c.w.Release()
-	if tc, ok := c.nc.(*net.TCPConn); ok && c.srv.cfg.MergeWindow == 0 {
+	if tc, ok := c.nc.(interface{ SetNoDelay(bool) error }); ok && c.srv.cfg.MergeWindow == 0 {
 		tc.SetNoDelay(false)
 	}
 	cfg := stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow}
@@ -327,7 +329,7 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 // playEnded runs once the sender is done with a player: it tells the player
 // why when the stream ended, and releases the connection.
 func (c *conn) playEnded(rd *stream.Reader, err error) {
-	defer c.srv.release(c.nc)
+	defer c.srv.release(c.key)
 	rd.Close()
 	switch {
 	case errors.Is(err, io.EOF):

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,9 @@ type Config struct {
 	Sender *stream.Sender
 	// MaxConnections caps concurrent connections. Defaults to 10000.
 	MaxConnections int
+	// TrustedProxies are load balancers whose connections may start with
+	// a PROXY protocol header giving the client's address. Defaults to none.
+	TrustedProxies []netip.Prefix
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -181,7 +185,13 @@ func (s *Server) accept() {
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
-			if playing := newConn(s, nc).serve(); !playing {
+			conn, err := s.unproxy(nc)
+			if err != nil {
+				s.log.Info("connection closed: bad PROXY protocol header", "remote", nc.RemoteAddr().String(), "err", err)
+				s.release(nc)
+				return
+			}
+			if playing := newConn(s, nc, conn).serve(); !playing {
 				s.release(nc)
 			}
 		}()
