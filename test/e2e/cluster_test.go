@@ -134,26 +134,6 @@ func probeCodecs(t *testing.T, url string) {
 	}
 }
 
-// publishRefused tries to publish name to addr and returns the refusal.
-func publishRefused(t *testing.T, addr, name string) error {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	c, err := rtmp.NewClient(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, key, _ := strings.Cut(name, "/")
-	if err := c.Connect(app, "rtmp://"+addr+"/"+app); err != nil {
-		t.Fatal(err)
-	}
-	return c.Publish(key)
-}
-
 // publishUntilOwned publishes with the README's ffmpeg command until node
 // id owns the stream, as a publisher retrying its connection would.
 func publishUntilOwned(t *testing.T, p *proc, id, name string, timeout time.Duration) (stop func()) {
@@ -267,7 +247,7 @@ func TestCluster(t *testing.T) {
 	watch := viewers[:10] // followed through the outage and the failover
 
 	t.Run("second publisher on C refused while A lives", func(t *testing.T) {
-		err := publishRefused(t, c.rtmpAddr, name)
+		err := tryPublish(t, c.rtmpAddr, "", name)
 		if !errors.Is(err, rtmp.ErrRefused) || !strings.Contains(err.Error(), "NetStream.Publish.BadName") {
 			t.Fatalf("publish on C: %v, want a refusal with NetStream.Publish.BadName", err)
 		}
@@ -293,7 +273,7 @@ func TestCluster(t *testing.T) {
 			}
 		}
 		// New claims fail with a clear error meanwhile.
-		if err := publishRefused(t, c.rtmpAddr, "live/other"); !errors.Is(err, rtmp.ErrRefused) {
+		if err := tryPublish(t, c.rtmpAddr, "", "live/other"); !errors.Is(err, rtmp.ErrRefused) {
 			t.Errorf("publish during the outage: %v, want a refusal", err)
 		}
 		red = startRedis(whole, red.port) // back, and empty
@@ -344,7 +324,7 @@ func TestCluster(t *testing.T) {
 		if !ok || now.Owner == nil || owner.Owner == nil || *now.Owner != *owner.Owner {
 			t.Errorf("owner after A restarted: %+v, want %+v", now.Owner, owner.Owner)
 		}
-		if err := publishRefused(t, a2.rtmpAddr, name); !errors.Is(err, rtmp.ErrRefused) {
+		if err := tryPublish(t, a2.rtmpAddr, "", name); !errors.Is(err, rtmp.ErrRefused) {
 			t.Errorf("publish on the restarted A: %v, want a refusal", err)
 		}
 		for _, v := range watch {

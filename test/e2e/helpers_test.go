@@ -602,3 +602,28 @@ func httpGetQuiet(url string) (int, error) {
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+// tryPublish publishes name to addr with a Go RTMP client whose connection
+// starts with header (a PROXY protocol line, or nothing), and returns the
+// server's answer: nil, or why it refused.
+func tryPublish(t *testing.T, addr, header, name string) error {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte(header)); err != nil {
+		return err
+	}
+	c, err := rtmp.NewClient(conn)
+	if err != nil {
+		return err
+	}
+	app, key, _ := strings.Cut(name, "/")
+	if err := c.Connect(app, "rtmp://"+addr+"/"+app); err != nil {
+		return err
+	}
+	return c.Publish(key)
+}

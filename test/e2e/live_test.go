@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -208,20 +207,7 @@ func TestSecondPublisherRefused(t *testing.T) {
 	v := playRTMP(t, n.RTMPAddr().String(), "live/stream")
 	v.waitFrames(t, 30, 15*time.Second)
 
-	conn, err := net.DialTimeout("tcp", n.RTMPAddr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	c, err := rtmp.NewClient(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Connect("live", "rtmp://127.0.0.1/live"); err != nil {
-		t.Fatal(err)
-	}
-	err = c.Publish("stream")
+	err := tryPublish(t, n.RTMPAddr().String(), "", "live/stream")
 	if !errors.Is(err, rtmp.ErrRefused) || !strings.Contains(err.Error(), "NetStream.Publish.BadName") {
 		t.Fatalf("second publish: %v, want refusal with NetStream.Publish.BadName", err)
 	}
