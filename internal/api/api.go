@@ -3,12 +3,15 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/cluster"
+	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
@@ -16,6 +19,9 @@ import (
 type Hub interface {
 	Get(name stream.Name) *stream.Stream
 	List() []*stream.Stream
+	Sessions() []hub.Session
+	Kick(id string) bool
+	KickPublisher(name stream.Name) bool
 }
 
 // ViewerCounter counts a protocol's viewers where they are not stream
@@ -45,12 +51,14 @@ type API struct {
 	counted map[string]ViewerCounter
 	cluster Cluster
 	router  Router
+	config  map[string]any
 }
 
 // New creates the API over hub, the cluster's registry and a router.
-// counted maps a protocol ("hls") to what counts its viewers.
-func New(hub Hub, counted map[string]ViewerCounter, c Cluster, router Router) *API {
-	return &API{hub: hub, counted: counted, cluster: c, router: router}
+// counted maps a protocol ("hls") to what counts its viewers; config is the
+// effective configuration with secrets redacted.
+func New(hub Hub, counted map[string]ViewerCounter, c Cluster, router Router, config map[string]any) *API {
+	return &API{hub: hub, counted: counted, cluster: c, router: router, config: config}
 }
 
 // Register adds the API's routes to mux.
@@ -60,6 +68,64 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/nodes", a.listNodes)
 	mux.HandleFunc("GET /api/v1/route", a.route)
 	mux.HandleFunc("GET /play/{app}/{file}", a.play)
+	mux.HandleFunc("GET /api/v1/sessions", a.listSessions)
+	mux.HandleFunc("DELETE /api/v1/sessions/{id}", local(a.kickSession))
+	mux.HandleFunc("DELETE /api/v1/streams/{app}/{stream}", local(a.kickPublisher))
+	mux.HandleFunc("GET /api/v1/config", a.getConfig)
+	mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
+}
+
+// openAPI describes the API (OpenAPI 3.0).
+//
+//go:embed openapi.json
+var openAPI []byte
+
+// local guards an endpoint that changes what the node serves: until
+// operators authenticate, only clients on the node's own machine may call
+// it.
+func local(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil || !ap.Addr().IsLoopback() {
+			writeError(w, http.StatusForbidden, "forbidden", "this endpoint answers only on the node's own machine")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Sessions []hub.Session `json:"sessions"`
+	}{a.hub.Sessions()})
+}
+
+func (a *API) kickSession(w http.ResponseWriter, r *http.Request) {
+	if !a.hub.Kick(r.PathValue("id")) {
+		writeError(w, http.StatusNotFound, "session_not_found", "no session with that ID")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) kickPublisher(w http.ResponseWriter, r *http.Request) {
+	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_name", err.Error())
+		return
+	}
+	if !a.hub.KickPublisher(name) {
+		writeError(w, http.StatusNotFound, "stream_not_found", "nobody publishes "+string(name)+" on this node")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) getConfig(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.config)
 }
 
 // Route is the route API's answer: the node to play from and the URL.

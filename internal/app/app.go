@@ -24,6 +24,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/webhook"
 )
 
 // App is one running meshcast node.
@@ -39,8 +40,9 @@ type App struct {
 	api    *api.API
 
 	registry    cluster.Registry
-	ownRegistry bool        // built from the configuration: closed with the node
-	draining    atomic.Bool // /readyz answers 503
+	ownRegistry bool                // built from the configuration: closed with the node
+	draining    atomic.Bool         // /readyz answers 503
+	hooks       *webhook.Dispatcher // nil without webhook URLs; set by Start
 
 	// Set by Start, read by the hub's owner and upstream adapters, which
 	// may run as soon as the listeners accept.
@@ -96,7 +98,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel))
+	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted())
 	return a, nil
 }
 
@@ -121,6 +123,7 @@ func (a *App) Start(ctx context.Context) error {
 	a.httpErr = make(chan error, 1)
 	go func() { a.httpErr <- a.httpSrv.Serve(ln) }()
 	a.startCluster()
+	a.startWebhooks(a.member.Load().ID())
 	return nil
 }
 
@@ -153,6 +156,7 @@ func (a *App) Close() error {
 		}
 	}
 	a.sender.Close()
+	a.stopWebhooks()
 	a.stopCluster()
 	if a.ownRegistry {
 		errs = append(errs, a.registry.Close())

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -164,6 +165,14 @@ type Config struct {
 	// its viewers while it is marked draining; a second SIGTERM stops it at
 	// once. Defaults to 30s.
 	DrainGrace time.Duration `yaml:"drain_grace" usage:"after SIGTERM, serve current viewers this long while draining (a second SIGTERM stops at once)"`
+
+	// WebhookURLs receive every on_publish, on_publish_done, on_play and
+	// on_stop event as a signed JSON POST. Defaults to none.
+	WebhookURLs []string `yaml:"webhook_urls" usage:"URLs that receive on_publish, on_publish_done, on_play and on_stop as signed JSON POSTs"`
+
+	// WebhookSecret signs webhook deliveries (HMAC-SHA256). Required with
+	// WebhookURLs. Defaults to "".
+	WebhookSecret string `yaml:"webhook_secret" secret:"true" usage:"key that signs webhook deliveries (required with --webhook-urls)"`
 }
 
 // Balancers are the values of Config.Balance.
@@ -215,6 +224,7 @@ func Default() Config {
 		Balance:            "least-loaded",
 		TrustedProxies:     []string{},
 		DrainGrace:         30 * time.Second,
+		WebhookURLs:        []string{},
 	}
 }
 
@@ -329,6 +339,14 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainGrace < 0 {
 		bad("DrainGrace", "must not be negative, got %v", c.DrainGrace)
+	}
+	for _, u := range c.WebhookURLs {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("WebhookURLs", "%q is not an http or https URL", u)
+		}
+	}
+	if len(c.WebhookURLs) > 0 && c.WebhookSecret == "" {
+		bad("WebhookSecret", "is required with --webhook-urls: receivers check the signature")
 	}
 	return errors.Join(errs...)
 }

@@ -51,6 +51,7 @@ func TestDefault(t *testing.T) {
 		Balance:            "least-loaded",
 		TrustedProxies:     []string{},
 		DrainGrace:         30 * time.Second,
+		WebhookURLs:        []string{},
 	}
 	if !reflect.DeepEqual(def, want) {
 		t.Errorf("Default() = %+v, want %+v", def, want)
@@ -212,6 +213,8 @@ func TestLoadAllFields(t *testing.T) {
 		"--balance=hash",
 		"--trusted-proxies=10.0.0.0/8,192.0.2.7",
 		"--drain-grace=5s",
+		"--webhook-urls=http://hooks.example.com/a,https://h2.example.com/b",
+		"--webhook-secret=hook-secret",
 	}
 	want := Config{
 		RTMPAddr:           "127.0.0.1:0",
@@ -242,6 +245,8 @@ func TestLoadAllFields(t *testing.T) {
 		Balance:            "hash",
 		TrustedProxies:     []string{"10.0.0.0/8", "192.0.2.7"},
 		DrainGrace:         5 * time.Second,
+		WebhookURLs:        []string{"http://hooks.example.com/a", "https://h2.example.com/b"},
+		WebhookSecret:      "hook-secret",
 	}
 	got, err := Load(args, nil)
 	if err != nil {
@@ -258,7 +263,7 @@ func TestLoadAllFields(t *testing.T) {
 		key := strings.ReplaceAll(name, "-", "_")
 		env = append(env, "MESHCAST_"+strings.ToUpper(key)+"="+value)
 		switch {
-		case key == "parent" || key == "trusted_proxies":
+		case key == "parent" || key == "trusted_proxies" || key == "webhook_urls":
 			value = "[" + value + "]" // a YAML sequence
 		case value == "true":
 		default:
@@ -471,6 +476,9 @@ func TestValidate(t *testing.T) {
 		{"balance", func(c *Config) { c.Balance = "random" }, []string{"--balance:", "least-loaded, p2c, affinity, hash"}},
 		{"trusted proxy", func(c *Config) { c.TrustedProxies = []string{"10.0.0.0/33"} }, []string{"--trusted-proxies:", "10.0.0.0/33"}},
 		{"drain grace negative", func(c *Config) { c.DrainGrace = -time.Second }, []string{"--drain-grace:"}},
+		{"webhooks", func(c *Config) { c.WebhookURLs, c.WebhookSecret = []string{"https://h.example.com/x"}, "s" }, nil},
+		{"webhook URL", func(c *Config) { c.WebhookURLs, c.WebhookSecret = []string{"ftp://h/x"}, "s" }, []string{"--webhook-urls:", "ftp://h/x"}},
+		{"webhook without secret", func(c *Config) { c.WebhookURLs = []string{"http://h/x"} }, []string{"--webhook-secret:"}},
 		{
 			"several problems joined",
 			func(c *Config) { c.LogLevel, c.MaxLag, c.HLSSegmentCount = "loud", 0, 1 },

@@ -55,10 +55,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Event reports a change in the stream table.
+// Event reports a change in the stream table or its sessions.
 type Event struct {
-	Type string // "publish", "unpublish", "end"
-	Name stream.Name
+	Type    string // "publish", "unpublish", "end", EventSessionStart, EventSessionEnd
+	Name    stream.Name
+	Session Session // for session events
 }
 
 // Hub is a node's table of streams by name.
@@ -70,6 +71,8 @@ type Hub struct {
 	streams map[stream.Name]*slot
 	closed  bool
 	subs    []func(Event)
+
+	sessions sessions
 }
 
 // slot is a stream and what feeds it: a publisher of this node, whose

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
@@ -21,6 +22,7 @@ import (
 type Hub interface {
 	NewReader(name stream.Name, proto string) (*stream.Reader, error)
 	Get(name stream.Name) *stream.Stream
+	StartSession(s hub.Session, kick func()) (id string, end func())
 }
 
 // Config configures the HTTP-FLV server.
@@ -150,8 +152,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 	s.wg.Add(1)
 	keep = true
 	log.Info("play started")
+	endSession := func() {}
+	if proto == "flv" { // a viewer's session; other nodes' pulls are not
+		_, endSession = s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "flv", Stream: name, RemoteAddr: r.RemoteAddr},
+			func() { nc.Close() })
+	}
 	s.sender.Send(s.ctx, rd, Format, nc, pcfg, func(err error) {
 		defer s.wg.Done()
+		defer endSession()
 		rd.Close()
 		if errors.Is(err, io.EOF) && end != nil {
 			nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))

@@ -35,8 +35,9 @@ type conn struct {
 	w   *rtmp.ChunkWriter
 	ack rtmp.AckState
 
-	app string
-	pub *stream.Publisher
+	app    string
+	pub    *stream.Publisher
+	endPub func() // ends the publishing session
 }
 
 // errPlaying ends the session loop of a connection handed to the sender.
@@ -109,9 +110,18 @@ func (c *conn) logEnd(err error) {
 func (c *conn) stopPublishing() {
 	if c.pub != nil {
 		c.pub.Close()
+		c.endPub()
 		c.log.Info("publish stopped", "stream", c.pub.Stream().Name())
-		c.pub = nil
+		c.pub, c.endPub = nil, nil
 	}
+}
+
+// session records the connection as a session of kind on name; an
+// operator's kick closes the connection.
+func (c *conn) session(kind hub.SessionKind, name stream.Name) (end func()) {
+	_, end = c.srv.hub.StartSession(hub.Session{Kind: kind, Protocol: "rtmp", Stream: name, RemoteAddr: c.nc.RemoteAddr().String()},
+		func() { c.nc.Close() })
+	return end
 }
 
 func (c *conn) handle(m *rtmp.Message) error {
@@ -220,6 +230,7 @@ func (c *conn) publish(cmd *rtmp.Command, sid uint32) error {
 		return errClose
 	}
 	c.pub = pub
+	c.endPub = c.session(hub.KindPublish, name)
 	c.log.attrs = append(c.log.attrs, "stream", name)
 	return c.status(sid, "status", "NetStream.Publish.Start", "Start publishing")
 }
@@ -322,14 +333,16 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 		tc.SetNoDelay(false)
 	}
 	cfg := stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow}
-	c.srv.sender.Send(c.srv.ctx, rd, Format, c.nc, cfg, func(err error) { c.playEnded(rd, err) })
+	end := c.session(hub.KindPlay, name)
+	c.srv.sender.Send(c.srv.ctx, rd, Format, c.nc, cfg, func(err error) { c.playEnded(rd, end, err) })
 	return errPlaying
 }
 
 // playEnded runs once the sender is done with a player: it tells the player
 // why when the stream ended, and releases the connection.
-func (c *conn) playEnded(rd *stream.Reader, err error) {
+func (c *conn) playEnded(rd *stream.Reader, endSession func(), err error) {
 	defer c.srv.release(c.key)
+	defer endSession()
 	rd.Close()
 	switch {
 	case errors.Is(err, io.EOF):

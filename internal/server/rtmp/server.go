@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
@@ -23,6 +24,7 @@ import (
 type Hub interface {
 	Publish(stream.Name, stream.PublisherInfo) (*stream.Publisher, error)
 	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	StartSession(s hub.Session, kick func()) (id string, end func())
 }
 
 // Config configures the RTMP server.
