@@ -1,0 +1,31 @@
+# meshcast in a container: RTMP on 1935, HTTP (HTTP-FLV, HLS, API) on 8080.
+#
+#   docker build -t meshcast .
+#   docker run -p 1935:1935 -p 8080:8080 meshcast
+#
+# Arguments after the image name replace "serve":
+#   docker run meshcast serve --redis redis://redis:6379/0 --cluster-secret ...
+# A three-node cluster behind nginx: deploy/compose.yaml.
+
+# Build a static binary.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+# VERSION is what "meshcast version" prints (default: from the Git checkout).
+ARG VERSION=""
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+	-o /out/meshcast ./cmd/meshcast
+
+# Run it on a minimal image without a shell or package manager, as a user
+# without privileges (uid 65532).
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/meshcast /usr/local/bin/meshcast
+USER nonroot:nonroot
+EXPOSE 1935 8080
+# SIGTERM (docker stop) drains the node for --drain-grace (30 s) before it
+# exits: give it that long (docker stop -t 45, or stop_grace_period in compose).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["meshcast"]
+CMD ["serve"]
