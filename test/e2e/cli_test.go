@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestVersionCommand(t *testing.T) {
@@ -42,5 +44,33 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	out, err := exec.Command(meshcastBinary(t), "serve", "--log-level", "loud").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--log-level") {
 		t.Fatalf("bad flag: %v %q", err, out)
+	}
+}
+
+// SIGTERM drains: the node stays up, not ready, while it has a stream;
+// a second SIGTERM stops it at once, and it exits 0 either way.
+func TestSecondSIGTERMStopsAtOnce(t *testing.T) {
+	p := startProcess(t, "--drain-grace", "60s")
+	publishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/live/stream", p.rtmpPort))
+	waitLiveHTTP(t, p.httpURL, "live/stream")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 2*time.Second, "/readyz to answer 503", func() bool {
+		code, _ := httpGetQuiet(p.httpURL + "/readyz")
+		return code == 503
+	})
+	if code, _ := httpGetQuiet(p.httpURL + "/healthz"); code != 200 {
+		t.Fatalf("/healthz while draining: %d, want 200", code)
+	}
+	time.Sleep(time.Second) // still draining: the stream lives on
+	if code, _ := httpGetQuiet(p.httpURL + "/api/v1/streams/live/stream"); code != 200 {
+		t.Fatalf("the stream is gone 1 s into a 60 s drain: %d", code)
+	}
+	second := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.exit(t, 10*time.Second); err != nil {
+		t.Errorf("exit after the second SIGTERM: %v, want 0", err)
+	}
+	if d := time.Since(second); d > 5*time.Second {
+		t.Errorf("stopped %v after the second SIGTERM, want at once", d.Round(time.Millisecond))
 	}
 }

@@ -104,6 +104,26 @@ func startNode(t *testing.T, mod func(*config.Config)) *node {
 	return startNodeWith(t, mod, nil)
 }
 
+// startClusterNodes starts in-process nodes named ids that form a cluster
+// through one in-memory registry; mod, if set, changes each node's
+// configuration further.
+func startClusterNodes(t *testing.T, mod func(*config.Config), ids ...string) []*node {
+	t.Helper()
+	reg := cluster.NewMemory(cluster.MemoryConfig{NodeTimeout: 2 * time.Second})
+	t.Cleanup(func() { reg.Close() })
+	var nodes []*node
+	for _, id := range ids {
+		nodes = append(nodes, startNodeWith(t, func(c *config.Config) {
+			c.NodeID, c.AdvertiseHost = id, "127.0.0.1"
+			c.ClusterSecret = "in-process-cluster-secret"
+			if mod != nil {
+				mod(c)
+			}
+		}, reg))
+	}
+	return nodes
+}
+
 // startNodeWith is startNode with a cluster registry shared with other
 // in-process nodes (nil: the node's own).
 func startNodeWith(t *testing.T, mod func(*config.Config), reg cluster.Registry) *node {
