@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/hub"
@@ -62,7 +63,12 @@ func newConn(s *Server, key, nc net.Conn) *conn {
 func (c *conn) serve() (playing bool) {
 	c.nc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
 	if err := rtmp.ServerHandshake(c.nc); err != nil {
-		c.log.Info("connection closed: handshake failed", "err", err)
+		if silent(err) {
+			// A health check or port scan: connected, sent nothing, left.
+			c.log.Debug("connection closed before the handshake", "err", err)
+		} else {
+			c.log.Info("connection closed: handshake failed", "err", err)
+		}
 		return false
 	}
 	c.nc.SetDeadline(time.Time{})
@@ -400,6 +406,11 @@ func (l *connLog) log(level slog.Level, msg string, args []any) {
 func (l *connLog) Debug(msg string, args ...any) { l.log(slog.LevelDebug, msg, args) }
 func (l *connLog) Info(msg string, args ...any)  { l.log(slog.LevelInfo, msg, args) }
 func (l *connLog) Warn(msg string, args ...any)  { l.log(slog.LevelWarn, msg, args) }
+
+// silent reports whether err is a peer that left without sending a byte.
+func silent(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+}
 
 // truncate keeps client-chosen strings short in logs.
 func truncate(s string) string {

@@ -132,6 +132,9 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// Connections returns the number of open RTMP connections.
+func (s *Server) Connections() int { return int(s.active.Load()) }
+
 // Addr returns the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
@@ -189,7 +192,11 @@ func (s *Server) accept() {
 		go func() {
 			conn, err := s.unproxy(nc)
 			if err != nil {
-				s.log.Info("connection closed: bad PROXY protocol header", "remote", nc.RemoteAddr().String(), "err", err)
+				level := slog.LevelInfo
+				if silent(err) {
+					level = slog.LevelDebug // a proxy's health check
+				}
+				s.log.Log(s.ctx, level, "connection from a proxy closed: no valid PROXY protocol header", "remote", nc.RemoteAddr().String(), "err", err)
 				s.release(nc)
 				return
 			}
