@@ -18,10 +18,19 @@ ARG VERSION=""
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
 	-o /out/meshcast ./cmd/meshcast
 
+# The browser's Socket.IO client library, which meshcast serves at
+# /socket.io/socket.io.js, from the npm lock file (production packages only).
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev
+
 # Run it on a minimal image without a shell or package manager, as a user
 # without privileges (uid 65532).
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/meshcast /usr/local/bin/meshcast
+COPY --from=web /web/node_modules/socket.io-client/dist /usr/share/meshcast/node_modules/socket.io-client/dist
+ENV MESHCAST_WEB_MODULES=/usr/share/meshcast/node_modules
 USER nonroot:nonroot
 EXPOSE 1935 8080
 # SIGTERM (docker stop) drains the node for --drain-grace (30 s) before it

@@ -4,8 +4,10 @@ PKGS := ./...
 
 .PHONY: run test build vet fuzz bench deps
 
-## run: build and run a complete single node (RTMP :1935, HTTP :8080)
+## run: build and run a complete single node (RTMP :1935, HTTP :8080); npm ci
+## first installs the Socket.IO client it serves, when node_modules is missing
 run:
+	@[ -d node_modules ] || npm ci
 	$(GO) run ./cmd/meshcast serve
 
 ## build: build bin/meshcast

@@ -24,6 +24,19 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus) # the metrics tests
+[ -x /usr/bin/chromium ] || need+=(chromium) # the headless browser test of /events-demo
+
+# The npm packages of package-lock.json: the Socket.IO client meshcast serves
+# and the browser driver of the tests, into node_modules (npm ci).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -e "$root/node_modules/.package-lock.json" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ]; then
+	if command -v npm >/dev/null 2>&1; then
+		echo "install-test-deps: npm ci" >&2
+		(cd "$root" && npm ci --no-audit --no-fund)
+	else
+		echo "install-test-deps: npm not found: install Node.js, then run npm ci in $root" >&2
+	fi
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

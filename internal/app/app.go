@@ -19,7 +19,9 @@ import (
 	"github.com/meshcast/meshcast/internal/api"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/metrics"
 	"github.com/meshcast/meshcast/internal/server/hls"
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
@@ -52,6 +54,9 @@ type App struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
+	metrics http.Handler // GET /metrics
+
+	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
 }
 
 // New builds a node from cfg. Nothing listens until Start.
@@ -73,9 +78,12 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		}
 		a.registry, a.ownRegistry = reg, true
 	}
+	mreg := metrics.NewRegistry()
+	a.registry = metrics.InstrumentRegistry(a.registry, mreg) // member, relays, router and API alike
+	counters := new(stream.Counters)
 	h := hub.New(hub.Config{
 		PublisherGrace: cfg.PublisherGrace,
-		Stream:         stream.Config{MaxLag: cfg.MaxLag},
+		Stream:         stream.Config{MaxLag: cfg.MaxLag, Counters: counters},
 		Owner:          owner{a},
 		Upstream:       upstream{a},
 		Logger:         log,
@@ -94,6 +102,10 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	}, h)
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h)
 	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h)
+	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
+		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
+		RTMPConnections: a.rtmp.Connections}))
+	a.metrics = metrics.Handler(mreg)
 	sel, err := cluster.NewSelector(cfg.Balance)
 	if err != nil {
 		return nil, err
@@ -124,6 +136,7 @@ func (a *App) Start(ctx context.Context) error {
 	go func() { a.httpErr <- a.httpSrv.Serve(ln) }()
 	a.startCluster()
 	a.startWebhooks(a.member.Load().ID())
+	a.startEvents(a.member.Load().ID())
 	return nil
 }
 
@@ -138,6 +151,7 @@ func (a *App) HTTPAddr() net.Addr { return a.httpLn.Addr() }
 func (a *App) Close() error {
 	var errs []error
 	a.Drain() // peers stop choosing this node before its streams end
+	a.stopEvents()
 	if r := a.relays.Load(); r != nil {
 		r.Close() // relayed streams end for their viewers
 	}
@@ -168,6 +182,7 @@ func (a *App) Close() error {
 func (a *App) Handler() http.Handler {
 	mux := http.NewServeMux()
 	a.api.Register(mux)
+	mux.Handle("GET /metrics", a.metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
@@ -182,6 +197,7 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("GET /{$}", a.serveIndex)
+	a.mountEvents(mux)
 	if a.cfg.Pprof {
 		mux.HandleFunc("GET /debug/pprof/{$}", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/{profile}", pprof.Index) // heap, goroutine, allocs, ...

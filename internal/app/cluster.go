@@ -143,6 +143,14 @@ func (a *App) stopCluster() {
 	}
 }
 
+// relayUpstreams counts the streams this node pulls from other nodes.
+func (a *App) relayUpstreams() int {
+	if r := a.relays.Load(); r != nil {
+		return len(r.Active())
+	}
+	return 0
+}
+
 // owner and upstream connect the hub to the cluster, which is joined only
 // at Start.
 type owner struct{ a *App }

@@ -228,7 +228,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultRedisPrefix
 	}
-	opts, err := redisOptions(cfg.URL)
+	opts, err := RedisOptions(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: redis url: %w", err)
 	}
@@ -257,13 +257,14 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	}, nil
 }
 
-// redisOptions maps a RedisConfig.URL onto go-redis's options. The host
+// RedisOptions maps a --redis URL (RedisConfig.URL) onto go-redis's
+// options, for other parts of a node that use the same Redis. The host
 // list is split before anything parses the URL (net/url takes
 // "h1:1,h2" for a host with a bad port), then each host goes through
 // redis.ParseURL on its own, so every form accepts the same user, password,
 // database and query options as a single server does. Errors never quote
 // the URL: it may hold a password.
-func redisOptions(rawURL string) (*redis.UniversalOptions, error) {
+func RedisOptions(rawURL string) (*redis.UniversalOptions, error) {
 	if rawURL == "" {
 		return nil, errors.New("empty")
 	}

@@ -42,7 +42,7 @@ func TestRedisClusterRegistry(t *testing.T) {
 		return err == nil && strings.Contains(info, "cluster_state:ok")
 	})
 	url := fmt.Sprintf("redis://127.0.0.1:%d,127.0.0.1:%d", srv.port, srv.port)
-	if opts, err := redisOptions(url); err != nil || !isCluster(opts) {
+	if opts, err := RedisOptions(url); err != nil || !isCluster(opts) {
 		t.Fatalf("%s is not a cluster URL: %v", url, err)
 	}
 	runRegistrySuite(t, redisUnderTest(url))
@@ -334,7 +334,7 @@ func TestRedisURL(t *testing.T) {
 		{url: "redis://s1?master=m&dial_timeout=2s", addrs: "[s1:26379]", master: "m", tlsServer: "-"},
 		{url: "rediss://s1:5000?master=m", addrs: "[s1:5000]", master: "m", tlsServer: ""},
 	} {
-		opts, err := redisOptions(tc.url)
+		opts, err := RedisOptions(tc.url)
 		if err != nil {
 			t.Errorf("%s: %v", tc.url, err)
 			continue
@@ -350,7 +350,7 @@ func TestRedisURL(t *testing.T) {
 				tc.addrs, tc.master, tc.db, tc.user, tc.pass, tc.tlsServer, tc.cluster)
 		}
 	}
-	if opts, err := redisOptions("redis://s1?master=m&dial_timeout=2s"); err != nil || opts.DialTimeout != 2*time.Second {
+	if opts, err := RedisOptions("redis://s1?master=m&dial_timeout=2s"); err != nil || opts.DialTimeout != 2*time.Second {
 		t.Errorf("query options are lost: %+v, %v", opts, err)
 	}
 

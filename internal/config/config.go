@@ -173,6 +173,21 @@ type Config struct {
 	// WebhookSecret signs webhook deliveries (HMAC-SHA256). Required with
 	// WebhookURLs. Defaults to "".
 	WebhookSecret string `yaml:"webhook_secret" secret:"true" usage:"key that signs webhook deliveries (required with --webhook-urls)"`
+
+	// MetricsMaxStreams caps the streams with series of their own in
+	// /metrics: those with the most viewers; the rest are summed under
+	// stream="_other". 0 sums them all. Defaults to 100.
+	MetricsMaxStreams int `yaml:"metrics_max_streams" usage:"streams with their own series in /metrics, most viewers first (the rest are summed as _other)"`
+
+	// EventsMaxClients bounds the Socket.IO clients of the real-time
+	// events (/socket.io/); more connections are refused. Defaults to
+	// 10000.
+	EventsMaxClients int `yaml:"events_max_clients" usage:"maximum connected Socket.IO clients of the real-time events"`
+
+	// WebModules is the node_modules directory the Socket.IO client
+	// library (/socket.io/socket.io.js) is served from, read at each
+	// request; "npm ci" fills it. Defaults to "node_modules".
+	WebModules string `yaml:"web_modules" usage:"node_modules directory serving /socket.io/socket.io.js (filled by npm ci)"`
 }
 
 // Balancers are the values of Config.Balance.
@@ -225,6 +240,9 @@ func Default() Config {
 		TrustedProxies:     []string{},
 		DrainGrace:         30 * time.Second,
 		WebhookURLs:        []string{},
+		MetricsMaxStreams:  100,
+		EventsMaxClients:   10000,
+		WebModules:         "node_modules",
 	}
 }
 
@@ -347,6 +365,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.WebhookURLs) > 0 && c.WebhookSecret == "" {
 		bad("WebhookSecret", "is required with --webhook-urls: receivers check the signature")
+	}
+	if c.MetricsMaxStreams < 0 {
+		bad("MetricsMaxStreams", "must not be negative, got %d", c.MetricsMaxStreams)
+	}
+	if c.EventsMaxClients < 1 {
+		bad("EventsMaxClients", "must be at least 1, got %d", c.EventsMaxClients)
 	}
 	return errors.Join(errs...)
 }

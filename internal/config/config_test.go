@@ -52,6 +52,9 @@ func TestDefault(t *testing.T) {
 		TrustedProxies:     []string{},
 		DrainGrace:         30 * time.Second,
 		WebhookURLs:        []string{},
+		MetricsMaxStreams:  100,
+		EventsMaxClients:   10000,
+		WebModules:         "node_modules",
 	}
 	if !reflect.DeepEqual(def, want) {
 		t.Errorf("Default() = %+v, want %+v", def, want)
@@ -215,6 +218,9 @@ func TestLoadAllFields(t *testing.T) {
 		"--drain-grace=5s",
 		"--webhook-urls=http://hooks.example.com/a,https://h2.example.com/b",
 		"--webhook-secret=hook-secret",
+		"--metrics-max-streams=7",
+		"--events-max-clients=9",
+		"--web-modules=/opt/meshcast/node_modules",
 	}
 	want := Config{
 		RTMPAddr:           "127.0.0.1:0",
@@ -247,6 +253,9 @@ func TestLoadAllFields(t *testing.T) {
 		DrainGrace:         5 * time.Second,
 		WebhookURLs:        []string{"http://hooks.example.com/a", "https://h2.example.com/b"},
 		WebhookSecret:      "hook-secret",
+		MetricsMaxStreams:  7,
+		EventsMaxClients:   9,
+		WebModules:         "/opt/meshcast/node_modules",
 	}
 	got, err := Load(args, nil)
 	if err != nil {
@@ -479,6 +488,9 @@ func TestValidate(t *testing.T) {
 		{"webhooks", func(c *Config) { c.WebhookURLs, c.WebhookSecret = []string{"https://h.example.com/x"}, "s" }, nil},
 		{"webhook URL", func(c *Config) { c.WebhookURLs, c.WebhookSecret = []string{"ftp://h/x"}, "s" }, []string{"--webhook-urls:", "ftp://h/x"}},
 		{"webhook without secret", func(c *Config) { c.WebhookURLs = []string{"http://h/x"} }, []string{"--webhook-secret:"}},
+		{"metrics max streams zero", func(c *Config) { c.MetricsMaxStreams = 0 }, nil},
+		{"metrics max streams negative", func(c *Config) { c.MetricsMaxStreams = -1 }, []string{"--metrics-max-streams:", "-1"}},
+		{"events max clients zero", func(c *Config) { c.EventsMaxClients = 0 }, []string{"--events-max-clients:", "0"}},
 		{
 			"several problems joined",
 			func(c *Config) { c.LogLevel, c.MaxLag, c.HLSSegmentCount = "loud", 0, 1 },

@@ -182,6 +182,9 @@ func (r *Reader) collect() error {
 func (r *Reader) skip() error {
 	s := r.s
 	s.skips.Add(1)
+	if c := s.cfg.Counters; c != nil {
+		c.Skips.Add(1)
+	}
 	now := time.Now()
 	if now.Sub(r.skipStart) > s.cfg.SkipWindow {
 		r.skipStart, r.skipCount = now, 0
@@ -189,6 +192,9 @@ func (r *Reader) skip() error {
 	r.skipCount++
 	if r.skipCount > s.cfg.MaxSkips {
 		s.slowClose.Add(1)
+		if c := s.cfg.Counters; c != nil {
+			c.SlowClosed.Add(1)
+		}
 		return ErrSlowReader
 	}
 	r.startAtKey()

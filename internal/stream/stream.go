@@ -41,6 +41,22 @@ type Config struct {
 	MaxSkips int
 	// SkipWindow is the window for MaxSkips. Defaults to 1m.
 	SkipWindow time.Duration
+	// Counters, if set, receives the stream's contribution to node-wide
+	// totals shared by every stream of a node. Defaults to none.
+	Counters *Counters
+}
+
+// Counters are node-wide totals that the streams sharing them add to: they
+// only grow, however streams come and go. They are atomic, so a metrics
+// scrape reads them without taking any stream's lock.
+type Counters struct {
+	// ReceivedBytes counts the media payload bytes publishers (and relays
+	// from other nodes) wrote into streams.
+	ReceivedBytes atomic.Uint64
+	// Skips counts the times a reader skipped ahead to the newest keyframe.
+	Skips atomic.Uint64
+	// SlowClosed counts the readers closed for falling behind live.
+	SlowClosed atomic.Uint64
 }
 
 func (c *Config) setDefaults() {
@@ -149,6 +165,9 @@ type Stream struct {
 	hasDTS     bool
 	info       Info
 	rate       rateMeter
+	keyDTS     int64 // timestamp of the session's newest video keyframe
+	hasKeyDTS  bool
+	keyGap     int64 // media time between the last two keyframes, ms
 
 	readers   map[string]int // live readers by protocol
 	skips     atomic.Uint64
@@ -318,12 +337,16 @@ func (p *Publisher) WritePacket(pkt *media.Packet) error {
 		return ErrClosed
 	}
 	s.rate.add(time.Now(), len(pkt.Payload))
+	if c := s.cfg.Counters; c != nil {
+		c.ReceivedBytes.Add(uint64(len(pkt.Payload)))
+	}
 	if pkt.SeqHeader || pkt.Kind == media.KindData {
 		s.updateInfo(pkt)
 	}
 	if s.needOffset {
 		// Rebase so timestamps keep increasing across publisher sessions.
 		s.needOffset = false
+		s.hasKeyDTS = false // a new session measures its own GOPs
 		if s.hasDTS {
 			s.offset = s.lastDTS + 1 - pkt.DTS
 		} else {
@@ -337,8 +360,22 @@ func (p *Publisher) WritePacket(pkt *media.Packet) error {
 		s.waitKey = false
 	}
 	pkt.DTS += s.offset
+	if pkt.Kind == media.KindVideo && pkt.Keyframe && !pkt.SeqHeader {
+		if s.hasKeyDTS && pkt.DTS > s.keyDTS {
+			s.keyGap = pkt.DTS - s.keyDTS
+		}
+		s.keyDTS, s.hasKeyDTS = pkt.DTS, true
+	}
 	s.append(pkt)
 	return nil
+}
+
+// KeyframeInterval returns the media time between the last two video
+// keyframes of one publisher session, or 0 until a session has sent two.
+func (s *Stream) KeyframeInterval() time.Duration {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return time.Duration(s.keyGap) * time.Millisecond
 }
 
 // append adds pkt to the log and wakes readers. Caller holds s.mu.

@@ -1,0 +1,90 @@
+package app
+
+import (
+	"net/http"
+	"runtime/debug"
+
+	"github.com/meshcast/meshcast/internal/cluster"
+	"github.com/meshcast/meshcast/internal/events"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// startEvents starts the node's Socket.IO events, reporting the hub's
+// streams and viewers as node.
+func (a *App) startEvents(node cluster.NodeID) {
+	srv, err := events.New(events.Config{
+		Node:        string(node),
+		Version:     buildVersion(),
+		MaxClients:  a.cfg.EventsMaxClients,
+		Redis:       a.cfg.Redis,
+		RedisPrefix: a.cfg.RedisPrefix,
+		Logger:      a.log,
+	}, eventSource{a})
+	if err != nil {
+		a.log.Error("real-time events disabled", "err", err)
+		return
+	}
+	a.Hub.Subscribe(srv.HubEvent)
+	a.events.Store(srv)
+}
+
+// stopEvents disconnects the events' clients and stops them.
+func (a *App) stopEvents() {
+	if srv := a.events.Load(); srv != nil {
+		srv.Close()
+	}
+}
+
+// mountEvents adds the events' routes: the Socket.IO endpoint, the client
+// library from --web-modules, and the demo page.
+func (a *App) mountEvents(mux *http.ServeMux) {
+	mux.HandleFunc("/socket.io/{$}", func(w http.ResponseWriter, r *http.Request) {
+		srv := a.events.Load()
+		if srv == nil {
+			http.Error(w, "real-time events are not running", http.StatusServiceUnavailable)
+			return
+		}
+		srv.Handler().ServeHTTP(w, r)
+	})
+	mux.Handle("GET /socket.io/{file}", events.ClientFiles(a.cfg.WebModules))
+	mux.Handle("GET /events-demo", events.DemoPage())
+}
+
+// eventSource shows the events the node's streams and viewers.
+type eventSource struct{ a *App }
+
+func (s eventSource) Streams() []stream.Name {
+	list := s.a.Hub.List()
+	out := make([]stream.Name, len(list))
+	for i, st := range list {
+		out[i] = st.Name()
+	}
+	return out
+}
+
+func (s eventSource) Viewers(name stream.Name) events.Counts {
+	st := s.a.Hub.Get(name)
+	if st == nil {
+		return events.Counts{}
+	}
+	rc := st.Stats().ReaderCount
+	return events.Counts{RTMP: rc["rtmp"], FLV: rc["flv"], HLS: s.a.hls.Viewers(name)}
+}
+
+// buildVersion is the version "hello" reports: the module version or VCS
+// revision the binary was built from, else "dev".
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "dev-" + s.Value[:12]
+		}
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	return "dev"
+}

@@ -1,0 +1,792 @@
+// Package events pushes a node's live events to browsers over Socket.IO
+// (protocol v4, as socket.io-client 4 speaks it) and carries chat between
+// the viewers of a stream.
+//
+// Every client gets "hello" on connect; "streams", "stream:start" and
+// "stream:end" as streams come and go; and, in the room of each stream it
+// joined, "viewers" (at most once a poll interval, when the count changed)
+// and "chat". With Redis, chat and stream start/end cross nodes over one
+// pub/sub channel.
+//
+// Nothing here ever waits on a client or on Redis while holding up media
+// or another client: hub events and outgoing Redis messages go through
+// bounded queues that drop when full, a client whose outgoing backlog
+// grows past a bound is disconnected, and every Redis call has a timeout.
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/zishang520/socket.io/parsers/engine/v3/packet"
+	"github.com/zishang520/socket.io/servers/socket/v3"
+	"github.com/zishang520/socket.io/v3/pkg/types"
+
+	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/stream"
+)
+
+// Limits.
+const (
+	// DefaultMaxClients is the default bound on connected sockets.
+	DefaultMaxClients = 10000
+	// MaxRooms is how many stream rooms one socket may be in.
+	MaxRooms = 16
+	// MaxChatLen is the longest chat message, in characters.
+	MaxChatLen = 500
+	// ChatBurst messages per ChatWindow are allowed to one socket.
+	ChatBurst  = 5
+	ChatWindow = 10 * time.Second
+	// DefaultPollInterval is how often rooms' viewer counts are polled, and
+	// so the least time between two "viewers" events of a stream.
+	DefaultPollInterval = time.Second
+
+	// maxBacklog is how many packets may wait to be written to one socket;
+	// a socket further behind is disconnected.
+	maxBacklog = 256
+	// hubQueue bounds the hub events waiting for the event loop.
+	hubQueue = 256
+	// maxMessageBytes bounds one incoming Socket.IO message (HTTP body or
+	// WebSocket frame).
+	maxMessageBytes = 32 << 10
+	// closeWait bounds how long Close waits for the library's connections
+	// to finish closing.
+	closeWait = 3 * time.Second
+)
+
+// Counts are a stream's viewers on this node by protocol.
+type Counts struct {
+	RTMP int `json:"rtmp"`
+	FLV  int `json:"flv"`
+	HLS  int `json:"hls"`
+}
+
+// Total is the sum over protocols.
+func (c Counts) Total() int { return c.RTMP + c.FLV + c.HLS }
+
+// Source is what the server reports on: the node's streams and viewers.
+// Both are called from the event loop and from Socket.IO handlers, never
+// per packet.
+type Source interface {
+	// Streams lists the streams on this node, sorted.
+	Streams() []stream.Name
+	// Viewers counts a stream's viewers on this node (zero when absent).
+	Viewers(stream.Name) Counts
+}
+
+// Config configures a Server.
+type Config struct {
+	// Node is this node's ID, sent in "hello" and stamped on what it
+	// publishes to other nodes.
+	Node string
+	// Version is the server's version, sent in "hello".
+	Version string
+	// MaxClients bounds connected sockets; further connections are
+	// refused. Defaults to DefaultMaxClients.
+	MaxClients int
+	// Redis is the cluster's Redis URL; empty keeps events on this node.
+	Redis string
+	// RedisPrefix starts the pub/sub channel's name ("<prefix>events").
+	RedisPrefix string
+	// PollInterval defaults to DefaultPollInterval.
+	PollInterval time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is the Socket.IO server of one node.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	src    Source
+	io     *socket.Server
+	engine http.Handler
+	bus    *bus // nil without Redis
+
+	// deliver writes one event to one client; tests replace it.
+	deliver func(c *client, ev string, payload json.RawMessage)
+	now     func() time.Time
+
+	mu       sync.Mutex
+	closed   bool
+	clients  map[*client]struct{}
+	rooms    map[stream.Name]*room
+	inflight map[*http.Request]context.CancelFunc // requests in the library
+	requests sync.WaitGroup                       // the same, to wait for
+
+	hubEv     chan hub.Event
+	hubDrops  atomic.Int64
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	// Owned by the event loop.
+	streams   []stream.Name        // last list sent in "streams"
+	published map[stream.Name]bool // streams published here, for start/end
+}
+
+// room is a stream's room: its local members and the viewer counts they
+// were last sent.
+type room struct {
+	members map[*client]struct{}
+	sent    Counts
+}
+
+// client is one connected socket.
+type client struct {
+	id    string
+	sock  *socket.Socket // nil in tests
+	rooms map[stream.Name]struct{}
+	chat  rateLimiter // used by the socket's own event goroutine only
+
+	backlog atomic.Int64 // packets queued to the socket, not yet flushed
+	cut     atomic.Bool  // disconnected for its backlog
+}
+
+// New builds a server reporting on src. Serve its Handler at /socket.io/
+// and Close it when done.
+func New(cfg Config, src Source) (*Server, error) {
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = DefaultMaxClients
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "events"),
+		src:       src,
+		now:       time.Now,
+		clients:   make(map[*client]struct{}),
+		rooms:     make(map[stream.Name]*room),
+		inflight:  make(map[*http.Request]context.CancelFunc),
+		hubEv:     make(chan hub.Event, hubQueue),
+		stop:      make(chan struct{}),
+		published: make(map[stream.Name]bool),
+	}
+	s.deliver = s.emit
+	if cfg.Redis != "" {
+		b, err := newBus(cfg.Redis, cfg.RedisPrefix+"events", cfg.Node, s.log, s.fromBus)
+		if err != nil {
+			return nil, err
+		}
+		s.bus = b
+	}
+
+	opts := socket.DefaultServerOptions()
+	opts.SetServeClient(false) // served from the npm package: see ClientFiles
+	opts.SetMaxHttpBufferSize(maxMessageBytes)
+	opts.SetConnectTimeout(10 * time.Second)
+	opts.SetAllowRequest(func(*types.HttpContext) error {
+		if s.io.Engine().ClientsCount() >= uint64(s.cfg.MaxClients) {
+			return errTooMany
+		}
+		return nil
+	})
+	s.io = socket.NewServer(nil, opts)
+	s.engine = s.io.ServeHandler(nil)
+	s.io.Engine().Use(watchPolls)
+	s.io.On("connection", func(args ...any) {
+		if sock, ok := args[0].(*socket.Socket); ok {
+			s.connect(sock)
+		}
+	})
+	s.streams = src.Streams()
+
+	s.wg.Add(1)
+	go s.run()
+	if s.bus != nil {
+		s.bus.start(&s.wg, s.stop)
+	}
+	return s, nil
+}
+
+var errTooMany = errors.New("too many clients")
+
+// Handler serves the Socket.IO protocol; mount it at /socket.io/.
+//
+// It works around three faults of the library (v3.0.4):
+//
+//   - Closing a long-polling session leaves its pending poll unanswered.
+//     Requests therefore reach the library with a context that Close ends
+//     (and not the client going away: a client gone mid-poll is noticed at
+//     the next write, a ping at the latest).
+//   - A request context cancelled while a poll starts races with the
+//     library's bookkeeping of that poll (the race detector reports it);
+//     the same context avoids that.
+//   - A poll's request is let go before the library has finished with it:
+//     its final clean-up forgets whichever poll is current, so a client
+//     polling again quickly enough loses its next poll and its session
+//     ("polling write error"). The answer to a poll is therefore held
+//     until the library reports the poll finished ("close" on its context,
+//     watched through a middleware) and only then given to the client.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		defer cancel()
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		var held *heldResponse
+		var finished chan struct{}
+		if r.Method == http.MethodGet && r.URL.Query().Get("transport") == "polling" &&
+			!strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			finished = make(chan struct{})
+			ctx = context.WithValue(ctx, pollFinishedKey{}, finished)
+			held = &heldResponse{w: w, header: make(http.Header)}
+			w = held
+		}
+		r = r.WithContext(ctx)
+		s.inflight[r] = cancel
+		s.requests.Add(1)
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.inflight, r)
+			s.mu.Unlock()
+			s.requests.Done()
+		}()
+		s.engine.ServeHTTP(w, r)
+		if held != nil {
+			send := false
+			select {
+			case <-finished:
+				// Unless Close ended the poll: then the library may be
+				// writing still, and the client gets an empty answer.
+				send = ctx.Err() == nil
+			case <-time.After(pollFinishWait):
+			}
+			held.release(send)
+		}
+	})
+}
+
+// pollFinishWait bounds how long an answered poll waits for the library
+// to finish with it; it takes microseconds.
+const pollFinishWait = time.Second
+
+// pollFinishedKey keys, in a poll's request context, the channel closed
+// when the library has finished with the poll.
+type pollFinishedKey struct{}
+
+// watchPolls is an Engine.IO middleware: it closes a poll's channel when
+// its context closes, after the library's last clean-up of it.
+func watchPolls(ctx *types.HttpContext, next func(error)) {
+	if ch, ok := ctx.Request().Context().Value(pollFinishedKey{}).(chan struct{}); ok {
+		_ = ctx.Once("close", func(...any) { close(ch) })
+	}
+	next(nil)
+}
+
+// heldResponse keeps a poll's response until release, with headers of
+// its own: nothing reaches the real ResponseWriter before then.
+type heldResponse struct {
+	w      http.ResponseWriter
+	header http.Header
+
+	mu       sync.Mutex
+	status   int
+	body     []byte
+	released bool
+}
+
+func (h *heldResponse) Header() http.Header { return h.header }
+
+func (h *heldResponse) WriteHeader(code int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.status == 0 && !h.released {
+		h.status = code
+	}
+}
+
+func (h *heldResponse) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.released {
+		return 0, http.ErrHandlerTimeout
+	}
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	h.body = append(h.body, p...)
+	return len(p), nil
+}
+
+// release ends the holding; with send, what was written goes out.
+func (h *heldResponse) release(send bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.released = true
+	if !send || h.status == 0 {
+		return
+	}
+	for k, v := range h.header {
+		h.w.Header()[k] = v
+	}
+	h.w.WriteHeader(h.status)
+	h.w.Write(h.body)
+}
+
+// HubEvent takes a hub event; subscribe it with hub.Subscribe. It never
+// blocks: when the event loop is behind, the event is dropped and the
+// next poll catches up on the stream list.
+func (s *Server) HubEvent(ev hub.Event) {
+	switch ev.Type {
+	case "publish", "unpublish", "end":
+	default:
+		return
+	}
+	select {
+	case <-s.stop:
+	case s.hubEv <- ev:
+	default:
+		if s.hubDrops.Add(1) == 1 {
+			s.log.Warn("event loop behind: dropping hub events")
+		}
+	}
+}
+
+// Clients counts the connected sockets.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.clients)
+}
+
+// Close disconnects every client, stops the event loop and the Redis
+// subscription, and waits for them.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.stop)
+		done := make(chan struct{})
+		s.io.Close(func(error) { close(done) })
+		select {
+		case <-done:
+		case <-time.After(closeWait):
+		}
+		// End the requests still in the library (pending polls), and wait
+		// for them and for its connections, so that no goroutine of
+		// theirs outlives us.
+		s.mu.Lock()
+		for _, cancel := range s.inflight {
+			cancel()
+		}
+		s.mu.Unlock()
+		waitUntil(closeWait, func() bool { return s.io.Engine().ClientsCount() == 0 })
+		reqs := make(chan struct{})
+		go func() { s.requests.Wait(); close(reqs) }()
+		select {
+		case <-reqs:
+		case <-time.After(closeWait):
+			s.log.Warn("events: requests still running after close")
+		}
+		if s.bus != nil {
+			s.bus.shutdown()
+		}
+		s.wg.Wait()
+		if s.bus != nil {
+			s.bus.release()
+		}
+	})
+}
+
+// waitUntil polls cond for up to d.
+func waitUntil(d time.Duration, cond func() bool) {
+	deadline := time.Now().Add(d)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// connect sets up a new socket: it is refused beyond MaxClients, and
+// greeted with "hello" otherwise.
+func (s *Server) connect(sock *socket.Socket) {
+	c := &client{id: string(sock.Id()), sock: sock, rooms: make(map[stream.Name]struct{})}
+	sock.On("disconnect", func(...any) { s.disconnect(c) })
+	s.mu.Lock()
+	if s.closed || len(s.clients) >= s.cfg.MaxClients {
+		s.mu.Unlock()
+		sock.Disconnect(true)
+		return
+	}
+	s.clients[c] = struct{}{}
+	s.mu.Unlock()
+	if !sock.Connected() { // gone before it was added
+		s.disconnect(c)
+		return
+	}
+
+	// Count what waits to be written: a socket that stops reading is cut
+	// off instead of queueing without bound.
+	conn := sock.Conn()
+	conn.On("packetCreate", func(...any) { c.backlog.Add(1) })
+	conn.On("flush", func(args ...any) {
+		if buf, ok := first(args).([]*packet.Packet); ok {
+			c.backlog.Add(-int64(len(buf)))
+		}
+	})
+
+	sock.On("join", func(args ...any) { s.onJoin(c, first(args)) })
+	sock.On("leave", func(args ...any) { s.onLeave(c, first(args)) })
+	sock.On("chat", func(args ...any) { s.onChat(c, first(args)) })
+
+	s.deliver(c, "hello", mustJSON(hello{Node: s.cfg.Node, Version: s.cfg.Version, Streams: names(s.src.Streams())}))
+}
+
+// disconnect forgets a socket and its rooms.
+func (s *Server) disconnect(c *client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.clients, c)
+	for name := range c.rooms {
+		s.leaveLocked(c, name)
+	}
+}
+
+// emit writes ev to c's socket unless its backlog is over the bound, in
+// which case the socket is disconnected. Never called with s.mu held.
+func (s *Server) emit(c *client, ev string, payload json.RawMessage) {
+	if c.sock == nil || c.cut.Load() {
+		return
+	}
+	if c.backlog.Load() >= maxBacklog {
+		if c.cut.CompareAndSwap(false, true) {
+			s.log.Info("events client too slow: disconnected", "socket", c.id, "backlog", c.backlog.Load())
+			c.sock.Disconnect(true)
+		}
+		return
+	}
+	if err := c.sock.Emit(ev, payload); err != nil {
+		s.log.Debug("events emit", "event", ev, "err", err)
+	}
+}
+
+// onJoin adds c to a stream's room and sends it the stream's viewers.
+// Invalid names are ignored; a socket in MaxRooms rooms gets an error.
+func (s *Server) onJoin(c *client, arg any) {
+	name, ok := roomName(arg)
+	if !ok {
+		return
+	}
+	counts := s.src.Viewers(name)
+	s.mu.Lock()
+	_, connected := s.clients[c]
+	if _, in := c.rooms[name]; in || !connected {
+		s.mu.Unlock()
+		return
+	}
+	if len(c.rooms) >= MaxRooms {
+		s.mu.Unlock()
+		s.deliver(c, "error", errorPayload("too_many_rooms", name))
+		return
+	}
+	c.rooms[name] = struct{}{}
+	r := s.rooms[name]
+	if r == nil {
+		r = &room{members: make(map[*client]struct{}), sent: counts}
+		s.rooms[name] = r
+	}
+	r.members[c] = struct{}{}
+	s.mu.Unlock()
+	s.deliver(c, "viewers", viewersPayload(name, counts))
+}
+
+// onLeave takes c out of a stream's room; anything else is ignored.
+func (s *Server) onLeave(c *client, arg any) {
+	name, ok := roomName(arg)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	s.leaveLocked(c, name)
+	s.mu.Unlock()
+}
+
+func (s *Server) leaveLocked(c *client, name stream.Name) {
+	if _, in := c.rooms[name]; !in {
+		return
+	}
+	delete(c.rooms, name)
+	if r := s.rooms[name]; r != nil {
+		delete(r.members, c)
+		if len(r.members) == 0 {
+			delete(s.rooms, name)
+		}
+	}
+}
+
+// roomName reads a join or leave argument: "APP/STREAM".
+func roomName(arg any) (stream.Name, bool) {
+	str, ok := arg.(string)
+	if !ok {
+		return "", false
+	}
+	name, err := stream.ParseName(str)
+	return name, err == nil
+}
+
+// onChat checks a chat message from c and sends it to the stream's room
+// on every node.
+func (s *Server) onChat(c *client, arg any) {
+	name, text, code := parseChat(arg)
+	if code == "" {
+		s.mu.Lock()
+		_, member := c.rooms[name]
+		s.mu.Unlock()
+		switch {
+		case !member:
+			code = codeNotMember
+		case !c.chat.allow(s.now()):
+			code = codeRateLimited
+		}
+	}
+	if code != "" {
+		s.deliver(c, "error", errorPayload(code, name))
+		return
+	}
+	m := chatMessage{Stream: string(name), Text: text, From: c.id, Time: s.now().UTC().Format(timeFormat)}
+	s.toRoom(name, "chat", mustJSON(m))
+	if s.bus != nil {
+		s.bus.publish(busMessage{Type: "chat", Stream: m.Stream, Text: m.Text, From: m.From, Time: m.Time})
+	}
+}
+
+// timeFormat is RFC 3339 in UTC with milliseconds.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// fromBus delivers a message another node published.
+func (s *Server) fromBus(m busMessage) {
+	name, err := stream.ParseName(m.Stream)
+	if err != nil {
+		return
+	}
+	switch m.Type {
+	case "chat":
+		text := cleanText(m.Text)
+		if text == "" || len([]rune(text)) > MaxChatLen {
+			return
+		}
+		s.toRoom(name, "chat", mustJSON(chatMessage{Stream: string(name), Text: text, From: m.From, Time: m.Time}))
+	case "stream:start", "stream:end":
+		s.toAll(m.Type, mustJSON(streamEvent{Stream: string(name), Node: m.Origin}))
+	}
+}
+
+// toRoom sends an event to the local members of a stream's room.
+func (s *Server) toRoom(name stream.Name, ev string, payload json.RawMessage) {
+	s.mu.Lock()
+	var to []*client
+	if r := s.rooms[name]; r != nil {
+		to = make([]*client, 0, len(r.members))
+		for c := range r.members {
+			to = append(to, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range to {
+		s.deliver(c, ev, payload)
+	}
+}
+
+// toAll sends an event to every local client.
+func (s *Server) toAll(ev string, payload json.RawMessage) {
+	s.mu.Lock()
+	to := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		to = append(to, c)
+	}
+	s.mu.Unlock()
+	for _, c := range to {
+		s.deliver(c, ev, payload)
+	}
+}
+
+// run is the event loop: hub events, and the poll of the stream list and
+// of the rooms' viewers. Polls are a whole interval apart (a timer reset
+// after each), so no stream's viewers are sent more often.
+func (s *Server) run() {
+	defer s.wg.Done()
+	t := time.NewTimer(s.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case ev := <-s.hubEv:
+			s.onHubEvent(ev)
+			for more := true; more; {
+				select {
+				case ev := <-s.hubEv:
+					s.onHubEvent(ev)
+				default:
+					more = false
+				}
+			}
+			s.syncStreams()
+		case <-t.C:
+			if n := s.hubDrops.Swap(0); n > 0 {
+				s.log.Warn("hub events dropped", "count", n)
+			}
+			s.syncStreams()
+			s.pollViewers()
+			t.Reset(s.cfg.PollInterval)
+		}
+	}
+}
+
+// onHubEvent turns a stream published here starting or ending into
+// stream:start or stream:end, here and on the other nodes. Relayed
+// streams are not announced: their owner does that.
+func (s *Server) onHubEvent(ev hub.Event) {
+	var typ string
+	switch {
+	case ev.Type == "publish" && !s.published[ev.Name]:
+		s.published[ev.Name] = true
+		typ = "stream:start"
+	case ev.Type == "end" && s.published[ev.Name]:
+		delete(s.published, ev.Name)
+		typ = "stream:end"
+	default:
+		return
+	}
+	s.toAll(typ, mustJSON(streamEvent{Stream: string(ev.Name), Node: s.cfg.Node}))
+	if s.bus != nil {
+		s.bus.publish(busMessage{Type: typ, Stream: string(ev.Name)})
+	}
+}
+
+// syncStreams sends "streams" when the node's list changed.
+func (s *Server) syncStreams() {
+	cur := s.src.Streams()
+	if slices.Equal(cur, s.streams) {
+		return
+	}
+	s.streams = cur
+	s.toAll("streams", mustJSON(streamList{Node: s.cfg.Node, Streams: names(cur)}))
+}
+
+// pollViewers sends "viewers" to each room whose stream's counts changed
+// since they were last sent to it.
+func (s *Server) pollViewers() {
+	s.mu.Lock()
+	polled := make([]stream.Name, 0, len(s.rooms))
+	for name := range s.rooms {
+		polled = append(polled, name)
+	}
+	s.mu.Unlock()
+	counts := make([]Counts, len(polled))
+	for i, name := range polled {
+		counts[i] = s.src.Viewers(name) // outside s.mu: takes the hub's locks
+	}
+	type send struct {
+		name   stream.Name
+		counts Counts
+		to     []*client
+	}
+	var sends []send
+	s.mu.Lock()
+	for i, name := range polled {
+		r := s.rooms[name]
+		if r == nil || r.sent == counts[i] {
+			continue
+		}
+		r.sent = counts[i]
+		to := make([]*client, 0, len(r.members))
+		for c := range r.members {
+			to = append(to, c)
+		}
+		sends = append(sends, send{name, counts[i], to})
+	}
+	s.mu.Unlock()
+	for _, sd := range sends {
+		p := viewersPayload(sd.name, sd.counts)
+		for _, c := range sd.to {
+			s.deliver(c, "viewers", p)
+		}
+	}
+}
+
+// Payloads.
+
+type hello struct {
+	Node    string   `json:"node"`
+	Version string   `json:"version"`
+	Streams []string `json:"streams"`
+}
+
+type streamList struct {
+	Node    string   `json:"node"`
+	Streams []string `json:"streams"`
+}
+
+type streamEvent struct {
+	Stream string `json:"stream"`
+	Node   string `json:"node,omitempty"`
+}
+
+type chatMessage struct {
+	Stream string `json:"stream"`
+	Text   string `json:"text"`
+	From   string `json:"from"`
+	Time   string `json:"time"`
+}
+
+type viewersMessage struct {
+	Stream  string `json:"stream"`
+	Viewers Counts `json:"viewers"`
+	Total   int    `json:"total"`
+}
+
+func viewersPayload(name stream.Name, c Counts) json.RawMessage {
+	return mustJSON(viewersMessage{Stream: string(name), Viewers: c, Total: c.Total()})
+}
+
+type errorMessage struct {
+	Code   string `json:"code"`
+	Stream string `json:"stream,omitempty"`
+}
+
+func errorPayload(code string, name stream.Name) json.RawMessage {
+	return mustJSON(errorMessage{Code: code, Stream: string(name)})
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only our own plain structs are marshalled
+	}
+	return b
+}
+
+func names(ns []stream.Name) []string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = string(n)
+	}
+	return out
+}
+
+func first(args []any) any {
+	if len(args) == 0 {
+		return nil
+	}
+	return args[0]
+}
