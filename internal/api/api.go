@@ -3,6 +3,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
 	"net/http"
@@ -47,18 +48,20 @@ type Router interface {
 
 // API serves the REST endpoints and the /play/ redirects.
 type API struct {
-	hub     Hub
-	counted map[string]ViewerCounter
-	cluster Cluster
-	router  Router
-	config  map[string]any
+	hub        Hub
+	counted    map[string]ViewerCounter
+	cluster    Cluster
+	router     Router
+	config     map[string]any
+	adminToken string
 }
 
 // New creates the API over hub, the cluster's registry and a router.
 // counted maps a protocol ("hls") to what counts its viewers; config is the
-// effective configuration with secrets redacted.
-func New(hub Hub, counted map[string]ViewerCounter, c Cluster, router Router, config map[string]any) *API {
-	return &API{hub: hub, counted: counted, cluster: c, router: router, config: config}
+// effective configuration with secrets redacted. adminToken guards the
+// admin endpoints; empty leaves them to the node's own machine.
+func New(hub Hub, counted map[string]ViewerCounter, c Cluster, router Router, config map[string]any, adminToken string) *API {
+	return &API{hub: hub, counted: counted, cluster: c, router: router, config: config, adminToken: adminToken}
 }
 
 // Register adds the API's routes to mux.
@@ -68,9 +71,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/nodes", a.listNodes)
 	mux.HandleFunc("GET /api/v1/route", a.route)
 	mux.HandleFunc("GET /play/{app}/{file}", a.play)
-	mux.HandleFunc("GET /api/v1/sessions", a.listSessions)
-	mux.HandleFunc("DELETE /api/v1/sessions/{id}", local(a.kickSession))
-	mux.HandleFunc("DELETE /api/v1/streams/{app}/{stream}", local(a.kickPublisher))
+	mux.HandleFunc("GET /api/v1/sessions", a.admin(a.listSessions))
+	mux.HandleFunc("DELETE /api/v1/sessions/{id}", a.admin(a.kickSession))
+	mux.HandleFunc("DELETE /api/v1/streams/{app}/{stream}", a.admin(a.kickPublisher))
 	mux.HandleFunc("GET /api/v1/config", a.getConfig)
 	mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -83,14 +86,24 @@ func (a *API) Register(mux *http.ServeMux) {
 //go:embed openapi.json
 var openAPI []byte
 
-// local guards an endpoint that changes what the node serves: until
-// operators authenticate, only clients on the node's own machine may call
-// it.
-func local(h http.HandlerFunc) http.HandlerFunc {
+// admin guards an endpoint that changes what the node serves or lists its
+// clients: it needs "Authorization: Bearer TOKEN" with the admin token, or,
+// when the node has none, a client on the node's own machine.
+func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ap, err := netip.ParseAddrPort(r.RemoteAddr)
-		if err != nil || !ap.Addr().IsLoopback() {
-			writeError(w, http.StatusForbidden, "forbidden", "this endpoint answers only on the node's own machine")
+		if a.adminToken == "" {
+			ap, err := netip.ParseAddrPort(r.RemoteAddr)
+			if err != nil || !ap.Addr().IsLoopback() {
+				writeError(w, http.StatusForbidden, "forbidden", "without --admin-token this endpoint answers only on the node's own machine")
+				return
+			}
+			h(w, r)
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meshcast"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "this endpoint needs the admin token: Authorization: Bearer TOKEN")
 			return
 		}
 		h(w, r)

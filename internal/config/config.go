@@ -166,6 +166,11 @@ type Config struct {
 	// once. Defaults to 30s.
 	DrainGrace time.Duration `yaml:"drain_grace" usage:"after SIGTERM, serve current viewers this long while draining (a second SIGTERM stops at once)"`
 
+	// AdminToken is the bearer token the admin API (endpoints that change
+	// what the node serves, and session listings) requires. Empty leaves
+	// those endpoints to clients on the node's own machine. Defaults to "".
+	AdminToken string `yaml:"admin_token" secret:"true" usage:"bearer token required by the admin API (empty: admin API on loopback only)"`
+
 	// WebhookURLs receive every on_publish, on_publish_done, on_play and
 	// on_stop event as a signed JSON POST. Defaults to none.
 	WebhookURLs []string `yaml:"webhook_urls" usage:"URLs that receive on_publish, on_publish_done, on_play and on_stop as signed JSON POSTs"`
@@ -362,6 +367,9 @@ func (c *Config) Validate() error {
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			bad("WebhookURLs", "%q is not an http or https URL", u)
 		}
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < minSecretLen {
+		bad("AdminToken", "must be at least %d characters", minSecretLen)
 	}
 	if len(c.WebhookURLs) > 0 && c.WebhookSecret == "" {
 		bad("WebhookSecret", "is required with --webhook-urls: receivers check the signature")
