@@ -1,28 +1,24 @@
 package cluster
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 func TestRedisRegistry(t *testing.T) {
 	t.Parallel()
-	srv := startRedis(t, 0)
-	runRegistrySuite(t, redisUnderTest(srv.url()))
+	srv := testutil.StartRedis(t, 0)
+	runRegistrySuite(t, redisUnderTest(srv.URL()))
 }
 
 // TestRedisClusterRegistry runs the suite on Redis Cluster: one node that
@@ -31,8 +27,8 @@ func TestRedisRegistry(t *testing.T) {
 // owner's node key included, in one slot.
 func TestRedisClusterRegistry(t *testing.T) {
 	t.Parallel()
-	srv := startRedis(t, 0, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.port)})
+	srv := testutil.StartRedis(t, 0, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.Port)})
 	defer rdb.Close()
 	if err := rdb.Do(bg, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
 		t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
@@ -41,7 +37,7 @@ func TestRedisClusterRegistry(t *testing.T) {
 		info, err := rdb.ClusterInfo(bg).Result()
 		return err == nil && strings.Contains(info, "cluster_state:ok")
 	})
-	url := fmt.Sprintf("redis://127.0.0.1:%d,127.0.0.1:%d", srv.port, srv.port)
+	url := fmt.Sprintf("redis://127.0.0.1:%d,127.0.0.1:%d", srv.Port, srv.Port)
 	if opts, err := RedisOptions(url); err != nil || !isCluster(opts) {
 		t.Fatalf("%s is not a cluster URL: %v", url, err)
 	}
@@ -68,8 +64,8 @@ func redisUnderTest(url string) registryUnderTest {
 // TestRedisKeys pins the key layout documented on Redis, and that listing
 // prunes the index sets.
 func TestRedisKeys(t *testing.T) {
-	srv := startRedis(t, 0)
-	reg := openRedis(t, srv.url(), shortTimeout, 0)
+	srv := testutil.StartRedis(t, 0)
+	reg := openRedis(t, srv.URL(), shortTimeout, 0)
 	rdb := reg.client
 	mustHeartbeat(t, reg, nodeA)
 	c := mustClaim(t, reg, nameA, nodeA)
@@ -130,7 +126,7 @@ func TestRedisKeys(t *testing.T) {
 	}
 
 	// Another prefix is another registry on the same store.
-	reg2, err := NewRedis(RedisConfig{URL: srv.url(), Prefix: "other:", NodeTimeout: longTimeout})
+	reg2, err := NewRedis(RedisConfig{URL: srv.URL(), Prefix: "other:", NodeTimeout: longTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,9 +142,9 @@ func TestRedisKeys(t *testing.T) {
 // TestRedisSharedStore runs two registries, as two nodes would, on one
 // store: what one writes the other reads.
 func TestRedisSharedStore(t *testing.T) {
-	srv := startRedis(t, 0)
-	r1 := openRedis(t, srv.url(), longTimeout, 0)
-	r2 := openRedis(t, srv.url(), longTimeout, 0)
+	srv := testutil.StartRedis(t, 0)
+	r1 := openRedis(t, srv.URL(), longTimeout, 0)
+	r2 := openRedis(t, srv.URL(), longTimeout, 0)
 	mustHeartbeat(t, r1, nodeA)
 	mustHeartbeat(t, r2, nodeB)
 	if ids := nodeIDs(t, r1); fmt.Sprint(ids) != "[node-a node-b]" {
@@ -163,7 +159,7 @@ func TestRedisSharedStore(t *testing.T) {
 // TestRedisUnavailable stops and restarts the store under a registry.
 func TestRedisUnavailable(t *testing.T) {
 	settleGoroutines(t)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 
 	// A node starts while its store is down.
@@ -175,14 +171,14 @@ func TestRedisUnavailable(t *testing.T) {
 		t.Errorf("error %q does not give the cause", err)
 	}
 
-	srv := startRedis(t, port)
+	srv := testutil.StartRedis(t, port)
 	eventually(t, "the store to come up", func() bool { return reg.Heartbeat(bg, testNode(nodeA)) == nil })
 	c := mustClaim(t, reg, nameA, nodeA)
 	if err := reg.SetRelay(bg, nameB, Relay{Node: nodeB, Upstream: nodeA}); err != nil {
 		t.Fatal(err)
 	}
 
-	srv.stop(t)
+	srv.Stop(t)
 	for _, call := range []struct {
 		name string
 		do   func() error
@@ -208,7 +204,7 @@ func TestRedisUnavailable(t *testing.T) {
 	// dialing after repeated failures and probes again once a second,
 	// for its command and pipeline pools separately. The node's loops
 	// retry, as this one does.
-	startRedis(t, port)
+	testutil.StartRedis(t, port)
 	eventually(t, "the store to come back", func() bool {
 		if err := reg.Heartbeat(bg, testNode(nodeA)); err != nil {
 			wantErr(t, "Heartbeat while the store comes back", err, ErrUnavailable)
@@ -420,137 +416,4 @@ func settleGoroutines(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
-}
-
-// redisServer is a redis-server child process, without persistence, on a
-// loopback port.
-type redisServer struct {
-	port   int
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd exits
-	out    *lockedBuffer
-	once   sync.Once
-}
-
-func (s *redisServer) url() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", s.port) }
-
-// startRedis starts redis-server on port, or on a free port if port is 0,
-// with extra arguments args, and stops it when the test ends. Without redis-server on PATH the test is
-// skipped, or fails in CI, which must have run scripts/install-test-deps.sh.
-func startRedis(t *testing.T, port int, args ...string) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server not installed: the test command must install it (scripts/install-test-deps.sh)")
-		}
-		t.Skip("redis-server not installed: run scripts/install-test-deps.sh")
-	}
-	for attempt := 0; ; attempt++ {
-		p := port
-		if p == 0 {
-			p = freePort(t)
-		}
-		s, err := runRedis(t, bin, p, args)
-		if err == nil {
-			t.Cleanup(func() { s.stop(t) })
-			return s
-		}
-		// A free port can be taken between freePort and redis-server's
-		// bind; a port of our own should be free again at once.
-		if attempt == 4 {
-			t.Fatalf("redis-server: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func runRedis(t *testing.T, bin string, port int, args []string) (*redisServer, error) {
-	s := &redisServer{port: port, exited: make(chan struct{}), out: &lockedBuffer{}}
-	s.cmd = exec.Command(bin, append([]string{
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no",
-		"--dir", t.TempDir()}, args...)...)
-	s.cmd.Stdout = s.out
-	s.cmd.Stderr = s.out
-	if err := s.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if ping(port) {
-			return s, nil
-		}
-		select {
-		case <-s.exited:
-			return nil, fmt.Errorf("exited on port %d: %s", port, s.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.stop(t)
-			return nil, fmt.Errorf("no answer on port %d: %s", port, s.out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// stop ends the server and waits for it to be gone, so its port is free.
-func (s *redisServer) stop(t *testing.T) {
-	s.once.Do(func() {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(5 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-			t.Logf("redis-server on port %d ignored SIGTERM: %s", s.port, s.out.String())
-		}
-	})
-}
-
-// ping tells whether a Redis server answers on port.
-func ping(port int) bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

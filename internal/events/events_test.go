@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -403,28 +403,7 @@ func TestDeadRedis(t *testing.T) {
 // TestRedisBus: two servers sharing a real Redis carry chat and stream
 // start/end to each other, and skip their own.
 func TestRedisBus(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	waitFor(t, "redis-server", func() bool {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	url := testutil.StartRedis(t, 0).URL()
 	mk := func(node string) (*Server, *recorder, *client) {
 		s, err := New(Config{Node: node, Redis: url, RedisPrefix: "test:"}, &fakeSource{})
 		if err != nil {

@@ -208,9 +208,7 @@ func (s *Stream) Attach(info PublisherInfo) (*Publisher, error) {
 	}
 	p := &Publisher{s: s, info: info, since: time.Now()}
 	s.pub = p
-	s.sessions++
-	s.needOffset = true
-	s.waitKey = true
+	s.beginSession()
 	s.info.Publisher = info
 	s.info.PublishedAt = p.since
 	return p, nil
@@ -321,10 +319,17 @@ func (p *Publisher) Restart() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pub == p {
-		s.sessions++
-		s.needOffset = true
-		s.waitKey = true
+		s.beginSession()
 	}
+}
+
+// beginSession makes the next packet start a publisher session: its
+// timestamps are rebased to follow the stream's newest and its video waits
+// for a keyframe. Caller holds s.mu.
+func (s *Stream) beginSession() {
+	s.sessions++
+	s.needOffset = true
+	s.waitKey = true
 }
 
 // WritePacket appends pkt to the stream's log. The stream takes ownership of

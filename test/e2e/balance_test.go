@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // flvViewer is a real HTTP-FLV client: it reads the stream and counts bytes.
@@ -114,10 +116,10 @@ func TestBalanceAndDrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node test: skipped with -short")
 	}
-	need(t, "redis-server", "ffmpeg", "ffprobe")
-	red := startRedis(t, 0)
+	testutil.Need(t, "redis-server", "ffmpeg", "ffprobe")
+	red := testutil.StartRedis(t, 0)
 	flags := func(id string) []string {
-		return []string{"--redis", red.url(), "--cluster-secret", "cluster-secret-of-the-tests", "--node-id", id,
+		return []string{"--redis", red.URL(), "--cluster-secret", "cluster-secret-of-the-tests", "--node-id", id,
 			"--advertise-host", "127.0.0.1", "--balance", "least-loaded", "--drain-grace", "8s"}
 	}
 	nodes := []*proc{startProcess(t, flags("node-1")...), startProcess(t, flags("node-2")...), startProcess(t, flags("node-3")...)}

@@ -5,70 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
-
-// redisServer is a real redis-server on a loopback port, without
-// persistence: a restart starts it empty, as after a crash.
-type redisServer struct {
-	port    int
-	cmd     *exec.Cmd
-	waited  chan error
-	stopped bool
-}
-
-func startRedis(t *testing.T, port int) *redisServer {
-	t.Helper()
-	need(t, "redis-server")
-	if port == 0 {
-		port = freePort(t)
-	}
-	r := &redisServer{port: port, waited: make(chan error, 1)}
-	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--loglevel", "warning")
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.waited <- r.cmd.Wait() }()
-	t.Cleanup(func() { r.stop(t) })
-	waitFor(t, 10*time.Second, "redis-server to accept connections", func() bool {
-		c, err := net.DialTimeout("tcp", r.addr(), time.Second)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
-	return r
-}
-
-func (r *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
-func (r *redisServer) url() string  { return "redis://" + r.addr() + "/0" }
-
-// stop ends redis-server; stopping a stopped one does nothing.
-func (r *redisServer) stop(t *testing.T) {
-	if r.stopped {
-		return
-	}
-	r.stopped = true
-	r.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-r.waited:
-	case <-time.After(10 * time.Second):
-		r.cmd.Process.Kill()
-		<-r.waited
-	}
-}
 
 // apiStream is the part of the streams API the cluster tests read.
 type apiStream struct {
@@ -160,15 +106,15 @@ func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node test: skipped with -short")
 	}
-	need(t, "redis-server", "ffmpeg", "ffprobe")
+	testutil.Need(t, "redis-server", "ffmpeg", "ffprobe")
 	whole := t // what outlives a subtest is cleaned up with the whole test
-	red := startRedis(t, 0)
+	red := testutil.StartRedis(t, 0)
 	const secret = "cluster-secret-of-the-tests"
 	flags := func(id string, more ...string) []string {
-		return append([]string{"--redis", red.url(), "--cluster-secret", secret, "--node-id", id,
+		return append([]string{"--redis", red.URL(), "--cluster-secret", secret, "--node-id", id,
 			"--advertise-host", "127.0.0.1", "--publisher-grace", "2s"}, more...)
 	}
-	aRTMP, aHTTP := freePort(t), freePort(t)
+	aRTMP, aHTTP := testutil.FreePort(t), testutil.FreePort(t)
 	a := startProcessAt(t, aRTMP, aHTTP, flags("node-a")...)
 	b := startProcess(t, flags("node-b")...)
 	c := startProcess(t, flags("node-c", "--parent", "node-b")...)
@@ -254,7 +200,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("Redis down for 20 s", func(t *testing.T) {
-		red.stop(t)
+		red.Stop(t)
 		stopAt := time.Now()
 		// Nothing on the media path waits on Redis: every second, every
 		// followed viewer has new frames.
@@ -276,7 +222,7 @@ func TestCluster(t *testing.T) {
 		if err := tryPublish(t, c.rtmpAddr, "", "live/other"); !errors.Is(err, rtmp.ErrRefused) {
 			t.Errorf("publish during the outage: %v, want a refusal", err)
 		}
-		red = startRedis(whole, red.port) // back, and empty
+		red = testutil.StartRedis(whole, red.Port) // back, and empty
 		backAt := time.Now()
 		waitFor(t, 10*time.Second, "nodes and the stream to be back in the registry", func() bool {
 			s, ok := getStream(t, b.httpURL, name)

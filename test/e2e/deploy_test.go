@@ -29,6 +29,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // repoPath returns the absolute path of rel, a slash-separated path from
@@ -503,12 +504,12 @@ const drainGrace = 10 * time.Second
 // trusting proxies on 127.0.0.1.
 func startProxiedCluster(t *testing.T) []*proc {
 	t.Helper()
-	need(t, "redis-server", "ffmpeg", "ffprobe")
+	testutil.Need(t, "redis-server", "ffmpeg", "ffprobe")
 	needServeFlags(t, "--trusted-proxies", "--drain-grace")
-	red := startRedis(t, 0)
+	red := testutil.StartRedis(t, 0)
 	var nodes []*proc
 	for i := 1; i <= 3; i++ {
-		nodes = append(nodes, startProcess(t, "--redis", red.url(), "--cluster-secret", "deploy-tests-cluster-secret",
+		nodes = append(nodes, startProcess(t, "--redis", red.URL(), "--cluster-secret", "deploy-tests-cluster-secret",
 			"--node-id", fmt.Sprintf("meshcast-%d", i), "--advertise-host", "127.0.0.1",
 			"--publisher-grace", "2s", "--trusted-proxies", "127.0.0.1/32", "--drain-grace", drainGrace.String()))
 	}
@@ -521,7 +522,7 @@ type frontProxy struct {
 	httpURL  string // http://127.0.0.1:PORT
 	rtmpAddr string // 127.0.0.1:PORT
 	cmd      *exec.Cmd
-	output   *lockedBuffer // standard output and error
+	output   *testutil.LockedBuffer // standard output and error
 	// requests lists the HTTP requests the proxy has logged so far.
 	requests func() []proxied
 }
@@ -538,7 +539,7 @@ type proxied struct {
 func startFrontProxy(t *testing.T, fp *frontProxy, bin string, args ...string) {
 	t.Helper()
 	name := filepath.Base(bin)
-	fp.output = &lockedBuffer{}
+	fp.output = &testutil.LockedBuffer{}
 	fp.cmd = exec.Command(bin, args...)
 	fp.cmd.Stdout, fp.cmd.Stderr = fp.output, fp.output
 	fp.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -590,7 +591,7 @@ func sbinTool(t *testing.T, name string) string {
 	if p := "/usr/sbin/" + name; exec.Command(p, "-v").Run() == nil {
 		return p
 	}
-	need(t, name)
+	testutil.Need(t, name)
 	return name
 }
 
@@ -606,7 +607,7 @@ func startNginx(t *testing.T, nodes []*proc) *frontProxy {
 		t.Skip("nginx's stream module is not installed: run scripts/install-test-deps.sh")
 	}
 	dir := t.TempDir()
-	httpPort, rtmpPort := freePort(t), freePort(t)
+	httpPort, rtmpPort := testutil.FreePort(t), testutil.FreePort(t)
 	var subst []string
 	for i, n := range nodes {
 		subst = append(subst,
@@ -685,7 +686,7 @@ func startHAProxy(t *testing.T, nodes []*proc) (*frontProxy, haproxyCheck) {
 	t.Helper()
 	bin := sbinTool(t, "haproxy")
 	text := readRepoFile(t, "deploy/haproxy/haproxy.cfg")
-	httpPort, rtmpPort := freePort(t), freePort(t)
+	httpPort, rtmpPort := testutil.FreePort(t), testutil.FreePort(t)
 	var subst []string
 	for i, n := range nodes {
 		subst = append(subst,

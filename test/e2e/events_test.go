@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // repoRoot is the repository's root, where package.json and node_modules
@@ -49,7 +50,7 @@ type jsScript struct {
 	cmd    *exec.Cmd
 	cancel context.CancelFunc
 	lines  chan map[string]any
-	stderr *lockedBuffer
+	stderr *testutil.LockedBuffer
 	done   chan error
 	mu     sync.Mutex
 	all    []string
@@ -58,9 +59,9 @@ type jsScript struct {
 // startJS runs node test/js/NAME ARGS... for at most timeout.
 func startJS(t *testing.T, timeout time.Duration, name string, args ...string) *jsScript {
 	t.Helper()
-	need(t, "node")
+	testutil.Need(t, "node")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	s := &jsScript{cancel: cancel, lines: make(chan map[string]any, 1000), stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	s := &jsScript{cancel: cancel, lines: make(chan map[string]any, 1000), stderr: &testutil.LockedBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.CommandContext(ctx, "node", append([]string{filepath.Join("test", "js", name)}, args...)...)
 	s.cmd.Dir = repoRoot(t)
 	s.cmd.Stderr = s.stderr
@@ -134,7 +135,7 @@ func (s *jsScript) next(t *testing.T, ev string, timeout time.Duration) map[stri
 // node's ID, joins a stream's room, and sees the viewers count rise when
 // an ffmpeg player connects and fall when it leaves.
 func TestEventsViewers(t *testing.T) {
-	need(t, "node", "ffmpeg")
+	testutil.Need(t, "node", "ffmpeg")
 	needNodeModules(t, "socket.io-client")
 	n := startNode(t, func(c *config.Config) { c.NodeID = "events-node-1" })
 	const name = "live/stream"
@@ -195,12 +196,12 @@ func TestEventsChatAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node test: skipped with -short")
 	}
-	need(t, "node", "redis-server")
+	testutil.Need(t, "node", "redis-server")
 	needNodeModules(t, "socket.io-client")
-	red := startRedis(t, 0)
+	red := testutil.StartRedis(t, 0)
 	const secret = "cluster-secret-of-the-tests"
 	flags := func(id string) []string {
-		return []string{"--redis", red.url(), "--cluster-secret", secret, "--node-id", id, "--advertise-host", "127.0.0.1"}
+		return []string{"--redis", red.URL(), "--cluster-secret", secret, "--node-id", id, "--advertise-host", "127.0.0.1"}
 	}
 	a := startProcess(t, flags("chat-a")...)
 	b := startProcess(t, flags("chat-b")...)
@@ -269,7 +270,7 @@ func TestEventsChatAcrossNodes(t *testing.T) {
 // TestEventsBrowserDemo: headless Chromium opens /events-demo, which
 // loads /socket.io/socket.io.js from node_modules and logs hello.
 func TestEventsBrowserDemo(t *testing.T) {
-	need(t, "node", "chromium")
+	testutil.Need(t, "node", "chromium")
 	needNodeModules(t, "socket.io-client", "playwright-core")
 	n := startNode(t, func(c *config.Config) {
 		c.NodeID = "browser-node"

@@ -30,6 +30,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 var (
@@ -57,24 +58,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need skips a test whose tool is missing outside CI and fails it in CI,
-// where the test command must have installed it.
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s not installed: the test command must install it (scripts/install-test-deps.sh)", tool)
-			}
-			t.Skipf("%s not installed: run scripts/install-test-deps.sh", tool)
-		}
-	}
-}
-
 // input returns the shared input.mp4, making it on first use.
 func input(t *testing.T) string {
 	t.Helper()
-	need(t, "ffmpeg", "ffprobe")
+	testutil.Need(t, "ffmpeg", "ffprobe")
 	inputOnce.Do(func() {
 		inputMP4 = filepath.Join(mediaDir, "input.mp4")
 		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
@@ -469,8 +456,8 @@ type proc struct {
 	rtmpPort int
 	httpPort int
 	httpURL  string
-	stdout   *lockedBuffer
-	stderr   *lockedBuffer
+	stdout   *testutil.LockedBuffer
+	stderr   *testutil.LockedBuffer
 	waited   chan error // receives the process's exit
 	killed   atomic.Bool
 }
@@ -502,42 +489,11 @@ func (p *proc) kill(t *testing.T) {
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() > 4<<20 {
-		return len(p), nil // bounded: enough for any assertion
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startProcess runs "meshcast serve" on loopback ports with extra flags and
 // waits until it accepts connections.
 func startProcess(t *testing.T, flags ...string) *proc {
 	t.Helper()
-	return startProcessAt(t, freePort(t), freePort(t), flags...)
+	return startProcessAt(t, testutil.FreePort(t), testutil.FreePort(t), flags...)
 }
 
 // startProcessAt is startProcess on given loopback ports.
@@ -549,8 +505,8 @@ func startProcessAt(t *testing.T, rtmpPort, httpPort int, flags ...string) *proc
 		rtmpPort: rtmpPort,
 		httpPort: httpPort,
 		httpURL:  fmt.Sprintf("http://127.0.0.1:%d", httpPort),
-		stdout:   &lockedBuffer{},
-		stderr:   &lockedBuffer{},
+		stdout:   &testutil.LockedBuffer{},
+		stderr:   &testutil.LockedBuffer{},
 		waited:   make(chan error, 1),
 	}
 	args := append([]string{"serve", "--rtmp-addr", p.rtmpAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort)}, flags...)

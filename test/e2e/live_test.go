@@ -16,6 +16,7 @@ import (
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // recordWith runs "ffmpeg -i URL -vcodec copy -acodec copy -frames:v 150
@@ -119,7 +120,7 @@ func TestPublishAndPlayWithFFmpeg(t *testing.T) {
 }
 
 func TestGStreamerPublishes(t *testing.T) {
-	need(t, "gst-launch-1.0", "ffprobe")
+	testutil.Need(t, "gst-launch-1.0", "ffprobe")
 	n := startNode(t, nil)
 	aac := "avenc_aac"
 	if exec.Command("gst-inspect-1.0", aac).Run() != nil {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // TestMetrics publishes and plays a stream on a node and checks what an
@@ -25,7 +27,7 @@ import (
 // a real Prometheus scraping it with the shipped configuration, and the
 // shipped Grafana dashboard's queries.
 func TestMetrics(t *testing.T) {
-	need(t, "promtool")
+	testutil.Need(t, "promtool")
 	n := startNode(t, nil)
 	const name = "live/metrics"
 	publishFFmpeg(t, n.rtmpURL(name))
@@ -198,7 +200,7 @@ func TestMetrics(t *testing.T) {
 		if testing.Short() {
 			t.Skip("starts a Prometheus server")
 		}
-		need(t, "prometheus")
+		testutil.Need(t, "prometheus")
 		target := strings.TrimPrefix(n.httpURL, "http://")
 		cfg := prometheusConfig(t, target)
 		promURL := startPrometheus(t, cfg)
@@ -450,8 +452,8 @@ func prometheusConfig(t *testing.T, target string) string {
 // port and returns its URL once it is ready.
 func startPrometheus(t *testing.T, config string) string {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	var logs lockedBuffer
+	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	var logs testutil.LockedBuffer
 	cmd := exec.Command("prometheus",
 		"--config.file="+config,
 		"--storage.tsdb.path="+filepath.Join(t.TempDir(), "data"),
