@@ -31,11 +31,20 @@ type Candidate struct {
 	Pending int
 }
 
-// Score is the candidate's load from 0 (idle) to 1 (full): the larger of
-// its viewers (reported and pending) against its capacity and its CPU.
+// Score is the candidate's load from 0 (idle) to 1 (full): its viewers,
+// reported and pending, against its capacity. CPU does not rank nodes (a
+// per-second reading is too noisy to spread viewers by) but a node past
+// cpuFull counts as full.
 func (c Candidate) Score() float64 {
-	return max(float64(c.Load.Viewers+c.Pending)/float64(max(c.Capacity, 1)), c.Load.CPU)
+	return float64(c.Load.Viewers+c.Pending) / float64(max(c.Capacity, 1))
 }
+
+// full reports whether the candidate takes no more viewers.
+func (c Candidate) full() bool { return c.Score() >= 1 || c.Load.CPU >= cpuFull }
+
+// cpuFull is the share of its cores in use past which a node takes no new
+// viewers while others can.
+const cpuFull = 0.85
 
 // A Selector picks the node for a viewer among candidates that are alive,
 // serving, under capacity and in the preferred region when it has any.
@@ -177,7 +186,7 @@ func (r *Router) Route(ctx context.Context, req RouteRequest) (Node, error) {
 		}
 		c := Candidate{Node: n, HasStream: has[n.ID], Pending: p.n}
 		all = append(all, c)
-		if c.Score() < 1 {
+		if !c.full() {
 			room = append(room, c)
 			if req.Region != "" && n.Region == req.Region {
 				local = append(local, c)

@@ -54,6 +54,10 @@ func TestSelectors(t *testing.T) {
 	if err := reg.Heartbeat(ctx, Node{ID: "draining", Capacity: 100, State: StateDraining}); err != nil {
 		t.Fatal(err)
 	}
+	// Idle but out of CPU: full.
+	if err := reg.Heartbeat(ctx, Node{ID: "busy", Capacity: 100, State: StateServing, Load: Load{CPU: 0.9}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := reg.Claim(ctx, name, "b"); err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +88,8 @@ func TestSelectors(t *testing.T) {
 		t.Errorf("least-loaded in a region with no node: %s, want a", got)
 	}
 	for range 50 {
-		if got := route("p2c", RouteRequest{Stream: name}); got == "c" || got == "full" || got == "draining" {
-			t.Fatalf("p2c chose %s: the most loaded of any pair, full, or draining", got)
+		if got := route("p2c", RouteRequest{Stream: name}); got == "c" || got == "full" || got == "draining" || got == "busy" {
+			t.Fatalf("p2c chose %s: the most loaded of any pair, full (viewers or CPU), or draining", got)
 		}
 	}
 	// Rendezvous: every router agrees, and a stream moves only when its
