@@ -193,7 +193,73 @@ type Config struct {
 	// library (/socket.io/socket.io.js) is served from, read at each
 	// request; "npm ci" fills it. Defaults to "node_modules".
 	WebModules string `yaml:"web_modules" usage:"node_modules directory serving /socket.io/socket.io.js (filled by npm ci)"`
+
+	// PublishAuth says who may publish without credentials: "loopback"
+	// (clients on this machine; everyone else needs a key, a signed token
+	// or the admission hook's consent), "always" (nobody) or "open"
+	// (everybody: only for closed networks). Defaults to "loopback".
+	PublishAuth string `yaml:"publish_auth" usage:"who may publish without credentials: loopback, always (nobody) or open (everybody)"`
+
+	// PublishKeys are static publish keys, each PATTERN=KEY. PATTERN is an
+	// app ("live", every stream in it), APP/STREAM, or a pattern with *
+	// ("live/cam*", "*"). Publishers send the key as OBS users type it:
+	// stream key NAME?key=KEY. Defaults to none.
+	PublishKeys []string `yaml:"publish_keys" secret:"true" usage:"static publish keys as PATTERN=KEY (PATTERN: APP, APP/STREAM or a * pattern); publishers send NAME?key=KEY"`
+
+	// URLSecret signs publish tokens and play URLs (HMAC-SHA256 over the
+	// action, APP/STREAM and expiry; see "meshcast sign"). Defaults to "".
+	URLSecret string `yaml:"url_secret" secret:"true" usage:"key of signed publish tokens and play URLs (HMAC-SHA256; see meshcast sign)"`
+
+	// SignedPlayApps are the apps whose players need a signed URL
+	// (?expires=UNIX&sig=HEX); "*" means every app. Defaults to none: play
+	// is open.
+	SignedPlayApps []string `yaml:"signed_play_apps" usage:"apps whose players need a signed URL (?expires=...&sig=...); * for every app"`
+
+	// AuthHook is asked before every publish and play: a signed JSON POST;
+	// any answer but 2xx refuses, and so does no answer within
+	// AuthHookTimeout. Defaults to "" (no hook).
+	AuthHook string `yaml:"auth_hook" usage:"URL asked before every publish and play (signed JSON POST; non-2xx or no answer refuses)"`
+
+	// AuthHookSecret signs the admission hook's requests. Required with
+	// AuthHook. Defaults to "".
+	AuthHookSecret string `yaml:"auth_hook_secret" secret:"true" usage:"key that signs admission hook requests (required with --auth-hook)"`
+
+	// AuthHookTimeout is how long the admission hook may take; no answer
+	// in time refuses. Defaults to 2s.
+	AuthHookTimeout time.Duration `yaml:"auth_hook_timeout" usage:"how long the admission hook may take before the request is refused"`
+
+	// CORSOrigins are the web origins whose pages may read from this node
+	// in a browser (media and API, never with cookies); "*" allows any,
+	// none allows only the node's own pages. Defaults to "*".
+	CORSOrigins []string `yaml:"cors_origins" usage:"web origins allowed to read from this node in a browser (* for any; empty: same origin only)"`
+
+	// TLSCert and TLSKey are PEM files of the certificate and key that
+	// turn on HTTPS (HTTPSAddr) and RTMPS (RTMPSAddr); both files are read
+	// again when they change. Default to "".
+	TLSCert string `yaml:"tls_cert" usage:"PEM certificate file: turns on HTTPS and RTMPS (reloaded when it changes)"`
+	TLSKey  string `yaml:"tls_key" usage:"PEM private key file of --tls-cert"`
+
+	// HTTPSAddr is the HTTPS listen address, used with TLSCert. Defaults
+	// to ":8443".
+	HTTPSAddr string `yaml:"https_addr" usage:"HTTPS listen address (with --tls-cert)"`
+
+	// RTMPSAddr is the RTMPS listen address, used with TLSCert. Defaults
+	// to ":1936".
+	RTMPSAddr string `yaml:"rtmps_addr" usage:"RTMPS listen address (with --tls-cert)"`
+
+	// MaxConnectionsPerIP limits the concurrent connections of one client
+	// address, counted separately for RTMP and HTTP; 0 means no limit.
+	// Defaults to 256.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" usage:"maximum concurrent RTMP (and, separately, HTTP) connections from one address (0: no limit)"`
+
+	// HandshakeTimeout is how long an RTMP client has from connecting to
+	// starting to publish or play, and an HTTP client to send its request
+	// headers. Defaults to 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout" usage:"time a client has from connecting to publishing or playing (RTMP) or to sending its request headers (HTTP)"`
 }
+
+// PublishAuthModes are the values of Config.PublishAuth.
+var PublishAuthModes = []string{"loopback", "always", "open"}
 
 // Balancers are the values of Config.Balance.
 var Balancers = []string{"least-loaded", "p2c", "affinity", "hash"}
@@ -224,30 +290,39 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		RTMPAddr:           ":1935",
-		HTTPAddr:           ":8080",
-		LogLevel:           "info",
-		LogFormat:          "text",
-		PublisherGrace:     5 * time.Second,
-		WriteTimeout:       10 * time.Second,
-		ReadTimeout:        30 * time.Second,
-		MaxLag:             5 * time.Second,
-		MergeWindow:        100 * time.Millisecond,
-		MaxConnections:     10000,
-		HLSSegmentDuration: time.Second,
-		HLSSegmentCount:    7,
-		PublicHost:         "",
-		RedisPrefix:        "meshcast:",
-		NodeTimeout:        5 * time.Second,
-		RelayIdle:          30 * time.Second,
-		Parent:             []string{},
-		Balance:            "least-loaded",
-		TrustedProxies:     []string{},
-		DrainGrace:         30 * time.Second,
-		WebhookURLs:        []string{},
-		MetricsMaxStreams:  100,
-		EventsMaxClients:   10000,
-		WebModules:         "node_modules",
+		RTMPAddr:            ":1935",
+		HTTPAddr:            ":8080",
+		LogLevel:            "info",
+		LogFormat:           "text",
+		PublisherGrace:      5 * time.Second,
+		WriteTimeout:        10 * time.Second,
+		ReadTimeout:         30 * time.Second,
+		MaxLag:              5 * time.Second,
+		MergeWindow:         100 * time.Millisecond,
+		MaxConnections:      10000,
+		HLSSegmentDuration:  time.Second,
+		HLSSegmentCount:     7,
+		PublicHost:          "",
+		RedisPrefix:         "meshcast:",
+		NodeTimeout:         5 * time.Second,
+		RelayIdle:           30 * time.Second,
+		Parent:              []string{},
+		Balance:             "least-loaded",
+		TrustedProxies:      []string{},
+		DrainGrace:          30 * time.Second,
+		WebhookURLs:         []string{},
+		MetricsMaxStreams:   100,
+		EventsMaxClients:    10000,
+		WebModules:          "node_modules",
+		PublishAuth:         "loopback",
+		PublishKeys:         []string{},
+		SignedPlayApps:      []string{},
+		AuthHookTimeout:     2 * time.Second,
+		CORSOrigins:         []string{"*"},
+		HTTPSAddr:           ":8443",
+		RTMPSAddr:           ":1936",
+		MaxConnectionsPerIP: 256,
+		HandshakeTimeout:    10 * time.Second,
 	}
 }
 
@@ -380,6 +455,54 @@ func (c *Config) Validate() error {
 	if c.EventsMaxClients < 1 {
 		bad("EventsMaxClients", "must be at least 1, got %d", c.EventsMaxClients)
 	}
+	if !slices.Contains(PublishAuthModes, c.PublishAuth) {
+		bad("PublishAuth", "%q is not one of %s", c.PublishAuth, strings.Join(PublishAuthModes, ", "))
+	}
+	for _, pk := range c.PublishKeys {
+		pattern, key, ok := strings.Cut(pk, "=")
+		if !ok || pattern == "" || key == "" {
+			bad("PublishKeys", "an entry is not PATTERN=KEY")
+			continue // the entry holds a key: never echo it
+		}
+		if len(key) < 8 {
+			bad("PublishKeys", "the key for %q must be at least 8 characters", pattern)
+		}
+	}
+	if c.URLSecret != "" && len(c.URLSecret) < minSecretLen {
+		bad("URLSecret", "must be at least %d characters", minSecretLen)
+	}
+	if len(c.SignedPlayApps) > 0 && c.URLSecret == "" {
+		bad("URLSecret", "is required with --signed-play-apps: it signs the play URLs")
+	}
+	if c.PublishAuth == "always" && len(c.PublishKeys) == 0 && c.URLSecret == "" && c.AuthHook == "" {
+		bad("PublishAuth", "\"always\" needs --publish-keys, --url-secret or --auth-hook, or nobody could publish")
+	}
+	if c.AuthHook != "" {
+		if p, err := url.Parse(c.AuthHook); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("AuthHook", "%q is not an http or https URL", c.AuthHook)
+		}
+		if len(c.AuthHookSecret) < minSecretLen {
+			bad("AuthHookSecret", "must be at least %d characters with --auth-hook: the hook checks the signature", minSecretLen)
+		}
+	}
+	positive("AuthHookTimeout", c.AuthHookTimeout)
+	for _, o := range c.CORSOrigins {
+		if o == "*" {
+			continue
+		}
+		if p, err := url.Parse(o); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "" || p.RawQuery != "" {
+			bad("CORSOrigins", "%q is not an origin such as https://example.com, nor *", o)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("TLSKey", "--tls-cert and --tls-key go together")
+	}
+	checkAddr("HTTPSAddr", c.HTTPSAddr)
+	checkAddr("RTMPSAddr", c.RTMPSAddr)
+	if c.MaxConnectionsPerIP < 0 {
+		bad("MaxConnectionsPerIP", "must not be negative, got %d", c.MaxConnectionsPerIP)
+	}
+	positive("HandshakeTimeout", c.HandshakeTimeout)
 	return errors.Join(errs...)
 }
 
