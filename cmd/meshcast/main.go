@@ -38,6 +38,8 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], env, stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "sign":
+		return signCmd(args[1:], env, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshcast", versionString())
 		return 0
@@ -56,6 +58,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "commands:")
 	fmt.Fprintln(w, "  serve     run a meshcast node (no arguments needed for a single node)")
 	fmt.Fprintln(w, "  bench     load-test a server: one publisher, steps of N players (meshcast bench --help)")
+	fmt.Fprintln(w, "  sign      print a signed play URL or publish token (meshcast sign --help)")
 	fmt.Fprintln(w, "  version   print the version")
 	fmt.Fprintln(w, "")
 	fmt.Fprintln(w, "flags of serve:")

@@ -91,23 +91,27 @@ var openAPI []byte
 // when the node has none, a client on the node's own machine.
 func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if a.adminToken == "" {
-			ap, err := netip.ParseAddrPort(r.RemoteAddr)
-			if err != nil || !ap.Addr().IsLoopback() {
-				writeError(w, http.StatusForbidden, "forbidden", "without --admin-token this endpoint answers only on the node's own machine")
-				return
-			}
+		switch {
+		case a.isAdmin(r):
 			h(w, r)
-			return
-		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) != 1 {
+		case a.adminToken == "":
+			writeError(w, http.StatusForbidden, "forbidden", "without --admin-token this endpoint answers only on the node's own machine")
+		default:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meshcast"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "this endpoint needs the admin token: Authorization: Bearer TOKEN")
-			return
 		}
-		h(w, r)
 	}
+}
+
+// isAdmin reports whether r carries the admin token or, when the node has
+// none, comes from the node's own machine.
+func (a *API) isAdmin(r *http.Request) bool {
+	if a.adminToken == "" {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		return err == nil && ap.Addr().IsLoopback()
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) == 1
 }
 
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
@@ -260,8 +264,9 @@ type Audio struct {
 
 // Publisher describes the publishing client.
 type Publisher struct {
-	Protocol   string `json:"protocol"`
-	RemoteAddr string `json:"remote_addr"`
+	Protocol string `json:"protocol"`
+	// RemoteAddr is shown to admin requests only.
+	RemoteAddr string `json:"remote_addr,omitempty"`
 }
 
 // protocols are always listed in viewers, even at zero; relayProtocol
@@ -271,8 +276,11 @@ var protocols = []string{"rtmp", "flv", "hls", relayProtocol}
 const relayProtocol = "relay"
 
 // describe is a stream's JSON form with its place in the cluster.
-func (a *API) describe(ctx context.Context, s *stream.Stream) Stream {
+func (a *API) describe(ctx context.Context, s *stream.Stream, admin bool) Stream {
 	out := a.toJSON(s.Info())
+	if !admin && out.Publisher != nil {
+		out.Publisher.RemoteAddr = "" // client addresses are for admins
+	}
 	out.Relays = []cluster.Relay{}
 	if a.cluster == nil {
 		return out
@@ -332,7 +340,7 @@ func (a *API) listStreams(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
 	defer cancel()
 	for _, s := range list {
-		out.Streams = append(out.Streams, a.describe(ctx, s))
+		out.Streams = append(out.Streams, a.describe(ctx, s, a.isAdmin(r)))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -367,7 +375,7 @@ func (a *API) getStream(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
 	defer cancel()
-	writeJSON(w, http.StatusOK, a.describe(ctx, s))
+	writeJSON(w, http.StatusOK, a.describe(ctx, s, a.isAdmin(r)))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/api"
+	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/events"
@@ -40,6 +42,7 @@ type App struct {
 	flv    *httpflv.Server
 	hls    *hls.Server
 	api    *api.API
+	auth   *auth.Authorizer
 
 	registry    cluster.Registry
 	ownRegistry bool                // built from the configuration: closed with the node
@@ -90,6 +93,21 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	})
 	sender := stream.NewSender(0)
 	a.Hub, a.sender = h, sender
+	az, err := auth.New(auth.Config{
+		PublishAuth:    cfg.PublishAuth,
+		PublishKeys:    cfg.PublishKeys,
+		URLSecret:      cfg.URLSecret,
+		SignedPlayApps: cfg.SignedPlayApps,
+		Hook:           cfg.AuthHook,
+		HookSecret:     cfg.AuthHookSecret,
+		HookTimeout:    cfg.AuthHookTimeout,
+		Node:           a.nodeID,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.auth = az
 	a.rtmp = rtmp.New(rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
@@ -98,6 +116,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		MergeWindow:    cfg.WriteMerge(),
 		Sender:         sender,
 		TrustedProxies: cfg.TrustedNets(),
+		Auth:           az,
 		Logger:         log,
 	}, h)
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h)
@@ -205,10 +224,67 @@ func (a *App) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	var h http.Handler = cors(a.cfg.CORSOrigins, mux)
 	if nets := a.cfg.TrustedNets(); len(nets) > 0 {
-		return forwardedFor(nets, mux)
+		h = forwardedFor(nets, h)
 	}
-	return mux
+	return h
+}
+
+// cors lets pages of the allowed origins read responses in a browser
+// ("*": any origin). Credentials (cookies) are never allowed: the admin API
+// takes a bearer token, which a page must hold itself.
+func cors(origins []string, next http.Handler) http.Handler {
+	anyOrigin := slices.Contains(origins, "*")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		origin := r.Header.Get("Origin")
+		allowed := anyOrigin || (origin != "" && slices.Contains(origins, origin))
+		switch {
+		case anyOrigin:
+			h.Set("Access-Control-Allow-Origin", "*")
+		case allowed:
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+		case len(origins) > 0:
+			h.Add("Vary", "Origin") // the answer differs by origin
+		}
+		if r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
+			if !allowed {
+				http.Error(w, "origin not allowed", http.StatusForbidden)
+				return
+			}
+			h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Range")
+			h.Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authorizePlay asks whether the client of r may play name over proto and
+// answers the refusal itself: 401 or 403, or 410 for an expired URL.
+func (a *App) authorizePlay(w http.ResponseWriter, r *http.Request, name stream.Name, proto string) bool {
+	_, err := a.auth.Check(r.Context(), auth.Request{
+		Action: auth.Play, Name: name, Params: r.URL.Query(),
+		Remote: auth.RemoteAddr(r.RemoteAddr), Protocol: proto,
+	})
+	if err != nil {
+		a.log.Debug("play refused", "stream", name, "protocol", proto, "remote", r.RemoteAddr, "reason", err)
+		http.Error(w, err.Error(), auth.StatusOf(err))
+		return false
+	}
+	return true
+}
+
+// nodeID is this node's ID once the node has started.
+func (a *App) nodeID() string {
+	if m := a.member.Load(); m != nil {
+		return string(m.ID())
+	}
+	return a.cfg.NodeID
 }
 
 // forwardedFor takes the client's address from X-Forwarded-For on requests
@@ -270,6 +346,9 @@ func (a *App) serveFile(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
 		}
+		if !a.authorizePlay(w, r, name, "http-flv") {
+			return
+		}
 		a.flv.ServeStream(w, r, name)
 	case strings.HasSuffix(file, ".m3u8"):
 		name, err := stream.NewName(r.PathValue("app"), strings.TrimSuffix(file, ".m3u8"))
@@ -292,6 +371,9 @@ func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
 	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !a.authorizePlay(w, r, name, "hls") {
 		return
 	}
 	a.hls.ServeStream(w, r, name, r.PathValue("file"))

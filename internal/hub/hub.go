@@ -110,7 +110,9 @@ func (h *Hub) emit(ev Event) {
 
 // Publish attaches a publisher to name, creating the stream or resuming one
 // waiting in its grace period. A name with a live publisher is refused with
-// ErrBusy and the live publisher is untouched; so is a name the Owner cannot
+// ErrBusy and the live publisher is untouched, unless info presents the live
+// publisher's credential: then the new publisher takes over and the old
+// one's session is kicked; so is a name the Owner cannot
 // claim. A publisher of a stream this node relays takes it over once claimed:
 // the relay stops and the stream's viewers go on with the new publisher.
 func (h *Hub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publisher, error) {
@@ -120,7 +122,7 @@ func (h *Hub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publ
 		return nil, ErrClosed
 	}
 	sl := h.streams[name]
-	if sl != nil && sl.relay == nil && sl.s.HasPublisher() {
+	if sl != nil && sl.relay == nil && !sl.s.CanTakeOver(info) {
 		h.mu.Unlock()
 		return nil, fmt.Errorf("publish %s: %w", name, ErrBusy)
 	}
@@ -141,6 +143,12 @@ func (h *Hub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publ
 			release()
 		}
 		return nil, fmt.Errorf("publish %s: %w", name, err)
+	}
+	if pub.TookOver() {
+		// The same credentials again: the publisher reconnected before its
+		// old connection was seen to end. That connection goes.
+		h.log.Info("publisher reconnected with the same credentials: closing its old connection", "stream", name)
+		h.KickPublisher(name)
 	}
 	h.log.Info("publish started", "stream", name, "remote", info.RemoteAddr, "protocol", info.Protocol, "resumed", resumed)
 	h.emit(Event{Type: "publish", Name: name})

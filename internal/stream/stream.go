@@ -131,6 +131,10 @@ func (f *Format) Encode(p *media.Packet) []byte { return f.encode(p) }
 type PublisherInfo struct {
 	Protocol   string // "rtmp", ...
 	RemoteAddr string
+	// Credential identifies the credentials the publisher presented (a
+	// digest, never the secret); empty when none. A publisher presenting
+	// the live publisher's credential takes the stream over.
+	Credential string `json:"-"`
 }
 
 // Stream is one live stream: the packet log shared by its readers.
@@ -196,22 +200,43 @@ func New(name Name, cfg Config) *Stream {
 func (s *Stream) Name() Name { return s.name }
 
 // Attach makes p the stream's publisher. It fails with ErrBusy while another
-// publisher is attached and with ErrClosed after Close.
+// publisher is attached, unless info presents that publisher's credential:
+// then the new publisher takes over, as a client reconnecting before its
+// old connection was seen to end, and the old one is detached (its writes
+// fail with ErrClosed; TookOver tells). It fails with ErrClosed
+// after Close.
 func (s *Stream) Attach(info PublisherInfo) (*Publisher, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
+	var old *Publisher
 	if s.pub != nil {
-		return nil, ErrBusy
+		if !s.pub.canTakeOver(info) {
+			return nil, ErrBusy
+		}
+		old = s.pub
 	}
-	p := &Publisher{s: s, info: info, since: time.Now()}
+	p := &Publisher{s: s, info: info, since: time.Now(), tookOver: old != nil}
 	s.pub = p
 	s.beginSession()
 	s.info.Publisher = info
 	s.info.PublishedAt = p.since
 	return p, nil
+}
+
+// CanTakeOver reports whether a publisher presenting info may attach now:
+// the stream has no publisher, or info presents the live one's credential.
+func (s *Stream) CanTakeOver(info PublisherInfo) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.pub == nil || s.pub.canTakeOver(info)
+}
+
+// canTakeOver reports whether a publisher presenting info may replace p.
+func (p *Publisher) canTakeOver(info PublisherInfo) bool {
+	return info.Credential != "" && info.Credential == p.info.Credential
 }
 
 // HasPublisher reports whether a publisher is attached.
@@ -281,16 +306,20 @@ func (s *Stream) Closed() bool {
 
 // Publisher is the write side of a stream held by one publishing client.
 type Publisher struct {
-	s       *Stream
-	info    PublisherInfo
-	since   time.Time
-	once    sync.Once
-	onClose func()
+	s        *Stream
+	info     PublisherInfo
+	since    time.Time
+	once     sync.Once
+	onClose  func()
+	tookOver bool // attached by taking the stream over from a live publisher
 }
 
 // OnClose sets a function called once after the publisher detaches. It must
 // be set before Close can be called.
 func (p *Publisher) OnClose(f func()) { p.onClose = f }
+
+// TookOver reports whether p took the stream over from a live publisher.
+func (p *Publisher) TookOver() bool { return p.tookOver }
 
 // Stream returns the stream p publishes to.
 func (p *Publisher) Stream() *Stream { return p.s }

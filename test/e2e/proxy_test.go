@@ -11,9 +11,15 @@ import (
 // A publisher behind a trusted proxy is known by the address the proxy
 // reports; from anyone else a PROXY header is not believed.
 func TestProxyProtocol(t *testing.T) {
-	trusting := startNode(t, func(c *config.Config) { c.TrustedProxies = []string{"127.0.0.0/8"} })
+	trusting := startNode(t, func(c *config.Config) {
+		c.TrustedProxies = []string{"127.0.0.0/8"}
+		c.PublishKeys = []string{"live=proxy-test-key"} // the proxied client is not on this machine
+	})
 	const v1 = "PROXY TCP4 203.0.113.9 127.0.0.1 40000 1935\r\n"
-	if err := tryPublish(t, trusting.RTMPAddr().String(), v1, "live/proxied"); err != nil {
+	if err := tryPublish(t, trusting.RTMPAddr().String(), v1, "live/proxied"); err == nil {
+		t.Fatal("a proxied client elsewhere published without a key")
+	}
+	if err := tryPublish(t, trusting.RTMPAddr().String(), v1, "live/proxied?key=proxy-test-key"); err != nil {
 		t.Fatalf("publish through a trusted proxy: %v", err)
 	}
 	if got := trusting.Hub.Get(stream.Name("live/proxied")).Info().Publisher.RemoteAddr; got != "203.0.113.9:40000" {

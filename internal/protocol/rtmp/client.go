@@ -207,7 +207,7 @@ func (c *Client) waitStatus(want string) error {
 			return nil
 		}
 		if level(cmd) == "error" {
-			return fmt.Errorf("rtmp: %s: %w", code, ErrRefused)
+			return fmt.Errorf("rtmp: %s (%s): %w", code, truncateDesc(info(cmd).String("description")), ErrRefused)
 		}
 	}
 }
@@ -245,6 +245,14 @@ func info(cmd *Command) amf0.Object {
 		}
 	}
 	return nil
+}
+
+// truncateDesc keeps a server's status description short in errors.
+func truncateDesc(s string) string {
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
 }
 
 func statusCode(cmd *Command) string { return info(cmd).String("code") }

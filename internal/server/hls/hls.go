@@ -278,8 +278,6 @@ func clientKey(r *http.Request) string {
 // ServeStream answers a request for one HLS file (index.m3u8, a media
 // playlist, an init file, a segment or a part) of the named stream.
 func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
-	// Players are often served from another origin than the media.
-	w.Header().Set("Access-Control-Allow-Origin", "*")
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions:

@@ -299,9 +299,6 @@ func TestServeLive(t *testing.T) {
 	if got := h.Get("Cache-Control"); got != "no-cache" {
 		t.Errorf("index.m3u8 Cache-Control = %q, want no-cache", got)
 	}
-	if got := h.Get("Access-Control-Allow-Origin"); got != "*" {
-		t.Errorf("Access-Control-Allow-Origin = %q", got)
-	}
 	for _, want := range []string{"avc1.", "mp4a.40.2", "RESOLUTION=320x240"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("index.m3u8 lacks %q:\n%s", want, body)

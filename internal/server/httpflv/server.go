@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -86,8 +87,25 @@ func (s *Server) Close() {
 const header = "HTTP/1.1 200 OK\r\n" +
 	"Content-Type: video/x-flv\r\n" +
 	"Cache-Control: no-cache\r\n" +
-	"Access-Control-Allow-Origin: *\r\n" +
-	"Connection: close\r\n\r\n"
+	"Connection: close\r\n"
+
+// appendHead appends the response head of a taken-over connection: header,
+// the CORS headers set on h (by the node's CORS policy), and the blank line.
+func appendHead(b []byte, h http.Header) []byte {
+	b = append(b, header...)
+	for k, vs := range h {
+		if !strings.HasPrefix(k, "Access-Control-") && k != "Vary" {
+			continue
+		}
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return append(b, "\r\n"...)
+}
 
 // ServeStream sends stream name as FLV until the stream ends or the viewer leaves.
 func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream.Name) {
@@ -138,7 +156,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 	first, err := rd.Ready(Format)
 	if err == nil {
 		nc.SetDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		head := append([]byte(header), flv.AppendHeader(nil, hasVideo, hasAudio)...)
+		head := flv.AppendHeader(appendHead(nil, w.Header()), hasVideo, hasAudio)
 		bufs := append(net.Buffers{head}, first...)
 		_, err = bufs.WriteTo(nc)
 	}
@@ -175,7 +193,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 func (s *Server) pumpResponse(w http.ResponseWriter, r *http.Request, rd *stream.Reader, hasVideo, hasAudio bool, cfg stream.PumpConfig, log *slog.Logger) {
 	w.Header().Set("Content-Type", "video/x-flv")
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("Access-Control-Allow-Origin", "*")
 	w.WriteHeader(http.StatusOK)
 	w.Write(flv.AppendHeader(nil, hasVideo, hasAudio))
 	s.wg.Add(1)

@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
@@ -36,9 +38,10 @@ type conn struct {
 	w   *rtmp.ChunkWriter
 	ack rtmp.AckState
 
-	app    string
-	pub    *stream.Publisher
-	endPub func() // ends the publishing session
+	app       string
+	appParams url.Values // parameters sent with the app: rtmp://HOST/APP?k=v/NAME
+	pub       *stream.Publisher
+	endPub    func() // ends the publishing session
 }
 
 // errPlaying ends the session loop of a connection handed to the sender.
@@ -117,7 +120,7 @@ func (c *conn) stopPublishing() {
 	if c.pub != nil {
 		c.pub.Close()
 		c.endPub()
-		c.log.Info("publish stopped", "stream", c.pub.Stream().Name())
+		c.log.Info("publish stopped")
 		c.pub, c.endPub = nil, nil
 	}
 }
@@ -192,8 +195,7 @@ func (c *conn) connect(cmd *rtmp.Command) error {
 	obj, _ := cmd.Object.(amf0.Object)
 	app := strings.Trim(obj.String("app"), "/")
 	// Some clients append a query string to the app ("live?token=...").
-	app, _, _ = strings.Cut(app, "?")
-	c.app = app
+	c.app, c.appParams = auth.SplitName(app)
 	if err := c.control(rtmp.TypeWindowAckSize, rtmp.AppendUint32(nil, ackWindow)); err != nil {
 		return err
 	}
@@ -209,23 +211,51 @@ func (c *conn) connect(cmd *rtmp.Command) error {
 }
 
 // streamName validates the name a client gave to publish or play. OBS and
-// ffmpeg send the stream key, possibly with a query string.
-func (c *conn) streamName(raw string) (stream.Name, error) {
-	key, _, _ := strings.Cut(raw, "?")
-	return stream.NewName(c.app, key)
+// ffmpeg send the stream key, possibly with a query string: its parameters
+// (key, expires, sig, ...) join those sent with the app, and win.
+func (c *conn) streamName(raw string) (stream.Name, url.Values, error) {
+	key, params := auth.SplitName(raw)
+	for k, v := range c.appParams {
+		if !params.Has(k) {
+			params[k] = v
+		}
+	}
+	name, err := stream.NewName(c.app, key)
+	return name, params, err
+}
+
+// authorize asks the server's Authorizer whether the client may do action
+// on name. A refusal has been logged; its reason is fit for the client.
+func (c *conn) authorize(action auth.Action, name stream.Name, params url.Values) (auth.Grant, error) {
+	if c.srv.cfg.Auth == nil {
+		return auth.Grant{}, nil
+	}
+	g, err := c.srv.cfg.Auth.Check(c.srv.ctx, auth.Request{
+		Action: action, Name: name, Params: params,
+		Remote: auth.RemoteAddr(c.nc.RemoteAddr().String()), Protocol: "rtmp",
+	})
+	if err != nil {
+		c.log.Info(string(action)+" refused", "stream", name, "reason", err)
+	}
+	return g, err
 }
 
 func (c *conn) publish(cmd *rtmp.Command, sid uint32) error {
 	if c.pub != nil {
 		return c.status(sid, "error", "NetStream.Publish.BadName", "already publishing on this connection")
 	}
-	name, err := c.streamName(cmd.Arg(0))
+	name, params, err := c.streamName(cmd.Arg(0))
 	if err != nil {
 		c.log.Info("publish refused: bad name", "err", err)
 		c.status(sid, "error", "NetStream.Publish.BadName", "invalid stream name")
 		return errClose
 	}
-	pub, err := c.srv.hub.Publish(name, stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: c.nc.RemoteAddr().String()})
+	grant, err := c.authorize(auth.Publish, name, params)
+	if err != nil {
+		c.status(sid, "error", "NetStream.Publish.Unauthorized", err.Error())
+		return errClose
+	}
+	pub, err := c.srv.hub.Publish(name, stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: c.nc.RemoteAddr().String(), Credential: grant.Credential})
 	if err != nil {
 		c.log.Info("publish refused", "stream", name, "err", err)
 		desc := "publish refused"
@@ -290,10 +320,14 @@ func (c *conn) data(m *rtmp.Message) error {
 }
 
 func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
-	name, err := c.streamName(cmd.Arg(0))
+	name, params, err := c.streamName(cmd.Arg(0))
 	if err != nil {
 		c.log.Info("play refused: bad name", "err", err)
 		c.status(sid, "error", "NetStream.Play.StreamNotFound", "invalid stream name")
+		return errClose
+	}
+	if _, err := c.authorize(auth.Play, name, params); err != nil {
+		c.status(sid, "error", "NetStream.Play.Failed", err.Error())
 		return errClose
 	}
 	rd, err := c.srv.hub.NewReader(name, "rtmp")

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -47,8 +48,15 @@ type Config struct {
 	// TrustedProxies are load balancers whose connections may start with
 	// a PROXY protocol header giving the client's address. Defaults to none.
 	TrustedProxies []netip.Prefix
+	// Auth admits publishers and players; nil admits everybody.
+	Auth Authorizer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// Authorizer admits or refuses a client's request to publish or play.
+type Authorizer interface {
+	Check(ctx context.Context, req auth.Request) (auth.Grant, error)
 }
 
 // playChunkSize is the outgoing chunk size of every session; the shared wire
