@@ -1,8 +1,11 @@
 # meshcast: the two commands are `make run` and `make test`.
 GO ?= go
 PKGS := ./...
+# Let go.mod's toolchain line (a patched Go release) apply even where the
+# installed Go defaults to GOTOOLCHAIN=local; a newer installed Go is used as is.
+export GOTOOLCHAIN ?= auto
 
-.PHONY: run test build vet fuzz bench deps
+.PHONY: run test build vet fuzz bench deps vulncheck
 
 ## run: build and run a complete single node (RTMP :1935, HTTP :8080); npm ci
 ## first installs the Socket.IO client it serves, when node_modules is missing
@@ -22,7 +25,12 @@ deps:
 test: deps
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt: these files need formatting:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
+	bash scripts/vulncheck.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## vulncheck: govulncheck against the Go vulnerability database
+vulncheck:
+	bash scripts/vulncheck.sh
 
 ## fuzz: run each fuzz target for a short while (FUZZTIME=30s)
 FUZZTIME ?= 30s
