@@ -85,7 +85,8 @@ wait_port() {
 
 start_meshcast() { # extra flags...
 	taskset -c "$SERVER_CPU" "$MESHCAST" serve --rtmp-addr "127.0.0.1:$RTMP_PORT" \
-		--http-addr "127.0.0.1:$HTTP_PORT" --log-level warn "$@" >"$OUT/server.log" 2>&1 &
+		--http-addr "127.0.0.1:$HTTP_PORT" --log-level warn \
+		--max-connections-per-ip 0 "$@" >"$OUT/server.log" 2>&1 &
 	server_kill=$!
 	server_pid=$server_kill
 	wait_port "$RTMP_PORT"
