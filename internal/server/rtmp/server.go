@@ -4,6 +4,7 @@ package rtmp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,10 @@ type Config struct {
 	// TrustedProxies are load balancers whose connections may start with
 	// a PROXY protocol header giving the client's address. Defaults to none.
 	TrustedProxies []netip.Prefix
+	// TLSConfig, if set, makes the server RTMPS: every connection (after
+	// its PROXY protocol header, if any) starts with a TLS handshake, which
+	// must finish within ReadTimeout.
+	TLSConfig *tls.Config
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -112,7 +117,11 @@ func New(cfg Config, hub Hub) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "rtmp"), conns: make(map[net.Conn]struct{}), sender: cfg.Sender}
+	component := "rtmp"
+	if cfg.TLSConfig != nil {
+		component = "rtmps"
+	}
+	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", component), conns: make(map[net.Conn]struct{}), sender: cfg.Sender}
 	if s.sender == nil {
 		s.sender, s.ownSender = stream.NewSender(0), true
 	}
@@ -197,6 +206,10 @@ func (s *Server) accept() {
 					level = slog.LevelDebug // a proxy's health check
 				}
 				s.log.Log(s.ctx, level, "connection from a proxy closed: no valid PROXY protocol header", "remote", nc.RemoteAddr().String(), "err", err)
+				s.release(nc)
+				return
+			}
+			if conn, err = s.secure(conn); err != nil {
 				s.release(nc)
 				return
 			}
