@@ -3,6 +3,9 @@
 #   docker build -t meshcast .
 #   docker run -p 1935:1935 -p 8080:8080 meshcast
 #
+# With a certificate (serve --tls-cert FILE --tls-key FILE, mounted into the
+# container), RTMPS on 1936 and HTTPS on 8443 as well.
+#
 # Arguments after the image name replace "serve":
 #   docker run meshcast serve --redis redis://redis:6379/0 --cluster-secret ...
 # A three-node cluster behind nginx: deploy/compose.yaml.
@@ -32,7 +35,7 @@ COPY --from=build /out/meshcast /usr/local/bin/meshcast
 COPY --from=web /web/node_modules/socket.io-client/dist /usr/share/meshcast/node_modules/socket.io-client/dist
 ENV MESHCAST_WEB_MODULES=/usr/share/meshcast/node_modules
 USER nonroot:nonroot
-EXPOSE 1935 8080
+EXPOSE 1935 8080 1936 8443
 # SIGTERM (docker stop) drains the node for --drain-grace (30 s) before it
 # exits: give it that long (docker stop -t 45, or stop_grace_period in compose).
 STOPSIGNAL SIGTERM

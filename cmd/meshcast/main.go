@@ -122,7 +122,11 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshcast:", err)
 		return 1
 	}
-	log.Info("meshcast started", "version", versionString(), "rtmp", a.RTMPAddr().String(), "http", a.HTTPAddr().String())
+	started := []any{"version", versionString(), "rtmp", a.RTMPAddr().String(), "http", a.HTTPAddr().String()}
+	if a.RTMPSAddr() != nil {
+		started = append(started, "rtmps", a.RTMPSAddr().String(), "https", a.HTTPSAddr().String())
+	}
+	log.Info("meshcast started", started...)
 	fmt.Fprintf(stdout, "meshcast %s is running.\n\n%s\n", versionString(), a.URLs("stream"))
 	if sig := <-sigs; sig == syscall.SIGTERM && cfg.DrainGrace > 0 {
 		drain(a, cfg.DrainGrace, sigs, log)

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/tlsutil"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -39,6 +41,7 @@ type App struct {
 	Hub    *hub.Hub
 	sender *stream.Sender // writes to every RTMP and HTTP-FLV viewer
 	rtmp   *rtmp.Server
+	rtmps  *rtmp.Server // nil without a TLS certificate
 	flv    *httpflv.Server
 	hls    *hls.Server
 	api    *api.API
@@ -59,6 +62,11 @@ type App struct {
 	httpErr chan error
 	metrics http.Handler // GET /metrics
 
+	tlsCfg   *tls.Config // HTTPS and RTMPS; nil without a TLS certificate
+	httpsSrv *http.Server
+	httpsLn  net.Listener
+	httpsErr chan error
+
 	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
 }
 
@@ -73,6 +81,13 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	a := &App{cfg: cfg, log: log}
 	for _, o := range opts {
 		o(a)
+	}
+	if cfg.TLSCert != "" {
+		certs, err := tlsutil.NewReloader(cfg.TLSCert, cfg.TLSKey, log)
+		if err != nil {
+			return nil, err
+		}
+		a.tlsCfg = certs.Config()
 	}
 	if a.registry == nil {
 		reg, err := newRegistry(cfg)
@@ -108,7 +123,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.auth = az
-	a.rtmp = rtmp.New(rtmp.Config{
+	rcfg := rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   cfg.WriteTimeout,
@@ -118,12 +133,17 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		TrustedProxies: cfg.TrustedNets(),
 		Auth:           az,
 		Logger:         log,
-	}, h)
+	}
+	a.rtmp = rtmp.New(rcfg, h)
+	if a.tlsCfg != nil {
+		rcfg.Addr, rcfg.TLSConfig = cfg.RTMPSAddr, a.tlsCfg
+		a.rtmps = rtmp.New(rcfg, h) // the same hub and sender: RTMP over TLS
+	}
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h)
 	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h)
 	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
 		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
-		RTMPConnections: a.rtmp.Connections}))
+		RTMPConnections: a.rtmpConnections}))
 	a.metrics = metrics.Handler(mreg)
 	sel, err := cluster.NewSelector(cfg.Balance)
 	if err != nil {
@@ -139,24 +159,80 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http: listen: %w", err)
 	}
-	if err := a.rtmp.Start(ctx); err != nil {
+	var tlsLn net.Listener // HTTPS
+	if a.tlsCfg != nil {
+		if tlsLn, err = net.Listen("tcp", a.cfg.HTTPSAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("https: listen: %w", err)
+		}
+	}
+	if err := a.startRTMP(ctx); err != nil {
 		ln.Close()
+		if tlsLn != nil {
+			tlsLn.Close()
+		}
 		return err
 	}
+	h := a.Handler()
 	a.httpLn = ln
-	a.httpSrv = &http.Server{
-		Handler:           a.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	a.httpSrv, a.httpErr = a.serveHTTP(ln, h, nil)
+	if tlsLn != nil {
+		a.httpsLn = tlsLn
+		a.httpsSrv, a.httpsErr = a.serveHTTP(tlsLn, h, a.tlsCfg)
 	}
-	a.httpErr = make(chan error, 1)
-	go func() { a.httpErr <- a.httpSrv.Serve(ln) }()
 	a.startCluster()
 	a.startWebhooks(a.member.Load().ID())
 	a.startEvents(a.member.Load().ID())
 	return nil
+}
+
+// startRTMP starts the RTMP server, and the RTMPS one if there is one. A
+// server started is stopped by Close, even if the other failed to start.
+func (a *App) startRTMP(ctx context.Context) error {
+	if err := a.rtmp.Start(ctx); err != nil {
+		return err
+	}
+	if a.rtmps != nil {
+		if err := a.rtmps.Start(ctx); err != nil {
+			return fmt.Errorf("rtmps: %w", err)
+		}
+	}
+	return nil
+}
+
+// serveHTTP serves h on ln, over TLS with tlsCfg if it is set, until
+// stopHTTP. Its error channel receives what serving ended with.
+func (a *App) serveHTTP(ln net.Listener, h http.Handler, tlsCfg *tls.Config) (*http.Server, chan error) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second, // also bounds the TLS handshake
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		TLSConfig:         tlsCfg,
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if tlsCfg != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from tlsCfg
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	return srv, errc
+}
+
+// stopHTTP shuts down a server of serveHTTP, closing what is still open
+// when ctx ends, and waits for it.
+func stopHTTP(ctx context.Context, srv *http.Server, errc chan error) []error {
+	var errs []error
+	if err := srv.Shutdown(ctx); err != nil {
+		errs = append(errs, err, srv.Close())
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 // RTMPAddr returns the bound RTMP address.
@@ -164,6 +240,31 @@ func (a *App) RTMPAddr() net.Addr { return a.rtmp.Addr() }
 
 // HTTPAddr returns the bound HTTP address.
 func (a *App) HTTPAddr() net.Addr { return a.httpLn.Addr() }
+
+// RTMPSAddr returns the bound RTMPS address, or nil without TLS.
+func (a *App) RTMPSAddr() net.Addr {
+	if a.rtmps == nil {
+		return nil
+	}
+	return a.rtmps.Addr()
+}
+
+// HTTPSAddr returns the bound HTTPS address, or nil without TLS.
+func (a *App) HTTPSAddr() net.Addr {
+	if a.httpsLn == nil {
+		return nil
+	}
+	return a.httpsLn.Addr()
+}
+
+// rtmpConnections counts the open RTMP and RTMPS connections.
+func (a *App) rtmpConnections() int {
+	n := a.rtmp.Connections()
+	if a.rtmps != nil {
+		n += a.rtmps.Connections()
+	}
+	return n
+}
 
 // Close stops accepting work, ends every stream and waits for every
 // connection to finish. It also releases a node whose Start failed.
@@ -176,16 +277,17 @@ func (a *App) Close() error {
 	}
 	a.Hub.Close()
 	errs = append(errs, a.rtmp.Close())
+	if a.rtmps != nil {
+		errs = append(errs, a.rtmps.Close())
+	}
 	if a.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		a.flv.Close()
 		a.hls.Close()
-		if err := a.httpSrv.Shutdown(ctx); err != nil {
-			errs = append(errs, err, a.httpSrv.Close())
-		}
-		if err := <-a.httpErr; !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, err)
+		errs = append(errs, stopHTTP(ctx, a.httpSrv, a.httpErr)...)
+		if a.httpsSrv != nil {
+			errs = append(errs, stopHTTP(ctx, a.httpsSrv, a.httpsErr)...)
 		}
 	}
 	a.sender.Close()
@@ -393,16 +495,38 @@ func (a *App) URLs(key string) string {
 	}
 	rtmpURL := "rtmp://" + net.JoinHostPort(host, port(a.RTMPAddr()))
 	httpURL := "http://" + net.JoinHostPort(host, port(a.HTTPAddr()))
+	var rtmpsURL, httpsURL string // with TLS
+	if addr := a.RTMPSAddr(); addr != nil {
+		rtmpsURL = "rtmps://" + net.JoinHostPort(host, port(addr))
+	}
+	if addr := a.HTTPSAddr(); addr != nil {
+		httpsURL = "https://" + net.JoinHostPort(host, port(addr))
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Publish:\n")
 	fmt.Fprintf(&b, "  ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -b:v 2000k -g 60 -c:a aac -b:a 128k -f flv %s/live/%s\n", rtmpURL, key)
 	fmt.Fprintf(&b, "  OBS: server %s/live, stream key %s\n", rtmpURL, key)
+	if rtmpsURL != "" {
+		fmt.Fprintf(&b, "  RTMPS: %s/live/%s (OBS: server %s/live)\n", rtmpsURL, key, rtmpsURL)
+	}
 	fmt.Fprintf(&b, "Play:\n")
 	fmt.Fprintf(&b, "  RTMP:     %s/live/%s\n", rtmpURL, key)
+	if rtmpsURL != "" {
+		fmt.Fprintf(&b, "  RTMPS:    %s/live/%s\n", rtmpsURL, key)
+	}
 	fmt.Fprintf(&b, "  HTTP-FLV: %s/live/%s.flv\n", httpURL, key)
+	if httpsURL != "" {
+		fmt.Fprintf(&b, "            %s/live/%s.flv\n", httpsURL, key)
+	}
 	fmt.Fprintf(&b, "  HLS:      %s/live/%s.m3u8\n", httpURL, key)
+	if httpsURL != "" {
+		fmt.Fprintf(&b, "            %s/live/%s.m3u8\n", httpsURL, key)
+	}
 	fmt.Fprintf(&b, "API:\n")
 	fmt.Fprintf(&b, "  %s/api/v1/streams\n", httpURL)
+	if httpsURL != "" {
+		fmt.Fprintf(&b, "  %s/api/v1/streams\n", httpsURL)
+	}
 	return b.String()
 }
 

@@ -31,11 +31,15 @@ import (
 //     reads, without blocking, and discards what the viewer has sent, and it
 //     ends the viewer when the peer has hung up. A viewer therefore costs no
 //     goroutine (and no goroutine stack) while it plays.
+//
+// A connection that is not a bare socket (TLS) cannot be written that way:
+// it costs two goroutines, one writing and one reading.
 type Sender struct {
 	workers []*sendWorker
 	next    atomic.Uint32
 	sent    atomic.Uint64 // bytes written to viewers
 	wg      sync.WaitGroup
+	ctx     context.Context // ends with Close
 	cancel  context.CancelFunc
 }
 
@@ -57,7 +61,7 @@ func NewSender(n int) *Sender {
 		n = runtime.GOMAXPROCS(0)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Sender{cancel: cancel}
+	s := &Sender{ctx: ctx, cancel: cancel}
 	for range n {
 		w := &sendWorker{
 			sent:    &s.sent,
@@ -97,21 +101,52 @@ func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, 
 	}
 	raw := rawConnOf(conn)
 	if raw == nil {
-		// Not a socket this platform can write without blocking: pump
-		// from a goroutine of its own.
-		pctx, cancel := context.WithCancel(ctx)
-		go func() {
-			err := r.Pump(pctx, f, conn, cfg)
-			cancel()
-			done(err)
-		}()
-		return cancel
+		// Not a socket this platform can write without blocking (a TLS
+		// connection, say): pump from a goroutine of its own.
+		return s.pumpConn(ctx, r, f, conn, cfg, done)
 	}
 	w := s.workers[int(s.next.Add(1))%len(s.workers)]
 	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w}
 	j.unhook = context.AfterFunc(ctx, j.stop)
 	w.enqueue(j)
 	return j.stop
+}
+
+// pumpConn is Send for a connection without a raw socket: one goroutine
+// pumps the stream to conn while another reads and drops what the viewer
+// sends, and ends the pump with ErrHungUp when the viewer hangs up.
+func (s *Sender) pumpConn(ctx context.Context, r *Reader, f *Format, conn net.Conn, cfg PumpConfig, done func(error)) (stop func()) {
+	pctx, cancel := context.WithCancelCause(ctx)
+	unhook := context.AfterFunc(s.ctx, func() { cancel(context.Canceled) })
+	if sent := cfg.Sent; sent != nil {
+		cfg.Sent = func(n int64) { s.sent.Add(uint64(n)); sent(n) }
+	} else {
+		cfg.Sent = func(n int64) { s.sent.Add(uint64(n)) }
+	}
+	go func() {
+		defer unhook()
+		read := make(chan struct{})
+		go func() {
+			defer close(read)
+			buf := make([]byte, 512)
+			for {
+				if _, err := conn.Read(buf); err != nil {
+					cancel(ErrHungUp) // or the pump ended first: see below
+					return
+				}
+			}
+		}()
+		err := r.Pump(pctx, f, conn, cfg)
+		if errors.Is(context.Cause(pctx), ErrHungUp) {
+			err = ErrHungUp
+		}
+		cancel(context.Canceled)
+		conn.SetReadDeadline(time.Unix(1, 0)) // ends the read
+		<-read
+		conn.SetReadDeadline(time.Time{})
+		done(err)
+	}()
+	return func() { cancel(context.Canceled) }
 }
 
 // sendJob is one viewer. Its fields belong to whoever holds the job: its

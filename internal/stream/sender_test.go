@@ -135,3 +135,46 @@ func TestSenderNoticesHangUp(t *testing.T) {
 		t.Errorf("after Close: %v, want context.Canceled", errs[0])
 	}
 }
+
+// hiddenConn hides a connection's socket, as a TLS connection does.
+type hiddenConn struct{ net.Conn }
+
+// A connection without a socket to write directly (TLS) is pumped from a
+// goroutine of its own, with the same service: what the viewer sends is
+// read and dropped, a hang-up is noticed while the stream is quiet, the
+// bytes are counted, and Close ends it.
+func TestSenderWithoutRawSocket(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	dts := gop(t, p, 0, 2)
+	srv, cli := loopbackPairs(t, 2)
+	snd := NewSender(1)
+	defer snd.Close()
+	done := make(ended, 2)
+	for i := range srv {
+		r, _ := s.NewReader("test")
+		defer r.Close()
+		snd.Send(context.Background(), r, testFormat, hiddenConn{srv[i]}, PumpConfig{MergeWindow: 20 * time.Millisecond}, func(err error) { done <- err })
+	}
+	// More than the sockets' buffers hold: it goes through only if read.
+	cli[1].SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := cli[1].Write(make([]byte, 16<<20)); err != nil {
+		t.Fatalf("what the viewer sends is not read: %v", err)
+	}
+	cli[0].Close()
+	if errs := done.wait(t, 1, time.Second); !errors.Is(errs[0], ErrHungUp) {
+		t.Errorf("hung-up viewer ended with %v, want ErrHungUp", errs[0])
+	}
+	gop(t, p, dts, 1)
+	want := (1 + len(avcC)) + (1 + len(asc)) + 3*(1+1000) + 3*(1+300)
+	if _, err := io.ReadFull(cli[1], make([]byte, want)); err != nil {
+		t.Fatalf("other viewer: %v", err)
+	}
+	if got := snd.BytesSent(); got < uint64(want) {
+		t.Errorf("BytesSent %d, want at least the %d bytes one viewer received", got, want)
+	}
+	snd.Close()
+	if errs := done.wait(t, 1, 5*time.Second); !errors.Is(errs[0], context.Canceled) {
+		t.Errorf("after Close: %v, want context.Canceled", errs[0])
+	}
+}

@@ -4,6 +4,7 @@ package rtmp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,10 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Auth admits publishers and players; nil admits everybody.
 	Auth Authorizer
+	// TLSConfig, if set, makes the server RTMPS: every connection (after
+	// its PROXY protocol header, if any) starts with a TLS handshake, which
+	// must finish within ReadTimeout.
+	TLSConfig *tls.Config
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -120,7 +125,11 @@ func New(cfg Config, hub Hub) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "rtmp"), conns: make(map[net.Conn]struct{}), sender: cfg.Sender}
+	component := "rtmp"
+	if cfg.TLSConfig != nil {
+		component = "rtmps"
+	}
+	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", component), conns: make(map[net.Conn]struct{}), sender: cfg.Sender}
 	if s.sender == nil {
 		s.sender, s.ownSender = stream.NewSender(0), true
 	}
@@ -205,6 +214,10 @@ func (s *Server) accept() {
 					level = slog.LevelDebug // a proxy's health check
 				}
 				s.log.Log(s.ctx, level, "connection from a proxy closed: no valid PROXY protocol header", "remote", nc.RemoteAddr().String(), "err", err)
+				s.release(nc)
+				return
+			}
+			if conn, err = s.secure(conn); err != nil {
 				s.release(nc)
 				return
 			}
