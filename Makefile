@@ -32,7 +32,8 @@ test: deps
 vulncheck:
 	bash scripts/vulncheck.sh
 
-## fuzz: run each fuzz target for a short while (FUZZTIME=30s)
+## fuzz: run every fuzz target in the module for FUZZTIME each (default 30s)
+## and print each one's executions; fails if any target finds a crash
 FUZZTIME ?= 30s
 fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)

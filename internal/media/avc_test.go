@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"slices"
@@ -232,6 +233,41 @@ func FuzzParseAVCConfig(f *testing.F) {
 		}
 		if info, err := c.Info(); err == nil && (info.Width <= 0 || info.Height <= 0) {
 			t.Fatalf("Info = %+v", info)
+		}
+	})
+}
+
+// FuzzAVCCToNALUs: an access unit splits into non-empty NAL units that
+// alias it and join back to the same bytes, zero-length entries aside, or
+// fails with ErrInvalidConfig.
+func FuzzAVCCToNALUs(f *testing.F) {
+	f.Add(NALUsToAVCC([][]byte{x264SPS, x264PPS, {0x65, 0x88, 0x84}}))
+	f.Fuzz(func(t *testing.T, au []byte) {
+		nalus, err := AVCCToNALUs(au)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidConfig) || nalus != nil {
+				t.Fatalf("%d NAL units, %v", len(nalus), err)
+			}
+			return
+		}
+		if len(nalus) == 0 || len(nalus) > MaxNALUsPerAU {
+			t.Fatalf("%d NAL units", len(nalus))
+		}
+		var stripped []byte // au without its zero-length entries
+		for pos := 0; pos < len(au); {
+			l := int(binary.BigEndian.Uint32(au[pos:]))
+			if l > 0 {
+				stripped = append(stripped, au[pos:pos+4+l]...)
+			}
+			pos += 4 + l
+		}
+		for _, n := range nalus {
+			if len(n) == 0 || cap(n) != len(n) {
+				t.Fatalf("NAL unit of %d bytes, capacity %d", len(n), cap(n))
+			}
+		}
+		if joined := NALUsToAVCC(nalus); !bytes.Equal(joined, stripped) {
+			t.Fatalf("rejoined as %x, from %x", joined, au)
 		}
 	})
 }

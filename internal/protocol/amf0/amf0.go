@@ -33,7 +33,16 @@ const (
 	MaxDepth = 16
 	// MaxElements is the largest number of properties or elements Decode
 	// accepts in one object or array, and of top-level values in DecodeAll.
+	// A count announced on the wire (a strict array's) is checked against
+	// it before anything is allocated; capacity then follows the elements
+	// as they are decoded, never the announced count.
 	MaxElements = 1024
+	// MaxValues is the largest number of values, at every depth together,
+	// that one Decode or DecodeAll call produces. Each value takes at least
+	// one byte of input but 16 to 32 bytes decoded, so without this bound a
+	// large message of tiny values, nested to stay within MaxElements per
+	// container, would decode to many times its size.
+	MaxValues = 8192
 	// MaxStringLen is the longest string, in bytes, that Decode accepts.
 	MaxStringLen = 1 << 20
 )
@@ -47,7 +56,8 @@ var (
 	// ErrTooDeep reports nesting beyond MaxDepth.
 	ErrTooDeep = errors.New("nesting too deep")
 	// ErrTooMany reports an object or array with more than MaxElements
-	// entries, or a DecodeAll input with more than MaxElements values.
+	// entries, a DecodeAll input with more than MaxElements top-level
+	// values, or an input with more than MaxValues values in all.
 	ErrTooMany = errors.New("too many elements")
 	// ErrTooLong reports a string longer than MaxStringLen on decode, or a
 	// string or key too long for its length prefix on encode.

@@ -41,8 +41,9 @@ func DecodeAll(b []byte) ([]any, error) {
 // decoder reads values from b; off is the next unread byte, and all error
 // offsets are relative to the start of b.
 type decoder struct {
-	b   []byte
-	off int
+	b      []byte
+	off    int
+	values int // values decoded so far, at every depth
 }
 
 // take returns the next n bytes, or false if fewer than n remain. Every
@@ -65,6 +66,10 @@ func (d *decoder) value(depth int) (any, error) {
 	if !ok {
 		return nil, errAt("value", start, ErrShort)
 	}
+	if d.values == MaxValues {
+		return nil, errAt("value", start, fmt.Errorf("more than %d values in all: %w", MaxValues, ErrTooMany))
+	}
+	d.values++
 	m := mb[0]
 	switch m {
 	case markerNumber: // §2.2: IEEE-754 double, big-endian.
@@ -151,7 +156,7 @@ func (d *decoder) utf8(lenSize int, kind string, start int) (string, error) {
 // including the object-end marker. depth is the depth of the container.
 func (d *decoder) properties(depth int, kind string, start int) ([]Property, error) {
 	if depth > MaxDepth {
-		return nil, errAt(kind, start, fmt.Errorf("depth exceeds %d: %w", MaxDepth, ErrTooDeep))
+		return nil, errAt(kind, start, fmt.Errorf("depth %d exceeds %d: %w", depth, MaxDepth, ErrTooDeep))
 	}
 	props := []Property{}
 	for {
@@ -187,7 +192,7 @@ func (d *decoder) properties(depth int, kind string, start int) ([]Property, err
 // of the array itself.
 func (d *decoder) strictArray(depth, start int) ([]any, error) {
 	if depth > MaxDepth {
-		return nil, errAt("strict array", start, fmt.Errorf("depth exceeds %d: %w", MaxDepth, ErrTooDeep))
+		return nil, errAt("strict array", start, fmt.Errorf("depth %d exceeds %d: %w", depth, MaxDepth, ErrTooDeep))
 	}
 	p, ok := d.take(4)
 	if !ok {
@@ -197,9 +202,11 @@ func (d *decoder) strictArray(depth, start int) ([]any, error) {
 	if n > MaxElements {
 		return nil, errAt("strict array", start, fmt.Errorf("count %d exceeds %d: %w", n, MaxElements, ErrTooMany))
 	}
-	// Every element takes at least one byte, so the remaining input bounds
-	// the useful capacity even when the count is a lie.
-	elems := make([]any, 0, min(int(n), len(d.b)-d.off))
+	// Capacity grows with the elements decoded, not with the count: a
+	// count that passes the check may still be a lie, and the elements may
+	// be containers that fail deeper down. Every element takes at least one
+	// byte, so the remaining input bounds the first allocation too.
+	elems := make([]any, 0, min(int(n), len(d.b)-d.off, 16))
 	for range n {
 		v, err := d.value(depth)
 		if err != nil {

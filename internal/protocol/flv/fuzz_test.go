@@ -2,6 +2,7 @@ package flv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"testing"
@@ -141,6 +142,108 @@ func FuzzReader(f *testing.F) {
 		}
 		if _, err := r.ReadPacket(); err != io.EOF {
 			t.Fatalf("re-read past the end: %v", err)
+		}
+	})
+}
+
+// refTag is one tag as refTags finds it.
+type refTag struct {
+	tagType uint8
+	ts      uint32
+	body    []byte
+}
+
+// refTags splits an FLV stream into tags straight from the format's
+// description, as a reference for Reader: the tags, and the kind of error
+// that ends the stream (nil for a clean end).
+func refTags(data []byte, maxBody int) ([]refTag, error) {
+	switch {
+	case len(data) == 0:
+		return nil, io.EOF
+	case len(data) < 9:
+		return nil, io.ErrUnexpectedEOF
+	case string(data[:3]) != "FLV" || data[3] != 1:
+		return nil, ErrMalformed
+	}
+	offset := uint64(binary.BigEndian.Uint32(data[5:]))
+	if offset < 9 || offset-9 > maxHeaderExtra {
+		return nil, ErrMalformed
+	}
+	if uint64(len(data)) < offset+4 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	var tags []refTag
+	for pos := int(offset) + 4; pos < len(data); {
+		if len(data)-pos < TagHeaderSize {
+			return tags, io.ErrUnexpectedEOF
+		}
+		h := data[pos : pos+TagHeaderSize]
+		if h[0]&0x20 != 0 {
+			return tags, ErrEncrypted
+		}
+		size := int(h[1])<<16 | int(h[2])<<8 | int(h[3])
+		if size > maxBody {
+			return tags, ErrTooLarge
+		}
+		pos += TagHeaderSize
+		if len(data)-pos < size {
+			return tags, io.ErrUnexpectedEOF
+		}
+		tags = append(tags, refTag{h[0] & 0x1f, uint32(h[7])<<24 | uint32(h[4])<<16 | uint32(h[5])<<8 | uint32(h[6]), data[pos : pos+size]})
+		// A PreviousTagSize cut short by the end of the stream is allowed.
+		pos = min(pos+size+PrevTagSizeLen, len(data))
+	}
+	return tags, nil
+}
+
+// FuzzReadTag checks the Reader's header and tag parsing against refTags:
+// the same tags, bodies within MaxBody, and the same way of ending.
+func FuzzReadTag(f *testing.F) {
+	file := AppendHeader(nil, true, true)
+	for _, tt := range packetForms {
+		file = AppendTag(file, &tt.want)
+	}
+	f.Add(file)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const maxBody = 1 << 16
+		want, wantErr := refTags(data, maxBody)
+		r := NewReader(bytes.NewReader(data))
+		r.MaxBody = maxBody
+		var err error
+		if _, _, err = r.ReadHeader(); err == nil {
+			for i := 0; ; i++ {
+				var tagType uint8
+				var ts uint32
+				var body []byte
+				tagType, ts, body, err = r.ReadTag()
+				if err != nil {
+					break
+				}
+				if i >= len(want) {
+					t.Fatalf("tag %d read, reference has %d", i, len(want))
+				}
+				if w := want[i]; tagType != w.tagType || ts != w.ts || !bytes.Equal(body, w.body) {
+					t.Fatalf("tag %d: type %d ts %d %d bytes, want type %d ts %d %d bytes", i, tagType, ts, len(body), w.tagType, w.ts, len(w.body))
+				}
+				want[i].body = nil // mark as read
+			}
+		}
+		for i, w := range want {
+			if w.body != nil {
+				t.Fatalf("tag %d of %d not read: %v", i, len(want), err)
+			}
+		}
+		switch {
+		case wantErr == nil:
+			if err != io.EOF {
+				t.Fatalf("clean end reported as %v", err)
+			}
+		case wantErr == io.ErrUnexpectedEOF:
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("truncated stream reported as %v", err)
+			}
+		case !errors.Is(err, wantErr):
+			t.Fatalf("error %v, want %v", err, wantErr)
 		}
 	})
 }

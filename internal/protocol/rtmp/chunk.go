@@ -9,7 +9,8 @@ import (
 	"net"
 )
 
-// Errors for peers that break the chunk stream's limits.
+// Errors for peers that break the chunk stream's rules or limits. Returned
+// errors wrap one of them and say what was wrong and, for a limit, its value.
 var (
 	ErrChunkSize     = errors.New("chunk size out of range")
 	ErrMessageSize   = errors.New("message too large")
@@ -18,37 +19,52 @@ var (
 	ErrMissingHeader = errors.New("chunk continues a chunk stream with no header")
 )
 
-// chunkState is what a chunk stream remembers between chunks (RTMP spec §5.3.1.2).
+// minBodyAlloc is the first allocation for a message body. Later ones at
+// most double what has arrived, so a message costs memory in proportion to
+// the bytes a peer has actually sent, whatever its header announced.
+const minBodyAlloc = 1 << 10
+
+// chunkState is what a chunk stream remembers between chunks (RTMP spec
+// §5.3.1.2): the latest header's fields and the message being assembled.
 type chunkState struct {
-	timestamp uint32
-	delta     uint32
+	timestamp uint32 // absolute timestamp of the latest message
+	delta     uint32 // what a chunk starting a message without a timestamp adds
 	length    uint32
 	typeID    uint8
 	streamID  uint32
-	extended  bool // the current header used an extended timestamp
+	extended  bool   // the latest header had an extended timestamp field...
+	extValue  uint32 // ...holding this, which type 3 chunks repeat
 	hasHeader bool
-	buf       []byte // the message being assembled
-	skimmed   uint32 // bytes of a skimmed message read so far
-	prefix    [SkimPrefix]byte
+
+	received uint32 // bytes of the current message read so far; 0 between messages
+	skim     bool   // the current message is skimmed into prefix
+	buf      []byte // the current message, unless skimmed
+	prefix   [SkimPrefix]byte
 }
 
-// countingReader counts the bytes taken from the connection, modulo 2^32,
-// for acknowledgements.
+// countingReader counts the bytes taken from the connection, for
+// acknowledgements.
 type countingReader struct {
 	r io.Reader
-	n uint32
+	n uint64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += uint32(n)
+	c.n += uint64(n)
 	return n, err
 }
 
 // ChunkReader reassembles messages from an incoming chunk stream. It applies
-// Set Chunk Size and Abort itself and never allocates more than the bytes a
-// peer has actually sent (plus a small first buffer), so a header announcing
-// a huge message costs nothing until its body arrives.
+// Set Chunk Size and Abort itself and bounds what a peer can make it hold:
+//
+//   - at most MaxChunkStreams chunk streams per connection;
+//   - messages of at most MaxMessageSize bytes;
+//   - at most 2*MaxMessageSize bytes held in incomplete messages across all
+//     chunk streams;
+//   - memory for a message grows with the bytes that arrive (starting at 1
+//     KiB, at most doubling), never with what its header announces, so a
+//     header announcing a huge message costs nothing until its body comes.
 type ChunkReader struct {
 	cr      countingReader
 	br      *bufio.Reader
@@ -59,9 +75,11 @@ type ChunkReader struct {
 	MaxMessageSize uint32
 	// Skim makes audio and video messages cost no allocation: their Payload
 	// holds only the first SkimPrefix bytes, valid until the next read, and
-	// Length gives the full size. Load generators use it.
+	// Length gives the full size. Load generators use it. A change applies
+	// from the next message on each chunk stream.
 	Skim    bool
 	skimMsg Message
+	scratch [11]byte // chunk headers, kept here so they are not allocated per chunk
 }
 
 // SkimPrefix is how many leading payload bytes a skimmed message keeps:
@@ -82,8 +100,13 @@ func NewChunkReaderSize(r io.Reader, size int) *ChunkReader {
 	return c
 }
 
-// BytesRead returns the bytes received so far modulo 2^32.
-func (c *ChunkReader) BytesRead() uint32 { return c.cr.n }
+// BytesRead returns the sequence number an Acknowledgement carries (RTMP
+// spec §5.4.3): the bytes received so far modulo 2^32, that is the low 32
+// bits of TotalBytesRead. Pass it to AckState.Due.
+func (c *ChunkReader) BytesRead() uint32 { return uint32(c.cr.n) }
+
+// TotalBytesRead returns the bytes received so far, without wrapping.
+func (c *ChunkReader) TotalBytesRead() uint64 { return c.cr.n }
 
 // ChunkSize returns the peer's current chunk size.
 func (c *ChunkReader) ChunkSize() uint32 { return c.size }
@@ -102,24 +125,31 @@ func (c *ChunkReader) ReadMessage() (*Message, error) {
 		switch m.Type {
 		case TypeSetChunkSize:
 			if len(m.Payload) < 4 {
-				return nil, fmt.Errorf("rtmp: set chunk size: %d-byte payload: %w", len(m.Payload), ErrChunkSize)
+				return nil, fmt.Errorf("rtmp: set chunk size: %d-byte payload, want 4: %w", len(m.Payload), ErrChunkSize)
 			}
-			size := binary.BigEndian.Uint32(m.Payload) & 0x7fffffff
+			// The top bit must be zero (§5.4.1); MaxChunkSize is below it.
+			size := binary.BigEndian.Uint32(m.Payload)
 			if size < 1 || size > MaxChunkSize {
-				return nil, fmt.Errorf("rtmp: set chunk size %d: %w", size, ErrChunkSize)
+				return nil, fmt.Errorf("rtmp: set chunk size %d: %w: must be 1 to %d", size, ErrChunkSize, MaxChunkSize)
 			}
 			c.size = size
 		case TypeAbort:
 			if len(m.Payload) >= 4 {
 				if cs := c.streams[binary.BigEndian.Uint32(m.Payload)]; cs != nil {
-					c.pending -= len(cs.buf)
-					cs.buf = nil
+					c.drop(cs)
 				}
 			}
 		default:
 			return m, nil
 		}
 	}
+}
+
+// drop discards the message a chunk stream is assembling.
+func (c *ChunkReader) drop(cs *chunkState) {
+	c.pending -= len(cs.buf)
+	cs.buf = nil
+	cs.received = 0
 }
 
 // readChunk reads one chunk and returns the message it completes, if any.
@@ -138,13 +168,16 @@ func (c *ChunkReader) readChunk() (*Message, error) {
 		}
 		csid = 64 + uint32(b)
 	case 1:
-		var b [2]byte
-		if _, err := io.ReadFull(c.br, b[:]); err != nil {
+		b := c.scratch[:2]
+		if _, err := io.ReadFull(c.br, b); err != nil {
 			return nil, unexpected(err)
 		}
 		csid = 64 + uint32(b[0]) + uint32(b[1])<<8
 	}
 	cs := c.streams[csid]
+	if format != 0 && (cs == nil || !cs.hasHeader) {
+		return nil, fmt.Errorf("rtmp: chunk stream %d: type %d chunk before any type 0 chunk: %w", csid, format, ErrMissingHeader)
+	}
 	if cs == nil {
 		if len(c.streams) >= MaxChunkStreams {
 			return nil, fmt.Errorf("rtmp: chunk stream %d: %w (max %d)", csid, ErrChunkStreams, MaxChunkStreams)
@@ -152,26 +185,78 @@ func (c *ChunkReader) readChunk() (*Message, error) {
 		cs = &chunkState{}
 		c.streams[csid] = cs
 	}
-	if format != 0 && !cs.hasHeader {
-		return nil, fmt.Errorf("rtmp: chunk stream %d: format %d: %w", csid, format, ErrMissingHeader)
+	if err := c.readHeader(cs, format); err != nil {
+		return nil, err
 	}
-	newMessage := len(cs.buf) == 0
-	var hdr [11]byte
+	if cs.length > c.MaxMessageSize {
+		return nil, fmt.Errorf("rtmp: chunk stream %d: message of %d bytes: %w (max %d)", csid, cs.length, ErrMessageSize, c.MaxMessageSize)
+	}
+	if cs.received == 0 {
+		cs.skim = c.Skim && (cs.typeID == TypeAudio || cs.typeID == TypeVideo)
+	}
+	n := min(cs.length-cs.received, c.size)
+	if cs.skim {
+		return c.skimChunk(cs, csid, n)
+	}
+	if limit := 2 * int(c.MaxMessageSize); c.pending+int(n) > limit {
+		return nil, fmt.Errorf("rtmp: chunk stream %d: %w: %d held, %d more, max %d", csid, ErrPendingBytes, c.pending, n, limit)
+	}
+	start := len(cs.buf)
+	if cs.buf, err = c.readBody(cs.buf, int(n), int(cs.length)); err != nil {
+		return nil, err
+	}
+	cs.received += n
+	if cs.received < cs.length {
+		c.pending += int(n)
+		return nil, nil
+	}
+	c.pending -= start
+	payload := cs.buf
+	if payload == nil {
+		payload = []byte{}
+	}
+	m := &Message{Type: cs.typeID, StreamID: cs.streamID, Timestamp: cs.timestamp, CSID: csid, Payload: payload, Length: cs.length}
+	cs.buf = nil
+	cs.received = 0
+	return m, nil
+}
+
+// readHeader reads the message header of a chunk of the given format (RTMP
+// spec §5.3.1.2) and the extended timestamp field that may follow it
+// (§5.3.1.3), and updates cs.
+//
+// A chunk of type 1, 2 or 3 that starts a message adds the chunk stream's
+// delta to the previous message's timestamp, in 32-bit arithmetic that
+// wraps; after a type 0 chunk the delta is that chunk's timestamp, as the
+// spec's example of a type 3 chunk directly following a type 0 one says
+// (§5.3.1.2.4), and as ffmpeg and GStreamer decode it.
+//
+// A type 0, 1 or 2 chunk arriving while a message is incomplete (which the
+// spec does not allow) continues it when it announces the same length and
+// type, as ffmpeg allows; otherwise the incomplete message is dropped and a
+// new one starts.
+func (c *ChunkReader) readHeader(cs *chunkState, format byte) error {
+	hdr := &c.scratch
 	switch format {
 	case 0:
 		if _, err := io.ReadFull(c.br, hdr[:11]); err != nil {
-			return nil, unexpected(err)
+			return unexpected(err)
 		}
-		cs.timestamp = uint24(hdr[0:])
-		cs.length = uint24(hdr[3:])
-		cs.typeID = hdr[6]
-		cs.streamID = binary.LittleEndian.Uint32(hdr[7:])
-		cs.delta = 0
-		cs.extended = cs.timestamp == 0xffffff
-		if cs.extended {
-			if cs.timestamp, err = c.readUint32(); err != nil {
-				return nil, err
+		ts, length, typeID, streamID := uint24(hdr[0:]), uint24(hdr[3:]), hdr[6], binary.LittleEndian.Uint32(hdr[7:])
+		ext := ts == 0xffffff
+		if ext {
+			var err error
+			if ts, err = c.readUint32(); err != nil {
+				return err
 			}
+		}
+		if cs.received > 0 && (length != cs.length || typeID != cs.typeID || streamID != cs.streamID) {
+			c.drop(cs)
+		}
+		cs.length, cs.typeID, cs.streamID = length, typeID, streamID
+		cs.extended, cs.extValue = ext, ts
+		if cs.received == 0 {
+			cs.timestamp, cs.delta = ts, ts
 		}
 		cs.hasHeader = true
 	case 1, 2:
@@ -180,111 +265,115 @@ func (c *ChunkReader) readChunk() (*Message, error) {
 			n = 3
 		}
 		if _, err := io.ReadFull(c.br, hdr[:n]); err != nil {
-			return nil, unexpected(err)
+			return unexpected(err)
 		}
-		cs.delta = uint24(hdr[0:])
+		delta, length, typeID := uint24(hdr[0:]), cs.length, cs.typeID
 		if format == 1 {
-			cs.length = uint24(hdr[3:])
-			cs.typeID = hdr[6]
+			length, typeID = uint24(hdr[3:]), hdr[6]
 		}
-		cs.extended = cs.delta == 0xffffff
-		if cs.extended {
-			if cs.delta, err = c.readUint32(); err != nil {
-				return nil, err
+		ext := delta == 0xffffff
+		if ext {
+			var err error
+			if delta, err = c.readUint32(); err != nil {
+				return err
 			}
 		}
-		if newMessage {
-			cs.timestamp += cs.delta
+		if cs.received > 0 && (length != cs.length || typeID != cs.typeID) {
+			c.drop(cs)
+		}
+		cs.length, cs.typeID = length, typeID
+		cs.extended, cs.extValue = ext, delta
+		cs.delta = delta
+		if cs.received == 0 {
+			cs.timestamp += delta
 		}
 	case 3:
-		// A type 3 chunk repeats the previous header; when that header used an
-		// extended timestamp, the 4 bytes are repeated too (spec §5.3.1.3).
-		if cs.extended {
-			if _, err := c.readUint32(); err != nil {
-				return nil, err
-			}
-		}
-		if newMessage {
+		if cs.received == 0 {
 			cs.timestamp += cs.delta
 		}
+		if cs.extended {
+			return c.skipRepeatedExtended(cs)
+		}
 	}
-	if format <= 1 && newMessage && cs.length > c.MaxMessageSize {
-		return nil, fmt.Errorf("rtmp: chunk stream %d: message of %d bytes: %w (max %d)", csid, cs.length, ErrMessageSize, c.MaxMessageSize)
-	}
-	if cs.length > c.MaxMessageSize {
-		return nil, fmt.Errorf("rtmp: chunk stream %d: message of %d bytes: %w", csid, cs.length, ErrMessageSize)
-	}
-	if c.Skim && (cs.typeID == TypeAudio || cs.typeID == TypeVideo) {
-		return c.skimChunk(cs, csid)
-	}
-	remaining := cs.length - uint32(len(cs.buf))
-	n := min(remaining, c.size)
-	if cs.buf == nil {
-		// Start small: the body may never come.
-		cs.buf = make([]byte, 0, min(cs.length, 16<<10))
-	}
-	if c.pending+int(n) > 2*int(c.MaxMessageSize) {
-		return nil, fmt.Errorf("rtmp: %w", ErrPendingBytes)
-	}
-	start := len(cs.buf)
-	cs.buf = grow(cs.buf, int(n))
-	if _, err := io.ReadFull(c.br, cs.buf[start:]); err != nil {
-		return nil, unexpected(err)
-	}
-	if uint32(len(cs.buf)) < cs.length {
-		c.pending += int(n)
-		return nil, nil
-	}
-	c.pending -= start
-	m := &Message{Type: cs.typeID, StreamID: cs.streamID, Timestamp: cs.timestamp, CSID: csid, Payload: cs.buf, Length: cs.length}
-	cs.buf = nil
-	return m, nil
+	return nil
 }
 
-// skimChunk reads one chunk of a skimmed media message, keeping only the
+// skipRepeatedExtended consumes the extended timestamp field of a type 3
+// chunk. The spec (§5.3.1.3 as Adobe later clarified it), Flash, ffmpeg,
+// librtmp and GStreamer repeat the field in every type 3 chunk that follows
+// a header with one, but some encoders leave it out. As GStreamer and SRS
+// do, the field is taken to be present when the next four bytes hold the
+// value the header's field held or the message's timestamp, and to be the
+// start of the chunk's payload otherwise. For such encoders the check waits
+// for four bytes, so a final chunk shorter than that is only read once more
+// bytes follow it.
+func (c *ChunkReader) skipRepeatedExtended(cs *chunkState) error {
+	p, err := c.br.Peek(4)
+	if len(p) < 4 {
+		if err == io.EOF {
+			return nil // absent: the payload read reports a truncated chunk
+		}
+		return err
+	}
+	if v := binary.BigEndian.Uint32(p); v == cs.extValue || v == cs.timestamp {
+		_, err = c.br.Discard(4)
+	}
+	return err
+}
+
+// readBody appends n bytes from the connection to b, which holds the start
+// of a message of total bytes. Memory grows only as bytes arrive: when b is
+// full its capacity doubles (starting at minBodyAlloc, never beyond total),
+// so allocation stays within twice what was received plus minBodyAlloc.
+func (c *ChunkReader) readBody(b []byte, n, total int) ([]byte, error) {
+	for n > 0 {
+		if len(b) == cap(b) {
+			nb := make([]byte, len(b), min(total, max(2*cap(b), minBodyAlloc)))
+			copy(nb, b)
+			b = nb
+		}
+		k := min(n, cap(b)-len(b))
+		if _, err := io.ReadFull(c.br, b[len(b):len(b)+k]); err != nil {
+			return b, unexpected(err)
+		}
+		b = b[:len(b)+k]
+		n -= k
+	}
+	return b, nil
+}
+
+// skimChunk reads n bytes of a skimmed media message, keeping only the
 // message's first SkimPrefix bytes.
-func (c *ChunkReader) skimChunk(cs *chunkState, csid uint32) (*Message, error) {
-	n := min(cs.length-cs.skimmed, c.size)
-	if keep := min(n, SkimPrefix-min(cs.skimmed, SkimPrefix)); keep > 0 {
-		if _, err := io.ReadFull(c.br, cs.prefix[cs.skimmed:cs.skimmed+keep]); err != nil {
+func (c *ChunkReader) skimChunk(cs *chunkState, csid, n uint32) (*Message, error) {
+	if keep := min(n, SkimPrefix-min(cs.received, SkimPrefix)); keep > 0 {
+		if _, err := io.ReadFull(c.br, cs.prefix[cs.received:cs.received+keep]); err != nil {
 			return nil, unexpected(err)
 		}
-		cs.skimmed += keep
+		cs.received += keep
 		n -= keep
 	}
 	if n > 0 {
 		if _, err := c.br.Discard(int(n)); err != nil {
 			return nil, unexpected(err)
 		}
-		cs.skimmed += n
+		cs.received += n
 	}
-	if cs.skimmed < cs.length {
+	if cs.received < cs.length {
 		return nil, nil
 	}
 	m := &c.skimMsg
 	*m = Message{Type: cs.typeID, StreamID: cs.streamID, Timestamp: cs.timestamp, CSID: csid,
 		Payload: cs.prefix[:min(cs.length, SkimPrefix)], Length: cs.length}
-	cs.skimmed = 0
+	cs.received = 0
 	return m, nil
 }
 
-// grow extends b by n bytes, at least doubling its capacity when it must
-// reallocate so a large message costs O(log n) copies.
-func grow(b []byte, n int) []byte {
-	if len(b)+n <= cap(b) {
-		return b[:len(b)+n]
-	}
-	nb := make([]byte, len(b)+n, max(2*cap(b), len(b)+n))
-	copy(nb, b)
-	return nb
-}
-
 func (c *ChunkReader) readUint32() (uint32, error) {
-	var b [4]byte
-	if _, err := io.ReadFull(c.br, b[:]); err != nil {
+	b := c.scratch[:4]
+	if _, err := io.ReadFull(c.br, b); err != nil {
 		return 0, unexpected(err)
 	}
-	return binary.BigEndian.Uint32(b[:]), nil
+	return binary.BigEndian.Uint32(b), nil
 }
 
 func uint24(b []byte) uint32 { return uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]) }

@@ -3,9 +3,11 @@ package rtmp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
+	"testing/iotest"
 )
 
 func TestChunkRoundTrip(t *testing.T) {
@@ -176,16 +178,47 @@ func FuzzChunkReader(f *testing.F) {
 	f.Add(append(AppendMessage(nil, 2, TypeSetChunkSize, 0, 0, AppendUint32(nil, 4096), 128), AppendMessage(nil, 6, TypeVideo, 1, 5, make([]byte, 5000), 4096)...))
 	f.Add([]byte{0x03, 0x00, 0x03, 0xe8, 0, 0, 2, 8, 1, 0, 0, 0, 'a', 'b', 0x83, 0, 0, 33, 'c', 'd', 0xc3, 'e', 'f'})
 	f.Add([]byte{0x02, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0, 0, 0, 0, 0, 6})
+	for _, s := range chunkSeeds() {
+		f.Add(s.b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := NewChunkReader(bytes.NewReader(b))
-		r.MaxMessageSize = 1 << 16
+		// The same bytes read whole, a byte at a time through the smallest
+		// buffer, and skimmed must give the same messages and error.
+		const limit = 1 << 16
+		whole := NewChunkReader(bytes.NewReader(b))
+		bytewise := NewChunkReaderSize(iotest.OneByteReader(bytes.NewReader(b)), 16)
+		skim := NewChunkReader(bytes.NewReader(b))
+		skim.Skim = true
+		for _, r := range []*ChunkReader{whole, bytewise, skim} {
+			r.MaxMessageSize = limit
+		}
 		for i := 0; i < 1000; i++ {
-			m, err := r.ReadMessage()
+			m, err := whole.ReadMessage()
+			m1, err1 := bytewise.ReadMessage()
+			ms, errs := skim.ReadMessage()
+			if fmt.Sprint(err) != fmt.Sprint(err1) || fmt.Sprint(err) != fmt.Sprint(errs) {
+				t.Fatalf("message %d: whole: %v; byte by byte: %v; skimmed: %v", i, err, err1, errs)
+			}
 			if err != nil {
 				return
 			}
-			if uint32(len(m.Payload)) > r.MaxMessageSize {
-				t.Fatalf("message of %d bytes over the limit", len(m.Payload))
+			if uint32(len(m.Payload)) != m.Length || m.Length > limit {
+				t.Fatalf("message of %d bytes, length %d, limit %d", len(m.Payload), m.Length, limit)
+			}
+			if m.Type != m1.Type || m.Timestamp != m1.Timestamp || m.CSID != m1.CSID || m.StreamID != m1.StreamID || !bytes.Equal(m.Payload, m1.Payload) {
+				t.Fatalf("message %d: whole %+v, byte by byte %+v", i, m, m1)
+			}
+			kept := m.Payload
+			if m.Type == TypeAudio || m.Type == TypeVideo {
+				kept = kept[:min(len(kept), SkimPrefix)]
+			}
+			if m.Type != ms.Type || m.Timestamp != ms.Timestamp || m.Length != ms.Length || !bytes.Equal(kept, ms.Payload) {
+				t.Fatalf("message %d: whole %+v, skimmed %+v", i, m, ms)
+			}
+			for _, r := range []*ChunkReader{whole, bytewise, skim} {
+				if r.pending < 0 || r.pending > 2*limit {
+					t.Fatalf("%d bytes held in incomplete messages", r.pending)
+				}
 			}
 		}
 	})

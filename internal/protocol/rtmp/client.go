@@ -1,7 +1,6 @@
 package rtmp
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -123,12 +122,12 @@ func (c *Client) ReadMessage() (*Message, error) {
 		}
 		switch m.Type {
 		case TypeWindowAckSize:
-			if len(m.Payload) >= 4 {
-				c.ack.Window = binary.BigEndian.Uint32(m.Payload)
+			if ctl, err := ParseControl(m.Type, m.Payload); err == nil {
+				c.ack.Window = ctl.Value
 			}
 		case TypeUserControl:
-			if len(m.Payload) >= 6 && binary.BigEndian.Uint16(m.Payload) == EventPingRequest {
-				p := AppendUserControl(nil, EventPingResponse, binary.BigEndian.Uint32(m.Payload[2:]))
+			if u, err := ParseUserControl(m.Payload); err == nil && u.Event == EventPingRequest {
+				p := AppendUserControl(nil, EventPingResponse, u.Arg)
 				if err := c.w.WriteMessage(CSIDControl, TypeUserControl, 0, 0, p); err != nil {
 					return nil, err
 				}

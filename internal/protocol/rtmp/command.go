@@ -48,7 +48,7 @@ func ParseCommand(payload []byte) (*Command, error) {
 
 // Arg returns argument i as a string, or "".
 func (c *Command) Arg(i int) string {
-	if i < len(c.Args) {
+	if i >= 0 && i < len(c.Args) {
 		if s, ok := c.Args[i].(string); ok {
 			return s
 		}

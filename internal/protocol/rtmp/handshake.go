@@ -27,11 +27,16 @@ var ErrVersion = errors.New("unsupported RTMP version")
 func ServerHandshake(rw io.ReadWriter) error {
 	buf := make([]byte, 1+handshakeSize+1+2*handshakeSize)
 	c0c1, out := buf[:1+handshakeSize], buf[1+handshakeSize:]
-	if _, err := io.ReadFull(rw, c0c1); err != nil {
-		return fmt.Errorf("rtmp: handshake: read C0+C1: %w", err)
+	// C0 alone first, so a peer speaking something else is turned away at
+	// once rather than when 1536 more bytes have come or the read times out.
+	if _, err := io.ReadFull(rw, c0c1[:1]); err != nil {
+		return fmt.Errorf("rtmp: handshake: read C0: %w", err)
 	}
 	if c0c1[0] != version {
-		return fmt.Errorf("rtmp: handshake: C0 0x%02x: %w", c0c1[0], ErrVersion)
+		return fmt.Errorf("rtmp: handshake: C0 0x%02x%s: %w (want 3)", c0c1[0], versionHint(c0c1[0]), ErrVersion)
+	}
+	if _, err := io.ReadFull(rw, c0c1[1:]); err != nil {
+		return fmt.Errorf("rtmp: handshake: read C1: %w", unexpected(err))
 	}
 	out[0] = version
 	s1 := out[1 : 1+handshakeSize]
@@ -45,9 +50,27 @@ func ServerHandshake(rw io.ReadWriter) error {
 		return fmt.Errorf("rtmp: handshake: write S0+S1+S2: %w", err)
 	}
 	if _, err := io.ReadFull(rw, c0c1[1:]); err != nil { // C2, unchecked
-		return fmt.Errorf("rtmp: handshake: read C2: %w", err)
+		return fmt.Errorf("rtmp: handshake: read C2: %w", unexpected(err))
 	}
 	return nil
+}
+
+// versionHint names what a peer opening with version byte b probably
+// speaks, for the log of a refused handshake.
+func versionHint(b byte) string {
+	switch {
+	case b == 6 || b == 8 || b == 9:
+		return " (encrypted RTMPE)"
+	case b == 0x16:
+		return " (a TLS handshake: RTMPS sent to a plain RTMP port)"
+	case b == 'P':
+		return ` ('P': text such as HTTP, or a PROXY protocol header)`
+	case b == '\r':
+		return " (a PROXY protocol v2 header)"
+	case b >= 'A' && b <= 'Z':
+		return fmt.Sprintf(" (%q: text such as HTTP)", rune(b))
+	}
+	return ""
 }
 
 // ClientHandshake performs the client side of the simple handshake: send
@@ -66,7 +89,7 @@ func ClientHandshake(rw io.ReadWriter) error {
 		return fmt.Errorf("rtmp: handshake: read S0+S1+S2: %w", err)
 	}
 	if s[0] != version {
-		return fmt.Errorf("rtmp: handshake: S0 0x%02x: %w", s[0], ErrVersion)
+		return fmt.Errorf("rtmp: handshake: S0 0x%02x%s: %w (want 3)", s[0], versionHint(s[0]), ErrVersion)
 	}
 	c2 := s[1 : 1+handshakeSize] // echoes S1
 	binary.BigEndian.PutUint32(c2[4:], 0)
