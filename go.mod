@@ -7,6 +7,8 @@ toolchain go1.26.10
 require (
 	github.com/bluenviron/gohlslib/v2 v2.2.5
 	github.com/bluenviron/mediacommon/v2 v2.7.1
+	github.com/bradfitz/gomemcache v0.0.0-20250403215159-8d39553ac7cf
+	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/redis/go-redis/v9 v9.23.0

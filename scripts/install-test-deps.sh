@@ -2,9 +2,10 @@
 # Installs what meshcast's test suite needs on a Debian machine, skipping what
 # is already there: ffmpeg/ffprobe and GStreamer (publishers and players in the
 # end-to-end tests), redis-server (the Redis cluster registry's tests start
-# their own), and nginx with its stream module and HAProxy (the tests of the
-# configurations shipped in deploy/ run them in front of a cluster). Safe to
-# run repeatedly; needs root (or sudo) only when something is missing.
+# their own) and memcached (so do the tests of the cache's second level), and
+# nginx with its stream module and HAProxy (the tests of the configurations
+# shipped in deploy/ run them in front of a cluster). Safe to run repeatedly;
+# needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 need=()
@@ -19,6 +20,7 @@ if ! command -v gst-launch-1.0 >/dev/null 2>&1 ||
 		gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 fi
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
 # nginx and haproxy live in /usr/sbin, which may not be on a user's PATH.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
