@@ -19,6 +19,7 @@ import (
 	"github.com/meshcast/meshcast/internal/api"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/metrics"
@@ -57,6 +58,8 @@ type App struct {
 	metrics http.Handler // GET /metrics
 
 	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
+
+	httpPerIP *connlimit.PerIP // HTTP connections per client address, for every HTTP listener
 }
 
 // New builds a node from cfg. Nothing listens until Start.
@@ -90,7 +93,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	})
 	sender := stream.NewSender(0)
 	a.Hub, a.sender = h, sender
-	a.rtmp = rtmp.New(rtmp.Config{
+	a.rtmp = rtmp.New(rtmpLimits(cfg, rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   cfg.WriteTimeout,
@@ -99,12 +102,13 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		Sender:         sender,
 		TrustedProxies: cfg.TrustedNets(),
 		Logger:         log,
-	}, h)
+	}), h)
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender, Logger: log}, h)
 	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h)
 	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
 		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
 		RTMPConnections: a.rtmp.Connections}))
+	a.initLimits(mreg)
 	a.metrics = metrics.Handler(mreg)
 	sel, err := cluster.NewSelector(cfg.Balance)
 	if err != nil {
@@ -120,6 +124,7 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http: listen: %w", err)
 	}
+	ln = connlimit.NewListener(ln, a.httpPerIP, "http", a.log)
 	if err := a.rtmp.Start(ctx); err != nil {
 		ln.Close()
 		return err
@@ -127,8 +132,8 @@ func (a *App) Start(ctx context.Context) error {
 	a.httpLn = ln
 	a.httpSrv = &http.Server{
 		Handler:           a.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: a.cfg.HandshakeTimeout,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
@@ -206,9 +211,9 @@ func (a *App) Handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	if nets := a.cfg.TrustedNets(); len(nets) > 0 {
-		return forwardedFor(nets, mux)
+		return safePaths(forwardedFor(nets, mux))
 	}
-	return mux
+	return safePaths(mux)
 }
 
 // forwardedFor takes the client's address from X-Forwarded-For on requests

@@ -36,6 +36,9 @@ type conn struct {
 	w   *rtmp.ChunkWriter
 	ack rtmp.AckState
 
+	handshakeEnd time.Time // accepted + HandshakeTimeout: publish or play by then
+	published    bool      // has published: HandshakeTimeout no longer applies
+
 	app    string
 	pub    *stream.Publisher
 	endPub func() // ends the publishing session
@@ -44,9 +47,9 @@ type conn struct {
 // errPlaying ends the session loop of a connection handed to the sender.
 var errPlaying = errors.New("playing")
 
-func newConn(s *Server, key, nc net.Conn) *conn {
+func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 	id := s.nextID.Add(1)
-	return &conn{
+	c := &conn{
 		srv: s,
 		key: key,
 		nc:  nc,
@@ -55,29 +58,35 @@ func newConn(s *Server, key, nc net.Conn) *conn {
 		w:   rtmp.NewChunkWriter(nc),
 		ack: rtmp.AckState{Window: ackWindow},
 	}
+	c.handshakeEnd = accepted.Add(s.cfg.HandshakeTimeout)
+	return c
 }
 
 // serve runs the session. It returns true once the connection is handed
 // to the sender for playback, which then owns it and releases it when
 // playback ends (playEnded); otherwise the session is over.
 func (c *conn) serve() (playing bool) {
-	c.nc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+	c.nc.SetDeadline(c.deadline())
 	if err := rtmp.ServerHandshake(c.nc); err != nil {
-		if silent(err) {
+		switch {
+		case silent(err):
 			// A health check or port scan: connected, sent nothing, left.
 			c.log.Debug("connection closed before the handshake", "err", err)
-		} else {
-			c.log.Info("connection closed: handshake failed", "err", err)
+		case c.handshakeTimedOut(err):
+		default:
+			c.limited("handshake-failed", "connection closed: handshake failed", "err", err)
 		}
 		return false
 	}
-	c.nc.SetDeadline(time.Time{})
 	defer c.stopPublishing()
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+		// Reads and the writes answering them share the deadline.
+		c.nc.SetDeadline(c.deadline())
 		m, err := c.r.ReadMessage()
 		if err != nil {
-			c.logEnd(err)
+			if !c.handshakeTimedOut(err) {
+				c.logEnd(err)
+			}
 			return false
 		}
 		if c.ack.Due(c.r.BytesRead()) {
@@ -94,7 +103,7 @@ func (c *conn) serve() (playing bool) {
 			err = ferr
 		}
 		if err != nil {
-			if !errors.Is(err, errClose) {
+			if !errors.Is(err, errClose) && !c.handshakeTimedOut(err) {
 				c.log.Info("connection closed", "err", err)
 			}
 			return false
