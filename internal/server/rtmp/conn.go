@@ -38,6 +38,7 @@ type conn struct {
 
 	handshakeEnd time.Time // accepted + HandshakeTimeout: publish or play by then
 	published    bool      // has published: HandshakeTimeout no longer applies
+	ts           tsUnwrap  // the publisher's timestamps past 32 bits
 
 	app    string
 	pub    *stream.Publisher
@@ -271,6 +272,7 @@ func (c *conn) media(m *rtmp.Message) error {
 	case err != nil:
 		return fmt.Errorf("bad media message: %w", err)
 	}
+	p.DTS = c.ts.unwrap(m.Timestamp)
 	return c.pub.WritePacket(&p)
 }
 
@@ -294,7 +296,7 @@ func (c *conn) data(m *rtmp.Message) error {
 	if err != nil {
 		return nil
 	}
-	p := &media.Packet{Kind: media.KindData, Codec: media.CodecAMF0, DTS: int64(m.Timestamp), Payload: payload}
+	p := &media.Packet{Kind: media.KindData, Codec: media.CodecAMF0, DTS: c.ts.unwrap(m.Timestamp), Payload: payload}
 	return c.pub.WritePacket(p)
 }
 
