@@ -50,10 +50,14 @@ func (s *Server) admit(nc, conn net.Conn) bool {
 		return false
 	}
 	s.mu.Lock()
-	if _, ok := s.conns[nc]; ok {
-		s.conns[nc] = ip
+	_, ok := s.conns[nc]
+	if ok {
+		s.conns[nc] = ip // release uncounts it
 	}
 	s.mu.Unlock()
+	if !ok {
+		s.limits.perIP.Release(ip) // already released: never happens
+	}
 	return true
 }
 
