@@ -123,6 +123,9 @@ func TestHostileHugePublish(t *testing.T) {
 		t.Errorf("publisher: %v", err)
 	}
 	e.healthy(t)
+	v.close()
+	pub.close()
+	e.backToBaseline(t)
 }
 
 // rejoiningViewer plays a stream, counting its video frames and bytes
@@ -134,6 +137,7 @@ type rejoiningViewer struct {
 	joins  atomic.Int64
 	stop   chan struct{}
 	done   chan struct{}
+	once   sync.Once
 	mu     sync.Mutex
 	conn   net.Conn
 }
@@ -142,7 +146,13 @@ func watchRejoining(t *testing.T, addr, name string) *rejoiningViewer {
 	t.Helper()
 	v := &rejoiningViewer{stop: make(chan struct{}), done: make(chan struct{})}
 	go v.run(addr, name)
-	t.Cleanup(func() {
+	t.Cleanup(v.close)
+	return v
+}
+
+// close stops the viewer and waits for it.
+func (v *rejoiningViewer) close() {
+	v.once.Do(func() {
 		close(v.stop)
 		v.mu.Lock()
 		if v.conn != nil {
@@ -151,7 +161,6 @@ func watchRejoining(t *testing.T, addr, name string) *rejoiningViewer {
 		v.mu.Unlock()
 		<-v.done
 	})
-	return v
 }
 
 func (v *rejoiningViewer) run(addr, name string) {
