@@ -22,6 +22,7 @@ import (
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/metrics"
@@ -68,6 +69,8 @@ type App struct {
 	httpsErr chan error
 
 	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
+
+	httpPerIP *connlimit.PerIP // HTTP connections per client address, for every HTTP listener
 }
 
 // New builds a node from cfg. Nothing listens until Start.
@@ -123,7 +126,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.auth = az
-	rcfg := rtmp.Config{
+	rcfg := rtmpLimits(cfg, rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
 		WriteTimeout:   cfg.WriteTimeout,
@@ -133,7 +136,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		TrustedProxies: cfg.TrustedNets(),
 		Auth:           az,
 		Logger:         log,
-	}
+	})
 	a.rtmp = rtmp.New(rcfg, h)
 	if a.tlsCfg != nil {
 		rcfg.Addr, rcfg.TLSConfig = cfg.RTMPSAddr, a.tlsCfg
@@ -144,6 +147,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
 		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
 		RTMPConnections: a.rtmpConnections}))
+	a.initLimits(mreg)
 	a.metrics = metrics.Handler(mreg)
 	sel, err := cluster.NewSelector(cfg.Balance)
 	if err != nil {
@@ -159,12 +163,14 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http: listen: %w", err)
 	}
+	ln = connlimit.NewListener(ln, a.httpPerIP, "http", a.log)
 	var tlsLn net.Listener // HTTPS
 	if a.tlsCfg != nil {
 		if tlsLn, err = net.Listen("tcp", a.cfg.HTTPSAddr); err != nil {
 			ln.Close()
 			return fmt.Errorf("https: listen: %w", err)
 		}
+		tlsLn = connlimit.NewListener(tlsLn, a.httpPerIP, "https", a.log)
 	}
 	if err := a.startRTMP(ctx); err != nil {
 		ln.Close()
@@ -205,8 +211,8 @@ func (a *App) startRTMP(ctx context.Context) error {
 func (a *App) serveHTTP(ln net.Listener, h http.Handler, tlsCfg *tls.Config) (*http.Server, chan error) {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second, // also bounds the TLS handshake
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: a.cfg.HandshakeTimeout, // also bounds the TLS handshake
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 		TLSConfig:         tlsCfg,
@@ -330,7 +336,7 @@ func (a *App) Handler() http.Handler {
 	if nets := a.cfg.TrustedNets(); len(nets) > 0 {
 		h = forwardedFor(nets, h)
 	}
-	return h
+	return safePaths(h)
 }
 
 // cors lets pages of the allowed origins read responses in a browser

@@ -19,6 +19,10 @@ const (
 
 // ErrBadName is returned for stream names that are empty, too long, use
 // characters outside [A-Za-z0-9_.-], start with a dot, or use a reserved app.
+// So no name is a path segment of its own ("." or ".."), holds a separator
+// ('/', '\'), a NUL, a control byte or an escape ('%'), or is longer than
+// MaxAppLen+1+MaxStreamLen bytes. The error quotes at most 64 bytes of the
+// rejected input, escaped, so it is safe in logs and responses.
 var ErrBadName = errors.New("invalid stream name")
 
 // reservedApps are first path segments owned by meshcast's own HTTP routes.
@@ -64,7 +68,7 @@ func checkPart(s string, max int) error {
 		return fmt.Errorf("is longer than %d bytes: %w", max, ErrBadName)
 	}
 	if s[0] == '.' {
-		return fmt.Errorf("%q starts with a dot: %w", s, ErrBadName)
+		return fmt.Errorf("%q starts with a dot: %w", truncate(s), ErrBadName)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -359,6 +360,10 @@ func FuzzParseName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		n, err := ParseName(s)
 		if err != nil {
+			// Safe to log: short and printable, whatever the input.
+			if msg := err.Error(); len(msg) > 400 || strings.ContainsFunc(msg, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+				t.Fatalf("ParseName(%q) error %q", s, msg)
+			}
 			return
 		}
 		// A valid name is safe as a path segment pair and a log field.

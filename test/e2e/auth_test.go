@@ -28,19 +28,19 @@ const (
 	remoteIP = "192.0.2.10"
 )
 
-// goPublisher publishes the test clip in a loop, paced by its timestamps,
+// clipPublisher publishes the test clip in a loop, paced by its timestamps,
 // until stopped. Frozen, it stops sending but keeps its connection open: a
 // publisher whose network died without the server noticing yet.
-type goPublisher struct {
+type clipPublisher struct {
 	conn   net.Conn
 	frozen atomic.Bool
 	stop   chan struct{}
 	done   chan struct{}
 }
 
-// startGoPublisher connects to addr from proxyIP and publishes name (which
+// startClipPublisher connects to addr from proxyIP and publishes name (which
 // may carry ?key=...), announcing itself as remoteIP when remote is set.
-func startGoPublisher(t *testing.T, addr, name string, remote bool) (*goPublisher, error) {
+func startClipPublisher(t *testing.T, addr, name string, remote bool) (*clipPublisher, error) {
 	t.Helper()
 	tags := clip(t)
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(proxyIP)}, Timeout: 5 * time.Second}
@@ -66,7 +66,7 @@ func startGoPublisher(t *testing.T, addr, name string, remote bool) (*goPublishe
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
-	p := &goPublisher{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
+	p := &clipPublisher{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
 	t.Cleanup(p.close)
 	go func() {
 		defer close(p.done)
@@ -92,7 +92,7 @@ func startGoPublisher(t *testing.T, addr, name string, remote bool) (*goPublishe
 	return p, nil
 }
 
-func (p *goPublisher) close() {
+func (p *clipPublisher) close() {
 	select {
 	case <-p.stop:
 	default:
@@ -104,7 +104,7 @@ func (p *goPublisher) close() {
 
 // closedByServer reports whether the server closes the publisher's
 // connection within timeout.
-func (p *goPublisher) closedByServer(timeout time.Duration) bool {
+func (p *clipPublisher) closedByServer(timeout time.Duration) bool {
 	p.conn.SetReadDeadline(time.Now().Add(timeout))
 	_, err := io.Copy(io.Discard, p.conn)
 	var ne net.Error
@@ -139,7 +139,7 @@ func TestPublishAuthAndTakeover(t *testing.T) {
 
 	refused := func(name string, remote bool, want string) {
 		t.Helper()
-		pub, err := startGoPublisher(t, p.rtmpAddr, name, remote)
+		pub, err := startClipPublisher(t, p.rtmpAddr, name, remote)
 		if err == nil {
 			pub.close()
 			t.Fatalf("publish %s (remote %v) admitted, want refused", name, remote)
@@ -158,18 +158,18 @@ func TestPublishAuthAndTakeover(t *testing.T) {
 		rising(t, v, "refused publishers")
 	})
 
-	var owner *goPublisher
+	var owner *clipPublisher
 	top := t // publishers outlive the subtest that starts them
 	t.Run("remote publisher with a key", func(t *testing.T) {
 		var err error
-		owner, err = startGoPublisher(top, p.rtmpAddr, "live/cam?key="+ownerKey, true)
+		owner, err = startClipPublisher(top, p.rtmpAddr, "live/cam?key="+ownerKey, true)
 		if err != nil {
 			t.Fatalf("publish with the app's key: %v", err)
 		}
 		waitLiveHTTP(t, p.httpURL, "live/cam")
 		// A signed token works too, for a stream of its own.
 		tok := auth.Sign(urlKey, auth.Publish, "live/tok", time.Now().Add(time.Minute))
-		if _, err := startGoPublisher(top, p.rtmpAddr, "live/tok?"+tok, true); err != nil {
+		if _, err := startClipPublisher(top, p.rtmpAddr, "live/tok?"+tok, true); err != nil {
 			t.Fatalf("publish with a signed token: %v", err)
 		}
 		waitLiveHTTP(t, p.httpURL, "live/tok")
@@ -192,7 +192,7 @@ func TestPublishAuthAndTakeover(t *testing.T) {
 		owner.frozen.Store(true) // its network died; the server still sees the connection
 		time.Sleep(300 * time.Millisecond)
 		start := time.Now()
-		again, err := startGoPublisher(t, p.rtmpAddr, "live/cam?key="+ownerKey, true)
+		again, err := startClipPublisher(t, p.rtmpAddr, "live/cam?key="+ownerKey, true)
 		if err != nil {
 			t.Fatalf("owner reconnecting: %v", err)
 		}
@@ -379,12 +379,12 @@ func TestAuthHook(t *testing.T) {
 	v.waitFrames(t, 20, 15*time.Second)
 
 	t.Run("2xx admits a remote publisher", func(t *testing.T) {
-		pub, err := startGoPublisher(t, p.rtmpAddr, "live/remote?key=anything", true)
+		pub, err := startClipPublisher(t, p.rtmpAddr, "live/remote?key=anything", true)
 		if err != nil {
 			t.Fatalf("hook said 200: %v", err)
 		}
 		pub.close()
-		if _, err := startGoPublisher(t, p.rtmpAddr, "live/remote2?key=hook-vetoes", true); err == nil {
+		if _, err := startClipPublisher(t, p.rtmpAddr, "live/remote2?key=hook-vetoes", true); err == nil {
 			t.Error("hook said 403: admitted")
 		}
 	})
@@ -403,11 +403,11 @@ func TestAuthHook(t *testing.T) {
 			defer h.status.Store(200)
 			defer h.delay.Store(0)
 			start := time.Now()
-			_, err := startGoPublisher(t, p.rtmpAddr, "live/x", true)
+			_, err := startClipPublisher(t, p.rtmpAddr, "live/x", true)
 			if err == nil || !errors.Is(err, rtmp.ErrRefused) {
 				t.Errorf("publish: %v, want refused", err)
 			}
-			_, err = startGoPublisher(t, p.rtmpAddr, "live/x", false) // even from this machine
+			_, err = startClipPublisher(t, p.rtmpAddr, "live/x", false) // even from this machine
 			if err == nil {
 				t.Error("publish from this machine: admitted, want refused")
 			}

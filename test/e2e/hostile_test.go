@@ -30,14 +30,43 @@ func chunk(typeID uint8, length uint32, body []byte) []byte {
 	return append(b, body...)
 }
 
+// command builds a command message on chunk stream 3 from raw AMF0.
+func command(amf ...[]byte) []byte {
+	return rtmp.AppendMessage(nil, rtmp.CSIDCommand, rtmp.TypeCommandAMF0, 0, 0, bytes.Join(amf, nil), rtmp.DefaultChunkSize)
+}
+
+// AMF0 pieces of hostile connect commands.
+var (
+	amfConnect = []byte{0x02, 0, 7, 'c', 'o', 'n', 'n', 'e', 'c', 't', 0x00, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0} // "connect", 1
+	amfEnd     = []byte{0, 0, 0x09}
+)
+
+// amfNested is an object holding an object ... depth deep.
+func amfNested(depth int) []byte {
+	var b []byte
+	for i := 0; i < depth; i++ {
+		b = append(b, 0x03, 0, 1, 'a')
+	}
+	b = append(b, 0x05) // null
+	for i := 0; i < depth; i++ {
+		b = append(b, amfEnd...)
+	}
+	return b
+}
+
+// amfApp is an object {app: raw}.
+func amfApp(raw ...byte) []byte {
+	return append(append([]byte{0x03, 0, 3, 'a', 'p', 'p'}, raw...), amfEnd...)
+}
+
 // TestHostileClients runs the meshcast binary in its own process, so its
 // memory is measured as users run it, and attacks it while a viewer watches.
 func TestHostileClients(t *testing.T) {
-	p := startProcess(t, "--read-timeout", "3s")
-	publishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/live/stream", p.rtmpPort))
-	waitLiveHTTP(t, p.httpURL, "live/stream")
-	v := playRTMP(t, p.rtmpAddr, "live/stream")
-	v.waitFrames(t, 30, 15*time.Second)
+	// Attackers that stop sending are closed within 3 s. (By the handshake
+	// timeout: the healthy publisher keeps the default read timeout, so a
+	// loaded machine's pauses do not end its session.)
+	e := startHostile(t, "--handshake-timeout", "3s")
+	p, v := e.p, e.v
 
 	dial := func(t *testing.T, handshake bool) net.Conn {
 		conn, err := net.DialTimeout("tcp", p.rtmpAddr, 5*time.Second)
@@ -67,9 +96,17 @@ func TestHostileClients(t *testing.T) {
 		{"set chunk size 0", true, chunk(rtmp.TypeSetChunkSize, 4, be32(0))},
 		{"set chunk size above 16 MiB", true, chunk(rtmp.TypeSetChunkSize, 4, be32(16<<20+1))},
 		{"set chunk size 2^31-1", true, chunk(rtmp.TypeSetChunkSize, 4, be32(0x7fffffff))},
+		{"set chunk size 2^32-1", true, chunk(rtmp.TypeSetChunkSize, 4, be32(0xffffffff))},
 		{"set chunk size without body", true, chunk(rtmp.TypeSetChunkSize, 0, nil)},
+		{"set chunk size with a short body", true, chunk(rtmp.TypeSetChunkSize, 2, []byte{0, 1})},
 		{"16 MiB message header without body", true, chunk(rtmp.TypeCommandAMF0, 0xffffff, nil)},
+		{"16 MiB message headers on many chunk streams", true, manyHeaders(3, 63, 0xffffff)},
+		{"type 1 chunk on a fresh chunk stream", true, []byte{0x49, 0, 0, 0, 0, 0, 4, rtmp.TypeVideo, 1, 2, 3, 4}},
+		{"type 2 chunk on a fresh chunk stream", true, []byte{0x89, 0, 0, 0, 1, 2, 3, 4}},
 		{"type 3 chunk on a fresh chunk stream", true, []byte{0xc9, 1, 2, 3}},
+		{"AMF connect nested 10,000 deep", true, command(amfConnect, amfNested(10000))},
+		{"AMF array count 2^32-1", true, command(amfConnect, amfApp(0x0a, 0xff, 0xff, 0xff, 0xff))},
+		{"AMF string length 0xFFFFFFFF", true, command(amfConnect, amfApp(0x0c, 0xff, 0xff, 0xff, 0xff, 'x'))},
 	}
 	before := p.rss(t)
 	for _, tc := range cases {
@@ -86,6 +123,23 @@ func TestHostileClients(t *testing.T) {
 			}
 		})
 	}
+	// Many connections each announcing 16 MiB messages on every chunk
+	// stream at once: each is closed at its first header.
+	t.Run("50 connections announcing 16 MiB on 61 chunk streams", func(t *testing.T) {
+		conns := make([]net.Conn, 50)
+		for i := range conns {
+			conns[i] = dial(t, true)
+			conns[i].SetWriteDeadline(time.Now().Add(5 * time.Second))
+			conns[i].Write(manyHeaders(3, 63, 0xffffff))
+		}
+		for i, c := range conns {
+			expectClosed(t, c, fmt.Sprintf("connection %d", i))
+		}
+		if grew := p.rss(t) - before; grew > 16<<20 {
+			t.Errorf("RSS grew by %d MiB, want < 16 MiB", grew>>20)
+		}
+		e.healthy(t)
+	})
 	// Many connections announcing the largest message the limit allows, with
 	// no body: nothing is allocated before bytes arrive.
 	t.Run("100 connections announcing 8 MiB messages", func(t *testing.T) {
@@ -111,9 +165,22 @@ func TestHostileClients(t *testing.T) {
 	}
 	// Each refusal is logged with its reason.
 	logs := p.stderr.String()
-	for _, want := range []string{"handshake failed", "chunk size out of range", "message too large"} {
+	for _, want := range []string{"handshake failed", "chunk size out of range", "message too large",
+		"chunk continues a chunk stream with no header", "amf0", "nesting too deep", "too many elements", "string too long"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("server log has no %q", want)
 		}
 	}
+	e.healthy(t)
+	e.backToBaseline(t)
+}
+
+// manyHeaders is type 0 chunk headers announcing a video message of length
+// bytes on chunk streams first to last, with no body.
+func manyHeaders(first, last int, length uint32) []byte {
+	var b []byte
+	for cs := first; cs <= last; cs++ {
+		b = append(b, byte(cs), 0, 0, 0, byte(length>>16), byte(length>>8), byte(length), rtmp.TypeVideo, 1, 0, 0, 0)
+	}
+	return b
 }

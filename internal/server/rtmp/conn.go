@@ -38,6 +38,10 @@ type conn struct {
 	w   *rtmp.ChunkWriter
 	ack rtmp.AckState
 
+	handshakeEnd time.Time // accepted + HandshakeTimeout: publish or play by then
+	published    bool      // has published: HandshakeTimeout no longer applies
+	ts           tsUnwrap  // the publisher's timestamps past 32 bits
+
 	app       string
 	appParams url.Values // parameters sent with the app: rtmp://HOST/APP?k=v/NAME
 	pub       *stream.Publisher
@@ -47,9 +51,9 @@ type conn struct {
 // errPlaying ends the session loop of a connection handed to the sender.
 var errPlaying = errors.New("playing")
 
-func newConn(s *Server, key, nc net.Conn) *conn {
+func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 	id := s.nextID.Add(1)
-	return &conn{
+	c := &conn{
 		srv: s,
 		key: key,
 		nc:  nc,
@@ -58,29 +62,35 @@ func newConn(s *Server, key, nc net.Conn) *conn {
 		w:   rtmp.NewChunkWriter(nc),
 		ack: rtmp.AckState{Window: ackWindow},
 	}
+	c.handshakeEnd = accepted.Add(s.cfg.HandshakeTimeout)
+	return c
 }
 
 // serve runs the session. It returns true once the connection is handed
 // to the sender for playback, which then owns it and releases it when
 // playback ends (playEnded); otherwise the session is over.
 func (c *conn) serve() (playing bool) {
-	c.nc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+	c.nc.SetDeadline(c.deadline())
 	if err := rtmp.ServerHandshake(c.nc); err != nil {
-		if silent(err) {
+		switch {
+		case silent(err):
 			// A health check or port scan: connected, sent nothing, left.
 			c.log.Debug("connection closed before the handshake", "err", err)
-		} else {
-			c.log.Info("connection closed: handshake failed", "err", err)
+		case c.handshakeTimedOut(err):
+		default:
+			c.limited("handshake-failed", "connection closed: handshake failed", "err", err)
 		}
 		return false
 	}
-	c.nc.SetDeadline(time.Time{})
 	defer c.stopPublishing()
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+		// Reads and the writes answering them share the deadline.
+		c.nc.SetDeadline(c.deadline())
 		m, err := c.r.ReadMessage()
 		if err != nil {
-			c.logEnd(err)
+			if !c.handshakeTimedOut(err) {
+				c.logEnd(err)
+			}
 			return false
 		}
 		if c.ack.Due(c.r.BytesRead()) {
@@ -97,7 +107,7 @@ func (c *conn) serve() (playing bool) {
 			err = ferr
 		}
 		if err != nil {
-			if !errors.Is(err, errClose) {
+			if !errors.Is(err, errClose) && !c.handshakeTimedOut(err) {
 				c.log.Info("connection closed", "err", err)
 			}
 			return false
@@ -292,6 +302,7 @@ func (c *conn) media(m *rtmp.Message) error {
 	case err != nil:
 		return fmt.Errorf("bad media message: %w", err)
 	}
+	p.DTS = c.ts.unwrap(m.Timestamp)
 	return c.pub.WritePacket(&p)
 }
 
@@ -315,7 +326,7 @@ func (c *conn) data(m *rtmp.Message) error {
 	if err != nil {
 		return nil
 	}
-	p := &media.Packet{Kind: media.KindData, Codec: media.CodecAMF0, DTS: int64(m.Timestamp), Payload: payload}
+	p := &media.Packet{Kind: media.KindData, Codec: media.CodecAMF0, DTS: c.ts.unwrap(m.Timestamp), Payload: payload}
 	return c.pub.WritePacket(p)
 }
 

@@ -54,12 +54,13 @@ func (s *Server) trusted(addr net.Addr) bool {
 // unproxy returns the connection to serve: nc itself, or, from a trusted
 // proxy, nc seen through the PROXY protocol header it may start with. A
 // header from anyone else is not looked for: it fails the RTMP handshake.
-func (s *Server) unproxy(nc net.Conn) (net.Conn, error) {
+// The header must arrive by deadline.
+func (s *Server) unproxy(nc net.Conn, deadline time.Time) (net.Conn, error) {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok || !s.trusted(nc.RemoteAddr()) {
 		return nc, nil
 	}
-	nc.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+	nc.SetReadDeadline(earliest(deadline, time.Now().Add(s.cfg.ReadTimeout)))
 	defer nc.SetReadDeadline(time.Time{})
 	var first [1]byte
 	if _, err := io.ReadFull(nc, first[:]); err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/auth"
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -46,6 +47,14 @@ type Config struct {
 	Sender *stream.Sender
 	// MaxConnections caps concurrent connections. Defaults to 10000.
 	MaxConnections int
+	// MaxConnectionsPerIP caps the concurrent connections of one client
+	// address: the client's from the PROXY protocol header behind a
+	// trusted proxy. Defaults to 0: no limit.
+	MaxConnectionsPerIP int
+	// HandshakeTimeout is how long a connection has from being accepted
+	// to publishing or playing: the handshake and the command phase.
+	// Defaults to 10s.
+	HandshakeTimeout time.Duration
 	// TrustedProxies are load balancers whose connections may start with
 	// a PROXY protocol header giving the client's address. Defaults to none.
 	TrustedProxies []netip.Prefix
@@ -104,8 +113,10 @@ type Server struct {
 	nextID atomic.Uint64
 	active atomic.Int64
 
+	limits limits
+
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]netip.Addr // the address counted per IP, if any
 }
 
 // New creates a server; Start binds it.
@@ -122,6 +133,9 @@ func New(cfg Config, hub Hub) *Server {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 10000
 	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -129,7 +143,8 @@ func New(cfg Config, hub Hub) *Server {
 	if cfg.TLSConfig != nil {
 		component = "rtmps"
 	}
-	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", component), conns: make(map[net.Conn]struct{}), sender: cfg.Sender}
+	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", component), conns: make(map[net.Conn]netip.Addr), sender: cfg.Sender}
+	s.limits.perIP = connlimit.NewPerIP(cfg.MaxConnectionsPerIP)
 	if s.sender == nil {
 		s.sender, s.ownSender = stream.NewSender(0), true
 	}
@@ -192,10 +207,12 @@ func (s *Server) accept() {
 		}
 		if s.active.Add(1) > int64(s.cfg.MaxConnections) {
 			s.active.Add(-1)
-			s.log.Warn("connection refused: limit reached", "remote", nc.RemoteAddr(), "max", s.cfg.MaxConnections)
+			s.limits.refusedTotal.Add(1)
+			s.limits.logs.Log(s.log, slog.LevelWarn, "max-connections", "connection refused: limit reached", "remote", nc.RemoteAddr().String(), "max", s.cfg.MaxConnections)
 			nc.Close()
 			continue
 		}
+		accepted := time.Now()
 		s.mu.Lock()
 		if s.ctx.Err() != nil {
 			s.mu.Unlock()
@@ -203,11 +220,11 @@ func (s *Server) accept() {
 			s.active.Add(-1)
 			return
 		}
-		s.conns[nc] = struct{}{}
+		s.conns[nc] = netip.Addr{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
-			conn, err := s.unproxy(nc)
+			conn, err := s.unproxy(nc, accepted.Add(s.cfg.HandshakeTimeout))
 			if err != nil {
 				level := slog.LevelInfo
 				if silent(err) {
@@ -217,11 +234,15 @@ func (s *Server) accept() {
 				s.release(nc)
 				return
 			}
+			if !s.admit(nc, conn) {
+				s.release(nc)
+				return
+			}
 			if conn, err = s.secure(conn); err != nil {
 				s.release(nc)
 				return
 			}
-			if playing := newConn(s, nc, conn).serve(); !playing {
+			if playing := newConn(s, nc, conn, accepted).serve(); !playing {
 				s.release(nc)
 			}
 		}()
@@ -233,8 +254,10 @@ func (s *Server) accept() {
 func (s *Server) release(nc net.Conn) {
 	nc.Close()
 	s.mu.Lock()
+	ip := s.conns[nc]
 	delete(s.conns, nc)
 	s.mu.Unlock()
+	s.limits.perIP.Release(ip)
 	s.active.Add(-1)
 	s.wg.Done()
 }

@@ -1,0 +1,11 @@
+//go:build !unix
+
+package main
+
+import (
+	"log/slog"
+
+	"github.com/meshcast/meshcast/internal/config"
+)
+
+func checkFileLimit(config.Config, *slog.Logger) {}

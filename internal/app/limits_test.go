@@ -1,0 +1,143 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/config"
+)
+
+func TestSafePaths(t *testing.T) {
+	h := safePaths(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+	for _, tc := range []struct {
+		path string
+		ok   bool
+	}{
+		{"/", true},
+		{"/live/stream.flv", true},
+		{"/live/stream/index.m3u8", true},
+		{"/socket.io/", true},
+		{"/socket.io/socket.io.js", true},
+		{"/live/a..b.flv", true},
+		{"/live/..", false},
+		{"/live/../etc/passwd", false},
+		{"/../etc/passwd", false},
+		{"/live/./x", false},
+		{"/live/stream/..", false},
+		{"/socket.io/..", false},
+		{"/live/a\\b.flv", false},
+		{"/live/..\\..\\x", false},
+		{"/live/a\x00b.flv", false},
+		{"/live/a\nb.flv", false},
+		{"/live/a\x7fb.flv", false},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.URL.Path = tc.path
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		if got := rec.Code == http.StatusTeapot; got != tc.ok {
+			t.Errorf("%q: status %d, want passed on = %v", tc.path, rec.Code, tc.ok)
+		}
+	}
+}
+
+// startApp runs a node on loopback ports with cfg's limits.
+func startApp(t *testing.T, mod func(*config.Config)) *App {
+	t.Helper()
+	cfg := config.Default()
+	cfg.RTMPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	mod(&cfg)
+	a, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+func dialHTTP(t *testing.T, a *App, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", a.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// healthz sends GET /healthz on c and reads the answer's status, keeping
+// the connection open.
+func healthz(c net.Conn) (int, error) {
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func TestHTTPMaxConnectionsPerIP(t *testing.T) {
+	a := startApp(t, func(c *config.Config) { c.MaxConnectionsPerIP = 2 })
+	for range 2 {
+		if code, err := healthz(dialHTTP(t, a, "127.0.0.5")); code != 200 {
+			t.Fatalf("within the limit: %d, %v", code, err)
+		}
+	}
+	// The third connection from the address is closed without an answer.
+	if code, err := healthz(dialHTTP(t, a, "127.0.0.5")); err == nil {
+		t.Fatalf("third connection answered %d", code)
+	}
+	if code, err := healthz(dialHTTP(t, a, "127.0.0.6")); code != 200 {
+		t.Fatalf("another address: %d, %v", code, err)
+	}
+	if got := a.httpPerIP.Refused(); got != 1 {
+		t.Errorf("%d refusals counted, want 1", got)
+	}
+}
+
+func TestHTTPHeaderTimeout(t *testing.T) {
+	a := startApp(t, func(c *config.Config) { c.HandshakeTimeout = 300 * time.Millisecond })
+	c := dialHTTP(t, a, "127.0.0.1")
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n") // never finished
+	start := time.Now()
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("a request whose headers never end is still open after 10 s")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("closed after %v, want about 300ms", d)
+	}
+	// The server stays reachable, and its refusals are in /metrics.
+	if code, err := healthz(dialHTTP(t, a, "127.0.0.1")); code != 200 {
+		t.Fatalf("healthz: %d, %v", code, err)
+	}
+	rec := httptest.NewRecorder()
+	a.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{
+		`meshcast_connections_refused_total{protocol="http",reason="per_ip"} 0`,
+		`meshcast_connections_refused_total{protocol="rtmp",reason="handshake_timeout"} 0`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+}

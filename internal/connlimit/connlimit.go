@@ -1,0 +1,166 @@
+// Package connlimit bounds how many connections one client address may hold
+// open, and logs refused connections without flooding the log.
+package connlimit
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// PerIP counts open connections by client address and refuses those past
+// a limit. The zero value and a nil *PerIP accept everything.
+type PerIP struct {
+	max     int
+	mu      sync.Mutex
+	open    map[netip.Addr]int
+	refused atomic.Uint64
+}
+
+// NewPerIP returns a counter allowing max concurrent connections per
+// address; max <= 0 means no limit.
+func NewPerIP(max int) *PerIP {
+	return &PerIP{max: max, open: make(map[netip.Addr]int)}
+}
+
+// Max returns the limit; 0 means none.
+func (p *PerIP) Max() int {
+	if p == nil || p.max <= 0 {
+		return 0
+	}
+	return p.max
+}
+
+// Acquire counts one more connection from ip and reports whether it is
+// within the limit. A refused connection is not counted and needs no
+// Release. Without a limit, or for an address it cannot tell (an invalid
+// ip), Acquire always accepts and counts nothing.
+func (p *PerIP) Acquire(ip netip.Addr) bool {
+	if p.Max() == 0 || !ip.IsValid() {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open[ip] >= p.max {
+		p.refused.Add(1)
+		return false
+	}
+	p.open[ip]++
+	return true
+}
+
+// Release uncounts a connection Acquire accepted.
+func (p *PerIP) Release(ip netip.Addr) {
+	if p.Max() == 0 || !ip.IsValid() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := p.open[ip]; n > 1 {
+		p.open[ip] = n - 1
+	} else {
+		delete(p.open, ip)
+	}
+}
+
+// Open returns the connections counted for ip.
+func (p *PerIP) Open(ip netip.Addr) int {
+	if p.Max() == 0 {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open[ip]
+}
+
+// Refused returns how many connections Acquire has refused.
+func (p *PerIP) Refused() uint64 {
+	if p == nil {
+		return 0
+	}
+	return p.refused.Load()
+}
+
+// AddrOf returns the IP address of a TCP or UDP address, IPv4-mapped IPv6
+// addresses unmapped; the zero Addr for anything else.
+func AddrOf(a net.Addr) netip.Addr {
+	var ip net.IP
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip = a.IP
+	case *net.UDPAddr:
+		ip = a.IP
+	default:
+		return netip.Addr{}
+	}
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Addr{}
+	}
+	return addr.Unmap()
+}
+
+// LogLimiter lets a message through at most once per Interval for each
+// reason, and counts what it holds back. The zero value is ready to use
+// with an interval of one second.
+type LogLimiter struct {
+	// Interval is the least time between two messages of one reason.
+	// Defaults to 1s.
+	Interval time.Duration
+
+	mu      sync.Mutex
+	reasons map[string]*logState
+}
+
+type logState struct {
+	last       time.Time
+	suppressed int
+}
+
+// Allow reports whether a message for reason may be logged now and, if
+// so, how many were held back since the last one.
+func (l *LogLimiter) Allow(reason string) (ok bool, suppressed int) {
+	interval := l.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reasons == nil {
+		l.reasons = make(map[string]*logState)
+	}
+	st := l.reasons[reason]
+	if st == nil {
+		st = &logState{}
+		l.reasons[reason] = st
+	}
+	if !st.last.IsZero() && now.Sub(st.last) < interval {
+		st.suppressed++
+		return false, 0
+	}
+	st.last = now
+	suppressed, st.suppressed = st.suppressed, 0
+	return true, suppressed
+}
+
+// Log logs msg with args on log unless a message of the same reason went
+// out less than Interval ago; a message that follows held-back ones says
+// how many with a "suppressed" attribute.
+func (l *LogLimiter) Log(log *slog.Logger, level slog.Level, reason, msg string, args ...any) {
+	if !log.Enabled(context.Background(), level) {
+		return
+	}
+	ok, n := l.Allow(reason)
+	if !ok {
+		return
+	}
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	log.Log(context.Background(), level, msg, args...)
+}

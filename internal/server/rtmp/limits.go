@@ -1,0 +1,106 @@
+package rtmp
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/connlimit"
+)
+
+// limits is the server's connection limits' state.
+type limits struct {
+	perIP             *connlimit.PerIP
+	logs              connlimit.LogLimiter // refusals: at most one line a second per reason
+	refusedTotal      atomic.Uint64
+	handshakeTimeouts atomic.Uint64
+}
+
+// Refusals counts connections the server's limits have closed.
+type Refusals struct {
+	// MaxConnections counts connections refused at MaxConnections.
+	MaxConnections uint64
+	// PerIP counts connections refused at MaxConnectionsPerIP.
+	PerIP uint64
+	// HandshakeTimeout counts connections closed for not publishing or
+	// playing within HandshakeTimeout.
+	HandshakeTimeout uint64
+}
+
+// Refusals returns the counts of connections the limits have closed.
+func (s *Server) Refusals() Refusals {
+	return Refusals{
+		MaxConnections:   s.limits.refusedTotal.Load(),
+		PerIP:            s.limits.perIP.Refused(),
+		HandshakeTimeout: s.limits.handshakeTimeouts.Load(),
+	}
+}
+
+// admit counts conn, the accepted nc seen through the PROXY protocol, under
+// its client address, and reports whether that address is within
+// MaxConnectionsPerIP; release uncounts it.
+func (s *Server) admit(nc, conn net.Conn) bool {
+	ip := connlimit.AddrOf(conn.RemoteAddr())
+	if !s.limits.perIP.Acquire(ip) {
+		s.limits.logs.Log(s.log, slog.LevelWarn, "per-ip", "connection refused: too many connections from one address",
+			"remote", conn.RemoteAddr().String(), "max_per_ip", s.limits.perIP.Max())
+		return false
+	}
+	s.mu.Lock()
+	_, ok := s.conns[nc]
+	if ok {
+		s.conns[nc] = ip // release uncounts it
+	}
+	s.mu.Unlock()
+	if !ok {
+		s.limits.perIP.Release(ip) // already released: never happens
+	}
+	return true
+}
+
+// earliest returns the earlier of two times.
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// deadline is the connection's next read and write deadline: ReadTimeout
+// from now, and until the session has started publishing, no later than
+// HandshakeTimeout after the connection was accepted.
+func (c *conn) deadline() time.Time {
+	d := time.Now().Add(c.srv.cfg.ReadTimeout)
+	if c.pub != nil {
+		c.published = true
+	}
+	if !c.published {
+		d = earliest(d, c.handshakeEnd)
+	}
+	return d
+}
+
+// handshakeTimedOut reports whether err is the connection running out of
+// its HandshakeTimeout before publishing or playing, and if so logs it
+// (at most once a second) and counts it.
+func (c *conn) handshakeTimedOut(err error) bool {
+	if c.published || c.pub != nil || !errors.Is(err, os.ErrDeadlineExceeded) || time.Now().Before(c.handshakeEnd) {
+		return false
+	}
+	c.srv.limits.handshakeTimeouts.Add(1)
+	c.limited("handshake-timeout", "connection closed: handshake timeout", "timeout", c.srv.cfg.HandshakeTimeout.String())
+	return true
+}
+
+// limited logs a connection's message at most once a second per reason.
+func (c *conn) limited(reason, msg string, args ...any) {
+	if ok, n := c.srv.limits.logs.Allow(reason); ok {
+		if n > 0 {
+			args = append(args, "suppressed", n)
+		}
+		c.log.Info(msg, args...)
+	}
+}
