@@ -486,6 +486,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	positive("AuthHookTimeout", c.AuthHookTimeout)
+	if c.AuthHook != "" && c.AuthHookTimeout >= c.HandshakeTimeout {
+		bad("AuthHookTimeout", "must be shorter than --handshake-timeout (%v): a publisher waits for the hook within it", c.HandshakeTimeout)
+	}
 	for _, o := range c.CORSOrigins {
 		if o == "*" {
 			continue

@@ -543,6 +543,9 @@ func TestValidate(t *testing.T) {
 		{"auth hook URL", func(c *Config) { c.AuthHook, c.AuthHookSecret = "file:///x", "sixteen-chars-ok" }, []string{"--auth-hook:", "file:///x"}},
 		{"auth hook without secret", func(c *Config) { c.AuthHook = "http://h/x" }, []string{"--auth-hook-secret:"}},
 		{"auth hook timeout zero", func(c *Config) { c.AuthHookTimeout = 0 }, []string{"--auth-hook-timeout:"}},
+		{"auth hook slower than handshakes", func(c *Config) {
+			c.AuthHook, c.AuthHookSecret, c.AuthHookTimeout = "http://127.0.0.1:9/auth", "sixteen-chars-ok", 10*time.Second
+		}, []string{"--auth-hook-timeout: must be shorter than --handshake-timeout"}},
 		{"cors origin", func(c *Config) { c.CORSOrigins = []string{"https://ok.example.com", "example.com/x"} }, []string{"--cors-origins:", "example.com/x"}},
 		{"tls cert without key", func(c *Config) { c.TLSCert = "c.pem" }, []string{"--tls-key:"}},
 		{"https addr", func(c *Config) { c.HTTPSAddr = "8443" }, []string{"--https-addr:"}},
