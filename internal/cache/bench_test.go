@@ -102,7 +102,7 @@ func BenchmarkL2Hit(b *testing.B) {
 		{"redis", func(b *testing.B) string { return testutil.StartRedis(b, 0).URL() }},
 		{"memcached", func(b *testing.B) string {
 			port := testutil.FreePort(b)
-			startMemcached(b, port)
+			testutil.StartMemcached(b, port)
 			return fmt.Sprintf("memcached://127.0.0.1:%d", port)
 		}},
 	} {

@@ -1,15 +1,11 @@
 package cache
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -194,8 +190,7 @@ var l2Servers = []l2Server{
 	{
 		name: "memcached",
 		start: func(t *testing.T, port int) func() {
-			m := startMemcached(t, port)
-			return m.Stop
+			return testutil.StartMemcached(t, port).Kill // memcached takes a second to end on SIGTERM
 		},
 		// The default max_value, against the real item size limit.
 		url:      func(port int) string { return fmt.Sprintf("memcached://127.0.0.1:%d", port) },
@@ -463,72 +458,4 @@ func TestL2Hung(t *testing.T) {
 			}
 		})
 	}
-}
-
-// memcachedServer is a memcached child process on a loopback port.
-type memcachedServer struct {
-	port   int
-	cmd    *exec.Cmd
-	exited chan struct{}
-	out    *testutil.LockedBuffer
-	once   sync.Once
-}
-
-// startMemcached starts memcached on port, and stops it when the test
-// ends. Without memcached the test is skipped, or fails in CI.
-func startMemcached(t testing.TB, port int) *memcachedServer {
-	t.Helper()
-	testutil.Need(t, "memcached")
-	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-t", "2"}
-	if os.Geteuid() == 0 {
-		args = append(args, "-u", "root") // memcached refuses root without it
-	}
-	m := &memcachedServer{port: port, exited: make(chan struct{}), out: &testutil.LockedBuffer{}}
-	m.cmd = exec.Command("memcached", args...)
-	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("memcached: %v", err)
-	}
-	go func() {
-		m.cmd.Wait()
-		close(m.exited)
-	}()
-	t.Cleanup(m.Stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for !memcachedUp(port) {
-		select {
-		case <-m.exited:
-			t.Fatalf("memcached exited on port %d: %s", port, m.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("memcached: no answer on port %d: %s", port, m.out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return m
-}
-
-// Stop kills the server, as a crash would (memcached takes a second to
-// end on SIGTERM), and waits for it to be gone.
-func (m *memcachedServer) Stop() {
-	m.once.Do(func() {
-		m.cmd.Process.Kill()
-		<-m.exited
-	})
-}
-
-// memcachedUp tells whether memcached answers on port.
-func memcachedUp(port int) bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("version\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "VERSION")
 }

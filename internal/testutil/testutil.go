@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -62,10 +63,11 @@ func (l *LockedBuffer) String() string {
 	return l.b.String()
 }
 
-// Redis is a redis-server child process without persistence on a loopback
-// port: a restart on the same port starts it empty, as after a crash.
-type Redis struct {
+// Server is a server child process on a loopback port, stopped when the
+// test that started it ends.
+type Server struct {
 	Port   int
+	name   string
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd exits
 	out    *LockedBuffer
@@ -73,7 +75,104 @@ type Redis struct {
 }
 
 // Addr is the server's host:port.
-func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
+func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.Port) }
+
+// Stop ends the server with SIGTERM (SIGKILL after 5 s) and waits for it to
+// be gone, so its port is free; stopping a stopped server does nothing.
+func (s *Server) Stop(t testing.TB) {
+	s.once.Do(func() {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.exited
+			t.Logf("%s on port %d ignored SIGTERM: %s", s.name, s.Port, s.out.String())
+		}
+	})
+}
+
+// Kill ends the server at once, as a crash would, and waits for it to be
+// gone.
+func (s *Server) Kill() {
+	s.once.Do(func() {
+		s.cmd.Process.Kill()
+		<-s.exited
+	})
+}
+
+// startServer starts the server command name with args on port, which it
+// was told to listen on, and stops it when the test ends. It retries on
+// another free port (when port was 0) if the server does not come up, for
+// a free port can be taken between FreePort and the server's bind; up
+// reports whether the server answers. Without the command the test is
+// skipped, or fails in CI.
+func startServer(t testing.TB, port int, up func(port int) bool, name string, args func(port int) []string) *Server {
+	t.Helper()
+	Need(t, name)
+	for attempt := 0; ; attempt++ {
+		p := port
+		if p == 0 {
+			p = FreePort(t)
+		}
+		s, err := runServer(t, p, up, name, args(p))
+		if err == nil {
+			t.Cleanup(func() { s.Stop(t) })
+			return s
+		}
+		if attempt == 4 {
+			t.Fatalf("%s: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func runServer(t testing.TB, port int, up func(port int) bool, name string, args []string) (*Server, error) {
+	s := &Server{Port: port, name: name, exited: make(chan struct{}), out: &LockedBuffer{}}
+	s.cmd = exec.Command(name, args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		s.cmd.Wait()
+		close(s.exited)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !up(port) {
+		select {
+		case <-s.exited:
+			return nil, fmt.Errorf("exited on port %d: %s", port, s.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Stop(t)
+			return nil, fmt.Errorf("no answer on port %d: %s", port, s.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s, nil
+}
+
+// answers tells whether a server on port answers request with a line
+// starting with prefix.
+func answers(port int, request, prefix string) bool {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, request); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, prefix)
+}
+
+// Redis is a redis-server child process without persistence on a loopback
+// port: a restart on the same port starts it empty, as after a crash.
+type Redis struct{ *Server }
 
 // URL is the server's redis:// URL, database 0.
 func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
@@ -83,82 +182,25 @@ func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
 // redis-server the test is skipped, or fails in CI.
 func StartRedis(t testing.TB, port int, args ...string) *Redis {
 	t.Helper()
-	Need(t, "redis-server")
-	for attempt := 0; ; attempt++ {
-		p := port
-		if p == 0 {
-			p = FreePort(t)
-		}
-		r, err := runRedis(t, p, args)
-		if err == nil {
-			t.Cleanup(func() { r.Stop(t) })
-			return r
-		}
-		// A free port can be taken between FreePort and redis-server's
-		// bind; a port of our own should be free again at once.
-		if attempt == 4 {
-			t.Fatalf("redis-server: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	dir := t.TempDir()
+	return &Redis{startServer(t, port, func(p int) bool { return answers(p, "PING\r\n", "+PONG") }, "redis-server",
+		func(p int) []string {
+			return append([]string{"--port", strconv.Itoa(p), "--bind", "127.0.0.1",
+				"--save", "", "--appendonly", "no", "--dir", dir}, args...)
+		})}
 }
 
-func runRedis(t testing.TB, port int, args []string) (*Redis, error) {
-	r := &Redis{Port: port, exited: make(chan struct{}), out: &LockedBuffer{}}
-	r.cmd = exec.Command("redis-server", append([]string{
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no",
-		"--dir", t.TempDir()}, args...)...)
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	if err := r.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		r.cmd.Wait()
-		close(r.exited)
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ping(port) {
-		select {
-		case <-r.exited:
-			return nil, fmt.Errorf("exited on port %d: %s", port, r.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			r.Stop(t)
-			return nil, fmt.Errorf("no answer on port %d: %s", port, r.out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return r, nil
-}
-
-// Stop ends the server and waits for it to be gone, so its port is free;
-// stopping a stopped server does nothing.
-func (r *Redis) Stop(t testing.TB) {
-	r.once.Do(func() {
-		r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.exited:
-		case <-time.After(5 * time.Second):
-			r.cmd.Process.Kill()
-			<-r.exited
-			t.Logf("redis-server on port %d ignored SIGTERM: %s", r.Port, r.out.String())
-		}
-	})
-}
-
-// ping tells whether a Redis server answers on port.
-func ping(port int) bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+// StartMemcached starts memcached (64 MiB, TCP only) on port, or on a free
+// port if port is 0, and stops it when the test ends. Without memcached the
+// test is skipped, or fails in CI.
+func StartMemcached(t testing.TB, port int) *Server {
+	t.Helper()
+	return startServer(t, port, func(p int) bool { return answers(p, "version\r\n", "VERSION") }, "memcached",
+		func(p int) []string {
+			args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(p), "-U", "0", "-m", "64", "-t", "2"}
+			if os.Geteuid() == 0 {
+				args = append(args, "-u", "root") // memcached refuses root without it
+			}
+			return args
+		})
 }

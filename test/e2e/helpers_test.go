@@ -325,11 +325,36 @@ func playRTMP(t *testing.T, addr, name string) *rtmpViewer {
 }
 
 func dialRTMPViewer(addr, name string) (*rtmpViewer, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return dialRTMPViewerFrom(nil, addr, name)
+}
+
+// dialRTMPViewerFrom is dialRTMPViewer from the loopback address ip (nil:
+// any).
+func dialRTMPViewerFrom(ip net.IP, addr, name string) (*rtmpViewer, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if ip != nil {
+		d.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := startPlaying(conn, addr, name)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	v := &rtmpViewer{conn: conn, done: make(chan struct{}), resume: make(chan struct{})}
+	v.lastTS.Store(-1)
+	go v.run(c)
+	return v, nil
+}
+
+// startPlaying connects an RTMP client on conn to addr and plays name
+// (APP/STREAM, perhaps with ?parameters), within 15 s.
+func startPlaying(conn net.Conn, addr, name string) (*rtmp.Client, error) {
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	defer conn.SetDeadline(time.Time{})
 	app, key, _ := strings.Cut(name, "/")
 	c, err := rtmp.NewClient(conn)
 	if err == nil {
@@ -338,15 +363,7 @@ func dialRTMPViewer(addr, name string) (*rtmpViewer, error) {
 	if err == nil {
 		err = c.Play(key)
 	}
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	conn.SetDeadline(time.Time{})
-	v := &rtmpViewer{conn: conn, done: make(chan struct{}), resume: make(chan struct{})}
-	v.lastTS.Store(-1)
-	go v.run(c)
-	return v, nil
+	return c, err
 }
 
 func (v *rtmpViewer) run(c *rtmp.Client) {

@@ -231,27 +231,10 @@ func dialFrom(ip net.IP, addr string) (net.Conn, error) {
 // playRTMPFrom is playRTMP from the loopback address ip.
 func playRTMPFrom(t *testing.T, ip net.IP, addr, name string) (*rtmpViewer, error) {
 	t.Helper()
-	conn, err := dialFrom(ip, addr)
+	v, err := dialRTMPViewerFrom(ip, addr, name)
 	if err != nil {
 		return nil, err
 	}
-	conn.SetDeadline(time.Now().Add(15 * time.Second))
-	app, key, _ := strings.Cut(name, "/")
-	c, err := rtmp.NewClient(conn)
-	if err == nil {
-		err = c.Connect(app, fmt.Sprintf("rtmp://%s/%s", addr, app))
-	}
-	if err == nil {
-		err = c.Play(key)
-	}
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	conn.SetDeadline(time.Time{})
-	v := &rtmpViewer{conn: conn, done: make(chan struct{}), resume: make(chan struct{})}
-	v.lastTS.Store(-1)
-	go v.run(c)
 	t.Cleanup(v.close)
 	return v, nil
 }

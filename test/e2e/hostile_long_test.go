@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -198,15 +197,7 @@ func (v *rejoiningViewer) play(addr, name string) error {
 	v.conn = conn
 	v.mu.Unlock()
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(15 * time.Second))
-	app, key, _ := strings.Cut(name, "/")
-	c, err := rtmp.NewClient(conn)
-	if err == nil {
-		err = c.Connect(app, fmt.Sprintf("rtmp://%s/%s", addr, app))
-	}
-	if err == nil {
-		err = c.Play(key)
-	}
+	c, err := startPlaying(conn, addr, name)
 	if err != nil {
 		return err
 	}
