@@ -31,6 +31,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/tlsutil"
+	"github.com/meshcast/meshcast/internal/vod"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -47,6 +48,7 @@ type App struct {
 	hls    *hls.Server
 	api    *api.API
 	auth   *auth.Authorizer
+	vod    *vod.Library // nil without --vod-dir
 
 	registry    cluster.Registry
 	ownRegistry bool                // built from the configuration: closed with the node
@@ -126,6 +128,11 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.auth = az
+	if cfg.VODDir != "" {
+		if a.vod, err = vod.Open(cfg.VODDir); err != nil {
+			return nil, fmt.Errorf("--vod-dir: %w", err)
+		}
+	}
 	rcfg := rtmpLimits(cfg, rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
@@ -302,6 +309,9 @@ func (a *App) Close() error {
 	if a.ownRegistry {
 		errs = append(errs, a.registry.Close())
 	}
+	if a.vod != nil {
+		errs = append(errs, a.vod.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -324,6 +334,10 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("GET /{$}", a.serveIndex)
+	if a.vod != nil {
+		mux.HandleFunc("GET /vod/{file}", a.vod.ServeMP4)
+		mux.HandleFunc("GET /api/v1/vod", a.vod.ServeList)
+	}
 	a.mountEvents(mux)
 	if a.cfg.Pprof {
 		mux.HandleFunc("GET /debug/pprof/{$}", pprof.Index)

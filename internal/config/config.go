@@ -256,6 +256,11 @@ type Config struct {
 	// starting to publish or play, and an HTTP client to send its request
 	// headers. Defaults to 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout" usage:"time a client has from connecting to publishing or playing (RTMP) or to sending its request headers (HTTP)"`
+
+	// VODDir is the directory of the on-demand library: its MP4 files are
+	// served at /vod/NAME.mp4 and listed at /api/v1/vod. Empty serves no
+	// library. Defaults to "".
+	VODDir string `yaml:"vod_dir" usage:"directory of on-demand MP4 files, served at /vod/NAME.mp4 (empty: none)"`
 }
 
 // PublishAuthModes are the values of Config.PublishAuth.

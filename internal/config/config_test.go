@@ -245,6 +245,7 @@ func TestLoadAllFields(t *testing.T) {
 		"--rtmps-addr=[::1]:0",
 		"--max-connections-per-ip=12",
 		"--handshake-timeout=4s",
+		"--vod-dir=/srv/vod",
 	}
 	want := Config{
 		RTMPAddr:            "127.0.0.1:0",
@@ -295,6 +296,7 @@ func TestLoadAllFields(t *testing.T) {
 		RTMPSAddr:           "[::1]:0",
 		MaxConnectionsPerIP: 12,
 		HandshakeTimeout:    4 * time.Second,
+		VODDir:              "/srv/vod",
 	}
 	got, err := Load(args, nil)
 	if err != nil {
