@@ -339,8 +339,12 @@ func (a *Authorizer) node() string {
 	return a.cfg.Node()
 }
 
-// maxHookParams bounds what a client's parameters add to a hook request.
-const maxHookParams = 32
+// maxHookParams and maxHookParamLen bound what a client's parameters add
+// to a hook request: at most 32 of them, each name and value cut at 1 KiB.
+const (
+	maxHookParams   = 32
+	maxHookParamLen = 1024
+)
 
 // askCached asks the hook, answering a player's request from a recent
 // admission of the same request when there is one. Publishers are always
@@ -383,8 +387,8 @@ func (a *Authorizer) ask(ctx context.Context, req Request) error {
 		if len(params) == maxHookParams {
 			break
 		}
-		if len(v) > 0 {
-			params[k] = v[0]
+		if len(v) > 0 && len(k) <= maxHookParamLen {
+			params[k] = v[0][:min(len(v[0]), maxHookParamLen)]
 		}
 	}
 	ip := ""

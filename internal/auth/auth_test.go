@@ -215,6 +215,12 @@ func TestHook(t *testing.T) {
 	if h.badSig.Load() {
 		t.Error("hook request signature does not verify")
 	}
+	// A client's parameters reach the hook bounded.
+	long := strings.Repeat("k", 5000)
+	a.Check(ctx, Request{Action: Publish, Name: cam, Params: params("key=" + long + "&" + long + "=1"), Remote: remote})
+	if got := h.last.Load(); len(got.Params["key"]) != maxHookParamLen || len(got.Params) != 1 {
+		t.Errorf("hook got a %d-byte key and %d parameters, want %d bytes and 1", len(got.Params["key"]), len(got.Params), maxHookParamLen)
+	}
 
 	// Every other answer refuses; so do a slow hook and a hanging one,
 	// within the timeout.
