@@ -190,7 +190,6 @@ func TestPublishAuthAndTakeover(t *testing.T) {
 
 	t.Run("owner reconnecting takes over", func(t *testing.T) {
 		owner.frozen.Store(true) // its network died; the server still sees the connection
-		time.Sleep(300 * time.Millisecond)
 		start := time.Now()
 		again, err := startClipPublisher(t, p.rtmpAddr, "live/cam?key="+ownerKey, true)
 		if err != nil {
