@@ -103,6 +103,10 @@ func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// Admin guards h as an admin endpoint, for routes mounted by other
+// packages.
+func (a *API) Admin(h http.HandlerFunc) http.HandlerFunc { return a.admin(h) }
+
 // isAdmin reports whether r carries the admin token or, when the node has
 // none, comes from the node's own machine.
 func (a *API) isAdmin(r *http.Request) bool {

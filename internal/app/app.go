@@ -31,7 +31,6 @@ import (
 	"github.com/meshcast/meshcast/internal/server/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/tlsutil"
-	"github.com/meshcast/meshcast/internal/vod"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -48,7 +47,7 @@ type App struct {
 	hls    *hls.Server
 	api    *api.API
 	auth   *auth.Authorizer
-	vod    *vod.Library // nil without --vod-dir
+	vod    *vodParts // nil without --vod-dir or recordings
 
 	registry    cluster.Registry
 	ownRegistry bool                // built from the configuration: closed with the node
@@ -128,11 +127,6 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.auth = az
-	if cfg.VODDir != "" {
-		if a.vod, err = vod.Open(cfg.VODDir); err != nil {
-			return nil, fmt.Errorf("--vod-dir: %w", err)
-		}
-	}
 	rcfg := rtmpLimits(cfg, rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
@@ -161,6 +155,9 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
+	if a.vod, err = a.newVOD(cfg, mreg, a.api.Admin); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -309,9 +306,7 @@ func (a *App) Close() error {
 	if a.ownRegistry {
 		errs = append(errs, a.registry.Close())
 	}
-	if a.vod != nil {
-		errs = append(errs, a.vod.Close())
-	}
+	errs = append(errs, a.vod.Close())
 	return errors.Join(errs...)
 }
 
@@ -335,8 +330,7 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("GET /{$}", a.serveIndex)
 	if a.vod != nil {
-		mux.HandleFunc("GET /vod/{file}", a.vod.ServeMP4)
-		mux.HandleFunc("GET /api/v1/vod", a.vod.ServeList)
+		a.vod.lib.Register(mux)
 	}
 	a.mountEvents(mux)
 	if a.cfg.Pprof {

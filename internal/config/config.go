@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -260,7 +261,28 @@ type Config struct {
 	// VODDir is the directory of the on-demand library: its MP4 files are
 	// served at /vod/NAME.mp4 and listed at /api/v1/vod. Empty serves no
 	// library. Defaults to "".
-	VODDir string `yaml:"vod_dir" usage:"directory of on-demand MP4 files, served at /vod/NAME.mp4 (empty: none)"`
+	VODDir string `yaml:"vod_dir" usage:"directory of on-demand MP4 and FLV files, served as /vod/NAME.mp4 and /vod/NAME/index.m3u8 (empty: none)"`
+
+	// VODReplicas is how many nodes own each on-demand asset (rendezvous
+	// hashing on its name); uploads and finished recordings are copied to
+	// them. Defaults to 2.
+	VODReplicas int `yaml:"vod_replicas" usage:"nodes that keep a copy of each on-demand asset in a cluster"`
+
+	// VODMaxUpload bounds an upload to the library, as a size ("8GiB").
+	// Defaults to "8GiB".
+	VODMaxUpload string `yaml:"vod_max_upload" usage:"largest upload to the on-demand library (e.g. 8GiB, 500MB)"`
+
+	// VODSegmentDuration is the shortest on-demand HLS segment; segments
+	// start at keyframes. Defaults to 4s.
+	VODSegmentDuration time.Duration `yaml:"vod_segment_duration" usage:"shortest on-demand HLS segment (segments start at keyframes)"`
+
+	// CacheSize bounds the node's cache of on-demand segments and of
+	// objects fetched from other nodes, as a size. Defaults to "256MB".
+	CacheSize string `yaml:"cache_size" usage:"memory for cached on-demand segments and objects fetched from other nodes (e.g. 256MB, 1GiB)"`
+
+	// CacheL2 is a second-level cache the nodes share: redis://HOST:PORT/DB
+	// or memcached://HOST:PORT[,HOST:PORT]. Empty: none. Defaults to "".
+	CacheL2 string `yaml:"cache_l2" secret:"true" usage:"shared second-level cache: redis://... or memcached://... (empty: none)"`
 }
 
 // PublishAuthModes are the values of Config.PublishAuth.
@@ -328,6 +350,10 @@ func Default() Config {
 		RTMPSAddr:           ":1936",
 		MaxConnectionsPerIP: 256,
 		HandshakeTimeout:    10 * time.Second,
+		VODReplicas:         2,
+		VODMaxUpload:        "8GiB",
+		VODSegmentDuration:  4 * time.Second,
+		CacheSize:           "256MB",
 	}
 }
 
@@ -507,6 +533,21 @@ func (c *Config) Validate() error {
 	}
 	checkAddr("HTTPSAddr", c.HTTPSAddr)
 	checkAddr("RTMPSAddr", c.RTMPSAddr)
+	if c.VODReplicas < 1 {
+		bad("VODReplicas", "must be at least 1")
+	}
+	if n, err := ParseSize(c.VODMaxUpload); err != nil || n <= 0 {
+		bad("VODMaxUpload", "%q is not a size such as 8GiB or 500MB", c.VODMaxUpload)
+	}
+	positive("VODSegmentDuration", c.VODSegmentDuration)
+	if n, err := ParseSize(c.CacheSize); err != nil || n < 1<<20 {
+		bad("CacheSize", "%q is not a size of at least 1MiB, such as 256MB or 1GiB", c.CacheSize)
+	}
+	if c.CacheL2 != "" {
+		if p, err := url.Parse(c.CacheL2); err != nil || (p.Scheme != "redis" && p.Scheme != "rediss" && p.Scheme != "memcached") || p.Host == "" {
+			bad("CacheL2", "must be redis://HOST:PORT/DB or memcached://HOST:PORT")
+		}
+	}
 	if c.MaxConnectionsPerIP < 0 {
 		bad("MaxConnectionsPerIP", "must not be negative, got %d", c.MaxConnectionsPerIP)
 	}
@@ -639,4 +680,33 @@ func Usage(w io.Writer) {
 // "REDACTED".
 func (c Config) Redacted() map[string]any {
 	return configFields.redacted(reflect.ValueOf(c))
+}
+
+// sizeUnits are the suffixes ParseSize takes, longest first.
+var sizeUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+}
+
+// ParseSize reads a size in bytes: a whole number, optionally followed by
+// a unit (B, KB, MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB, K, M, G
+// in powers of 1024).
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(v), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("config: %q is not a size", s)
+	}
+	return n * mult, nil
 }

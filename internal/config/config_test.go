@@ -64,6 +64,10 @@ func TestDefault(t *testing.T) {
 		RTMPSAddr:           ":1936",
 		MaxConnectionsPerIP: 256,
 		HandshakeTimeout:    10 * time.Second,
+		VODReplicas:         2,
+		VODMaxUpload:        "8GiB",
+		VODSegmentDuration:  4 * time.Second,
+		CacheSize:           "256MB",
 	}
 	if !reflect.DeepEqual(def, want) {
 		t.Errorf("Default() = %+v, want %+v", def, want)
@@ -246,6 +250,11 @@ func TestLoadAllFields(t *testing.T) {
 		"--max-connections-per-ip=12",
 		"--handshake-timeout=4s",
 		"--vod-dir=/srv/vod",
+		"--vod-replicas=3",
+		"--vod-max-upload=500MB",
+		"--vod-segment-duration=6s",
+		"--cache-size=1GiB",
+		"--cache-l2=memcached://127.0.0.1:11211",
 	}
 	want := Config{
 		RTMPAddr:            "127.0.0.1:0",
@@ -297,6 +306,11 @@ func TestLoadAllFields(t *testing.T) {
 		MaxConnectionsPerIP: 12,
 		HandshakeTimeout:    4 * time.Second,
 		VODDir:              "/srv/vod",
+		VODReplicas:         3,
+		VODMaxUpload:        "500MB",
+		VODSegmentDuration:  6 * time.Second,
+		CacheSize:           "1GiB",
+		CacheL2:             "memcached://127.0.0.1:11211",
 	}
 	got, err := Load(args, nil)
 	if err != nil {
@@ -554,6 +568,12 @@ func TestValidate(t *testing.T) {
 		{"rtmps addr", func(c *Config) { c.RTMPSAddr = ":99999" }, []string{"--rtmps-addr:"}},
 		{"per-IP connections negative", func(c *Config) { c.MaxConnectionsPerIP = -1 }, []string{"--max-connections-per-ip:"}},
 		{"handshake timeout zero", func(c *Config) { c.HandshakeTimeout = 0 }, []string{"--handshake-timeout:"}},
+		{"vod replicas zero", func(c *Config) { c.VODReplicas = 0 }, []string{"--vod-replicas:"}},
+		{"vod upload limit", func(c *Config) { c.VODMaxUpload = "lots" }, []string{"--vod-max-upload:"}},
+		{"vod segments", func(c *Config) { c.VODSegmentDuration = 0 }, []string{"--vod-segment-duration:"}},
+		{"cache size", func(c *Config) { c.CacheSize = "12kB" }, []string{"--cache-size:"}},
+		{"cache tiny", func(c *Config) { c.CacheSize = "1000" }, []string{"--cache-size:"}},
+		{"cache l2", func(c *Config) { c.CacheL2 = "http://x" }, []string{"--cache-l2:"}},
 		{
 			"several problems joined",
 			func(c *Config) { c.LogLevel, c.MaxLag, c.HLSSegmentCount = "loud", 0, 1 },
@@ -789,6 +809,19 @@ func TestUsage(t *testing.T) {
 		named := strings.Contains(out, "--"+f.flag+" ") || strings.Contains(out, "--"+f.flag+"\n")
 		if !named || !strings.Contains(out, f.usage) {
 			t.Errorf("Usage output lacks --%s or its meaning", f.flag)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1024": 1024, "256MB": 256e6, "1GiB": 1 << 30, "8GiB": 8 << 30, "500 MB": 500e6, "64K": 64 << 10, "2M": 2 << 20, "10B": 10} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MB", "-1", "1.5GB", "lots", "99999999999TB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) succeeded", in)
 		}
 	}
 }

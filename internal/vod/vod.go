@@ -1,58 +1,197 @@
-// Package vod serves the on-demand library: the MP4 files of a directory,
-// as progressive downloads with HTTP Range support at /vod/NAME.mp4, and
-// their list at /api/v1/vod.
+// Package vod serves the on-demand library: MP4 files and FLV recordings,
+// as HLS (/vod/NAME/index.m3u8, cut at keyframes on the fly, without
+// transcoding) and as progressive MP4 with HTTP Range support
+// (/vod/NAME.mp4, remuxed on the fly from FLV). It lists, takes uploads of
+// and deletes assets through /api/v1/vod.
 //
-// Files are opened through an os.Root on the library directory, so no name
-// reaches outside it, and names are checked (letters, digits, '_', '-',
-// '.', not starting with a dot) before any file system call.
+// In a cluster every asset is owned by the nodes that rendezvous hashing
+// on its name ranks first among the alive ones (Config.Replicas of them);
+// uploads and finished recordings are copied to them. A node asked for an
+// asset it does not hold fetches what it serves from an owner through the
+// shared cache, so however many viewers ask, each object crosses the
+// cluster once.
+//
+// Names are checked (letters, digits, '_', '-', '.', not starting with a
+// dot) before any file system call, and the directory storage opens files
+// through an os.Root, so no request reaches outside the library.
 package vod
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
+	"log/slog"
 	"net/http"
-	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
-)
 
-// Ext is the extension of the library's files.
-const Ext = ".mp4"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/meshcast/meshcast/internal/cache"
+)
 
 // MaxNameLen bounds an asset name, extension excluded.
 const MaxNameLen = 128
 
+// Defaults of Config.
+const (
+	DefaultSegmentDuration = 4 * time.Second
+	DefaultMaxUpload       = 8 << 30
+	DefaultReplicas        = 2
+	// indexCacheSize is how many assets' indexes a node keeps.
+	indexCacheSize = 64
+)
+
 // ErrBadName is returned for a name that cannot be an asset's.
 var ErrBadName = errors.New("vod: invalid asset name: use 1 to 128 letters, digits, '_', '-' or '.', not starting with '.'")
 
-// Asset is one file of the library.
+// ErrNotFound answers for an asset no node has.
+var ErrNotFound = errors.New("vod: no such asset")
+
+// exts are the containers the library holds, in the order a name is
+// looked up.
+var exts = []Kind{KindMP4, KindFLV}
+
+// Asset describes one asset of the library.
 type Asset struct {
 	Name     string    `json:"name"` // without the extension
-	Size     int64     `json:"size"`
+	Kind     Kind      `json:"kind"` // the container of its file: mp4 or flv
+	Size     int64     `json:"size"` // of its file
 	Modified time.Time `json:"modified"`
-	MP4      string    `json:"mp4"` // its progressive download path
+	// Version changes whenever the file does; it is the same on every
+	// node holding a copy.
+	Version string `json:"version"`
+	MP4     string `json:"mp4"` // its progressive download path
+	HLS     string `json:"hls"` // its HLS playlist path
+	File    string `json:"file,omitempty"`
+	// Set by Info, which indexes the file.
+	Duration float64 `json:"duration,omitempty"` // seconds
+	MP4Size  int64   `json:"mp4_size,omitempty"` // of the MP4 served
+	Video    bool    `json:"video,omitempty"`
+	Audio    bool    `json:"audio,omitempty"`
 }
 
-// Library is a directory of MP4 files.
+// Config configures a Library.
+type Config struct {
+	// Stores hold the files, looked up in order. Uploads and copies from
+	// other nodes go to the first, which may be nil (no uploads here).
+	Stores []Storage
+	// Cache keeps segments, playlists and the objects fetched from other
+	// nodes. Required.
+	Cache *cache.Cache
+	// Meta keeps asset descriptions fetched from other nodes, briefly (its
+	// TTL), so that a node learns of a replaced asset soon. Required with
+	// Peers.
+	Meta *cache.Cache
+	// SegmentDuration is the shortest HLS segment; segments start at
+	// keyframes. Defaults to DefaultSegmentDuration.
+	SegmentDuration time.Duration
+	// MaxUpload bounds an upload. Defaults to DefaultMaxUpload.
+	MaxUpload int64
+	// Peers are the other nodes of the cluster; nil for a single node.
+	Peers Peers
+	// Replicas is how many nodes own each asset. Defaults to
+	// DefaultReplicas.
+	Replicas int
+	// Admin guards the endpoints that change the library. Required.
+	Admin func(http.HandlerFunc) http.HandlerFunc
+	// Active reports whether a file is still being written (a recording):
+	// it is left out until finished. May be nil.
+	Active func(file string) bool
+	// Metrics registers the library's counters when set.
+	Metrics prometheus.Registerer
+	// Logger receives state changes. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Library is the on-demand library of a node.
 type Library struct {
-	dir  string
-	root *os.Root
+	cfg    Config
+	log    *slog.Logger
+	target int64 // segment duration in Clock ticks
+
+	indexes *lru.Cache[string, *asset] // by name and version
+	builds  singleflight.Group         // index builds in flight, by name and version
+
+	served *prometheus.CounterVec
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // replications in flight
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
-// Open opens the library in dir, which must exist.
-func Open(dir string) (*Library, error) {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, fmt.Errorf("vod: %w", err)
+// asset is an indexed file.
+type asset struct {
+	Asset
+	index *Index
+	segs  []segment
+
+	once  sync.Once
+	remux *remuxed // for FLV files, made on first use
+	rerr  error
+}
+
+// New returns a library over cfg.Stores.
+func New(cfg Config) (*Library, error) {
+	if cfg.Cache == nil || cfg.Admin == nil {
+		return nil, errors.New("vod: a cache and an admin guard are required")
 	}
-	return &Library{dir: dir, root: root}, nil
+	if cfg.Peers != nil && cfg.Meta == nil {
+		return nil, errors.New("vod: a cluster library needs a metadata cache")
+	}
+	if cfg.SegmentDuration <= 0 {
+		cfg.SegmentDuration = DefaultSegmentDuration
+	}
+	if cfg.MaxUpload <= 0 {
+		cfg.MaxUpload = DefaultMaxUpload
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = DefaultReplicas
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	idx, err := lru.New[string, *asset](indexCacheSize)
+	if err != nil {
+		return nil, err
+	}
+	l := &Library{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		target:  int64(cfg.SegmentDuration / time.Millisecond * Clock / 1000),
+		indexes: idx,
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshcast_vod_responses_total",
+			Help: "On-demand responses by what was served (playlist, segment, mp4, flv, info) and where it came from (storage: this node's files; peer: another node, through the cache).",
+		}, []string{"kind", "from"}),
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.Register(l.served); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
 }
 
-// Close releases the library's directory.
-func (l *Library) Close() error { return l.root.Close() }
+// Close stops the copies to other nodes in flight and waits for them.
+func (l *Library) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.cancel()
+	l.wg.Wait()
+	return nil
+}
 
 // CheckName reports whether name (without extension) can name an asset.
 func CheckName(name string) error {
@@ -68,80 +207,126 @@ func CheckName(name string) error {
 	return nil
 }
 
-// List returns the library's assets by name. Files that are not regular,
-// lack the extension or have names that could not be served are left out.
-func (l *Library) List() ([]Asset, error) {
-	entries, err := fs.ReadDir(l.root.FS(), ".")
-	if err != nil {
-		return nil, fmt.Errorf("vod: %w", err)
+// splitFile splits "NAME.EXT" of a container the library holds.
+func splitFile(file string) (string, Kind, bool) {
+	for _, k := range exts {
+		if name, ok := strings.CutSuffix(file, "."+string(k)); ok && CheckName(name) == nil {
+			return name, k, true
+		}
 	}
+	return "", "", false
+}
+
+// version names a file's content as far as its size and time tell, the
+// same on every node that holds a copy (copies keep the time).
+func version(o Object) string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%d", o.Size, o.ModTime.Unix())
+	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+// describe makes the listing entry of a stored object.
+func describe(name string, k Kind, o Object) Asset {
+	return Asset{
+		Name: name, Kind: k, Size: o.Size, Modified: o.ModTime.UTC(), Version: version(o),
+		MP4: "/vod/" + name + ".mp4", HLS: "/vod/" + name + "/index.m3u8", File: "/vod/" + o.Name,
+	}
+}
+
+// List returns the assets this node holds, by name. When two stores hold
+// a name, or a name exists as both MP4 and FLV, the first found wins, as
+// in lookups.
+func (l *Library) List(ctx context.Context) ([]Asset, error) {
+	seen := map[string]bool{}
 	out := []Asset{}
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), Ext)
-		if !ok || !e.Type().IsRegular() || CheckName(name) != nil {
+	for _, s := range l.cfg.Stores {
+		if s == nil {
 			continue
 		}
-		info, err := e.Info()
+		objs, err := s.List(ctx)
 		if err != nil {
-			continue // removed meanwhile
+			return nil, err
 		}
-		out = append(out, Asset{Name: name, Size: info.Size(), Modified: info.ModTime().UTC(), MP4: "/vod/" + name + Ext})
+		sort.Slice(objs, func(i, j int) bool { return objs[i].Name < objs[j].Name }) // .flv after .mp4 of a name
+		for _, o := range objs {
+			name, k, ok := splitFile(o.Name)
+			if !ok || seen[name] || l.active(o.Name) {
+				continue
+			}
+			seen[name] = true
+			out = append(out, describe(name, k, o))
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// open opens asset name's file, which must be a regular file.
-func (l *Library) open(name string) (*os.File, fs.FileInfo, error) {
+func (l *Library) active(file string) bool { return l.cfg.Active != nil && l.cfg.Active(file) }
+
+// find looks name up in the stores: the store, the object and its kind.
+func (l *Library) find(ctx context.Context, name string) (Storage, Object, Kind, error) {
 	if err := CheckName(name); err != nil {
-		return nil, nil, err
+		return nil, Object{}, "", err
 	}
-	f, err := l.root.Open(name + Ext)
+	for _, s := range l.cfg.Stores {
+		if s == nil {
+			continue
+		}
+		for _, k := range exts {
+			file := name + "." + string(k)
+			o, err := s.Stat(ctx, file)
+			if err == nil && !l.active(file) {
+				return s, o, k, nil
+			}
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, Object{}, "", err
+			}
+		}
+	}
+	return nil, Object{}, "", ErrNotFound
+}
+
+// open indexes name's file, or takes its index from memory.
+func (l *Library) open(ctx context.Context, name string) (*asset, Storage, error) {
+	s, o, k, err := l.find(ctx, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	info, err := f.Stat()
-	if err != nil || !info.Mode().IsRegular() {
-		f.Close()
-		return nil, nil, fs.ErrNotExist
+	key := name + "/" + version(o)
+	if a, ok := l.indexes.Get(key); ok {
+		return a, s, nil
 	}
-	return f, info, nil
-}
-
-// ServeMP4 answers GET and HEAD /vod/{file} for file NAME.mp4, with Range,
-// If-Modified-Since and If-Range as http.ServeContent handles them.
-func (l *Library) ServeMP4(w http.ResponseWriter, r *http.Request) {
-	name, ok := strings.CutSuffix(r.PathValue("file"), Ext)
-	if !ok {
-		http.NotFound(w, r)
-		return
-	}
-	f, info, err := l.open(name)
-	switch {
-	case errors.Is(err, ErrBadName):
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	case err != nil:
-		http.Error(w, "no such asset", http.StatusNotFound)
-		return
-	}
-	defer f.Close()
-	w.Header().Set("Content-Type", "video/mp4")
-	w.Header().Set("Cache-Control", "public, max-age=60")
-	http.ServeContent(w, r, "", info.ModTime(), f)
-}
-
-// ServeList answers GET /api/v1/vod with the library's assets.
-func (l *Library) ServeList(w http.ResponseWriter, r *http.Request) {
-	assets, err := l.List()
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	v, err, _ := l.builds.Do(key, func() (any, error) {
+		f, o, err := s.Open(ctx, o.Name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		x, err := BuildIndex(k, f, o.Size)
+		if err != nil {
+			return nil, err
+		}
+		a := &asset{Asset: describe(name, k, o), index: x, segs: plan(x, l.target)}
+		a.Duration = x.Duration().Seconds()
+		a.Video, a.Audio = x.Video != nil, x.Audio != nil
+		a.MP4Size = o.Size
+		if k != KindMP4 {
+			if rm, err := a.remuxed(); err == nil {
+				a.MP4Size = rm.size
+			}
+		}
+		l.indexes.Add(key, a)
+		l.log.Debug("vod: indexed", "asset", name, "kind", k, "duration", x.Duration(), "segments", len(a.segs))
+		return a, nil
+	})
 	if err != nil {
-		w.WriteHeader(http.StatusInternalServerError)
-		json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "vod_unavailable", "message": "the library cannot be read"}})
-		return
+		return nil, nil, err
 	}
-	json.NewEncoder(w).Encode(struct {
-		Assets []Asset `json:"assets"`
-	}{assets})
+	return v.(*asset), s, nil
+}
+
+// remuxed lays the asset out as MP4, once.
+func (a *asset) remuxed() (*remuxed, error) {
+	a.once.Do(func() { a.remux, a.rerr = newRemuxed(a.index) })
+	return a.remux, a.rerr
 }

@@ -2,12 +2,15 @@ package vod
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshcast/meshcast/internal/cache"
 )
 
 func newLibrary(t *testing.T) (*Library, string) {
@@ -36,19 +39,43 @@ func newLibrary(t *testing.T) (*Library, string) {
 	if err := os.Symlink(filepath.Join(root, "secret.mp4"), filepath.Join(dir, "link.mp4")); err != nil {
 		t.Fatal(err)
 	}
-	l, err := Open(dir)
+	return openLibrary(t, dir), dir
+}
+
+// openLibrary opens a single-node library on dir whose admin guard lets
+// every request through.
+func openLibrary(t *testing.T, dirs ...string) *Library {
+	t.Helper()
+	var stores []Storage
+	for _, dir := range dirs {
+		d, err := OpenDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		stores = append(stores, d)
+	}
+	c, err := cache.New(cache.Config{MaxBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	l, err := New(Config{Stores: stores, Cache: c, Admin: func(h http.HandlerFunc) http.HandlerFunc { return h }, MaxUpload: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	return l, dir
+	return l
 }
 
 func serve(l *Library, path string, hdr ...string) *httptest.ResponseRecorder {
+	return do(l, "GET", path, nil, hdr...)
+}
+
+func do(l *Library, method, path string, body io.Reader, hdr ...string) *httptest.ResponseRecorder {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /vod/{file}", l.ServeMP4)
-	mux.HandleFunc("GET /api/v1/vod", l.ServeList)
-	r := httptest.NewRequest("GET", "http://x"+path, nil)
+	l.Register(mux)
+	r := httptest.NewRequest(method, "http://x"+path, body)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		r.Header.Set(hdr[i], hdr[i+1])
 	}
@@ -128,3 +155,5 @@ func TestCheckName(t *testing.T) {
 		}
 	}
 }
+
+func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }
