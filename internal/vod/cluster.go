@@ -41,7 +41,7 @@ const peerTimeout = 10 * time.Second
 
 // blockSize is the unit in which files held elsewhere are fetched and
 // cached: a range request costs at most two blocks more than it asks for.
-const blockSize = 2 << 20
+const blockSize = 1 << 20
 
 // Owners returns the nodes that own name, best first.
 func (l *Library) Owners(ctx context.Context, name string) []Peer {

@@ -50,7 +50,7 @@ func TestVODProgressiveMP4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startProcess(t, "--vod-dir", lib)
+	p := startProcess(t, "--vod-dir", lib, "--vod-max-upload", "8MiB")
 
 	t.Run("listed", func(t *testing.T) {
 		code, body := httpGet(t, p.httpURL+"/api/v1/vod")
@@ -107,7 +107,67 @@ func TestVODProgressiveMP4(t *testing.T) {
 		}
 		probeCodecs(t, p.httpURL+"/vod/x.mp4")
 	})
+	t.Run("plays as HLS", func(t *testing.T) {
+		if got, src := durationOf(t, p.httpURL+"/vod/x/index.m3u8"), durationOf(t, src); got < src-1 || got > src+1 {
+			t.Errorf("HLS duration %.2f s, source %.2f s", got, src)
+		}
+		probeCodecs(t, p.httpURL+"/vod/x/index.m3u8")
+	})
+	t.Run("upload, play, delete", func(t *testing.T) {
+		code, body := upload(t, p.httpURL, "up.mp4", src)
+		if code != http.StatusCreated {
+			t.Fatalf("upload: %d %s", code, body)
+		}
+		if got, err := os.ReadFile(filepath.Join(lib, "up.mp4")); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("uploaded file: %v, %d bytes, want the %d bytes sent", err, len(got), len(want))
+		}
+		if d := durationOf(t, p.httpURL+"/vod/up/index.m3u8"); d < 7 || d > 9 {
+			t.Errorf("uploaded asset plays %.2f s, want 8", d)
+		}
+		// Over the limit, or not media: refused, and the library is unchanged.
+		if code, body := uploadBody(t, p.httpURL, "huge.mp4", io.LimitReader(zeros{}, 9<<20)); code != http.StatusRequestEntityTooLarge {
+			t.Errorf("9 MiB upload with an 8 MiB limit: %d %s", code, body)
+		}
+		if code, body := uploadBody(t, p.httpURL, "up.mp4", strings.NewReader("not a video at all")); code != http.StatusUnsupportedMediaType {
+			t.Errorf("upload of text over up.mp4: %d %s", code, body)
+		}
+		if got, _ := os.ReadFile(filepath.Join(lib, "up.mp4")); !bytes.Equal(got, want) {
+			t.Error("a refused upload replaced up.mp4")
+		}
+		req, _ := http.NewRequest("DELETE", p.httpURL+"/api/v1/vod/up", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("DELETE: %v %v", err, resp)
+		}
+		resp.Body.Close()
+		if code, _ := httpGet(t, p.httpURL+"/vod/up.mp4"); code != 404 {
+			t.Errorf("deleted asset: %d", code)
+		}
+		entries, _ := os.ReadDir(lib)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if len(names) != 1 || names[0] != "x.mp4" {
+			t.Errorf("library holds %v, want x.mp4 alone (no temporary files left)", names)
+		}
+	})
 	t.Run("nothing outside the library", func(t *testing.T) {
+		for _, file := range []string{"..%2fevil.mp4", "%2e%2e%2fevil.mp4", "..%5cevil.mp4", ".evil.mp4", "evil.txt", "evil", "a%00.mp4"} {
+			code, body := uploadBody(t, p.httpURL, file, strings.NewReader("payload"))
+			if code != 400 && code != 404 {
+				t.Errorf("PUT /api/v1/vod/%s: %d %s", file, code, body)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "evil.mp4")); err == nil {
+			t.Error("an upload was written outside the library")
+		}
+		for _, path := range []string{"/vod/..%2fsecret/index.m3u8", "/vod/%2e%2e/secret.mp4", "/vod/x/..%2f..%2fsecret.mp4", "/api/v1/vod/..%2fsecret"} {
+			code, body := httpGet(t, p.httpURL+path)
+			if (code != 400 && code != 404) || strings.Contains(string(body), "outside") {
+				t.Errorf("GET %s: %d %q", path, code, body)
+			}
+		}
 		for _, path := range []string{"/vod/..%2fsecret.mp4", "/vod/%2e%2e%2fsecret.mp4", "/vod/secret.mp4", "/vod/x.mp4%00", "/vod/.x.mp4"} {
 			code, body := httpGet(t, p.httpURL+path)
 			if (code != 400 && code != 404) || strings.Contains(string(body), "outside") {
@@ -115,4 +175,12 @@ func TestVODProgressiveMP4(t *testing.T) {
 			}
 		}
 	})
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
