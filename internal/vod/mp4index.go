@@ -195,6 +195,9 @@ func (st *sampleTable) samples(video bool, size int64) ([]Sample, error) {
 	if st.stsz.SampleSize == 0 && len(st.stsz.EntrySize) != n {
 		return bad("sample sizes do not match the sample count")
 	}
+	if int64(st.stsz.SampleSize)*int64(n) > size {
+		return bad("samples larger than the file")
+	}
 	out := make([]Sample, n)
 
 	// Sizes and decode times.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/meshcast/meshcast/internal/cache"
 )
 
@@ -157,3 +159,5 @@ func TestCheckName(t *testing.T) {
 }
 
 func jsonDecode(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
