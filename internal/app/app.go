@@ -329,9 +329,7 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("GET /{$}", a.serveIndex)
-	if a.vod != nil {
-		a.vod.lib.Register(mux)
-	}
+	a.vod.lib.Register(mux)
 	a.mountEvents(mux)
 	if a.cfg.Pprof {
 		mux.HandleFunc("GET /debug/pprof/{$}", pprof.Index)

@@ -34,11 +34,9 @@ type vodParts struct {
 }
 
 // newVOD builds the on-demand library over --vod-dir and the recordings,
-// with its caches; nil when the node has neither.
+// with its caches. Without either the library is empty and says so to
+// uploads.
 func (a *App) newVOD(cfg config.Config, reg prometheus.Registerer, admin func(http.HandlerFunc) http.HandlerFunc, extra ...string) (*vodParts, error) {
-	if cfg.VODDir == "" && len(extra) == 0 {
-		return nil, nil
-	}
 	p := &vodParts{}
 	ok := false
 	defer func() {

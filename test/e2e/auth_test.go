@@ -459,7 +459,7 @@ func TestAdminTokenAndCORS(t *testing.T) {
 	if err := json.Unmarshal([]byte(spec), &doc); err != nil {
 		t.Fatal(err)
 	}
-	fill := strings.NewReplacer("{app}", "live", "{stream}", "healthy", "{id}", "1", "{file}", "healthy.flv")
+	fill := strings.NewReplacer("{app}", "live", "{stream}", "healthy", "{id}", "1", "{file}", "healthy.flv", "{asset}", "healthy.mp4")
 	n := 0
 	for path, ops := range doc.Paths {
 		for method, raw := range ops {
