@@ -26,6 +26,7 @@ import (
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/metrics"
+	"github.com/meshcast/meshcast/internal/record"
 	"github.com/meshcast/meshcast/internal/server/hls"
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
@@ -49,6 +50,9 @@ type App struct {
 	api    *api.API
 	auth   *auth.Authorizer
 	vod    *vod.Library // nil without --vod-dir
+
+	recorder *record.Recorder // nil when nothing is recorded
+	recHooks recordHooks
 
 	registry    cluster.Registry
 	ownRegistry bool                // built from the configuration: closed with the node
@@ -160,6 +164,9 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.initRecorder(mreg); err != nil {
+		return nil, err
+	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
 	return a, nil
 }
@@ -195,6 +202,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.startCluster()
 	a.startWebhooks(a.member.Load().ID())
+	a.startRecordHooks()
 	a.startEvents(a.member.Load().ID())
 	return nil
 }
@@ -304,6 +312,7 @@ func (a *App) Close() error {
 		}
 	}
 	a.sender.Close()
+	a.closeRecorder() // its last on_record_done go out with the webhooks' flush
 	a.stopWebhooks()
 	a.stopCluster()
 	if a.ownRegistry {
