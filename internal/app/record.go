@@ -103,13 +103,15 @@ func (a *App) startRecordHooks() {
 // recordEvent is the webhook event of a finished recording.
 func recordEvent(d record.Done) webhook.Event {
 	return webhook.Event{
-		Event:     webhook.OnRecordDone,
-		Stream:    string(d.Stream),
-		Session:   d.Session,
-		Recording: d.Name,
-		Path:      d.Path,
-		Bytes:     d.Bytes,
-		Duration:  d.Duration.Seconds(),
+		Event:      webhook.OnRecordDone,
+		Stream:     string(d.Stream),
+		Session:    d.Session,
+		Protocol:   d.Protocol,
+		RemoteAddr: d.RemoteAddr,
+		Recording:  d.Name,
+		Path:       d.Path,
+		Bytes:      d.Bytes,
+		Duration:   d.Duration.Seconds(),
 	}
 }
 

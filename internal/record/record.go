@@ -74,9 +74,11 @@ type Done struct {
 	// Stream is the stream recorded; empty for a file recovered after a
 	// crash (its name tells APP-STREAM, but both may hold dashes).
 	Stream stream.Name
-	// Session is the ID of the publisher session recorded; empty for a
-	// recovered file.
-	Session string
+	// Session is the ID of the publisher session recorded, Protocol and
+	// RemoteAddr its publisher's; empty for a recovered file.
+	Session    string
+	Protocol   string
+	RemoteAddr string
 	// Path is the absolute path of the .flv file.
 	Path string
 	// Name is the file's base name without .flv.
@@ -187,6 +189,12 @@ func (r *Recorder) event(ev hub.Event) {
 // reader attaches here so that no packet is missed, and everything else
 // happens in the recording's own goroutine.
 func (r *Recorder) start(sess hub.Session) {
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return
+	}
 	s := r.cfg.Hub.Get(sess.Stream)
 	if s == nil {
 		return // gone already
@@ -204,8 +212,7 @@ func (r *Recorder) start(sess hub.Session) {
 		s:       s,
 		rd:      rd,
 		name:    sess.Stream,
-		session: sess.ID,
-		started: sess.Started,
+		sess:    sess,
 		cancel:  cancel,
 		after:   after,
 		resumed: resumed,

@@ -279,7 +279,7 @@ func TestRecordsAPublisherSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Done{
-		Stream: "live/cam", Session: s.id, Path: path, Name: active[0].Name, Bytes: st.Size(),
+		Stream: "live/cam", Session: s.id, Protocol: "test", RemoteAddr: "127.0.0.1:1", Path: path, Name: active[0].Name, Bytes: st.Size(),
 		Duration: time.Duration(end-33-start) * time.Millisecond, Started: d.Started, Ended: d.Ended,
 	}
 	if d != want {

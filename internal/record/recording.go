@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
@@ -31,13 +32,12 @@ var errPastEnd = errors.New("past the end of the session")
 
 // recording is one publisher session being written to a file.
 type recording struct {
-	r       *Recorder
-	s       *stream.Stream
-	rd      *stream.Reader
-	name    stream.Name
-	session string
-	started time.Time
-	cancel  context.CancelFunc
+	r      *Recorder
+	s      *stream.Stream
+	rd     *stream.Reader
+	name   stream.Name
+	sess   hub.Session // the publisher session recorded
+	cancel context.CancelFunc
 
 	// Packets at or before after were in the stream before the session
 	// began (resumed: the stream had packets then).
@@ -77,7 +77,7 @@ func (rec *recording) bound() (int64, bool) {
 func (rec *recording) info() Info {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	return Info{Stream: rec.name, Session: rec.session, Path: rec.path, Name: rec.file, Bytes: rec.bytes.Load(), Started: rec.started}
+	return Info{Stream: rec.name, Session: rec.sess.ID, Path: rec.path, Name: rec.file, Bytes: rec.bytes.Load(), Started: rec.sess.Started}
 }
 
 // run writes the session to its file until the session or the stream
@@ -87,8 +87,8 @@ func (rec *recording) run(ctx context.Context) *Done {
 	defer rec.cancel()
 	defer rec.rd.Close()
 	r := rec.r
-	log := r.log.With("stream", rec.name, "session", rec.session)
-	f, name, err := r.create(baseName(rec.name, rec.started))
+	log := r.log.With("stream", rec.name, "session", rec.sess.ID)
+	f, name, err := r.create(baseName(rec.name, rec.sess.Started))
 	if err != nil {
 		r.failed.Add(1)
 		log.Error("recording not started", "err", err)
@@ -114,7 +114,8 @@ func (rec *recording) run(ctx context.Context) *Done {
 	if werr != nil && err == nil {
 		log.Error("recording not written in full", "err", werr)
 	}
-	if err != nil || werr != nil {
+	failed := err != nil || werr != nil
+	if failed {
 		r.failed.Add(1)
 	}
 	part := f.Name()
@@ -135,20 +136,24 @@ func (rec *recording) run(ctx context.Context) *Done {
 	}
 	final, err := r.finish(name)
 	if err != nil {
-		r.failed.Add(1)
+		if !failed {
+			r.failed.Add(1)
+		}
 		log.Error("recording not renamed: it stays a .part file until the next start", "err", err)
 		return nil
 	}
 	log.Info("recording finished", "to", final+Ext, "bytes", bytes, "duration", dur)
 	return &Done{
-		Stream:   rec.name,
-		Session:  rec.session,
-		Path:     filepath.Join(r.dir, final+Ext),
-		Name:     final,
-		Bytes:    bytes,
-		Duration: dur,
-		Started:  rec.started,
-		Ended:    time.Now().UTC(),
+		Stream:     rec.name,
+		Session:    rec.sess.ID,
+		Protocol:   rec.sess.Protocol,
+		RemoteAddr: rec.sess.RemoteAddr,
+		Path:       filepath.Join(r.dir, final+Ext),
+		Name:       final,
+		Bytes:      bytes,
+		Duration:   dur,
+		Started:    rec.sess.Started,
+		Ended:      time.Now().UTC(),
 	}
 }
 
