@@ -187,9 +187,10 @@ type Config struct {
 	// those endpoints to clients on the node's own machine. Defaults to "".
 	AdminToken string `yaml:"admin_token" secret:"true" usage:"bearer token required by the admin API (empty: admin API on loopback only)"`
 
-	// WebhookURLs receive every on_publish, on_publish_done, on_play and
-	// on_stop event as a signed JSON POST. Defaults to none.
-	WebhookURLs []string `yaml:"webhook_urls" usage:"URLs that receive on_publish, on_publish_done, on_play and on_stop as signed JSON POSTs"`
+	// WebhookURLs receive every on_publish, on_publish_done, on_play,
+	// on_stop and on_record_done event as a signed JSON POST. Defaults to
+	// none.
+	WebhookURLs []string `yaml:"webhook_urls" usage:"URLs that receive on_publish, on_publish_done, on_play, on_stop and on_record_done as signed JSON POSTs"`
 
 	// WebhookSecret signs webhook deliveries (HMAC-SHA256). Required with
 	// WebhookURLs. Defaults to "".
