@@ -28,6 +28,10 @@ func (sc scan) duration() time.Duration {
 	return time.Duration(sc.last-sc.first) * time.Millisecond
 }
 
+// maxHeaderExtra bounds the bytes between the 9-byte file header and the
+// first tag (a DataOffset above 9), as the FLV reader does.
+const maxHeaderExtra = 1 << 16
+
 // errNotFLV reports a file that does not start with an FLV header.
 var errNotFLV = errors.New("not an FLV file")
 
@@ -49,7 +53,7 @@ func scanTags(r io.ReaderAt, size int64) (scan, error) {
 		return scan{}, errNotFLV
 	}
 	offset := int64(binary.BigEndian.Uint32(h[5:9]))
-	if offset < 9 {
+	if offset < 9 || offset > 9+maxHeaderExtra {
 		return scan{}, errNotFLV
 	}
 	pos := offset + flv.PrevTagSizeLen

@@ -2,7 +2,9 @@ package record
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -156,4 +158,52 @@ func TestRecoveredIsAPrefix(t *testing.T) {
 			t.Errorf("cut at %d: repaired to %d bytes (scan %d), want the first %d", cut, len(b), sc.size, want)
 		}
 	}
+}
+
+// FuzzScanTags checks that whatever a crash (or anything else) left in a
+// file, the recovered part is the longest prefix of complete tags: the
+// FLV reader reads exactly those, and scanning it again changes nothing.
+func FuzzScanTags(f *testing.F) {
+	file, ends := clipFLV()
+	f.Add(file)
+	f.Add(file[:ends[5]+7])
+	f.Add(file[:flv.HeaderSize])
+	f.Add([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00\x12\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sc, err := scanTags(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			if !errors.Is(err, errNotFLV) {
+				t.Fatalf("scanTags: %v", err)
+			}
+			return
+		}
+		if sc.size < 0 || sc.size > int64(len(data)) {
+			t.Fatalf("scan %+v of %d bytes", sc, len(data))
+		}
+		again, err := scanTags(bytes.NewReader(data[:sc.size]), sc.size)
+		if err != nil || again != sc {
+			t.Fatalf("scanning the recovered part again: %+v, %v; first %+v", again, err, sc)
+		}
+		if sc.tags == 0 {
+			return
+		}
+		r := flv.NewReader(bytes.NewReader(data[:sc.size]))
+		if _, _, err := r.ReadHeader(); err != nil {
+			t.Fatalf("recovered part: %v", err)
+		}
+		n := 0
+		for {
+			_, _, _, err := r.ReadTag()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("recovered part: tag %d: %v", n, err)
+			}
+			n++
+		}
+		if n != sc.tags {
+			t.Fatalf("the FLV reader reads %d tags of the recovered part, the scan %d", n, sc.tags)
+		}
+	})
 }
