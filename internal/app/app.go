@@ -51,9 +51,6 @@ type App struct {
 	auth   *auth.Authorizer
 	vod    *vod.Library // nil without --vod-dir
 
-	recorder *record.Recorder // nil when nothing is recorded
-	recHooks recordHooks
-
 	registry    cluster.Registry
 	ownRegistry bool                // built from the configuration: closed with the node
 	draining    atomic.Bool         // /readyz answers 503
@@ -77,6 +74,9 @@ type App struct {
 	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
 
 	httpPerIP *connlimit.PerIP // HTTP connections per client address, for every HTTP listener
+
+	recorder *record.Recorder // nil when nothing is recorded
+	recHooks recordHooks      // on_record_done of its recordings
 }
 
 // New builds a node from cfg. Nothing listens until Start.
