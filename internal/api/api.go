@@ -311,7 +311,9 @@ func (a *API) toJSON(in stream.Info) Stream {
 		out.Viewers[p] = 0
 	}
 	for p, n := range in.Readers {
-		out.Viewers[p] = n
+		if p != hub.RecordProtocol { // a recording is nobody watching
+			out.Viewers[p] = n
+		}
 	}
 	for p, c := range a.counted {
 		out.Viewers[p] = c.Viewers(in.Name)

@@ -26,6 +26,7 @@ import (
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/metrics"
+	"github.com/meshcast/meshcast/internal/record"
 	"github.com/meshcast/meshcast/internal/server/hls"
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
@@ -72,6 +73,9 @@ type App struct {
 	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
 
 	httpPerIP *connlimit.PerIP // HTTP connections per client address, for every HTTP listener
+
+	recorder *record.Recorder // nil when nothing is recorded
+	recHooks recordHooks      // on_record_done of its recordings
 }
 
 // New builds a node from cfg. Nothing listens until Start.
@@ -154,6 +158,9 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.initRecorder(mreg); err != nil {
+		return nil, err
+	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
 	if a.vod, err = a.newVOD(cfg, mreg, a.api.Admin); err != nil {
 		return nil, err
@@ -192,6 +199,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.startCluster()
 	a.startWebhooks(a.member.Load().ID())
+	a.startRecordHooks()
 	a.startEvents(a.member.Load().ID())
 	return nil
 }
@@ -301,6 +309,7 @@ func (a *App) Close() error {
 		}
 	}
 	a.sender.Close()
+	a.closeRecorder() // its last on_record_done go out with the webhooks' flush
 	a.stopWebhooks()
 	a.stopCluster()
 	if a.ownRegistry {

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -26,6 +27,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshcast/meshcast/internal/stream"
 )
 
 // EnvPrefix starts the name of every environment variable read by [Load].
@@ -90,6 +93,19 @@ type Config struct {
 	// HLSSegmentCount is the number of segments kept in the HLS playlist; at
 	// least 7, as low-latency HLS requires. Defaults to 7.
 	HLSSegmentCount int `yaml:"hls_segment_count" usage:"HLS segments kept in the playlist (at least 7)"`
+
+	// Record is what this node records of the streams published to it, as
+	// FLV files in RecordDir: "off" or "all". An app's own record setting
+	// under Apps wins. Defaults to "off".
+	Record string `yaml:"record" usage:"record the streams published here as FLV files in --record-dir: off or all (apps: in the YAML file overrides it per app)"`
+
+	// RecordDir is the directory recordings are written to; it is created
+	// when any app is recorded. Defaults to "recordings".
+	RecordDir string `yaml:"record_dir" usage:"directory of recordings (created when recording is on)"`
+
+	// Apps holds settings of single apps by app name. Being a map, it is
+	// set in the YAML file only. Defaults to none.
+	Apps map[string]AppConfig `yaml:"apps" usage:"settings of single apps by app name, e.g. apps: {live: {record: all}}"`
 
 	// Pprof serves Go's profiles at /debug/pprof/ on the HTTP address, for
 	// performance work; never enable it on an address the public can reach.
@@ -172,9 +188,10 @@ type Config struct {
 	// those endpoints to clients on the node's own machine. Defaults to "".
 	AdminToken string `yaml:"admin_token" secret:"true" usage:"bearer token required by the admin API (empty: admin API on loopback only)"`
 
-	// WebhookURLs receive every on_publish, on_publish_done, on_play and
-	// on_stop event as a signed JSON POST. Defaults to none.
-	WebhookURLs []string `yaml:"webhook_urls" usage:"URLs that receive on_publish, on_publish_done, on_play and on_stop as signed JSON POSTs"`
+	// WebhookURLs receive every on_publish, on_publish_done, on_play,
+	// on_stop and on_record_done event as a signed JSON POST. Defaults to
+	// none.
+	WebhookURLs []string `yaml:"webhook_urls" usage:"URLs that receive on_publish, on_publish_done, on_play, on_stop and on_record_done as signed JSON POSTs"`
 
 	// WebhookSecret signs webhook deliveries (HMAC-SHA256). Required with
 	// WebhookURLs. Defaults to "".
@@ -285,6 +302,38 @@ type Config struct {
 	CacheL2 string `yaml:"cache_l2" secret:"true" usage:"shared second-level cache: redis://... or memcached://... (empty: none)"`
 }
 
+// AppConfig is the settings of one app, under apps: in the YAML file.
+type AppConfig struct {
+	// Record overrides Config.Record for the app's streams: "off" or
+	// "all"; empty follows Config.Record.
+	Record string `yaml:"record" json:"record"`
+}
+
+// RecordModes are the values of Config.Record and AppConfig.Record.
+var RecordModes = []string{"off", "all"}
+
+// Records reports whether the streams of app are recorded: the app's own
+// record setting if it has one, else Record.
+func (c *Config) Records(app string) bool {
+	if ac, ok := c.Apps[app]; ok && ac.Record != "" {
+		return ac.Record == "all"
+	}
+	return c.Record == "all"
+}
+
+// Recording reports whether the streams of any app are recorded.
+func (c *Config) Recording() bool {
+	if c.Record == "all" {
+		return true
+	}
+	for _, ac := range c.Apps {
+		if ac.Record == "all" {
+			return true
+		}
+	}
+	return false
+}
+
 // PublishAuthModes are the values of Config.PublishAuth.
 var PublishAuthModes = []string{"loopback", "always", "open"}
 
@@ -329,6 +378,9 @@ func Default() Config {
 		MaxConnections:      10000,
 		HLSSegmentDuration:  time.Second,
 		HLSSegmentCount:     7,
+		Record:              "off",
+		RecordDir:           "recordings",
+		Apps:                map[string]AppConfig{},
 		PublicHost:          "",
 		RedisPrefix:         "meshcast:",
 		NodeTimeout:         5 * time.Second,
@@ -396,7 +448,12 @@ func validID(s string) bool {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(goName, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("config: --%s: %s", configFields.byGo(goName).flag, fmt.Sprintf(format, args...)))
+		f := configFields.byGo(goName)
+		name := "--" + f.flag
+		if f.fileOnly {
+			name = f.yaml
+		}
+		errs = append(errs, fmt.Errorf("config: %s: %s", name, fmt.Sprintf(format, args...)))
 	}
 	checkAddr := func(goName, addr string) {
 		_, port, err := net.SplitHostPort(addr)
@@ -439,6 +496,20 @@ func (c *Config) Validate() error {
 	}
 	if c.HLSSegmentCount < minHLSSegmentCount {
 		bad("HLSSegmentCount", "must be at least %d (required by low-latency HLS), got %d", minHLSSegmentCount, c.HLSSegmentCount)
+	}
+	if !slices.Contains(RecordModes, c.Record) {
+		bad("Record", "%q is not one of %s", c.Record, strings.Join(RecordModes, ", "))
+	}
+	if c.Recording() && c.RecordDir == "" {
+		bad("RecordDir", "is required when recording is on")
+	}
+	for _, app := range slices.Sorted(maps.Keys(c.Apps)) {
+		if err := stream.CheckApp(app); err != nil {
+			bad("Apps", "%v", err)
+		}
+		if r := c.Apps[app].Record; r != "" && !slices.Contains(RecordModes, r) {
+			bad("Apps", "%s: record %q is not one of %s", app, r, strings.Join(RecordModes, ", "))
+		}
 	}
 	if c.Redis != "" && len(c.ClusterSecret) < minSecretLen {
 		bad("ClusterSecret", "must be at least %d characters when --redis is set: nodes authenticate each other with it", minSecretLen)
@@ -577,6 +648,9 @@ func Load(args []string, env []string) (Config, error) {
 	})
 	var fromFlags []pending
 	for _, f := range configFields {
+		if f.fileOnly {
+			continue
+		}
 		fs.Var(&flagValue{f: f, out: &fromFlags}, f.flag, f.usage)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -603,7 +677,7 @@ func Load(args []string, env []string) (Config, error) {
 	rv := reflect.ValueOf(&cfg).Elem()
 	for _, f := range configFields {
 		s, ok := vars[f.env]
-		if !ok {
+		if !ok || f.fileOnly {
 			continue
 		}
 		v, err := f.parse(s)
@@ -661,6 +735,10 @@ func Usage(w io.Writer) {
 	fmt.Fprintf(w, "Flags:\n")
 	fmt.Fprintf(w, "  --config file\n    \tYAML configuration file (or %s)\n", ConfigEnv)
 	for _, f := range configFields {
+		if f.fileOnly {
+			fmt.Fprintf(w, "  %s: (YAML file only)\n    \t%s\n", f.yaml, f.usage)
+			continue
+		}
 		name := "--" + f.flag
 		if f.kind != "bool" {
 			name += " " + f.kind

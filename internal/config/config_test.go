@@ -43,6 +43,9 @@ func TestDefault(t *testing.T) {
 		MaxConnections:      10000,
 		HLSSegmentDuration:  time.Second,
 		HLSSegmentCount:     7,
+		Record:              "off",
+		RecordDir:           "recordings",
+		Apps:                map[string]AppConfig{},
 		PublicHost:          "",
 		RedisPrefix:         "meshcast:",
 		NodeTimeout:         5 * time.Second,
@@ -214,6 +217,8 @@ func TestLoadAllFields(t *testing.T) {
 		"--max-connections=4",
 		"--hls-segment-duration=500ms",
 		"--hls-segment-count=9",
+		"--record=all",
+		"--record-dir=/srv/recordings",
 		"--public-host=live.example.com",
 		"--redis=redis://127.0.0.1:6390/2",
 		"--redis-prefix=mc:",
@@ -270,6 +275,9 @@ func TestLoadAllFields(t *testing.T) {
 		MaxConnections:      4,
 		HLSSegmentDuration:  500 * time.Millisecond,
 		HLSSegmentCount:     9,
+		Record:              "all",
+		RecordDir:           "/srv/recordings",
+		Apps:                map[string]AppConfig{},
 		PublicHost:          "live.example.com",
 		Redis:               "redis://127.0.0.1:6390/2",
 		RedisPrefix:         "mc:",
@@ -348,12 +356,54 @@ func TestLoadAllFields(t *testing.T) {
 		t.Errorf("env: got %+v, want %+v", got, want)
 	}
 
+	// Apps, a map, is set in the file only.
+	yml.WriteString("apps:\n  live: {record: \"off\"}\n  private: {record: all}\n  cams: {}\n")
+	want.Apps = map[string]AppConfig{"live": {Record: "off"}, "private": {Record: "all"}, "cams": {}}
 	got, err = Load([]string{"--config", writeFile(t, yml.String())}, nil)
 	if err != nil {
 		t.Fatalf("file: %v", err)
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("file: got %+v, want %+v", got, want)
+	}
+	for app, rec := range map[string]bool{"live": false, "private": true, "cams": true, "other": true} {
+		if got.Records(app) != rec {
+			t.Errorf("Records(%q) = %v, want %v", app, !rec, rec)
+		}
+	}
+}
+
+func TestRecordSettings(t *testing.T) {
+	path := writeFile(t, "record: \"off\"\napps:\n  live: {record: all}\n")
+	got, err := Load([]string{"--config", path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Records("live") || got.Records("other") || !got.Recording() {
+		t.Errorf("apps.live.record: all with record off: Records(live)=%v Records(other)=%v Recording()=%v",
+			got.Records("live"), got.Records("other"), got.Recording())
+	}
+	// The flag sets every app's default; an app's own setting still wins.
+	got, err = Load([]string{"--config", writeFile(t, "apps:\n  live: {record: \"off\"}\n"), "--record=all"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Records("live") || !got.Records("other") {
+		t.Errorf("--record=all with apps.live.record off: Records(live)=%v Records(other)=%v", got.Records("live"), got.Records("other"))
+	}
+	if d := Default(); d.Recording() {
+		t.Error("recording is on by default")
+	}
+	// There is no flag for apps, and MESHCAST_APPS is not read.
+	if _, err := Load([]string{"--apps=live"}, nil); err == nil {
+		t.Error("--apps accepted")
+	}
+	if got, err := Load(nil, []string{"MESHCAST_APPS=live"}); err != nil || len(got.Apps) != 0 {
+		t.Errorf("MESHCAST_APPS: %v, %v", got.Apps, err)
+	}
+	// An unknown key under an app is an error, as anywhere in the file.
+	if _, err := Load([]string{"--config", writeFile(t, "apps:\n  live: {recrod: all}\n")}, nil); err == nil || !strings.Contains(err.Error(), "recrod") {
+		t.Errorf("unknown app key: %v", err)
 	}
 }
 
@@ -513,6 +563,16 @@ func TestValidate(t *testing.T) {
 		{"grace zero", func(c *Config) { c.PublisherGrace = 0 }, nil},
 		{"minimum HLS", func(c *Config) { c.HLSSegmentDuration, c.HLSSegmentCount = 100*time.Millisecond, 7 }, nil},
 		{"max connections one", func(c *Config) { c.MaxConnections = 1 }, nil},
+		{"record all", func(c *Config) { c.Record = "all" }, nil},
+		{"record per app", func(c *Config) {
+			c.Apps = map[string]AppConfig{"live": {Record: "all"}, "Cam_1.x-y": {Record: "off"}, "other": {}}
+		}, nil},
+		{"record mode", func(c *Config) { c.Record = "some" }, []string{`--record: "some" is not one of off, all`}},
+		{"record dir empty when recording", func(c *Config) { c.Record, c.RecordDir = "all", "" }, []string{"--record-dir:"}},
+		{"record dir empty when not recording", func(c *Config) { c.RecordDir = "" }, nil},
+		{"app record mode", func(c *Config) { c.Apps = map[string]AppConfig{"live": {Record: "yes"}} }, []string{`apps: live: record "yes" is not one of off, all`}},
+		{"app name", func(c *Config) { c.Apps = map[string]AppConfig{"bad app": {Record: "all"}} }, []string{"apps: app ", `"bad app"`}},
+		{"app name reserved", func(c *Config) { c.Apps = map[string]AppConfig{"api": {}} }, []string{"apps: app ", "reserved"}},
 		{"rtmp addr missing port", func(c *Config) { c.RTMPAddr = "localhost" }, []string{"--rtmp-addr:", "missing port"}},
 		{"http addr empty", func(c *Config) { c.HTTPAddr = "" }, []string{"--http-addr:"}},
 		{"http addr bad port", func(c *Config) { c.HTTPAddr = ":http" }, []string{"--http-addr:", `"http"`}},
@@ -599,11 +659,12 @@ func TestValidate(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			// Each want starting with "--" is one problem, on its own line.
+			// Each want starting with "--" (or "apps:", a setting of the
+			// file only) is one problem, on its own line.
 			lines := strings.Split(err.Error(), "\n")
 			problems := 0
 			for _, w := range tt.want {
-				if strings.HasPrefix(w, "--") {
+				if strings.HasPrefix(w, "--") || strings.HasPrefix(w, "apps:") {
 					problems++
 				}
 			}
@@ -611,7 +672,7 @@ func TestValidate(t *testing.T) {
 				t.Errorf("got %d problems, want %d: %q", len(lines), problems, err)
 			}
 			for _, l := range lines {
-				if !strings.HasPrefix(l, "config: --") {
+				if !strings.HasPrefix(l, "config: --") && !strings.HasPrefix(l, "config: apps: ") {
 					t.Errorf("problem %q does not start with config: --flag", l)
 				}
 			}
@@ -637,6 +698,13 @@ func TestRedacted(t *testing.T) {
 	slices.Sort(gotKeys)
 	if !slices.Equal(keys, gotKeys) {
 		t.Errorf("Redacted keys = %q, want the YAML keys %q", gotKeys, keys)
+	}
+
+	c.Apps = map[string]AppConfig{"live": {Record: "all"}}
+	apps := c.Redacted()["apps"].(map[string]AppConfig)
+	apps["live"] = AppConfig{Record: "off"}
+	if c.Apps["live"].Record != "all" {
+		t.Error("the redacted map shares apps with the configuration")
 	}
 
 	for key, want := range map[string]any{
@@ -805,6 +873,12 @@ func TestUsage(t *testing.T) {
 		}
 	}
 	for _, f := range configFields {
+		if f.fileOnly {
+			if !strings.Contains(out, "  "+f.yaml+": (YAML file only)") || !strings.Contains(out, f.usage) {
+				t.Errorf("Usage output lacks %s or its meaning", f.yaml)
+			}
+			continue
+		}
 		// Bool flags have no type after the name.
 		named := strings.Contains(out, "--"+f.flag+" ") || strings.Contains(out, "--"+f.flag+"\n")
 		if !named || !strings.Contains(out, f.usage) {

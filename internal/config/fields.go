@@ -20,6 +20,10 @@ type field struct {
 	secret bool   // secret:"true": hidden by Redacted
 	kind   string // value placeholder shown by Usage
 	typ    reflect.Type
+
+	// fileOnly marks a map setting: set in the YAML file only, as flags
+	// and environment variables have no syntax for it.
+	fileOnly bool
 }
 
 // fieldList is the ordered settings of a struct type.
@@ -66,6 +70,8 @@ func mustFields(t reflect.Type) fieldList {
 			f.kind = "list"
 		case sf.Type.Kind() == reflect.String, sf.Type.Kind() == reflect.Int, sf.Type.Kind() == reflect.Bool:
 			f.kind = sf.Type.Kind().String()
+		case sf.Type.Kind() == reflect.Map && sf.Type.Key().Kind() == reflect.String:
+			f.kind, f.fileOnly = "map", true
 		default:
 			panic(fmt.Sprintf("config: field %s has unsupported type %s", sf.Name, sf.Type))
 		}
@@ -154,6 +160,13 @@ func (fl fieldList) redacted(sv reflect.Value) map[string]any {
 			m[f.yaml] = f.format(v)
 		case f.typ == stringSliceType:
 			m[f.yaml] = slices.Clone(v.Interface().([]string))
+		case f.fileOnly:
+			// A copy, so the map is not shared with the configuration.
+			cp := reflect.MakeMapWithSize(f.typ, v.Len())
+			for it := v.MapRange(); it.Next(); {
+				cp.SetMapIndex(it.Key(), it.Value())
+			}
+			m[f.yaml] = cp.Interface()
 		default:
 			m[f.yaml] = v.Interface()
 		}

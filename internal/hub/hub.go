@@ -348,12 +348,12 @@ func (h *Hub) List() []*stream.Stream {
 }
 
 // Load counts the streams on this node and their viewers of every protocol
-// but relays to other nodes.
+// but relays to other nodes and recordings.
 func (h *Hub) Load() (streams, viewers int) {
 	for _, s := range h.List() {
 		streams++
 		for proto, n := range s.Stats().ReaderCount {
-			if proto != RelayProtocol {
+			if proto != RelayProtocol && proto != RecordProtocol {
 				viewers += n
 			}
 		}
@@ -363,6 +363,9 @@ func (h *Hub) Load() (streams, viewers int) {
 
 // RelayProtocol is the reader protocol of other nodes pulling a stream.
 const RelayProtocol = "relay"
+
+// RecordProtocol is the reader protocol of recordings to files.
+const RecordProtocol = "record"
 
 // Close ends every stream, gives up their claims and refuses new publishers.
 func (h *Hub) Close() {

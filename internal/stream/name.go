@@ -33,16 +33,25 @@ var reservedApps = map[string]bool{
 
 // NewName validates app and stream and joins them into a Name.
 func NewName(app, stream string) (Name, error) {
-	if err := checkPart(app, MaxAppLen); err != nil {
-		return "", fmt.Errorf("app %w", err)
-	}
-	if reservedApps[strings.ToLower(app)] {
-		return "", fmt.Errorf("app %q is reserved: %w", app, ErrBadName)
+	if err := CheckApp(app); err != nil {
+		return "", err
 	}
 	if err := checkPart(stream, MaxStreamLen); err != nil {
 		return "", fmt.Errorf("stream %w", err)
 	}
 	return Name(app + "/" + stream), nil
+}
+
+// CheckApp validates the application part of a name on its own, for
+// settings that name an app.
+func CheckApp(app string) error {
+	if err := checkPart(app, MaxAppLen); err != nil {
+		return fmt.Errorf("app %w", err)
+	}
+	if reservedApps[strings.ToLower(app)] {
+		return fmt.Errorf("app %q is reserved: %w", app, ErrBadName)
+	}
+	return nil
 }
 
 // ParseName validates "APP/STREAM".

@@ -404,6 +404,15 @@ func (p *Publisher) WritePacket(pkt *media.Packet) error {
 	return nil
 }
 
+// LastDTS returns the highest timestamp appended so far, and false while
+// the stream has no packets. Everything a publisher session writes comes
+// after the LastDTS seen when the session attached.
+func (s *Stream) LastDTS() (int64, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.lastDTS, s.hasDTS
+}
+
 // KeyframeInterval returns the media time between the last two video
 // keyframes of one publisher session, or 0 until a session has sent two.
 func (s *Stream) KeyframeInterval() time.Duration {

@@ -233,6 +233,38 @@ func TestTimestampsContinueAcrossPublisherSessions(t *testing.T) {
 	}
 }
 
+func TestLastDTSBoundsASession(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	if _, ok := s.LastDTS(); ok {
+		t.Fatal("LastDTS of an empty stream is set")
+	}
+	write(t, p, vcfg(0), acfg(0))
+	end := gop(t, p, 1000, 10) - 33
+	if got, ok := s.LastDTS(); !ok || got != end {
+		t.Fatalf("LastDTS = %d, %v; want %d", got, ok, end)
+	}
+	p.Close()
+	p2, err := s.Attach(PublisherInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, _ := s.LastDTS()
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	write(t, p2, vcfg(0), acfg(0))
+	gop(t, p2, 0, 5)
+	var fresh int
+	for _, pk := range read(t, r) {
+		if pk.DTS > bound {
+			fresh++
+		}
+	}
+	// Every packet of the second session is after the bound.
+	if fresh != 12 {
+		t.Fatalf("%d packets after the bound, want the second session's 12", fresh)
+	}
+}
+
 func TestSecondPublisherBusy(t *testing.T) {
 	s, _ := newPublished(t, Config{})
 	if _, err := s.Attach(PublisherInfo{}); !errors.Is(err, ErrBusy) {
@@ -349,6 +381,14 @@ func TestNames(t *testing.T) {
 		_, err := ParseName(tc.in)
 		if (err == nil) != tc.ok {
 			t.Errorf("ParseName(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+		if app, _, _ := strings.Cut(tc.in, "/"); tc.ok && CheckApp(app) != nil {
+			t.Errorf("CheckApp(%q) = %v for the app of a valid name", app, CheckApp(app))
+		}
+	}
+	for _, app := range []string{"", "API", "vod", ".x", "a/b", "naïve"} {
+		if CheckApp(app) == nil {
+			t.Errorf("CheckApp(%q) = nil, want an error", app)
 		}
 	}
 }

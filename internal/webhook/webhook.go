@@ -1,5 +1,5 @@
 // Package webhook tells other systems what happens on a node: JSON POSTs
-// of on_publish, on_publish_done, on_play and on_stop, signed with
+// of on_publish, on_publish_done, on_play, on_stop and on_record_done, signed with
 // HMAC-SHA256, delivered in order per stream and retried with backoff.
 package webhook
 
@@ -26,6 +26,9 @@ const (
 	OnPublishDone = "on_publish_done"
 	OnPlay        = "on_play"
 	OnStop        = "on_stop"
+	// OnRecordDone reports a finished recording: its file is complete
+	// under its .flv name.
+	OnRecordDone = "on_record_done"
 )
 
 // Headers of a delivery.
@@ -53,6 +56,12 @@ type Event struct {
 	Session    string `json:"session"`
 	Protocol   string `json:"protocol"`
 	RemoteAddr string `json:"remote_addr"`
+	// The recording of on_record_done: its file name without .flv, the
+	// file's absolute path, size, and duration in seconds.
+	Recording string  `json:"recording,omitempty"`
+	Path      string  `json:"path,omitempty"`
+	Bytes     int64   `json:"bytes,omitempty"`
+	Duration  float64 `json:"duration,omitempty"`
 }
 
 // Config configures a Dispatcher.
