@@ -162,7 +162,11 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
-	if a.vod, err = a.newVOD(cfg, mreg, a.api.Admin); err != nil {
+	var recordings []string
+	if a.recorder != nil {
+		recordings = append(recordings, a.recorder.Dir())
+	}
+	if a.vod, err = a.newVOD(cfg, mreg, a.api.Admin, recordings...); err != nil {
 		return nil, err
 	}
 	return a, nil

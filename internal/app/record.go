@@ -79,9 +79,16 @@ func (a *App) recordDone(d record.Done) {
 		h.pending = append(h.pending, d)
 		return
 	}
-	if h.d != nil {
-		h.d.Notify(recordEvent(d))
+	a.recordingFinished(h.d, d)
+}
+
+// recordingFinished announces a finished recording to the webhooks (d may
+// be nil) and copies it to the owners of its asset in a cluster.
+func (a *App) recordingFinished(hooks *webhook.Dispatcher, d record.Done) {
+	if hooks != nil {
+		hooks.Notify(recordEvent(d))
 	}
+	a.vod.lib.Replicate(d.Name + record.Ext)
 }
 
 // startRecordHooks sends the events of recordings finished so far, and of
@@ -92,10 +99,8 @@ func (a *App) startRecordHooks() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.started, h.d = true, a.hooks
-	if h.d != nil {
-		for _, d := range h.pending {
-			h.d.Notify(recordEvent(d))
-		}
+	for _, d := range h.pending {
+		a.recordingFinished(h.d, d)
 	}
 	h.pending = nil
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http/httptest"
@@ -195,6 +196,32 @@ func TestRecordPublishedStream(t *testing.T) {
 	}
 	t.Logf("%s: %d bytes, ffprobe duration %.3f s, video packets over %.3f s, %d frames decoded, %d audio packets; on_record_done duration %.3f s",
 		filepath.Base(path), st.Size(), d, span(p.VideoPTS), f, p.AudioPkts, ev.Duration)
+
+	// The recording is in the on-demand library and plays from it, as MP4
+	// (remuxed from the FLV) and as HLS.
+	assertInLibrary(t, n.httpURL, ev.Recording, 10)
+}
+
+// assertInLibrary checks that the node lists recording in its on-demand
+// library and that it plays, as MP4 and as HLS, for secs ± 1 s.
+func assertInLibrary(t *testing.T, httpURL, recording string, secs float64) {
+	t.Helper()
+	code, body := httpGet(t, httpURL+"/api/v1/vod")
+	var lib struct {
+		Assets []struct {
+			Name string `json:"name"`
+			Kind string `json:"kind"`
+		} `json:"assets"`
+	}
+	if json.Unmarshal(body, &lib) != nil || code != 200 || len(lib.Assets) != 1 || lib.Assets[0].Name != recording || lib.Assets[0].Kind != "flv" {
+		t.Fatalf("GET /api/v1/vod: %d %s; want the recording %s alone", code, body, recording)
+	}
+	for _, path := range []string{"/vod/" + recording + ".mp4", "/vod/" + recording + "/index.m3u8"} {
+		if d := durationOf(t, httpURL+path); math.Abs(d-secs) > 1 {
+			t.Errorf("%s plays %.2f s, want %.0f ± 1", path, d, secs)
+		}
+		probeCodecs(t, httpURL+path)
+	}
 }
 
 // A server killed while recording leaves a .part file that plays up to
@@ -250,4 +277,6 @@ func TestRecordSurvivesACrash(t *testing.T) {
 	waitFor(t, 5*time.Second, "the recovery in the log", func() bool {
 		return strings.Contains(p2.stderr.String(), "recovered a recording interrupted by a crash")
 	})
+	// What was recorded before the crash, about 5 s, is in the library.
+	assertInLibrary(t, p2.httpURL, strings.TrimSuffix(filepath.Base(flvs[0]), ".flv"), float64(got)/30)
 }
