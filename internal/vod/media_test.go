@@ -15,7 +15,7 @@ import (
 
 // makeClip encodes a clip of secs seconds with ffmpeg into dir/name.ext
 // (mp4 or flv): 320x240 H.264 at 30 fps, keyframes every 2 s, 48 kHz AAC.
-func makeClip(t *testing.T, dir, file string, secs int) string {
+func makeClip(t testing.TB, dir, file string, secs int) string {
 	t.Helper()
 	testutil.Need(t, "ffmpeg")
 	p := filepath.Join(dir, file)
