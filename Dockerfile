@@ -10,23 +10,27 @@
 #   docker run meshcast serve --redis redis://redis:6379/0 --cluster-secret ...
 # A three-node cluster behind nginx: deploy/compose.yaml.
 
+# The web dashboard (embedded in the binary) and the browser's Socket.IO
+# client library, which meshcast serves at /socket.io/socket.io.js, from the
+# npm lock file.
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web web
+RUN mkdir -p internal/web/dist && npm run build
+
 # Build a static binary.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
+COPY --from=web /web/internal/web/dist internal/web/dist
 # VERSION is what "meshcast version" prints (default: from the Git checkout).
 ARG VERSION=""
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
 	-o /out/meshcast ./cmd/meshcast
-
-# The browser's Socket.IO client library, which meshcast serves at
-# /socket.io/socket.io.js, from the npm lock file (production packages only).
-FROM node:20-bookworm-slim AS web
-WORKDIR /web
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev
 
 # Run it on a minimal image without a shell or package manager, as a user
 # without privileges (uid 65532).

@@ -5,24 +5,29 @@ PKGS := ./...
 # installed Go defaults to GOTOOLCHAIN=local; a newer installed Go is used as is.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: run test build vet fuzz bench deps vulncheck
+.PHONY: run test build web vet fuzz bench deps vulncheck
 
-## run: build and run a complete single node (RTMP :1935, HTTP :8080); npm ci
-## first installs the Socket.IO client it serves, when node_modules is missing
-run:
-	@[ -d node_modules ] || npm ci
+## run: build the web dashboard and run a complete single node (RTMP :1935,
+## HTTP :8080, the dashboard at http://localhost:8080/)
+run: web
 	$(GO) run ./cmd/meshcast serve
 
-## build: build bin/meshcast
-build:
+## build: build bin/meshcast, its web dashboard embedded
+build: web
 	$(GO) build -o bin/meshcast ./cmd/meshcast
+
+## web: build the web dashboard (web/ -> internal/web/dist, embedded by go
+## build); npm ci first when node_modules is missing or older than the lock file
+web:
+	@if [ ! -e node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm ci --no-audit --no-fund; fi
+	npm run build --silent
 
 ## deps: install what the tests need (ffmpeg, GStreamer) when missing
 deps:
 	bash scripts/install-test-deps.sh
 
 ## test: install test dependencies, then vet and run every test with the race detector
-test: deps
+test: deps web
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt: these files need formatting:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
 	bash scripts/vulncheck.sh

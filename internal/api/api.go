@@ -36,6 +36,7 @@ type Cluster interface {
 	Nodes(ctx context.Context) ([]cluster.Node, error)
 	Owner(ctx context.Context, name stream.Name) (cluster.Claim, error)
 	Relays(ctx context.Context, name stream.Name) ([]cluster.Relay, error)
+	Claims(ctx context.Context) ([]cluster.Claim, error)
 }
 
 // registryTimeout bounds the registry look-ups of one API request.
@@ -69,6 +70,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/streams", a.listStreams)
 	mux.HandleFunc("GET /api/v1/streams/{app}/{stream}", a.getStream)
 	mux.HandleFunc("GET /api/v1/nodes", a.listNodes)
+	mux.HandleFunc("GET /api/v1/cluster", a.clusterView)
 	mux.HandleFunc("GET /api/v1/route", a.route)
 	mux.HandleFunc("GET /play/{app}/{file}", a.play)
 	mux.HandleFunc("GET /api/v1/sessions", a.admin(a.listSessions))
@@ -339,14 +341,64 @@ func (a *API) toJSON(in stream.Info) Stream {
 }
 
 func (a *API) listStreams(w http.ResponseWriter, r *http.Request) {
-	list := a.hub.List()
-	out := struct {
+	writeJSON(w, http.StatusOK, struct {
 		Streams []Stream `json:"streams"`
-	}{Streams: make([]Stream, 0, len(list))}
-	ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
+	}{a.Streams(r.Context(), a.isAdmin(r))})
+}
+
+// Streams describes the node's streams as GET /api/v1/streams does, with
+// publisher addresses for admin only.
+func (a *API) Streams(ctx context.Context, admin bool) []Stream {
+	list := a.hub.List()
+	out := make([]Stream, 0, len(list))
+	ctx, cancel := context.WithTimeout(ctx, registryTimeout)
 	defer cancel()
 	for _, s := range list {
-		out.Streams = append(out.Streams, a.describe(ctx, s, a.isAdmin(r)))
+		out = append(out, a.describe(ctx, s, admin))
+	}
+	return out
+}
+
+// ClusterStream is one stream of the cluster: its owner, and the nodes
+// relaying it, each with the node it pulls from.
+type ClusterStream struct {
+	Name   string          `json:"name"`
+	Owner  cluster.NodeID  `json:"owner"`
+	Epoch  uint64          `json:"epoch"`
+	Relays []cluster.Relay `json:"relays"`
+}
+
+// clusterView answers GET /api/v1/cluster: the live nodes and every
+// stream's owner and relays, from the registry.
+func (a *API) clusterView(w http.ResponseWriter, r *http.Request) {
+	out := struct {
+		Nodes   []cluster.Node  `json:"nodes"`
+		Streams []ClusterStream `json:"streams"`
+	}{Nodes: []cluster.Node{}, Streams: []ClusterStream{}}
+	if a.cluster == nil {
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
+	defer cancel()
+	nodes, err := a.cluster.Nodes(ctx)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "registry_unavailable", "the cluster registry cannot be reached")
+		return
+	}
+	out.Nodes = nodes
+	claims, err := a.cluster.Claims(ctx)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "registry_unavailable", "the cluster registry cannot be reached")
+		return
+	}
+	const maxStreams = 1000 // one registry call each
+	for _, c := range claims[:min(len(claims), maxStreams)] {
+		cs := ClusterStream{Name: string(c.Stream), Owner: c.Node, Epoch: c.Epoch, Relays: []cluster.Relay{}}
+		if rs, err := a.cluster.Relays(ctx, c.Stream); err == nil {
+			cs.Relays = rs
+		}
+		out.Streams = append(out.Streams, cs)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

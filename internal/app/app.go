@@ -32,6 +32,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/tlsutil"
+	"github.com/meshcast/meshcast/internal/web"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -341,7 +342,12 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET "+cluster.PullPath+"{app}/{stream}", a.servePull)
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
-	mux.HandleFunc("GET /{$}", a.serveIndex)
+	page := web.Page(a.serveIndex)
+	mux.HandleFunc("GET /{$}", page)
+	mux.HandleFunc("GET /watch/{app}/{stream}", page)
+	mux.HandleFunc("GET /cluster", page)
+	mux.HandleFunc("GET /publish", page)
+	mux.Handle("GET "+web.AssetPrefix+"{file}", web.Assets())
 	a.vod.lib.Register(mux)
 	a.mountEvents(mux)
 	if a.cfg.Pprof {
@@ -506,9 +512,15 @@ func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
 	a.hls.ServeStream(w, r, name, r.PathValue("file"))
 }
 
+// serveIndex answers / when the binary was built without its dashboard:
+// how to build it, and the node's URLs.
 func (a *App) serveIndex(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "meshcast\n\n%s", a.URLs("stream"))
+	if r.URL.Path != "/" {
+		w.WriteHeader(http.StatusNotFound)
+	}
+	fmt.Fprintf(w, "meshcast\n\nThis binary was built without its web dashboard. Build the dashboard, then meshcast:\n"+
+		"  npm ci && npm run build && go build ./cmd/meshcast\n(make run does all of this.)\n\n%s", a.URLs("stream"))
 }
 
 // URLs returns the publish and play URLs for a stream of app "live", for

@@ -1,9 +1,12 @@
 package app
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"runtime/debug"
 
+	"github.com/meshcast/meshcast/internal/api"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/stream"
@@ -18,6 +21,7 @@ func (a *App) startEvents(node cluster.NodeID) {
 		MaxClients:  a.cfg.EventsMaxClients,
 		Redis:       a.cfg.Redis,
 		RedisPrefix: a.cfg.RedisPrefix,
+		Stats:       a.dashboardStats(node),
 		Logger:      a.log,
 	}, eventSource{a})
 	if err != nil {
@@ -26,6 +30,18 @@ func (a *App) startEvents(node cluster.NodeID) {
 	}
 	a.Hub.Subscribe(srv.HubEvent)
 	a.events.Store(srv)
+}
+
+// dashboardStats describes the node's streams for the dashboard's "stats"
+// events, as GET /api/v1/streams does for anyone.
+func (a *App) dashboardStats(node cluster.NodeID) func() json.RawMessage {
+	return func() json.RawMessage {
+		b, _ := json.Marshal(struct {
+			Node    cluster.NodeID `json:"node"`
+			Streams []api.Stream   `json:"streams"`
+		}{node, a.api.Streams(context.Background(), false)})
+		return b
+	}
 }
 
 // stopEvents disconnects the events' clients and stops them.

@@ -48,6 +48,8 @@ const (
 	// DefaultPollInterval is how often rooms' viewer counts are polled, and
 	// so the least time between two "viewers" events of a stream.
 	DefaultPollInterval = time.Second
+	// DefaultStatsInterval is how often subscribers get "stats".
+	DefaultStatsInterval = 2 * time.Second
 
 	// maxBacklog is how many packets may wait to be written to one socket;
 	// a socket further behind is disconnected.
@@ -98,6 +100,14 @@ type Config struct {
 	RedisPrefix string
 	// PollInterval defaults to DefaultPollInterval.
 	PollInterval time.Duration
+	// Stats, when set, describes the node's streams in full (codecs,
+	// bitrate, viewers, uptime, owner) for dashboards: a socket that emits
+	// "stats:subscribe" gets it as "stats" at once and then every
+	// StatsInterval, until "stats:unsubscribe". It is called at most once
+	// an interval, and only while some socket is subscribed.
+	Stats func() json.RawMessage
+	// StatsInterval defaults to DefaultStatsInterval.
+	StatsInterval time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -145,6 +155,7 @@ type client struct {
 	id    string
 	sock  *socket.Socket // nil in tests
 	rooms map[stream.Name]struct{}
+	stats bool        // subscribed to "stats"; guarded by Server.mu
 	chat  rateLimiter // used by the socket's own event goroutine only
 
 	backlog atomic.Int64 // packets queued to the socket, not yet flushed
@@ -159,6 +170,9 @@ func New(cfg Config, src Source) (*Server, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = DefaultStatsInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -447,6 +461,8 @@ func (s *Server) connect(sock *socket.Socket) {
 	sock.On("join", func(args ...any) { s.onJoin(c, first(args)) })
 	sock.On("leave", func(args ...any) { s.onLeave(c, first(args)) })
 	sock.On("chat", func(args ...any) { s.onChat(c, first(args)) })
+	sock.On("stats:subscribe", func(...any) { s.onStats(c, true) })
+	sock.On("stats:unsubscribe", func(...any) { s.onStats(c, false) })
 
 	s.deliver(c, "hello", mustJSON(hello{Node: s.cfg.Node, Version: s.cfg.Version, Streams: names(s.src.Streams())}))
 }
@@ -507,6 +523,44 @@ func (s *Server) onJoin(c *client, arg any) {
 	r.members[c] = struct{}{}
 	s.mu.Unlock()
 	s.deliver(c, "viewers", viewersPayload(name, counts))
+}
+
+// onStats subscribes c to "stats", sending the current ones, or
+// unsubscribes it.
+func (s *Server) onStats(c *client, on bool) {
+	if s.cfg.Stats == nil {
+		return
+	}
+	s.mu.Lock()
+	_, connected := s.clients[c]
+	was := c.stats
+	c.stats = on && connected
+	s.mu.Unlock()
+	if c.stats && !was {
+		s.deliver(c, "stats", s.cfg.Stats())
+	}
+}
+
+// sendStats sends "stats" to its subscribers, if there are any.
+func (s *Server) sendStats() {
+	if s.cfg.Stats == nil {
+		return
+	}
+	s.mu.Lock()
+	var to []*client
+	for c := range s.clients {
+		if c.stats {
+			to = append(to, c)
+		}
+	}
+	s.mu.Unlock()
+	if len(to) == 0 {
+		return
+	}
+	payload := s.cfg.Stats()
+	for _, c := range to {
+		s.deliver(c, "stats", payload)
+	}
 }
 
 // onLeave takes c out of a stream's room; anything else is ignored.
@@ -626,10 +680,14 @@ func (s *Server) run() {
 	defer s.wg.Done()
 	t := time.NewTimer(s.cfg.PollInterval)
 	defer t.Stop()
+	st := time.NewTicker(s.cfg.StatsInterval)
+	defer st.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
+		case <-st.C:
+			s.sendStats()
 		case ev := <-s.hubEv:
 			s.onHubEvent(ev)
 			for more := true; more; {

@@ -373,3 +373,37 @@ func TestStreamEvents(t *testing.T) {
 		t.Errorf("%d more stream:start events", n)
 	}
 }
+
+// TestStatsSubscription: a subscriber gets "stats" at once and at every
+// send, others never; after unsubscribing, no more; with nobody
+// subscribed the source is not asked.
+func TestStatsSubscription(t *testing.T) {
+	calls := 0
+	s, err := New(Config{Node: "node-1", PollInterval: time.Hour, StatsInterval: time.Hour, Stats: func() json.RawMessage {
+		calls++
+		return json.RawMessage(`{"node":"node-1","streams":[{"name":"live/a"}]}`)
+	}}, &fakeSource{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	rec := &recorder{s: s}
+	s.deliver = rec.deliver
+	sub, other := rec.client("sub"), rec.client("other")
+	s.sendStats()
+	if calls != 0 {
+		t.Errorf("stats computed %d times with no subscriber", calls)
+	}
+	s.onStats(sub, true)
+	s.onStats(sub, true) // again: no second immediate send
+	s.sendStats()
+	got := rec.take(sub, "stats")
+	if len(got) != 2 || got[0]["node"] != "node-1" || rec.count("stats") != 0 {
+		t.Errorf("subscriber got %v; others %d", got, len(rec.take(other, "stats")))
+	}
+	s.onStats(sub, false)
+	s.sendStats()
+	if n := rec.count("stats"); n != 0 {
+		t.Errorf("%d stats after unsubscribing", n)
+	}
+}

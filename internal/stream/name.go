@@ -28,7 +28,7 @@ var ErrBadName = errors.New("invalid stream name")
 // reservedApps are first path segments owned by meshcast's own HTTP routes.
 var reservedApps = map[string]bool{
 	"api": true, "vod": true, "play": true, "watch": true, "socket.io": true,
-	"metrics": true, "healthz": true, "readyz": true, "internal": true,
+	"metrics": true, "healthz": true, "readyz": true, "internal": true, "ui": true,
 }
 
 // NewName validates app and stream and joins them into a Name.

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/testutil"
+	"github.com/meshcast/meshcast/internal/web"
+)
+
+// needDashboard skips a test when this binary was built without the
+// dashboard outside CI, and fails it in CI, where the test command builds
+// it (npm run build) before the tests.
+func needDashboard(t *testing.T) {
+	t.Helper()
+	testutil.Need(t, "node", "chromium", "ffmpeg")
+	needNodeModules(t, "playwright-core", "hls.js", "mpegts.js", "socket.io-client")
+	if !web.Built() {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the dashboard is not built: the test command must run npm run build before go test")
+		}
+		t.Skip("the dashboard is not built: run npm ci && npm run build")
+	}
+}
+
+// dashboard runs test/js/dashboard.mjs in MODE and returns its result; it
+// calls then, if set, once the page is up.
+func dashboard(t *testing.T, then func(), args ...string) map[string]any {
+	t.Helper()
+	js := startJS(t, 150*time.Second, "dashboard.mjs", args...)
+	js.next(t, "ready", 90*time.Second)
+	if then != nil {
+		then()
+	}
+	res := js.next(t, "result", 120*time.Second)
+	if ext, _ := res["external"].([]any); len(ext) > 0 {
+		t.Errorf("the page made requests outside the node: %v", ext)
+	}
+	if errs, _ := res["errors"].([]any); len(errs) > 0 {
+		t.Errorf("the page threw: %v", errs)
+	}
+	return res
+}
+
+func TestDashboard(t *testing.T) {
+	needDashboard(t)
+	n := startNode(t, func(c *config.Config) {
+		c.NodeID = "dash-node"
+		c.WebModules = filepath.Join(repoRoot(t), "node_modules")
+	})
+	const name = "live/dash"
+	whole := t // the publisher outlives the subtests
+
+	t.Run("the stream appears without a reload", func(t *testing.T) {
+		res := dashboard(t, func() { publishFFmpegLoop(whole, n.rtmpURL(name)) }, "streams", n.httpURL, name)
+		f, _ := res["fields"].(map[string]any)
+		if res["sameDocument"] != true {
+			t.Error("the page reloaded")
+		}
+		if !strings.Contains(fmt.Sprint(f["codecs"]), "h264") || !strings.Contains(fmt.Sprint(f["codecs"]), "aac") ||
+			!strings.HasPrefix(fmt.Sprint(f["resolution"]), "640×360") || f["owner"] != "dash-node" ||
+			!strings.HasSuffix(fmt.Sprint(f["bitrate"]), "b/s") || f["uptime"] == "—" {
+			t.Errorf("stream card %v: want h264 and aac, 640×360, a bitrate, an uptime, owner dash-node", f)
+		}
+	})
+	for _, proto := range []string{"hls", "flv"} {
+		t.Run(proto+" plays in the player page", func(t *testing.T) {
+			res := dashboard(t, nil, "play", n.httpURL, name, proto)
+			ct, _ := res["currentTime"].(float64)
+			frames, _ := res["totalVideoFrames"].(float64)
+			stats, _ := res["stats"].(map[string]any)
+			t.Logf("%s: currentTime %.2f s, %v frames, stats %v", proto, ct, frames, stats)
+			if ct <= 2 || frames <= 30 || res["width"] != 640.0 {
+				t.Errorf("%s: currentTime %.2f, %v frames, width %v; want > 2 s, > 30 frames, 640", proto, ct, frames, res["width"])
+			}
+			if stats["buffer"] == "—" || stats["latency"] == "—" || stats["dropped"] == "—" {
+				t.Errorf("%s: player stats %v lack buffer, latency or dropped frames", proto, stats)
+			}
+		})
+	}
+	t.Run("two pages chat", func(t *testing.T) {
+		res := dashboard(t, nil, "chat", n.httpURL, name)
+		if res["sent"] == nil || res["replied"] == nil {
+			t.Errorf("chat result %v", res)
+		}
+	})
+	t.Run("every page fits 360 px", func(t *testing.T) {
+		res := dashboard(t, nil, "mobile", n.httpURL, name)
+		widths, _ := res["widths"].(map[string]any)
+		for page, w := range widths {
+			if w.(float64) > 360 {
+				t.Errorf("%s page is %v px wide at a 360 px viewport", page, w)
+			}
+		}
+		if len(widths) != 4 {
+			t.Errorf("widths %v, want 4 pages", widths)
+		}
+	})
+	t.Run("assets", func(t *testing.T) {
+		for path, want := range map[string]int{"/": 200, "/watch/live/dash": 200, "/cluster": 200, "/publish": 200, "/ui/main.js": 200, "/ui/main.css": 200, "/ui/index.html": 404, "/ui/.gitkeep": 404, "/ui/nope.js": 404} {
+			if code, _ := httpGet(t, n.httpURL+path); code != want {
+				t.Errorf("GET %s: %d, want %d", path, code, want)
+			}
+		}
+	})
+}
+
+// TestDashboardCluster: the cluster page of a two-node cluster shows both
+// nodes and the relay of a stream published on one and watched on the
+// other.
+func TestDashboardCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node test: skipped with -short")
+	}
+	needDashboard(t)
+	nodes := startClusterNodes(t, nil, "dash-a", "dash-b")
+	a, b := nodes[0], nodes[1]
+	const name = "live/tree"
+	publishFFmpegLoop(t, a.rtmpURL(name))
+	waitFor(t, 20*time.Second, "the stream on A", func() bool {
+		code, _ := httpGetQuiet(a.httpURL + "/api/v1/streams/" + name)
+		return code == 200
+	})
+	// A viewer on B makes B relay the stream from A.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", b.httpURL+"/"+name+".flv", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	res := dashboard(t, nil, "cluster", a.httpURL, name, "dash-a", "dash-b")
+	tree := fmt.Sprint(res["tree"])
+	if !strings.Contains(tree, "dash-a") || !strings.Contains(tree, "dash-b pulls from dash-a") {
+		t.Errorf("tree %q: want dash-a owning and dash-b pulling from it", tree)
+	}
+	t.Logf("nodes %v; tree %q", res["nodes"], tree)
+}
