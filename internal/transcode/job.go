@@ -1,0 +1,337 @@
+package transcode
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Bounds on what is kept of ffmpeg's output.
+const (
+	stderrTail      = 4 << 10 // bytes of stderr kept for Status.LastError
+	maxProgressLine = 1 << 10 // -progress lines are short key=value pairs
+)
+
+// job is one source's ffmpeg, run and restarted by its own goroutine
+// (run), which owns the process; the progress reader only updates st.
+type job struct {
+	s        *Supervisor
+	spec     Spec
+	ffmpeg   string
+	args     []string
+	log      *slog.Logger
+	stop     chan struct{} // closed by cancel: Stop or Close
+	stopOnce sync.Once
+	done     chan struct{} // closed when run returns
+
+	mu sync.Mutex
+	st Status
+}
+
+func (j *job) cancel() { j.stopOnce.Do(func() { close(j.stop) }) }
+
+func (j *job) stopped() bool {
+	select {
+	case <-j.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (j *job) alive() bool { return j.spec.Alive == nil || j.spec.Alive() }
+
+func (j *job) status() Status {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	st := j.st
+	st.Renditions = slices.Clone(st.Renditions)
+	return st
+}
+
+// change moves the job to state, with update applied to its status, and
+// tells OnChange. Only run's goroutine calls it, and the progress reader
+// while run waits for it, so OnChange sees the changes in order.
+func (j *job) change(state State, update func(*Status)) {
+	j.mu.Lock()
+	j.st.State = state
+	if update != nil {
+		update(&j.st)
+	}
+	st := j.st
+	st.Renditions = slices.Clone(st.Renditions)
+	j.mu.Unlock()
+	if j.s.cfg.OnChange != nil {
+		j.s.cfg.OnChange(st)
+	}
+}
+
+// run starts ffmpeg and starts it again whenever it exits while the job
+// is not stopped and the source is live.
+func (j *job) run() {
+	defer j.s.wg.Done()
+	defer close(j.done)
+	j.log.Info("transcoding started", "renditions", j.status().Renditions)
+	j.log.Debug("ffmpeg command", "path", j.ffmpeg, "args", j.args)
+	backoff := j.s.cfg.Backoff
+	restarts := 0
+	for {
+		if j.stopped() {
+			j.finish("stopped", "")
+			return
+		}
+		ran, err, stderr := j.runOnce(restarts)
+		if j.stopped() {
+			j.finish("stopped", "")
+			return
+		}
+		lastErr := describeExit(err, stderr)
+		if !j.alive() {
+			// An error exit still says why the output ended early.
+			if err == nil {
+				lastErr = ""
+			}
+			j.finish("source ended", lastErr)
+			return
+		}
+		if ran >= j.s.stableRun {
+			backoff = j.s.cfg.Backoff
+		}
+		j.log.Warn("ffmpeg exited; restarting", "error", err, "ran", ran.Round(time.Millisecond),
+			"in", backoff, "stderr", lastLine(stderr))
+		j.change(StateRestarting, func(st *Status) {
+			st.PID, st.FPS, st.Speed, st.LastError = 0, 0, 0, lastErr
+		})
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-j.stop:
+			t.Stop()
+			j.finish("stopped", "")
+			return
+		}
+		backoff = min(2*backoff, MaxBackoff)
+		if !j.alive() {
+			j.finish("source ended", "")
+			return
+		}
+		restarts++
+	}
+}
+
+// finish reports the job stopped for good and forgets it, in that order,
+// so a job started again for the same source reports after this one.
+// A lastErr other than "" becomes Status.LastError.
+func (j *job) finish(reason, lastErr string) {
+	if lastErr != "" {
+		j.log.Info("transcoding stopped", "reason", reason, "stderr", lastLine(lastErr))
+	} else {
+		j.log.Info("transcoding stopped", "reason", reason)
+	}
+	j.change(StateStopped, func(st *Status) {
+		st.PID, st.FPS, st.Speed = 0, 0, 0
+		if lastErr != "" {
+			st.LastError = lastErr
+		}
+	})
+	j.s.remove(j)
+}
+
+// runOnce runs ffmpeg until it exits, killing it if the job is stopped,
+// and returns how long it ran, how it ended and the tail of its stderr.
+func (j *job) runOnce(restarts int) (time.Duration, error, string) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		j.change(StateStarting, func(st *Status) { st.Restarts = restarts })
+		return 0, err, ""
+	}
+	defer pr.Close()
+	stderr := &tailBuffer{max: stderrTail}
+	cmd := exec.Command(j.ffmpeg, j.args...)
+	cmd.Stdout = pw // a file: ffmpeg writes to it directly, no copying goroutine
+	cmd.Stderr = stderr
+	// Its own process group, so Stop's signals reach anything ffmpeg (or a
+	// wrapper script standing for it) starts.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Wait returns this long after ffmpeg exits even if something it left
+	// behind holds stderr open.
+	cmd.WaitDelay = time.Second
+	start := time.Now()
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		j.change(StateStarting, func(st *Status) { st.Restarts = restarts })
+		return 0, err, ""
+	}
+	pid := cmd.Process.Pid
+	j.log.Info("ffmpeg started", "pid", pid, "restarts", restarts)
+	j.change(StateStarting, func(st *Status) { st.PID, st.Restarts = pid, restarts })
+
+	exited := make(chan struct{})
+	killerDone := make(chan struct{})
+	go func() {
+		defer close(killerDone)
+		j.killOnStop(pid, exited)
+	}()
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		j.readProgress(pr)
+	}()
+
+	err = cmd.Wait()
+	close(exited)
+	<-killerDone
+	// ffmpeg is gone, so stdout is at its end unless something ffmpeg
+	// started still holds it.
+	pr.SetReadDeadline(time.Now().Add(time.Second))
+	<-progressDone
+	return time.Since(start), err, stderr.String()
+}
+
+// killOnStop ends ffmpeg's process group when the job is stopped before
+// ffmpeg exits: SIGTERM, which lets ffmpeg finish its outputs, then
+// SIGKILL after StopTimeout. The group exists as long as ffmpeg has not
+// been waited for, which is until exited is closed.
+func (j *job) killOnStop(pid int, exited <-chan struct{}) {
+	select {
+	case <-exited:
+		return
+	case <-j.stop:
+	}
+	syscall.Kill(-pid, syscall.SIGTERM)
+	t := time.NewTimer(StopTimeout)
+	defer t.Stop()
+	select {
+	case <-exited:
+	case <-t.C:
+		j.log.Warn("ffmpeg ignored SIGTERM; killing it", "pid", pid, "after", StopTimeout)
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}
+
+// progress is one block of ffmpeg's -progress output.
+type progress struct {
+	frame int64
+	fps   float64
+	speed float64
+}
+
+// readProgress follows ffmpeg's -progress key=value lines; each block
+// ends with progress=continue or progress=end.
+func (j *job) readProgress(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 256), maxProgressLine)
+	var p progress
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		switch key {
+		case "frame":
+			p.frame, _ = strconv.ParseInt(val, 10, 64)
+		case "fps":
+			p.fps = parseFloat(val)
+		case "speed":
+			p.speed = parseFloat(strings.TrimSuffix(strings.TrimSpace(val), "x"))
+		case "progress":
+			j.onProgress(p)
+		}
+	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		j.log.Warn("ffmpeg progress line too long; ignoring progress")
+		io.Copy(io.Discard, r) // so ffmpeg never blocks on a full pipe
+	}
+}
+
+// onProgress records a progress block; the first with a frame out means
+// ffmpeg is running.
+func (j *job) onProgress(p progress) {
+	j.mu.Lock()
+	j.st.FPS, j.st.Speed = p.fps, p.speed
+	toRunning := j.st.State == StateStarting && p.frame > 0
+	j.mu.Unlock()
+	if toRunning {
+		j.log.Info("ffmpeg running", "frame", p.frame)
+		j.change(StateRunning, nil)
+	}
+}
+
+// parseFloat reads a -progress number; "N/A" and garbage read as 0.
+func parseFloat(s string) float64 {
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return 0
+	}
+	return f
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max       int
+	mu        sync.Mutex
+	buf       []byte
+	truncated bool
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(p)
+	if len(p) > t.max {
+		p = p[len(p)-t.max:]
+		t.truncated = true
+	}
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[:copy(t.buf, t.buf[len(t.buf)-t.max:])]
+		t.truncated = true
+	}
+	return n, nil
+}
+
+// String returns the whole lines kept: a line cut by the bound is dropped.
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := string(t.buf)
+	if t.truncated {
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+	}
+	return strings.TrimSpace(strings.ToValidUTF8(s, "?"))
+}
+
+// describeExit is Status.LastError for an unexpected exit: the tail of
+// stderr and how ffmpeg ended.
+func describeExit(err error, stderr string) string {
+	switch {
+	case err == nil && stderr == "":
+		return "ffmpeg exited"
+	case err == nil:
+		return stderr
+	case stderr == "":
+		return "ffmpeg: " + err.Error()
+	default:
+		return stderr + "\nffmpeg: " + err.Error()
+	}
+}
+
+// lastLine is the last line of s, for a log line.
+func lastLine(s string) string {
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
