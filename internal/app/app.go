@@ -76,6 +76,7 @@ type App struct {
 	httpPerIP *connlimit.PerIP // HTTP connections per client address, for every HTTP listener
 
 	recorder *record.Recorder // nil when nothing is recorded
+	trans    *transcoder      // transcoding ladders
 	recHooks recordHooks      // on_record_done of its recordings
 }
 
@@ -162,6 +163,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err := a.initRecorder(mreg); err != nil {
 		return nil, err
 	}
+	a.initTranscoder(mreg)
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
 	var recordings []string
 	if a.recorder != nil {
@@ -293,7 +295,8 @@ func (a *App) rtmpConnections() int {
 // connection to finish. It also releases a node whose Start failed.
 func (a *App) Close() error {
 	var errs []error
-	a.Drain() // peers stop choosing this node before its streams end
+	a.Drain()       // peers stop choosing this node before its streams end
+	a.trans.close() // its ffmpeg processes, before the streams they feed end
 	a.stopEvents()
 	if r := a.relays.Load(); r != nil {
 		r.Close() // relayed streams end for their viewers
@@ -340,6 +343,9 @@ func (a *App) Handler() http.Handler {
 		io.WriteString(w, "ready\n")
 	})
 	mux.HandleFunc("GET "+cluster.PullPath+"{app}/{stream}", a.servePull)
+	mux.HandleFunc("GET /api/v1/transcode", a.trans.serveJobs)
+	mux.HandleFunc("POST "+transcodePath+"{app}/{stream}", a.trans.serveJob)
+	mux.HandleFunc("DELETE "+transcodePath+"{app}/{stream}", a.trans.serveJob)
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	page := web.Page(a.serveIndex)
@@ -507,6 +513,10 @@ func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.authorizePlay(w, r, name, "hls") {
+		return
+	}
+	if r.PathValue("file") == "master.m3u8" {
+		a.serveMaster(w, r, name)
 		return
 	}
 	a.hls.ServeStream(w, r, name, r.PathValue("file"))

@@ -29,6 +29,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/transcode"
 )
 
 // EnvPrefix starts the name of every environment variable read by [Load].
@@ -102,6 +103,25 @@ type Config struct {
 	// RecordDir is the directory recordings are written to; it is created
 	// when any app is recorded. Defaults to "recordings".
 	RecordDir string `yaml:"record_dir" usage:"directory of recordings (created when recording is on)"`
+
+	// Transcode runs a transcoding ladder (Ladder, by default
+	// transcode.DefaultLadder) for the streams of every app: renditions
+	// published as APP/STREAM_NAME and listed in APP/STREAM/master.m3u8.
+	// An app's own transcode setting under Apps wins. Defaults to false.
+	Transcode bool `yaml:"transcode" usage:"transcode every app's streams into the default ladder (720p, 480p, 360p; never above the source), served in /APP/STREAM/master.m3u8"`
+
+	// TranscodeMax bounds the transcoding jobs (ffmpeg processes) of this
+	// node; a stream beyond it is served without renditions, and the API
+	// says why. Defaults to 2.
+	TranscodeMax int `yaml:"transcode_max" usage:"transcoding jobs (ffmpeg processes) this node runs at most"`
+
+	// TranscodeCPUMax is the CPU use, in percent of the node's cores,
+	// above which a node hands new transcoding jobs to the least busy node
+	// of the cluster below it. Defaults to 80.
+	TranscodeCPUMax int `yaml:"transcode_cpu_max" usage:"CPU use (percent) above which new transcoding jobs go to a less busy node"`
+
+	// FFmpeg is the ffmpeg binary transcoding runs. Defaults to "ffmpeg".
+	FFmpeg string `yaml:"ffmpeg" usage:"ffmpeg binary for transcoding"`
 
 	// Apps holds settings of single apps by app name. Being a map, it is
 	// set in the YAML file only. Defaults to none.
@@ -307,6 +327,32 @@ type AppConfig struct {
 	// Record overrides Config.Record for the app's streams: "off" or
 	// "all"; empty follows Config.Record.
 	Record string `yaml:"record" json:"record"`
+	// Transcode overrides Config.Transcode for the app's streams: "on" or
+	// "off"; empty follows Config.Transcode.
+	Transcode string `yaml:"transcode" json:"transcode,omitempty"`
+	// Ladder replaces the default transcoding ladder for the app's
+	// streams. Empty: transcode.DefaultLadder.
+	Ladder []transcode.Rendition `yaml:"ladder" json:"ladder,omitempty"`
+}
+
+// TranscodeModes are the values of AppConfig.Transcode.
+var TranscodeModes = []string{"on", "off"}
+
+// Transcodes reports whether the streams of app get a transcoding ladder:
+// the app's own setting if it has one, else Transcode.
+func (c *Config) Transcodes(app string) bool {
+	if ac, ok := c.Apps[app]; ok && ac.Transcode != "" {
+		return ac.Transcode == "on"
+	}
+	return c.Transcode
+}
+
+// Ladder is the transcoding ladder of app's streams.
+func (c *Config) Ladder(app string) []transcode.Rendition {
+	if ac, ok := c.Apps[app]; ok && len(ac.Ladder) > 0 {
+		return ac.Ladder
+	}
+	return transcode.DefaultLadder()
 }
 
 // RecordModes are the values of Config.Record and AppConfig.Record.
@@ -406,6 +452,9 @@ func Default() Config {
 		VODMaxUpload:        "8GiB",
 		VODSegmentDuration:  4 * time.Second,
 		CacheSize:           "256MB",
+		TranscodeMax:        2,
+		TranscodeCPUMax:     80,
+		FFmpeg:              "ffmpeg",
 	}
 }
 
@@ -507,6 +556,14 @@ func (c *Config) Validate() error {
 		if err := stream.CheckApp(app); err != nil {
 			bad("Apps", "%v", err)
 		}
+		if tc := c.Apps[app].Transcode; tc != "" && !slices.Contains(TranscodeModes, tc) {
+			bad("Apps", "%s: transcode %q is not one of %s", app, tc, strings.Join(TranscodeModes, ", "))
+		}
+		if l := c.Apps[app].Ladder; len(l) > 0 {
+			if err := transcode.ValidateLadder(l); err != nil {
+				bad("Apps", "%s: ladder: %v", app, err)
+			}
+		}
 		if r := c.Apps[app].Record; r != "" && !slices.Contains(RecordModes, r) {
 			bad("Apps", "%s: record %q is not one of %s", app, r, strings.Join(RecordModes, ", "))
 		}
@@ -604,6 +661,15 @@ func (c *Config) Validate() error {
 	}
 	checkAddr("HTTPSAddr", c.HTTPSAddr)
 	checkAddr("RTMPSAddr", c.RTMPSAddr)
+	if c.TranscodeMax < 0 {
+		bad("TranscodeMax", "must not be negative")
+	}
+	if c.TranscodeCPUMax < 0 || c.TranscodeCPUMax > 100 {
+		bad("TranscodeCPUMax", "must be a percentage from 0 to 100")
+	}
+	if c.FFmpeg == "" {
+		bad("FFmpeg", "must name the ffmpeg binary")
+	}
 	if c.VODReplicas < 1 {
 		bad("VODReplicas", "must be at least 1")
 	}

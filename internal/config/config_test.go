@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/transcode"
 )
 
 // writeFile writes a YAML file into a fresh temporary directory and returns
@@ -45,6 +47,9 @@ func TestDefault(t *testing.T) {
 		HLSSegmentCount:     7,
 		Record:              "off",
 		RecordDir:           "recordings",
+		TranscodeMax:        2,
+		TranscodeCPUMax:     80,
+		FFmpeg:              "ffmpeg",
 		Apps:                map[string]AppConfig{},
 		PublicHost:          "",
 		RedisPrefix:         "meshcast:",
@@ -219,6 +224,10 @@ func TestLoadAllFields(t *testing.T) {
 		"--hls-segment-count=9",
 		"--record=all",
 		"--record-dir=/srv/recordings",
+		"--transcode=true",
+		"--transcode-max=3",
+		"--transcode-cpu-max=70",
+		"--ffmpeg=/usr/local/bin/ffmpeg",
 		"--public-host=live.example.com",
 		"--redis=redis://127.0.0.1:6390/2",
 		"--redis-prefix=mc:",
@@ -277,6 +286,10 @@ func TestLoadAllFields(t *testing.T) {
 		HLSSegmentCount:     9,
 		Record:              "all",
 		RecordDir:           "/srv/recordings",
+		Transcode:           true,
+		TranscodeMax:        3,
+		TranscodeCPUMax:     70,
+		FFmpeg:              "/usr/local/bin/ffmpeg",
 		Apps:                map[string]AppConfig{},
 		PublicHost:          "live.example.com",
 		Redis:               "redis://127.0.0.1:6390/2",
@@ -573,6 +586,13 @@ func TestValidate(t *testing.T) {
 		{"app record mode", func(c *Config) { c.Apps = map[string]AppConfig{"live": {Record: "yes"}} }, []string{`apps: live: record "yes" is not one of off, all`}},
 		{"app name", func(c *Config) { c.Apps = map[string]AppConfig{"bad app": {Record: "all"}} }, []string{"apps: app ", `"bad app"`}},
 		{"app name reserved", func(c *Config) { c.Apps = map[string]AppConfig{"api": {}} }, []string{"apps: app ", "reserved"}},
+		{"app transcode mode", func(c *Config) { c.Apps = map[string]AppConfig{"live": {Transcode: "yes"}} }, []string{`apps: live: transcode "yes" is not one of on, off`}},
+		{"app ladder", func(c *Config) {
+			c.Apps = map[string]AppConfig{"live": {Ladder: []transcode.Rendition{{Name: "a b", Height: 360, VideoBitrate: "500k"}}}}
+		}, []string{"apps: live: ladder:"}},
+		{"transcode max negative", func(c *Config) { c.TranscodeMax = -1 }, []string{"--transcode-max:"}},
+		{"transcode cpu over 100", func(c *Config) { c.TranscodeCPUMax = 101 }, []string{"--transcode-cpu-max:"}},
+		{"ffmpeg empty", func(c *Config) { c.FFmpeg = "" }, []string{"--ffmpeg:"}},
 		{"rtmp addr missing port", func(c *Config) { c.RTMPAddr = "localhost" }, []string{"--rtmp-addr:", "missing port"}},
 		{"http addr empty", func(c *Config) { c.HTTPAddr = "" }, []string{"--http-addr:"}},
 		{"http addr bad port", func(c *Config) { c.HTTPAddr = ":http" }, []string{"--http-addr:", `"http"`}},

@@ -660,6 +660,9 @@ func (s *Server) toRoom(name stream.Name, ev string, payload json.RawMessage) {
 	}
 }
 
+// Broadcast sends ev with v, as JSON, to every client of this node.
+func (s *Server) Broadcast(ev string, v any) { s.toAll(ev, mustJSON(v)) }
+
 // toAll sends an event to every local client.
 func (s *Server) toAll(ev string, payload json.RawMessage) {
 	s.mu.Lock()
