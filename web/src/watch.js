@@ -4,7 +4,8 @@ import { h } from './util.js';
 
 const protocols = {
   hls: { label: 'HLS', start: startHLS },
-  flv: { label: 'HTTP-FLV', start: startFLV },
+  flv: { label: 'HTTP-FLV', start: (v, app, name, state) => startFLV(v, `${location.origin}/${app}/${name}.flv`, state) },
+  wsflv: { label: 'WebSocket-FLV', start: (v, app, name, state) => startFLV(v, `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/${app}/${name}.flv`, state) },
 };
 
 export async function watchPage(main, socket, app, name) {
@@ -83,14 +84,13 @@ async function startHLS(video, app, name, state) {
   return { latency: () => hls.latency, hls };
 }
 
-// startFLV plays the stream's HTTP-FLV URL with mpegts.js.
-async function startFLV(video, app, name, state) {
+// startFLV plays a live FLV URL, over HTTP or a WebSocket, with mpegts.js.
+async function startFLV(video, url, state) {
   const { default: mpegts } = await import('mpegts.js');
   if (!mpegts.getFeatureList().mseLivePlayback) {
     state('this browser cannot play HTTP-FLV (no MSE)');
     return null;
   }
-  const url = `${location.origin}/${app}/${name}.flv`;
   let player;
   const start = () => {
     player = mpegts.createPlayer({ type: 'flv', isLive: true, url }, {

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -36,6 +38,9 @@ type Config struct {
 	// Sender writes to viewers; servers may share one. Defaults to a sender
 	// of the server's own, closed with it.
 	Sender *stream.Sender
+	// AllowOrigin decides which pages may open WebSocket-FLV connections,
+	// by their Origin header. Nil allows same-origin pages only.
+	AllowOrigin func(origin string) bool
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -119,6 +124,10 @@ func (s *Server) ServePull(w http.ResponseWriter, r *http.Request, name stream.N
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name, proto string, end []byte) {
+	if proto == "flv" && websocket.IsWebSocketUpgrade(r) {
+		s.serveWebSocket(w, r, name)
+		return
+	}
 	rd, err := s.hub.NewReader(name, proto)
 	if err != nil {
 		http.Error(w, "stream not found", http.StatusNotFound)
