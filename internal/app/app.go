@@ -30,6 +30,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/hls"
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
+	"github.com/meshcast/meshcast/internal/server/srt"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/tlsutil"
 	"github.com/meshcast/meshcast/internal/web"
@@ -45,6 +46,7 @@ type App struct {
 	sender *stream.Sender // writes to every RTMP and HTTP-FLV viewer
 	rtmp   *rtmp.Server
 	rtmps  *rtmp.Server // nil without a TLS certificate
+	srt    *srt.Server  // nil without --srt-addr
 	flv    *httpflv.Server
 	hls    *hls.Server
 	api    *api.API
@@ -145,6 +147,10 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		Logger:         log,
 	})
 	a.rtmp = rtmp.New(rcfg, h)
+	if cfg.SRTAddr != "" {
+		a.srt = srt.New(srt.Config{Addr: cfg.SRTAddr, MaxConnections: cfg.MaxConnections, HandshakeTimeout: cfg.HandshakeTimeout,
+			ReadTimeout: cfg.ReadTimeout, Auth: az, Logger: log}, h)
+	}
 	if a.tlsCfg != nil {
 		rcfg.Addr, rcfg.TLSConfig = cfg.RTMPSAddr, a.tlsCfg
 		a.rtmps = rtmp.New(rcfg, h) // the same hub and sender: RTMP over TLS
@@ -226,6 +232,11 @@ func (a *App) startRTMP(ctx context.Context) error {
 			return fmt.Errorf("rtmps: %w", err)
 		}
 	}
+	if a.srt != nil {
+		if err := a.srt.Start(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -262,6 +273,14 @@ func stopHTTP(ctx context.Context, srv *http.Server, errc chan error) []error {
 		errs = append(errs, err)
 	}
 	return errs
+}
+
+// SRTAddr is the SRT listener's address, nil without one.
+func (a *App) SRTAddr() net.Addr {
+	if a.srt == nil {
+		return nil
+	}
+	return a.srt.Addr()
 }
 
 // RTMPAddr returns the bound RTMP address.
@@ -304,6 +323,9 @@ func (a *App) Close() error {
 	a.stopEvents()
 	if r := a.relays.Load(); r != nil {
 		r.Close() // relayed streams end for their viewers
+	}
+	if a.srt != nil {
+		a.srt.Close()
 	}
 	a.Hub.Close()
 	errs = append(errs, a.rtmp.Close())

@@ -285,6 +285,10 @@ type Config struct {
 	// to ":1936".
 	RTMPSAddr string `yaml:"rtmps_addr" usage:"RTMPS listen address (with --tls-cert)"`
 
+	// SRTAddr is the UDP address SRT publishers connect to, with the
+	// stream ID publish:APP/STREAM. Empty: no SRT. Defaults to ":8890".
+	SRTAddr string `yaml:"srt_addr" usage:"SRT listen address (UDP) for publishers: srt://HOST:PORT?streamid=publish:APP/STREAM (empty: none)"`
+
 	// MaxConnectionsPerIP limits the concurrent connections of one client
 	// address, counted separately for RTMP and HTTP; 0 means no limit.
 	// Defaults to 256.
@@ -455,6 +459,7 @@ func Default() Config {
 		TranscodeMax:        2,
 		TranscodeCPUMax:     80,
 		FFmpeg:              "ffmpeg",
+		SRTAddr:             ":8890",
 	}
 }
 
@@ -661,6 +666,9 @@ func (c *Config) Validate() error {
 	}
 	checkAddr("HTTPSAddr", c.HTTPSAddr)
 	checkAddr("RTMPSAddr", c.RTMPSAddr)
+	if c.SRTAddr != "" {
+		checkAddr("SRTAddr", c.SRTAddr)
+	}
 	if c.TranscodeMax < 0 {
 		bad("TranscodeMax", "must not be negative")
 	}

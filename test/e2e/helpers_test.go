@@ -117,6 +117,7 @@ func startNodeWith(t *testing.T, mod func(*config.Config), reg cluster.Registry)
 	t.Helper()
 	cfg := config.Default()
 	cfg.RTMPAddr = "127.0.0.1:0"
+	cfg.SRTAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	if mod != nil {
 		mod(&cfg)
@@ -526,7 +527,7 @@ func startProcessAt(t *testing.T, rtmpPort, httpPort int, flags ...string) *proc
 		stderr:   &testutil.LockedBuffer{},
 		waited:   make(chan error, 1),
 	}
-	args := append([]string{"serve", "--rtmp-addr", p.rtmpAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort)}, flags...)
+	args := append([]string{"serve", "--rtmp-addr", p.rtmpAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort), "--srt-addr", "127.0.0.1:0"}, flags...)
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.Env = append(os.Environ(), "MESHCAST_LOG_LEVEL=info")

@@ -176,7 +176,7 @@ func TestTLSFailsWithoutCertificate(t *testing.T) {
 	missing := filepath.Join(dir, "missing.pem")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, meshcastBinary(t), "serve", "--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+	out, err := exec.CommandContext(ctx, meshcastBinary(t), "serve", "--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--srt-addr", "127.0.0.1:0",
 		"--tls-cert", missing, "--tls-key", missing, "--https-addr", "127.0.0.1:0", "--rtmps-addr", "127.0.0.1:0").CombinedOutput()
 	if err == nil {
 		t.Fatalf("meshcast started with a missing certificate:\n%s", out)

@@ -1,0 +1,238 @@
+package srt
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
+
+	"github.com/meshcast/meshcast/internal/media"
+)
+
+// errEOF ends a publisher that closed its connection.
+var errEOF = io.EOF
+
+// Writer takes the packets of a stream (stream.Publisher).
+type Writer interface {
+	WritePacket(p *media.Packet) error
+}
+
+// demux reads MPEG-TS from r and writes its H.264 and AAC tracks to w as
+// packets, the decoder configurations first and again when they change.
+// tables is called once the program tables are read. Other codecs are
+// refused.
+func demux(r io.Reader, w Writer, tables func()) error {
+	tr := &mpegts.Reader{R: r}
+	if err := tr.Initialize(); err != nil {
+		return fmt.Errorf("mpeg-ts: %w", err)
+	}
+	tables()
+	d := &demuxer{w: w}
+	d.td.Initialize()
+	n := 0
+	for _, t := range tr.Tracks() {
+		switch c := t.Codec.(type) {
+		case *tscodecs.H264:
+			if d.video {
+				continue
+			}
+			d.video = true
+			n++
+			tr.OnDataH264(t, d.h264)
+		case *tscodecs.MPEG4Audio:
+			if d.audio != nil {
+				continue
+			}
+			b, err := c.Config.Marshal()
+			if err != nil {
+				return fmt.Errorf("mpeg-ts: AAC configuration: %w", err)
+			}
+			cfg, err := media.ParseAACConfig(b)
+			if err != nil {
+				return fmt.Errorf("mpeg-ts: %w", err)
+			}
+			d.audio = cfg
+			n++
+			tr.OnDataMPEG4Audio(t, d.aac)
+		}
+	}
+	if n == 0 {
+		return errors.New("mpeg-ts: no H.264 or AAC track: meshcast takes H.264 video and AAC audio")
+	}
+	if d.audio != nil {
+		// The audio configuration is in the program table: players get it
+		// before the first picture, not as a change after it.
+		d.audioOut = true
+		if err := w.WritePacket(&media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, SeqHeader: true, Payload: d.audio.Raw}); err != nil {
+			return err
+		}
+	}
+	tr.OnDecodeError(func(error) {}) // a damaged packet is skipped
+	for {
+		if err := tr.Read(); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return errEOF
+			}
+			return err
+		}
+	}
+}
+
+// demuxer turns one MPEG-TS program's access units into packets.
+type demuxer struct {
+	w     Writer
+	td    mpegts.TimeDecoder
+	based bool
+	base  int64 // the first timestamp, 90 kHz: the stream starts at 0
+
+	video    bool
+	sps, pps []byte // of the last configuration sent
+	audio    *media.AACConfig
+	audioOut bool // its configuration was sent
+}
+
+// ms converts a 90 kHz MPEG-TS timestamp to the stream's milliseconds.
+func (d *demuxer) ms(ts int64) int64 {
+	ts = d.td.Decode(ts)
+	if !d.based {
+		d.base, d.based = ts, true
+	}
+	return max(ts-d.base, 0) / 90
+}
+
+func (d *demuxer) h264(pts, dts int64, au [][]byte) error {
+	var sps, pps []byte
+	key := false
+	nalus := au[:0:0]
+	for _, n := range au {
+		if len(n) == 0 {
+			continue
+		}
+		switch h264.NALUType(n[0] & 0x1f) {
+		case h264.NALUTypeSPS:
+			sps = n
+			continue
+		case h264.NALUTypePPS:
+			pps = n
+			continue
+		case h264.NALUTypeAccessUnitDelimiter:
+			continue
+		case h264.NALUTypeIDR:
+			key = true
+		}
+		nalus = append(nalus, n)
+	}
+	t := d.ms(dts)
+	p := d.ms(pts)
+	if sps != nil && pps != nil && (string(sps) != string(d.sps) || string(pps) != string(d.pps)) && len(sps) >= 4 {
+		d.sps, d.pps = append([]byte(nil), sps...), append([]byte(nil), pps...)
+		cfg := &media.AVCConfig{Profile: sps[1], Compat: sps[2], Level: sps[3], LengthSize: 4, SPS: [][]byte{d.sps}, PPS: [][]byte{d.pps}}
+		if err := d.w.WritePacket(&media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: t, SeqHeader: true, Payload: cfg.Marshal()}); err != nil {
+			return err
+		}
+	}
+	if d.sps == nil || len(nalus) == 0 {
+		return nil // nothing decodable before the first parameter sets
+	}
+	return d.w.WritePacket(&media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: t, CTS: int32(p - t),
+		Keyframe: key, Payload: media.NALUsToAVCC(nalus)})
+}
+
+func (d *demuxer) aac(pts int64, aus [][]byte) error {
+	t := d.ms(pts)
+	if !d.audioOut {
+		d.audioOut = true
+		if err := d.w.WritePacket(&media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, DTS: t, SeqHeader: true, Payload: d.audio.Raw}); err != nil {
+			return err
+		}
+	}
+	rate := int64(d.audio.Config.SampleRate)
+	if rate <= 0 {
+		rate = 48000
+	}
+	for i, au := range aus {
+		if len(au) == 0 {
+			continue
+		}
+		if err := d.w.WritePacket(&media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, DTS: t + int64(i)*1024*1000/rate, Payload: au}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// watchdog closes a connection that delivers no data for longer than its
+// limit: gosrt's connections have no read deadlines.
+type watchdog struct {
+	r      io.ReadCloser
+	mu     sync.Mutex
+	last   time.Time
+	lim    time.Duration
+	done   chan struct{}
+	fire   bool
+	closed sync.Once
+}
+
+func newWatchdog(r io.ReadCloser, limit time.Duration) *watchdog {
+	w := &watchdog{r: r, last: time.Now(), lim: limit, done: make(chan struct{})}
+	go w.watch()
+	return w
+}
+
+func (w *watchdog) watch() {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case now := <-t.C:
+			w.mu.Lock()
+			late := now.Sub(w.last) > w.lim
+			if late {
+				w.fire = true
+			}
+			w.mu.Unlock()
+			if late {
+				w.r.Close()
+				return
+			}
+		}
+	}
+}
+
+func (w *watchdog) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if n > 0 {
+		w.mu.Lock()
+		w.last = time.Now()
+		w.mu.Unlock()
+	}
+	return n, err
+}
+
+// setLimit changes the limit, from now on.
+func (w *watchdog) setLimit(d time.Duration) {
+	w.mu.Lock()
+	w.lim, w.last = d, time.Now()
+	w.mu.Unlock()
+}
+
+func (w *watchdog) limit() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lim
+}
+
+func (w *watchdog) fired() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fire
+}
+
+func (w *watchdog) stop() { w.closed.Do(func() { close(w.done) }) }
