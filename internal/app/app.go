@@ -160,7 +160,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 			return slices.Contains(cfg.CORSOrigins, "*") || slices.Contains(cfg.CORSOrigins, o)
 		},
 		Logger: log}, h)
-	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, Logger: log}, h)
+	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, LowLatency: cfg.HLSLowLatency, Logger: log}, h)
 	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
 		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
 		RTMPConnections: a.rtmpConnections}))

@@ -95,6 +95,12 @@ type Config struct {
 	// least 7, as low-latency HLS requires. Defaults to 7.
 	HLSSegmentCount int `yaml:"hls_segment_count" usage:"HLS segments kept in the playlist (at least 7)"`
 
+	// HLSLowLatency serves low-latency HLS: partial segments of about
+	// 200 ms, blocking playlist reloads and preload hints, for a live edge
+	// about a second behind. Players without LL-HLS play it as HLS.
+	// Defaults to false.
+	HLSLowLatency bool `yaml:"hls_low_latency" usage:"serve low-latency HLS (partial segments, blocking playlist reload)"`
+
 	// Record is what this node records of the streams published to it, as
 	// FLV files in RecordDir: "off" or "all". An app's own record setting
 	// under Apps wins. Defaults to "off".

@@ -7,6 +7,7 @@
 //   node test/js/dashboard.mjs chat BASE STREAM           two pages exchange a message
 //   node test/js/dashboard.mjs cluster BASE STREAM A B    both nodes and the relay B <- A
 //   node test/js/dashboard.mjs mobile BASE STREAM         pages fit 360 px
+//   node test/js/dashboard.mjs latency BASE STREAM [SECS] hls.js's live-edge latency
 //
 // Screenshots go to $ARTIFACTS (default test/artifacts). Every request a
 // page makes outside BASE is reported in "external".
@@ -82,6 +83,25 @@ try {
       const r = await playing(page, proto);
       await shot(page, `watch-${proto}.png`);
       out({ event: "result", ...r, external, errors });
+      break;
+    }
+    case "latency": {
+      // hls.js's estimate of its distance from the live edge, sampled
+      // every 500 ms for SECS seconds once playing.
+      const secs = Number(rest[0] || 15);
+      const page = await open(`/watch/${stream}?proto=hls`);
+      out({ event: "ready" });
+      await playing(page, "hls");
+      const samples = [];
+      for (let i = 0; i < secs * 2; i++) {
+        await page.waitForTimeout(500);
+        const l = await page.evaluate(() => window.meshcastPlayer.player && window.meshcastPlayer.player.latency());
+        if (typeof l === "number" && Number.isFinite(l)) samples.push(l);
+      }
+      samples.sort((a, b) => a - b);
+      const q = (f) => samples[Math.min(samples.length - 1, Math.floor(f * samples.length))];
+      const r = await page.evaluate(() => ({ frames: document.querySelector("video").getVideoPlaybackQuality().totalVideoFrames, ll: !!(window.meshcastPlayer.player.hls.latestLevelDetails || {}).partList }));
+      out({ event: "result", samples: samples.length, median: q(0.5), p90: q(0.9), max: samples[samples.length - 1], ...r, external, errors });
       break;
     }
     case "chat": {

@@ -71,7 +71,7 @@ async function startHLS(video, app, name, state) {
     state('native HLS');
     return null;
   }
-  const hls = new Hls({ liveSyncDurationCount: 3, backBufferLength: 30 });
+  const hls = new Hls({ backBufferLength: 30 }); // LL-HLS playlists set their own hold-back
   hls.on(Hls.Events.ERROR, (_, data) => {
     if (data.fatal) {
       state(`error: ${data.details}, retrying`);

@@ -18,9 +18,15 @@ import (
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
-// variant is the HLS flavour every muxer produces. fMP4 is also what
-// low-latency HLS (gohlslib.MuxerVariantLowLatency) is built on.
-const variant = gohlslib.MuxerVariantFMP4
+// variant is the HLS flavour the muxers produce: fMP4 segments, or with
+// LowLatency low-latency HLS (gohlslib.MuxerVariantLowLatency), fMP4 with
+// partial segments.
+func (c *Config) variant() gohlslib.MuxerVariant {
+	if c.LowLatency {
+		return gohlslib.MuxerVariantLowLatency
+	}
+	return gohlslib.MuxerVariantFMP4
+}
 
 // minSegmentCount is the fewest segments gohlslib accepts for variant.
 func minSegmentCount(v gohlslib.MuxerVariant) int {
@@ -50,8 +56,16 @@ type Config struct {
 	// keyframe after it. Defaults to 1s.
 	SegmentDuration time.Duration
 	// SegmentCount is how many segments a media playlist lists. Defaults to
-	// 7; smaller values are raised to the variant's minimum (3 for fMP4).
+	// 7; smaller values are raised to the variant's minimum (3 for fMP4,
+	// 7 for low-latency HLS).
 	SegmentCount int
+	// LowLatency serves low-latency HLS: partial segments of PartDuration,
+	// blocking playlist reloads (_HLS_msn, _HLS_part) and preload hints.
+	// Players that know only HLS play it as such.
+	LowLatency bool
+	// PartDuration is the shortest partial segment of low-latency HLS.
+	// Defaults to 200ms.
+	PartDuration time.Duration
 	// IdleTimeout closes a muxer nobody has requested for this long.
 	// Defaults to 60s.
 	IdleTimeout time.Duration
@@ -69,7 +83,10 @@ func (c *Config) setDefaults() {
 	if c.SegmentCount <= 0 {
 		c.SegmentCount = 7
 	}
-	c.SegmentCount = max(c.SegmentCount, minSegmentCount(variant))
+	c.SegmentCount = max(c.SegmentCount, minSegmentCount(c.variant()))
+	if c.PartDuration <= 0 {
+		c.PartDuration = 200 * time.Millisecond
+	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
 	}

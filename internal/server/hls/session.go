@@ -66,7 +66,8 @@ func startSession(m *muxer, video *media.AVCConfig, audio *media.AACConfig) (*se
 	}
 	sess.hm = &gohlslib.Muxer{
 		Tracks:             tracks,
-		Variant:            variant,
+		Variant:            m.s.cfg.variant(),
+		PartMinDuration:    m.s.cfg.PartDuration,
 		SegmentCount:       m.s.cfg.SegmentCount,
 		SegmentMinDuration: m.s.cfg.SegmentDuration,
 		OnEncodeError:      sess.onEncodeError,

@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/config"
+)
+
+var (
+	mediaSeqRe = regexp.MustCompile(`#EXT-X-MEDIA-SEQUENCE:(\d+)`)
+	videoURIRe = regexp.MustCompile(`(?m)^(video\d*_stream\.m3u8)`)
+)
+
+// nextPart reads a low-latency media playlist: the media sequence number
+// of the segment in progress and how many of its parts are listed.
+func nextPart(playlist string) (msn, part int) {
+	m := mediaSeqRe.FindStringSubmatch(playlist)
+	if m == nil {
+		return -1, -1
+	}
+	seq, _ := strconv.Atoi(m[1])
+	segments, parts := 0, 0
+	for _, ln := range strings.Split(playlist, "\n") {
+		switch {
+		case strings.HasPrefix(ln, "#EXT-X-PART:"):
+			parts++
+		case ln != "" && !strings.HasPrefix(ln, "#"):
+			segments++
+			parts = 0
+		}
+	}
+	return seq + segments, parts
+}
+
+// TestLowLatencyHLS: with --hls-low-latency the media playlist carries
+// partial segments, a preload hint and CAN-BLOCK-RELOAD, and a request for
+// the next part blocks until it exists.
+func TestLowLatencyHLS(t *testing.T) {
+	n := startNode(t, func(c *config.Config) { c.HLSLowLatency = true })
+	const name = "live/ll"
+	publishFFmpegLoop(t, n.rtmpURL(name))
+	var uri string
+	waitFor(t, 20*time.Second, "the multivariant playlist", func() bool {
+		code, body := httpGet(t, n.httpURL+"/"+name+"/index.m3u8")
+		if m := videoURIRe.FindStringSubmatch(string(body)); code == 200 && m != nil {
+			uri = m[1]
+			return true
+		}
+		return false
+	})
+	url := n.httpURL + "/" + name + "/" + uri
+	code, body := httpGet(t, url)
+	pl := string(body)
+	for _, tag := range []string{"#EXT-X-PART-INF:PART-TARGET=", "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:TYPE=PART"} {
+		if code != 200 || !strings.Contains(pl, tag) {
+			t.Errorf("media playlist lacks %s:\n%s", tag, pl)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		_, body := httpGet(t, url)
+		msn, part := nextPart(string(body))
+		start := time.Now()
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(fmt.Sprintf("%s?_HLS_msn=%d&_HLS_part=%d", url, msn, part))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		buf := make([]byte, 64<<10)
+		for {
+			k, err := resp.Body.Read(buf)
+			b.Write(buf[:k])
+			if err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+		waited := time.Since(start)
+		gotMSN, gotPart := nextPart(b.String())
+		t.Logf("asked for part %d.%d: answered after %v with %d.%d next", msn, part, waited.Round(time.Millisecond), gotMSN, gotPart)
+		if resp.StatusCode != 200 || gotMSN*1000+gotPart <= msn*1000+part {
+			t.Errorf("blocking reload for %d.%d: %d, playlist ends before it:\n%s", msn, part, resp.StatusCode, b.String())
+		}
+		if waited > 3*time.Second {
+			t.Errorf("blocking reload for the next part took %v", waited)
+		}
+	}
+}
+
+// TestLowLatencyHLSInBrowser plays low-latency HLS in Chromium through
+// hls.js and reports its live-edge latency (recorded in BENCHMARKS.md; not
+// asserted: a timed test on a shared machine would be flaky).
+func TestLowLatencyHLSInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser measurement: skipped with -short")
+	}
+	needDashboard(t)
+	n := startNode(t, func(c *config.Config) {
+		c.HLSLowLatency = true
+		c.WebModules = repoRoot(t) + "/node_modules"
+	})
+	const name = "live/llweb"
+	publishFFmpegLoop(t, n.rtmpURL(name))
+	waitFor(t, 15*time.Second, "the stream", func() bool {
+		code, _ := httpGetQuiet(n.httpURL + "/api/v1/streams/" + name)
+		return code == 200
+	})
+	res := dashboard(t, nil, "latency", n.httpURL, name, "15")
+	t.Logf("hls.js live-edge latency over 15 s: median %.2f s, p90 %.2f s, max %.2f s (%v samples, parts seen: %v)",
+		res["median"], res["p90"], res["max"], res["samples"], res["ll"])
+	if res["ll"] != true {
+		t.Error("hls.js did not see partial segments")
+	}
+	if f, _ := res["frames"].(float64); f <= 30 {
+		t.Errorf("%v frames decoded", f)
+	}
+}
