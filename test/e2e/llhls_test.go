@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/meshcast/meshcast/internal/config"
 )
@@ -118,5 +121,51 @@ func TestLowLatencyHLSInBrowser(t *testing.T) {
 	}
 	if f, _ := res["frames"].(float64); f <= 30 {
 		t.Errorf("%v frames decoded", f)
+	}
+}
+
+// TestEdgeProtocols: a stream published on one node plays on another over
+// low-latency HLS, WebSocket-FLV and SRT, the edge making each from the
+// relayed stream.
+func TestEdgeProtocols(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node test: skipped with -short")
+	}
+	nodes := startClusterNodes(t, func(c *config.Config) { c.HLSLowLatency = true }, "edge-origin", "edge-b")
+	origin, edge := nodes[0], nodes[1]
+	const name = "live/edgy"
+	publishFFmpegLoop(t, origin.rtmpURL(name))
+	waitFor(t, 15*time.Second, "the stream on the origin", func() bool {
+		code, _ := httpGetQuiet(origin.httpURL + "/api/v1/streams/" + name)
+		return code == 200
+	})
+	// LL-HLS from the edge.
+	var uri string
+	waitFor(t, 20*time.Second, "the edge's multivariant playlist", func() bool {
+		code, body := httpGet(t, edge.httpURL+"/"+name+"/index.m3u8")
+		if m := videoURIRe.FindStringSubmatch(string(body)); code == 200 && m != nil {
+			uri = m[1]
+			return true
+		}
+		return false
+	})
+	if code, body := httpGet(t, edge.httpURL+"/"+name+"/"+uri); code != 200 || !strings.Contains(string(body), "#EXT-X-PART:") {
+		t.Errorf("edge media playlist: %d\n%s", code, body)
+	}
+	// WebSocket-FLV and SRT from the edge.
+	ws := strings.Replace(edge.httpURL, "http://", "ws://", 1) + "/" + name + ".flv"
+	conn, _, err := websocket.DefaultDialer.Dial(ws, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", ws, err)
+	}
+	checkWSFLV(t, conn, 30)
+	conn.Close()
+	srt := fmt.Sprintf("srt://127.0.0.1:%d?streamid=read:%s", edge.SRTAddr().(*net.UDPAddr).Port, name)
+	if w, h, err := videoSize(srt); err != nil || w != 640 || h != 360 {
+		t.Errorf("%s: %dx%d %v", srt, w, h, err)
+	}
+	code, body := httpGet(t, edge.httpURL+"/api/v1/streams/"+name)
+	if code != 200 || !strings.Contains(string(body), "edge-origin") {
+		t.Errorf("edge's view of the stream: %d %s", code, body)
 	}
 }

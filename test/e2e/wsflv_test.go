@@ -53,6 +53,18 @@ func TestWebSocketFLV(t *testing.T) {
 		return true
 	})
 	defer conn.Close()
+	checkWSFLV(t, conn, 60)
+	// Another origin's page is refused at the handshake.
+	if _, resp, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {"https://evil.example"}}); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a page of another origin: %v %v, want 403", err, resp)
+	}
+}
+
+// checkWSFLV reads a WebSocket-FLV stream until it has seen frames video
+// frames, and checks what a player needs: the FLV header, both decoder
+// configurations, a keyframe first, audio, timestamps that never go back.
+func checkWSFLV(t *testing.T, conn *websocket.Conn, frames int) {
+	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	r := flv.NewReader(&wsReader{c: conn})
 	if hasVideo, hasAudio, err := r.ReadHeader(); err != nil || !hasVideo || !hasAudio {
@@ -61,7 +73,7 @@ func TestWebSocketFLV(t *testing.T) {
 	var video, audio, keyframes int
 	var avc, aac bool
 	var last int64 = -1
-	for video < 60 {
+	for video < frames {
 		p, err := r.ReadPacket()
 		if err != nil {
 			t.Fatalf("after %d video frames: %v", video, err)
@@ -89,9 +101,5 @@ func TestWebSocketFLV(t *testing.T) {
 	}
 	if !avc || !aac || audio == 0 || keyframes == 0 {
 		t.Errorf("avc config %v, aac config %v, %d audio frames, %d keyframes", avc, aac, audio, keyframes)
-	}
-	// Another origin's page is refused at the handshake.
-	if _, resp, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {"https://evil.example"}}); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
-		t.Errorf("a page of another origin: %v %v, want 403", err, resp)
 	}
 }
