@@ -31,6 +31,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
 	"github.com/meshcast/meshcast/internal/server/srt"
+	"github.com/meshcast/meshcast/internal/server/webrtc"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/tlsutil"
 	"github.com/meshcast/meshcast/internal/web"
@@ -47,6 +48,7 @@ type App struct {
 	rtmp   *rtmp.Server
 	rtmps  *rtmp.Server // nil without a TLS certificate
 	srt    *srt.Server  // nil without --srt-addr
+	rtc    *webrtc.Server
 	flv    *httpflv.Server
 	hls    *hls.Server
 	api    *api.API
@@ -160,6 +162,9 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 			return slices.Contains(cfg.CORSOrigins, "*") || slices.Contains(cfg.CORSOrigins, o)
 		},
 		Logger: log}, h)
+	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Logger: log}, h); err != nil {
+		return nil, err
+	}
 	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, LowLatency: cfg.HLSLowLatency, Logger: log}, h)
 	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
 		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
@@ -327,6 +332,7 @@ func (a *App) Close() error {
 	if a.srt != nil {
 		a.srt.Close()
 	}
+	a.rtc.Close()
 	a.Hub.Close()
 	errs = append(errs, a.rtmp.Close())
 	if a.rtmps != nil {
@@ -374,6 +380,8 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("DELETE "+transcodePath+"{app}/{stream}", a.trans.serveJob)
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
+	mux.HandleFunc("POST /{app}/{stream}/whep", a.serveWHEP)
+	mux.HandleFunc("DELETE "+webrtc.SessionPath+"{id}", func(w http.ResponseWriter, r *http.Request) { a.rtc.ServeDelete(w, r, r.PathValue("id")) })
 	page := web.Page(a.serveIndex)
 	mux.HandleFunc("GET /{$}", page)
 	mux.HandleFunc("GET /watch/{app}/{stream}", page)
@@ -546,6 +554,19 @@ func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.hls.ServeStream(w, r, name, r.PathValue("file"))
+}
+
+// serveWHEP answers a WHEP offer for a stream (WebRTC playback).
+func (a *App) serveWHEP(w http.ResponseWriter, r *http.Request) {
+	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !a.authorizePlay(w, r, name, "webrtc") {
+		return
+	}
+	a.rtc.ServeWHEP(w, r, name)
 }
 
 // serveIndex answers / when the binary was built without its dashboard:

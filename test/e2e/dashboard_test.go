@@ -71,7 +71,7 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("stream card %v: want h264 and aac, 640×360, a bitrate, an uptime, owner dash-node", f)
 		}
 	})
-	for _, proto := range []string{"hls", "flv", "wsflv"} {
+	for _, proto := range []string{"hls", "flv", "wsflv", "webrtc"} {
 		t.Run(proto+" plays in the player page", func(t *testing.T) {
 			res := dashboard(t, nil, "play", n.httpURL, name, proto)
 			ct, _ := res["currentTime"].(float64)

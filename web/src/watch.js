@@ -5,6 +5,7 @@ import { h } from './util.js';
 const protocols = {
   hls: { label: 'HLS', start: startHLS },
   flv: { label: 'HTTP-FLV', start: (v, app, name, state) => startFLV(v, `${location.origin}/${app}/${name}.flv`, state) },
+  webrtc: { label: 'WebRTC', start: startWHEP },
   wsflv: { label: 'WebSocket-FLV', start: (v, app, name, state) => startFLV(v, `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/${app}/${name}.flv`, state) },
 };
 
@@ -82,6 +83,35 @@ async function startHLS(video, app, name, state) {
   hls.loadSource(url);
   hls.attachMedia(video);
   return { latency: () => hls.latency, hls };
+}
+
+// startWHEP plays the stream over WebRTC, signalled by WHEP: an offer
+// POSTed to /APP/STREAM/whep, the answer back.
+async function startWHEP(video, app, name, state) {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  pc.ontrack = (e) => {
+    if (e.track.kind === 'video') video.srcObject = e.streams[0] || new MediaStream([e.track]);
+  };
+  pc.onconnectionstatechange = () => state(`WebRTC ${pc.connectionState}`);
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') resolve(); });
+    setTimeout(resolve, 2000);
+  });
+  const r = await fetch(`/${app}/${name}/whep`, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+  if (r.status !== 201) {
+    state(`WHEP refused: ${r.status} ${(await r.text()).trim()}`);
+    return null;
+  }
+  const audio = r.headers.get('X-Meshcast-Audio');
+  await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+  state(audio ? `connecting (audio ${audio})` : 'connecting');
+  const resource = r.headers.get('Location');
+  addEventListener('pagehide', () => { if (resource) fetch(resource, { method: 'DELETE', keepalive: true }); });
+  return { latency: null, pc };
 }
 
 // startFLV plays a live FLV URL, over HTTP or a WebSocket, with mpegts.js.
