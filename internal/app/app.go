@@ -381,6 +381,7 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("POST /{app}/{stream}/whep", a.serveWHEP)
+	mux.HandleFunc("POST /{app}/{stream}/whip", a.serveWHIP)
 	mux.HandleFunc("DELETE "+webrtc.SessionPath+"{id}", func(w http.ResponseWriter, r *http.Request) { a.rtc.ServeDelete(w, r, r.PathValue("id")) })
 	page := web.Page(a.serveIndex)
 	mux.HandleFunc("GET /{$}", page)
@@ -567,6 +568,28 @@ func (a *App) serveWHEP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.rtc.ServeWHEP(w, r, name)
+}
+
+// serveWHIP answers a WHIP offer: a WebRTC publisher, admitted like any
+// other (publish keys as ?key=KEY, signed tokens, the hook).
+func (a *App) serveWHIP(w http.ResponseWriter, r *http.Request) {
+	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	grant, err := a.auth.Check(r.Context(), auth.Request{
+		Action: auth.Publish, Name: name, Params: r.URL.Query(),
+		Remote: auth.RemoteAddr(r.RemoteAddr), Protocol: "webrtc",
+	})
+	if err != nil {
+		a.log.Info("publish refused", "stream", name, "protocol", "webrtc", "remote", r.RemoteAddr, "reason", err)
+		http.Error(w, err.Error(), auth.StatusOf(err))
+		return
+	}
+	a.rtc.ServeWHIP(w, r, name, func(name stream.Name, remote string) (webrtc.Publisher, error) {
+		return a.Hub.Publish(name, stream.PublisherInfo{Protocol: "webrtc", RemoteAddr: remote, Credential: grant.Credential})
+	})
 }
 
 // serveIndex answers / when the binary was built without its dashboard:

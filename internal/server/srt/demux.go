@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
@@ -91,7 +90,8 @@ type demuxer struct {
 	base  int64 // the first timestamp, 90 kHz: the stream starts at 0
 
 	video    bool
-	sps, pps []byte // of the last configuration sent
+	h264z    media.H264Packetizer
+	out      []*media.Packet
 	audio    *media.AACConfig
 	audioOut bool // its configuration was sent
 }
@@ -106,41 +106,14 @@ func (d *demuxer) ms(ts int64) int64 {
 }
 
 func (d *demuxer) h264(pts, dts int64, au [][]byte) error {
-	var sps, pps []byte
-	key := false
-	nalus := au[:0:0]
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			sps = n
-			continue
-		case h264.NALUTypePPS:
-			pps = n
-			continue
-		case h264.NALUTypeAccessUnitDelimiter:
-			continue
-		case h264.NALUTypeIDR:
-			key = true
-		}
-		nalus = append(nalus, n)
-	}
 	t := d.ms(dts)
 	p := d.ms(pts)
-	if sps != nil && pps != nil && (string(sps) != string(d.sps) || string(pps) != string(d.pps)) && len(sps) >= 4 {
-		d.sps, d.pps = append([]byte(nil), sps...), append([]byte(nil), pps...)
-		cfg := &media.AVCConfig{Profile: sps[1], Compat: sps[2], Level: sps[3], LengthSize: 4, SPS: [][]byte{d.sps}, PPS: [][]byte{d.pps}}
-		if err := d.w.WritePacket(&media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: t, SeqHeader: true, Payload: cfg.Marshal()}); err != nil {
+	for _, pkt := range d.h264z.Packets(d.out[:0], t, p, au) {
+		if err := d.w.WritePacket(pkt); err != nil {
 			return err
 		}
 	}
-	if d.sps == nil || len(nalus) == 0 {
-		return nil // nothing decodable before the first parameter sets
-	}
-	return d.w.WritePacket(&media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: t, CTS: int32(p - t),
-		Keyframe: key, Payload: media.NALUsToAVCC(nalus)})
+	return nil
 }
 
 func (d *demuxer) aac(pts int64, aus [][]byte) error {
