@@ -5,6 +5,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -382,6 +383,13 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("POST /{app}/{stream}/whep", a.serveWHEP)
 	mux.HandleFunc("POST /{app}/{stream}/whip", a.serveWHIP)
+	mux.HandleFunc("GET "+strings.TrimSuffix(webrtc.SessionPath, "/"), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(struct {
+			Sessions []webrtc.SessionInfo `json:"sessions"`
+		}{a.rtc.List()})
+	})
 	mux.HandleFunc("DELETE "+webrtc.SessionPath+"{id}", func(w http.ResponseWriter, r *http.Request) { a.rtc.ServeDelete(w, r, r.PathValue("id")) })
 	page := web.Page(a.serveIndex)
 	mux.HandleFunc("GET /{$}", page)

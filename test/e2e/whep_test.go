@@ -84,6 +84,13 @@ func TestWHEP(t *testing.T) {
 	if got, _ := mime.Load().(string); got != webrtc.MimeTypeH264 {
 		t.Errorf("track codec %q, want H.264", got)
 	}
+	// The API lists the session and says why it has no audio.
+	if code, body := httpGet(t, n.httpURL+"/api/v1/webrtc/sessions"); code != 200 || !strings.Contains(string(body), `"kind":"whep"`) || !strings.Contains(string(body), "AAC") {
+		t.Errorf("GET /api/v1/webrtc/sessions: %d %s", code, body)
+	}
+	if resp.Header.Get("X-Meshcast-Audio") == "" {
+		t.Error("the answer does not say why there is no audio")
+	}
 	req, _ := http.NewRequest("DELETE", n.httpURL+location, nil)
 	resp, err = client.Do(req)
 	if err != nil || resp.StatusCode != 200 {

@@ -15,6 +15,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,12 +70,39 @@ type Server struct {
 	sessions map[string]*session
 }
 
-// session is one WebRTC viewer.
+// session is one WebRTC viewer or publisher.
 type session struct {
-	id     string
-	name   stream.Name
-	pc     *webrtc.PeerConnection
-	cancel context.CancelFunc
+	id      string
+	name    stream.Name
+	kind    string // "whep" or "whip"
+	started time.Time
+	pc      *webrtc.PeerConnection
+	cancel  context.CancelFunc
+}
+
+// NoAudio says why WebRTC sessions carry no audio.
+const NoAudio = "none: the streams carry AAC, which WebRTC cannot; transcoding to Opus is not available"
+
+// SessionInfo describes a WebRTC session for the API.
+type SessionInfo struct {
+	ID      string    `json:"id"`
+	Stream  string    `json:"stream"`
+	Kind    string    `json:"kind"` // whep (playback) or whip (ingest)
+	State   string    `json:"state"`
+	Audio   string    `json:"audio"`
+	Started time.Time `json:"started"`
+}
+
+// List describes the sessions, for GET /api/v1/webrtc/sessions.
+func (s *Server) List() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []SessionInfo{}
+	for _, ss := range s.sessions {
+		out = append(out, SessionInfo{ID: ss.id, Stream: string(ss.name), Kind: ss.kind, State: ss.pc.ConnectionState().String(), Audio: NoAudio, Started: ss.started})
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // New builds a server playing the streams of h.
@@ -147,7 +176,7 @@ func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name stream.N
 	}
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", SessionPath+ss.id)
-	w.Header().Set("X-Meshcast-Audio", "none: the stream's audio is AAC, which WebRTC cannot carry")
+	w.Header().Set("X-Meshcast-Audio", NoAudio)
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, answer)
 }
@@ -202,7 +231,7 @@ func (s *Server) start(name stream.Name, offer string, rd *stream.Reader, remote
 	var id [8]byte
 	rand.Read(id[:])
 	ctx, cancel := context.WithCancel(s.ctx)
-	ss := &session{id: hex.EncodeToString(id[:]), name: name, pc: pc, cancel: cancel}
+	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: "whep", started: time.Now(), pc: pc, cancel: cancel}
 	connected := make(chan struct{})
 	var once sync.Once
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {

@@ -70,7 +70,7 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 	var id [8]byte
 	rand.Read(id[:])
 	ctx, cancel := context.WithCancel(s.ctx)
-	ss := &session{id: hex.EncodeToString(id[:]), name: name, pc: pc, cancel: cancel}
+	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: "whip", started: time.Now(), pc: pc, cancel: cancel}
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed || st == webrtc.PeerConnectionStateDisconnected {
 			cancel()
