@@ -118,7 +118,17 @@ func (t *transcoder) hubEvent(ev hub.Event) {
 			t.place(ev.Name)
 		}()
 	case ev.Type == "end":
-		t.ended(ev.Name)
+		// Stopping ffmpeg may take a few seconds: not on the hub's time.
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.ctx.Err() != nil {
+			return
+		}
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			t.ended(ev.Name)
+		}()
 	}
 }
 
