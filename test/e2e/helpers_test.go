@@ -34,10 +34,7 @@ import (
 )
 
 var (
-	mediaDir  string
-	inputMP4  string // 60 s 640x360 H.264/AAC, made with lavfi testsrc2 + sine
-	inputOnce sync.Once
-	inputErr  error
+	mediaDir string
 )
 
 func TestMain(m *testing.M) {
@@ -61,22 +58,41 @@ func TestMain(m *testing.M) {
 // input returns the shared input.mp4, making it on first use.
 func input(t *testing.T) string {
 	t.Helper()
+	return sharedClip(t, "input.mp4", "640x360", 60, "128k")
+}
+
+// sharedClips are the test media made once per test run, by file name.
+var sharedClips sync.Map // string -> *sharedClipResult
+
+type sharedClipResult struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// sharedClip returns a clip of the tests' media directory, made on first
+// use with ffmpeg: secs seconds of lavfi testsrc2 at size, 30 fps, H.264
+// (ultrafast, keyframes every 2 s) and a 48 kHz AAC sine at audioBitrate.
+func sharedClip(t *testing.T, file, size string, secs int, audioBitrate string) string {
+	t.Helper()
 	testutil.Need(t, "ffmpeg", "ffprobe")
-	inputOnce.Do(func() {
-		inputMP4 = filepath.Join(mediaDir, "input.mp4")
+	v, _ := sharedClips.LoadOrStore(file, &sharedClipResult{})
+	c := v.(*sharedClipResult)
+	c.once.Do(func() {
+		c.path = filepath.Join(mediaDir, file)
 		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+			"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30",
 			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-			"-t", "60", "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
-			"-c:a", "aac", "-b:a", "128k", inputMP4).CombinedOutput()
+			"-t", strconv.Itoa(secs), "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
+			"-c:a", "aac", "-b:a", audioBitrate, c.path).CombinedOutput()
 		if err != nil {
-			inputErr = fmt.Errorf("make input.mp4: %v: %s", err, out)
+			c.err = fmt.Errorf("make %s: %v: %s", file, err, out)
 		}
 	})
-	if inputErr != nil {
-		t.Fatal(inputErr)
+	if c.err != nil {
+		t.Fatal(c.err)
 	}
-	return inputMP4
+	return c.path
 }
 
 // node is a meshcast node running in the test process on loopback.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -14,36 +13,14 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/config"
-	"github.com/meshcast/meshcast/internal/testutil"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
 
 // source720p is a 20 s 1280x720 H.264/AAC clip (keyframes every 2 s),
-// made once, published with -c copy so the publisher costs no CPU.
-var (
-	source720pOnce sync.Once
-	source720pPath string
-	source720pErr  error
-)
-
+// published with -c copy so the publisher costs no CPU.
 func source720p(t *testing.T) string {
 	t.Helper()
-	testutil.Need(t, "ffmpeg", "ffprobe")
-	source720pOnce.Do(func() {
-		source720pPath = filepath.Join(mediaDir, "source720p.mp4")
-		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-			"-t", "20", "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
-			"-c:a", "aac", "-b:a", "96k", source720pPath).CombinedOutput()
-		if err != nil {
-			source720pErr = fmt.Errorf("make source720p.mp4: %v: %s", err, out)
-		}
-	})
-	if source720pErr != nil {
-		t.Fatal(source720pErr)
-	}
-	return source720pPath
+	return sharedClip(t, "source720p.mp4", "1280x720", 20, "96k")
 }
 
 // publishLoop publishes file in a loop with -c copy until stop or the end
