@@ -100,36 +100,31 @@ func (t *transcoder) close() {
 }
 
 // hubEvent starts a job when a stream gets a publisher here, and ends it
-// when the stream ends.
+// when the stream ends. Both run off the hub's goroutine: placing waits
+// for the source's video, and stopping ffmpeg may take seconds.
 func (t *transcoder) hubEvent(ev hub.Event) {
 	switch {
 	case ev.Type == hub.EventSessionStart && ev.Session.Kind == hub.KindPublish:
-		if !t.a.cfg.Transcodes(ev.Name.App()) || t.isRendition(ev.Name) {
-			return
+		if t.a.cfg.Transcodes(ev.Name.App()) && !t.isRendition(ev.Name) {
+			t.goTracked(func() { t.place(ev.Name) })
 		}
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if t.ctx.Err() != nil {
-			return
-		}
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.place(ev.Name)
-		}()
 	case ev.Type == "end":
-		// Stopping ffmpeg may take a few seconds: not on the hub's time.
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if t.ctx.Err() != nil {
-			return
-		}
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.ended(ev.Name)
-		}()
+		t.goTracked(func() { t.ended(ev.Name) })
 	}
+}
+
+// goTracked runs f in a goroutine close waits for, unless closing.
+func (t *transcoder) goTracked(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ctx.Err() != nil {
+		return
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
 }
 
 // isRendition reports whether name is a rendition of another stream of

@@ -11,7 +11,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -153,13 +152,8 @@ func (s *Server) Sessions() int {
 // ServeWHEP answers POST /APP/STREAM/whep: an SDP offer in, the answer
 // out (201, with the session's URL in Location).
 func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name stream.Name) {
-	offer, err := io.ReadAll(io.LimitReader(r.Body, MaxOfferBytes+1))
-	if err != nil || len(offer) == 0 || len(offer) > MaxOfferBytes {
-		http.Error(w, "the body must be an SDP offer of at most 64 KiB", http.StatusBadRequest)
-		return
-	}
-	if s.Sessions() >= s.cfg.MaxSessions {
-		http.Error(w, "too many WebRTC viewers", http.StatusServiceUnavailable)
+	offer, ok := s.readOffer(w, r)
+	if !ok {
 		return
 	}
 	rd, err := s.hub.NewReader(name, "webrtc")
@@ -167,18 +161,79 @@ func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name stream.N
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
-	answer, ss, err := s.start(name, string(offer), rd, r.RemoteAddr)
+	answer, ss, err := s.start(name, offer, rd, r.RemoteAddr)
 	if err != nil {
 		rd.Close()
 		s.log.Info("whep refused", "stream", name, "remote", r.RemoteAddr, "err", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	writeAnswer(w, ss, answer)
+}
+
+// readOffer reads a WHEP or WHIP request's SDP offer, or answers why not.
+func (s *Server) readOffer(w http.ResponseWriter, r *http.Request) (string, bool) {
+	offer, err := io.ReadAll(io.LimitReader(r.Body, MaxOfferBytes+1))
+	if err != nil || len(offer) == 0 || len(offer) > MaxOfferBytes {
+		http.Error(w, "the body must be an SDP offer of at most 64 KiB", http.StatusBadRequest)
+		return "", false
+	}
+	if s.Sessions() >= s.cfg.MaxSessions {
+		http.Error(w, "too many WebRTC sessions", http.StatusServiceUnavailable)
+		return "", false
+	}
+	return string(offer), true
+}
+
+// writeAnswer answers a WHEP or WHIP offer: 201, the session's URL, and
+// why it carries no audio.
+func writeAnswer(w http.ResponseWriter, ss *session, answer string) {
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", SessionPath+ss.id)
 	w.Header().Set("X-Meshcast-Audio", NoAudio)
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, answer)
+}
+
+// newSession makes a session of pc; its context ends with the server's,
+// with cancel, and when the connection fails or closes.
+func (s *Server) newSession(name stream.Name, kind string, pc *webrtc.PeerConnection, connected func()) (*session, context.Context) {
+	var id [8]byte
+	rand.Read(id[:])
+	ctx, cancel := context.WithCancel(s.ctx)
+	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: kind, started: time.Now(), pc: pc, cancel: cancel}
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			if connected != nil {
+				connected()
+			}
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed, webrtc.PeerConnectionStateDisconnected:
+			cancel()
+		}
+	})
+	return ss, ctx
+}
+
+// register lists a session, counting its goroutine for Close; false when
+// the server is closing (the session is cancelled).
+func (s *Server) register(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		ss.cancel()
+		return false
+	}
+	s.sessions[ss.id] = ss
+	s.wg.Add(1)
+	return true
+}
+
+// unregister forgets a session.
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss.id)
+	s.mu.Unlock()
 }
 
 // ServeDelete answers DELETE on a session's URL: the viewer leaves.
@@ -212,47 +267,18 @@ func (s *Server) start(name stream.Name, offer string, rd *stream.Reader, remote
 	if err != nil {
 		return fail(err)
 	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return fail(fmt.Errorf("bad offer: %w", err))
-	}
-	ans, err := pc.CreateAnswer(nil)
+	answer, err := negotiate(pc, offer)
 	if err != nil {
-		return fail(fmt.Errorf("no answer to the offer (it must receive H.264 video): %w", err))
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(ans); err != nil {
 		return fail(err)
 	}
-	select {
-	case <-gathered:
-	case <-time.After(gatherTimeout):
-		return fail(errors.New("ICE gathering timed out"))
-	}
-	var id [8]byte
-	rand.Read(id[:])
-	ctx, cancel := context.WithCancel(s.ctx)
-	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: "whep", started: time.Now(), pc: pc, cancel: cancel}
 	connected := make(chan struct{})
 	var once sync.Once
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		switch st {
-		case webrtc.PeerConnectionStateConnected:
-			once.Do(func() { close(connected) })
-		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed, webrtc.PeerConnectionStateDisconnected:
-			cancel()
-		}
-	})
-	s.mu.Lock()
-	if s.ctx.Err() != nil {
-		s.mu.Unlock()
-		cancel()
+	ss, ctx := s.newSession(name, "whep", pc, func() { once.Do(func() { close(connected) }) })
+	if !s.register(ss) {
 		return fail(errors.New("server closing"))
 	}
-	s.sessions[ss.id] = ss
-	s.wg.Add(1)
-	s.mu.Unlock()
 	go s.run(ctx, ss, rd, track, sender, connected, remote)
-	return pc.LocalDescription().SDP, ss, nil
+	return answer, ss, nil
 }
 
 // run sends the stream's video to a session until it ends.
@@ -262,9 +288,7 @@ func (s *Server) run(ctx context.Context, ss *session, rd *stream.Reader, track 
 		ss.cancel()
 		rd.Close()
 		ss.pc.Close()
-		s.mu.Lock()
-		delete(s.sessions, ss.id)
-		s.mu.Unlock()
+		s.unregister(ss)
 	}()
 	log := s.log.With("stream", ss.name, "remote", remote, "session", ss.id)
 	// Read the viewer's RTCP, which the interceptors need.

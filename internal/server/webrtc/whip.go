@@ -2,11 +2,8 @@ package webrtc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -39,13 +36,8 @@ const keyframeAsk = time.Second
 // video; audio is not taken: the streams carry AAC, which WebRTC lacks),
 // the answer back with the session's URL in Location.
 func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.Name, publish Publish) {
-	offer, err := io.ReadAll(io.LimitReader(r.Body, MaxOfferBytes+1))
-	if err != nil || len(offer) == 0 || len(offer) > MaxOfferBytes {
-		http.Error(w, "the body must be an SDP offer of at most 64 KiB", http.StatusBadRequest)
-		return
-	}
-	if s.Sessions() >= s.cfg.MaxSessions {
-		http.Error(w, "too many WebRTC sessions", http.StatusServiceUnavailable)
+	offer, ok := s.readOffer(w, r)
+	if !ok {
 		return
 	}
 	pc, err := s.api.NewPeerConnection(webrtc.Configuration{})
@@ -53,7 +45,7 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 		http.Error(w, "webrtc unavailable", http.StatusInternalServerError)
 		return
 	}
-	answer, err := negotiate(pc, string(offer))
+	answer, err := negotiate(pc, offer)
 	if err != nil {
 		pc.Close()
 		s.log.Info("whip refused", "stream", name, "remote", r.RemoteAddr, "err", err)
@@ -67,15 +59,8 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
-	var id [8]byte
-	rand.Read(id[:])
-	ctx, cancel := context.WithCancel(s.ctx)
-	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: "whip", started: time.Now(), pc: pc, cancel: cancel}
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed || st == webrtc.PeerConnectionStateDisconnected {
-			cancel()
-		}
-	})
+	ss, ctx := s.newSession(name, "whip", pc, nil)
+	cancel := ss.cancel
 	var once sync.Once
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if tr.Kind() != webrtc.RTPCodecTypeVideo {
@@ -90,18 +75,12 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 			}()
 		})
 	})
-	s.mu.Lock()
-	if s.ctx.Err() != nil {
-		s.mu.Unlock()
-		cancel()
+	if !s.register(ss) {
 		pc.Close()
 		pub.Close()
 		http.Error(w, "server closing", http.StatusServiceUnavailable)
 		return
 	}
-	s.sessions[ss.id] = ss
-	s.wg.Add(1)
-	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPublish, Protocol: "webrtc", Stream: name, RemoteAddr: r.RemoteAddr}, cancel)
@@ -119,25 +98,21 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 		pc.Close()
 		pub.Close()
 		endSession()
-		s.mu.Lock()
-		delete(s.sessions, ss.id)
-		s.mu.Unlock()
+		s.unregister(ss)
 		log.Info("publish stopped")
 	}()
-	w.Header().Set("Content-Type", "application/sdp")
-	w.Header().Set("Location", SessionPath+ss.id)
-	w.WriteHeader(http.StatusCreated)
-	io.WriteString(w, answer)
+	writeAnswer(w, ss, answer)
 }
 
-// negotiate answers a publisher's offer, receiving its video.
+// negotiate answers an offer with the tracks pc has (WHEP) or takes
+// (WHIP), once the server's ICE candidates are gathered.
 func negotiate(pc *webrtc.PeerConnection, offer string) (string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("bad offer: %w", err)
 	}
 	ans, err := pc.CreateAnswer(nil)
 	if err != nil {
-		return "", fmt.Errorf("no answer to the offer (it must send H.264 video): %w", err)
+		return "", fmt.Errorf("no answer to the offer (it must carry H.264 video): %w", err)
 	}
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(ans); err != nil {
