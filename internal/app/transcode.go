@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/server/hls"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/transcode"
@@ -208,6 +209,11 @@ func (t *transcoder) fit(name stream.Name) ([]transcode.Rendition, error) {
 	for {
 		if s := t.a.Hub.Get(name); s != nil {
 			if v := s.Info().Video; v != nil && v.Height > 0 {
+				if v.Codec != media.CodecH264.String() {
+					// ffmpeg reads the source as FLV, and before 6.1 it
+					// knows no enhanced RTMP codec.
+					return nil, fmt.Errorf("the source is %s: transcoding takes H.264 sources", v.Codec)
+				}
 				r := transcode.Fit(t.a.cfg.Ladder(name.App()), v.Width, v.Height)
 				if len(r) == 0 {
 					return nil, fmt.Errorf("the source (%dx%d) is smaller than every rendition of the ladder", v.Width, v.Height)

@@ -35,6 +35,8 @@ const (
 	CodecH264
 	CodecAAC
 	CodecAMF0 // script data (onMetaData) encoded as AMF0
+	CodecH265 // HEVC, from enhanced RTMP
+	CodecAV1  // AV1, from enhanced RTMP
 )
 
 func (c Codec) String() string {
@@ -45,6 +47,10 @@ func (c Codec) String() string {
 		return "aac"
 	case CodecAMF0:
 		return "amf0"
+	case CodecH265:
+		return "hevc"
+	case CodecAV1:
+		return "av1"
 	}
 	return "none"
 }
@@ -55,6 +61,11 @@ func (c Codec) String() string {
 // Payload forms:
 //   - H.264 frame: access unit in AVCC form (4-byte length-prefixed NAL units).
 //   - H.264 sequence header: AVCDecoderConfigurationRecord (avcC).
+//   - H.265 frame: access unit of 4-byte length-prefixed NAL units.
+//   - H.265 sequence header: HEVCDecoderConfigurationRecord (hvcC).
+//   - AV1 frame: temporal unit of OBUs with size fields (low overhead
+//     bitstream format).
+//   - AV1 sequence header: AV1CodecConfigurationRecord (av1C).
 //   - AAC frame: one raw AAC frame (no ADTS header).
 //   - AAC sequence header: AudioSpecificConfig.
 //   - Data: AMF0-encoded script data ("onMetaData", object).
@@ -64,7 +75,7 @@ type Packet struct {
 	DTS       int64 // decode timestamp in milliseconds
 	CTS       int32 // composition offset in milliseconds: PTS = DTS + CTS
 	Keyframe  bool  // video: an IDR access unit a decoder can start at
-	SeqHeader bool  // decoder configuration (avcC, AudioSpecificConfig) rather than a frame
+	SeqHeader bool  // decoder configuration (avcC, hvcC, av1C, AudioSpecificConfig) rather than a frame
 	Payload   []byte
 }
 

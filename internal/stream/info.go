@@ -65,18 +65,15 @@ func (s *Stream) Info() Info {
 // Caller holds s.mu.
 func (s *Stream) updateInfo(p *media.Packet) {
 	switch {
-	case p.Kind == media.KindVideo && p.Codec == media.CodecH264:
-		cfg, err := media.ParseAVCConfig(p.Payload)
+	case p.Kind == media.KindVideo:
+		s.info.Video = &VideoTrack{Codec: p.Codec.String()}
+		c, err := media.ParseVideoConfig(p.Codec, p.Payload)
 		if err != nil {
-			s.info.Video = &VideoTrack{Codec: "h264"}
 			return
 		}
-		vi, err := cfg.Info()
-		if err != nil {
-			s.info.Video = &VideoTrack{Codec: "h264"}
-			return
+		if vi, err := c.Info(); err == nil {
+			s.info.Video = &VideoTrack{Codec: p.Codec.String(), Width: vi.Width, Height: vi.Height, FPS: vi.FPS, Profile: vi.Profile, Level: vi.Level}
 		}
-		s.info.Video = &VideoTrack{Codec: "h264", Width: vi.Width, Height: vi.Height, FPS: vi.FPS, Profile: vi.Profile, Level: vi.Level}
 	case p.Kind == media.KindAudio && p.Codec == media.CodecAAC:
 		cfg, err := media.ParseAACConfig(p.Payload)
 		if err != nil {

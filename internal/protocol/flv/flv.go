@@ -3,8 +3,9 @@
 //
 // An RTMP audio, video or data message payload is exactly an FLV tag body, so
 // the body parsers and writers here serve RTMP ingest and playback as well as
-// HTTP-FLV and FLV files. Only H.264 video, AAC audio and AMF0 script data are
-// supported; other codecs are refused with an error naming them.
+// HTTP-FLV and FLV files. Video is H.264, or HEVC and AV1 in enhanced RTMP's
+// ExVideoTagHeader (github.com/veovera/enhanced-rtmp); audio is AAC; script
+// data is AMF0. Other codecs are refused with an error naming them.
 package flv
 
 import (
@@ -16,8 +17,8 @@ import (
 
 // Sentinel errors; returned errors wrap them, so test with errors.Is.
 var (
-	// ErrUnsupportedCodec reports audio or video in a codec other than AAC
-	// or H.264. The concrete error is an *UnsupportedCodecError.
+	// ErrUnsupportedCodec reports audio or video in a codec other than AAC,
+	// H.264, HEVC or AV1. The concrete error is an *UnsupportedCodecError.
 	ErrUnsupportedCodec = errors.New("flv: unsupported codec")
 	// ErrSkip reports a well-formed tag that carries no media (a video
 	// command frame, an H.264 end-of-sequence marker, an empty frame);

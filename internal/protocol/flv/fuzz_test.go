@@ -57,22 +57,45 @@ func FuzzParseVideo(f *testing.F) {
 			checkParseErr(t, p, err)
 			return
 		}
-		if p.Kind != media.KindVideo || p.Codec != media.CodecH264 || p.DTS != 90_000 {
+		if p.Kind != media.KindVideo || p.DTS != 90_000 {
 			t.Fatalf("packet %+v", p)
 		}
-		// Sequence headers are canonical as 0x17 with a zero CTS; frames
-		// as 0x17 or 0x27 (frame types 3 and 4 become 2).
-		canonical := body[0] == 0x27 && !p.SeqHeader || body[0] == 0x17 &&
-			(!p.SeqHeader || body[2]|body[3]|body[4] == 0)
-		checkRoundTrip(t, body, p, canonical, ParseVideo)
-		if p.SeqHeader {
-			// The sequence header parser must cope with anything that
-			// got this far.
-			if c, err := media.ParseAVCConfig(p.Payload); err == nil {
-				_, _ = c.Info()
+		switch p.Codec {
+		case media.CodecH264:
+			// Sequence headers are canonical as 0x17 with a zero CTS;
+			// frames as 0x17 or 0x27 (frame types 3 and 4 become 2).
+			canonical := body[0] == 0x27 && !p.SeqHeader || body[0] == 0x17 &&
+				(!p.SeqHeader || body[2]|body[3]|body[4] == 0)
+			checkRoundTrip(t, body, p, canonical, ParseVideo)
+			if p.SeqHeader {
+				// The sequence header parser must cope with anything
+				// that got this far.
+				if c, err := media.ParseAVCConfig(p.Payload); err == nil {
+					_, _ = c.Info()
+				}
+			} else if _, err := media.AVCCToNALUs(p.Payload); err != nil && !errors.Is(err, media.ErrInvalidConfig) {
+				t.Fatal(err)
 			}
-		} else if _, err := media.AVCCToNALUs(p.Payload); err != nil && !errors.Is(err, media.ErrInvalidConfig) {
-			t.Fatal(err)
+		case media.CodecH265:
+			checkRoundTrip(t, body, p, false, ParseVideo)
+			if p.SeqHeader {
+				if c, err := media.ParseHEVCConfig(p.Payload); err == nil {
+					_, _ = c.Info()
+				}
+			} else if _, err := media.AVCCToNALUs(p.Payload); err != nil && !errors.Is(err, media.ErrInvalidConfig) {
+				t.Fatal(err)
+			}
+		case media.CodecAV1:
+			checkRoundTrip(t, body, p, false, ParseVideo)
+			if p.SeqHeader {
+				if c, err := media.ParseAV1Config(p.Payload); err == nil {
+					_, _ = c.Info()
+				}
+			} else if _, err := media.SplitOBUs(p.Payload); err != nil && !errors.Is(err, media.ErrInvalidConfig) {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("packet %+v", p)
 		}
 	})
 }

@@ -42,7 +42,8 @@ const (
 	maxCTS = 1<<23 - 1
 )
 
-// ParseVideo parses a VIDEODATA tag body (RTMP video message) carrying H.264.
+// ParseVideo parses a VIDEODATA tag body (RTMP video message) carrying
+// H.264, or, with an enhanced RTMP ExVideoTagHeader, H.264, HEVC or AV1.
 // The packet payload aliases body. It returns ErrSkip for tags without media,
 // an *UnsupportedCodecError for other codecs and ErrMalformed otherwise.
 func ParseVideo(ts uint32, body []byte) (media.Packet, error) {
@@ -51,12 +52,7 @@ func ParseVideo(ts uint32, body []byte) (media.Packet, error) {
 	}
 	b0 := body[0]
 	if b0&0x80 != 0 {
-		// Enhanced RTMP ExVideoTagHeader: IsExHeader, 3-bit FrameType,
-		// 4-bit VideoPacketType, then (mostly) a FourCC.
-		if (b0>>4)&0x07 == frameCommand {
-			return media.Packet{}, ErrSkip
-		}
-		return media.Packet{}, enhancedError(media.KindVideo, body, b0&0x0f <= 5)
+		return parseExVideo(ts, body)
 	}
 	frameType, codec := b0>>4, b0&0x0f
 	if frameType == frameCommand {
@@ -99,6 +95,88 @@ func ParseVideo(ts uint32, body []byte) (media.Packet, error) {
 	default:
 		return media.Packet{}, fmt.Errorf("flv: AVC packet type %d: %w", body[1], ErrMalformed)
 	}
+	return p, nil
+}
+
+// Enhanced RTMP VideoPacketType values (enhanced RTMP v2, ExVideoTagHeader).
+const (
+	exSequenceStart        = 0
+	exCodedFrames          = 1
+	exSequenceEnd          = 2
+	exCodedFramesX         = 3 // CompositionTime is implied zero
+	exMetadata             = 4
+	exMPEG2TSSequenceStart = 5
+	exMultitrack           = 6
+	exModEx                = 7
+)
+
+// exHeaderSize is the ExVideoTagHeader of a single-track packet: the
+// flags byte and the FourCC.
+const exHeaderSize = 5
+
+// parseExVideo parses a VIDEODATA body with an enhanced RTMP
+// ExVideoTagHeader: IsExHeader, a 3-bit FrameType, a 4-bit VideoPacketType
+// and, for single-track packets, the codec's FourCC.
+func parseExVideo(ts uint32, body []byte) (media.Packet, error) {
+	frameType, pt := (body[0]>>4)&0x07, body[0]&0x0f
+	switch {
+	case frameType == frameCommand && pt != exMetadata:
+		return media.Packet{}, ErrSkip
+	case pt == exMultitrack || pt == exModEx:
+		return media.Packet{}, enhancedError(media.KindVideo, body, false)
+	case pt > exModEx:
+		return media.Packet{}, fmt.Errorf("flv: enhanced video packet type %d: %w", pt, ErrMalformed)
+	case len(body) < exHeaderSize:
+		return media.Packet{}, fmt.Errorf("flv: enhanced video tag of %d bytes: %w", len(body), ErrMalformed)
+	}
+	var codec media.Codec
+	switch string(body[1:5]) {
+	case "avc1":
+		codec = media.CodecH264
+	case "hvc1":
+		codec = media.CodecH265
+	case "av01":
+		codec = media.CodecAV1
+	default:
+		return media.Packet{}, enhancedError(media.KindVideo, body, true)
+	}
+	if frameType < frameKey || frameType > 4 {
+		return media.Packet{}, fmt.Errorf("flv: video frame type %d: %w", frameType, ErrMalformed)
+	}
+	p := media.Packet{Kind: media.KindVideo, Codec: codec, DTS: int64(ts), Payload: body[exHeaderSize:]}
+	switch pt {
+	case exSequenceStart:
+		if len(p.Payload) == 0 {
+			return media.Packet{}, fmt.Errorf("flv: empty %s sequence header: %w", codec, ErrMalformed)
+		}
+		p.SeqHeader = true
+		return p, nil
+	case exCodedFrames, exCodedFramesX:
+	default:
+		// Sequence end, HDR metadata and the MPEG-TS descriptor of AV1
+		// carry nothing a player needs.
+		return media.Packet{}, ErrSkip
+	}
+	if pt == exCodedFrames && codec != media.CodecAV1 {
+		// H.264 and HEVC coded frames carry a CompositionTime; AV1 has no
+		// B-frame reordering and carries none.
+		if len(p.Payload) < 3 {
+			return media.Packet{}, fmt.Errorf("flv: %s frame without composition time: %w", codec, ErrMalformed)
+		}
+		p.CTS = int32(uint32(body[5])<<24|uint32(body[6])<<16|uint32(body[7])<<8) >> 8
+		p.Payload = p.Payload[3:]
+	}
+	if len(p.Payload) == 0 {
+		return media.Packet{}, ErrSkip
+	}
+	if codec == media.CodecAV1 {
+		if !media.ValidOBUs(p.Payload) {
+			return media.Packet{}, fmt.Errorf("flv: AV1 frame is not size-delimited OBUs: %w", ErrMalformed)
+		}
+	} else if !validAVCC(p.Payload) {
+		return media.Packet{}, fmt.Errorf("flv: %s frame is not 4-byte length-prefixed NAL units: %w", codec, ErrMalformed)
+	}
+	p.Keyframe = frameType == frameKey
 	return p, nil
 }
 
@@ -182,7 +260,7 @@ func TagType(p *media.Packet) uint8 {
 func BodySize(p *media.Packet) int {
 	switch p.Kind {
 	case media.KindVideo:
-		return 5 + len(p.Payload)
+		return videoHeaderSize(p) + len(p.Payload)
 	case media.KindAudio:
 		return 2 + len(p.Payload)
 	case media.KindData:
@@ -197,19 +275,7 @@ func BodySize(p *media.Packet) int {
 func AppendBody(dst []byte, p *media.Packet) []byte {
 	switch p.Kind {
 	case media.KindVideo:
-		frameType, pt, cts := byte(frameInter), byte(avcNALU), int32(0)
-		if p.SeqHeader {
-			// Sequence headers are conventionally sent as key frames (0x17).
-			frameType, pt = frameKey, avcSeqHeader
-		} else {
-			if p.Keyframe {
-				frameType = frameKey
-			}
-			// Composition offsets beyond ±2.3 hours cannot occur in
-			// practice; clamp rather than wrap if one does.
-			cts = min(max(p.CTS, minCTS), maxCTS)
-		}
-		dst = append(dst, frameType<<4|codecAVC, pt, byte(cts>>16), byte(cts>>8), byte(cts))
+		dst = appendVideoHeader(dst, p)
 	case media.KindAudio:
 		pt := byte(aacRaw)
 		if p.SeqHeader {
@@ -221,6 +287,54 @@ func AppendBody(dst []byte, p *media.Packet) []byte {
 		return dst
 	}
 	return append(dst, p.Payload...)
+}
+
+// videoHeaderSize is the size of the header appendVideoHeader writes.
+func videoHeaderSize(p *media.Packet) int {
+	if p.Codec == media.CodecH265 && !p.SeqHeader {
+		return exHeaderSize + 3
+	}
+	return 5 // the legacy AVC header, or an ExVideoTagHeader without CTS
+}
+
+// appendVideoHeader appends the header of p's VIDEODATA: the legacy AVC
+// header for H.264, so every player can read it, and an enhanced RTMP
+// ExVideoTagHeader for HEVC and AV1. HEVC frames always go as CodedFrames
+// with a CompositionTime.
+func appendVideoHeader(dst []byte, p *media.Packet) []byte {
+	frameType, cts := byte(frameInter), int32(0)
+	if p.SeqHeader || p.Keyframe {
+		// Sequence headers are conventionally sent as key frames (0x17).
+		frameType = frameKey
+	}
+	if !p.SeqHeader {
+		// Composition offsets beyond ±2.3 hours cannot occur in practice;
+		// clamp rather than wrap if one does.
+		cts = min(max(p.CTS, minCTS), maxCTS)
+	}
+	var fourCC string
+	switch p.Codec {
+	case media.CodecH265:
+		fourCC = "hvc1"
+	case media.CodecAV1:
+		fourCC = "av01"
+	default:
+		pt := byte(avcNALU)
+		if p.SeqHeader {
+			pt = avcSeqHeader
+		}
+		return append(dst, frameType<<4|codecAVC, pt, byte(cts>>16), byte(cts>>8), byte(cts))
+	}
+	pt := byte(exCodedFrames)
+	if p.SeqHeader {
+		pt = exSequenceStart
+	}
+	dst = append(dst, 0x80|frameType<<4|pt)
+	dst = append(dst, fourCC...)
+	if p.Codec == media.CodecH265 && !p.SeqHeader {
+		dst = append(dst, byte(cts>>16), byte(cts>>8), byte(cts))
+	}
+	return dst
 }
 
 // TagSize returns the exact number of bytes AppendTag writes for p: header,

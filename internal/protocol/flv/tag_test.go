@@ -21,6 +21,12 @@ var (
 	testASC = []byte{0x12, 0x10}
 	// AUD + IDR slice, 4-byte length-prefixed.
 	testAU = []byte{0, 0, 0, 2, 0x09, 0x10, 0, 0, 0, 5, 0x65, 0x88, 0x84, 0x00, 0x33}
+	// The head of an hvcC; FLV does not look inside it.
+	testHVCC = []byte{0x01, 0x01, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 0x3c, 0xf0, 0, 0xfc, 0xfd, 0xf8, 0xf8, 0, 0, 0x0f, 0}
+	// SVT-AV1's av1C for 320x240, and a temporal unit: a temporal
+	// delimiter and a frame OBU, each with its size.
+	testAV1C = []byte{0x81, 0x00, 0x0c, 0x00, 0x0a, 0x0b, 0x00, 0x00, 0x00, 0x04, 0x3c, 0xff, 0xbc, 0x02, 0xf8, 0x00, 0x40}
+	testTU   = []byte{0x12, 0x00, 0x32, 0x02, 0xaa, 0xbb}
 )
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -47,6 +53,16 @@ var packetForms = []struct {
 		media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: 7, CTS: maxCTS, Payload: testAU}},
 	{"AVC min CTS", 7, cat([]byte{0x27, 1, 0x80, 0, 0}, testAU),
 		media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: 7, CTS: minCTS, Payload: testAU}},
+	{"HEVC sequence header", 0, cat([]byte{0x90, 'h', 'v', 'c', '1'}, testHVCC),
+		media.Packet{Kind: media.KindVideo, Codec: media.CodecH265, SeqHeader: true, Payload: testHVCC}},
+	{"HEVC keyframe", 40, cat([]byte{0x91, 'h', 'v', 'c', '1', 0, 0, 0x50}, testAU),
+		media.Packet{Kind: media.KindVideo, Codec: media.CodecH265, DTS: 40, CTS: 80, Keyframe: true, Payload: testAU}},
+	{"HEVC inter frame, negative CTS", 9, cat([]byte{0xa1, 'h', 'v', 'c', '1', 0xff, 0xff, 0xdf}, testAU),
+		media.Packet{Kind: media.KindVideo, Codec: media.CodecH265, DTS: 9, CTS: -33, Payload: testAU}},
+	{"AV1 sequence header", 0, cat([]byte{0x90, 'a', 'v', '0', '1'}, testAV1C),
+		media.Packet{Kind: media.KindVideo, Codec: media.CodecAV1, SeqHeader: true, Payload: testAV1C}},
+	{"AV1 keyframe", 33, cat([]byte{0x91, 'a', 'v', '0', '1'}, testTU),
+		media.Packet{Kind: media.KindVideo, Codec: media.CodecAV1, DTS: 33, Keyframe: true, Payload: testTU}},
 	{"AAC sequence header", 0, cat([]byte{0xaf, 0}, testASC),
 		media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, SeqHeader: true, Payload: testASC}},
 	{"AAC frame", 23, []byte{0xaf, 1, 0x21, 0x10, 0x04},
@@ -135,11 +151,19 @@ func TestParseVideoErrors(t *testing.T) {
 		{"Sorenson", []byte{0x22, 0, 0}, ErrUnsupportedCodec, "flv: video codec 2 (Sorenson H.263) not supported"},
 		{"VP6", []byte{0x14}, ErrUnsupportedCodec, "flv: video codec 4 (On2 VP6) not supported"},
 		{"legacy HEVC", []byte{0x1c, 0, 0, 0, 0, 1}, ErrUnsupportedCodec, "flv: video codec 12 (HEVC, non-standard) not supported"},
-		{"enhanced HEVC", []byte{0x90, 'h', 'v', 'c', '1', 1}, ErrUnsupportedCodec, `flv: video codec "hvc1" (HEVC, enhanced RTMP) not supported`},
-		{"enhanced AV1 frames", []byte{0xa3, 'a', 'v', '0', '1'}, ErrUnsupportedCodec, `flv: video codec "av01" (AV1, enhanced RTMP) not supported`},
+		{"enhanced VP9", []byte{0x90, 'v', 'p', '0', '9', 1}, ErrUnsupportedCodec, `flv: video codec "vp09" (VP9, enhanced RTMP) not supported`},
+		{"enhanced empty AV1 frame", []byte{0xa3, 'a', 'v', '0', '1'}, ErrSkip, ""},
+		{"enhanced empty HEVC seq start", []byte{0x90, 'h', 'v', 'c', '1'}, ErrMalformed, ""},
+		{"enhanced HEVC without CTS", []byte{0x91, 'h', 'v', 'c', '1', 0, 0}, ErrMalformed, ""},
+		{"enhanced HEVC bad NALU length", []byte{0x93, 'h', 'v', 'c', '1', 0, 0, 0, 9, 0x26}, ErrMalformed, ""},
+		{"enhanced AV1 without OBU size", []byte{0x93, 'a', 'v', '0', '1', 0x30, 0x00}, ErrMalformed, ""},
+		{"enhanced packet type 9", []byte{0x99, 'h', 'v', 'c', '1', 0}, ErrMalformed, ""},
+		{"enhanced frame type 0", []byte{0x83, 'h', 'v', 'c', '1', 0, 0, 0, 1, 0x26}, ErrMalformed, ""},
+		{"enhanced sequence end", []byte{0x92, 'h', 'v', 'c', '1'}, ErrSkip, ""},
+		{"enhanced metadata", []byte{0x94, 'h', 'v', 'c', '1', 2, 0, 0}, ErrSkip, ""},
 		{"enhanced multitrack", []byte{0x96, 0x00, 'h', 'v', 'c', '1'}, ErrUnsupportedCodec, "flv: video codec (enhanced RTMP) not supported"},
 		{"enhanced binary FourCC", []byte{0x90, 0, 1, 2, 3}, ErrUnsupportedCodec, `flv: video codec "0x00010203" (enhanced RTMP) not supported`},
-		{"enhanced short", []byte{0x90}, ErrUnsupportedCodec, "flv: video codec (enhanced RTMP) not supported"},
+		{"enhanced short", []byte{0x90}, ErrMalformed, ""},
 		{"enhanced command", []byte{0xd0, 'h', 'v', 'c', '1', 0}, ErrSkip, ""},
 	}
 	for _, tt := range tests {

@@ -16,6 +16,14 @@ var ErrRefused = errors.New("refused by server")
 // connection: connect, then play or publish. The caller sets deadlines on
 // the connection; Client keeps no timers.
 type Client struct {
+	// FourCCs, set before Connect, makes the client announce itself as
+	// enhanced RTMP, able to send and receive these codecs ("hvc1",
+	// "av01", ...).
+	FourCCs []string
+	// ServerFourCCs is the server's fourCcList from its answer to
+	// connect: the enhanced RTMP codecs it takes.
+	ServerFourCCs []string
+
 	rw       io.ReadWriter
 	r        *ChunkReader
 	w        *ChunkWriter
@@ -45,8 +53,27 @@ func (c *Client) Connect(app, tcURL string) error {
 		{Key: "flashVer", Value: "FMLE/3.0 (compatible; meshcast)"},
 		{Key: "tcUrl", Value: tcURL},
 	}
-	_, err := c.call("connect", obj)
-	return err
+	if len(c.FourCCs) > 0 {
+		list := make([]any, len(c.FourCCs))
+		for i, f := range c.FourCCs {
+			list[i] = f
+		}
+		obj = append(obj, amf0.Property{Key: "fourCcList", Value: list})
+	}
+	res, err := c.call("connect", obj)
+	if err != nil {
+		return err
+	}
+	if props, ok := res.Object.(amf0.Object); ok {
+		v, _ := props.Get("fourCcList")
+		list, _ := v.([]any) // an AMF0 strict array
+		for _, f := range list {
+			if s, ok := f.(string); ok {
+				c.ServerFourCCs = append(c.ServerFourCCs, s)
+			}
+		}
+	}
+	return nil
 }
 
 // Play creates a stream and plays name, waiting for NetStream.Play.Start.

@@ -570,29 +570,3 @@ func TestAudioSmoothing(t *testing.T) {
 		}
 	}
 }
-
-func TestWithParameterSets(t *testing.T) {
-	sps, pps := []byte{0x67, 1}, []byte{0x68, 2}
-	aud, idr, slice, sei := []byte{0x09, 0xf0}, []byte{0x65, 3}, []byte{0x41, 4}, []byte{0x06, 5}
-	for _, tc := range []struct {
-		name     string
-		in, want [][]byte
-	}{
-		{"IDR gets parameter sets", [][]byte{sei, idr}, [][]byte{sps, pps, sei, idr}},
-		{"after a delimiter", [][]byte{aud, idr}, [][]byte{aud, sps, pps, idr}},
-		{"non-IDR unchanged", [][]byte{slice}, [][]byte{slice}},
-		{"in-band SPS kept", [][]byte{{0x67, 9}, {0x68, 9}, idr}, [][]byte{{0x67, 9}, {0x68, 9}, idr}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := withParameterSets(tc.in, sps, pps)
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %x, want %x", got, tc.want)
-			}
-			for i := range got {
-				if string(got[i]) != string(tc.want[i]) {
-					t.Fatalf("got %x, want %x", got, tc.want)
-				}
-			}
-		})
-	}
-}

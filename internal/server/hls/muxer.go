@@ -134,7 +134,7 @@ func (m *muxer) await(ctx context.Context) (*gohlslib.Muxer, error) {
 // decoder configuration of each kind and the session built from them.
 type feeder struct {
 	m                  *muxer
-	video              *media.AVCConfig // nil: no usable video configuration
+	video              *media.VideoConfig // nil: no usable video configuration
 	audio              *media.AACConfig
 	videoRaw, audioRaw []byte
 	sess               *session
@@ -183,9 +183,7 @@ func (f *feeder) videoConfig(p *media.Packet) {
 	}
 	f.videoRaw = p.Payload
 	f.video = nil
-	if p.Codec != media.CodecH264 {
-		f.m.log.Warn("video codec not supported by HLS output, dropping video", "codec", p.Codec.String())
-	} else if c, err := media.ParseAVCConfig(p.Payload); err != nil {
+	if c, err := media.ParseVideoConfig(p.Codec, p.Payload); err != nil {
 		f.m.log.Warn("invalid video configuration, dropping video", "err", err)
 	} else {
 		f.video = c

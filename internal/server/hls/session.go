@@ -9,7 +9,6 @@ import (
 
 	"github.com/bluenviron/gohlslib/v2"
 	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
 	"github.com/meshcast/meshcast/internal/media"
 )
@@ -39,8 +38,8 @@ type session struct {
 }
 
 type videoTrack struct {
-	t        *gohlslib.Track
-	sps, pps []byte
+	t   *gohlslib.Track
+	cfg *media.VideoConfig
 }
 
 type audioTrack struct {
@@ -53,7 +52,7 @@ type audioTrack struct {
 
 // startSession builds and starts a gohlslib muxer with the given tracks;
 // at least one of video and audio is set.
-func startSession(m *muxer, video *media.AVCConfig, audio *media.AACConfig) (*session, error) {
+func startSession(m *muxer, video *media.VideoConfig, audio *media.AACConfig) (*session, error) {
 	sess := &session{log: m.log}
 	var tracks []*gohlslib.Track
 	if video != nil {
@@ -79,18 +78,20 @@ func startSession(m *muxer, video *media.AVCConfig, audio *media.AACConfig) (*se
 	return sess, nil
 }
 
-func newVideoTrack(c *media.AVCConfig) *videoTrack {
-	// An fMP4 init segment carries one SPS and one PPS; streams with more
-	// are vanishingly rare, and gohlslib supports only one of each.
-	sps, pps := c.SPS[0], c.PPS[0]
-	return &videoTrack{
-		t: &gohlslib.Track{
-			Codec:     &codecs.H264{SPS: sps, PPS: pps},
-			ClockRate: videoClockRate,
-		},
-		sps: sps,
-		pps: pps,
+// newVideoTrack makes the fMP4 track of a video configuration. An init
+// segment carries one set of parameter sets; streams with more are
+// vanishingly rare, and gohlslib supports only one of each.
+func newVideoTrack(c *media.VideoConfig) *videoTrack {
+	var codec codecs.Codec
+	switch {
+	case c.AVC != nil:
+		codec = &codecs.H264{SPS: c.AVC.SPS[0], PPS: c.AVC.PPS[0]}
+	case c.HEVC != nil:
+		codec = &codecs.H265{VPS: c.HEVC.VPS[0], SPS: c.HEVC.SPS[0], PPS: c.HEVC.PPS[0]}
+	default:
+		codec = &codecs.AV1{SequenceHeader: c.AV1.SequenceHeader}
 	}
+	return &videoTrack{t: &gohlslib.Track{Codec: codec, ClockRate: videoClockRate}, cfg: c}
 }
 
 func newAudioTrack(c *media.AACConfig) *audioTrack {
@@ -113,15 +114,11 @@ func newAudioTrack(c *media.AACConfig) *audioTrack {
 }
 
 // describeVideo summarises a video track for logs.
-func describeVideo(c *media.AVCConfig) string {
+func describeVideo(c *media.VideoConfig) string {
 	if c == nil {
 		return "none"
 	}
-	info, err := c.Info()
-	if err != nil {
-		return "h264"
-	}
-	return "h264 " + strconv.Itoa(info.Width) + "x" + strconv.Itoa(info.Height) + " " + info.Profile + " " + info.Level
+	return c.String()
 }
 
 // describeAudio summarises an audio track for logs.
@@ -186,14 +183,26 @@ func (sess *session) ntp(ms int64) time.Time {
 }
 
 func (sess *session) writeVideo(p *media.Packet) error {
-	nalus, err := media.AVCCToNALUs(p.Payload)
+	v := sess.video
+	units, err := media.SplitFrame(v.cfg.Codec, p.Payload)
 	if err != nil {
 		return fmt.Errorf("hls: video frame: %w", err)
 	}
-	v := sess.video
-	nalus = withParameterSets(nalus, v.sps, v.pps)
+	// gohlslib starts segments at frames with in-band parameter sets and
+	// derives H.264 and HEVC decode times from them, but FLV and RTMP
+	// carry them only in the sequence header.
+	units = v.cfg.WithParamSets(units, p.Keyframe)
 	pts := toClock(p.PTS()-sess.base, videoClockRate)
-	if err := sess.hm.WriteH264(v.t, sess.ntp(p.PTS()), pts, nalus); err != nil {
+	ntp := sess.ntp(p.PTS())
+	switch v.cfg.Codec {
+	case media.CodecH265:
+		err = sess.hm.WriteH265(v.t, ntp, pts, units)
+	case media.CodecAV1:
+		err = sess.hm.WriteAV1(v.t, ntp, pts, units)
+	default:
+		err = sess.hm.WriteH264(v.t, ntp, pts, units)
+	}
+	if err != nil {
 		return fmt.Errorf("hls: write video: %w", err)
 	}
 	return nil
@@ -231,32 +240,4 @@ func (a *audioTrack) smooth(pts int64) int64 {
 // that no intermediate product can overflow.
 func toClock(ms, rate int64) int64 {
 	return ms/1000*rate + ms%1000*rate/1000
-}
-
-// withParameterSets puts the SPS and PPS in front of the slices of an IDR
-// access unit that lacks them. gohlslib derives DTS from picture order
-// counts and cannot until it has seen an SPS inside an access unit, but FLV
-// and RTMP carry parameter sets only in the out-of-band avcC. nalus is not
-// modified.
-func withParameterSets(nalus [][]byte, sps, pps []byte) [][]byte {
-	idr, at := false, 0
-	for i, n := range nalus {
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			return nalus
-		case h264.NALUTypeIDR:
-			idr = true
-		case h264.NALUTypeAccessUnitDelimiter:
-			if i == 0 {
-				at = 1 // an access unit delimiter must stay first (H.264 §7.4.1.2.3)
-			}
-		}
-	}
-	if !idr {
-		return nalus
-	}
-	out := make([][]byte, 0, len(nalus)+2)
-	out = append(out, nalus[:at]...)
-	out = append(out, sps, pps)
-	return append(out, nalus[at:]...)
 }

@@ -216,6 +216,11 @@ func (c *conn) connect(cmd *rtmp.Command) error {
 		return err
 	}
 	props := amf0.Object{{Key: "fmsVer", Value: "FMS/3,0,1,123"}, {Key: "capabilities", Value: 31.0}, {Key: "mode", Value: 1.0}}
+	if _, ok := obj.Get("fourCcList"); ok {
+		// An enhanced RTMP client (OBS, ffmpeg 6.1 and later) lists the
+		// codecs it can send; the answer lists those meshcast takes.
+		props = append(props, amf0.Property{Key: "fourCcList", Value: []any{"avc1", "hvc1", "av01"}})
+	}
 	status := append(rtmp.Status("status", "NetConnection.Connect.Success", "Connection succeeded."), amf0.Property{Key: "objectEncoding", Value: 0.0})
 	return c.send(rtmp.CSIDCommand, 0, "_result", cmd.TxID, props, status)
 }

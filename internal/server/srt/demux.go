@@ -21,7 +21,7 @@ type Writer interface {
 	WritePacket(p *media.Packet) error
 }
 
-// demux reads MPEG-TS from r and writes its H.264 and AAC tracks to w as
+// demux reads MPEG-TS from r and writes its H.264 or HEVC and AAC tracks to w as
 // packets, the decoder configurations first and again when they change.
 // tables is called once the program tables are read. Other codecs are
 // refused.
@@ -42,7 +42,14 @@ func demux(r io.Reader, w Writer, tables func()) error {
 			}
 			d.video = true
 			n++
-			tr.OnDataH264(t, d.h264)
+			tr.OnDataH264(t, d.frame)
+		case *tscodecs.H265:
+			if d.video {
+				continue
+			}
+			d.video, d.videoz.HEVC = true, true
+			n++
+			tr.OnDataH265(t, d.frame)
 		case *tscodecs.MPEG4Audio:
 			if d.audio != nil {
 				continue
@@ -61,7 +68,7 @@ func demux(r io.Reader, w Writer, tables func()) error {
 		}
 	}
 	if n == 0 {
-		return errors.New("mpeg-ts: no H.264 or AAC track: meshcast takes H.264 video and AAC audio")
+		return errors.New("mpeg-ts: no H.264, HEVC or AAC track: meshcast takes H.264 or HEVC video and AAC audio")
 	}
 	if d.audio != nil {
 		// The audio configuration is in the program table: players get it
@@ -90,7 +97,7 @@ type demuxer struct {
 	base  int64 // the first timestamp, 90 kHz: the stream starts at 0
 
 	video    bool
-	h264z    media.H264Packetizer
+	videoz   media.NALUPacketizer
 	out      []*media.Packet
 	audio    *media.AACConfig
 	audioOut bool // its configuration was sent
@@ -105,10 +112,10 @@ func (d *demuxer) ms(ts int64) int64 {
 	return max(ts-d.base, 0) / 90
 }
 
-func (d *demuxer) h264(pts, dts int64, au [][]byte) error {
+func (d *demuxer) frame(pts, dts int64, au [][]byte) error {
 	t := d.ms(dts)
 	p := d.ms(pts)
-	for _, pkt := range d.h264z.Packets(d.out[:0], t, p, au) {
+	for _, pkt := range d.videoz.Packets(d.out[:0], t, p, au) {
 		if err := d.w.WritePacket(pkt); err != nil {
 			return err
 		}

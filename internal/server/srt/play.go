@@ -56,13 +56,16 @@ func (s *Server) play(conn gosrt.Conn, rd *stream.Reader, name stream.Name, remo
 func remux(ctx context.Context, rd *stream.Reader, w *bufio.Writer) error {
 	var mw *mpegts.Writer
 	var vt, at *mpegts.Track
-	var avc *media.AVCConfig
+	var video *media.VideoConfig // H.264 or HEVC: MPEG-TS carries no AV1
 	var aac *media.AACConfig
 	start := func() error {
 		mw = &mpegts.Writer{W: w}
 		vt, at = nil, nil
-		if avc != nil {
+		if video != nil {
 			vt = &mpegts.Track{Codec: &tscodecs.H264{}}
+			if video.Codec == media.CodecH265 {
+				vt.Codec = &tscodecs.H265{}
+			}
 			mw.Tracks = append(mw.Tracks, vt)
 		}
 		if aac != nil {
@@ -80,15 +83,15 @@ func remux(ctx context.Context, rd *stream.Reader, w *bufio.Writer) error {
 		}
 		for _, p := range pkts {
 			switch {
-			case p.SeqHeader && p.Codec == media.CodecH264:
-				if c, err := media.ParseAVCConfig(p.Payload); err == nil {
-					avc, mw = c, nil
+			case p.SeqHeader && (p.Codec == media.CodecH264 || p.Codec == media.CodecH265):
+				if c, err := media.ParseVideoConfig(p.Codec, p.Payload); err == nil {
+					video, mw = c, nil
 				}
 			case p.SeqHeader && p.Codec == media.CodecAAC:
 				if c, err := media.ParseAACConfig(p.Payload); err == nil {
 					aac, mw = c, nil
 				}
-			case p.Kind == media.KindVideo && avc != nil:
+			case p.Kind == media.KindVideo && video != nil && p.Codec == video.Codec:
 				if mw == nil {
 					if !p.Keyframe {
 						continue // a decoder starts at a keyframe
@@ -101,13 +104,17 @@ func remux(ctx context.Context, rd *stream.Reader, w *bufio.Writer) error {
 				if err != nil || len(nalus) == 0 {
 					continue
 				}
-				if p.Keyframe && len(avc.SPS) > 0 && len(avc.PPS) > 0 {
-					nalus = append([][]byte{avc.SPS[0], avc.PPS[0]}, nalus...)
+				nalus = video.WithParamSets(nalus, p.Keyframe)
+				pts, dts := tsBase+p.PTS()*90, tsBase+p.DTS*90
+				if video.Codec == media.CodecH265 {
+					err = mw.WriteH265(vt, pts, dts, nalus)
+				} else {
+					err = mw.WriteH264(vt, pts, dts, nalus)
 				}
-				if err := mw.WriteH264(vt, tsBase+p.PTS()*90, tsBase+p.DTS*90, nalus); err != nil {
+				if err != nil {
 					return fmt.Errorf("mpeg-ts: %w", err)
 				}
-			case p.Kind == media.KindAudio && !p.SeqHeader && aac != nil && (mw != nil || avc == nil):
+			case p.Kind == media.KindAudio && !p.SeqHeader && aac != nil && (mw != nil || video == nil):
 				if mw == nil {
 					if err := start(); err != nil {
 						return err

@@ -42,7 +42,7 @@ func FuzzSplitAnnexB(f *testing.F) {
 		if n > len(b) {
 			t.Fatalf("%d bytes of NAL units from %d", n, len(b))
 		}
-		var z media.H264Packetizer
+		var z media.NALUPacketizer
 		for _, p := range z.Packets(nil, 0, 0, nalus) {
 			if p.SeqHeader {
 				if _, err := media.ParseAVCConfig(p.Payload); err != nil && len(p.Payload) < 7 {

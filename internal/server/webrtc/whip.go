@@ -130,7 +130,7 @@ func negotiate(pc *webrtc.PeerConnection, offer string) (string, error) {
 // writes them to pub, asking for a keyframe until one arrives.
 func ingest(ctx context.Context, pc *webrtc.PeerConnection, tr *webrtc.TrackRemote, pub Publisher) {
 	sb := samplebuilder.New(256, &codecs.H264Packet{}, tr.Codec().ClockRate)
-	var z media.H264Packetizer
+	var z media.NALUPacketizer
 	var out []*media.Packet
 	var first uint32
 	started, gotKey := false, false

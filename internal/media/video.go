@@ -1,0 +1,123 @@
+package media
+
+import "fmt"
+
+// VideoConfig is a parsed video sequence header of any supported codec.
+type VideoConfig struct {
+	Codec Codec
+	AVC   *AVCConfig  // CodecH264
+	HEVC  *HEVCConfig // CodecH265
+	AV1   *AV1Config  // CodecAV1
+	// ParamSets are the parameter sets a decoder needs in band, in the
+	// order they go in front of a keyframe: SPS and PPS for H.264; VPS,
+	// SPS and PPS for HEVC; none for AV1, whose sequence header travels in
+	// its keyframes.
+	ParamSets [][]byte
+}
+
+// ParseVideoConfig decodes a sequence header of codec: avcC, hvcC or av1C.
+func ParseVideoConfig(codec Codec, b []byte) (*VideoConfig, error) {
+	c := &VideoConfig{Codec: codec}
+	var err error
+	switch codec {
+	case CodecH264:
+		if c.AVC, err = ParseAVCConfig(b); err == nil {
+			c.ParamSets = [][]byte{c.AVC.SPS[0], c.AVC.PPS[0]}
+		}
+	case CodecH265:
+		if c.HEVC, err = ParseHEVCConfig(b); err == nil {
+			c.ParamSets = [][]byte{c.HEVC.VPS[0], c.HEVC.SPS[0], c.HEVC.PPS[0]}
+		}
+	case CodecAV1:
+		c.AV1, err = ParseAV1Config(b)
+	default:
+		err = fmt.Errorf("%s is not a video codec: %w", codec, ErrInvalidConfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Info describes the picture.
+func (c *VideoConfig) Info() (VideoInfo, error) {
+	switch {
+	case c.AVC != nil:
+		return c.AVC.Info()
+	case c.HEVC != nil:
+		return c.HEVC.Info()
+	case c.AV1 != nil:
+		return c.AV1.Info()
+	}
+	return VideoInfo{}, fmt.Errorf("no video configuration: %w", ErrInvalidConfig)
+}
+
+// String names the codec and picture for logs, e.g. "h264 1280x720 High 3.1".
+func (c *VideoConfig) String() string {
+	info, err := c.Info()
+	if err != nil {
+		return c.Codec.String()
+	}
+	return fmt.Sprintf("%s %dx%d %s %s", c.Codec, info.Width, info.Height, info.Profile, info.Level)
+}
+
+// WithParamSets puts the parameter sets in front of the units of a
+// keyframe that lacks them: NAL units of H.264 and HEVC, OBUs of AV1 (whose
+// sequence header is its parameter set). A keyframe is one marked so by
+// keyframe or, for H.264 and HEVC, one holding an IDR or IRAP picture. An
+// access unit delimiter or temporal delimiter that starts the frame stays
+// first (H.264 §7.4.1.2.3, H.265 §7.4.2.4.4, AV1 §7.5). FLV, RTMP and MP4
+// carry parameter sets out of band, but MPEG-TS, RTP, fMP4 muxers that
+// cut segments at them and decoders starting mid-stream need them in
+// band. units is not modified.
+func (c *VideoConfig) WithParamSets(units [][]byte, keyframe bool) [][]byte {
+	params := c.ParamSets
+	if c.AV1 != nil {
+		params = [][]byte{c.AV1.SequenceHeader}
+	}
+	if len(params) == 0 {
+		return units
+	}
+	at := 0
+	for i, n := range units {
+		if len(n) == 0 {
+			continue
+		}
+		var isParam, isKey, isDelim bool
+		switch c.Codec {
+		case CodecH265:
+			t := (n[0] >> 1) & 0x3f
+			isParam, isKey, isDelim = t >= hevcNALUVPS && t <= hevcNALUPPS, t >= 16 && t <= 21, t == 35
+		case CodecAV1:
+			t := (n[0] >> 3) & 0x0f
+			isParam, isDelim = t == 1, t == 2
+		default:
+			t := n[0] & 0x1f
+			isParam, isKey, isDelim = t == naluSPS || t == naluPPS, t == naluIDR, t == naluAUD
+		}
+		switch {
+		case isParam:
+			return units
+		case isKey:
+			keyframe = true
+		case isDelim && i == 0:
+			at = 1
+		}
+	}
+	if !keyframe {
+		return units
+	}
+	out := make([][]byte, 0, len(units)+len(params))
+	out = append(out, units[:at]...)
+	out = append(out, params...)
+	return append(out, units[at:]...)
+}
+
+// SplitFrame splits a video frame's payload into the units muxers take:
+// NAL units for H.264 and HEVC, OBUs without size fields for AV1.
+func SplitFrame(codec Codec, payload []byte) ([][]byte, error) {
+	if codec == CodecAV1 {
+		return SplitOBUs(payload)
+	}
+	return AVCCToNALUs(payload)
+}
