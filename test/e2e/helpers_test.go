@@ -75,16 +75,24 @@ type sharedClipResult struct {
 // (ultrafast, keyframes every 2 s) and a 48 kHz AAC sine at audioBitrate.
 func sharedClip(t *testing.T, file, size string, secs int, audioBitrate string) string {
 	t.Helper()
+	return sharedFile(t, file,
+		"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", strconv.Itoa(secs), "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-b:a", audioBitrate)
+}
+
+// sharedFile returns file in the tests' media directory, made on first use
+// by ffmpeg with args (inputs and encoding options; the output is file).
+func sharedFile(t *testing.T, file string, args ...string) string {
+	t.Helper()
 	testutil.Need(t, "ffmpeg", "ffprobe")
 	v, _ := sharedClips.LoadOrStore(file, &sharedClipResult{})
 	c := v.(*sharedClipResult)
 	c.once.Do(func() {
 		c.path = filepath.Join(mediaDir, file)
-		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size="+size+":rate=30",
-			"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-			"-t", strconv.Itoa(secs), "-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-pix_fmt", "yuv420p",
-			"-c:a", "aac", "-b:a", audioBitrate, c.path).CombinedOutput()
+		args = append(append([]string{"-hide_banner", "-loglevel", "error", "-y"}, args...), c.path)
+		out, err := exec.Command("ffmpeg", args...).CombinedOutput()
 		if err != nil {
 			c.err = fmt.Errorf("make %s: %v: %s", file, err, out)
 		}
@@ -368,13 +376,15 @@ func dialRTMPViewerFrom(ip net.IP, addr, name string) (*rtmpViewer, error) {
 }
 
 // startPlaying connects an RTMP client on conn to addr and plays name
-// (APP/STREAM, perhaps with ?parameters), within 15 s.
-func startPlaying(conn net.Conn, addr, name string) (*rtmp.Client, error) {
+// (APP/STREAM, perhaps with ?parameters), within 15 s. With fourCCs it
+// is an enhanced RTMP client taking those codecs.
+func startPlaying(conn net.Conn, addr, name string, fourCCs ...string) (*rtmp.Client, error) {
 	conn.SetDeadline(time.Now().Add(15 * time.Second))
 	defer conn.SetDeadline(time.Time{})
 	app, key, _ := strings.Cut(name, "/")
 	c, err := rtmp.NewClient(conn)
 	if err == nil {
+		c.FourCCs = fourCCs
 		err = c.Connect(app, fmt.Sprintf("rtmp://%s/%s", addr, app))
 	}
 	if err == nil {

@@ -44,23 +44,11 @@ func publishLoop(t *testing.T, file, url string) (stop func()) {
 
 // videoSize is what ffprobe reads as the size of a live stream's video.
 func videoSize(url string) (int, int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-select_streams", "v:0",
-		"-show_entries", "stream=width,height,codec_name", "-of", "json", url).Output()
-	if err != nil {
-		return 0, 0, fmt.Errorf("ffprobe %s: %v", url, err)
+	codec, w, h, err := probeVideo(url)
+	if err == nil && codec != "h264" {
+		err = fmt.Errorf("ffprobe %s: codec %s", url, codec)
 	}
-	var info struct {
-		Streams []struct {
-			Codec         string `json:"codec_name"`
-			Width, Height int
-		} `json:"streams"`
-	}
-	if json.Unmarshal(out, &info) != nil || len(info.Streams) == 0 || info.Streams[0].Codec != "h264" {
-		return 0, 0, fmt.Errorf("ffprobe %s: %s", url, out)
-	}
-	return info.Streams[0].Width, info.Streams[0].Height, nil
+	return w, h, err
 }
 
 // transcodeJob is one entry of GET /api/v1/transcode.

@@ -1,0 +1,428 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
+
+	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+)
+
+// hevcClip is 30 s of 640x360 HEVC (x265, 25 fps, keyframes every 2 s,
+// B-frames) and AAC in MPEG-TS.
+func hevcClip(t *testing.T) string {
+	return sharedFile(t, "hevc.ts",
+		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "30", "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+		"-x265-params", "log-level=error:keyint=50:min-keyint=50:bframes=2:scenecut=0",
+		"-c:a", "aac", "-b:a", "64k", "-f", "mpegts")
+}
+
+// av1Clip is 30 s of 320x240 AV1 (SVT-AV1, 25 fps, keyframes every 2 s)
+// in IVF.
+func av1Clip(t *testing.T) string {
+	return sharedFile(t, "av1.ivf",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+		"-t", "30", "-c:v", "libsvtav1", "-preset", "12", "-g", "50", "-pix_fmt", "yuv420p",
+		"-svtav1-params", "keyint=50", "-f", "ivf")
+}
+
+// enhancedPublisher is a Go enhanced RTMP publisher sending packets in
+// real time.
+type enhancedPublisher struct {
+	c     *rtmp.Client
+	start time.Time
+	ctx   context.Context
+}
+
+// publishEnhanced connects an enhanced RTMP publisher to name on addr and
+// sends it the packets source reads, paced by their timestamps, until the
+// source ends or the test does.
+func publishEnhanced(t *testing.T, addr, name string, source func(p *enhancedPublisher) error) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	app, key, _ := strings.Cut(name, "/")
+	c, err := rtmp.NewClient(conn)
+	if err == nil {
+		c.FourCCs = []string{"hvc1", "av01"}
+		err = c.Connect(app, fmt.Sprintf("rtmp://%s/%s", addr, app))
+	}
+	if err == nil && !slices.Contains(c.ServerFourCCs, "hvc1") {
+		err = fmt.Errorf("the server's fourCcList %q lacks hvc1", c.ServerFourCCs)
+	}
+	if err == nil {
+		err = c.Publish(key)
+	}
+	if err != nil {
+		conn.Close()
+		t.Fatalf("publish %s: %v", name, err)
+	}
+	conn.SetDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Skim()
+		for {
+			// The server's acknowledgements and pings.
+			if _, err := c.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		err := source(&enhancedPublisher{c: c, start: time.Now(), ctx: ctx})
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("publisher: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		conn.Close()
+		<-done
+	})
+}
+
+// send waits until p is due and writes it as an RTMP message.
+func (e *enhancedPublisher) send(p *media.Packet) error {
+	select {
+	case <-time.After(time.Until(e.start.Add(time.Duration(p.DTS) * time.Millisecond))):
+	case <-e.ctx.Done():
+		return e.ctx.Err()
+	}
+	typ := rtmp.TypeVideo
+	if p.Kind == media.KindAudio {
+		typ = rtmp.TypeAudio
+	}
+	if err := e.c.WriteMedia(typ, uint32(p.DTS), flv.AppendBody(nil, p)); err != nil {
+		return err
+	}
+	return e.c.Flush()
+}
+
+// readTS sends the HEVC and AAC of an MPEG-TS file: the decoder
+// configurations, then every frame.
+func readTS(path string) func(*enhancedPublisher) error {
+	return func(e *enhancedPublisher) error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r := &mpegts.Reader{R: bufio.NewReader(f)}
+		if err := r.Initialize(); err != nil {
+			return err
+		}
+		base := int64(-1)
+		ms := func(ts int64) int64 {
+			if base < 0 {
+				base = ts
+			}
+			return max(ts-base, 0) / 90
+		}
+		z := media.NALUPacketizer{HEVC: true}
+		var aac []byte
+		for _, tr := range r.Tracks() {
+			switch c := tr.Codec.(type) {
+			case *tscodecs.H265:
+				r.OnDataH265(tr, func(pts, dts int64, au [][]byte) error {
+					d := ms(dts)
+					for _, p := range z.Packets(nil, d, d+(pts-dts)/90, au) {
+						if err := e.send(p); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			case *tscodecs.MPEG4Audio:
+				if aac, err = c.Config.Marshal(); err != nil {
+					return err
+				}
+				r.OnDataMPEG4Audio(tr, func(pts int64, aus [][]byte) error {
+					t := ms(pts)
+					if aac != nil {
+						if err := e.send(&media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, DTS: t, SeqHeader: true, Payload: aac}); err != nil {
+							return err
+						}
+						aac = nil
+					}
+					for i, au := range aus {
+						if err := e.send(&media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, DTS: t + int64(i)*1024*1000/48000, Payload: au}); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			}
+		}
+		for {
+			if err := r.Read(); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+		}
+	}
+}
+
+// readIVF sends the AV1 of an IVF file: the configuration made from the
+// first sequence header, then every temporal unit.
+func readIVF(path string) func(*enhancedPublisher) error {
+	return func(e *enhancedPublisher) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if len(b) < 32 || string(b[:4]) != "DKIF" || string(b[8:12]) != "AV01" {
+			return errors.New("not an AV1 IVF file")
+		}
+		rate, scale := int64(binary.LittleEndian.Uint32(b[16:])), int64(binary.LittleEndian.Uint32(b[20:]))
+		configured := false
+		for pos := int(binary.LittleEndian.Uint16(b[6:])); pos+12 <= len(b); {
+			n := int(binary.LittleEndian.Uint32(b[pos:]))
+			pts := int64(binary.LittleEndian.Uint64(b[pos+4:]))
+			tu := b[pos+12 : pos+12+n]
+			pos += 12 + n
+			obus, err := media.SplitOBUs(tu)
+			if err != nil {
+				return err
+			}
+			key := false
+			for _, o := range obus {
+				if o[0]>>3&0x0f == 1 { // a sequence header starts every keyframe
+					key = true
+					if !configured {
+						configured = true
+						cfg := (&media.AV1Config{SequenceHeader: o}).Marshal()
+						if err := e.send(&media.Packet{Kind: media.KindVideo, Codec: media.CodecAV1, SeqHeader: true, Payload: cfg}); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			if err := e.send(&media.Packet{Kind: media.KindVideo, Codec: media.CodecAV1, DTS: pts * 1000 * scale / rate, Keyframe: key, Payload: tu}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// enhancedPlay reads name over RTMP as an enhanced RTMP client, or over
+// HTTP-FLV when flvURL is set, for d, and returns the video codec, its
+// configuration and the frames and keyframes received.
+func enhancedPlay(t *testing.T, addr, name, flvURL string, d time.Duration) (codec media.Codec, config []byte, frames, keys int) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	take := func(p media.Packet) {
+		if p.Kind != media.KindVideo {
+			return
+		}
+		codec = p.Codec
+		switch {
+		case p.SeqHeader:
+			config = bytes.Clone(p.Payload)
+		case p.Keyframe:
+			keys++
+			fallthrough
+		default:
+			frames++
+		}
+	}
+	if flvURL != "" {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", flvURL, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		r := flv.NewReader(resp.Body)
+		if _, _, err := r.ReadHeader(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			p, err := r.ReadPacket()
+			if err != nil {
+				return
+			}
+			take(p)
+		}
+	}
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := startPlaying(conn, addr, name, "hvc1", "av01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(deadline)
+	for {
+		m, err := c.ReadMessage()
+		if err != nil {
+			return
+		}
+		if m.Type == rtmp.TypeVideo {
+			if p, err := flv.ParseVideo(m.Timestamp, m.Payload); err == nil {
+				take(p)
+			}
+		}
+	}
+}
+
+// probeVideo returns what ffprobe says of url's first video stream.
+func probeVideo(url string) (codec string, width, height int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-select_streams", "v:0",
+		"-show_entries", "stream=width,height,codec_name", "-of", "json", url).Output()
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("ffprobe %s: %v", url, err)
+	}
+	var info struct {
+		Streams []struct {
+			Codec         string `json:"codec_name"`
+			Width, Height int
+		} `json:"streams"`
+	}
+	if json.Unmarshal(out, &info) != nil || len(info.Streams) == 0 {
+		return "", 0, 0, fmt.Errorf("ffprobe %s: %s", url, out)
+	}
+	s := info.Streams[0]
+	return s.Codec, s.Width, s.Height, nil
+}
+
+// TestEnhancedRTMPHEVC: a Go enhanced RTMP publisher sends HEVC and AAC;
+// ffprobe reads HEVC back over fMP4 HLS and MPEG-TS over SRT; Go enhanced
+// RTMP and HTTP-FLV clients get the HEVC configuration and frames; the API
+// describes the picture.
+func TestEnhancedRTMPHEVC(t *testing.T) {
+	clip := hevcClip(t)
+	n := startNode(t, nil)
+	addr := fmt.Sprintf("127.0.0.1:%d", n.rtmpPort)
+	const name = "live/hevc"
+	publishEnhanced(t, addr, name, readTS(clip))
+	waitFor(t, 15*time.Second, "the HEVC stream", func() bool {
+		s := n.Hub.Get("live/hevc")
+		return s != nil && s.Info().Video != nil
+	})
+	var info struct {
+		Video struct {
+			Codec   string
+			Width   int
+			Profile string
+		}
+	}
+	if code, body := httpGet(t, n.httpURL+"/api/v1/streams/"+name); code != 200 || json.Unmarshal(body, &info) != nil ||
+		info.Video.Codec != "hevc" || info.Video.Width != 640 || info.Video.Profile != "Main" {
+		t.Errorf("stream API: %d %s", code, body)
+	}
+
+	codec, cfg, frames, keys := enhancedPlay(t, addr, name, "", 4*time.Second)
+	if codec != media.CodecH265 || frames < 50 || keys < 1 {
+		t.Errorf("RTMP: codec %s, %d frames, %d keyframes", codec, frames, keys)
+	}
+	if c, err := media.ParseHEVCConfig(cfg); err != nil {
+		t.Errorf("RTMP: configuration: %v", err)
+	} else if info, _ := c.Info(); info.Width != 640 || info.Height != 360 {
+		t.Errorf("RTMP: picture %+v", info)
+	}
+	codec, _, frames, keys = enhancedPlay(t, addr, name, n.httpURL+"/"+name+".flv", 4*time.Second)
+	if codec != media.CodecH265 || frames < 50 || keys < 1 {
+		t.Errorf("HTTP-FLV: codec %s, %d frames, %d keyframes", codec, frames, keys)
+	}
+
+	// ffprobe cannot read HEVC in FLV before ffmpeg 6.1, but reads it in
+	// fMP4 HLS and MPEG-TS.
+	if c, w, h, err := probeVideo(n.httpURL + "/" + name + "/index.m3u8"); err != nil || c != "hevc" || w != 640 || h != 360 {
+		t.Errorf("HLS: %s %dx%d %v, want hevc 640x360", c, w, h, err)
+	}
+	read := fmt.Sprintf("srt://127.0.0.1:%d?streamid=read:%s", n.SRTAddr().(*net.UDPAddr).Port, name)
+	if c, w, h, err := probeVideo(read); err != nil || c != "hevc" || w != 640 || h != 360 {
+		t.Errorf("SRT: %s %dx%d %v, want hevc 640x360", c, w, h, err)
+	}
+}
+
+// TestSRTPublishHEVC: ffmpeg publishes HEVC in MPEG-TS over SRT; ffprobe
+// reads HEVC back over HLS and an enhanced RTMP client gets its frames.
+func TestSRTPublishHEVC(t *testing.T) {
+	clip := hevcClip(t)
+	n := startNode(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+		"-re", "-i", clip, "-c", "copy", "-f", "mpegts",
+		fmt.Sprintf("srt://127.0.0.1:%d?streamid=publish:live/srthevc", n.SRTAddr().(*net.UDPAddr).Port))
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	waitFor(t, 15*time.Second, "the SRT HEVC stream", func() bool {
+		s := n.Hub.Get("live/srthevc")
+		return s != nil && s.Info().Video != nil
+	})
+	if c, w, h, err := probeVideo(n.httpURL + "/live/srthevc/index.m3u8"); err != nil || c != "hevc" || w != 640 || h != 360 {
+		t.Errorf("HLS: %s %dx%d %v, want hevc 640x360", c, w, h, err)
+	}
+	codec, _, frames, _ := enhancedPlay(t, fmt.Sprintf("127.0.0.1:%d", n.rtmpPort), "live/srthevc", "", 3*time.Second)
+	if codec != media.CodecH265 || frames < 40 {
+		t.Errorf("RTMP: codec %s, %d frames", codec, frames)
+	}
+}
+
+// TestEnhancedRTMPAV1: a Go enhanced RTMP publisher sends AV1; ffprobe
+// reads AV1 back over fMP4 HLS and a Go enhanced RTMP client gets its
+// configuration and frames.
+func TestEnhancedRTMPAV1(t *testing.T) {
+	clip := av1Clip(t)
+	n := startNode(t, nil)
+	addr := fmt.Sprintf("127.0.0.1:%d", n.rtmpPort)
+	const name = "live/av1"
+	publishEnhanced(t, addr, name, readIVF(clip))
+	waitFor(t, 15*time.Second, "the AV1 stream", func() bool {
+		s := n.Hub.Get("live/av1")
+		return s != nil && s.Info().Video != nil
+	})
+	codec, cfg, frames, keys := enhancedPlay(t, addr, name, "", 4*time.Second)
+	if codec != media.CodecAV1 || frames < 50 || keys < 1 {
+		t.Errorf("RTMP: codec %s, %d frames, %d keyframes", codec, frames, keys)
+	}
+	if c, err := media.ParseAV1Config(cfg); err != nil {
+		t.Errorf("RTMP: configuration: %v", err)
+	} else if info, _ := c.Info(); info.Width != 320 || info.Height != 240 {
+		t.Errorf("RTMP: picture %+v", info)
+	}
+	if c, w, h, err := probeVideo(n.httpURL + "/" + name + "/index.m3u8"); err != nil || c != "av1" || w != 320 || h != 240 {
+		t.Errorf("HLS: %s %dx%d %v, want av1 320x240", c, w, h, err)
+	}
+}
