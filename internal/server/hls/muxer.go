@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +71,25 @@ func (m *muxer) run() {
 	}
 	m.reader.Close()
 	m.s.remove(m)
+}
+
+// handle runs hm.Handle. gohlslib has panicked on media a publisher can
+// send; a panic ends this stream's muxer, not the node: it is logged, the
+// request gets a 500, and the next request starts a new muxer.
+func (m *muxer) handle(hm *gohlslib.Muxer, w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			m.panicked(v)
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		}
+	}()
+	hm.Handle(w, r)
+}
+
+// panicked logs a panic recovered from gohlslib and ends the muxer.
+func (m *muxer) panicked(v any) {
+	m.log.Error("muxer panicked", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	m.cancel(fmt.Errorf("hls: muxer panicked: %v", v))
 }
 
 // expectedEnd reports whether a muxer ended the way muxers normally do.
@@ -140,11 +161,17 @@ type feeder struct {
 	sess               *session
 }
 
-// follow reads the stream until it ends or the muxer is cancelled.
-func (f *feeder) follow() error {
+// follow reads the stream until it ends or the muxer is cancelled. A
+// panic in gohlslib while writing ends the muxer with an error.
+func (f *feeder) follow() (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			f.m.panicked(v)
+			err = context.Cause(f.m.ctx)
+		}
+	}()
 	pkts := make([]*media.Packet, 0, 512)
 	for {
-		var err error
 		pkts, err = f.m.reader.ReadPackets(f.m.ctx, pkts[:0])
 		if err != nil {
 			return fmt.Errorf("hls: read stream: %w", err)

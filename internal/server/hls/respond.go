@@ -139,7 +139,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name stream.
 	}
 	defer s.release(m)
 	tw := &trackingWriter{ResponseWriter: w}
-	hm.Handle(tw, forFile(r, file))
+	m.handle(hm, tw, forFile(r, file))
 	if !tw.wrote {
 		// gohlslib writes nothing, an empty 200, for names it does not have.
 		http.NotFound(w, r)
@@ -160,7 +160,7 @@ func (s *Server) handleBounded(ctx context.Context, m *muxer, hm *gohlslib.Muxer
 	started := s.goTracked(func() {
 		defer m.waiting.Add(-1)
 		defer close(done)
-		hm.Handle(rec, r)
+		m.handle(hm, rec, r)
 	})
 	if !started {
 		m.waiting.Add(-1)

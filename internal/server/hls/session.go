@@ -38,8 +38,10 @@ type session struct {
 }
 
 type videoTrack struct {
-	t   *gohlslib.Track
-	cfg *media.VideoConfig
+	t       *gohlslib.Track
+	cfg     *media.VideoConfig
+	last    int64 // time of the previous AV1 frame, ms
+	hasLast bool
 }
 
 type audioTrack struct {
@@ -192,8 +194,18 @@ func (sess *session) writeVideo(p *media.Packet) error {
 	// derives H.264 and HEVC decode times from them, but FLV and RTMP
 	// carry them only in the sequence header.
 	units = v.cfg.WithParamSets(units, p.Keyframe)
-	pts := toClock(p.PTS()-sess.base, videoClockRate)
-	ntp := sess.ntp(p.PTS())
+	ms := p.PTS()
+	if v.cfg.Codec == media.CodecAV1 {
+		// AV1 is never reordered: its frames show at their decode time,
+		// which gohlslib takes as given. A frame that does not advance it
+		// is dropped, since gohlslib divides by segment durations.
+		if ms = p.DTS; v.hasLast && ms <= v.last {
+			return fmt.Errorf("hls: AV1 frame at %d ms after one at %d ms", ms, v.last)
+		}
+		v.last, v.hasLast = ms, true
+	}
+	pts := toClock(ms-sess.base, videoClockRate)
+	ntp := sess.ntp(ms)
 	switch v.cfg.Codec {
 	case media.CodecH265:
 		err = sess.hm.WriteH265(v.t, ntp, pts, units)
