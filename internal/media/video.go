@@ -61,25 +61,28 @@ func (c *VideoConfig) String() string {
 	return fmt.Sprintf("%s %dx%d %s %s", c.Codec, info.Width, info.Height, info.Profile, info.Level)
 }
 
-// WithParamSets puts the parameter sets in front of the units of a
-// keyframe that lacks them: NAL units of H.264 and HEVC, OBUs of AV1 (whose
-// sequence header is its parameter set). A keyframe is one marked so by
-// keyframe or, for H.264 and HEVC, one holding an IDR or IRAP picture. An
-// access unit delimiter or temporal delimiter that starts the frame stays
-// first (H.264 §7.4.1.2.3, H.265 §7.4.2.4.4, AV1 §7.5). FLV, RTMP and MP4
-// carry parameter sets out of band, but MPEG-TS, RTP, fMP4 muxers that
-// cut segments at them and decoders starting mid-stream need them in
-// band. units is not modified.
+// WithParamSets returns the units of a frame (NAL units of H.264 and HEVC,
+// OBUs of AV1, whose sequence header is its parameter set) with the
+// configuration's parameter sets in front if it is a keyframe, and with
+// any parameter sets it carried itself dropped. A keyframe is one marked
+// so by keyframe or, for H.264 and HEVC, one holding an IDR or IRAP
+// picture. An access unit or temporal delimiter that starts the frame
+// stays first (H.264 §7.4.1.2.3, H.265 §7.4.2.4.4, AV1 §7.5).
+//
+// FLV, RTMP and MP4 carry parameter sets out of band, and signal a change
+// with a new configuration; MPEG-TS, RTP, fMP4 muxers that cut segments
+// at them and decoders starting mid-stream need them in band. In-band
+// sets that differ from the configuration are a publisher's error or
+// attack, and gohlslib updates its tracks from them without its lock, so
+// they never get through. units is not modified.
 func (c *VideoConfig) WithParamSets(units [][]byte, keyframe bool) [][]byte {
 	params := c.ParamSets
 	if c.AV1 != nil {
 		params = [][]byte{c.AV1.SequenceHeader}
 	}
-	if len(params) == 0 {
-		return units
-	}
-	at := 0
-	for i, n := range units {
+	out := make([][]byte, 0, len(units)+len(params))
+	at := -1 // where the parameter sets go
+	for _, n := range units {
 		if len(n) == 0 {
 			continue
 		}
@@ -97,20 +100,25 @@ func (c *VideoConfig) WithParamSets(units [][]byte, keyframe bool) [][]byte {
 		}
 		switch {
 		case isParam:
-			return units
+			continue
 		case isKey:
 			keyframe = true
-		case isDelim && i == 0:
-			at = 1
 		}
+		if at < 0 && !(isDelim && len(out) == 0) {
+			at = len(out)
+		}
+		out = append(out, n)
 	}
-	if !keyframe {
-		return units
+	if !keyframe || len(params) == 0 {
+		return out
 	}
-	out := make([][]byte, 0, len(units)+len(params))
-	out = append(out, units[:at]...)
+	if at < 0 {
+		at = len(out)
+	}
 	out = append(out, params...)
-	return append(out, units[at:]...)
+	copy(out[at+len(params):], out[at:len(out)-len(params)])
+	copy(out[at:], params)
+	return out
 }
 
 // SplitFrame splits a video frame's payload into the units muxers take:

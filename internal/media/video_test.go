@@ -24,13 +24,15 @@ func TestWithParamSets(t *testing.T) {
 		{"after a delimiter", avc, false, [][]byte{aud, idr}, [][]byte{aud, sps, pps, idr}},
 		{"non-IDR unchanged", avc, false, [][]byte{slice}, [][]byte{slice}},
 		{"marked keyframe", avc, true, [][]byte{slice}, [][]byte{sps, pps, slice}},
-		{"in-band SPS kept", avc, false, [][]byte{{0x67, 9}, {0x68, 9}, idr}, [][]byte{{0x67, 9}, {0x68, 9}, idr}},
+		{"in-band SPS replaced", avc, false, [][]byte{{0x67, 9}, {0x68, 9}, idr}, [][]byte{sps, pps, idr}},
+		{"in-band SPS dropped from inter frames", avc, false, [][]byte{{0x67, 9}, slice}, [][]byte{slice}},
+		{"delimiter only", avc, true, [][]byte{aud}, [][]byte{aud, sps, pps}},
 		{"HEVC CRA", hevc, false, [][]byte{haud, cra}, [][]byte{haud, {0x40, 1}, {0x42, 1}, {0x44, 1}, cra}},
 		{"HEVC trailing picture", hevc, false, [][]byte{trail}, [][]byte{trail}},
-		{"HEVC in-band VPS", hevc, false, [][]byte{{0x40, 9}, cra}, [][]byte{{0x40, 9}, cra}},
+		{"HEVC in-band VPS replaced", hevc, false, [][]byte{{0x40, 9}, cra}, [][]byte{{0x40, 1}, {0x42, 1}, {0x44, 1}, cra}},
 		{"AV1 keyframe", av1, true, [][]byte{td, frame}, [][]byte{td, {0x08, 0xaa}, frame}},
 		{"AV1 inter frame", av1, false, [][]byte{td, frame}, [][]byte{td, frame}},
-		{"AV1 in-band sequence header", av1, true, [][]byte{{0x08, 0xcc}, frame}, [][]byte{{0x08, 0xcc}, frame}},
+		{"AV1 in-band sequence header replaced", av1, true, [][]byte{td, {0x08, 0xcc}, frame}, [][]byte{td, {0x08, 0xaa}, frame}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.in)
