@@ -20,7 +20,8 @@ const (
 )
 
 // indexFLV builds the index of an FLV file (a recording) by walking its
-// tags: the H.264 and AAC frames, with the first sequence header of each.
+// tags: the H.264 or HEVC and AAC frames, with the first sequence header of
+// each.
 // A file cut short, by a crash while recording, ends at its last complete
 // tag; a damaged tag ends it too, once some media came before.
 func indexFLV(r io.ReaderAt, size int64) (*Index, error) {
@@ -92,7 +93,7 @@ func indexFLV(r io.ReaderAt, size int64) (*Index, error) {
 			return nil, fmt.Errorf("%w: more than %d samples", ErrUnsupported, MaxSamples)
 		}
 	}
-	if video.AVC != nil && len(video.Samples) > 0 {
+	if video.Video != nil && len(video.Samples) > 0 {
 		x.Video = &video
 	}
 	if audio.AAC != nil && len(audio.Samples) > 0 {
@@ -104,23 +105,51 @@ func indexFLV(r io.ReaderAt, size int64) (*Index, error) {
 // errFLVDamaged marks a tag that cannot be what it says.
 var errFLVDamaged = errors.New("damaged tag")
 
-// flvVideo reads a video tag's body of n bytes at offset off.
+// flvVideo reads a video tag's body of n bytes at offset off: H.264 in
+// the legacy header, or H.264 and HEVC in enhanced RTMP's.
 func flvVideo(br *bufio.Reader, t *Track, off, n, dts int64) error {
 	if n < 5 {
 		_, err := br.Discard(int(n))
 		return err
 	}
-	var h [5]byte
-	if _, err := io.ReadFull(br, h[:]); err != nil {
+	var h [8]byte
+	if _, err := io.ReadFull(br, h[:5]); err != nil {
 		return err
 	}
-	rest := n - 5
-	if h[0]&0x80 != 0 || h[0]&0x0f != flvCodecAVC {
-		_, err := br.Discard(int(rest)) // another codec, or an Enhanced RTMP tag
-		return err
+	hdr := int64(5)
+	var codec media.Codec
+	var seq, frame bool
+	var cts int32
+	if h[0]&0x80 != 0 {
+		// ExVideoTagHeader: packet type, FourCC, and for coded frames of
+		// H.264 and HEVC a composition time.
+		switch string(h[1:5]) {
+		case "avc1":
+			codec = media.CodecH264
+		case "hvc1":
+			codec = media.CodecH265
+		}
+		switch pt := h[0] & 0x0f; {
+		case codec == media.CodecNone:
+		case pt == 0:
+			seq = true
+		case pt == 1 && n >= 8:
+			if _, err := io.ReadFull(br, h[5:8]); err != nil {
+				return err
+			}
+			hdr, frame = 8, true
+			cts = int32(uint32(h[5])<<16|uint32(h[6])<<8|uint32(h[7])) << 8 >> 8
+		case pt == 3:
+			frame = true
+		}
+	} else if h[0]&0x0f == flvCodecAVC {
+		codec = media.CodecH264
+		seq, frame = h[1] == 0, h[1] == 1
+		cts = int32(uint32(h[2])<<16|uint32(h[3])<<8|uint32(h[4])) << 8 >> 8
 	}
-	switch h[1] {
-	case 0: // AVCDecoderConfigurationRecord
+	rest := n - hdr
+	switch {
+	case seq:
 		if rest > MaxConfigSize {
 			return fmt.Errorf("%w: sequence header of %d bytes", errFLVDamaged, rest)
 		}
@@ -128,29 +157,34 @@ func flvVideo(br *bufio.Reader, t *Track, off, n, dts int64) error {
 		if _, err := io.ReadFull(br, b); err != nil {
 			return err
 		}
-		if t.AVC != nil {
+		if t.Video != nil {
 			return nil // the first one is the file's
 		}
-		c, err := media.ParseAVCConfig(b)
+		c, err := media.ParseVideoConfig(codec, b)
 		if err != nil {
 			return fmt.Errorf("%w: %v", errFLVDamaged, err)
 		}
-		if c.LengthSize != 4 {
-			return fmt.Errorf("NAL unit lengths of %d bytes", c.LengthSize)
+		if l := lengthSize(c); l != 4 {
+			return fmt.Errorf("NAL unit lengths of %d bytes", l)
 		}
-		t.AVC = c
+		t.Video = c
 		return nil
-	case 1: // NAL units
-		cts := int32(uint32(h[2])<<16|uint32(h[3])<<8|uint32(h[4])) << 8 >> 8
-		if t.AVC != nil && rest > 0 {
-			t.Samples = append(t.Samples, Sample{
-				Off: off + 5, Size: uint32(rest), DTS: dts,
-				CTS: int32(rescale(int64(cts), 1000)), Key: h[0]>>4 == 1,
-			})
-		}
+	case frame && t.Video != nil && t.Video.Codec == codec && rest > 0:
+		t.Samples = append(t.Samples, Sample{
+			Off: off + hdr, Size: uint32(rest), DTS: dts,
+			CTS: int32(rescale(int64(cts), 1000)), Key: h[0]>>4&0x07 == 1,
+		})
 	}
 	_, err := br.Discard(int(rest))
 	return err
+}
+
+// lengthSize is the NAL unit length size of an H.264 or HEVC configuration.
+func lengthSize(c *media.VideoConfig) int {
+	if c.HEVC != nil {
+		return c.HEVC.LengthSize
+	}
+	return c.AVC.LengthSize
 }
 
 // flvAudio reads an audio tag's body of n bytes at offset off.

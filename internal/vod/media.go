@@ -40,18 +40,19 @@ type Sample struct {
 // End returns the offset just after the sample's payload.
 func (s Sample) End() int64 { return s.Off + int64(s.Size) }
 
-// Track is one elementary stream of an asset. Video payloads are access
-// units in AVCC form (4-byte lengths); audio payloads are raw AAC frames.
+// Track is one elementary stream of an asset. Video payloads are H.264 or
+// HEVC access units of 4-byte length-prefixed NAL units; audio payloads
+// are raw AAC frames.
 type Track struct {
-	AVC     *media.AVCConfig // video tracks
-	AAC     *media.AACConfig // audio tracks
+	Video   *media.VideoConfig // video tracks: H.264 or HEVC
+	AAC     *media.AACConfig   // audio tracks
 	Samples []Sample
 	// Duration is the end of the last sample: its DTS plus the duration
 	// of the one before it, in Clock ticks.
 	Duration int64
 }
 
-// Index is what serving an asset needs: its H.264 and AAC tracks (either
+// Index is what serving an asset needs: its video and AAC tracks (either
 // may be nil, not both).
 type Index struct {
 	Video *Track

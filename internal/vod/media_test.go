@@ -61,7 +61,7 @@ func TestIndexMP4AndFLVAgree(t *testing.T) {
 			t.Fatalf("%s: %v", k, err)
 		}
 		indexes[k] = x
-		if x.Video == nil || x.Audio == nil || x.Video.AVC == nil || x.Audio.AAC == nil {
+		if x.Video == nil || x.Audio == nil || x.Video.Video == nil || x.Audio.AAC == nil {
 			t.Fatalf("%s: tracks %+v", k, x)
 		}
 		if d := x.Duration().Seconds(); d < 5.9 || d > 6.2 {
@@ -149,5 +149,41 @@ func TestHLSAndRemux(t *testing.T) {
 	}
 	if _, _, err := l.open(context.Background(), "nope"); err == nil {
 		t.Error("a missing asset opened")
+	}
+}
+
+// TestHEVCMP4: an MP4 of HEVC (hvc1) and AAC is indexed and cut into
+// MPEG-TS segments ffprobe reads as HEVC.
+func TestHEVCMP4(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile("testdata/hevc.mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "h.mp4"), b, 0o644)
+	x, err := BuildIndex(KindMP4, bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Video == nil || x.Video.Video.HEVC == nil || len(x.Video.Samples) != 20 || x.Audio == nil {
+		t.Fatalf("index %+v", x)
+	}
+	l := openLibrary(t, dir)
+	w := serve(l, "/vod/h/index.m3u8")
+	if w.Code != 200 {
+		t.Fatalf("playlist: %d %s", w.Code, w.Body)
+	}
+	var ts bytes.Buffer
+	for _, ln := range strings.Split(w.Body.String(), "\n") {
+		if ln != "" && ln[0] != '#' {
+			ts.Write(serve(l, "/vod/h/"+ln).Body.Bytes())
+		}
+	}
+	p := filepath.Join(t.TempDir(), "h.ts")
+	os.WriteFile(p, ts.Bytes(), 0o644)
+	testutil.Need(t, "ffprobe")
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width", "-of", "csv=p=0", p).CombinedOutput()
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(string(out)), "hevc,160") {
+		t.Errorf("ffprobe of the segments: %s %v", out, err)
 	}
 }

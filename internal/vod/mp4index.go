@@ -40,7 +40,7 @@ func indexMP4(r io.ReaderAt, size int64) (*Index, error) {
 		}
 		switch {
 		case t == nil:
-		case t.AVC != nil && x.Video == nil:
+		case t.Video != nil && x.Video == nil:
 			x.Video = t
 		case t.AAC != nil && x.Audio == nil:
 			x.Audio = t
@@ -73,6 +73,8 @@ func mp4Track(rs io.ReadSeeker, trak *amp4.BoxInfo, size int64) (*Track, error) 
 	configs, err := amp4.ExtractBoxes(rs, trak, []amp4.BoxPath{
 		stsd(amp4.BoxTypeAvc1(), amp4.BoxTypeAvcC()),
 		stsd(amp4.StrToBoxType("avc3"), amp4.BoxTypeAvcC()),
+		stsd(amp4.BoxTypeHvc1(), amp4.BoxTypeHvcC()),
+		stsd(amp4.BoxTypeHev1(), amp4.BoxTypeHvcC()),
 		stsd(amp4.BoxTypeMp4a(), amp4.BoxTypeEsds()),
 		stsd(amp4.BoxTypeEncv()),
 		stsd(amp4.BoxTypeEnca()),
@@ -85,16 +87,20 @@ func mp4Track(rs io.ReadSeeker, trak *amp4.BoxInfo, size int64) (*Track, error) 
 		switch c.Type {
 		case amp4.BoxTypeEncv(), amp4.BoxTypeEnca():
 			return nil, nil // encrypted: not ours to serve
-		case amp4.BoxTypeAvcC():
+		case amp4.BoxTypeAvcC(), amp4.BoxTypeHvcC():
 			b, err := readBoxPayload(rs, c)
 			if err != nil {
 				return nil, err
 			}
-			if t.AVC, err = media.ParseAVCConfig(b); err != nil {
+			codec := media.CodecH264
+			if c.Type == amp4.BoxTypeHvcC() {
+				codec = media.CodecH265
+			}
+			if t.Video, err = media.ParseVideoConfig(codec, b); err != nil {
 				return nil, fmt.Errorf("%w: mp4: %v", ErrUnsupported, err)
 			}
-			if t.AVC.LengthSize != 4 {
-				return nil, fmt.Errorf("%w: mp4: NAL unit lengths of %d bytes", ErrUnsupported, t.AVC.LengthSize)
+			if l := lengthSize(t.Video); l != 4 {
+				return nil, fmt.Errorf("%w: mp4: NAL unit lengths of %d bytes", ErrUnsupported, l)
 			}
 		case amp4.BoxTypeEsds():
 			esds, err := amp4.ExtractBoxWithPayload(rs, trak, stsd(amp4.BoxTypeMp4a(), amp4.BoxTypeEsds()))
@@ -109,11 +115,11 @@ func mp4Track(rs io.ReadSeeker, trak *amp4.BoxInfo, size int64) (*Track, error) 
 				}
 			}
 		}
-		if t.AVC != nil || t.AAC != nil {
+		if t.Video != nil || t.AAC != nil {
 			break
 		}
 	}
-	if t.AVC == nil && t.AAC == nil {
+	if t.Video == nil && t.AAC == nil {
 		return nil, nil
 	}
 	boxes, err := amp4.ExtractBoxesWithPayload(rs, trak, []amp4.BoxPath{
@@ -158,7 +164,7 @@ func mp4Track(rs io.ReadSeeker, trak *amp4.BoxInfo, size int64) (*Track, error) 
 			st.stco = p.ChunkOffset
 		}
 	}
-	if t.Samples, err = st.samples(t.AVC != nil, size); err != nil {
+	if t.Samples, err = st.samples(t.Video != nil, size); err != nil {
 		return nil, err
 	}
 	return t, nil

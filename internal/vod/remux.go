@@ -54,11 +54,12 @@ func newRemuxed(x *Index) (*remuxed, error) {
 	}
 	for i, t := range x.tracks() {
 		pt := &pmp4.Track{ID: i + 1, TimeScale: remuxScale}
-		if t.AVC != nil {
-			if len(t.AVC.SPS) == 0 || len(t.AVC.PPS) == 0 {
-				return nil, fmt.Errorf("%w: no parameter sets", ErrUnsupported)
+		if v := t.Video; v != nil {
+			if ps := v.ParamSets; v.HEVC != nil {
+				pt.Codec = &codecs.H265{VPS: ps[0], SPS: ps[1], PPS: ps[2]}
+			} else {
+				pt.Codec = &codecs.H264{SPS: ps[0], PPS: ps[1]}
 			}
-			pt.Codec = &codecs.H264{SPS: t.AVC.SPS[0], PPS: t.AVC.PPS[0]}
 		} else {
 			pt.Codec = &codecs.MPEG4Audio{Config: t.AAC.Config}
 		}

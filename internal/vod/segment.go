@@ -113,6 +113,9 @@ func writeSegment(w io.Writer, x *Index, sg segment, src io.ReaderAt) error {
 	var vt, at *mpegts.Track
 	if x.Video != nil {
 		vt = &mpegts.Track{Codec: &tscodecs.H264{}}
+		if x.Video.Video.HEVC != nil {
+			vt.Codec = &tscodecs.H265{}
+		}
 		mw.Tracks = append(mw.Tracks, vt)
 	}
 	if x.Audio != nil {
@@ -121,10 +124,6 @@ func writeSegment(w io.Writer, x *Index, sg segment, src io.ReaderAt) error {
 	}
 	if err := mw.Initialize(); err != nil {
 		return fmt.Errorf("vod: segment: %w", err)
-	}
-	var sps, pps []byte
-	if x.Video != nil && len(x.Video.AVC.SPS) > 0 && len(x.Video.AVC.PPS) > 0 {
-		sps, pps = x.Video.AVC.SPS[0], x.Video.AVC.PPS[0]
 	}
 	for len(vs) > 0 || len(as) > 0 {
 		if len(vs) > 0 && (len(as) == 0 || vs[0].DTS <= as[0].DTS) {
@@ -141,10 +140,14 @@ func writeSegment(w io.Writer, x *Index, sg segment, src io.ReaderAt) error {
 			if len(nalus) == 0 {
 				continue
 			}
-			if s.Key && sps != nil {
-				nalus = append([][]byte{sps, pps}, nalus...)
+			nalus = x.Video.Video.WithParamSets(nalus, s.Key)
+			pts, dts := tsBase+s.DTS+int64(s.CTS), tsBase+s.DTS
+			if x.Video.Video.HEVC != nil {
+				err = mw.WriteH265(vt, pts, dts, nalus)
+			} else {
+				err = mw.WriteH264(vt, pts, dts, nalus)
 			}
-			if err := mw.WriteH264(vt, tsBase+s.DTS+int64(s.CTS), tsBase+s.DTS, nalus); err != nil {
+			if err != nil {
 				return fmt.Errorf("vod: segment: %w", err)
 			}
 			continue

@@ -22,6 +22,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
+	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
@@ -57,8 +58,8 @@ type enhancedPublisher struct {
 
 // publishEnhanced connects an enhanced RTMP publisher to name on addr and
 // sends it the packets source reads, paced by their timestamps, until the
-// source ends or the test does.
-func publishEnhanced(t *testing.T, addr, name string, source func(p *enhancedPublisher) error) {
+// source ends, stop is called or the test ends.
+func publishEnhanced(t *testing.T, addr, name string, source func(p *enhancedPublisher) error) (stop func()) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
@@ -101,12 +102,17 @@ func publishEnhanced(t *testing.T, addr, name string, source func(p *enhancedPub
 			t.Errorf("publisher: %v", err)
 		}
 	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		conn.Close()
-		<-done
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			conn.Close()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // send waits until p is due and writes it as an RTMP message.
@@ -424,5 +430,44 @@ func TestEnhancedRTMPAV1(t *testing.T) {
 	}
 	if c, w, h, err := probeVideo(n.httpURL + "/" + name + "/index.m3u8"); err != nil || c != "av1" || w != 320 || h != 240 {
 		t.Errorf("HLS: %s %dx%d %v, want av1 320x240", c, w, h, err)
+	}
+}
+
+// TestRecordHEVC: an HEVC stream from an enhanced RTMP publisher is
+// recorded as enhanced FLV, and the recording plays from the on-demand
+// library as MP4 and HLS with ffprobe showing HEVC.
+func TestRecordHEVC(t *testing.T) {
+	clip := hevcClip(t)
+	dir := t.TempDir()
+	n := startNode(t, func(c *config.Config) { c.Record, c.RecordDir = "all", dir })
+	stop := publishEnhanced(t, fmt.Sprintf("127.0.0.1:%d", n.rtmpPort), "live/rechevc", readTS(clip))
+	waitFor(t, 15*time.Second, "the recording to start", func() bool {
+		a := n.Recorder().Active()
+		return len(a) == 1 && a[0].Bytes > 0
+	})
+	time.Sleep(6 * time.Second)
+	stop()
+	var name string
+	waitFor(t, 20*time.Second, "the recording in the library", func() bool {
+		_, body := httpGet(t, n.httpURL+"/api/v1/vod")
+		var lib struct {
+			Assets []struct {
+				Name string `json:"name"`
+			} `json:"assets"`
+		}
+		if json.Unmarshal(body, &lib) == nil && len(lib.Assets) == 1 {
+			name = lib.Assets[0].Name
+			return true
+		}
+		return false
+	})
+	for _, url := range []string{n.httpURL + "/vod/" + name + ".mp4", n.httpURL + "/vod/" + name + "/index.m3u8"} {
+		if c, w, h, err := probeVideo(url); err != nil || c != "hevc" || w != 640 || h != 360 {
+			t.Errorf("%s: %s %dx%d %v, want hevc 640x360", url, c, w, h, err)
+		}
+	}
+	// The MP4 decodes: about 6 s of 25 fps frames.
+	if f := decodedFrames(t, n.httpURL+"/vod/"+name+".mp4"); f < 125 {
+		t.Errorf("%d frames decoded from the MP4, want about 150", f)
 	}
 }
