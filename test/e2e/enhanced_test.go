@@ -471,3 +471,31 @@ func TestRecordHEVC(t *testing.T) {
 		t.Errorf("%d frames decoded from the MP4, want about 150", f)
 	}
 }
+
+// TestEdgeHEVC: an HEVC stream published over enhanced RTMP on one node
+// plays on another, which relays it: enhanced RTMP and fMP4 HLS with
+// ffprobe showing HEVC.
+func TestEdgeHEVC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node test: skipped with -short")
+	}
+	clip := hevcClip(t)
+	nodes := startClusterNodes(t, nil, "hevc-origin", "hevc-edge")
+	origin, edge := nodes[0], nodes[1]
+	const name = "live/edgehevc"
+	publishEnhanced(t, fmt.Sprintf("127.0.0.1:%d", origin.rtmpPort), name, readTS(clip))
+	waitFor(t, 15*time.Second, "the stream on the origin", func() bool {
+		s := origin.Hub.Get(name)
+		return s != nil && s.Info().Video != nil
+	})
+	if c, w, h, err := probeVideo(edge.httpURL + "/" + name + "/index.m3u8"); err != nil || c != "hevc" || w != 640 || h != 360 {
+		t.Errorf("edge HLS: %s %dx%d %v, want hevc 640x360", c, w, h, err)
+	}
+	codec, cfg, frames, keys := enhancedPlay(t, fmt.Sprintf("127.0.0.1:%d", edge.rtmpPort), name, "", 4*time.Second)
+	if _, err := media.ParseHEVCConfig(cfg); err != nil || codec != media.CodecH265 || frames < 50 || keys < 1 {
+		t.Errorf("edge RTMP: codec %s, %d frames, %d keyframes, configuration %v", codec, frames, keys, err)
+	}
+	if s := edge.Hub.Get(name); s == nil || s.Info().Publisher.Protocol != "relay" {
+		t.Error("the edge does not relay the stream")
+	}
+}
