@@ -26,6 +26,7 @@ import (
 	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/metrics"
 	"github.com/meshcast/meshcast/internal/record"
 	"github.com/meshcast/meshcast/internal/server/hls"
@@ -574,6 +575,12 @@ func (a *App) serveWHEP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !a.authorizePlay(w, r, name, "webrtc") {
 		return
+	}
+	if s := a.Hub.Get(name); s != nil {
+		if v := s.Info().Video; v != nil && v.Codec != media.CodecH264.String() {
+			http.Error(w, "the stream's video is "+v.Codec+": WebRTC playback takes H.264; play it over HLS, RTMP or HTTP-FLV", http.StatusUnsupportedMediaType)
+			return
+		}
 	}
 	a.rtc.ServeWHEP(w, r, name)
 }

@@ -377,6 +377,16 @@ func TestEnhancedRTMPHEVC(t *testing.T) {
 	if c, w, h, err := probeVideo(read); err != nil || c != "hevc" || w != 640 || h != 360 {
 		t.Errorf("SRT: %s %dx%d %v, want hevc 640x360", c, w, h, err)
 	}
+	// WebRTC playback takes H.264, and says so.
+	resp, err := http.Post(n.httpURL+"/"+name+"/whep", "application/sdp", strings.NewReader("v=0\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType || !strings.Contains(string(body), "hevc") {
+		t.Errorf("WHEP of HEVC: %d %s", resp.StatusCode, body)
+	}
 }
 
 // TestSRTPublishHEVC: ffmpeg publishes HEVC in MPEG-TS over SRT; ffprobe
