@@ -148,10 +148,7 @@ func TestWHEP(t *testing.T) {
 	n := startNode(t, nil)
 	const name = "live/rtc"
 	publishFFmpegLoop(t, n.rtmpURL(name))
-	waitFor(t, 15*time.Second, "the stream", func() bool {
-		code, _ := httpGetQuiet(n.httpURL + "/api/v1/streams/" + name)
-		return code == 200
-	})
+	waitLiveHTTP(t, n.httpURL, name)
 
 	v := playWHEP(t, n.httpURL, name, true)
 	waitFor(t, 20*time.Second, "300 H.264 RTP packets with a keyframe and 100 Opus packets", func() bool {
@@ -217,10 +214,7 @@ func TestWHEPAudioOff(t *testing.T) {
 	n := startNode(t, func(c *config.Config) { c.WebRTCOpus = false })
 	const name = "live/rtc-noopus"
 	publishFFmpegLoop(t, n.rtmpURL(name))
-	waitFor(t, 15*time.Second, "the stream", func() bool {
-		code, _ := httpGetQuiet(n.httpURL + "/api/v1/streams/" + name)
-		return code == 200
-	})
+	waitLiveHTTP(t, n.httpURL, name)
 	v := playWHEP(t, n.httpURL, name, true)
 	waitFor(t, 20*time.Second, "300 H.264 RTP packets", func() bool { return v.video.Load() >= 300 })
 	if v.opus.Load() != 0 || v.received(webrtc.MimeTypeOpus) {

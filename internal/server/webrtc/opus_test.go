@@ -22,6 +22,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // These tests run the transcoders with the real ffmpeg, on a real stream,
@@ -68,13 +69,6 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func needFFmpeg(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		t.Skip("no ffmpeg")
-	}
-}
-
 // aacFrames encodes seconds of a tone as AAC and returns its
 // AudioSpecificConfig and raw frames.
 func aacFrames(t *testing.T, seconds int) ([]byte, [][]byte) {
@@ -108,7 +102,7 @@ func aacFrames(t *testing.T, seconds int) ([]byte, [][]byte) {
 // configuration, starting once the stream has a transcoder's reader.
 func publishAAC(t *testing.T, s *stream.Stream, pub *stream.Publisher, asc []byte, aus [][]byte) {
 	t.Helper()
-	waitUntil(t, 5*time.Second, "the transcoder's reader", func() bool { return s.Stats().ReaderCount["webrtc-opus"] > 0 })
+	testutil.WaitFor(t, 5*time.Second, "the transcoder's reader", func() bool { return s.Stats().ReaderCount["webrtc-opus"] > 0 })
 	if err := pub.WritePacket(&media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, SeqHeader: true, Payload: asc}); err != nil {
 		t.Fatal(err)
 	}
@@ -120,24 +114,13 @@ func publishAAC(t *testing.T, s *stream.Stream, pub *stream.Publisher, asc []byt
 	}
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestOpusFanOut: one ffmpeg turns a stream's AAC into Opus for two
 // sessions; the one that reads gets every packet, 20 ms apart on the
 // stream's timeline, while the one that never reads keeps a full queue
 // and loses the rest, without holding up the transcoder. When both have
 // left, the transcoder stops after its grace period.
 func TestOpusFanOut(t *testing.T) {
-	needFFmpeg(t)
+	testutil.Need(t, "ffmpeg")
 	asc, aus := aacFrames(t, 3)
 	h := &testStreams{}
 	s, pub := h.add(t, "live/tone")
@@ -188,7 +171,7 @@ func TestOpusFanOut(t *testing.T) {
 
 	reader.unsubscribe()
 	slow.unsubscribe()
-	waitUntil(t, 5*time.Second, "the idle transcoder to stop", func() bool { return m.running() == 0 })
+	testutil.WaitFor(t, 5*time.Second, "the idle transcoder to stop", func() bool { return m.running() == 0 })
 	if n := s.Stats().ReaderCount["webrtc-opus"]; n != 0 {
 		t.Errorf("the stopped transcoder left %d readers", n)
 	}
@@ -246,7 +229,7 @@ func TestOpusTranscoderLifecycle(t *testing.T) {
 		}
 	}()
 	defer func() { close(stop); <-writer }()
-	waitUntil(t, 10*time.Second, "three ffmpeg starts", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "three ffmpeg starts", func() bool {
 		b, _ := os.ReadFile(starts)
 		return bytes.Count(b, []byte("started")) >= 3
 	})
@@ -304,7 +287,7 @@ func (p *testPublisher) packets() []*media.Packet {
 // reaches the stream as AAC: the configuration first, then frames 1024
 // samples apart, on the Opus's timeline.
 func TestPipeOpusToAAC(t *testing.T) {
-	needFFmpeg(t)
+	testutil.Need(t, "ffmpeg")
 	// Opus packets, as a WebRTC publisher sends them.
 	path := filepath.Join(t.TempDir(), "tone.ts")
 	if out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi",
