@@ -181,6 +181,15 @@ func TestWHEP(t *testing.T) {
 		t.Errorf("without audio in the offer, X-Meshcast-Audio %q, want %q", v3.audio, mcwebrtc.NoAudioOffer)
 	}
 	waitFor(t, 10*time.Second, "video at the viewer without audio", func() bool { return v3.video.Load() >= 100 })
+	// The transcoder is nobody watching: the API counts the three viewers.
+	var info struct {
+		Viewers      map[string]int `json:"viewers"`
+		ViewersTotal int            `json:"viewers_total"`
+	}
+	if code, body := httpGet(t, n.httpURL+"/api/v1/streams/"+name); code != 200 || json.Unmarshal(body, &info) != nil ||
+		info.Viewers["webrtc"] != 3 || info.ViewersTotal != 3 {
+		t.Errorf("the API counts viewers %v, %d in all; want 3 webrtc: %s", info.Viewers, info.ViewersTotal, body)
+	}
 
 	req, _ := http.NewRequest("DELETE", n.httpURL+v.location, nil)
 	resp, err := whepClient.Do(req)

@@ -190,13 +190,17 @@ var (
 
 // supervise calls once until ctx ends and again whenever it fails: at
 // once after errRestart, else after a backoff (1s, doubling up to 30s,
-// back to 1s after a stable run). A run returning nil or errDone ends it.
-func supervise(ctx context.Context, log *slog.Logger, backoff transcode.Backoff, once func() error) {
+// back to 1s after a stable run). A run returning nil or errDone ends
+// it; it returns why it ended.
+func supervise(ctx context.Context, log *slog.Logger, backoff transcode.Backoff, once func() error) error {
 	for {
 		start := time.Now()
 		err := once()
-		if ctx.Err() != nil || err == nil || errors.Is(err, errDone) {
-			return
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil || errors.Is(err, errDone) {
+			return err
 		}
 		if errors.Is(err, errRestart) {
 			continue
@@ -208,7 +212,7 @@ func supervise(ctx context.Context, log *slog.Logger, backoff transcode.Backoff,
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return ctx.Err()
 		case <-t.C:
 		}
 	}

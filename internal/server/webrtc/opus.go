@@ -17,6 +17,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
+	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/transcode"
@@ -311,10 +312,10 @@ func (t *opusTranscoder) run(ffmpeg string) {
 	}()
 	var aac *media.AACConfig
 	var pending []*media.Packet
-	supervise(t.ctx, t.log, transcode.Backoff{First: t.m.backoff}, func() error {
+	err := supervise(t.ctx, t.log, transcode.Backoff{First: t.m.backoff}, func() error {
 		if rd == nil {
 			var err error
-			if rd, err = t.m.readers.NewReader(t.name, "webrtc-opus"); err != nil {
+			if rd, err = t.m.readers.NewReader(t.name, hub.TranscodeProtocol); err != nil {
 				return fmt.Errorf("%w: %w", errDone, err)
 			}
 		}
@@ -338,7 +339,14 @@ func (t *opusTranscoder) run(ffmpeg string) {
 		}
 		return err
 	})
-	t.log.Info("opus transcoding stopped")
+	reason := "no more sessions"
+	switch {
+	case t.m.ctx.Err() != nil:
+		reason = "server closing"
+	case err != nil && !errors.Is(err, context.Canceled):
+		reason = strings.TrimPrefix(err.Error(), errDone.Error()+": ")
+	}
+	t.log.Info("opus transcoding stopped", "reason", reason)
 }
 
 // waitAAC finds the stream's AAC configuration in pending, or else in

@@ -20,6 +20,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
+	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/testutil"
@@ -102,7 +103,7 @@ func aacFrames(t *testing.T, seconds int) ([]byte, [][]byte) {
 // configuration, starting once the stream has a transcoder's reader.
 func publishAAC(t *testing.T, s *stream.Stream, pub *stream.Publisher, asc []byte, aus [][]byte) {
 	t.Helper()
-	testutil.WaitFor(t, 5*time.Second, "the transcoder's reader", func() bool { return s.Stats().ReaderCount["webrtc-opus"] > 0 })
+	testutil.WaitFor(t, 5*time.Second, "the transcoder's reader", func() bool { return s.Stats().ReaderCount[hub.TranscodeProtocol] > 0 })
 	if err := pub.WritePacket(&media.Packet{Kind: media.KindAudio, Codec: media.CodecAAC, SeqHeader: true, Payload: asc}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestOpusFanOut(t *testing.T) {
 	reader.unsubscribe()
 	slow.unsubscribe()
 	testutil.WaitFor(t, 5*time.Second, "the idle transcoder to stop", func() bool { return m.running() == 0 })
-	if n := s.Stats().ReaderCount["webrtc-opus"]; n != 0 {
+	if n := s.Stats().ReaderCount[hub.TranscodeProtocol]; n != 0 {
 		t.Errorf("the stopped transcoder left %d readers", n)
 	}
 	// A new session starts a new transcoder.

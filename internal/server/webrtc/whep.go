@@ -208,9 +208,6 @@ func (s *Server) Close() {
 	s.tc.close()
 }
 
-// Transcoders counts the audio transcoding ffmpeg processes.
-func (s *Server) Transcoders() int { return s.tc.running() }
-
 // Sessions counts the WebRTC viewers.
 func (s *Server) Sessions() int {
 	s.mu.Lock()
