@@ -332,8 +332,10 @@ func (t *opusTranscoder) run(ffmpeg string) {
 		case errors.Is(err, errRestart):
 			aac = nil // read again from pending
 		case errors.Is(err, stream.ErrSlowReader):
+			// Fell behind the stream: start again at its newest keyframe.
 			rd.Close()
-			rd, pending = nil, nil
+			rd, pending, aac = nil, nil, nil
+			return errRestart
 		case err != nil && t.ctx.Err() == nil:
 			t.setState(AudioOpus + "; ffmpeg restarting after: " + brief(err.Error()))
 		}
