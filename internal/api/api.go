@@ -313,7 +313,7 @@ func (a *API) toJSON(in stream.Info) Stream {
 		out.Viewers[p] = 0
 	}
 	for p, n := range in.Readers {
-		if p != hub.RecordProtocol { // a recording is nobody watching
+		if hub.Watching(p) { // a recording or a transcoder is nobody watching
 			out.Viewers[p] = n
 		}
 	}

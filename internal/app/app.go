@@ -164,7 +164,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 			return slices.Contains(cfg.CORSOrigins, "*") || slices.Contains(cfg.CORSOrigins, o)
 		},
 		Logger: log}, h)
-	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Logger: log}, h); err != nil {
+	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Opus: cfg.WebRTCOpus, FFmpeg: cfg.FFmpeg, Logger: log}, h); err != nil {
 		return nil, err
 	}
 	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, LowLatency: cfg.HLSLowLatency, Logger: log}, h)

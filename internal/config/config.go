@@ -129,6 +129,12 @@ type Config struct {
 	// FFmpeg is the ffmpeg binary transcoding runs. Defaults to "ffmpeg".
 	FFmpeg string `yaml:"ffmpeg" usage:"ffmpeg binary for transcoding"`
 
+	// WebRTCOpus transcodes audio between AAC and Opus with ffmpeg for
+	// WebRTC: WHEP viewers of AAC streams hear Opus, and the Opus of WHIP
+	// publishers reaches the stream as AAC. Off, WebRTC sessions are
+	// video-only and say why. Defaults to true.
+	WebRTCOpus bool `yaml:"webrtc_opus" usage:"transcode audio between AAC and Opus (with --ffmpeg) for WebRTC viewers and publishers (false: WebRTC is video-only)"`
+
 	// Apps holds settings of single apps by app name. Being a map, it is
 	// set in the YAML file only. Defaults to none.
 	Apps map[string]AppConfig `yaml:"apps" usage:"settings of single apps by app name, e.g. apps: {live: {record: all}}"`
@@ -465,6 +471,7 @@ func Default() Config {
 		TranscodeMax:        2,
 		TranscodeCPUMax:     80,
 		FFmpeg:              "ffmpeg",
+		WebRTCOpus:          true,
 		SRTAddr:             ":8890",
 	}
 }

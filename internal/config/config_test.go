@@ -50,6 +50,7 @@ func TestDefault(t *testing.T) {
 		TranscodeMax:        2,
 		TranscodeCPUMax:     80,
 		FFmpeg:              "ffmpeg",
+		WebRTCOpus:          true,
 		SRTAddr:             ":8890",
 		Apps:                map[string]AppConfig{},
 		PublicHost:          "",
@@ -230,6 +231,7 @@ func TestLoadAllFields(t *testing.T) {
 		"--transcode-max=3",
 		"--transcode-cpu-max=70",
 		"--ffmpeg=/usr/local/bin/ffmpeg",
+		"--webrtc-opus=false",
 		"--srt-addr=127.0.0.1:0",
 		"--public-host=live.example.com",
 		"--redis=redis://127.0.0.1:6390/2",
@@ -294,6 +296,7 @@ func TestLoadAllFields(t *testing.T) {
 		TranscodeMax:        3,
 		TranscodeCPUMax:     70,
 		FFmpeg:              "/usr/local/bin/ffmpeg",
+		WebRTCOpus:          false,
 		SRTAddr:             "127.0.0.1:0",
 		Apps:                map[string]AppConfig{},
 		PublicHost:          "live.example.com",
@@ -356,7 +359,7 @@ func TestLoadAllFields(t *testing.T) {
 		case key == "parent" || key == "trusted_proxies" || key == "webhook_urls" ||
 			key == "publish_keys" || key == "signed_play_apps" || key == "cors_origins":
 			value = "[" + value + "]" // a YAML sequence
-		case value == "true":
+		case value == "true" || value == "false":
 		default:
 			if _, err := strconv.Atoi(value); err != nil {
 				value = strconv.Quote(value)
@@ -598,6 +601,8 @@ func TestValidate(t *testing.T) {
 		{"transcode max negative", func(c *Config) { c.TranscodeMax = -1 }, []string{"--transcode-max:"}},
 		{"transcode cpu over 100", func(c *Config) { c.TranscodeCPUMax = 101 }, []string{"--transcode-cpu-max:"}},
 		{"ffmpeg empty", func(c *Config) { c.FFmpeg = "" }, []string{"--ffmpeg:"}},
+		{"webrtc opus off", func(c *Config) { c.WebRTCOpus = false }, nil},
+		{"webrtc opus without ffmpeg", func(c *Config) { c.WebRTCOpus, c.FFmpeg = true, "" }, []string{"--ffmpeg:"}},
 		{"rtmp addr missing port", func(c *Config) { c.RTMPAddr = "localhost" }, []string{"--rtmp-addr:", "missing port"}},
 		{"http addr empty", func(c *Config) { c.HTTPAddr = "" }, []string{"--http-addr:"}},
 		{"http addr bad port", func(c *Config) { c.HTTPAddr = ":http" }, []string{"--http-addr:", `"http"`}},

@@ -353,7 +353,7 @@ func (h *Hub) Load() (streams, viewers int) {
 	for _, s := range h.List() {
 		streams++
 		for proto, n := range s.Stats().ReaderCount {
-			if proto != RelayProtocol && proto != RecordProtocol {
+			if proto != RelayProtocol && Watching(proto) {
 				viewers += n
 			}
 		}
@@ -366,6 +366,14 @@ const RelayProtocol = "relay"
 
 // RecordProtocol is the reader protocol of recordings to files.
 const RecordProtocol = "record"
+
+// TranscodeProtocol is the reader protocol of the node's own
+// transcoders, such as WebRTC's audio.
+const TranscodeProtocol = "transcode"
+
+// Watching reports whether the readers of protocol proto are people
+// watching, rather than recordings or the node's own transcoders.
+func Watching(proto string) bool { return proto != RecordProtocol && proto != TranscodeProtocol }
 
 // Close ends every stream, gives up their claims and refuses new publishers.
 func (h *Hub) Close() {

@@ -6,12 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -82,7 +80,7 @@ func (j *job) run() {
 	defer close(j.done)
 	j.log.Info("transcoding started", "renditions", j.status().Renditions)
 	j.log.Debug("ffmpeg command", "path", j.ffmpeg, "args", j.args)
-	backoff := j.s.cfg.Backoff
+	backoff := Backoff{First: j.s.cfg.Backoff, Stable: j.s.stableRun}
 	restarts := 0
 	for {
 		if j.stopped() {
@@ -103,15 +101,13 @@ func (j *job) run() {
 			j.finish("source ended", lastErr)
 			return
 		}
-		if ran >= j.s.stableRun {
-			backoff = j.s.cfg.Backoff
-		}
+		delay := backoff.Next(ran)
 		j.log.Warn("ffmpeg exited; restarting", "error", err, "ran", ran.Round(time.Millisecond),
-			"in", backoff, "stderr", lastLine(stderr))
+			"in", delay, "stderr", lastLine(stderr))
 		j.change(StateRestarting, func(st *Status) {
 			st.PID, st.FPS, st.Speed, st.LastError = 0, 0, 0, lastErr
 		})
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-j.stop:
@@ -119,7 +115,6 @@ func (j *job) run() {
 			j.finish("stopped", "")
 			return
 		}
-		backoff = min(2*backoff, MaxBackoff)
 		if !j.alive() {
 			j.finish("source ended", "")
 			return
@@ -146,7 +141,7 @@ func (j *job) finish(reason, lastErr string) {
 	j.s.remove(j)
 }
 
-// runOnce runs ffmpeg until it exits, killing it if the job is stopped,
+// runOnce runs ffmpeg until it exits, stopping it if the job is stopped,
 // and returns how long it ran, how it ended and the tail of its stderr.
 func (j *job) runOnce(restarts int) (time.Duration, error, string) {
 	pr, pw, err := os.Pipe()
@@ -155,68 +150,35 @@ func (j *job) runOnce(restarts int) (time.Duration, error, string) {
 		return 0, err, ""
 	}
 	defer pr.Close()
-	stderr := &tailBuffer{max: stderrTail}
-	cmd := exec.Command(j.ffmpeg, j.args...)
-	cmd.Stdout = pw // a file: ffmpeg writes to it directly, no copying goroutine
-	cmd.Stderr = stderr
-	// Its own process group, so Stop's signals reach anything ffmpeg (or a
-	// wrapper script standing for it) starts.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	// Wait returns this long after ffmpeg exits even if something it left
-	// behind holds stderr open.
-	cmd.WaitDelay = time.Second
 	start := time.Now()
-	err = cmd.Start()
+	// stdout is a file: ffmpeg writes its progress to it directly.
+	proc, err := StartProcess(j.ffmpeg, j.args, nil, pw)
 	pw.Close()
 	if err != nil {
 		j.change(StateStarting, func(st *Status) { st.Restarts = restarts })
 		return 0, err, ""
 	}
-	pid := cmd.Process.Pid
-	j.log.Info("ffmpeg started", "pid", pid, "restarts", restarts)
-	j.change(StateStarting, func(st *Status) { st.PID, st.Restarts = pid, restarts })
+	j.log.Info("ffmpeg started", "pid", proc.Pid, "restarts", restarts)
+	j.change(StateStarting, func(st *Status) { st.PID, st.Restarts = proc.Pid, restarts })
 
-	exited := make(chan struct{})
-	killerDone := make(chan struct{})
-	go func() {
-		defer close(killerDone)
-		j.killOnStop(pid, exited)
-	}()
 	progressDone := make(chan struct{})
 	go func() {
 		defer close(progressDone)
 		j.readProgress(pr)
 	}()
-
-	err = cmd.Wait()
-	close(exited)
-	<-killerDone
+	select {
+	case <-proc.Done():
+	case <-j.stop:
+		if proc.Stop(StopTimeout) {
+			j.log.Warn("ffmpeg ignored SIGTERM; killed it", "pid", proc.Pid, "after", StopTimeout)
+		}
+	}
 	// ffmpeg is gone, so stdout is at its end unless something ffmpeg
 	// started still holds it.
 	pr.SetReadDeadline(time.Now().Add(time.Second))
 	<-progressDone
-	return time.Since(start), err, stderr.String()
-}
-
-// killOnStop ends ffmpeg's process group when the job is stopped before
-// ffmpeg exits: SIGTERM, which lets ffmpeg finish its outputs, then
-// SIGKILL after StopTimeout. The group exists as long as ffmpeg has not
-// been waited for, which is until exited is closed.
-func (j *job) killOnStop(pid int, exited <-chan struct{}) {
-	select {
-	case <-exited:
-		return
-	case <-j.stop:
-	}
-	syscall.Kill(-pid, syscall.SIGTERM)
-	t := time.NewTimer(StopTimeout)
-	defer t.Stop()
-	select {
-	case <-exited:
-	case <-t.C:
-		j.log.Warn("ffmpeg ignored SIGTERM; killing it", "pid", pid, "after", StopTimeout)
-		syscall.Kill(-pid, syscall.SIGKILL)
-	}
+	err, stderr := proc.Result()
+	return time.Since(start), err, stderr
 }
 
 // progress is one block of ffmpeg's -progress output.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // These tests stand a shell script in for ffmpeg, to drive the
@@ -97,15 +98,10 @@ func (r *recorder) waitStopped(t *testing.T, timeout time.Duration) Status {
 	}
 }
 
+// waitFor polls cond until it holds or the timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, timeout, what, cond)
 }
 
 // processGone tells whether pid has ended: no such process, or a zombie

@@ -84,6 +84,16 @@ func TestDashboard(t *testing.T) {
 			if stats["buffer"] == "—" || stats["latency"] == "—" || stats["dropped"] == "—" {
 				t.Errorf("%s: player stats %v lack buffer, latency or dropped frames", proto, stats)
 			}
+			if proto == "webrtc" {
+				// The stream's AAC reaches the browser as Opus, decoded to sound.
+				audio, _ := res["audio"].(map[string]any)
+				pkts, _ := audio["packetsReceived"].(float64)
+				energy, _ := audio["totalAudioEnergy"].(float64)
+				t.Logf("webrtc: inbound audio %v", audio)
+				if pkts <= 50 || energy <= 0 || audio["codec"] != "audio/opus" {
+					t.Errorf("webrtc: inbound audio %v; want more than 50 Opus packets, decoded to sound", audio)
+				}
+			}
 		})
 	}
 	t.Run("two pages chat", func(t *testing.T) {

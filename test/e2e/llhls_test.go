@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/meshcast/meshcast/internal/config"
+	mcwebrtc "github.com/meshcast/meshcast/internal/server/webrtc"
 )
 
 var (
@@ -164,6 +166,16 @@ func TestEdgeProtocols(t *testing.T) {
 	if w, h, err := videoSize(srt); err != nil || w != 640 || h != 360 {
 		t.Errorf("%s: %dx%d %v", srt, w, h, err)
 	}
+	// WebRTC (WHEP) from the edge: H.264, and the AAC as Opus, transcoded
+	// on the edge.
+	v := playWHEP(t, edge.httpURL, name, true)
+	waitFor(t, 20*time.Second, "H.264 and Opus RTP from the edge", func() bool {
+		return v.video.Load() >= 100 && v.keyframes.Load() > 0 && v.opus.Load() >= 60
+	})
+	if v.audio != mcwebrtc.AudioOpus || !v.received(webrtc.MimeTypeH264) || !v.received(webrtc.MimeTypeOpus) {
+		t.Errorf("edge WHEP: audio %q, tracks %v; want H.264 and Opus", v.audio, v.mimes)
+	}
+	t.Logf("edge WHEP: first Opus packet %v after the answer", v.audioLatency().Round(time.Millisecond))
 	code, body := httpGet(t, edge.httpURL+"/api/v1/streams/"+name)
 	if code != 200 || !strings.Contains(string(body), "edge-origin") {
 		t.Errorf("edge's view of the stream: %d %s", code, body)

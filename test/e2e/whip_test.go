@@ -16,6 +16,9 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+
+	mcwebrtc "github.com/meshcast/meshcast/internal/server/webrtc"
 )
 
 // loopbackPeer is a pion peer connection that uses loopback only.
@@ -82,34 +85,92 @@ func sendH264(ctx context.Context, path string, track *webrtc.TrackLocalStaticSa
 	return nil
 }
 
-// TestWHIP: a pion client publishes H.264 over WebRTC, signalled by WHIP;
-// ffmpeg plays the stream back over RTMP.
+// sendOpus writes the Opus packets of an Ogg file (one per page) to
+// track in real time, from the start again at its end, until ctx ends.
+func sendOpus(ctx context.Context, path string, track *webrtc.TrackLocalStaticSample) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		r, _, err := oggreader.NewWith(f)
+		if err != nil {
+			f.Close()
+			return err
+		}
+		for ctx.Err() == nil {
+			page, _, err := r.ParseNextPage()
+			if err != nil {
+				break // the end of the file
+			}
+			if strings.HasPrefix(string(page), "OpusTags") {
+				continue
+			}
+			if err := track.WriteSample(media.Sample{Data: page, Duration: 20 * time.Millisecond}); err != nil {
+				f.Close()
+				return err
+			}
+			select {
+			case <-ctx.Done():
+			case <-tick.C:
+			}
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// liveCodecs is what ffprobe reads as the codecs of a live stream.
+func liveCodecs(url string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", url).Output()
+	return strings.Join(strings.Fields(string(out)), ","), err
+}
+
+// TestWHIP: a pion client publishes H.264 and Opus over WebRTC, signalled
+// by WHIP; ffmpeg plays the stream back over RTMP and HTTP-FLV, with its
+// video and its audio, transcoded to AAC.
 func TestWHIP(t *testing.T) {
 	n := startNode(t, nil)
-	clip := filepath.Join(t.TempDir(), "clip.h264")
+	dir := t.TempDir()
+	clip, tone := filepath.Join(dir, "clip.h264"), filepath.Join(dir, "tone.ogg")
 	if out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
 		"-t", "6", "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p",
 		"-f", "h264", clip).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v: %s", err, out)
 	}
+	// Opus as browsers send it: 48 kHz, 20 ms packets, one per Ogg page.
+	if out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "6", "-c:a", "libopus", "-b:a", "64k", "-frame_duration", "20", "-page_duration", "20000", "-f", "ogg", tone).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
 	pc := loopbackPeer(t)
-	track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"}, "video", "whip-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sender, err := pc.AddTrack(track)
+	audio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "whip-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { // RTCP: the server's keyframe requests
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := sender.Read(buf); err != nil {
-				return
-			}
+	for _, track := range []webrtc.TrackLocal{video, audio} {
+		sender, err := pc.AddTrack(track)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
+		go func() { // RTCP: the server's keyframe requests
+			buf := make([]byte, 1500)
+			for {
+				if _, _, err := sender.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -129,25 +190,61 @@ func TestWHIP(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Location") == "" {
 		t.Fatalf("WHIP: %d %v\n%s", resp.StatusCode, resp.Header, answer)
 	}
+	if a := resp.Header.Get("X-Meshcast-Audio"); a != mcwebrtc.AudioAAC {
+		t.Errorf("X-Meshcast-Audio %q, want %q", a, mcwebrtc.AudioAAC)
+	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sent := make(chan error, 1)
-	go func() { sent <- sendH264(ctx, clip, track) }()
-	defer func() { cancel(); <-sent }()
-	waitFor(t, 15*time.Second, "the WHIP stream to be live", func() bool {
-		code, _ := httpGetQuiet(n.httpURL + "/api/v1/streams/live/whip")
-		return code == 200
-	})
-	url := fmt.Sprintf("rtmp://127.0.0.1:%d/live/whip", n.rtmpPort)
-	if w, h, err := videoSize(url); err != nil || w != 640 || h != 360 {
-		t.Errorf("%s: %dx%d %v, want 640x360 h264", url, w, h, err)
+	sent := make(chan error, 2)
+	go func() { sent <- sendH264(ctx, clip, video) }()
+	go func() { sent <- sendOpus(ctx, tone, audio) }()
+	defer func() { cancel(); <-sent; <-sent }()
+	// Live with video and audio: the Opus arrives as AAC.
+	waitLiveHTTP(t, n.httpURL, "live/whip")
+	if a := sessionAudio(t, n.httpURL, resp.Header.Get("Location")); a != mcwebrtc.AudioAAC {
+		t.Errorf("the API says the audio is %q, want %q", a, mcwebrtc.AudioAAC)
 	}
-	// ffmpeg plays it back: 60 frames decoded.
+	rtmp := fmt.Sprintf("rtmp://127.0.0.1:%d/live/whip", n.rtmpPort)
+	if w, h, err := videoSize(rtmp); err != nil || w != 640 || h != 360 {
+		t.Errorf("%s: %dx%d %v, want 640x360 h264", rtmp, w, h, err)
+	}
+	for _, url := range []string{rtmp, n.httpURL + "/live/whip.flv"} {
+		if codecs, err := liveCodecs(url); err != nil || codecs != "h264,aac" && codecs != "aac,h264" {
+			t.Errorf("ffprobe %s: %q %v, want h264 and aac", url, codecs, err)
+		}
+	}
+	// Audio and video keep their timing: a recording of the playback
+	// starts both together, give or take the transcoder's delay.
+	rec := filepath.Join(dir, "rec.flv")
+	rctx, rcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer rcancel()
+	if out, err := exec.CommandContext(rctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-i", rtmp, "-t", "3", "-c", "copy", rec).CombinedOutput(); err != nil {
+		t.Fatalf("recording %s: %v: %s", rtmp, err, out)
+	}
+	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name,start_time", "-of", "csv=p=0", rec).Output()
+	starts := map[string]float64{}
+	for _, line := range strings.Fields(string(out)) {
+		var codec string
+		var start float64
+		if c, v, ok := strings.Cut(line, ","); ok {
+			codec = c
+			fmt.Sscan(v, &start)
+		}
+		starts[codec] = start
+	}
+	if d := starts["aac"] - starts["h264"]; err != nil || len(starts) != 2 || d < -0.3 || d > 0.3 {
+		t.Errorf("recorded streams start at %v (%v), want h264 and aac within 300 ms", starts, err)
+	}
+	t.Logf("playback starts: %v", starts)
+	// ffmpeg plays it back: 60 frames of video and 50 of audio decoded.
 	pctx, pcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer pcancel()
-	if out, err := exec.CommandContext(pctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-i", url, "-frames:v", "60", "-f", "null", "-").CombinedOutput(); err != nil {
-		t.Errorf("ffmpeg playing %s: %v: %s", url, err, out)
+	for _, m := range []string{"0:v:0 -frames:v 60", "0:a:0 -frames:a 50"} {
+		args := append([]string{"-hide_banner", "-loglevel", "error", "-i", rtmp, "-map"}, strings.Fields(m)...)
+		if out, err := exec.CommandContext(pctx, "ffmpeg", append(args, "-f", "null", "-")...).CombinedOutput(); err != nil {
+			t.Errorf("ffmpeg playing %s (%s): %v: %s", rtmp, m, err, out)
+		}
 	}
 }

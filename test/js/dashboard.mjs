@@ -3,7 +3,7 @@
 // when the page is up, then "result" (or "fail" with "why").
 //
 //   node test/js/dashboard.mjs streams BASE STREAM        the stream appears without a reload
-//   node test/js/dashboard.mjs play BASE STREAM hls|flv   the player plays
+//   node test/js/dashboard.mjs play BASE STREAM PROTO     the player plays (hls, flv, wsflv, webrtc: with Opus audio)
 //   node test/js/dashboard.mjs chat BASE STREAM           two pages exchange a message
 //   node test/js/dashboard.mjs cluster BASE STREAM A B    both nodes and the relay B <- A
 //   node test/js/dashboard.mjs mobile BASE STREAM         pages fit 360 px
@@ -81,6 +81,27 @@ try {
       const page = await open(`/watch/${stream}?proto=${proto}`);
       out({ event: "ready" });
       const r = await playing(page, proto);
+      if (proto === "webrtc") {
+        // The stream's AAC arrives as Opus: inbound audio RTP, decoded to
+        // sound (energy above silence; Chromium measures it after the
+        // volume, so the player is unmuted).
+        await page.evaluate(() => { document.querySelector("video").muted = false; });
+        const inboundAudio = () => page.evaluate(async () => {
+          const stats = await window.meshcastPlayer.player.pc.getStats();
+          for (const s of stats.values()) {
+            if (s.type === "inbound-rtp" && s.kind === "audio") {
+              const codec = stats.get(s.codecId);
+              return { packetsReceived: s.packetsReceived, totalAudioEnergy: s.totalAudioEnergy, totalSamplesReceived: s.totalSamplesReceived, codec: codec && codec.mimeType };
+            }
+          }
+          return null;
+        });
+        for (let i = 0; i < 80; i++) {
+          r.audio = await inboundAudio();
+          if (r.audio && r.audio.packetsReceived > 50 && r.audio.totalAudioEnergy > 0) break;
+          await page.waitForTimeout(250);
+        }
+      }
       await shot(page, `watch-${proto}.png`);
       out({ event: "result", ...r, external, errors });
       break;

@@ -1,14 +1,22 @@
 // Package webrtc plays live streams to browsers over WebRTC, signalled by
 // WHEP (POST /APP/STREAM/whep with an SDP offer; the answer comes back
-// with the session's URL, which DELETE ends). WebRTC is
-// github.com/pion/webrtc. Video is H.264 as published; AAC audio has no
-// WebRTC codec, so those streams play video-only and the answer says why
-// (X-Meshcast-Audio).
+// with the session's URL, which DELETE ends), and takes streams from
+// WebRTC publishers, signalled by WHIP (whip.go). WebRTC is
+// github.com/pion/webrtc.
+//
+// Video is H.264 as published. Streams carry AAC audio, which WebRTC
+// lacks, so audio is transcoded by a supervised ffmpeg (opus.go): one per
+// stream with WHEP viewers turns its AAC into Opus for all of them, and
+// one per WHIP publisher turns its Opus into AAC. Where transcoding is
+// off, ffmpeg is missing or the stream has no audio, sessions are
+// video-only, and the answer's X-Meshcast-Audio header and the sessions
+// API say why.
 package webrtc
 
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -19,12 +27,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	pmedia "github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/transcode"
 )
 
 // SessionPath prefixes the URL of a WHEP session, which DELETE ends.
@@ -38,6 +49,9 @@ const (
 	gatherTimeout = 5 * time.Second
 	// connectTimeout closes a session whose peer never connects.
 	connectTimeout = 15 * time.Second
+	// probeTimeout bounds the wait for a stream's first packets, which
+	// tell whether it has audio, before a WHEP answer.
+	probeTimeout = 2 * time.Second
 )
 
 // Hub is what the WebRTC server needs from the node's stream table.
@@ -50,6 +64,21 @@ type Hub interface {
 type Config struct {
 	// MaxSessions bounds the WebRTC viewers at once. Zero: 1000.
 	MaxSessions int
+	// Opus transcodes audio between AAC and Opus with FFmpeg. Defaults
+	// to false: sessions are video-only.
+	Opus bool
+	// FFmpeg is the ffmpeg binary, looked up in PATH. Defaults to
+	// "ffmpeg".
+	FFmpeg string
+	// MaxTranscoders bounds the audio transcoding ffmpeg processes of
+	// both directions. Zero: 64.
+	MaxTranscoders int
+	// TranscodeGrace is how long a stream's Opus transcoder outlives its
+	// last WHEP viewer, for the next. Zero: 5s.
+	TranscodeGrace time.Duration
+	// TranscodeBackoff is the first delay before a failed transcoder
+	// starts again; it doubles up to 30s. Zero: 1s.
+	TranscodeBackoff time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -59,7 +88,11 @@ type Server struct {
 	cfg Config
 	hub Hub
 	log *slog.Logger
-	api *webrtc.API
+	api *webrtc.API // H.264 and Opus
+	// videoAPI negotiates H.264 only: WHIP publishers whose audio is not
+	// taken are told so in the answer.
+	videoAPI *webrtc.API
+	tc       *transcoders
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -77,10 +110,8 @@ type session struct {
 	started time.Time
 	pc      *webrtc.PeerConnection
 	cancel  context.CancelFunc
+	audio   func() string // what the session says about its audio
 }
-
-// NoAudio says why WebRTC sessions carry no audio.
-const NoAudio = "none: the streams carry AAC, which WebRTC cannot; transcoding to Opus is not available"
 
 // SessionInfo describes a WebRTC session for the API.
 type SessionInfo struct {
@@ -98,7 +129,7 @@ func (s *Server) List() []SessionInfo {
 	defer s.mu.Unlock()
 	out := []SessionInfo{}
 	for _, ss := range s.sessions {
-		out = append(out, SessionInfo{ID: ss.id, Stream: string(ss.name), Kind: ss.kind, State: ss.pc.ConnectionState().String(), Audio: NoAudio, Started: ss.started})
+		out = append(out, SessionInfo{ID: ss.id, Stream: string(ss.name), Kind: ss.kind, State: ss.pc.ConnectionState().String(), Audio: ss.audio(), Started: ss.started})
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out
@@ -112,6 +143,39 @@ func New(cfg Config, h Hub) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.FFmpeg == "" {
+		cfg.FFmpeg = "ffmpeg"
+	}
+	if cfg.MaxTranscoders <= 0 {
+		cfg.MaxTranscoders = 64
+	}
+	if cfg.TranscodeGrace <= 0 {
+		cfg.TranscodeGrace = 5 * time.Second
+	}
+	if cfg.TranscodeBackoff <= 0 {
+		cfg.TranscodeBackoff = transcode.DefaultBackoff
+	}
+	var se webrtc.SettingEngine
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se.SetIncludeLoopbackCandidate(true)
+	api, err := newAPI(se, true)
+	if err != nil {
+		return nil, err
+	}
+	videoAPI, err := newAPI(se, false)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("component", "webrtc")
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg: cfg, hub: h, log: log, api: api, videoAPI: videoAPI, tc: newTranscoders(cfg, h, log),
+		ctx: ctx, cancel: cancel, sessions: map[string]*session{},
+	}, nil
+}
+
+// newAPI makes a WebRTC API negotiating H.264 and, with audio, Opus.
+func newAPI(se webrtc.SettingEngine, audio bool) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
 		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
@@ -120,18 +184,19 @@ func New(cfg Config, h Hub) (*Server, error) {
 	}, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, err
 	}
-	var se webrtc.SettingEngine
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
-	se.SetIncludeLoopbackCandidate(true)
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
-		cfg: cfg, hub: h, log: cfg.Logger.With("component", "webrtc"),
-		api: webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)),
-		ctx: ctx, cancel: cancel, sessions: map[string]*session{},
-	}, nil
+	if audio {
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: opusCodec, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, err
+		}
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)), nil
 }
 
-// Close ends every session and waits.
+// opusCodec is the Opus WebRTC sends: 48 kHz, stereo (RFC 7587).
+var opusCodec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: opusClock, Channels: 2,
+	SDPFmtpLine: "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1"}
+
+// Close ends every session and transcoder, and waits.
 func (s *Server) Close() {
 	s.cancel()
 	s.mu.Lock()
@@ -140,6 +205,7 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.tc.close()
 }
 
 // Sessions counts the WebRTC viewers.
@@ -161,7 +227,7 @@ func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name stream.N
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
-	answer, ss, err := s.start(name, offer, rd, r.RemoteAddr)
+	answer, ss, err := s.start(r.Context(), name, offer, rd, r.RemoteAddr)
 	if err != nil {
 		rd.Close()
 		s.log.Info("whep refused", "stream", name, "remote", r.RemoteAddr, "err", err)
@@ -186,22 +252,22 @@ func (s *Server) readOffer(w http.ResponseWriter, r *http.Request) (string, bool
 }
 
 // writeAnswer answers a WHEP or WHIP offer: 201, the session's URL, and
-// why it carries no audio.
+// what audio it carries, or why none.
 func writeAnswer(w http.ResponseWriter, ss *session, answer string) {
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", SessionPath+ss.id)
-	w.Header().Set("X-Meshcast-Audio", NoAudio)
+	w.Header().Set("X-Meshcast-Audio", ss.audio())
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, answer)
 }
 
 // newSession makes a session of pc; its context ends with the server's,
 // with cancel, and when the connection fails or closes.
-func (s *Server) newSession(name stream.Name, kind string, pc *webrtc.PeerConnection, connected func()) (*session, context.Context) {
+func (s *Server) newSession(name stream.Name, kind string, pc *webrtc.PeerConnection, audio func() string, connected func()) (*session, context.Context) {
 	var id [8]byte
 	rand.Read(id[:])
 	ctx, cancel := context.WithCancel(s.ctx)
-	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: kind, started: time.Now(), pc: pc, cancel: cancel}
+	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: kind, started: time.Now(), pc: pc, cancel: cancel, audio: audio}
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
@@ -249,23 +315,53 @@ func (s *Server) ServeDelete(w http.ResponseWriter, r *http.Request, id string) 
 	w.WriteHeader(http.StatusOK)
 }
 
+// play is what a WHEP session sends.
+type play struct {
+	rd      *stream.Reader
+	pending []*media.Packet // read by probe, not sent yet
+	video   *webrtc.TrackLocalStaticSample
+	audio   *webrtc.TrackLocalStaticRTP // nil without audio
+	sub     *opusSub                    // the stream's Opus; nil without audio
+	senders []*webrtc.RTPSender
+}
+
 // start negotiates a session and starts sending rd to it.
-func (s *Server) start(name stream.Name, offer string, rd *stream.Reader, remote string) (string, *session, error) {
+func (s *Server) start(ctx context.Context, name stream.Name, offer string, rd *stream.Reader, remote string) (string, *session, error) {
+	pl := &play{rd: rd}
+	var aac audioKnown
+	pl.pending, aac = probe(ctx, rd)
+	audio := s.whepAudio(name, offer, aac, pl)
 	pc, err := s.api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
+		if pl.sub != nil {
+			pl.sub.unsubscribe()
+		}
 		return "", nil, err
 	}
 	fail := func(err error) (string, *session, error) {
 		pc.Close()
+		if pl.sub != nil {
+			pl.sub.unsubscribe()
+		}
 		return "", nil, err
 	}
-	track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "meshcast")
+	if pl.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "meshcast"); err != nil {
+		return fail(err)
+	}
+	sender, err := pc.AddTrack(pl.video)
 	if err != nil {
 		return fail(err)
 	}
-	sender, err := pc.AddTrack(track)
-	if err != nil {
-		return fail(err)
+	pl.senders = append(pl.senders, sender)
+	if pl.sub != nil {
+		// The same stream ID as the video: players sync them as one stream.
+		if pl.audio, err = webrtc.NewTrackLocalStaticRTP(opusCodec, "audio", "meshcast"); err != nil {
+			return fail(err)
+		}
+		if sender, err = pc.AddTrack(pl.audio); err != nil {
+			return fail(err)
+		}
+		pl.senders = append(pl.senders, sender)
 	}
 	answer, err := negotiate(pc, offer)
 	if err != nil {
@@ -273,33 +369,113 @@ func (s *Server) start(name stream.Name, offer string, rd *stream.Reader, remote
 	}
 	connected := make(chan struct{})
 	var once sync.Once
-	ss, ctx := s.newSession(name, "whep", pc, func() { once.Do(func() { close(connected) }) })
+	ss, sctx := s.newSession(name, "whep", pc, audio, func() { once.Do(func() { close(connected) }) })
 	if !s.register(ss) {
 		return fail(errors.New("server closing"))
 	}
-	go s.run(ctx, ss, rd, track, sender, connected, remote)
+	go s.run(sctx, ss, pl, connected, remote)
 	return answer, ss, nil
 }
 
-// run sends the stream's video to a session until it ends.
-func (s *Server) run(ctx context.Context, ss *session, rd *stream.Reader, track *webrtc.TrackLocalStaticSample, sender *webrtc.RTPSender, connected <-chan struct{}, remote string) {
+// audioKnown is what a stream's first packets say about its audio.
+type audioKnown int
+
+const (
+	audioUnknown audioKnown = iota // no packets yet
+	audioAAC
+	audioNone
+)
+
+// probe reads a new reader's first packets (decoder configuration, then
+// the keyframe), for at most probeTimeout, to learn whether the stream
+// has AAC audio. The packets read are returned, to be sent.
+func probe(ctx context.Context, rd *stream.Reader) ([]*media.Packet, audioKnown) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	var pkts []*media.Packet
+	for {
+		var err error
+		if pkts, err = rd.ReadPackets(ctx, pkts); err != nil {
+			return pkts, audioUnknown
+		}
+		aac, frame := false, false
+		for _, p := range pkts {
+			aac = aac || p.SeqHeader && p.Codec == media.CodecAAC
+			frame = frame || !p.SeqHeader && p.Kind != media.KindData
+		}
+		switch {
+		case aac:
+			return pkts, audioAAC
+		case frame:
+			return pkts, audioNone
+		}
+	}
+}
+
+// whepAudio decides a WHEP session's audio: the stream's Opus (pl.sub),
+// when the offer takes Opus and the stream has AAC (or may have: its
+// first packets are late), else none. It returns what the session says
+// about its audio.
+func (s *Server) whepAudio(name stream.Name, offer string, aac audioKnown, pl *play) func() string {
+	why := ""
+	switch {
+	case !offersOpus(offer):
+		why = NoAudioOffer
+	case aac == audioNone:
+		why = NoAudioStream
+	default:
+		pl.sub, why = s.tc.subscribe(name)
+	}
+	if pl.sub != nil {
+		return pl.sub.audio
+	}
+	return func() string { return why }
+}
+
+// offersOpus reports whether an SDP offer has an audio section with Opus.
+func offersOpus(offer string) bool {
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(offer); err != nil {
+		return false
+	}
+	for _, md := range sd.MediaDescriptions {
+		if md.MediaName.Media != "audio" || md.MediaName.Port.Value == 0 {
+			continue
+		}
+		for _, a := range md.Attributes {
+			if a.Key == "rtpmap" && strings.Contains(strings.ToLower(a.Value), "opus/48000") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// run sends the stream to a session until it ends.
+func (s *Server) run(ctx context.Context, ss *session, pl *play, connected <-chan struct{}, remote string) {
 	defer s.wg.Done()
 	defer func() {
 		ss.cancel()
-		rd.Close()
+		pl.rd.Close()
+		if pl.sub != nil {
+			pl.sub.unsubscribe()
+		}
 		ss.pc.Close()
 		s.unregister(ss)
 	}()
 	log := s.log.With("stream", ss.name, "remote", remote, "session", ss.id)
-	// Read the viewer's RTCP, which the interceptors need.
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := sender.Read(buf); err != nil {
-				return
+	// Read the viewer's RTCP, which the interceptors need; the reads end
+	// when the connection closes.
+	for _, sender := range pl.senders {
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				if _, _, err := sender.Read(buf); err != nil {
+					return
+				}
 			}
-		}
-	}()
+		}()
+	}
 	select {
 	case <-connected:
 	case <-ctx.Done():
@@ -310,24 +486,62 @@ func (s *Server) run(ctx context.Context, ss *session, rd *stream.Reader, track 
 	}
 	_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "webrtc", Stream: ss.name, RemoteAddr: remote}, ss.cancel)
 	defer endSession()
-	log.Info("play started", "audio", "none (AAC)")
-	err := feed(ctx, rd, track)
+	log.Info("play started", "audio", ss.audio())
+	var audioDone chan struct{}
+	if pl.sub != nil {
+		audioDone = make(chan struct{})
+		go func() {
+			defer close(audioDone)
+			sendOpus(ctx, pl.sub, pl.audio)
+		}()
+	}
+	err := feed(ctx, pl.rd, pl.pending, pl.video)
+	ss.cancel()
+	if audioDone != nil {
+		<-audioDone
+		log.Info("play ended", "err", err, "opus_dropped", pl.sub.drops.Load())
+		return
+	}
 	log.Info("play ended", "err", err)
+}
+
+// sendOpus sends a session's share of its stream's Opus as RTP until ctx
+// ends. RTP timestamps follow the packets' place on the stream's
+// timeline, from a random start (RFC 3550 §5.1).
+func sendOpus(ctx context.Context, sub *opusSub, track *webrtc.TrackLocalStaticRTP) {
+	var r [6]byte
+	rand.Read(r[:])
+	seq, base := binary.BigEndian.Uint16(r[:2]), binary.BigEndian.Uint32(r[2:])
+	var first int64
+	started := false
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2}}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-sub.ch:
+			if !started {
+				first, started = f.pts, true
+				pkt.Marker = true // the start of a talkspurt (RFC 3551 §4.1)
+			}
+			pkt.SequenceNumber = seq
+			pkt.Timestamp = base + uint32((f.pts-first)*opusClock/90000)
+			pkt.Payload = f.data
+			track.WriteRTP(pkt) // fails only for a closing connection, which ends ctx
+			seq++
+			pkt.Marker = false
+		}
+	}
 }
 
 // feed writes the stream's H.264 frames to track as Annex B access units,
 // from a keyframe on, with parameter sets before every keyframe.
-func feed(ctx context.Context, rd *stream.Reader, track *webrtc.TrackLocalStaticSample) error {
+func feed(ctx context.Context, rd *stream.Reader, pending []*media.Packet, track *webrtc.TrackLocalStaticSample) error {
 	var avc *media.AVCConfig
 	started := false
 	var last int64
-	pkts := make([]*media.Packet, 0, 128)
+	pkts := append(make([]*media.Packet, 0, 128), pending...)
 	for {
-		var err error
-		pkts, err = rd.ReadPackets(ctx, pkts[:0])
-		if err != nil {
-			return err
-		}
 		for _, p := range pkts {
 			if p.Kind != media.KindVideo || p.Codec != media.CodecH264 {
 				continue
@@ -358,6 +572,10 @@ func feed(ctx context.Context, rd *stream.Reader, track *webrtc.TrackLocalStatic
 			}
 		}
 		clear(pkts)
+		var err error
+		if pkts, err = rd.ReadPackets(ctx, pkts[:0]); err != nil {
+			return err
+		}
 	}
 }
 

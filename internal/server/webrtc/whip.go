@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -33,51 +35,81 @@ type Publish func(name stream.Name, remote string) (Publisher, error)
 const keyframeAsk = time.Second
 
 // ServeWHIP answers POST /APP/STREAM/whip: a publisher's SDP offer (H.264
-// video; audio is not taken: the streams carry AAC, which WebRTC lacks),
+// video, and Opus audio, which is transcoded to the AAC streams carry),
 // the answer back with the session's URL in Location.
 func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.Name, publish Publish) {
 	offer, ok := s.readOffer(w, r)
 	if !ok {
 		return
 	}
-	pc, err := s.api.NewPeerConnection(webrtc.Configuration{})
+	// The publisher's Opus is taken when it can be transcoded; else the
+	// answer declines it.
+	api, ffmpeg, why := s.videoAPI, "", NoAudioOffer
+	if offersOpus(offer) {
+		if ffmpeg, why = s.tc.reserve(); why == "" {
+			api, why = s.api, AudioAAC
+		} else {
+			why = noAudioWHIP + why
+		}
+	}
+	release := func() {
+		if ffmpeg != "" {
+			s.tc.release()
+		}
+	}
+	refuse := func(pc *webrtc.PeerConnection, code int, err error) {
+		pc.Close()
+		release()
+		s.log.Info("whip refused", "stream", name, "remote", r.RemoteAddr, "err", err)
+		http.Error(w, err.Error(), code)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
+		release()
 		http.Error(w, "webrtc unavailable", http.StatusInternalServerError)
 		return
 	}
 	answer, err := negotiate(pc, offer)
 	if err != nil {
-		pc.Close()
-		s.log.Info("whip refused", "stream", name, "remote", r.RemoteAddr, "err", err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		refuse(pc, http.StatusBadRequest, err)
 		return
 	}
 	pub, err := publish(name, r.RemoteAddr)
 	if err != nil {
-		pc.Close()
-		s.log.Info("whip refused", "stream", name, "remote", r.RemoteAddr, "err", err)
-		http.Error(w, err.Error(), http.StatusForbidden)
+		refuse(pc, http.StatusForbidden, err)
 		return
 	}
-	ss, ctx := s.newSession(name, "whip", pc, nil)
+	var audio atomic.Pointer[string]
+	audio.Store(&why)
+	ss, ctx := s.newSession(name, "whip", pc, func() string { return *audio.Load() }, nil)
 	cancel := ss.cancel
-	var once sync.Once
+	clock := &whipClock{}
+	var videoOnce, audioOnce sync.Once
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		if tr.Kind() != webrtc.RTPCodecTypeVideo {
-			return // not taken: the stream's audio would be AAC
+		switch {
+		case tr.Kind() == webrtc.RTPCodecTypeVideo:
+			videoOnce.Do(func() {
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					ingest(ctx, pc, tr, pub, clock)
+					cancel()
+				}()
+			})
+		case tr.Kind() == webrtc.RTPCodecTypeAudio && ffmpeg != "" && strings.EqualFold(tr.Codec().MimeType, webrtc.MimeTypeOpus):
+			audioOnce.Do(func() {
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					s.ingestOpus(ctx, tr, pub, clock, ffmpeg, &audio, s.log.With("stream", name, "session", ss.id))
+				}()
+			})
 		}
-		once.Do(func() {
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				ingest(ctx, pc, tr, pub)
-				cancel()
-			}()
-		})
 	})
 	if !s.register(ss) {
 		pc.Close()
 		pub.Close()
+		release()
 		http.Error(w, "server closing", http.StatusServiceUnavailable)
 		return
 	}
@@ -85,7 +117,7 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 		defer s.wg.Done()
 		_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPublish, Protocol: "webrtc", Stream: name, RemoteAddr: r.RemoteAddr}, cancel)
 		log := s.log.With("stream", name, "remote", r.RemoteAddr, "session", ss.id)
-		log.Info("publish started", "transport", "whip")
+		log.Info("publish started", "transport", "whip", "audio", why)
 		select {
 		case <-ctx.Done():
 		case <-time.After(connectTimeout):
@@ -97,6 +129,7 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 		}
 		pc.Close()
 		pub.Close()
+		release()
 		endSession()
 		s.unregister(ss)
 		log.Info("publish stopped")
@@ -128,12 +161,12 @@ func negotiate(pc *webrtc.PeerConnection, offer string) (string, error) {
 
 // ingest reads a publisher's H.264 RTP, rebuilds its access units and
 // writes them to pub, asking for a keyframe until one arrives.
-func ingest(ctx context.Context, pc *webrtc.PeerConnection, tr *webrtc.TrackRemote, pub Publisher) {
+func ingest(ctx context.Context, pc *webrtc.PeerConnection, tr *webrtc.TrackRemote, pub Publisher, clock *whipClock) {
 	sb := samplebuilder.New(256, &codecs.H264Packet{}, tr.Codec().ClockRate)
 	var z media.NALUPacketizer
 	var out []*media.Packet
-	var first uint32
-	started, gotKey := false, false
+	rt := rtpTime{rate: int64(tr.Codec().ClockRate), clock: clock}
+	gotKey := false
 	lastAsk := time.Time{}
 	ssrc := uint32(tr.SSRC())
 	for ctx.Err() == nil {
@@ -147,10 +180,7 @@ func ingest(ctx context.Context, pc *webrtc.PeerConnection, tr *webrtc.TrackRemo
 		}
 		sb.Push(p)
 		for smp := sb.Pop(); smp != nil; smp = sb.Pop() {
-			if !started {
-				first, started = smp.PacketTimestamp, true
-			}
-			ms := int64(smp.PacketTimestamp-first) * 1000 / int64(tr.Codec().ClockRate)
+			ms := rt.at(smp.PacketTimestamp, 1000)
 			out = z.Packets(out[:0], ms, ms, splitAnnexB(smp.Data))
 			for _, pkt := range out {
 				gotKey = gotKey || pkt.Keyframe

@@ -1,0 +1,110 @@
+package transcode
+
+import (
+	"io"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// Process is one run of ffmpeg (or a script standing for it) in a
+// process group of its own, so that stopping it reaches anything it
+// started. The Supervisor's jobs run one; so do other packages that pipe
+// media through ffmpeg.
+type Process struct {
+	// Pid is the process's ID, and its group's.
+	Pid int
+
+	stderr *tailBuffer
+	done   chan struct{} // closed once the process has been waited for
+	err    error         // how it ended; set before done is closed
+}
+
+// StartProcess starts path with args. stdin and stdout are handed to the
+// process as they are (an *os.File needs no copying goroutine); nil is
+// the null device. The last 4 KiB of its stderr are kept for Exit.
+func StartProcess(path string, args []string, stdin io.Reader, stdout io.Writer) (*Process, error) {
+	p := &Process{stderr: &tailBuffer{max: stderrTail}, done: make(chan struct{})}
+	cmd := exec.Command(path, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, p.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Wait returns this long after the process exits even if something it
+	// left behind holds stderr open.
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p.Pid = cmd.Process.Pid
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Done is closed once the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Result returns, once Done is closed, how the process ended and the
+// tail of its stderr.
+func (p *Process) Result() (error, string) {
+	<-p.done
+	return p.err, p.stderr.String()
+}
+
+// Exit describes, once Done is closed, how the process ended: the tail
+// of its stderr and its exit status.
+func (p *Process) Exit() string {
+	err, stderr := p.Result()
+	return describeExit(err, stderr)
+}
+
+// Stop ends the process group unless the process has exited: SIGTERM,
+// which lets ffmpeg finish its outputs, then SIGKILL after timeout. It
+// returns once the process has exited, and whether it had to be killed.
+// The group exists as long as the process has not been waited for.
+func (p *Process) Stop(timeout time.Duration) (killed bool) {
+	select {
+	case <-p.done:
+		return false
+	default:
+	}
+	syscall.Kill(-p.Pid, syscall.SIGTERM)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return false
+	case <-t.C:
+		syscall.Kill(-p.Pid, syscall.SIGKILL)
+		<-p.done
+		return true
+	}
+}
+
+// Backoff is the delay before a supervised process is started again: it
+// starts at First, doubles after every run shorter than Stable up to
+// MaxBackoff, and starts over after a run of at least Stable.
+type Backoff struct {
+	First  time.Duration // defaults to DefaultBackoff
+	Stable time.Duration // defaults to StableRun
+	next   time.Duration
+}
+
+// Next returns the delay before the next start of a process that ran
+// for ran.
+func (b *Backoff) Next(ran time.Duration) time.Duration {
+	first, stable := b.First, b.Stable
+	if first <= 0 {
+		first = DefaultBackoff
+	}
+	if stable <= 0 {
+		stable = StableRun
+	}
+	if b.next == 0 || ran >= stable {
+		b.next = first
+	}
+	d := b.next
+	b.next = min(2*b.next, MaxBackoff)
+	return d
+}
