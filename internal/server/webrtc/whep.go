@@ -537,7 +537,7 @@ func sendOpus(ctx context.Context, sub *opusSub, track *webrtc.TrackLocalStaticR
 // feed writes the stream's H.264 frames to track as Annex B access units,
 // from a keyframe on, with parameter sets before every keyframe.
 func feed(ctx context.Context, rd *stream.Reader, pending []*media.Packet, track *webrtc.TrackLocalStaticSample) error {
-	var avc *media.AVCConfig
+	var avc *media.VideoConfig
 	started := false
 	var last int64
 	pkts := append(make([]*media.Packet, 0, 128), pending...)
@@ -547,7 +547,7 @@ func feed(ctx context.Context, rd *stream.Reader, pending []*media.Packet, track
 				continue
 			}
 			if p.SeqHeader {
-				if c, err := media.ParseAVCConfig(p.Payload); err == nil {
+				if c, err := media.ParseVideoConfig(p.Codec, p.Payload); err == nil {
 					avc = c
 				}
 				continue
@@ -559,9 +559,7 @@ func feed(ctx context.Context, rd *stream.Reader, pending []*media.Packet, track
 			if err != nil || len(nalus) == 0 {
 				continue
 			}
-			if p.Keyframe && len(avc.SPS) > 0 && len(avc.PPS) > 0 {
-				nalus = append([][]byte{avc.SPS[0], avc.PPS[0]}, nalus...)
-			}
+			nalus = avc.WithParamSets(nalus, p.Keyframe)
 			d := 33 * time.Millisecond
 			if started && p.DTS > last {
 				d = time.Duration(p.DTS-last) * time.Millisecond
