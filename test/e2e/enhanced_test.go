@@ -26,6 +26,7 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/stream"
 )
 
 // hevcClip is 30 s of 640x360 HEVC (x265, 25 fps, keyframes every 2 s,
@@ -338,10 +339,7 @@ func TestEnhancedRTMPHEVC(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", n.rtmpPort)
 	const name = "live/hevc"
 	publishEnhanced(t, addr, name, readTS(clip))
-	waitFor(t, 15*time.Second, "the HEVC stream", func() bool {
-		s := n.Hub.Get("live/hevc")
-		return s != nil && s.Info().Video != nil
-	})
+	waitVideo(t, n, "live/hevc")
 	var info struct {
 		Video struct {
 			Codec   string
@@ -403,10 +401,7 @@ func TestSRTPublishHEVC(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); cmd.Wait() })
-	waitFor(t, 15*time.Second, "the SRT HEVC stream", func() bool {
-		s := n.Hub.Get("live/srthevc")
-		return s != nil && s.Info().Video != nil
-	})
+	waitVideo(t, n, "live/srthevc")
 	if c, w, h, err := probeVideo(n.httpURL + "/live/srthevc/index.m3u8"); err != nil || c != "hevc" || w != 640 || h != 360 {
 		t.Errorf("HLS: %s %dx%d %v, want hevc 640x360", c, w, h, err)
 	}
@@ -425,10 +420,7 @@ func TestEnhancedRTMPAV1(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", n.rtmpPort)
 	const name = "live/av1"
 	publishEnhanced(t, addr, name, readIVF(clip))
-	waitFor(t, 15*time.Second, "the AV1 stream", func() bool {
-		s := n.Hub.Get("live/av1")
-		return s != nil && s.Info().Video != nil
-	})
+	waitVideo(t, n, "live/av1")
 	codec, cfg, frames, keys := enhancedPlay(t, addr, name, "", 4*time.Second)
 	if codec != media.CodecAV1 || frames < 50 || keys < 1 {
 		t.Errorf("RTMP: codec %s, %d frames, %d keyframes", codec, frames, keys)
@@ -494,10 +486,7 @@ func TestEdgeHEVC(t *testing.T) {
 	origin, edge := nodes[0], nodes[1]
 	const name = "live/edgehevc"
 	publishEnhanced(t, fmt.Sprintf("127.0.0.1:%d", origin.rtmpPort), name, readTS(clip))
-	waitFor(t, 15*time.Second, "the stream on the origin", func() bool {
-		s := origin.Hub.Get(name)
-		return s != nil && s.Info().Video != nil
-	})
+	waitVideo(t, origin, name)
 	if c, w, h, err := probeVideo(edge.httpURL + "/" + name + "/index.m3u8"); err != nil || c != "hevc" || w != 640 || h != 360 {
 		t.Errorf("edge HLS: %s %dx%d %v, want hevc 640x360", c, w, h, err)
 	}
@@ -508,4 +497,13 @@ func TestEdgeHEVC(t *testing.T) {
 	if s := edge.Hub.Get(name); s == nil || s.Info().Publisher.Protocol != "relay" {
 		t.Error("the edge does not relay the stream")
 	}
+}
+
+// waitVideo waits until name on n has a video configuration.
+func waitVideo(t *testing.T, n *node, name string) {
+	t.Helper()
+	waitFor(t, 15*time.Second, name+"'s video", func() bool {
+		s := n.Hub.Get(stream.Name(name))
+		return s != nil && s.Info().Video != nil
+	})
 }
