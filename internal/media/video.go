@@ -10,8 +10,7 @@ type VideoConfig struct {
 	AV1   *AV1Config  // CodecAV1
 	// ParamSets are the parameter sets a decoder needs in band, in the
 	// order they go in front of a keyframe: SPS and PPS for H.264; VPS,
-	// SPS and PPS for HEVC; none for AV1, whose sequence header travels in
-	// its keyframes.
+	// SPS and PPS for HEVC; the sequence header OBU for AV1.
 	ParamSets [][]byte
 }
 
@@ -29,7 +28,9 @@ func ParseVideoConfig(codec Codec, b []byte) (*VideoConfig, error) {
 			c.ParamSets = [][]byte{c.HEVC.VPS[0], c.HEVC.SPS[0], c.HEVC.PPS[0]}
 		}
 	case CodecAV1:
-		c.AV1, err = ParseAV1Config(b)
+		if c.AV1, err = ParseAV1Config(b); err == nil {
+			c.ParamSets = [][]byte{c.AV1.SequenceHeader}
+		}
 	default:
 		err = fmt.Errorf("%s is not a video codec: %w", codec, ErrInvalidConfig)
 	}
@@ -77,32 +78,21 @@ func (c *VideoConfig) String() string {
 // they never get through. units is not modified.
 func (c *VideoConfig) WithParamSets(units [][]byte, keyframe bool) [][]byte {
 	params := c.ParamSets
-	if c.AV1 != nil {
-		params = [][]byte{c.AV1.SequenceHeader}
+	inBand := false
+	for _, n := range units {
+		isParam, isKey, _ := c.classify(n)
+		inBand = inBand || isParam
+		keyframe = keyframe || isKey
+	}
+	if !inBand && (!keyframe || len(params) == 0) {
+		return units // most frames: nothing to add or drop, nothing to allocate
 	}
 	out := make([][]byte, 0, len(units)+len(params))
 	at := -1 // where the parameter sets go
 	for _, n := range units {
-		if len(n) == 0 {
+		isParam, _, isDelim := c.classify(n)
+		if isParam || len(n) == 0 {
 			continue
-		}
-		var isParam, isKey, isDelim bool
-		switch c.Codec {
-		case CodecH265:
-			t := (n[0] >> 1) & 0x3f
-			isParam, isKey, isDelim = t >= hevcNALUVPS && t <= hevcNALUPPS, t >= 16 && t <= 21, t == 35
-		case CodecAV1:
-			t := (n[0] >> 3) & 0x0f
-			isParam, isDelim = t == 1, t == 2
-		default:
-			t := n[0] & 0x1f
-			isParam, isKey, isDelim = t == naluSPS || t == naluPPS, t == naluIDR, t == naluAUD
-		}
-		switch {
-		case isParam:
-			continue
-		case isKey:
-			keyframe = true
 		}
 		if at < 0 && !(isDelim && len(out) == 0) {
 			at = len(out)
@@ -119,6 +109,24 @@ func (c *VideoConfig) WithParamSets(units [][]byte, keyframe bool) [][]byte {
 	copy(out[at+len(params):], out[at:len(out)-len(params)])
 	copy(out[at:], params)
 	return out
+}
+
+// classify tells whether a unit is a parameter set, a picture a decoder
+// can start at, or an access unit or temporal delimiter.
+func (c *VideoConfig) classify(n []byte) (isParam, isKey, isDelim bool) {
+	if len(n) == 0 {
+		return false, false, false
+	}
+	switch c.Codec {
+	case CodecH265:
+		t := (n[0] >> 1) & 0x3f
+		return t >= hevcNALUVPS && t <= hevcNALUPPS, t >= 16 && t <= 21, t == 35
+	case CodecAV1:
+		t := (n[0] >> 3) & 0x0f
+		return t == 1, false, t == 2
+	}
+	t := n[0] & 0x1f
+	return t == naluSPS || t == naluPPS, t == naluIDR, t == naluAUD
 }
 
 // SplitFrame splits a video frame's payload into the units muxers take:

@@ -12,7 +12,7 @@ func TestWithParamSets(t *testing.T) {
 	aud, idr, slice, sei := []byte{0x09, 0xf0}, []byte{0x65, 3}, []byte{0x41, 4}, []byte{0x06, 5}
 	hevc := &VideoConfig{Codec: CodecH265, ParamSets: [][]byte{{0x40, 1}, {0x42, 1}, {0x44, 1}}}
 	haud, cra, trail := []byte{0x46, 0x01}, []byte{21 << 1, 1}, []byte{0x02, 1}
-	av1 := &VideoConfig{Codec: CodecAV1, AV1: &AV1Config{SequenceHeader: []byte{0x08, 0xaa}}}
+	av1 := &VideoConfig{Codec: CodecAV1, AV1: &AV1Config{SequenceHeader: []byte{0x08, 0xaa}}, ParamSets: [][]byte{{0x08, 0xaa}}}
 	td, frame := []byte{0x10}, []byte{0x30, 0xbb}
 	for _, tc := range []struct {
 		name     string
@@ -47,6 +47,15 @@ func TestWithParamSets(t *testing.T) {
 	}
 }
 
+// Frames with nothing to add or drop, most of them, cost no allocation.
+func TestWithParamSetsInterFrameAllocates(t *testing.T) {
+	c := &VideoConfig{Codec: CodecH265, ParamSets: [][]byte{{0x40, 1}, {0x42, 1}, {0x44, 1}}}
+	units := [][]byte{{0x46, 0x01}, {0x02, 1}}
+	if n := testing.AllocsPerRun(100, func() { c.WithParamSets(units, false) }); n != 0 {
+		t.Errorf("%v allocations per inter frame", n)
+	}
+}
+
 func TestParseVideoConfig(t *testing.T) {
 	for _, tc := range []struct {
 		codec  Codec
@@ -60,8 +69,8 @@ func TestParseVideoConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.String() != tc.want {
-			t.Errorf("%s: %q, want %q", tc.codec, c, tc.want)
+		if c.String() != tc.want || len(c.ParamSets) == 0 {
+			t.Errorf("%s: %q with %d parameter sets, want %q", tc.codec, c, len(c.ParamSets), tc.want)
 		}
 	}
 	if _, err := ParseVideoConfig(CodecAAC, []byte{0x12, 0x10}); err == nil {

@@ -307,6 +307,24 @@ func enhancedPlay(t *testing.T, addr, name, flvURL string, d time.Duration) (cod
 	}
 }
 
+// expectVideo plays name for d with enhancedPlay and checks it got want's
+// configuration of a w×h picture, a keyframe and at least minFrames frames.
+func expectVideo(t *testing.T, what, addr, name, flvURL string, d time.Duration, want media.Codec, w, h, minFrames int) {
+	t.Helper()
+	codec, cfg, frames, keys := enhancedPlay(t, addr, name, flvURL, d)
+	if codec != want || frames < minFrames || keys < 1 {
+		t.Errorf("%s: codec %s, %d frames, %d keyframes; want %s, %d frames", what, codec, frames, keys, want, minFrames)
+	}
+	c, err := media.ParseVideoConfig(want, cfg)
+	if err != nil {
+		t.Errorf("%s: configuration: %v", what, err)
+		return
+	}
+	if info, err := c.Info(); err != nil || info.Width != w || info.Height != h {
+		t.Errorf("%s: picture %+v %v, want %dx%d", what, info, err, w, h)
+	}
+}
+
 // probeVideo returns what ffprobe says of url's first video stream.
 func probeVideo(url string) (codec string, width, height int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -352,19 +370,8 @@ func TestEnhancedRTMPHEVC(t *testing.T) {
 		t.Errorf("stream API: %d %s", code, body)
 	}
 
-	codec, cfg, frames, keys := enhancedPlay(t, addr, name, "", 4*time.Second)
-	if codec != media.CodecH265 || frames < 50 || keys < 1 {
-		t.Errorf("RTMP: codec %s, %d frames, %d keyframes", codec, frames, keys)
-	}
-	if c, err := media.ParseHEVCConfig(cfg); err != nil {
-		t.Errorf("RTMP: configuration: %v", err)
-	} else if info, _ := c.Info(); info.Width != 640 || info.Height != 360 {
-		t.Errorf("RTMP: picture %+v", info)
-	}
-	codec, _, frames, keys = enhancedPlay(t, addr, name, n.httpURL+"/"+name+".flv", 4*time.Second)
-	if codec != media.CodecH265 || frames < 50 || keys < 1 {
-		t.Errorf("HTTP-FLV: codec %s, %d frames, %d keyframes", codec, frames, keys)
-	}
+	expectVideo(t, "RTMP", addr, name, "", 4*time.Second, media.CodecH265, 640, 360, 50)
+	expectVideo(t, "HTTP-FLV", addr, name, n.httpURL+"/"+name+".flv", 4*time.Second, media.CodecH265, 640, 360, 50)
 
 	// ffprobe cannot read HEVC in FLV before ffmpeg 6.1, but reads it in
 	// fMP4 HLS and MPEG-TS.
@@ -405,10 +412,7 @@ func TestSRTPublishHEVC(t *testing.T) {
 	if c, w, h, err := probeVideo(n.httpURL + "/live/srthevc/index.m3u8"); err != nil || c != "hevc" || w != 640 || h != 360 {
 		t.Errorf("HLS: %s %dx%d %v, want hevc 640x360", c, w, h, err)
 	}
-	codec, _, frames, _ := enhancedPlay(t, fmt.Sprintf("127.0.0.1:%d", n.rtmpPort), "live/srthevc", "", 3*time.Second)
-	if codec != media.CodecH265 || frames < 40 {
-		t.Errorf("RTMP: codec %s, %d frames", codec, frames)
-	}
+	expectVideo(t, "RTMP", fmt.Sprintf("127.0.0.1:%d", n.rtmpPort), "live/srthevc", "", 3*time.Second, media.CodecH265, 640, 360, 40)
 }
 
 // TestEnhancedRTMPAV1: a Go enhanced RTMP publisher sends AV1; ffprobe
@@ -421,15 +425,7 @@ func TestEnhancedRTMPAV1(t *testing.T) {
 	const name = "live/av1"
 	publishEnhanced(t, addr, name, readIVF(clip))
 	waitVideo(t, n, "live/av1")
-	codec, cfg, frames, keys := enhancedPlay(t, addr, name, "", 4*time.Second)
-	if codec != media.CodecAV1 || frames < 50 || keys < 1 {
-		t.Errorf("RTMP: codec %s, %d frames, %d keyframes", codec, frames, keys)
-	}
-	if c, err := media.ParseAV1Config(cfg); err != nil {
-		t.Errorf("RTMP: configuration: %v", err)
-	} else if info, _ := c.Info(); info.Width != 320 || info.Height != 240 {
-		t.Errorf("RTMP: picture %+v", info)
-	}
+	expectVideo(t, "RTMP", addr, name, "", 4*time.Second, media.CodecAV1, 320, 240, 50)
 	if c, w, h, err := probeVideo(n.httpURL + "/" + name + "/index.m3u8"); err != nil || c != "av1" || w != 320 || h != 240 {
 		t.Errorf("HLS: %s %dx%d %v, want av1 320x240", c, w, h, err)
 	}
@@ -490,10 +486,7 @@ func TestEdgeHEVC(t *testing.T) {
 	if c, w, h, err := probeVideo(edge.httpURL + "/" + name + "/index.m3u8"); err != nil || c != "hevc" || w != 640 || h != 360 {
 		t.Errorf("edge HLS: %s %dx%d %v, want hevc 640x360", c, w, h, err)
 	}
-	codec, cfg, frames, keys := enhancedPlay(t, fmt.Sprintf("127.0.0.1:%d", edge.rtmpPort), name, "", 4*time.Second)
-	if _, err := media.ParseHEVCConfig(cfg); err != nil || codec != media.CodecH265 || frames < 50 || keys < 1 {
-		t.Errorf("edge RTMP: codec %s, %d frames, %d keyframes, configuration %v", codec, frames, keys, err)
-	}
+	expectVideo(t, "edge RTMP", fmt.Sprintf("127.0.0.1:%d", edge.rtmpPort), name, "", 4*time.Second, media.CodecH265, 640, 360, 50)
 	if s := edge.Hub.Get(name); s == nil || s.Info().Publisher.Protocol != "relay" {
 		t.Error("the edge does not relay the stream")
 	}
