@@ -68,6 +68,7 @@ func NewSender(n int) *Sender {
 			wake:    make(chan struct{}, 1),
 			start:   time.Now(),
 			watched: make(map[*Stream]int),
+			io:      newSockIO(),
 		}
 		s.workers = append(s.workers, w)
 		s.wg.Add(1)
@@ -195,7 +196,7 @@ type sendWorker struct {
 	eager   []*sendJob // written whenever their stream has news
 	spare   []*sendJob // the eager list's other array
 	watched map[*Stream]int
-	iov     []syscall.Iovec
+	io      *sockIO
 	pending []*sendJob // scratch for draining incoming
 	scratch [512]byte  // what viewers send lands here and is dropped
 }
@@ -371,7 +372,7 @@ func (w *sendWorker) serve(j *sendJob) int {
 	}
 	if !w.now.Before(j.readAt) {
 		j.readAt = w.now.Add(readEvery)
-		if err := drain(j.raw, w.scratch[:]); err != nil {
+		if err := w.io.drain(j.raw, w.scratch[:]); err != nil {
 			w.finish(j, err)
 			return jobGone
 		}
@@ -385,7 +386,7 @@ func (w *sendWorker) serve(j *sendJob) int {
 		return jobKeep
 	}
 	bufs := r.encodeBatch(j.f)
-	n, err := writev(j.raw, bufs, &w.iov)
+	n, err := w.io.writev(j.raw, bufs)
 	if n > 0 {
 		w.sent.Add(uint64(n))
 		if j.cfg.Sent != nil {

@@ -24,11 +24,47 @@ func rawConnOf(conn net.Conn) syscall.RawConn {
 // maxIovecs stays under the kernel's limit on one vectored write.
 const maxIovecs = 1024
 
+// sockIO makes a worker's non-blocking socket calls. Its scratch space and
+// callbacks are made once, so a call allocates nothing.
+//
+// The calls are raw system calls: they never block (the sockets are
+// non-blocking), so the runtime need not be told a goroutine entered the
+// kernel. Telling it costs more than the call saves here: with the worker
+// in and out of the kernel tens of thousands of times a second, the
+// runtime's monitor would keep waking every 20 µs to hand the processor to
+// another thread during one of them.
+type sockIO struct {
+	iov   []syscall.Iovec
+	msg   syscall.Msghdr
+	buf   []byte // recvfrom's target
+	n     uintptr
+	errno syscall.Errno
+
+	sendmsg, recvfrom func(fd uintptr) bool
+}
+
+func newSockIO() *sockIO {
+	io := &sockIO{}
+	io.sendmsg = func(fd uintptr) bool {
+		for {
+			io.n, _, io.errno = syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&io.msg)), syscall.MSG_NOSIGNAL)
+			if io.errno != syscall.EINTR {
+				return true
+			}
+		}
+	}
+	io.recvfrom = func(fd uintptr) bool {
+		io.n, _, io.errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&io.buf[0])), uintptr(len(io.buf)),
+			syscall.MSG_DONTWAIT, 0, 0)
+		return true
+	}
+	return io
+}
+
 // writev makes one non-blocking vectored write of bufs to raw. It returns
 // the bytes written; syscall.EAGAIN means the socket took none or part.
-// *iov is scratch space kept by the caller.
-func writev(raw syscall.RawConn, bufs [][]byte, iov *[]syscall.Iovec) (int64, error) {
-	v := (*iov)[:0]
+func (io *sockIO) writev(raw syscall.RawConn, bufs [][]byte) (int64, error) {
+	v := io.iov[:0]
 	for _, b := range bufs {
 		if len(b) == 0 {
 			continue
@@ -39,31 +75,23 @@ func writev(raw syscall.RawConn, bufs [][]byte, iov *[]syscall.Iovec) (int64, er
 		v = append(v, syscall.Iovec{Base: &b[0]})
 		v[len(v)-1].SetLen(len(b))
 	}
-	*iov = v
+	io.iov = v
 	if len(v) == 0 {
 		return 0, nil
 	}
 	// sendmsg rather than writev: it skips the file layer's bookkeeping.
-	msg := syscall.Msghdr{Iov: &v[0]}
-	msg.Iovlen = uint64(len(v))
-	var n uintptr
-	var errno syscall.Errno
-	err := raw.Write(func(fd uintptr) bool {
-		for {
-			n, _, errno = syscall.Syscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), syscall.MSG_NOSIGNAL)
-			if errno != syscall.EINTR {
-				return true
-			}
-		}
-	})
+	io.msg = syscall.Msghdr{Iov: &v[0]}
+	io.msg.Iovlen = uint64(len(v))
+	err := raw.Write(io.sendmsg)
 	clear(v) // drop references to the packets
+	io.msg.Iov = nil
 	if err != nil {
 		return 0, err
 	}
-	if errno != 0 {
-		return 0, errno
+	if io.errno != 0 {
+		return 0, io.errno
 	}
-	return int64(n), nil
+	return int64(io.n), nil
 }
 
 // maxDrainReads bounds the reads of one drain: a viewer that floods us
@@ -73,18 +101,14 @@ const maxDrainReads = 8
 // drain reads and discards, without blocking, what the peer has sent into
 // buf. It returns ErrHungUp once the peer has closed or reset the
 // connection.
-func drain(raw syscall.RawConn, buf []byte) error {
+func (io *sockIO) drain(raw syscall.RawConn, buf []byte) error {
+	io.buf = buf
+	defer func() { io.buf = nil }()
 	for range maxDrainReads {
-		var n uintptr
-		var errno syscall.Errno
-		err := raw.Read(func(fd uintptr) bool {
-			n, _, errno = syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)),
-				syscall.MSG_DONTWAIT, 0, 0)
-			return true
-		})
-		switch {
-		case err != nil:
+		if err := raw.Read(io.recvfrom); err != nil {
 			return err
+		}
+		switch n, errno := io.n, io.errno; {
 		case errno == syscall.EINTR:
 			continue
 		case errno == syscall.EAGAIN:

@@ -11,8 +11,10 @@ import (
 // of its own.
 func rawConnOf(net.Conn) syscall.RawConn { return nil }
 
-func writev(syscall.RawConn, [][]byte, *[]syscall.Iovec) (int64, error) {
-	return 0, syscall.ENOTSUP
-}
+type sockIO struct{}
 
-func drain(syscall.RawConn, []byte) error { return syscall.ENOTSUP }
+func newSockIO() *sockIO { return &sockIO{} }
+
+func (*sockIO) writev(syscall.RawConn, [][]byte) (int64, error) { return 0, syscall.ENOTSUP }
+
+func (*sockIO) drain(syscall.RawConn, []byte) error { return syscall.ENOTSUP }
