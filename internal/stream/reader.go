@@ -46,6 +46,7 @@ type Reader struct {
 
 	batch []item
 	bufs  [][]byte
+	run   fileRun     // the batch's bytes in a wire file, when they are one range
 	nb    net.Buffers // kept in the Reader so a write allocates nothing
 	once  sync.Once
 }
@@ -348,13 +349,24 @@ func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, cfg Pump
 // from the log, or a fresh encoding for restamped decoder configuration.
 func (r *Reader) encodeBatch(f *Format) [][]byte {
 	r.bufs = r.bufs[:0]
+	r.run = fileRun{}
+	inFile := true
 	for i := range r.batch {
 		it := &r.batch[i]
 		if it.restamp && it.dts != it.e.pkt.DTS {
 			r.bufs = append(r.bufs, f.encode(it.packet()))
-		} else {
-			r.bufs = append(r.bufs, it.e.encoded(f))
+			inFile = false
+			continue
 		}
+		b := it.e.encoded(f)
+		r.bufs = append(r.bufs, b)
+		if inFile {
+			w := &it.e.wire[f.id]
+			inFile = r.run.extend(w.file, w.off, len(b))
+		}
+	}
+	if !inFile {
+		r.run = fileRun{}
 	}
 	bufs := r.bufs
 	if cap(r.batch) > 16 && len(r.batch) < 8 {

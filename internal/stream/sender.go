@@ -35,12 +35,13 @@ import (
 // A connection that is not a bare socket (TLS) cannot be written that way:
 // it costs two goroutines, one writing and one reading.
 type Sender struct {
-	workers []*sendWorker
-	next    atomic.Uint32
-	sent    atomic.Uint64 // bytes written to viewers
-	wg      sync.WaitGroup
-	ctx     context.Context // ends with Close
-	cancel  context.CancelFunc
+	workers  []*sendWorker
+	next     atomic.Uint32
+	sent     atomic.Uint64 // bytes written to viewers
+	fromFile atomic.Uint64 // of which sent from streams' wire files
+	wg       sync.WaitGroup
+	ctx      context.Context // ends with Close
+	cancel   context.CancelFunc
 }
 
 // tickLen is the timing wheel's resolution: writes of viewers with a merge
@@ -64,11 +65,12 @@ func NewSender(n int) *Sender {
 	s := &Sender{ctx: ctx, cancel: cancel}
 	for range n {
 		w := &sendWorker{
-			sent:    &s.sent,
-			wake:    make(chan struct{}, 1),
-			start:   time.Now(),
-			watched: make(map[*Stream]int),
-			io:      newSockIO(),
+			sent:     &s.sent,
+			fromFile: &s.fromFile,
+			wake:     make(chan struct{}, 1),
+			start:    time.Now(),
+			watched:  make(map[*Stream]int),
+			io:       newSockIO(),
 		}
 		s.workers = append(s.workers, w)
 		s.wg.Add(1)
@@ -106,6 +108,7 @@ func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, 
 		// connection, say): pump from a goroutine of its own.
 		return s.pumpConn(ctx, r, f, conn, cfg, done)
 	}
+	r.s.useFile(f)
 	w := s.workers[int(s.next.Add(1))%len(s.workers)]
 	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w}
 	j.unhook = context.AfterFunc(ctx, j.stop)
@@ -178,8 +181,9 @@ func (j *sendJob) stop() {
 
 // sendWorker owns a set of jobs and writes them from one goroutine.
 type sendWorker struct {
-	sent *atomic.Uint64 // the Sender's byte count
-	wake chan struct{}  // capacity 1: a pending wake-up
+	sent     *atomic.Uint64 // the Sender's byte count
+	fromFile *atomic.Uint64 // and of those sent from wire files
+	wake     chan struct{}  // capacity 1: a pending wake-up
 
 	mu       sync.Mutex
 	incoming []*sendJob // new jobs and jobs back from a partial write
@@ -386,7 +390,7 @@ func (w *sendWorker) serve(j *sendJob) int {
 		return jobKeep
 	}
 	bufs := r.encodeBatch(j.f)
-	n, err := w.io.writev(j.raw, bufs)
+	n, err := w.write(j.raw, bufs, &r.run)
 	if n > 0 {
 		w.sent.Add(uint64(n))
 		if j.cfg.Sent != nil {
@@ -405,6 +409,19 @@ func (w *sendWorker) serve(j *sendJob) int {
 		return jobGone
 	}
 	return jobKeep
+}
+
+// write makes one non-blocking write of bufs to raw: from the stream's wire
+// file when the batch is one range of it and large enough, else from
+// memory.
+func (w *sendWorker) write(raw syscall.RawConn, bufs [][]byte, run *fileRun) (int64, error) {
+	if run.n >= minSendfile {
+		if n, ok, err := run.send(w.io, raw); ok {
+			w.fromFile.Add(uint64(max(n, 0)))
+			return n, err
+		}
+	}
+	return w.io.writev(raw, bufs)
 }
 
 // consume drops the first n bytes of bufs.
@@ -449,7 +466,7 @@ func (w *sendWorker) finish(j *sendJob, err error) {
 
 func (j *sendJob) end(err error) {
 	j.unhook()
-	j.r.nb, j.r.bufs, j.r.batch = nil, nil, nil
+	j.r.nb, j.r.bufs, j.r.batch, j.r.run = nil, nil, nil, fileRun{}
 	go j.done(err)
 }
 

@@ -3,13 +3,18 @@
 package stream
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/media"
 )
 
 // loopbackPairs returns n connected TCP pairs on 127.0.0.1: the server ends
@@ -176,5 +181,242 @@ func TestSenderWithoutRawSocket(t *testing.T) {
 	snd.Close()
 	if errs := done.wait(t, 1, 5*time.Second); !errors.Is(errs[0], context.Canceled) {
 		t.Errorf("after Close: %v, want context.Canceled", errs[0])
+	}
+}
+
+// framedFormat writes a packet as its timestamp, its length and its
+// payload, so a viewer can check every packet arrived whole.
+var framedFormat = NewFormat("framed", func(p *media.Packet) []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(p.DTS))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(p.Payload)))
+	return append(b, p.Payload...)
+})
+
+// patterned is a video frame whose payload is derived from its timestamp.
+func patterned(dts int64, key bool, size int) *media.Packet {
+	pkt := vframe(dts, key, size)
+	for i := range pkt.Payload {
+		pkt.Payload[i] = byte(dts*7 + int64(i)*13 + 1) // never a run of zeros
+	}
+	return pkt
+}
+
+// readFramed reads one framedFormat packet from c and checks its payload
+// is the configuration or patterned's for its timestamp.
+func readFramed(c net.Conn) (dts int64, size int, err error) {
+	var hdr [12]byte
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return 0, 0, err
+	}
+	dts = int64(binary.BigEndian.Uint64(hdr[:]))
+	payload := make([]byte, binary.BigEndian.Uint32(hdr[8:]))
+	if _, err := io.ReadFull(c, payload); err != nil {
+		return 0, 0, fmt.Errorf("reading packet %d: %w", dts, err)
+	}
+	if bytes.Equal(payload, avcC) {
+		return dts, len(payload), nil
+	}
+	for i, b := range payload {
+		if want := byte(dts*7 + int64(i)*13 + 1); b != want {
+			return 0, 0, fmt.Errorf("packet %d byte %d of %d is %#x, want %#x", dts, i, len(payload), b, want)
+		}
+	}
+	return dts, len(payload), nil
+}
+
+// Large batches go out from the stream's wire file with sendfile, byte for
+// byte what memory holds, while the file's old pages are released behind
+// them.
+func TestSenderFromWireFile(t *testing.T) {
+	const frames, size = 300, 20 << 10
+	s, p := newPublished(t, Config{MaxBytes: 256 << 10, MaxLag: time.Hour})
+	write(t, p, vcfg(0))
+	srv, cli := loopbackPairs(t, 1)
+	snd := NewSender(1)
+	defer snd.Close()
+	done := make(ended, 1)
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	snd.Send(context.Background(), r, framedFormat, srv[0], PumpConfig{}, func(err error) { done <- err })
+
+	for i := range frames {
+		dts := int64(1 + i*33)
+		write(t, p, patterned(dts, i%30 == 0, size))
+		if i == 0 { // the configuration comes first
+			if _, n, err := readFramed(cli[0]); err != nil || n != len(avcC) {
+				t.Fatalf("first packet: %d bytes, %v; want the configuration", n, err)
+			}
+		}
+		got, n, err := readFramed(cli[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != dts || n != size {
+			t.Fatalf("viewer got packet %d (%d bytes), want %d (%d bytes)", got, n, dts, size)
+		}
+	}
+	if got := snd.fromFile.Load(); got < frames*size/2 {
+		t.Errorf("%d bytes sent from the wire file, want most of %d", got, frames*size)
+	}
+	s.mu.RLock()
+	wf := s.files[framedFormat.id]
+	s.mu.RUnlock()
+	wf.guard.RLock()
+	punched := wf.punched
+	wf.guard.RUnlock()
+	if punched < frames*size-2<<20 {
+		t.Errorf("released %d bytes of the wire file, want all but the last 2 MiB of %d", punched, frames*size)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("viewer ended: %v", err)
+	default:
+	}
+}
+
+// A viewer too slow for its socket gets whole packets whatever happens
+// behind it: partial writes finished from memory, pages released from the
+// file, skips ahead, and the stream closing (its file with it).
+func TestSenderWireFileSlowViewer(t *testing.T) {
+	const size, frames = 24 << 10, 400
+	s, p := newPublished(t, Config{MaxBytes: 512 << 10, MaxLag: 200 * time.Millisecond, MaxSkips: 1 << 20})
+	write(t, p, vcfg(0))
+	srv, cli := loopbackPairs(t, 2)
+	srv[0].(*net.TCPConn).SetWriteBuffer(32 << 10)
+	cli[0].(*net.TCPConn).SetReadBuffer(32 << 10)
+	snd := NewSender(1)
+	defer snd.Close()
+	done := make(ended, 2)
+	for i := range srv {
+		r, _ := s.NewReader("test")
+		defer r.Close()
+		snd.Send(context.Background(), r, framedFormat, srv[i], PumpConfig{WriteTimeout: 20 * time.Second}, func(err error) {
+			srv[i].Close()
+			done <- err
+		})
+	}
+	// Viewer 1 reads everything as it comes; viewer 0 takes 5 ms a packet,
+	// so its writes go partial and it skips ahead.
+	type seen struct {
+		n    int
+		last int64
+		err  error
+	}
+	results := make([]chan seen, len(cli))
+	for i, c := range cli {
+		results[i] = make(chan seen, 1)
+		go func() {
+			v := seen{last: -1}
+			for {
+				dts, _, err := readFramed(c)
+				if err != nil {
+					if !errors.Is(err, io.EOF) {
+						v.err = err
+					}
+					break
+				}
+				if dts < v.last {
+					v.err = fmt.Errorf("packet %d after %d", dts, v.last)
+					break
+				}
+				v.last = dts
+				v.n++
+				if i == 0 {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			results[i] <- v
+		}()
+	}
+	dts := int64(1)
+	for i := range frames {
+		write(t, p, patterned(dts, i%10 == 0, size))
+		dts += 10
+		time.Sleep(time.Millisecond)
+	}
+	s.Close() // readers drain what is logged, from memory now
+	for _, err := range done.wait(t, 2, 20*time.Second) {
+		if !errors.Is(err, io.EOF) {
+			t.Errorf("viewer ended with %v, want io.EOF once the stream closed", err)
+		}
+	}
+	slow, fast := <-results[0], <-results[1]
+	if slow.err != nil || fast.err != nil {
+		t.Fatalf("slow viewer: %v; fast viewer: %v", slow.err, fast.err)
+	}
+	if want := dts - 10; slow.last != want || fast.last != want {
+		t.Errorf("last packets: slow viewer %d, fast %d; want %d", slow.last, fast.last, want)
+	}
+	if slow.n < 20 || slow.n > frames*3/4 {
+		t.Errorf("slow viewer got %d packets of %d, want it to skip some", slow.n, frames)
+	}
+	if s.Stats().Skips == 0 {
+		t.Error("no viewer skipped ahead")
+	}
+}
+
+// A wire file sends what it holds, and refuses (so the caller writes from
+// memory) a range whose pages were released or once the file is closed.
+func TestWireFileReleasedRanges(t *testing.T) {
+	wf, err := newWireFile(framedFormat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte{0xab}, punchUnit/4)
+	var offs []int64
+	for range 6 {
+		off, ok := wf.append(chunk)
+		if !ok {
+			t.Fatal("append failed")
+		}
+		offs = append(offs, off)
+	}
+	srv, cli := loopbackPairs(t, 1)
+	raw := rawConnOf(srv[0])
+	sio := newSockIO()
+	send := func(i int) (bool, []byte) {
+		t.Helper()
+		run := fileRun{}
+		run.extend(wf, offs[i], len(chunk))
+		n, ok, err := run.send(sio, raw)
+		if !ok {
+			return false, nil
+		}
+		if err != nil || n != int64(len(chunk)) {
+			t.Fatalf("sendfile: %d bytes, %v", n, err)
+		}
+		got := make([]byte, n)
+		cli[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(cli[0], got); err != nil {
+			t.Fatal(err)
+		}
+		return true, got
+	}
+	if ok, got := send(0); !ok || !bytes.Equal(got, chunk) {
+		t.Fatalf("sending a held range: ok %v, bytes equal %v", ok, bytes.Equal(got, chunk))
+	}
+	// Four chunks make a punchUnit: the first four are released.
+	for i := range 4 {
+		wf.evicted(offs[i] + int64(len(chunk)))
+	}
+	for i := range 4 {
+		if ok, _ := send(i); ok {
+			t.Errorf("chunk %d: sent from released pages", i)
+		}
+	}
+	if ok, got := send(4); !ok || !bytes.Equal(got, chunk) {
+		t.Errorf("chunk 4, still held: ok %v", ok)
+	}
+	// A sender in the middle of a send holds the release off.
+	wf.guard.RLock()
+	wf.evicted(offs[5] + int64(len(chunk)) + punchUnit)
+	wf.guard.RUnlock()
+	if ok, _ := send(5); !ok {
+		t.Error("chunk 5 was released while a sender held the file")
+	}
+	wf.close()
+	if ok, _ := send(5); ok {
+		t.Error("sent from a closed file")
 	}
 }

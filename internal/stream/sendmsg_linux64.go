@@ -6,6 +6,8 @@ import (
 	"net"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // rawConnOf returns conn's socket for non-blocking writes, or nil.
@@ -37,34 +39,84 @@ type sockIO struct {
 	iov   []syscall.Iovec
 	msg   syscall.Msghdr
 	buf   []byte // recvfrom's target
+	file  int    // sendfile's source
+	off   int64  // and where in it
+	count int
 	n     uintptr
 	errno syscall.Errno
 
-	sendmsg, recvfrom func(fd uintptr) bool
+	sendmsg, recvfrom, sendfileFn func(fd uintptr) bool
 }
 
 func newSockIO() *sockIO {
-	io := &sockIO{}
-	io.sendmsg = func(fd uintptr) bool {
+	sk := &sockIO{}
+	sk.sendmsg = func(fd uintptr) bool {
 		for {
-			io.n, _, io.errno = syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&io.msg)), syscall.MSG_NOSIGNAL)
-			if io.errno != syscall.EINTR {
+			sk.n, _, sk.errno = syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&sk.msg)), syscall.MSG_NOSIGNAL)
+			if sk.errno != syscall.EINTR {
 				return true
 			}
 		}
 	}
-	io.recvfrom = func(fd uintptr) bool {
-		io.n, _, io.errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&io.buf[0])), uintptr(len(io.buf)),
+	sk.recvfrom = func(fd uintptr) bool {
+		sk.n, _, sk.errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&sk.buf[0])), uintptr(len(sk.buf)),
 			syscall.MSG_DONTWAIT, 0, 0)
 		return true
 	}
-	return io
+	sk.sendfileFn = func(fd uintptr) bool {
+		for {
+			sk.n, _, sk.errno = syscall.RawSyscall6(syscall.SYS_SENDFILE, fd, uintptr(sk.file), uintptr(unsafe.Pointer(&sk.off)), uintptr(sk.count), 0, 0)
+			if sk.errno != syscall.EINTR {
+				return true
+			}
+		}
+	}
+	return sk
 }
+
+// sendfile makes one non-blocking write to raw of count bytes of file from
+// off on. It returns the bytes written; syscall.EAGAIN means the socket
+// took none or part.
+func (sk *sockIO) sendfile(raw syscall.RawConn, file int, off, count int64) (int64, error) {
+	sk.file, sk.off, sk.count = file, off, int(count)
+	if err := raw.Write(sk.sendfileFn); err != nil {
+		return 0, err
+	}
+	if sk.errno != 0 {
+		return 0, sk.errno
+	}
+	return int64(sk.n), nil
+}
+
+// memfdCreate creates an anonymous in-memory file.
+func memfdCreate(name string) (int, error) { return unix.MemfdCreate(name, unix.MFD_CLOEXEC) }
+
+// pwriteAll writes b to fd at off.
+func pwriteAll(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		n, err := unix.Pwrite(fd, b, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b, off = b[n:], off+int64(n)
+	}
+	return nil
+}
+
+// punchHole releases the pages of fd's n bytes from off on.
+func punchHole(fd int, off, n int64) error {
+	return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+func closeFd(fd int) { unix.Close(fd) }
 
 // writev makes one non-blocking vectored write of bufs to raw. It returns
 // the bytes written; syscall.EAGAIN means the socket took none or part.
-func (io *sockIO) writev(raw syscall.RawConn, bufs [][]byte) (int64, error) {
-	v := io.iov[:0]
+func (sk *sockIO) writev(raw syscall.RawConn, bufs [][]byte) (int64, error) {
+	v := sk.iov[:0]
 	for _, b := range bufs {
 		if len(b) == 0 {
 			continue
@@ -75,23 +127,23 @@ func (io *sockIO) writev(raw syscall.RawConn, bufs [][]byte) (int64, error) {
 		v = append(v, syscall.Iovec{Base: &b[0]})
 		v[len(v)-1].SetLen(len(b))
 	}
-	io.iov = v
+	sk.iov = v
 	if len(v) == 0 {
 		return 0, nil
 	}
 	// sendmsg rather than writev: it skips the file layer's bookkeeping.
-	io.msg = syscall.Msghdr{Iov: &v[0]}
-	io.msg.Iovlen = uint64(len(v))
-	err := raw.Write(io.sendmsg)
+	sk.msg = syscall.Msghdr{Iov: &v[0]}
+	sk.msg.Iovlen = uint64(len(v))
+	err := raw.Write(sk.sendmsg)
 	clear(v) // drop references to the packets
-	io.msg.Iov = nil
+	sk.msg.Iov = nil
 	if err != nil {
 		return 0, err
 	}
-	if io.errno != 0 {
-		return 0, io.errno
+	if sk.errno != 0 {
+		return 0, sk.errno
 	}
-	return int64(io.n), nil
+	return int64(sk.n), nil
 }
 
 // maxDrainReads bounds the reads of one drain: a viewer that floods us
@@ -101,14 +153,14 @@ const maxDrainReads = 8
 // drain reads and discards, without blocking, what the peer has sent into
 // buf. It returns ErrHungUp once the peer has closed or reset the
 // connection.
-func (io *sockIO) drain(raw syscall.RawConn, buf []byte) error {
-	io.buf = buf
-	defer func() { io.buf = nil }()
+func (sk *sockIO) drain(raw syscall.RawConn, buf []byte) error {
+	sk.buf = buf
+	defer func() { sk.buf = nil }()
 	for range maxDrainReads {
-		if err := raw.Read(io.recvfrom); err != nil {
+		if err := raw.Read(sk.recvfrom); err != nil {
 			return err
 		}
-		switch n, errno := io.n, io.errno; {
+		switch n, errno := sk.n, sk.errno; {
 		case errno == syscall.EINTR:
 			continue
 		case errno == syscall.EAGAIN:

@@ -93,6 +93,10 @@ type entry struct {
 type wireForm struct {
 	once sync.Once
 	b    []byte
+	// The same bytes in the stream's wire file of the format, when the
+	// packet was appended while the stream had one.
+	file *wireFile
+	off  int64
 }
 
 // encoded returns e's wire form in format f, building it on first use. All
@@ -158,6 +162,8 @@ type Stream struct {
 	// Sender workers with viewers waiting on this stream's packets: each
 	// gets one wake-up per append, whatever its number of viewers.
 	watchers []chan struct{}
+	// Wire files of the formats senders write from (see wireFile).
+	files [maxFormats]*wireFile
 
 	// Publisher session state (under mu).
 	pub        *Publisher
@@ -250,14 +256,46 @@ func (s *Stream) HasPublisher() bool {
 // A publisher still attached gets ErrClosed on its next write.
 func (s *Stream) Close() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return
 	}
 	s.closed = true
 	s.pub = nil
 	close(s.wake)
 	s.notifyWatchers()
+	files := s.files
+	s.mu.Unlock()
+	for _, wf := range files {
+		if wf != nil {
+			wf.close()
+		}
+	}
+}
+
+// useFile gives the stream a wire file in format f, if it has none, so
+// that packets from now on can be sent from it. Without one (the platform
+// has no memfd, or the node ran out of descriptors) senders write from
+// memory.
+func (s *Stream) useFile(f *Format) {
+	s.mu.RLock()
+	has := s.closed || s.files[f.id] != nil
+	s.mu.RUnlock()
+	if has {
+		return
+	}
+	wf, err := newWireFile(f)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if s.closed || s.files[f.id] != nil {
+		s.mu.Unlock()
+		wf.close()
+		return
+	}
+	s.files[f.id] = wf
+	s.mu.Unlock()
 }
 
 // watch makes every append send a wake-up to ch without blocking; ch
@@ -428,6 +466,14 @@ func (s *Stream) append(pkt *media.Packet) {
 		s.hasDTS = true
 	}
 	e := &entry{pkt: pkt, seq: s.head, meta: s.meta, video: s.video, audio: s.audio}
+	for _, wf := range s.files {
+		if wf != nil {
+			w := &e.wire[wf.format.id]
+			if off, ok := wf.append(e.encoded(wf.format)); ok {
+				w.file, w.off = wf, off
+			}
+		}
+	}
 	s.evict(len(pkt.Payload))
 	s.ring[e.seq&s.mask] = e
 	s.head++
@@ -460,6 +506,11 @@ func (s *Stream) evict(n int) {
 		}
 		s.ring[s.tail&s.mask] = nil
 		s.bytes -= len(old.pkt.Payload)
+		for i := range old.wire {
+			if w := &old.wire[i]; w.file != nil {
+				w.file.evicted(w.off + int64(len(w.b)))
+			}
+		}
 		s.tail++
 		if s.key != nil && s.key.seq < s.tail {
 			s.key = nil // GOP cache lost: new readers wait for the next keyframe

@@ -1,0 +1,141 @@
+package stream
+
+import (
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// A wireFile holds a stream's wire form in one format, packet after packet,
+// in an anonymous in-memory file (memfd). A sender worker sends a viewer's
+// batch of packets from it with one sendfile call: the socket takes
+// references to the file's pages instead of copying the bytes, which is
+// most of what a large write costs the kernel. The file is append-only;
+// the pages of packets evicted from the log are released by punching
+// holes, and pages still queued in some socket live on until that socket
+// is done with them, whatever is punched.
+//
+// The log's entries keep their wire bytes in memory too: batches that are
+// small, not contiguous in the file, or left over from a partial write are
+// written from there.
+type wireFile struct {
+	fd     int
+	format *Format
+
+	// Owned by the stream, under its lock.
+	end    int64 // where the next packet goes
+	dead   int64 // bytes before this belong to evicted packets
+	broken bool  // a write failed: append no more
+
+	// guard is held for reading while sending from the file, and for
+	// writing while punching or closing it.
+	guard   sync.RWMutex
+	punched int64 // bytes before this may be holes
+	closed  bool
+	cleanup runtime.Cleanup
+}
+
+// punchUnit is how many dead bytes gather before a hole is punched: one
+// system call per megabyte of stream.
+const punchUnit = 1 << 20
+
+// minSendfile is the smallest batch sent from the file: below it, copying
+// the bytes costs the kernel less than taking references to pages.
+const minSendfile = 8 << 10
+
+// newWireFile creates an empty wire file for format f.
+func newWireFile(f *Format) (*wireFile, error) {
+	fd, err := memfdCreate("meshcast-" + f.name)
+	if err != nil {
+		return nil, err
+	}
+	wf := &wireFile{fd: fd, format: f}
+	// A file no entry, reader or stream refers to any more is closed even
+	// if its stream never was.
+	wf.cleanup = runtime.AddCleanup(wf, func(fd int) { closeFd(fd) }, fd)
+	return wf, nil
+}
+
+// append writes b at the file's end and returns its offset; ok is false
+// once a write failed. Caller holds the stream's lock.
+func (wf *wireFile) append(b []byte) (off int64, ok bool) {
+	if wf.broken {
+		return 0, false
+	}
+	off = wf.end
+	if err := pwriteAll(wf.fd, b, off); err != nil {
+		wf.broken = true
+		return 0, false
+	}
+	wf.end += int64(len(b))
+	return off, true
+}
+
+// evicted notes that the bytes before end belong to evicted packets, and
+// releases them once a punchUnit has gathered and no sender is using the
+// file. Caller holds the stream's lock; it never waits.
+func (wf *wireFile) evicted(end int64) {
+	wf.dead = max(wf.dead, end)
+	if wf.dead-wf.punched < punchUnit || !wf.guard.TryLock() {
+		return
+	}
+	defer wf.guard.Unlock()
+	if wf.closed {
+		return
+	}
+	to := wf.dead &^ (pageSize - 1)
+	if to > wf.punched && punchHole(wf.fd, wf.punched, to-wf.punched) == nil {
+		wf.punched = to
+	}
+}
+
+// pageSize aligns punched holes: whole pages are released, never zeroed.
+const pageSize = 4096
+
+// close closes the file once no sender is using it. Senders holding its
+// entries write them from memory from then on.
+func (wf *wireFile) close() {
+	wf.guard.Lock()
+	defer wf.guard.Unlock()
+	if wf.closed {
+		return
+	}
+	wf.closed = true
+	wf.cleanup.Stop()
+	closeFd(wf.fd)
+}
+
+// fileRun is a batch's bytes as one range of a wire file.
+type fileRun struct {
+	file *wireFile
+	off  int64
+	n    int64
+}
+
+// extend adds the next n bytes of a batch, found at off in file, to the
+// run; it reports false when they do not follow on from the run.
+func (r *fileRun) extend(file *wireFile, off int64, n int) bool {
+	switch {
+	case file == nil:
+		return false
+	case r.file == nil:
+		*r = fileRun{file: file, off: off}
+	case file != r.file || off != r.off+r.n:
+		return false
+	}
+	r.n += int64(n)
+	return true
+}
+
+// send sends the run to raw from the file with sk. It reports false, having
+// sent nothing, when the file is closed or the run's pages were released.
+func (r *fileRun) send(sk *sockIO, raw syscall.RawConn) (int64, bool, error) {
+	wf := r.file
+	wf.guard.RLock()
+	defer wf.guard.RUnlock()
+	if wf.closed || r.off < wf.punched {
+		return 0, false, nil
+	}
+	n, err := sk.sendfile(raw, wf.fd, r.off, r.n)
+	return n, true, err
+}
