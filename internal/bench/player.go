@@ -149,12 +149,12 @@ func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
 		err = c.Connect(app, "rtmp://"+host+"/"+app)
 	}
 	if err == nil {
-		p.playStart = time.Now()
 		err = c.Play(key)
 	}
 	if err != nil {
 		return err
 	}
+	p.playStart = c.PlaySent
 	c.Skim()
 	p.joined()
 	for {

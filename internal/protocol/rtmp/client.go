@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
 )
@@ -23,6 +24,9 @@ type Client struct {
 	// ServerFourCCs is the server's fourCcList from its answer to
 	// connect: the enhanced RTMP codecs it takes.
 	ServerFourCCs []string
+	// PlaySent is when Play sent its play command: a player's time to
+	// first frame counts from here.
+	PlaySent time.Time
 
 	rw       io.ReadWriter
 	r        *ChunkReader
@@ -84,6 +88,7 @@ func (c *Client) Play(name string) error {
 	if err := c.send(c.streamID, "play", 0, nil, name, float64(-2000)); err != nil {
 		return err
 	}
+	c.PlaySent = time.Now()
 	return c.waitStatus("NetStream.Play.Start")
 }
 
