@@ -62,6 +62,7 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 		}
 		p.first = now
 		r.ttff.add(now.Sub(p.playStart))
+		readAll(conn)
 		if !p.probe && !p.lazy {
 			p.lazy = true
 			setLowat(conn, lazyRead)
@@ -86,17 +87,32 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 // reader only when n bytes are waiting. Where it fails the player simply
 // reads eagerly.
 func setLowat(conn net.Conn, n int) {
-	tc, ok := conn.(*net.TCPConn)
+	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return
 	}
-	raw, err := tc.SyscallConn()
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return
 	}
 	raw.Control(func(fd uintptr) {
 		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
 	})
+}
+
+// idleTimeout ends a player that receives nothing for this long.
+const idleTimeout = 15 * time.Second
+
+// deadline keeps a connection's deadline idleTimeout ahead, moving it (a
+// timer update) only when less than two thirds of it is left.
+type deadline struct{ at time.Time }
+
+func (d *deadline) refresh(conn net.Conn) {
+	now := time.Now()
+	if d.at.Sub(now) < idleTimeout*2/3 {
+		d.at = now.Add(idleTimeout)
+		conn.SetDeadline(d.at)
+	}
 }
 
 // play runs the player until ctx ends or the connection fails.
@@ -129,7 +145,7 @@ func (p *player) dial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	context.AfterFunc(ctx, func() { conn.Close() })
-	return conn, nil
+	return fastReads(conn), nil
 }
 
 func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
@@ -157,8 +173,9 @@ func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
 	p.playStart = c.PlaySent
 	c.Skim()
 	p.joined()
+	var dl deadline
 	for {
-		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		dl.refresh(conn)
 		m, err := c.ReadMessage()
 		if err != nil {
 			return err
@@ -169,7 +186,7 @@ func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
 		p.bytes.Add(int64(m.Length))
 		// An AVC frame, not a sequence header: FLV video header byte 1 is 1.
 		if m.Type == rtmp.TypeVideo && len(m.Payload) >= 2 && m.Payload[1] == 1 {
-			p.video(conn, m.Payload, time.Now())
+			p.video(conn, m.Payload, received(conn))
 		}
 	}
 }
@@ -206,8 +223,9 @@ func (p *player) playFLV(ctx context.Context, u *url.URL) error {
 	}
 	p.joined()
 	var th [11]byte
+	var dl deadline
 	for {
-		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		dl.refresh(conn)
 		if _, err := io.ReadFull(br, th[:]); err != nil {
 			return err
 		}
@@ -218,7 +236,7 @@ func (p *player) playFLV(ctx context.Context, u *url.URL) error {
 				return err
 			}
 			if b[1] == 1 {
-				p.video(conn, b, time.Now())
+				p.video(conn, b, received(conn))
 			}
 		}
 		if _, err := br.Discard(size + 4); err != nil {
