@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/rawread"
 )
 
 // stallGap is the longest pause between two video frames that is not a stall.
@@ -31,6 +32,9 @@ const probeEvery = 10
 // lazyRead is the receive low-water mark of a lazy player: the kernel wakes
 // it when this many bytes are waiting (about 30 ms of a 2 Mbps stream).
 const lazyRead = 8 << 10
+
+// firstReads bounds a player's reads until its first picture.
+const firstReads = 8 << 10
 
 // player is one viewer. Its fields belong to its goroutine except the atomics.
 type player struct {
@@ -62,7 +66,7 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 		}
 		p.first = now
 		r.ttff.add(now.Sub(p.playStart))
-		readAll(conn)
+		rawread.SetLimit(conn, 0)
 		if !p.probe && !p.lazy {
 			p.lazy = true
 			setLowat(conn, lazyRead)
@@ -145,7 +149,16 @@ func (p *player) dial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	context.AfterFunc(ctx, func() { conn.Close() })
-	return fastReads(conn), nil
+	// Reads are raw system calls stamped with the kernel's receive time: a
+	// player's goroutine may wait its turn for tens of milliseconds while a
+	// burst of joins saturates the load generator's core, and frames are
+	// timed by their arrival, not by that wait. Until the first picture,
+	// reads take firstReads bytes at most: a read is stamped with the
+	// arrival of the newest data it took, and data sent after the first
+	// picture must not date it.
+	rc := rawread.New(conn, true)
+	rawread.SetLimit(rc, firstReads)
+	return rc, nil
 }
 
 func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
@@ -186,7 +199,7 @@ func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
 		p.bytes.Add(int64(m.Length))
 		// An AVC frame, not a sequence header: FLV video header byte 1 is 1.
 		if m.Type == rtmp.TypeVideo && len(m.Payload) >= 2 && m.Payload[1] == 1 {
-			p.video(conn, m.Payload, received(conn))
+			p.video(conn, m.Payload, rawread.Received(conn))
 		}
 	}
 }
@@ -236,7 +249,7 @@ func (p *player) playFLV(ctx context.Context, u *url.URL) error {
 				return err
 			}
 			if b[1] == 1 {
-				p.video(conn, b, received(conn))
+				p.video(conn, b, rawread.Received(conn))
 			}
 		}
 		if _, err := br.Discard(size + 4); err != nil {

@@ -1,6 +1,6 @@
 //go:build linux && (amd64 || arm64 || riscv64 || loong64 || ppc64le || s390x)
 
-package bench
+package rawread
 
 import (
 	"bytes"
@@ -10,9 +10,11 @@ import (
 	"time"
 )
 
-// A fast-read connection reads what was sent, in bounded steps until the
-// first picture, and dates each read by when the kernel received its data.
-func TestFastReadsStampArrival(t *testing.T) {
+// A raw-read connection reads what was sent, in bounded steps while
+// limited, and dates each read by when the kernel received its data.
+const firstReads = 8 << 10
+
+func TestStampsArrival(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -28,10 +30,11 @@ func TestFastReadsStampArrival(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	conn := fastReads(c)
-	if _, ok := conn.(*rawReadConn); !ok {
-		t.Fatalf("fastReads gave a %T", conn)
+	conn := New(c, true)
+	if _, ok := conn.(*Conn); !ok {
+		t.Fatalf("New gave a %T", conn)
 	}
+	SetLimit(conn, firstReads)
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 
 	sent := bytes.Repeat([]byte("meshcast"), 4<<10) // 32 KiB
@@ -46,12 +49,12 @@ func TestFastReadsStampArrival(t *testing.T) {
 	if err != nil || n != firstReads {
 		t.Fatalf("first read: %d bytes, %v; want %d", n, err, firstReads)
 	}
-	at := received(conn)
+	at := Received(conn)
 	if at.Before(before.Add(-time.Millisecond)) || at.After(wrote.Add(10*time.Millisecond)) {
 		t.Errorf("stamped %v after the write began, want the arrival, not the read %v later",
 			at.Sub(before), time.Since(before))
 	}
-	readAll(conn)
+	SetLimit(conn, 0)
 	if _, err := io.ReadFull(conn, buf[n:]); err != nil {
 		t.Fatal(err)
 	}
