@@ -19,6 +19,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/rawread"
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
@@ -58,7 +59,7 @@ func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 		key: key,
 		nc:  nc,
 		log: connLog{l: s.log, attrs: []any{"conn", id, "remote", nc.RemoteAddr().String()}},
-		r:   rtmp.NewChunkReader(nc),
+		r:   rtmp.NewChunkReader(rawread.New(nc, false)),
 		w:   rtmp.NewChunkWriter(nc),
 		ack: rtmp.AckState{Window: ackWindow},
 	}
