@@ -3,6 +3,7 @@
 package stream
 
 import (
+	"io"
 	"net"
 	"syscall"
 	"unsafe"
@@ -91,15 +92,19 @@ func (sk *sockIO) sendfile(raw syscall.RawConn, file int, off, count int64) (int
 // memfdCreate creates an anonymous in-memory file.
 func memfdCreate(name string) (int, error) { return unix.MemfdCreate(name, unix.MFD_CLOEXEC) }
 
-// pwriteAll writes b to fd at off.
+// pwriteAll writes b to fd at off. The file is in memory, so the write
+// never waits on a device: it is a raw system call, like a worker's, and
+// the runtime's monitor is not woken once per packet.
 func pwriteAll(fd int, b []byte, off int64) error {
 	for len(b) > 0 {
-		n, err := unix.Pwrite(fd, b, off)
-		if err == unix.EINTR {
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_PWRITE64, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(off), 0, 0)
+		switch {
+		case errno == syscall.EINTR:
 			continue
-		}
-		if err != nil {
-			return err
+		case errno != 0:
+			return errno
+		case n == 0:
+			return io.ErrShortWrite
 		}
 		b, off = b[n:], off+int64(n)
 	}

@@ -39,6 +39,10 @@ type wireFile struct {
 // system call per megabyte of stream.
 const punchUnit = 1 << 20
 
+// maxUnpunched bounds the bytes of evicted packets a wire file holds
+// while senders keep it busy.
+const maxUnpunched = 8 * punchUnit
+
 // minSendfile is the smallest batch sent from the file: below it, copying
 // the bytes costs the kernel less than taking references to pages.
 const minSendfile = 8 << 10
@@ -73,11 +77,20 @@ func (wf *wireFile) append(b []byte) (off int64, ok bool) {
 
 // evicted notes that the bytes before end belong to evicted packets, and
 // releases them once a punchUnit has gathered and no sender is using the
-// file. Caller holds the stream's lock; it never waits.
+// file. Caller holds the stream's lock. It waits for senders only when
+// maxUnpunched bytes have gathered, and then only for the sendfile calls
+// under way, each a non-blocking system call.
 func (wf *wireFile) evicted(end int64) {
 	wf.dead = max(wf.dead, end)
-	if wf.dead-wf.punched < punchUnit || !wf.guard.TryLock() {
+	switch behind := wf.dead - wf.punched; {
+	case behind < punchUnit:
 		return
+	case behind < maxUnpunched:
+		if !wf.guard.TryLock() {
+			return
+		}
+	default:
+		wf.guard.Lock()
 	}
 	defer wf.guard.Unlock()
 	if wf.closed {
