@@ -415,6 +415,23 @@ func TestWireFileReleasedRanges(t *testing.T) {
 	if ok, _ := send(5); !ok {
 		t.Error("chunk 5 was released while a sender held the file")
 	}
+	// Once maxUnpunched bytes are due, the release waits for the sender.
+	wf.guard.RLock()
+	released := make(chan struct{})
+	go func() {
+		wf.evicted(offs[5] + int64(len(chunk)) + maxUnpunched)
+		close(released)
+	}()
+	select {
+	case <-released:
+		t.Fatal("released pages a sender was using")
+	case <-time.After(50 * time.Millisecond):
+	}
+	wf.guard.RUnlock()
+	<-released
+	if ok, _ := send(5); ok {
+		t.Error("chunk 5 was sent after its release")
+	}
 	wf.close()
 	if ok, _ := send(5); ok {
 		t.Error("sent from a closed file")
