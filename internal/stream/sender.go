@@ -398,7 +398,7 @@ func (w *sendWorker) serve(j *sendJob) int {
 		}
 	}
 	if err != nil && !errors.Is(err, syscall.EAGAIN) {
-		w.finish(j, err)
+		w.finish(j, hungUp(err))
 		return jobGone
 	}
 	if rest := consume(bufs, n); len(rest) > 0 {
@@ -452,10 +452,19 @@ func (w *sendWorker) finishWrite(j *sendJob) {
 		err = j.conn.SetWriteDeadline(time.Time{})
 	}
 	if err != nil {
-		j.end(err)
+		j.end(hungUp(err))
 		return
 	}
 	w.enqueue(j)
+}
+
+// hungUp returns ErrHungUp for a write that failed because the viewer
+// closed the connection, else err.
+func hungUp(err error) error {
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return ErrHungUp
+	}
+	return err
 }
 
 // finish ends a job the worker holds.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -375,23 +376,36 @@ func TestWireFileReleasedRanges(t *testing.T) {
 	srv, cli := loopbackPairs(t, 1)
 	raw := rawConnOf(srv[0])
 	sio := newSockIO()
+	// send sends chunk i from the file, as many calls as the socket needs,
+	// and returns what the viewer received; false if the file refused.
 	send := func(i int) (bool, []byte) {
 		t.Helper()
-		run := fileRun{}
-		run.extend(wf, offs[i], len(chunk))
-		n, ok, err := run.send(sio, raw)
-		if !ok {
-			return false, nil
+		got := make(chan []byte, 1)
+		go func() {
+			b := make([]byte, len(chunk))
+			cli[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _ := io.ReadFull(cli[0], b)
+			got <- b[:n]
+		}()
+		for sent := int64(0); sent < int64(len(chunk)); {
+			run := fileRun{}
+			run.extend(wf, offs[i]+sent, len(chunk)-int(sent))
+			n, ok, err := run.send(sio, raw)
+			switch {
+			case !ok && sent == 0:
+				cli[0].SetReadDeadline(time.Unix(1, 0)) // end the read
+				<-got
+				return false, nil
+			case !ok:
+				t.Fatalf("chunk %d refused after %d bytes", i, sent)
+			case errors.Is(err, syscall.EAGAIN):
+				time.Sleep(time.Millisecond)
+			case err != nil:
+				t.Fatalf("sendfile: %v", err)
+			}
+			sent += max(n, 0)
 		}
-		if err != nil || n != int64(len(chunk)) {
-			t.Fatalf("sendfile: %d bytes, %v", n, err)
-		}
-		got := make([]byte, n)
-		cli[0].SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(cli[0], got); err != nil {
-			t.Fatal(err)
-		}
-		return true, got
+		return true, <-got
 	}
 	if ok, got := send(0); !ok || !bytes.Equal(got, chunk) {
 		t.Fatalf("sending a held range: ok %v, bytes equal %v", ok, bytes.Equal(got, chunk))
