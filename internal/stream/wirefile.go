@@ -35,9 +35,12 @@ type wireFile struct {
 	cleanup runtime.Cleanup
 }
 
-// punchUnit is how many dead bytes gather before a hole is punched: one
-// system call per megabyte of stream.
-const punchUnit = 1 << 20
+// punchUnit is how many dead bytes gather before a hole is punched, and
+// holes start and end on multiples of it. Punching part of a page zeroes
+// those bytes in place, and a socket still sending from the page would
+// send the zeros: whole pages, and whole transparent huge pages where the
+// system gives them to in-memory files, are released instead.
+const punchUnit = 2 << 20
 
 // maxUnpunched bounds the bytes of evicted packets a wire file holds
 // while senders keep it busy.
@@ -76,7 +79,7 @@ func (wf *wireFile) append(b []byte) (off int64, ok bool) {
 }
 
 // evicted notes that the bytes before end belong to evicted packets, and
-// releases them once a punchUnit has gathered and no sender is using the
+// releases them whole punchUnits at a time when no sender is using the
 // file. Caller holds the stream's lock. It waits for senders only when
 // maxUnpunched bytes have gathered, and then only for the sendfile calls
 // under way, each a non-blocking system call.
@@ -96,14 +99,11 @@ func (wf *wireFile) evicted(end int64) {
 	if wf.closed {
 		return
 	}
-	to := wf.dead &^ (pageSize - 1)
+	to := wf.dead &^ (punchUnit - 1)
 	if to > wf.punched && punchHole(wf.fd, wf.punched, to-wf.punched) == nil {
 		wf.punched = to
 	}
 }
-
-// pageSize aligns punched holes: whole pages are released, never zeroed.
-const pageSize = 4096
 
 // close closes the file once no sender is using it. Senders holding its
 // entries write them from memory from then on.
