@@ -33,9 +33,7 @@ type Conn struct {
 	errno   syscall.Errno
 	readFn  func(fd uintptr) bool
 	rx      time.Time // when the kernel received the data of the last read
-
-	// Limit, when positive, bounds the bytes one read takes.
-	Limit int
+	limit   int       // when positive, the most bytes one read takes (SetLimit)
 }
 
 // New returns conn with raw reads, or conn itself when it is not a TCP
@@ -75,8 +73,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	if c.Limit > 0 && len(b) > c.Limit {
-		b = b[:c.Limit]
+	if c.limit > 0 && len(b) > c.limit {
+		b = b[:c.limit]
 	}
 	c.iov.Base = &b[0]
 	c.iov.SetLen(len(b))
@@ -130,6 +128,6 @@ func Received(conn net.Conn) time.Time {
 // 0 lifts the bound.
 func SetLimit(conn net.Conn, n int) {
 	if c, ok := conn.(*Conn); ok {
-		c.Limit = n
+		c.limit = n
 	}
 }

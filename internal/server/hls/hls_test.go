@@ -21,25 +21,10 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
-// testHub is a node's stream table reduced to a map.
-type testHub struct {
-	mu      sync.Mutex
-	streams map[stream.Name]*stream.Stream
-}
-
-func (h *testHub) NewReader(name stream.Name, proto string) (*stream.Reader, error) {
-	h.mu.Lock()
-	s := h.streams[name]
-	h.mu.Unlock()
-	if s == nil {
-		return nil, errors.New("not found")
-	}
-	return s.NewReader(proto)
-}
-
-var _ Hub = (*testHub)(nil)
+var _ Hub = (*testutil.Streams)(nil)
 
 // fixture is an HLS server on a real HTTP listener with one live stream,
 // live/test, published from an FLV file made by ffmpeg.
@@ -60,7 +45,8 @@ func newFixture(t *testing.T, cfg Config, flvs ...string) *fixture {
 		t.Fatal(err)
 	}
 	st := stream.New(name, stream.Config{})
-	hub := &testHub{streams: map[stream.Name]*stream.Stream{name: st}}
+	hub := &testutil.Streams{}
+	hub.Put(st)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -3,7 +3,6 @@ package webrtc
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,20 +29,7 @@ import (
 // and with a shell script standing for ffmpeg where it must fail.
 
 // testStreams is the hub of a test: streams by name.
-type testStreams struct {
-	mu sync.Mutex
-	m  map[stream.Name]*stream.Stream
-}
-
-func (h *testStreams) NewReader(name stream.Name, proto string) (*stream.Reader, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s := h.m[name]
-	if s == nil {
-		return nil, errors.New("no such stream")
-	}
-	return s.NewReader(proto)
-}
+type testStreams struct{ testutil.Streams }
 
 // add makes a stream and returns its publisher.
 func (h *testStreams) add(t *testing.T, name stream.Name) (*stream.Stream, *stream.Publisher) {
@@ -53,12 +39,7 @@ func (h *testStreams) add(t *testing.T, name stream.Name) (*stream.Stream, *stre
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.mu.Lock()
-	if h.m == nil {
-		h.m = map[stream.Name]*stream.Stream{}
-	}
-	h.m[name] = s
-	h.mu.Unlock()
+	h.Put(s)
 	t.Cleanup(s.Close)
 	return s, pub
 }
