@@ -116,7 +116,9 @@ func rxStamp(oob []byte) time.Time {
 }
 
 // Received returns when the kernel received the data of conn's last read,
-// or now when it cannot tell (conn is not a stamped Conn).
+// or now when it cannot tell: conn is not a stamped Conn, or the data came
+// before the kernel had turned stamping on (it does so a moment after the
+// first socket asks).
 func Received(conn net.Conn) time.Time {
 	if c, ok := conn.(*Conn); ok && !c.rx.IsZero() {
 		return c.rx

@@ -37,6 +37,24 @@ func TestStampsArrival(t *testing.T) {
 	SetLimit(conn, firstReads)
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 
+	// The kernel turns receive stamps on a moment after the first socket
+	// asks for them: until then reads are dated by the read itself.
+	one := make([]byte, 1)
+	for deadline := time.Now().Add(5 * time.Second); conn.(*Conn).rx.IsZero(); {
+		if time.Now().After(deadline) {
+			t.Fatal("no receive stamps within 5 s")
+		}
+		if _, err := s.Write(one); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Read(one); err != nil {
+			t.Fatal(err)
+		}
+		if conn.(*Conn).rx.IsZero() {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
 	sent := bytes.Repeat([]byte("meshcast"), 4<<10) // 32 KiB
 	before := time.Now()
 	if _, err := s.Write(sent); err != nil {
