@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
-	"github.com/meshcast/meshcast/internal/rawread"
+	"github.com/meshcast/meshcast/internal/rawio"
 )
 
 // stallGap is the longest pause between two video frames that is not a stall.
@@ -66,7 +66,7 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 		}
 		p.first = now
 		r.ttff.add(now.Sub(p.playStart))
-		rawread.SetLimit(conn, 0)
+		rawio.SetLimit(conn, 0)
 		if !p.probe && !p.lazy {
 			p.lazy = true
 			setLowat(conn, lazyRead)
@@ -156,8 +156,8 @@ func (p *player) dial(ctx context.Context, addr string) (net.Conn, error) {
 	// reads take firstReads bytes at most: a read is stamped with the
 	// arrival of the newest data it took, and data sent after the first
 	// picture must not date it.
-	rc := rawread.New(conn, true)
-	rawread.SetLimit(rc, firstReads)
+	rc := rawio.New(conn, true)
+	rawio.SetLimit(rc, firstReads)
 	return rc, nil
 }
 
@@ -199,7 +199,7 @@ func (p *player) playRTMP(ctx context.Context, u *url.URL) error {
 		p.bytes.Add(int64(m.Length))
 		// An AVC frame, not a sequence header: FLV video header byte 1 is 1.
 		if m.Type == rtmp.TypeVideo && len(m.Payload) >= 2 && m.Payload[1] == 1 {
-			p.video(conn, m.Payload, rawread.Received(conn))
+			p.video(conn, m.Payload, rawio.Received(conn))
 		}
 	}
 }
@@ -249,7 +249,7 @@ func (p *player) playFLV(ctx context.Context, u *url.URL) error {
 				return err
 			}
 			if b[1] == 1 {
-				p.video(conn, b, rawread.Received(conn))
+				p.video(conn, b, rawio.Received(conn))
 			}
 		}
 		if _, err := br.Discard(size + 4); err != nil {

@@ -100,6 +100,17 @@ func NewChunkReaderSize(r io.Reader, size int) *ChunkReader {
 	return c
 }
 
+// ReadHandshake runs handshake, the exchange that comes before the chunk
+// stream, on this reader's buffered input: the bytes of the first messages,
+// arriving with the handshake's last ones, stay buffered for ReadMessage
+// instead of costing a read of their own. Handshake bytes do not count as
+// received.
+func (c *ChunkReader) ReadHandshake(handshake func(io.Reader) error) error {
+	err := handshake(c.br)
+	c.cr.n = uint64(c.br.Buffered())
+	return err
+}
+
 // BytesRead returns the sequence number an Acknowledgement carries (RTMP
 // spec §5.4.3): the bytes received so far modulo 2^32, that is the low 32
 // bits of TotalBytesRead. Pass it to AckState.Due.
@@ -497,12 +508,24 @@ func (w *ChunkWriter) Flush() error {
 	return err
 }
 
+// buffersWriter is a writer with its own vectored write, such as a
+// connection from package rawio: net.Buffers writes only the net
+// package's own connections in one system call.
+type buffersWriter interface {
+	WriteBuffers([][]byte) (int64, error)
+}
+
 // FlushWith sends buffered messages followed by more (messages already in
 // wire form at this writer's chunk size) in one vectored write.
 func (w *ChunkWriter) FlushWith(more [][]byte) error {
 	bufs := make(net.Buffers, 0, 1+len(more))
 	bufs = append(append(bufs, w.buf), more...)
-	_, err := bufs.WriteTo(w.w)
+	var err error
+	if bw, ok := w.w.(buffersWriter); ok {
+		_, err = bw.WriteBuffers(bufs)
+	} else {
+		_, err = bufs.WriteTo(w.w)
+	}
 	w.buf = w.buf[:0]
 	return err
 }

@@ -161,6 +161,39 @@ func TestHandshake(t *testing.T) {
 	}
 }
 
+// A handshake read through a ChunkReader leaves the first message that came
+// with C2 buffered for ReadMessage, and does not count as received bytes.
+func TestReadHandshakeKeepsFirstMessage(t *testing.T) {
+	in := make([]byte, 1+2*handshakeSize)
+	in[0] = version
+	msg := AppendMessage(nil, 3, TypeCommandAMF0, 0, 0, []byte("connect"), DefaultChunkSize)
+	in = append(in, msg...)
+	var out bytes.Buffer
+	r := NewChunkReader(bytes.NewReader(in))
+	err := r.ReadHandshake(func(hr io.Reader) error {
+		return ServerHandshake(struct {
+			io.Reader
+			io.Writer
+		}{hr, &out})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 1+2*handshakeSize {
+		t.Errorf("wrote %d handshake bytes, want %d", out.Len(), 1+2*handshakeSize)
+	}
+	if r.BytesRead() > uint32(len(msg)) {
+		t.Errorf("counted %d bytes received after the handshake, want at most the %d of the message", r.BytesRead(), len(msg))
+	}
+	m, err := r.ReadMessage()
+	if err != nil || string(m.Payload) != "connect" {
+		t.Fatalf("first message: %v, %v", m, err)
+	}
+	if r.BytesRead() != uint32(len(msg)) {
+		t.Errorf("counted %d bytes received, want %d", r.BytesRead(), len(msg))
+	}
+}
+
 func TestHandshakeRejectsOtherVersions(t *testing.T) {
 	in := append([]byte("GET / HTTP/1.1\r\n"), make([]byte, 1536)...)
 	rw := struct {

@@ -1,11 +1,11 @@
 package rtmp
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 )
 
 // handshakeSize is the size of C1/C2/S1/S2 (RTMP spec §5.2).
@@ -41,9 +41,7 @@ func ServerHandshake(rw io.ReadWriter) error {
 	out[0] = version
 	s1 := out[1 : 1+handshakeSize]
 	// S1: time (4), zero (4), random (1528).
-	if _, err := rand.Read(s1[8:]); err != nil {
-		return fmt.Errorf("rtmp: handshake: %w", err)
-	}
+	fillRandom(s1[8:])
 	s2 := out[1+handshakeSize:]
 	copy(s2, c0c1[1:])
 	if _, err := rw.Write(out); err != nil {
@@ -79,9 +77,7 @@ func ClientHandshake(rw io.ReadWriter) error {
 	buf := make([]byte, 1+handshakeSize+1+2*handshakeSize)
 	c0c1, s := buf[:1+handshakeSize], buf[1+handshakeSize:]
 	c0c1[0] = version
-	if _, err := rand.Read(c0c1[9:]); err != nil {
-		return fmt.Errorf("rtmp: handshake: %w", err)
-	}
+	fillRandom(c0c1[9:])
 	if _, err := rw.Write(c0c1); err != nil {
 		return fmt.Errorf("rtmp: handshake: write C0+C1: %w", err)
 	}
@@ -97,4 +93,17 @@ func ClientHandshake(rw io.ReadWriter) error {
 		return fmt.Errorf("rtmp: handshake: write C2: %w", err)
 	}
 	return nil
+}
+
+// fillRandom fills b with the random bytes a handshake packet carries.
+// They only make the packet unique (RTMP spec §5.2.3), so the runtime's
+// fast generator will do: a burst of joins need not wait on the kernel's.
+func fillRandom(b []byte) {
+	for len(b) >= 8 {
+		binary.LittleEndian.PutUint64(b, rand.Uint64())
+		b = b[8:]
+	}
+	for i := range b {
+		b[i] = byte(rand.Uint32())
+	}
 }

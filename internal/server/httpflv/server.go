@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/rawio"
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
@@ -166,8 +166,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 	if err == nil {
 		nc.SetDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		head := flv.AppendHeader(appendHead(nil, w.Header()), hasVideo, hasAudio)
-		bufs := append(net.Buffers{head}, first...)
-		_, err = bufs.WriteTo(nc)
+		_, err = rawio.WriteBuffers(nc, append([][]byte{head}, first...))
 	}
 	if err == nil {
 		err = nc.SetDeadline(time.Time{})

@@ -19,7 +19,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
-	"github.com/meshcast/meshcast/internal/rawread"
+	"github.com/meshcast/meshcast/internal/rawio"
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
@@ -31,13 +31,16 @@ var errClose = errors.New("session closed")
 
 // conn is one RTMP session: the command phase, then publishing or playing.
 type conn struct {
-	srv *Server
-	key net.Conn // as accepted: what the server releases
-	nc  net.Conn // what is served: key, or key seen through a proxy
-	log connLog
-	r   *rtmp.ChunkReader
-	w   *rtmp.ChunkWriter
-	ack rtmp.AckState
+	srv    *Server
+	key    net.Conn // as accepted: what the server releases
+	nc     net.Conn // what is served: key, or key seen through a proxy
+	log    connLog
+	rw     net.Conn // nc with raw reads and writes, for the command phase
+	remote string   // nc's remote address
+	r      *rtmp.ChunkReader
+	w      *rtmp.ChunkWriter
+	ack    rtmp.AckState
+	dl     time.Time // the deadline last set on nc
 
 	handshakeEnd time.Time // accepted + HandshakeTimeout: publish or play by then
 	published    bool      // has published: HandshakeTimeout no longer applies
@@ -54,15 +57,18 @@ var errPlaying = errors.New("playing")
 
 func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 	id := s.nextID.Add(1)
+	remote := nc.RemoteAddr().String()
 	c := &conn{
-		srv: s,
-		key: key,
-		nc:  nc,
-		log: connLog{l: s.log, attrs: []any{"conn", id, "remote", nc.RemoteAddr().String()}},
-		r:   rtmp.NewChunkReader(rawread.New(nc, false)),
-		w:   rtmp.NewChunkWriter(nc),
-		ack: rtmp.AckState{Window: ackWindow},
+		srv:    s,
+		key:    key,
+		nc:     nc,
+		log:    connLog{l: s.log, attrs: []any{"conn", id, "remote", remote}},
+		remote: remote,
+		rw:     rawio.New(nc, false),
+		ack:    rtmp.AckState{Window: ackWindow},
 	}
+	c.r = rtmp.NewChunkReader(c.rw)
+	c.w = rtmp.NewChunkWriter(c.rw)
 	c.handshakeEnd = accepted.Add(s.cfg.HandshakeTimeout)
 	return c
 }
@@ -71,8 +77,11 @@ func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 // to the sender for playback, which then owns it and releases it when
 // playback ends (playEnded); otherwise the session is over.
 func (c *conn) serve() (playing bool) {
-	c.nc.SetDeadline(c.deadline())
-	if err := rtmp.ServerHandshake(c.nc); err != nil {
+	c.setDeadline()
+	err := c.r.ReadHandshake(func(r io.Reader) error {
+		return rtmp.ServerHandshake(readWriter{r, c.rw})
+	})
+	if err != nil {
 		switch {
 		case silent(err):
 			// A health check or port scan: connected, sent nothing, left.
@@ -86,7 +95,7 @@ func (c *conn) serve() (playing bool) {
 	defer c.stopPublishing()
 	for {
 		// Reads and the writes answering them share the deadline.
-		c.nc.SetDeadline(c.deadline())
+		c.setDeadline()
 		m, err := c.r.ReadMessage()
 		if err != nil {
 			if !c.handshakeTimedOut(err) {
@@ -116,6 +125,12 @@ func (c *conn) serve() (playing bool) {
 	}
 }
 
+// readWriter joins a reader and a writer.
+type readWriter struct {
+	io.Reader
+	io.Writer
+}
+
 // logEnd logs why the peer's side ended.
 func (c *conn) logEnd(err error) {
 	switch {
@@ -139,7 +154,7 @@ func (c *conn) stopPublishing() {
 // session records the connection as a session of kind on name; an
 // operator's kick closes the connection.
 func (c *conn) session(kind hub.SessionKind, name stream.Name) (end func()) {
-	_, end = c.srv.hub.StartSession(hub.Session{Kind: kind, Protocol: "rtmp", Stream: name, RemoteAddr: c.nc.RemoteAddr().String()},
+	_, end = c.srv.hub.StartSession(hub.Session{Kind: kind, Protocol: "rtmp", Stream: name, RemoteAddr: c.remote},
 		func() { c.nc.Close() })
 	return end
 }
@@ -248,7 +263,7 @@ func (c *conn) authorize(action auth.Action, name stream.Name, params url.Values
 	}
 	g, err := c.srv.cfg.Auth.Check(c.srv.ctx, auth.Request{
 		Action: action, Name: name, Params: params,
-		Remote: auth.RemoteAddr(c.nc.RemoteAddr().String()), Protocol: "rtmp",
+		Remote: auth.RemoteAddr(c.remote), Protocol: "rtmp",
 	})
 	if err != nil {
 		c.log.Info(string(action)+" refused", "stream", name, "reason", err)
@@ -271,7 +286,7 @@ func (c *conn) publish(cmd *rtmp.Command, sid uint32) error {
 		c.status(sid, "error", "NetStream.Publish.Unauthorized", err.Error())
 		return errClose
 	}
-	pub, err := c.srv.hub.Publish(name, stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: c.nc.RemoteAddr().String(), Credential: grant.Credential})
+	pub, err := c.srv.hub.Publish(name, stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: c.remote, Credential: grant.Credential})
 	if err != nil {
 		c.log.Info("publish refused", "stream", name, "err", err)
 		desc := "publish refused"

@@ -69,6 +69,24 @@ func earliest(a, b time.Time) time.Time {
 	return b
 }
 
+// setDeadline sets nc's deadline for the next read and the writes
+// answering it. A deadline later than the one set by less than the slack
+// (deadlineSlack, or an eighth of the read timeout if that is less) is
+// left as it is: a publisher's messages come every few milliseconds, and
+// moving the deadline costs the runtime two timer updates each time.
+func (c *conn) setDeadline() {
+	d := c.deadline()
+	slack := min(deadlineSlack, c.srv.cfg.ReadTimeout/8)
+	if d.Before(c.dl) || d.Sub(c.dl) >= slack {
+		c.dl = d
+		c.nc.SetDeadline(d)
+	}
+}
+
+// deadlineSlack bounds how much earlier than ReadTimeout after the last
+// message a connection's deadline may come.
+const deadlineSlack = 100 * time.Millisecond
+
 // deadline is the connection's next read and write deadline: ReadTimeout
 // from now, and until the session has started publishing, no later than
 // HandshakeTimeout after the connection was accepted.

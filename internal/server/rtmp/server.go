@@ -153,7 +153,11 @@ func New(cfg Config, hub Hub) *Server {
 
 // Start binds the listen address and accepts connections until Close.
 func (s *Server) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	// No TCP keep-alive: a session's reads and writes have deadlines, which
+	// find a vanished peer sooner, and a burst of joins saves four socket
+	// options per connection.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("rtmp: listen: %w", err)
 	}
