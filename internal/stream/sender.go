@@ -110,7 +110,10 @@ func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, 
 	}
 	r.s.useFile(f)
 	w := s.workers[int(s.next.Add(1))%len(s.workers)]
-	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w}
+	// What a player sends right after asking to play waits in the socket
+	// for the first regular read: a joining viewer's first write costs no
+	// read, which counts during a burst of joins.
+	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w, readAt: time.Now().Add(readEvery)}
 	j.unhook = context.AfterFunc(ctx, j.stop)
 	w.enqueue(j)
 	return j.stop

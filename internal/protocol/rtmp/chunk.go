@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 )
 
 // Errors for peers that break the chunk stream's rules or limits. Returned
@@ -79,6 +80,7 @@ type ChunkReader struct {
 	// from the next message on each chunk stream.
 	Skim    bool
 	skimMsg Message
+	pooled  bool     // br came from smallReaders
 	scratch [11]byte // chunk headers, kept here so they are not allocated per chunk
 }
 
@@ -89,14 +91,39 @@ const SkimPrefix = 64
 // NewChunkReader reads chunks from r through a 2 KiB buffer: chunk headers
 // go through it and chunk bodies as large as it bypass it, and it keeps a
 // server's thousands of mostly silent players cheap.
-func NewChunkReader(r io.Reader) *ChunkReader { return NewChunkReaderSize(r, 2<<10) }
+// Its buffer is reused after Release.
+func NewChunkReader(r io.Reader) *ChunkReader {
+	c := newChunkReader(r)
+	c.br = smallReaders.Get().(*bufio.Reader)
+	c.br.Reset(&c.cr)
+	c.pooled = true
+	return c
+}
+
+// smallReaders are NewChunkReader's reusable buffers.
+var smallReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 2<<10) }}
+
+// Release gives up the reader's buffer for reuse. The reader must not be
+// used after.
+func (c *ChunkReader) Release() {
+	if c.pooled && c.br != nil {
+		c.br.Reset(nil)
+		smallReaders.Put(c.br)
+	}
+	c.br = nil
+}
 
 // NewChunkReaderSize reads chunks from r through a buffer of size bytes; a
 // client receiving media wants a large one.
 func NewChunkReaderSize(r io.Reader, size int) *ChunkReader {
+	c := newChunkReader(r)
+	c.br = bufio.NewReaderSize(&c.cr, size)
+	return c
+}
+
+func newChunkReader(r io.Reader) *ChunkReader {
 	c := &ChunkReader{size: DefaultChunkSize, streams: make(map[uint32]*chunkState), MaxMessageSize: DefaultMaxMessageSize}
 	c.cr.r = r
-	c.br = bufio.NewReaderSize(&c.cr, size)
 	return c
 }
 

@@ -194,6 +194,38 @@ func TestReadHandshakeKeepsFirstMessage(t *testing.T) {
 	}
 }
 
+// Handshakes one after another (reusing buffers) each answer with S1's
+// time and zero fields zero, fresh random bytes, and S2 echoing their own C1.
+func TestHandshakesReuseNothing(t *testing.T) {
+	var prevRandom []byte
+	for i := range 3 {
+		in := make([]byte, 1+2*handshakeSize)
+		in[0] = version
+		for j := 1; j < len(in); j++ {
+			in[j] = byte(i*7 + j)
+		}
+		var out bytes.Buffer
+		if err := ServerHandshake(struct {
+			io.Reader
+			io.Writer
+		}{bytes.NewReader(in), &out}); err != nil {
+			t.Fatal(err)
+		}
+		b := out.Bytes()
+		s1, s2 := b[1:1+handshakeSize], b[1+handshakeSize:]
+		if !bytes.Equal(s1[:8], make([]byte, 8)) {
+			t.Errorf("handshake %d: S1 time and zero fields % x, want zeros", i, s1[:8])
+		}
+		if !bytes.Equal(s2, in[1:1+handshakeSize]) {
+			t.Errorf("handshake %d: S2 does not echo this client's C1", i)
+		}
+		if bytes.Equal(s1[8:], prevRandom) {
+			t.Errorf("handshake %d: S1's random bytes repeat the last handshake's", i)
+		}
+		prevRandom = bytes.Clone(s1[8:])
+	}
+}
+
 func TestHandshakeRejectsOtherVersions(t *testing.T) {
 	in := append([]byte("GET / HTTP/1.1\r\n"), make([]byte, 1536)...)
 	rw := struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync"
 )
 
 // handshakeSize is the size of C1/C2/S1/S2 (RTMP spec §5.2).
@@ -17,15 +18,24 @@ const version = 3
 // ErrVersion is returned when a peer opens with a version byte other than 3.
 var ErrVersion = errors.New("unsupported RTMP version")
 
+// handshakeBufSize holds C0+C1 and S0+S1+S2.
+const handshakeBufSize = 1 + handshakeSize + 1 + 2*handshakeSize
+
+// handshakeBufs are reusable handshake buffers.
+var handshakeBufs = sync.Pool{New: func() any { return new([handshakeBufSize]byte) }}
+
 // ServerHandshake performs the server side of the simple handshake
 // (RTMP spec §5.2): read C0+C1, send S0+S1+S2 (S2 echoes C1), read C2.
 // Clients that expect the digest ("complex") handshake still accept this, as
 // ffmpeg, OBS and GStreamer do.
 //
 // Its buffers live on the heap only for the handshake: kept on the stack they
-// would grow every connection's goroutine stack for good.
+// would grow every connection's goroutine stack for good. They are reused,
+// so a burst of joins neither grows the heap by them nor makes garbage.
 func ServerHandshake(rw io.ReadWriter) error {
-	buf := make([]byte, 1+handshakeSize+1+2*handshakeSize)
+	bp := handshakeBufs.Get().(*[handshakeBufSize]byte)
+	defer handshakeBufs.Put(bp)
+	buf := bp[:]
 	c0c1, out := buf[:1+handshakeSize], buf[1+handshakeSize:]
 	// C0 alone first, so a peer speaking something else is turned away at
 	// once rather than when 1536 more bytes have come or the read times out.
@@ -41,6 +51,7 @@ func ServerHandshake(rw io.ReadWriter) error {
 	out[0] = version
 	s1 := out[1 : 1+handshakeSize]
 	// S1: time (4), zero (4), random (1528).
+	clear(s1[:8])
 	fillRandom(s1[8:])
 	s2 := out[1+handshakeSize:]
 	copy(s2, c0c1[1:])

@@ -77,6 +77,12 @@ func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 // to the sender for playback, which then owns it and releases it when
 // playback ends (playEnded); otherwise the session is over.
 func (c *conn) serve() (playing bool) {
+	defer func() {
+		if c.r != nil {
+			c.r.Release()
+			c.r = nil
+		}
+	}()
 	c.setDeadline()
 	err := c.r.ReadHandshake(func(r io.Reader) error {
 		return rtmp.ServerHandshake(readWriter{r, c.rw})
@@ -399,6 +405,7 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	// The sender owns the socket from here: it writes the stream and drops
 	// what the player sends (acknowledgements, buffer lengths; a player
 	// ends by hanging up). The session's reader and buffers are not needed.
+	c.r.Release()
 	c.r = nil
 	c.w.Release()
 	if tc, ok := c.nc.(interface{ SetNoDelay(bool) error }); ok && c.srv.cfg.MergeWindow == 0 {
