@@ -196,6 +196,35 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 }
 
+// A publisher that keeps sending outlives many read timeouts, and one that
+// falls silent is closed one read timeout later, give or take the slack
+// the deadline is moved with.
+func TestReadTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	s, _ := startServer(t, Config{ReadTimeout: timeout})
+	c := dialFrom(t, s, "127.0.0.1")
+	cl := connected(t, c)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := cl.Publish("pub"); err != nil {
+		t.Fatal(err)
+	}
+	var silent time.Time // the last write
+	for ts, end := uint32(0), time.Now().Add(5*timeout); time.Now().Before(end); ts += 100 {
+		time.Sleep(timeout / 3)
+		if err := cl.WriteMedia(rtmp.TypeVideo, ts, []byte{0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Flush(); err != nil {
+			t.Fatalf("publisher closed while sending: %v", err)
+		}
+		silent = time.Now()
+	}
+	closedWithin(t, c, 5*time.Second)
+	if d := time.Since(silent); d < timeout-timeout/8 {
+		t.Errorf("closed %v after the publisher fell silent, before the read timeout", d)
+	}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
