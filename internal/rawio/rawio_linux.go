@@ -39,13 +39,8 @@ type Conn struct {
 	rx      time.Time // when the kernel received the data of the last read
 	limit   int       // when positive, the most bytes one read takes (SetLimit)
 
-	// The write side.
-	wiov    []syscall.Iovec
-	wmsg    syscall.Msghdr
-	wn      uintptr
-	werrno  syscall.Errno
-	writeFn func(fd uintptr) bool
-	one     [1][]byte
+	w   *Sendmsg // the write side
+	one [1][]byte
 }
 
 // New returns conn with raw reads and writes, or conn itself when it is
@@ -60,7 +55,7 @@ func New(conn net.Conn, stamp bool) net.Conn {
 	if err != nil {
 		return conn
 	}
-	c := &Conn{Conn: conn, raw: raw}
+	c := &Conn{Conn: conn, raw: raw, w: NewSendmsg()}
 	if stamp {
 		raw.Control(func(fd uintptr) {
 			c.stamped = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1) == nil
@@ -78,14 +73,6 @@ func New(conn net.Conn, stamp bool) net.Conn {
 			}
 		}
 	}
-	c.writeFn = func(fd uintptr) bool {
-		for {
-			c.wn, _, c.werrno = syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&c.wmsg)), syscall.MSG_NOSIGNAL)
-			if c.werrno != syscall.EINTR {
-				return c.werrno != syscall.EAGAIN
-			}
-		}
-	}
 	return c
 }
 
@@ -98,60 +85,87 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return int(n), err
 }
 
-// maxIov bounds the buffers one system call takes (the kernel's
-// IOV_MAX).
-const maxIov = 1024
-
 // WriteBuffers writes bufs whole, in order, with vectored writes: as one
 // system call when the socket takes it all. It may change bufs' elements.
 func (c *Conn) WriteBuffers(bufs [][]byte) (int64, error) {
 	var total int64
-	defer func() {
-		clear(c.wiov) // hold no caller's memory
-		c.wmsg.Iov = nil
-	}()
-	for {
-		c.wiov = c.wiov[:0]
-		for _, b := range bufs {
-			if len(c.wiov) == maxIov {
-				break
-			}
-			if len(b) > 0 {
-				iov := syscall.Iovec{Base: &b[0]}
-				iov.SetLen(len(b))
-				c.wiov = append(c.wiov, iov)
-			}
-		}
-		if len(c.wiov) == 0 {
-			return total, nil
-		}
-		c.wmsg.Iov = &c.wiov[0]
-		c.wmsg.Iovlen = uint64(len(c.wiov))
-		err := c.raw.Write(c.writeFn)
-		switch {
-		case err != nil:
-			return total, err
-		case c.werrno != 0:
-			return total, c.werrno
-		}
-		n := int64(c.wn)
+	for len(bufs) > 0 {
+		n, err := c.w.Write(c.raw, bufs, true)
 		total += n
-		for n > 0 {
-			if l := int64(len(bufs[0])); l <= n {
-				n -= l
-				bufs = bufs[1:]
-				continue
+		if err == nil && n == 0 {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return total, err
+		}
+		bufs = Consume(bufs, n)
+	}
+	return total, nil
+}
+
+// MaxIov bounds the buffers one system call takes (the kernel's IOV_MAX).
+const MaxIov = 1024
+
+// Sendmsg makes vectored writes to sockets as raw sendmsg system calls.
+// Its scratch space and callback are made once, so a write allocates
+// nothing. It is used by one goroutine at a time.
+type Sendmsg struct {
+	iov   []syscall.Iovec
+	msg   syscall.Msghdr
+	n     uintptr
+	errno syscall.Errno
+	wait  bool
+	fn    func(fd uintptr) bool
+}
+
+// NewSendmsg returns a Sendmsg.
+func NewSendmsg() *Sendmsg {
+	s := &Sendmsg{}
+	s.fn = func(fd uintptr) bool {
+		for {
+			s.n, _, s.errno = syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&s.msg)), syscall.MSG_NOSIGNAL)
+			if s.errno != syscall.EINTR {
+				return !s.wait || s.errno != syscall.EAGAIN
 			}
-			bufs[0] = bufs[0][n:]
-			n = 0
-		}
-		for len(bufs) > 0 && len(bufs[0]) == 0 {
-			bufs = bufs[1:]
-		}
-		if len(bufs) == 0 {
-			return total, nil
 		}
 	}
+	return s
+}
+
+// Write makes one vectored write of bufs' first MaxIov non-empty buffers
+// to raw and returns the bytes written. With wait, a socket that takes
+// nothing is waited for in the runtime's poller, up to its write deadline;
+// without, syscall.EAGAIN says the socket took nothing.
+func (s *Sendmsg) Write(raw syscall.RawConn, bufs [][]byte, wait bool) (int64, error) {
+	v := s.iov[:0]
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if len(v) == MaxIov {
+			break
+		}
+		v = append(v, syscall.Iovec{Base: &b[0]})
+		v[len(v)-1].SetLen(len(b))
+	}
+	s.iov = v
+	if len(v) == 0 {
+		return 0, nil
+	}
+	// sendmsg rather than writev: it skips the file layer's bookkeeping.
+	s.msg = syscall.Msghdr{Iov: &v[0]}
+	s.msg.Iovlen = uint64(len(v))
+	s.wait = wait
+	err := raw.Write(s.fn)
+	clear(v) // hold no caller's memory
+	s.msg.Iov = nil
+	if err != nil {
+		return 0, err
+	}
+	if s.errno != 0 {
+		return 0, s.errno
+	}
+	return int64(s.n), nil
 }
 
 func (c *Conn) Read(b []byte) (int, error) {

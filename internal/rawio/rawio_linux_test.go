@@ -98,6 +98,9 @@ func TestStampsArrival(t *testing.T) {
 // socket that fills up while the peer is slow to read.
 func TestWritesWhole(t *testing.T) {
 	c, s := pair(t)
+	// Small buffers: the writes must wait for the reader.
+	c.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	s.(*net.TCPConn).SetReadBuffer(16 << 10)
 	conn := New(c, false)
 	bw, ok := conn.(interface {
 		WriteBuffers([][]byte) (int64, error)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/rawio"
 )
 
 // A Sender writes readers' packets to their connections from a few
@@ -404,7 +406,7 @@ func (w *sendWorker) serve(j *sendJob) int {
 		w.finish(j, hungUp(err))
 		return jobGone
 	}
-	if rest := consume(bufs, n); len(rest) > 0 {
+	if rest := rawio.Consume(bufs, n); len(rest) > 0 {
 		// The socket is full: finish this write off the worker.
 		j.out = rest
 		w.setEager(j, false)
@@ -425,18 +427,6 @@ func (w *sendWorker) write(raw syscall.RawConn, bufs [][]byte, run *fileRun) (in
 		}
 	}
 	return w.io.writev(raw, bufs)
-}
-
-// consume drops the first n bytes of bufs.
-func consume(bufs [][]byte, n int64) [][]byte {
-	for len(bufs) > 0 && n >= int64(len(bufs[0])) {
-		n -= int64(len(bufs[0]))
-		bufs = bufs[1:]
-	}
-	if len(bufs) > 0 && n > 0 {
-		bufs[0] = bufs[0][n:]
-	}
-	return bufs
 }
 
 // finishWrite completes a partial write within the write timeout and

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshcast/meshcast/internal/rawio"
 )
 
 // rawConnOf returns conn's socket for non-blocking writes, or nil.
@@ -24,9 +26,6 @@ func rawConnOf(conn net.Conn) syscall.RawConn {
 	return raw
 }
 
-// maxIovecs stays under the kernel's limit on one vectored write.
-const maxIovecs = 1024
-
 // sockIO makes a worker's non-blocking socket calls. Its scratch space and
 // callbacks are made once, so a call allocates nothing.
 //
@@ -37,8 +36,7 @@ const maxIovecs = 1024
 // runtime's monitor would keep waking every 20 µs to hand the processor to
 // another thread during one of them.
 type sockIO struct {
-	iov   []syscall.Iovec
-	msg   syscall.Msghdr
+	sm    *rawio.Sendmsg
 	buf   []byte // recvfrom's target
 	file  int    // sendfile's source
 	off   int64  // and where in it
@@ -46,19 +44,11 @@ type sockIO struct {
 	n     uintptr
 	errno syscall.Errno
 
-	sendmsg, recvfrom, sendfileFn func(fd uintptr) bool
+	recvfrom, sendfileFn func(fd uintptr) bool
 }
 
 func newSockIO() *sockIO {
-	sk := &sockIO{}
-	sk.sendmsg = func(fd uintptr) bool {
-		for {
-			sk.n, _, sk.errno = syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&sk.msg)), syscall.MSG_NOSIGNAL)
-			if sk.errno != syscall.EINTR {
-				return true
-			}
-		}
-	}
+	sk := &sockIO{sm: rawio.NewSendmsg()}
 	sk.recvfrom = func(fd uintptr) bool {
 		sk.n, _, sk.errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&sk.buf[0])), uintptr(len(sk.buf)),
 			syscall.MSG_DONTWAIT, 0, 0)
@@ -119,36 +109,9 @@ func punchHole(fd int, off, n int64) error {
 func closeFd(fd int) { unix.Close(fd) }
 
 // writev makes one non-blocking vectored write of bufs to raw. It returns
-// the bytes written; syscall.EAGAIN means the socket took none or part.
+// the bytes written; syscall.EAGAIN means the socket took none.
 func (sk *sockIO) writev(raw syscall.RawConn, bufs [][]byte) (int64, error) {
-	v := sk.iov[:0]
-	for _, b := range bufs {
-		if len(b) == 0 {
-			continue
-		}
-		if len(v) == maxIovecs {
-			break
-		}
-		v = append(v, syscall.Iovec{Base: &b[0]})
-		v[len(v)-1].SetLen(len(b))
-	}
-	sk.iov = v
-	if len(v) == 0 {
-		return 0, nil
-	}
-	// sendmsg rather than writev: it skips the file layer's bookkeeping.
-	sk.msg = syscall.Msghdr{Iov: &v[0]}
-	sk.msg.Iovlen = uint64(len(v))
-	err := raw.Write(sk.sendmsg)
-	clear(v) // drop references to the packets
-	sk.msg.Iov = nil
-	if err != nil {
-		return 0, err
-	}
-	if sk.errno != 0 {
-		return 0, sk.errno
-	}
-	return int64(sk.n), nil
+	return sk.sm.Write(raw, bufs, false)
 }
 
 // maxDrainReads bounds the reads of one drain: a viewer that floods us
