@@ -31,6 +31,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	labels := fs.String("label", "", "labels added to every JSON line: key=value,key=value")
 	out := fs.String("out", "", "append JSON lines to this file instead of standard output")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	firstFrames := fs.String("first-frames", "", "write each player's first picture to this file: local address, play request time and the kernel's receive time (Unix ns), to match with a server's own record")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: meshcast bench --input FILE.flv [flags]")
 		fmt.Fprintln(stderr, "Publishes FILE.flv in a loop and measures steps of N players: delivered frames,")
@@ -90,6 +91,15 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		defer f.Close()
 		cfg.Out = f
+	}
+	if *firstFrames != "" {
+		f, err := os.Create(*firstFrames)
+		if err != nil {
+			fmt.Fprintln(stderr, "meshcast bench:", err)
+			return 1
+		}
+		defer f.Close()
+		cfg.FirstFrames = f
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

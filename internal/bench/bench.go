@@ -30,6 +30,10 @@ type Config struct {
 	Labels     map[string]string
 	Progress   io.Writer // progress display; nil for none
 	Out        io.Writer // one JSON line per step
+	// FirstFrames, when set, gets a line per player's first picture:
+	// "LOCALADDR PLAYSENT RECEIVED" (Unix nanoseconds), to match with a
+	// server's own record of the same connections.
+	FirstFrames io.Writer
 }
 
 // Result is one step's measurements, written as a JSON line.
@@ -76,6 +80,7 @@ type runner struct {
 	winStart, winEnd atomic.Int64 // unix nanoseconds; 0 when no window
 	join             *histogram   // dial to play accepted
 	ttff             *histogram   // play request to first keyframe
+	firstMu          sync.Mutex   // serializes writes to cfg.FirstFrames
 	latency          *histogram
 	windowFrames     atomic.Int64
 	stalls           atomic.Int64

@@ -66,6 +66,11 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 		}
 		p.first = now
 		r.ttff.add(now.Sub(p.playStart))
+		if r.cfg.FirstFrames != nil {
+			r.firstMu.Lock()
+			fmt.Fprintf(r.cfg.FirstFrames, "%s %d %d\n", conn.LocalAddr(), p.playStart.UnixNano(), now.UnixNano())
+			r.firstMu.Unlock()
+		}
 		rawio.SetLimit(conn, 0)
 		if !p.probe && !p.lazy {
 			p.lazy = true

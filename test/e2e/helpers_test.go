@@ -537,7 +537,13 @@ func startProcess(t *testing.T, flags ...string) *proc {
 // startProcessAt is startProcess on given loopback ports.
 func startProcessAt(t *testing.T, rtmpPort, httpPort int, flags ...string) *proc {
 	t.Helper()
-	bin := meshcastBinary(t)
+	return startBinary(t, meshcastBinary(t), nil, rtmpPort, httpPort, flags...)
+}
+
+// startBinary is startProcessAt for the meshcast binary bin, with env added
+// to the process's environment.
+func startBinary(t *testing.T, bin string, env []string, rtmpPort, httpPort int, flags ...string) *proc {
+	t.Helper()
 	p := &proc{
 		rtmpAddr: fmt.Sprintf("127.0.0.1:%d", rtmpPort),
 		rtmpPort: rtmpPort,
@@ -550,7 +556,7 @@ func startProcessAt(t *testing.T, rtmpPort, httpPort int, flags ...string) *proc
 	args := append([]string{"serve", "--rtmp-addr", p.rtmpAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort), "--srt-addr", "127.0.0.1:0"}, flags...)
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.Env = append(os.Environ(), "MESHCAST_LOG_LEVEL=info")
+	p.cmd.Env = append(append(os.Environ(), "MESHCAST_LOG_LEVEL=info"), env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

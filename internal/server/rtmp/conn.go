@@ -64,7 +64,7 @@ func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 		nc:     nc,
 		log:    connLog{l: s.log, attrs: []any{"conn", id, "remote", remote}},
 		remote: remote,
-		rw:     rawio.New(nc, false),
+		rw:     rawio.New(nc, traceFirstPictures),
 		ack:    rtmp.AckState{Window: ackWindow},
 	}
 	c.r = rtmp.NewChunkReader(c.rw)
@@ -358,6 +358,10 @@ func (c *conn) data(m *rtmp.Message) error {
 }
 
 func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
+	var handled time.Time
+	if traceFirstPictures {
+		handled = time.Now()
+	}
 	name, params, err := c.streamName(cmd.Arg(0))
 	if err != nil {
 		c.log.Info("play refused: bad name", "err", err)
@@ -398,6 +402,9 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	if err != nil {
 		rd.Close()
 		return err
+	}
+	if traceFirstPictures && len(first) > 0 {
+		traceFirstPicture(c.remote, rawio.Received(c.rw), handled, time.Now())
 	}
 	c.log.attrs = append(c.log.attrs, "stream", name)
 	c.log.Info("play started")
