@@ -451,3 +451,67 @@ func TestWireFileReleasedRanges(t *testing.T) {
 		t.Error("sent from a closed file")
 	}
 }
+
+// Viewers whose first picture left with the answer to their play get the
+// rest of the GOP from the sender catchUpDelay later, so that in a burst of
+// joins the server answers the plays behind them first; then the stream
+// live. Every byte arrives, in order.
+func TestSenderCatchUpWaits(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	gop(t, p, 0, 10)
+	srv, cli := loopbackPairs(t, 2)
+	snd := NewSender(1)
+	defer snd.Close()
+	done := make(ended, 2)
+	whole := (1 + len(avcC)) + (1 + len(asc)) + 10*(1+1000) + 10*(1+300)
+	sentAt := make([]time.Time, 2)
+	firstLen := make([]int, 2)
+	for i := range 2 {
+		r, err := s.NewReader("test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		first, err := r.Ready(testFormat)
+		if err != nil || len(first) == 0 {
+			t.Fatalf("viewer %d: no first picture: %v", i, err)
+		}
+		nb := net.Buffers(first)
+		n, err := nb.WriteTo(srv[i]) // what the play answer carries
+		if err != nil {
+			t.Fatal(err)
+		}
+		firstLen[i] = int(n)
+		sentAt[i] = time.Now()
+		snd.Send(context.Background(), r, testFormat, srv[i], PumpConfig{}, func(err error) { done <- err })
+	}
+	for i, c := range cli {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, firstLen[i])); err != nil {
+			t.Fatalf("viewer %d: first picture: %v", i, err)
+		}
+		rest := make([]byte, whole-firstLen[i])
+		if _, err := io.ReadFull(c, rest[:1]); err != nil {
+			t.Fatalf("viewer %d: catch-up: %v", i, err)
+		}
+		// Held for catchUpDelay, less the wheel's rounding to its tick.
+		if waited := time.Since(sentAt[i]); waited < catchUpDelay-tickLen {
+			t.Errorf("viewer %d got its catch-up %v after joining, want at least %v", i, waited, catchUpDelay-tickLen)
+		}
+		if _, err := io.ReadFull(c, rest[1:]); err != nil {
+			t.Fatalf("viewer %d: catch-up: %v", i, err)
+		}
+	}
+	gop(t, p, 330, 2) // and then the stream, live
+	for i, c := range cli {
+		if _, err := io.ReadFull(c, make([]byte, 2*(1+1000)+2*(1+300))); err != nil {
+			t.Fatalf("viewer %d after catching up: %v", i, err)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a viewer ended: %v", err)
+	default:
+	}
+}
