@@ -38,9 +38,6 @@ type Reader struct {
 	waitKey bool
 	joining bool // the next batch is the first since a start or skip
 	backlog bool // the last batch stopped short of the log's head
-	// answered: Ready returned the first picture, which the server sent
-	// with its answer to the play request.
-	answered bool
 
 	sentMeta, sentVideo, sentAudio *entry
 
@@ -255,7 +252,6 @@ func (r *Reader) Ready(f *Format) ([][]byte, error) {
 	if err := r.poll(); err != nil {
 		return nil, err
 	}
-	r.answered = len(r.batch) > 0
 	return r.encodeBatch(f), nil
 }
 

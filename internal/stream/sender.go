@@ -124,7 +124,9 @@ func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, 
 	// What a player sends right after asking to play waits in the socket
 	// for the first regular read: a joining viewer's first write costs no
 	// read, which counts during a burst of joins.
-	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w, readAt: time.Now().Add(readEvery), hold: r.answered}
+	// A reader no longer joining has had its first picture from Ready,
+	// sent with the answer to the play: its catch-up is held.
+	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w, readAt: time.Now().Add(readEvery), hold: !r.joining}
 	j.unhook = context.AfterFunc(ctx, j.stop)
 	w.enqueue(j)
 	return j.stop

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/bench"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -39,19 +40,11 @@ func TestBenchCommand(t *testing.T) {
 		if err != nil {
 			t.Fatalf("bench %s: %v", play, err)
 		}
-		var res struct {
-			Proto     string  `json:"proto"`
-			Connected int     `json:"connected"`
-			Delivered float64 `json:"delivered_pct"`
-			TTFFp99   float64 `json:"ttff_ms_p99"`
-			LatP99    float64 `json:"latency_ms_p99"`
-			CPU       float64 `json:"cpu_pct"`
-			RSS       int64   `json:"rss_bytes"`
-		}
+		var res bench.Result
 		if err := json.Unmarshal(out, &res); err != nil {
 			t.Fatalf("bench %s printed %q: %v", play, out, err)
 		}
-		if res.Connected != viewers || res.Delivered < 99 || res.TTFFp99 > 5000 || res.LatP99 <= 0 || res.CPU <= 0 || res.RSS <= 0 {
+		if res.Connected != viewers || res.DeliveredPct < 99 || res.TTFFp99 > 5000 || res.LatencyP99 <= 0 || res.ServerCPUPct <= 0 || res.ServerRSS <= 0 {
 			t.Errorf("bench %s: %+v", play, res)
 		}
 		firsts := readFields(t, players, 3)
