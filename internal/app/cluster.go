@@ -191,6 +191,12 @@ func (a *App) servePull(w http.ResponseWriter, r *http.Request) {
 	a.flv.ServePull(w, r, name, hub.RelayProtocol, cluster.EndTag())
 }
 
+// cpuWindow is the shortest span the load meter turns into a CPU figure.
+// The kernel counts a process's CPU time in ticks of 10 ms, so a span of a
+// few milliseconds can show one tick as many cores' worth: the first
+// heartbeat comes right after the meter starts.
+const cpuWindow = 500 * time.Millisecond
+
 // loadMeter measures the node's load for heartbeats.
 type loadMeter struct {
 	hub    *hub.Hub
@@ -199,11 +205,14 @@ type loadMeter struct {
 	mu       sync.Mutex
 	last     time.Time
 	lastSent uint64
-	lastCPU  time.Duration
+	cpuAt    time.Time     // when lastCPU was read
+	lastCPU  time.Duration // the process's CPU time at cpuAt
+	cpu      float64       // the share of the node's cores used over the last window
 }
 
 func newLoadMeter(h *hub.Hub, s *stream.Sender) *loadMeter {
-	m := &loadMeter{hub: h, sender: s, last: time.Now(), lastSent: s.BytesSent()}
+	now := time.Now()
+	m := &loadMeter{hub: h, sender: s, last: now, lastSent: s.BytesSent(), cpuAt: now}
 	if st, err := procstat.Read(0); err == nil {
 		m.lastCPU = st.CPU
 	}
@@ -216,16 +225,19 @@ func (m *loadMeter) load() cluster.Load {
 	var l cluster.Load
 	l.Streams, l.Viewers = m.hub.Load()
 	now := time.Now()
+	if span := now.Sub(m.cpuAt); span >= cpuWindow {
+		if st, err := procstat.Read(0); err == nil {
+			m.cpu = min(max((st.CPU-m.lastCPU).Seconds()/span.Seconds()/float64(runtime.NumCPU()), 0), 1)
+			m.lastCPU, m.cpuAt = st.CPU, now
+		}
+	}
+	l.CPU = m.cpu
 	elapsed := now.Sub(m.last)
 	if elapsed <= 0 {
 		return l
 	}
 	sent := m.sender.BytesSent()
 	l.EgressBPS = int64(float64(sent-m.lastSent) * 8 / elapsed.Seconds())
-	if st, err := procstat.Read(0); err == nil {
-		l.CPU = (st.CPU - m.lastCPU).Seconds() / elapsed.Seconds() / float64(runtime.NumCPU())
-		m.lastCPU = st.CPU
-	}
 	m.last, m.lastSent = now, sent
 	return l
 }
