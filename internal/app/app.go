@@ -145,6 +145,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		WriteTimeout:   cfg.WriteTimeout,
 		MaxConnections: cfg.MaxConnections,
 		MergeWindow:    cfg.WriteMerge(),
+		Nagle:          cfg.Nagle(),
 		Sender:         sender,
 		TrustedProxies: cfg.TrustedNets(),
 		Auth:           az,
@@ -159,7 +160,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		rcfg.Addr, rcfg.TLSConfig = cfg.RTMPSAddr, a.tlsCfg
 		a.rtmps = rtmp.New(rcfg, h) // the same hub and sender: RTMP over TLS
 	}
-	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Sender: sender,
+	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Nagle: cfg.Nagle(), Sender: sender,
 		AllowOrigin: func(o string) bool {
 			return slices.Contains(cfg.CORSOrigins, "*") || slices.Contains(cfg.CORSOrigins, o)
 		},

@@ -84,6 +84,15 @@ type Config struct {
 	// ignoring MergeWindow. Defaults to false.
 	LowLatency bool `yaml:"low_latency" usage:"write each packet to viewers at once (more CPU per viewer, least latency)"`
 
+	// TCPNoDelay says whether RTMP and HTTP-FLV viewers' sockets send each
+	// write at once ("on", TCP_NODELAY) or let Nagle's algorithm join small
+	// writes while earlier data is unacknowledged ("off"). "auto", the
+	// default, is on with a merge window, whose writes are joined already,
+	// and off in low-latency mode, where joining costs a third less CPU per
+	// viewer but can hold a write up to a round trip on a long path
+	// (BENCHMARKS.md): "on" there gives the least latency.
+	TCPNoDelay string `yaml:"tcp_nodelay" usage:"send viewers' writes at once (TCP_NODELAY): auto (off only in low-latency mode), on (least latency over long paths) or off"`
+
 	// MaxConnections limits concurrent RTMP connections. Defaults to 10000.
 	MaxConnections int `yaml:"max_connections" usage:"maximum concurrent RTMP connections"`
 
@@ -456,6 +465,7 @@ func Default() Config {
 		EventsMaxClients:    10000,
 		WebModules:          "node_modules",
 		PublishAuth:         "loopback",
+		TCPNoDelay:          "auto",
 		PublishKeys:         []string{},
 		SignedPlayApps:      []string{},
 		AuthHookTimeout:     2 * time.Second,
@@ -474,6 +484,21 @@ func Default() Config {
 		WebRTCOpus:          true,
 		SRTAddr:             ":8890",
 	}
+}
+
+// TCPNoDelayModes are the values of Config.TCPNoDelay.
+var TCPNoDelayModes = []string{"auto", "on", "off"}
+
+// Nagle reports whether viewers' sockets run Nagle's algorithm
+// (TCP_NODELAY off), from TCPNoDelay.
+func (c *Config) Nagle() bool {
+	switch c.TCPNoDelay {
+	case "on":
+		return false
+	case "off":
+		return true
+	}
+	return c.LowLatency
 }
 
 // WriteMerge returns the merge window in force: zero in low-latency mode.
@@ -631,6 +656,9 @@ func (c *Config) Validate() error {
 	}
 	if c.EventsMaxClients < 1 {
 		bad("EventsMaxClients", "must be at least 1, got %d", c.EventsMaxClients)
+	}
+	if !slices.Contains(TCPNoDelayModes, c.TCPNoDelay) {
+		bad("TCPNoDelay", "%q is not one of %s", c.TCPNoDelay, strings.Join(TCPNoDelayModes, ", "))
 	}
 	if !slices.Contains(PublishAuthModes, c.PublishAuth) {
 		bad("PublishAuth", "%q is not one of %s", c.PublishAuth, strings.Join(PublishAuthModes, ", "))

@@ -66,6 +66,7 @@ func TestDefault(t *testing.T) {
 		EventsMaxClients:    10000,
 		WebModules:          "node_modules",
 		PublishAuth:         "loopback",
+		TCPNoDelay:          "auto",
 		PublishKeys:         []string{},
 		SignedPlayApps:      []string{},
 		AuthHookTimeout:     2 * time.Second,
@@ -221,6 +222,7 @@ func TestLoadAllFields(t *testing.T) {
 		"--max-lag=3s",
 		"--merge-window=250ms",
 		"--low-latency=true",
+		"--tcp-nodelay=on",
 		"--max-connections=4",
 		"--hls-segment-duration=500ms",
 		"--hls-segment-count=9",
@@ -286,6 +288,7 @@ func TestLoadAllFields(t *testing.T) {
 		MaxLag:              3 * time.Second,
 		MergeWindow:         250 * time.Millisecond,
 		LowLatency:          true,
+		TCPNoDelay:          "on",
 		MaxConnections:      4,
 		HLSSegmentDuration:  500 * time.Millisecond,
 		HLSSegmentCount:     9,
@@ -638,6 +641,7 @@ func TestValidate(t *testing.T) {
 		{"metrics max streams zero", func(c *Config) { c.MetricsMaxStreams = 0 }, nil},
 		{"metrics max streams negative", func(c *Config) { c.MetricsMaxStreams = -1 }, []string{"--metrics-max-streams:", "-1"}},
 		{"events max clients zero", func(c *Config) { c.EventsMaxClients = 0 }, []string{"--events-max-clients:", "0"}},
+		{"tcp nodelay", func(c *Config) { c.TCPNoDelay = "yes" }, []string{"--tcp-nodelay:", "auto, on, off"}},
 		{"publish auth", func(c *Config) { c.PublishAuth = "sometimes" }, []string{"--publish-auth:", "loopback, always, open"}},
 		{"publish auth always alone", func(c *Config) { c.PublishAuth = "always" }, []string{"--publish-auth:", "nobody could publish"}},
 		{"publish keys", func(c *Config) { c.PublishAuth, c.PublishKeys = "always", []string{"live=12345678", "*=abcdefgh"} }, nil},
@@ -926,6 +930,27 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "MB", "-1", "1.5GB", "lots", "99999999999TB"} {
 		if _, err := ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) succeeded", in)
+		}
+	}
+}
+
+func TestNagle(t *testing.T) {
+	for _, tc := range []struct {
+		nodelay string
+		low     bool
+		nagle   bool
+	}{
+		{"auto", false, false},
+		{"auto", true, true},
+		{"on", true, false},
+		{"on", false, false},
+		{"off", false, true},
+		{"off", true, true},
+	} {
+		c := Default()
+		c.TCPNoDelay, c.LowLatency = tc.nodelay, tc.low
+		if got := c.Nagle(); got != tc.nagle {
+			t.Errorf("--tcp-nodelay %s, --low-latency %v: Nagle() = %v, want %v", tc.nodelay, tc.low, got, tc.nagle)
 		}
 	}
 }

@@ -283,6 +283,11 @@ type PumpConfig struct {
 	// CPU per viewer and add up to the window in latency; 0 writes every
 	// packet as soon as it arrives (low-latency mode).
 	MergeWindow time.Duration
+	// Nagle lets the kernel join small writes to the viewer's TCP socket
+	// while earlier data is unacknowledged (TCP_NODELAY off): fewer
+	// segments for less CPU, at the cost of holding a write up to a round
+	// trip on a long path. False leaves the socket as it is.
+	Nagle bool
 	// Sent, if set, is called with the bytes of each write.
 	Sent func(int64)
 }

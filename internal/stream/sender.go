@@ -113,6 +113,9 @@ func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, 
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
+	if tc, ok := conn.(interface{ SetNoDelay(bool) error }); ok && cfg.Nagle {
+		tc.SetNoDelay(false)
+	}
 	raw := rawConnOf(conn)
 	if raw == nil {
 		// Not a socket this platform can write without blocking (a TLS

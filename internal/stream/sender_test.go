@@ -515,3 +515,34 @@ func TestSenderCatchUpWaits(t *testing.T) {
 	default:
 	}
 }
+
+// PumpConfig.Nagle turns TCP_NODELAY off on the viewer's socket; without it
+// the socket keeps Go's default, on.
+func TestSenderNagle(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	gop(t, p, 0, 1)
+	srv, _ := loopbackPairs(t, 2)
+	snd := NewSender(1)
+	defer snd.Close()
+	for i, nagle := range []bool{false, true} {
+		r, _ := s.NewReader("test")
+		defer r.Close()
+		snd.Send(context.Background(), r, testFormat, srv[i], PumpConfig{Nagle: nagle}, func(error) {})
+		raw, err := srv[i].(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nodelay int
+		var serr error
+		raw.Control(func(fd uintptr) {
+			nodelay, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
+		})
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		if want := !nagle; (nodelay != 0) != want {
+			t.Errorf("Nagle %v: TCP_NODELAY %d, want %v", nagle, nodelay, want)
+		}
+	}
+}

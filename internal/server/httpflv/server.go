@@ -35,6 +35,9 @@ type Config struct {
 	// MergeWindow is the least time between writes to a viewer (see
 	// stream.PumpConfig). Defaults to 0: write at once.
 	MergeWindow time.Duration
+	// Nagle turns TCP_NODELAY off on viewers' sockets (see
+	// stream.PumpConfig). Defaults to false.
+	Nagle bool
 	// Sender writes to viewers; servers may share one. Defaults to a sender
 	// of the server's own, closed with it.
 	Sender *stream.Sender
@@ -152,7 +155,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 	// Take over the connection and hand it to the sender, which writes
 	// batches as one vectored write each and needs no goroutine per viewer;
 	// behind HTTP/2 pump through the ResponseWriter instead.
-	pcfg := stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow}
+	pcfg := stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow, Nagle: s.cfg.Nagle}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		s.pumpResponse(w, r, rd, hasVideo, hasAudio, pcfg, log)

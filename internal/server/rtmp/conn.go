@@ -415,10 +415,7 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	c.r.Release()
 	c.r = nil
 	c.w.Release()
-	if tc, ok := c.nc.(interface{ SetNoDelay(bool) error }); ok && c.srv.cfg.MergeWindow == 0 {
-		tc.SetNoDelay(false)
-	}
-	cfg := stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow}
+	cfg := stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow, Nagle: c.srv.cfg.Nagle}
 	end := c.session(hub.KindPlay, name)
 	c.srv.sender.Send(c.srv.ctx, rd, Format, c.nc, cfg, func(err error) { c.playEnded(rd, end, err) })
 	return errPlaying

@@ -42,6 +42,9 @@ type Config struct {
 	// MergeWindow is the least time between writes to a player (see
 	// stream.PumpConfig). Defaults to 0: write at once.
 	MergeWindow time.Duration
+	// Nagle turns TCP_NODELAY off on players' sockets (see
+	// stream.PumpConfig). Defaults to false.
+	Nagle bool
 	// Sender writes to players; several servers may share one. Defaults to
 	// a sender of the server's own, closed with it.
 	Sender *stream.Sender
