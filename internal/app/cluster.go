@@ -191,28 +191,27 @@ func (a *App) servePull(w http.ResponseWriter, r *http.Request) {
 	a.flv.ServePull(w, r, name, hub.RelayProtocol, cluster.EndTag())
 }
 
-// cpuWindow is the shortest span the load meter turns into a CPU figure.
-// The kernel counts a process's CPU time in ticks of 10 ms, so a span of a
-// few milliseconds can show one tick as many cores' worth: the first
-// heartbeat comes right after the meter starts.
-const cpuWindow = 500 * time.Millisecond
+// loadWindow is the shortest span the load meter turns into rates. The
+// kernel counts a process's CPU time in ticks of 10 ms, so a span of a few
+// milliseconds can show one tick as many cores' worth: the first heartbeat
+// comes right after the meter starts.
+const loadWindow = 500 * time.Millisecond
 
-// loadMeter measures the node's load for heartbeats.
+// loadMeter measures the node's load for heartbeats: viewers and streams
+// now, CPU and egress over the last window of at least loadWindow.
 type loadMeter struct {
 	hub    *hub.Hub
 	sender *stream.Sender
 
 	mu       sync.Mutex
-	last     time.Time
-	lastSent uint64
-	cpuAt    time.Time     // when lastCPU was read
-	lastCPU  time.Duration // the process's CPU time at cpuAt
-	cpu      float64       // the share of the node's cores used over the last window
+	at       time.Time     // the window's start
+	lastSent uint64        // bytes sent at its start
+	lastCPU  time.Duration // the process's CPU time at its start
+	rates    cluster.Load  // CPU and EgressBPS over the last whole window
 }
 
 func newLoadMeter(h *hub.Hub, s *stream.Sender) *loadMeter {
-	now := time.Now()
-	m := &loadMeter{hub: h, sender: s, last: now, lastSent: s.BytesSent(), cpuAt: now}
+	m := &loadMeter{hub: h, sender: s, at: time.Now(), lastSent: s.BytesSent()}
 	if st, err := procstat.Read(0); err == nil {
 		m.lastCPU = st.CPU
 	}
@@ -222,22 +221,17 @@ func newLoadMeter(h *hub.Hub, s *stream.Sender) *loadMeter {
 func (m *loadMeter) load() cluster.Load {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var l cluster.Load
-	l.Streams, l.Viewers = m.hub.Load()
 	now := time.Now()
-	if span := now.Sub(m.cpuAt); span >= cpuWindow {
+	if span := now.Sub(m.at); span >= loadWindow {
+		sent := m.sender.BytesSent()
+		m.rates.EgressBPS = int64(float64(sent-m.lastSent) * 8 / span.Seconds())
 		if st, err := procstat.Read(0); err == nil {
-			m.cpu = min(max((st.CPU-m.lastCPU).Seconds()/span.Seconds()/float64(runtime.NumCPU()), 0), 1)
-			m.lastCPU, m.cpuAt = st.CPU, now
+			m.rates.CPU = min(max((st.CPU-m.lastCPU).Seconds()/span.Seconds()/float64(runtime.NumCPU()), 0), 1)
+			m.lastCPU = st.CPU
 		}
+		m.at, m.lastSent = now, sent
 	}
-	l.CPU = m.cpu
-	elapsed := now.Sub(m.last)
-	if elapsed <= 0 {
-		return l
-	}
-	sent := m.sender.BytesSent()
-	l.EgressBPS = int64(float64(sent-m.lastSent) * 8 / elapsed.Seconds())
-	m.last, m.lastSent = now, sent
+	l := m.rates
+	l.Streams, l.Viewers = m.hub.Load()
 	return l
 }

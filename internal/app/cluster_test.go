@@ -14,11 +14,11 @@ func TestLoadMeterCPU(t *testing.T) {
 	// heartbeat, a moment later: no CPU figure comes of so short a span.
 	m.lastCPU -= 10 * time.Millisecond
 	if l := m.load(); l.CPU != 0 {
-		t.Fatalf("CPU %.2f from a span of %v", l.CPU, time.Since(m.cpuAt))
+		t.Fatalf("CPU %.2f from a span of %v", l.CPU, time.Since(m.at))
 	}
 	// Over a full window of one busy goroutine, the figure is a share of
 	// the node's cores.
-	for end := time.Now().Add(cpuWindow + 50*time.Millisecond); time.Now().Before(end); {
+	for end := time.Now().Add(loadWindow + 50*time.Millisecond); time.Now().Before(end); {
 	}
 	l := m.load()
 	if l.CPU <= 0 || l.CPU > 1 {
