@@ -79,7 +79,7 @@ type App struct {
 
 	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
 
-	httpPerIP *connlimit.PerIP // HTTP connections per client address, for every HTTP listener
+	httpPerIP *connlimit.PerIP // waiting HTTP connections per client address, for every HTTP listener
 
 	recorder *record.Recorder // nil when nothing is recorded
 	trans    *transcoder      // transcoding ladders
@@ -116,11 +116,12 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	a.registry = metrics.InstrumentRegistry(a.registry, mreg) // member, relays, router and API alike
 	counters := new(stream.Counters)
 	h := hub.New(hub.Config{
-		PublisherGrace: cfg.PublisherGrace,
-		Stream:         stream.Config{MaxLag: cfg.MaxLag, Counters: counters},
-		Owner:          owner{a},
-		Upstream:       upstream{a},
-		Logger:         log,
+		PublisherGrace:   cfg.PublisherGrace,
+		Stream:           stream.Config{MaxLag: cfg.MaxLag, Counters: counters},
+		Owner:            owner{a},
+		Upstream:         upstream{a},
+		MaxSessionsPerIP: cfg.MaxViewersPerIP,
+		Logger:           log,
 	})
 	sender := stream.NewSender(0)
 	a.Hub, a.sender = h, sender
@@ -199,14 +200,14 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http: listen: %w", err)
 	}
-	ln = connlimit.NewListener(ln, a.httpPerIP, "http", a.log)
+	ln = connlimit.NewListener(ln, a.httpPerIP, a.listenerConfig("http"))
 	var tlsLn net.Listener // HTTPS
 	if a.tlsCfg != nil {
 		if tlsLn, err = net.Listen("tcp", a.cfg.HTTPSAddr); err != nil {
 			ln.Close()
 			return fmt.Errorf("https: listen: %w", err)
 		}
-		tlsLn = connlimit.NewListener(tlsLn, a.httpPerIP, "https", a.log)
+		tlsLn = connlimit.NewListener(tlsLn, a.httpPerIP, a.listenerConfig("https"))
 	}
 	if err := a.startRTMP(ctx); err != nil {
 		ln.Close()
@@ -252,7 +253,9 @@ func (a *App) startRTMP(ctx context.Context) error {
 // stopHTTP. Its error channel receives what serving ended with.
 func (a *App) serveHTTP(ln net.Listener, h http.Handler, tlsCfg *tls.Config) (*http.Server, chan error) {
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           connlimit.Requests(h),
+		ConnContext:       connlimit.ConnContext,
+		ConnState:         connlimit.IdleState(a.idleGrace()),
 		ReadHeaderTimeout: a.cfg.HandshakeTimeout, // also bounds the TLS handshake
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    16 << 10,

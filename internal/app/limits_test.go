@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -94,22 +95,99 @@ func healthz(c net.Conn) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// waitHTTPHeld waits until ip holds n waiting HTTP connections.
+func waitHTTPHeld(t *testing.T, a *App, ip string, n int) {
+	t.Helper()
+	addr := netip.MustParseAddr(ip)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.httpPerIP.Open(addr) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d waiting connections, want %d", ip, a.httpPerIP.Open(addr), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// closedByServer reports whether the server closed c within limit.
+func closedByServer(c net.Conn, limit time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(limit))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// HTTP keep-alive connections count against --max-connections-per-ip once
+// idle for twice the HLS segment duration; polling ones never do. Past the
+// limit, idle ones are closed as they age in and new ones at once.
 func TestHTTPMaxConnectionsPerIP(t *testing.T) {
-	a := startApp(t, func(c *config.Config) { c.MaxConnectionsPerIP = 2 })
-	for range 2 {
-		if code, err := healthz(dialHTTP(t, a, "127.0.0.5")); code != 200 {
-			t.Fatalf("within the limit: %d, %v", code, err)
+	const max, conns = 2, 5
+	a := startApp(t, func(c *config.Config) {
+		c.MaxConnectionsPerIP = max
+		c.HLSSegmentDuration = 250 * time.Millisecond // idle for 500ms: counted
+	})
+	var cs []net.Conn
+	for range conns {
+		cs = append(cs, dialHTTP(t, a, "127.0.0.5"))
+	}
+	// Players polling every 200ms, more than the limit of them, all served.
+	for range 8 {
+		for i, c := range cs {
+			if code, err := healthz(c); code != 200 {
+				t.Fatalf("polling connection %d: %d, %v", i, code, err)
+			}
+		}
+		if n := a.httpPerIP.Open(netip.MustParseAddr("127.0.0.5")); n != 0 {
+			t.Fatalf("%d polling connections counted as waiting", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Idle, they age in: the limit's worth stays open, the rest is closed.
+	waitHTTPHeld(t, a, "127.0.0.5", max)
+	closed := 0
+	for _, c := range cs {
+		if closedByServer(c, 2*time.Second) {
+			closed++
 		}
 	}
-	// The third connection from the address is closed without an answer.
+	if closed != conns-max {
+		t.Errorf("%d idle connections closed, want %d", closed, conns-max)
+	}
+	// A new connection from the address is closed without an answer.
 	if code, err := healthz(dialHTTP(t, a, "127.0.0.5")); err == nil {
-		t.Fatalf("third connection answered %d", code)
+		t.Fatalf("connection past the limit answered %d", code)
 	}
 	if code, err := healthz(dialHTTP(t, a, "127.0.0.6")); code != 200 {
 		t.Fatalf("another address: %d, %v", code, err)
 	}
-	if got := a.httpPerIP.Refused(); got != 1 {
-		t.Errorf("%d refusals counted, want 1", got)
+	if got := a.httpPerIP.Refused(); got != conns-max+1 {
+		t.Errorf("%d refusals counted, want %d", got, conns-max+1)
+	}
+}
+
+// A connection that has not finished its request headers counts once it
+// has waited half the handshake timeout; a trusted proxy's never do.
+func TestHTTPUnfinishedHeadersPerIP(t *testing.T) {
+	a := startApp(t, func(c *config.Config) {
+		c.MaxConnectionsPerIP = 1
+		c.HandshakeTimeout = 2 * time.Second // counted after 1s
+		c.TrustedProxies = []string{"127.0.0.9/32"}
+	})
+	slow := dialHTTP(t, a, "127.0.0.7")
+	io.WriteString(slow, "GET /healthz HTTP/1.1\r\n")
+	waitHTTPHeld(t, a, "127.0.0.7", 1)
+	if code, err := healthz(dialHTTP(t, a, "127.0.0.7")); err == nil {
+		t.Fatalf("connection past the limit answered %d", code)
+	}
+	// Finishing the headers frees the place.
+	io.WriteString(slow, "Host: x\r\n\r\n")
+	waitHTTPHeld(t, a, "127.0.0.7", 0)
+	// A trusted proxy's idle connections are not limited.
+	for range 3 {
+		io.WriteString(dialHTTP(t, a, "127.0.0.9"), "GET /healthz HTTP/1.1\r\n")
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if code, err := healthz(dialHTTP(t, a, "127.0.0.9")); code != 200 {
+		t.Fatalf("trusted proxy: %d, %v", code, err)
 	}
 }
 

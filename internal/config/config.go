@@ -310,10 +310,21 @@ type Config struct {
 	// stream ID publish:APP/STREAM. Empty: no SRT. Defaults to ":8890".
 	SRTAddr string `yaml:"srt_addr" usage:"SRT listen address (UDP) for publishers: srt://HOST:PORT?streamid=publish:APP/STREAM (empty: none)"`
 
-	// MaxConnectionsPerIP limits the concurrent connections of one client
-	// address, counted separately for RTMP and HTTP; 0 means no limit.
+	// MaxConnectionsPerIP limits the waiting connections of one client
+	// address: not yet publishing or playing (handshake, command phase,
+	// request headers), or HTTP keep-alive connections idle for longer
+	// than twice the HLS segment duration. Each counts once it has waited
+	// connlimit.Grace(HandshakeTimeout); publishers and viewers never do.
+	// Counted separately for RTMP, RTMPS and HTTP; 0 means no limit.
 	// Defaults to 256.
-	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" usage:"maximum concurrent RTMP (and, separately, HTTP) connections from one address (0: no limit)"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" usage:"maximum waiting connections (handshake or request headers unfinished, or idle keep-alive) from one address, for RTMP, RTMPS and HTTP each; publishers and viewers do not count (0: no limit)"`
+
+	// MaxViewersPerIP limits the publishing and playing sessions of one
+	// client address at once, over every protocol together (RTMP, RTMPS,
+	// HTTP-FLV, WebSocket-FLV, SRT, WebRTC); 0 means no limit. Defaults to
+	// 0: thousands of viewers may share one address behind carrier-grade
+	// NAT.
+	MaxViewersPerIP int `yaml:"max_viewers_per_ip" usage:"maximum publishers and viewers playing at once from one address, all protocols together (0: no limit)"`
 
 	// HandshakeTimeout is how long an RTMP client has from connecting to
 	// starting to publish or play, and an HTTP client to send its request
@@ -736,6 +747,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnectionsPerIP < 0 {
 		bad("MaxConnectionsPerIP", "must not be negative, got %d", c.MaxConnectionsPerIP)
+	}
+	if c.MaxViewersPerIP < 0 {
+		bad("MaxViewersPerIP", "must not be negative, got %d", c.MaxViewersPerIP)
 	}
 	positive("HandshakeTimeout", c.HandshakeTimeout)
 	return errors.Join(errs...)

@@ -1,5 +1,5 @@
-// Package connlimit bounds how many connections one client address may hold
-// open, and logs refused connections without flooding the log.
+// Package connlimit bounds how many connections, or sessions, one client
+// address may hold, and logs refused connections without flooding the log.
 package connlimit
 
 import (
@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// PerIP counts open connections by client address and refuses those past
-// a limit. The zero value and a nil *PerIP accept everything.
+// PerIP counts connections (or sessions) by client address and refuses
+// those past a limit: directly with Acquire and Release, or for waiting
+// connections through Slots. A nil *PerIP accepts everything.
 type PerIP struct {
 	max     int
 	mu      sync.Mutex
@@ -21,8 +22,8 @@ type PerIP struct {
 	refused atomic.Uint64
 }
 
-// NewPerIP returns a counter allowing max concurrent connections per
-// address; max <= 0 means no limit.
+// NewPerIP returns a counter allowing max per address at once; max <= 0
+// means no limit.
 func NewPerIP(max int) *PerIP {
 	return &PerIP{max: max, open: make(map[netip.Addr]int)}
 }
@@ -35,9 +36,8 @@ func (p *PerIP) Max() int {
 	return p.max
 }
 
-// Acquire counts one more connection from ip and reports whether it is
-// within the limit. A refused connection is not counted and needs no
-// Release. Without a limit, or for an address it cannot tell (an invalid
+// Acquire counts one more from ip and reports whether it is within the
+// limit. A refused one is not counted and needs no Release. Without a limit, or for an address it cannot tell (an invalid
 // ip), Acquire always accepts and counts nothing.
 func (p *PerIP) Acquire(ip netip.Addr) bool {
 	if p.Max() == 0 || !ip.IsValid() {
@@ -53,7 +53,7 @@ func (p *PerIP) Acquire(ip netip.Addr) bool {
 	return true
 }
 
-// Release uncounts a connection Acquire accepted.
+// Release uncounts one Acquire accepted.
 func (p *PerIP) Release(ip netip.Addr) {
 	if p.Max() == 0 || !ip.IsValid() {
 		return
@@ -67,7 +67,7 @@ func (p *PerIP) Release(ip netip.Addr) {
 	}
 }
 
-// Open returns the connections counted for ip.
+// Open returns what is counted for ip.
 func (p *PerIP) Open(ip netip.Addr) int {
 	if p.Max() == 0 {
 		return 0
@@ -77,7 +77,8 @@ func (p *PerIP) Open(ip netip.Addr) int {
 	return p.open[ip]
 }
 
-// Refused returns how many connections Acquire has refused.
+// Refused returns how many Acquire and Enter have refused, and Slots that
+// aged in past the limit.
 func (p *PerIP) Refused() uint64 {
 	if p == nil {
 		return 0

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -91,7 +92,8 @@ func TestListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	l := NewListener(ln, NewPerIP(2), "http", slog.New(slog.NewTextHandler(&logs, nil)))
+	const grace = 100 * time.Millisecond
+	l := NewListener(ln, NewPerIP(2), ListenerConfig{Proto: "http", Grace: grace, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	defer l.Close()
 	accepted := make(chan net.Conn, 10)
 	go func() {
@@ -127,6 +129,8 @@ func TestListener(t *testing.T) {
 	dial("127.0.0.1")
 	dial("127.0.0.1")
 	s1, s2 := take(), take()
+	// Both wait, and count once the grace is over.
+	waitOpen(t, l.perIP, "127.0.0.1", 2)
 	// The third from that address is closed at once; another address is not.
 	third := dial("127.0.0.1")
 	third.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -138,7 +142,7 @@ func TestListener(t *testing.T) {
 	if l.Refused() != 1 {
 		t.Fatalf("refused %d, want 1", l.Refused())
 	}
-	if !strings.Contains(logs.String(), "too many connections from one address") || !strings.Contains(logs.String(), "127.0.0.1") {
+	if !strings.Contains(logs.String(), "too many waiting connections from one address") || !strings.Contains(logs.String(), "127.0.0.1") {
 		t.Fatalf("refusal not logged with its address: %s", logs.String())
 	}
 	// The connection keeps what the sender needs, and closing releases.
@@ -152,7 +156,104 @@ func TestListener(t *testing.T) {
 	}
 	dial("127.0.0.1")
 	take()
+	// A connection serving a request does not count.
+	SlotOf(s2).Busy()
+	if got := l.Open(netip.MustParseAddr("127.0.0.1")); got != 0 {
+		t.Fatalf("open %d with one connection busy and one within its grace, want 0", got)
+	}
 	s2.Close()
+}
+
+// waitOpen waits until p counts n for ip.
+func waitOpen(t *testing.T, p *PerIP, ip string, n int) {
+	t.Helper()
+	addr := netip.MustParseAddr(ip)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Open(addr) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s counts %d, want %d", ip, p.Open(addr), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestSlot(t *testing.T) {
+	const grace = 50 * time.Millisecond
+	p := NewPerIP(1)
+	ip := netip.MustParseAddr("10.0.0.1")
+	var refused atomic.Int32
+	enter := func() *Slot {
+		t.Helper()
+		s, ok := p.Enter(ip, grace, func() { refused.Add(1) })
+		if !ok {
+			t.Fatal("refused before the address holds the limit")
+		}
+		return s
+	}
+	a, b := enter(), enter() // a burst: both let in
+	waitOpen(t, p, "10.0.0.1", 1)
+	waitFor(t, func() bool { return refused.Load() == 1 })
+	if a.Refused() == b.Refused() {
+		t.Fatalf("refused: %v and %v, want one of them", a.Refused(), b.Refused())
+	}
+	held := a
+	if a.Refused() {
+		held = b
+	}
+	// While the address holds the limit, the next is refused at once.
+	if _, ok := p.Enter(ip, grace, nil); ok || p.Refused() != 2 {
+		t.Fatalf("entered past the limit; refused %d", p.Refused())
+	}
+	// Busy uncounts; waiting again counts after the grace.
+	held.Busy()
+	if p.Open(ip) != 0 {
+		t.Fatal("a busy slot counts")
+	}
+	held.Wait(grace)
+	held.Wait(time.Hour) // already waiting: no change
+	waitOpen(t, p, "10.0.0.1", 1)
+	// Leaving uncounts, once; a refused slot's leave does nothing.
+	held.Leave()
+	held.Leave()
+	a.Leave()
+	b.Leave()
+	if p.Open(ip) != 0 || len(p.open) != 0 {
+		t.Fatalf("counts left behind: %v", p.open)
+	}
+	// A slot that leaves within its grace never counts.
+	c := enter()
+	c.Leave()
+	time.Sleep(2 * grace)
+	if p.Open(ip) != 0 || refused.Load() != 1 {
+		t.Fatalf("open %d, refused %d after a slot left within its grace", p.Open(ip), refused.Load())
+	}
+	// No limit, or no address: nil slots, all no-ops.
+	for _, q := range []*PerIP{nil, NewPerIP(0)} {
+		s, ok := q.Enter(ip, grace, nil)
+		if !ok || s != nil {
+			t.Fatal("limited without a limit")
+		}
+		s.Wait(grace)
+		s.Busy()
+		s.Leave()
+	}
+	if s, ok := p.Enter(netip.Addr{}, grace, nil); !ok || s != nil {
+		t.Fatal("an unknown address was limited")
+	}
+	if Grace(10*time.Second) != DefaultGrace || Grace(time.Second) != 500*time.Millisecond {
+		t.Fatal("Grace: not the lesser of DefaultGrace and half the handshake timeout")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func isReset(err error) bool {

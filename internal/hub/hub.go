@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
@@ -51,6 +52,9 @@ type Config struct {
 	Owner Owner
 	// Upstream relays streams asked for but not here; nil relays nothing.
 	Upstream Upstream
+	// MaxSessionsPerIP caps the publishing and playing sessions of one
+	// client address at once (see Admit). Defaults to 0: no limit.
+	MaxSessionsPerIP int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -89,7 +93,9 @@ func New(cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"), streams: make(map[stream.Name]*slot)}
+	h := &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"), streams: make(map[stream.Name]*slot)}
+	h.sessions.perIP = connlimit.NewPerIP(cfg.MaxSessionsPerIP)
+	return h
 }
 
 // Subscribe registers f to be called, outside the hub's lock, on every event.

@@ -3,12 +3,20 @@ package hub
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/stream"
 )
+
+// ErrTooManySessions is returned by Admit when the client's address holds
+// MaxSessionsPerIP sessions.
+var ErrTooManySessions = errors.New("too many viewers from this address")
 
 // SessionKind says whether a session publishes or plays.
 type SessionKind string
@@ -27,6 +35,9 @@ type Session struct {
 	Stream     stream.Name `json:"stream"`
 	RemoteAddr string      `json:"remote_addr"`
 	Started    time.Time   `json:"started"`
+	// Place is the session's place under MaxSessionsPerIP, from Admit;
+	// the session's end releases it.
+	Place *Place `json:"-"`
 }
 
 // Session events, emitted to subscribers with the session.
@@ -38,8 +49,75 @@ const (
 // sessions is the hub's table of client sessions; each connection holds at
 // most one, so it is bounded by the servers' connection limits.
 type sessions struct {
-	mu   sync.Mutex
-	byID map[string]*session
+	perIP *connlimit.PerIP // sessions by client address
+
+	mu      sync.Mutex
+	byID    map[string]*session
+	refused map[string]uint64 // by protocol: a fixed, small set
+}
+
+// Place is one session's place under the hub's MaxSessionsPerIP. A nil
+// *Place holds none.
+type Place struct {
+	perIP *connlimit.PerIP
+	ip    netip.Addr
+	once  sync.Once
+}
+
+// Release gives the place up; only the first call counts.
+func (p *Place) Release() {
+	if p != nil {
+		p.once.Do(func() { p.perIP.Release(p.ip) })
+	}
+}
+
+// Admit takes a place for one more session of proto from remote (the
+// client's "IP:port", or IP) before the session is set up, or refuses it
+// with ErrTooManySessions when that address holds MaxSessionsPerIP
+// sessions. Give the place to StartSession in Session.Place, or Release it
+// if the session never starts. Without a limit, or for an address it
+// cannot read, the place is nil and nothing is counted.
+func (h *Hub) Admit(proto, remote string) (*Place, error) {
+	if h.sessions.perIP.Max() == 0 {
+		return nil, nil
+	}
+	ip := remoteIP(remote)
+	if !ip.IsValid() {
+		return nil, nil
+	}
+	if !h.sessions.perIP.Acquire(ip) {
+		h.sessions.mu.Lock()
+		if h.sessions.refused == nil {
+			h.sessions.refused = make(map[string]uint64)
+		}
+		h.sessions.refused[proto]++
+		h.sessions.mu.Unlock()
+		return nil, fmt.Errorf("%w (at most %d)", ErrTooManySessions, h.sessions.perIP.Max())
+	}
+	return &Place{perIP: h.sessions.perIP, ip: ip}, nil
+}
+
+// SessionRefusals returns how many sessions Admit has refused, by protocol.
+func (h *Hub) SessionRefusals() map[string]uint64 {
+	h.sessions.mu.Lock()
+	defer h.sessions.mu.Unlock()
+	out := make(map[string]uint64, len(h.sessions.refused))
+	for p, n := range h.sessions.refused {
+		out[p] = n
+	}
+	return out
+}
+
+// remoteIP reads a client address, "IP:port" or "IP", IPv4-mapped IPv6
+// addresses unmapped; the zero Addr when it is neither.
+func remoteIP(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().Unmap()
+	}
+	if a, err := netip.ParseAddr(remote); err == nil {
+		return a.Unmap()
+	}
+	return netip.Addr{}
 }
 
 type session struct {
@@ -50,8 +128,8 @@ type session struct {
 
 // StartSession records s (its ID and start time are filled in) and emits
 // its start. kick ends the session's connection, for an operator. end
-// removes the session and emits its end; call it once, when the
-// connection's publishing or playing ends.
+// removes the session, releases its Place and emits its end; call it once,
+// when the connection's publishing or playing ends.
 func (h *Hub) StartSession(s Session, kick func()) (id string, end func()) {
 	var b [8]byte
 	rand.Read(b[:])
@@ -62,6 +140,7 @@ func (h *Hub) StartSession(s Session, kick func()) (id string, end func()) {
 			h.sessions.mu.Lock()
 			delete(h.sessions.byID, s.ID)
 			h.sessions.mu.Unlock()
+			s.Place.Release()
 			h.emit(Event{Type: EventSessionEnd, Name: s.Stream, Session: s})
 		})
 	}

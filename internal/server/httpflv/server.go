@@ -14,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -25,6 +26,7 @@ import (
 type Hub interface {
 	NewReader(name stream.Name, proto string) (*stream.Reader, error)
 	Get(name stream.Name) *stream.Stream
+	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
 
@@ -63,6 +65,7 @@ type Server struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	logs      connlimit.LogLimiter // refusals: at most one line a second
 }
 
 // New creates an HTTP-FLV server.
@@ -142,10 +145,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
-	keep := false // the reader is handed to the sender
+	var place *hub.Place
+	if proto == "flv" { // a viewer; other nodes' pulls are not limited
+		if place, err = s.hub.Admit(proto, r.RemoteAddr); err != nil {
+			rd.Close()
+			s.refuse(w, r, name, err)
+			return
+		}
+	}
+	keep := false // the reader is handed to the sender, the place to the session
 	defer func() {
 		if !keep {
 			rd.Close()
+			place.Release()
 		}
 	}()
 	in := st.Info()
@@ -158,7 +170,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 	pcfg := stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow, Nagle: s.cfg.Nagle}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		s.pumpResponse(w, r, rd, hasVideo, hasAudio, pcfg, log)
+		ctx, cancel := context.WithCancel(s.ctx)
+		defer cancel()
+		defer s.session(r, proto, name, place, cancel)()
+		s.pumpResponse(ctx, w, r, rd, hasVideo, hasAudio, pcfg, log)
 		return
 	}
 	// A pipelined request behind this one cannot be answered after a live body.
@@ -181,11 +196,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 	s.wg.Add(1)
 	keep = true
 	log.Info("play started")
-	endSession := func() {}
-	if proto == "flv" { // a viewer's session; other nodes' pulls are not
-		_, endSession = s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "flv", Stream: name, RemoteAddr: r.RemoteAddr},
-			func() { nc.Close() })
-	}
+	endSession := s.session(r, proto, name, place, func() { nc.Close() })
 	s.sender.Send(s.ctx, rd, Format, nc, pcfg, func(err error) {
 		defer s.wg.Done()
 		defer endSession()
@@ -199,16 +210,33 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 	})
 }
 
+// session records a viewer's playback (proto "flv" or "ws-flv") as a
+// session in place; kick ends it. Other nodes' pulls are no sessions: their
+// end does nothing.
+func (s *Server) session(r *http.Request, proto string, name stream.Name, place *hub.Place, kick func()) (end func()) {
+	if proto != "flv" && proto != "ws-flv" {
+		return func() {}
+	}
+	_, end = s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: proto, Stream: name, RemoteAddr: r.RemoteAddr, Place: place}, kick)
+	return end
+}
+
+// refuse answers a viewer refused by the per-address sessions limit.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, name stream.Name, err error) {
+	s.logs.Log(s.log, slog.LevelInfo, "viewers-per-ip", "play refused", "stream", name, "remote", r.RemoteAddr, "reason", err)
+	http.Error(w, err.Error(), http.StatusTooManyRequests)
+}
+
 // pumpResponse writes the stream through w from the handler's goroutine,
-// for connections that cannot be taken over (HTTP/2).
-func (s *Server) pumpResponse(w http.ResponseWriter, r *http.Request, rd *stream.Reader, hasVideo, hasAudio bool, cfg stream.PumpConfig, log *slog.Logger) {
+// for connections that cannot be taken over (HTTP/2), until ctx ends.
+func (s *Server) pumpResponse(ctx context.Context, w http.ResponseWriter, r *http.Request, rd *stream.Reader, hasVideo, hasAudio bool, cfg stream.PumpConfig, log *slog.Logger) {
 	w.Header().Set("Content-Type", "video/x-flv")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	w.Write(flv.AppendHeader(nil, hasVideo, hasAudio))
 	s.wg.Add(1)
 	defer s.wg.Done()
-	ctx, cancel := context.WithCancel(s.ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(r.Context(), cancel)
 	defer stop()

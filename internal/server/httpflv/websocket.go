@@ -8,7 +8,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
 )
@@ -32,6 +31,17 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, name str
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
+	place, err := s.hub.Admit("ws-flv", r.RemoteAddr)
+	if err != nil {
+		s.refuse(w, r, name, err)
+		return
+	}
+	started := false // the place is the session's
+	defer func() {
+		if !started {
+			place.Release()
+		}
+	}()
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.WriteTimeout,
 		ReadBufferSize:   1024,
@@ -64,8 +74,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, name str
 	}
 	s.wg.Add(1)
 	defer s.wg.Done()
-	_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "ws-flv", Stream: name, RemoteAddr: r.RemoteAddr}, cancel)
-	defer endSession()
+	started = true
+	defer s.session(r, "ws-flv", name, place, cancel)()
 	log := s.log.With("stream", name, "remote", r.RemoteAddr)
 	log.Info("play started", "transport", "websocket")
 	err = rd.Pump(ctx, Format, wsWriter{conn}, stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/auth"
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
@@ -42,9 +43,10 @@ type conn struct {
 	ack    rtmp.AckState
 	dl     time.Time // the deadline last set on nc
 
-	handshakeEnd time.Time // accepted + HandshakeTimeout: publish or play by then
-	published    bool      // has published: HandshakeTimeout no longer applies
-	ts           tsUnwrap  // the publisher's timestamps past 32 bits
+	slot         *connlimit.Slot // its place under MaxConnectionsPerIP while it waits
+	handshakeEnd time.Time       // accepted + HandshakeTimeout: publish or play by then
+	published    bool            // has published: HandshakeTimeout no longer applies
+	ts           tsUnwrap        // the publisher's timestamps past 32 bits
 
 	app       string
 	appParams url.Values // parameters sent with the app: rtmp://HOST/APP?k=v/NAME
@@ -55,7 +57,7 @@ type conn struct {
 // errPlaying ends the session loop of a connection handed to the sender.
 var errPlaying = errors.New("playing")
 
-func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
+func newConn(s *Server, key, nc net.Conn, accepted time.Time, slot *connlimit.Slot) *conn {
 	id := s.nextID.Add(1)
 	remote := nc.RemoteAddr().String()
 	c := &conn{
@@ -64,6 +66,7 @@ func newConn(s *Server, key, nc net.Conn, accepted time.Time) *conn {
 		nc:     nc,
 		log:    connLog{l: s.log, attrs: []any{"conn", id, "remote", remote}},
 		remote: remote,
+		slot:   slot,
 		rw:     rawio.New(nc, traceFirstPictures),
 		ack:    rtmp.AckState{Window: ackWindow},
 	}
@@ -89,6 +92,8 @@ func (c *conn) serve() (playing bool) {
 	})
 	if err != nil {
 		switch {
+		case c.slot.Refused():
+			// Closed for waiting past the per-address limit: logged then.
 		case silent(err):
 			// A health check or port scan: connected, sent nothing, left.
 			c.log.Debug("connection closed before the handshake", "err", err)
@@ -157,10 +162,22 @@ func (c *conn) stopPublishing() {
 	}
 }
 
-// session records the connection as a session of kind on name; an
-// operator's kick closes the connection.
-func (c *conn) session(kind hub.SessionKind, name stream.Name) (end func()) {
-	_, end = c.srv.hub.StartSession(hub.Session{Kind: kind, Protocol: "rtmp", Stream: name, RemoteAddr: c.remote},
+// admit takes a place for a session of the connection's client address
+// (hub.Admit); a refusal has been logged.
+func (c *conn) admit(action string, name stream.Name) (*hub.Place, error) {
+	place, err := c.srv.hub.Admit(c.srv.proto(), c.remote)
+	if err != nil {
+		c.limited("viewers-per-ip", action+" refused", "stream", name, "reason", err)
+	}
+	return place, err
+}
+
+// session records the connection as a session of kind on name, in place;
+// an operator's kick closes the connection. The connection is admitted: it
+// no longer counts against MaxConnectionsPerIP.
+func (c *conn) session(kind hub.SessionKind, name stream.Name, place *hub.Place) (end func()) {
+	c.slot.Busy()
+	_, end = c.srv.hub.StartSession(hub.Session{Kind: kind, Protocol: "rtmp", Stream: name, RemoteAddr: c.remote, Place: place},
 		func() { c.nc.Close() })
 	return end
 }
@@ -292,8 +309,14 @@ func (c *conn) publish(cmd *rtmp.Command, sid uint32) error {
 		c.status(sid, "error", "NetStream.Publish.Unauthorized", err.Error())
 		return errClose
 	}
+	place, err := c.admit("publish", name)
+	if err != nil {
+		c.status(sid, "error", "NetStream.Publish.Denied", err.Error())
+		return errClose
+	}
 	pub, err := c.srv.hub.Publish(name, stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: c.remote, Credential: grant.Credential})
 	if err != nil {
+		place.Release()
 		c.log.Info("publish refused", "stream", name, "err", err)
 		desc := "publish refused"
 		if errors.Is(err, hub.ErrBusy) {
@@ -303,7 +326,7 @@ func (c *conn) publish(cmd *rtmp.Command, sid uint32) error {
 		return errClose
 	}
 	c.pub = pub
-	c.endPub = c.session(hub.KindPublish, name)
+	c.endPub = c.session(hub.KindPublish, name, place)
 	c.log.attrs = append(c.log.attrs, "stream", name)
 	return c.status(sid, "status", "NetStream.Publish.Start", "Start publishing")
 }
@@ -372,6 +395,17 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 		c.status(sid, "error", "NetStream.Play.Failed", err.Error())
 		return errClose
 	}
+	place, err := c.admit("play", name)
+	if err != nil {
+		c.status(sid, "error", "NetStream.Play.Failed", err.Error())
+		return errClose
+	}
+	keep := false // the place goes to the session
+	defer func() {
+		if !keep {
+			place.Release()
+		}
+	}()
 	rd, err := c.srv.hub.NewReader(name, "rtmp")
 	if err != nil {
 		c.log.Info("play refused", "stream", name, "err", err)
@@ -416,7 +450,8 @@ func (c *conn) play(cmd *rtmp.Command, sid uint32) error {
 	c.r = nil
 	c.w.Release()
 	cfg := stream.PumpConfig{WriteTimeout: c.srv.cfg.WriteTimeout, MergeWindow: c.srv.cfg.MergeWindow, Nagle: c.srv.cfg.Nagle}
-	end := c.session(hub.KindPlay, name)
+	keep = true
+	end := c.session(hub.KindPlay, name, place)
 	c.srv.sender.Send(c.srv.ctx, rd, Format, c.nc, cfg, func(err error) { c.playEnded(rd, end, err) })
 	return errPlaying
 }

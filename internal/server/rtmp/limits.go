@@ -23,7 +23,8 @@ type limits struct {
 type Refusals struct {
 	// MaxConnections counts connections refused at MaxConnections.
 	MaxConnections uint64
-	// PerIP counts connections refused at MaxConnectionsPerIP.
+	// PerIP counts connections refused, or closed while waiting, at
+	// MaxConnectionsPerIP.
 	PerIP uint64
 	// HandshakeTimeout counts connections closed for not publishing or
 	// playing within HandshakeTimeout.
@@ -40,25 +41,33 @@ func (s *Server) Refusals() Refusals {
 }
 
 // admit counts conn, the accepted nc seen through the PROXY protocol, under
-// its client address, and reports whether that address is within
-// MaxConnectionsPerIP; release uncounts it.
-func (s *Server) admit(nc, conn net.Conn) bool {
+// its client address while it waits to publish or play, and reports
+// whether that address is within MaxConnectionsPerIP. The slot is the
+// connection's: release leaves it.
+func (s *Server) admit(nc, conn net.Conn) (*connlimit.Slot, bool) {
 	ip := connlimit.AddrOf(conn.RemoteAddr())
-	if !s.limits.perIP.Acquire(ip) {
-		s.limits.logs.Log(s.log, slog.LevelWarn, "per-ip", "connection refused: too many connections from one address",
+	refused := func(msg string) {
+		s.limits.logs.Log(s.log, slog.LevelWarn, "per-ip", msg,
 			"remote", conn.RemoteAddr().String(), "max_per_ip", s.limits.perIP.Max())
-		return false
+	}
+	slot, ok := s.limits.perIP.Enter(ip, connlimit.Grace(s.cfg.HandshakeTimeout), func() {
+		nc.Close()
+		refused("connection closed: too many waiting connections from one address")
+	})
+	if !ok {
+		refused("connection refused: too many waiting connections from one address")
+		return nil, false
 	}
 	s.mu.Lock()
-	_, ok := s.conns[nc]
+	_, ok = s.conns[nc]
 	if ok {
-		s.conns[nc] = ip // release uncounts it
+		s.conns[nc] = slot // release leaves it
 	}
 	s.mu.Unlock()
 	if !ok {
-		s.limits.perIP.Release(ip) // already released: never happens
+		slot.Leave() // already released: never happens
 	}
-	return true
+	return slot, true
 }
 
 // earliest returns the earlier of two times.

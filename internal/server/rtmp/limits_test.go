@@ -9,70 +9,35 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
-	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
-// fakeHub is a stream table of one stream per name, made on publish.
-type fakeHub struct {
-	mu      sync.Mutex
-	streams map[stream.Name]*stream.Stream
-}
-
-func (h *fakeHub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publisher, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.streams == nil {
-		h.streams = make(map[stream.Name]*stream.Stream)
-	}
-	s := h.streams[name]
-	if s == nil {
-		s = stream.New(name, stream.Config{})
-		h.streams[name] = s
-	}
-	return s.Attach(info)
-}
-
-func (h *fakeHub) NewReader(name stream.Name, proto string) (*stream.Reader, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s := h.streams[name]
-	if s == nil {
-		return nil, hub.ErrNotFound
-	}
-	return s.NewReader(proto)
-}
-
-func (h *fakeHub) StartSession(hub.Session, func()) (string, func()) { return "id", func() {} }
-
-func (h *fakeHub) close() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, s := range h.streams {
-		s.Close()
-	}
-}
-
-// startServer runs a server on loopback with cfg, logging into the
-// returned buffer.
+// startServer runs a server on loopback with cfg, over a hub of its own,
+// logging into the returned buffer.
 func startServer(t *testing.T, cfg Config) (*Server, *testutil.LockedBuffer) {
+	t.Helper()
+	return startServerHub(t, cfg, hub.Config{})
+}
+
+// startServerHub is startServer over a hub configured with hcfg.
+func startServerHub(t *testing.T, cfg Config, hcfg hub.Config) (*Server, *testutil.LockedBuffer) {
 	t.Helper()
 	logs := &testutil.LockedBuffer{}
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	h := &fakeHub{}
+	hcfg.Logger = cfg.Logger
+	h := hub.New(hcfg)
 	s := New(cfg, h)
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		h.close()
+		h.Close()
 		s.Close()
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
@@ -250,12 +215,28 @@ func TestHandshakeTimeoutLogsDoNotFlood(t *testing.T) {
 	}
 }
 
+// waitHeld waits until ip holds n connections under MaxConnectionsPerIP.
+func waitHeld(t *testing.T, s *Server, ip string, n int) {
+	t.Helper()
+	addr := netip.MustParseAddr(ip)
+	deadline := time.Now().Add(10 * time.Second)
+	for s.limits.perIP.Open(addr) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d connections, want %d", ip, s.limits.perIP.Open(addr), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Connections that wait to publish or play count against
+// MaxConnectionsPerIP once they have waited out the grace; the next is
+// closed at once.
 func TestMaxConnectionsPerIP(t *testing.T) {
-	s, logs := startServer(t, Config{MaxConnectionsPerIP: 2})
+	s, logs := startServer(t, Config{MaxConnectionsPerIP: 2, HandshakeTimeout: 20 * time.Second})
 	a1 := dialFrom(t, s, "127.0.0.2")
 	connected(t, a1)
-	a2 := dialFrom(t, s, "127.0.0.2")
-	connected(t, a2)
+	connected(t, dialFrom(t, s, "127.0.0.2"))
+	waitHeld(t, s, "127.0.0.2", 2)
 	// The third from that address is closed before the handshake.
 	a3 := dialFrom(t, s, "127.0.0.2")
 	a3.Write(make([]byte, 1537))
@@ -267,25 +248,97 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 	if s.Refusals().PerIP != 1 {
 		t.Errorf("refusals %+v, want one per IP", s.Refusals())
 	}
-	if !strings.Contains(logs.String(), "too many connections from one address") || !strings.Contains(logs.String(), "127.0.0.2") {
+	if !strings.Contains(logs.String(), "too many waiting connections from one address") || !strings.Contains(logs.String(), "127.0.0.2") {
 		t.Errorf("refusal not logged with its address:\n%s", logs.String())
 	}
 	// A closed connection frees its place.
 	a1.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for s.limits.perIP.Open(netip.MustParseAddr("127.0.0.2")) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the closed connection is still counted")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitHeld(t, s, "127.0.0.2", 1)
 	connected(t, dialFrom(t, s, "127.0.0.2"))
+}
+
+// A burst of connections from one address is let in; those still waiting
+// after the grace beyond the limit are closed, the rest are held until the
+// handshake timeout.
+func TestMaxConnectionsPerIPAgesIn(t *testing.T) {
+	const burst, max = 8, 3
+	s, _ := startServer(t, Config{MaxConnectionsPerIP: max, HandshakeTimeout: 4 * time.Second})
+	var conns []net.Conn
+	for range burst {
+		conns = append(conns, dialFrom(t, s, "127.0.0.6"))
+	}
+	start := time.Now()
+	closed := make(chan time.Duration, burst)
+	for _, c := range conns {
+		go func() {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			io.Copy(io.Discard, c)
+			closed <- time.Since(start)
+		}()
+	}
+	grace := 2 * time.Second // half the handshake timeout
+	var early, late int
+	for range burst {
+		switch d := <-closed; {
+		case d < grace-500*time.Millisecond:
+			t.Errorf("a connection closed after %v, within the grace", d)
+		case d < grace+time.Second:
+			early++
+		default:
+			late++
+		}
+	}
+	if early != burst-max || late != max {
+		t.Errorf("%d connections closed as they aged in and %d by the handshake timeout, want %d and %d", early, late, burst-max, max)
+	}
+	if got := s.Refusals(); got.PerIP != burst-max || got.HandshakeTimeout != max {
+		t.Errorf("refusals %+v, want %d per IP and %d handshake timeouts", got, burst-max, max)
+	}
+	waitHeld(t, s, "127.0.0.6", 0)
+}
+
+// Players and publishers do not count against MaxConnectionsPerIP; they
+// count against the hub's MaxSessionsPerIP.
+func TestPlayersPerIP(t *testing.T) {
+	const max = 2
+	s, logs := startServerHub(t, Config{MaxConnectionsPerIP: max, HandshakeTimeout: 2 * time.Second}, hub.Config{MaxSessionsPerIP: 2 * max})
+	pc := dialFrom(t, s, "127.0.0.7")
+	pub := connected(t, pc)
+	pc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := pub.Publish("cam"); err != nil {
+		t.Fatal(err)
+	}
+	play := func() error {
+		c := dialFrom(t, s, "127.0.0.7")
+		cl := connected(t, c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		err := cl.Play("cam")
+		c.SetDeadline(time.Time{})
+		return err
+	}
+	// The publisher and three players: twice MaxConnectionsPerIP.
+	for i := range 2*max - 1 {
+		if err := play(); err != nil {
+			t.Fatalf("player %d: %v", i+1, err)
+		}
+	}
+	// The next session from that address is refused with a status.
+	err := play()
+	if err == nil || !strings.Contains(err.Error(), "too many viewers from this address") {
+		t.Fatalf("player past the sessions limit: %v", err)
+	}
+	if !strings.Contains(logs.String(), "play refused") {
+		t.Errorf("refusal not logged:\n%s", logs.String())
+	}
+	if got := s.limits.perIP.Open(netip.MustParseAddr("127.0.0.7")); got != 0 {
+		t.Errorf("%d playing connections counted as waiting", got)
+	}
 }
 
 // Behind a trusted proxy, connections count under the client's address
 // from the PROXY protocol header, not the proxy's.
 func TestMaxConnectionsPerIPBehindProxy(t *testing.T) {
-	s, _ := startServer(t, Config{MaxConnectionsPerIP: 2, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	s, _ := startServer(t, Config{MaxConnectionsPerIP: 2, HandshakeTimeout: 20 * time.Second, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	via := func(client string) net.Conn {
 		c := dialFrom(t, s, "127.0.0.4")
 		fmt.Fprintf(c, "PROXY TCP4 %s 127.0.0.1 40000 1935\r\n", client)
@@ -293,6 +346,7 @@ func TestMaxConnectionsPerIPBehindProxy(t *testing.T) {
 	}
 	connected(t, via("192.0.2.1"))
 	connected(t, via("192.0.2.1"))
+	waitHeld(t, s, "192.0.2.1", 2)
 	third := via("192.0.2.1")
 	closedWithin(t, third, 5*time.Second)
 	// Other clients through the same proxy are not limited by those.

@@ -27,6 +27,7 @@ import (
 type Hub interface {
 	Publish(stream.Name, stream.PublisherInfo) (*stream.Publisher, error)
 	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
 
@@ -50,9 +51,12 @@ type Config struct {
 	Sender *stream.Sender
 	// MaxConnections caps concurrent connections. Defaults to 10000.
 	MaxConnections int
-	// MaxConnectionsPerIP caps the concurrent connections of one client
-	// address: the client's from the PROXY protocol header behind a
-	// trusted proxy. Defaults to 0: no limit.
+	// MaxConnectionsPerIP caps the connections of one client address
+	// (the client's from the PROXY protocol header behind a trusted
+	// proxy) that wait to publish or play: each counts once it has waited
+	// connlimit.Grace(HandshakeTimeout) since it was accepted, until its
+	// session starts. Publishers and players do not count. Defaults to 0:
+	// no limit.
 	MaxConnectionsPerIP int
 	// HandshakeTimeout is how long a connection has from being accepted
 	// to publishing or playing: the handshake and the command phase.
@@ -119,7 +123,7 @@ type Server struct {
 	limits limits
 
 	mu    sync.Mutex
-	conns map[net.Conn]netip.Addr // the address counted per IP, if any
+	conns map[net.Conn]*connlimit.Slot // its place under MaxConnectionsPerIP, if any
 }
 
 // New creates a server; Start binds it.
@@ -142,11 +146,8 @@ func New(cfg Config, hub Hub) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	component := "rtmp"
-	if cfg.TLSConfig != nil {
-		component = "rtmps"
-	}
-	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", component), conns: make(map[net.Conn]netip.Addr), sender: cfg.Sender}
+	s := &Server{cfg: cfg, hub: hub, conns: make(map[net.Conn]*connlimit.Slot), sender: cfg.Sender}
+	s.log = cfg.Logger.With("component", s.proto())
 	s.limits.perIP = connlimit.NewPerIP(cfg.MaxConnectionsPerIP)
 	if s.sender == nil {
 		s.sender, s.ownSender = stream.NewSender(0), true
@@ -169,6 +170,14 @@ func (s *Server) Start(ctx context.Context) error {
 	s.wg.Add(1)
 	go s.accept()
 	return nil
+}
+
+// proto names the server's protocol: "rtmps" over TLS, else "rtmp".
+func (s *Server) proto() string {
+	if s.cfg.TLSConfig != nil {
+		return "rtmps"
+	}
+	return "rtmp"
 }
 
 // Connections returns the number of open RTMP connections.
@@ -227,7 +236,7 @@ func (s *Server) accept() {
 			s.active.Add(-1)
 			return
 		}
-		s.conns[nc] = netip.Addr{}
+		s.conns[nc] = nil
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go func() {
@@ -241,7 +250,8 @@ func (s *Server) accept() {
 				s.release(nc)
 				return
 			}
-			if !s.admit(nc, conn) {
+			slot, ok := s.admit(nc, conn)
+			if !ok {
 				s.release(nc)
 				return
 			}
@@ -249,7 +259,7 @@ func (s *Server) accept() {
 				s.release(nc)
 				return
 			}
-			if playing := newConn(s, nc, conn, accepted).serve(); !playing {
+			if playing := newConn(s, nc, conn, accepted, slot).serve(); !playing {
 				s.release(nc)
 			}
 		}()
@@ -261,10 +271,10 @@ func (s *Server) accept() {
 func (s *Server) release(nc net.Conn) {
 	nc.Close()
 	s.mu.Lock()
-	ip := s.conns[nc]
+	slot := s.conns[nc]
 	delete(s.conns, nc)
 	s.mu.Unlock()
-	s.limits.perIP.Release(ip)
+	slot.Leave()
 	s.active.Add(-1)
 	s.wg.Done()
 }

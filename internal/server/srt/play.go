@@ -25,8 +25,8 @@ const tsChunk = 7 * 188
 const tsBase = 90000
 
 // play sends a stream to an SRT viewer as MPEG-TS until the stream ends,
-// the viewer leaves or the server closes.
-func (s *Server) play(conn gosrt.Conn, rd *stream.Reader, name stream.Name, remote string) {
+// the viewer leaves or the server closes; sess is its session.
+func (s *Server) play(conn gosrt.Conn, rd *stream.Reader, sess hub.Session) {
 	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
@@ -36,10 +36,10 @@ func (s *Server) play(conn gosrt.Conn, rd *stream.Reader, name stream.Name, remo
 		rd.Close()
 		conn.Close()
 	}()
-	log := s.log.With("stream", name, "remote", remote)
+	log := s.log.With("stream", sess.Stream, "remote", sess.RemoteAddr)
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "srt", Stream: name, RemoteAddr: remote}, func() { cancel(); conn.Close() })
+	_, endSession := s.hub.StartSession(sess, func() { cancel(); conn.Close() })
 	defer endSession()
 	log.Info("play started")
 	err := remux(ctx, rd, bufio.NewWriterSize(conn, tsChunk))

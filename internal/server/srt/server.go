@@ -29,6 +29,7 @@ import (
 type Hub interface {
 	Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publisher, error)
 	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
 
@@ -175,12 +176,19 @@ func (s *Server) admit(req gosrt.ConnRequest) {
 			return
 		}
 	}
+	place, err := s.hub.Admit("srt", remote)
+	if err != nil {
+		s.log.Info(string(action)+" refused", "remote", remote, "stream", name, "reason", err)
+		req.Reject(gosrt.REJX_OVERLOAD)
+		return
+	}
 	if mode == "read" {
-		s.admitViewer(req, name, remote)
+		s.admitViewer(req, name, remote, place)
 		return
 	}
 	pub, err := s.hub.Publish(name, stream.PublisherInfo{Protocol: "srt", RemoteAddr: remote, Credential: grant.Credential})
 	if err != nil {
+		place.Release()
 		s.log.Info("publish refused", "remote", remote, "stream", name, "err", err)
 		reason := gosrt.REJX_ISE
 		if errors.Is(err, hub.ErrBusy) {
@@ -192,36 +200,39 @@ func (s *Server) admit(req gosrt.ConnRequest) {
 	conn, err := req.Accept()
 	if err != nil {
 		pub.Close()
+		place.Release()
 		s.log.Info("srt accept failed", "remote", remote, "err", err)
 		return
 	}
 	if !s.track(conn) {
 		pub.Close()
+		place.Release()
 		return
 	}
-	go s.publish(conn, pub, name, remote)
+	go s.publish(conn, pub, hub.Session{Kind: hub.KindPublish, Protocol: "srt", Stream: name, RemoteAddr: remote, Place: place})
 }
 
 // admitViewer accepts a viewer of a stream that plays here (or that the
-// node can pull from another).
-func (s *Server) admitViewer(req gosrt.ConnRequest, name stream.Name, remote string) {
+// node can pull from another), in place.
+func (s *Server) admitViewer(req gosrt.ConnRequest, name stream.Name, remote string, place *hub.Place) {
 	rd, err := s.hub.NewReader(name, "srt")
 	if err != nil {
+		place.Release()
 		s.log.Info("play refused: no such stream", "remote", remote, "stream", name)
 		req.Reject(gosrt.REJX_NOTFOUND)
 		return
 	}
 	conn, err := req.Accept()
+	if err == nil && !s.track(conn) {
+		err = errors.New("server closing")
+	}
 	if err != nil {
 		rd.Close()
+		place.Release()
 		s.log.Info("srt accept failed", "remote", remote, "err", err)
 		return
 	}
-	if !s.track(conn) {
-		rd.Close()
-		return
-	}
-	go s.play(conn, rd, name, remote)
+	go s.play(conn, rd, hub.Session{Kind: hub.KindPlay, Protocol: "srt", Stream: name, RemoteAddr: remote, Place: place})
 }
 
 // track registers a connection, so Close ends it, unless the server is
@@ -239,8 +250,9 @@ func (s *Server) track(conn gosrt.Conn) bool {
 	return true
 }
 
-// publish reads a publisher's MPEG-TS into the stream until it leaves.
-func (s *Server) publish(conn gosrt.Conn, pub *stream.Publisher, name stream.Name, remote string) {
+// publish reads a publisher's MPEG-TS into the stream until it leaves; sess
+// is its session.
+func (s *Server) publish(conn gosrt.Conn, pub *stream.Publisher, sess hub.Session) {
 	defer s.wg.Done()
 	defer func() {
 		s.mu.Lock()
@@ -248,8 +260,8 @@ func (s *Server) publish(conn gosrt.Conn, pub *stream.Publisher, name stream.Nam
 		s.mu.Unlock()
 		s.conns.Add(-1)
 	}()
-	log := s.log.With("stream", name, "remote", remote)
-	_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPublish, Protocol: "srt", Stream: name, RemoteAddr: remote}, func() { conn.Close() })
+	log := s.log.With("stream", sess.Stream, "remote", sess.RemoteAddr)
+	_, endSession := s.hub.StartSession(sess, func() { conn.Close() })
 	log.Info("publish started")
 	wd := newWatchdog(conn, s.cfg.HandshakeTimeout)
 	err := demux(wd, pub, func() { wd.setLimit(s.cfg.ReadTimeout) })

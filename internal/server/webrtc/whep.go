@@ -32,6 +32,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	pmedia "github.com/pion/webrtc/v4/pkg/media"
 
+	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
@@ -57,6 +58,7 @@ const (
 // Hub is what the WebRTC server needs from the node's stream table.
 type Hub interface {
 	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
 
@@ -93,6 +95,7 @@ type Server struct {
 	// taken are told so in the answer.
 	videoAPI *webrtc.API
 	tc       *transcoders
+	logs     connlimit.LogLimiter // refusals: at most one line a second
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -227,14 +230,31 @@ func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name stream.N
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
-	answer, ss, err := s.start(r.Context(), name, offer, rd, r.RemoteAddr)
+	place, err := s.admit(w, r, name)
 	if err != nil {
 		rd.Close()
+		return
+	}
+	answer, ss, err := s.start(r.Context(), name, offer, &play{rd: rd, place: place}, r.RemoteAddr)
+	if err != nil {
+		rd.Close()
+		place.Release()
 		s.log.Info("whep refused", "stream", name, "remote", r.RemoteAddr, "err", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	writeAnswer(w, ss, answer)
+}
+
+// admit takes a place for a session of the request's client (hub.Admit),
+// or answers why not.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, name stream.Name) (*hub.Place, error) {
+	place, err := s.hub.Admit("webrtc", r.RemoteAddr)
+	if err != nil {
+		s.logs.Log(s.log, slog.LevelInfo, "viewers-per-ip", "webrtc session refused", "stream", name, "remote", r.RemoteAddr, "reason", err)
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
+	}
+	return place, err
 }
 
 // readOffer reads a WHEP or WHIP request's SDP offer, or answers why not.
@@ -318,6 +338,7 @@ func (s *Server) ServeDelete(w http.ResponseWriter, r *http.Request, id string) 
 // play is what a WHEP session sends.
 type play struct {
 	rd      *stream.Reader
+	place   *hub.Place      // the viewer's place under the per-address limit
 	pending []*media.Packet // read by probe, not sent yet
 	video   *webrtc.TrackLocalStaticSample
 	audio   *webrtc.TrackLocalStaticRTP // nil without audio
@@ -325,9 +346,9 @@ type play struct {
 	senders []*webrtc.RTPSender
 }
 
-// start negotiates a session and starts sending rd to it.
-func (s *Server) start(ctx context.Context, name stream.Name, offer string, rd *stream.Reader, remote string) (string, *session, error) {
-	pl := &play{rd: rd}
+// start negotiates a session and starts sending pl's reader to it.
+func (s *Server) start(ctx context.Context, name stream.Name, offer string, pl *play, remote string) (string, *session, error) {
+	rd := pl.rd
 	var aac audioKnown
 	pl.pending, aac = probe(ctx, rd)
 	audio := s.whepAudio(name, offer, aac, pl)
@@ -457,6 +478,7 @@ func (s *Server) run(ctx context.Context, ss *session, pl *play, connected <-cha
 	defer func() {
 		ss.cancel()
 		pl.rd.Close()
+		pl.place.Release() // a session that never connected
 		if pl.sub != nil {
 			pl.sub.unsubscribe()
 		}
@@ -484,7 +506,7 @@ func (s *Server) run(ctx context.Context, ss *session, pl *play, connected <-cha
 		log.Info("webrtc viewer never connected")
 		return
 	}
-	_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "webrtc", Stream: ss.name, RemoteAddr: remote}, ss.cancel)
+	_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "webrtc", Stream: ss.name, RemoteAddr: remote, Place: pl.place}, ss.cancel)
 	defer endSession()
 	log.Info("play started", "audio", ss.audio())
 	var audioDone chan struct{}

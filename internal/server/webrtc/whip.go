@@ -42,6 +42,10 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 	if !ok {
 		return
 	}
+	place, err := s.admit(w, r, name)
+	if err != nil {
+		return
+	}
 	// The publisher's Opus is taken when it can be transcoded; else the
 	// answer declines it.
 	api, ffmpeg, why := s.videoAPI, "", NoAudioOffer
@@ -56,6 +60,7 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 		if ffmpeg != "" {
 			s.tc.release()
 		}
+		place.Release()
 	}
 	refuse := func(pc *webrtc.PeerConnection, code int, err error) {
 		pc.Close()
@@ -115,7 +120,7 @@ func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.N
 	}
 	go func() {
 		defer s.wg.Done()
-		_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPublish, Protocol: "webrtc", Stream: name, RemoteAddr: r.RemoteAddr}, cancel)
+		_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPublish, Protocol: "webrtc", Stream: name, RemoteAddr: r.RemoteAddr, Place: place}, cancel)
 		log := s.log.With("stream", name, "remote", r.RemoteAddr, "session", ss.id)
 		log.Info("publish started", "transport", "whip", "audio", why)
 		select {
