@@ -58,8 +58,9 @@ func TestAudienceBehindOneAddress(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	benchDone := make(chan error, 1)
-	go func() { benchDone <- cmd.Wait() }()
+	benchDone := make(chan struct{})
+	var benchErr error
+	go func() { benchErr = cmd.Wait(); close(benchDone) }()
 	t.Cleanup(func() {
 		select {
 		case <-benchDone:
@@ -69,13 +70,12 @@ func TestAudienceBehindOneAddress(t *testing.T) {
 		}
 	})
 	viewers := func(proto string) float64 {
-		return e.metric(t, fmt.Sprintf(`meshcast_stream_viewers{stream=%q,protocol=%q}`, name, proto))
+		return e.metric(t, fmt.Sprintf(`meshcast_stream_viewers{protocol=%q,stream=%q}`, proto, name))
 	}
 	waitFor(t, 60*time.Second, "2000 RTMP players", func() bool {
 		select {
-		case err := <-benchDone:
-			benchDone <- err
-			t.Fatalf("bench ended early: %v\n%s", err, stderr.String())
+		case <-benchDone:
+			t.Fatalf("bench ended early: %v\n%s", benchErr, stderr.String())
 		default:
 		}
 		return viewers("rtmp") >= rtmpPlayers
@@ -107,10 +107,8 @@ func TestAudienceBehindOneAddress(t *testing.T) {
 			p.close()
 		}
 	})
-	for i, p := range players {
-		if err := p.waitFrames(5, 20*time.Second); err != nil {
-			t.Fatalf("HTTP-FLV player %d: %v", i, err)
-		}
+	if err := waitAllFrames(players, 5, 20*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	if got := viewers("flv"); got != flvPlayers {
 		t.Errorf("%v HTTP-FLV viewers counted, want %d", got, flvPlayers)
@@ -179,16 +177,15 @@ func TestAudienceBehindOneAddress(t *testing.T) {
 
 	// Every player played on through it all.
 	e.healthy(t)
-	for i, p := range players {
-		if err := p.waitFrames(5, 20*time.Second); err != nil {
-			t.Errorf("HTTP-FLV player %d after the idle sockets: %v", i, err)
-		}
+	if err := waitAllFrames(players, 5, 20*time.Second); err != nil {
+		t.Errorf("after the idle sockets: %v", err)
 	}
 	if got := viewers("rtmp"); got != rtmpPlayers {
 		t.Errorf("%v RTMP viewers after the idle sockets, want %d", got, rtmpPlayers)
 	}
-	if err := <-benchDone; err != nil {
-		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	<-benchDone
+	if benchErr != nil {
+		t.Fatalf("bench: %v\n%s", benchErr, stderr.String())
 	}
 	var res bench.Result
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
@@ -254,10 +251,8 @@ func TestMaxViewersPerIP(t *testing.T) {
 	for _, v := range rtmpViewers {
 		v.waitFrames(t, 5, 15*time.Second)
 	}
-	for i, p := range flvViewers {
-		if err := p.waitFrames(5, 15*time.Second); err != nil {
-			t.Fatalf("HTTP-FLV player %d: %v", i, err)
-		}
+	if err := waitAllFrames(flvViewers, 5, 15*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	for proto, want := range map[string]float64{"rtmp": 1, "flv": 1} {
 		if got := e.metric(t, fmt.Sprintf(`meshcast_connections_refused_total{protocol=%q,reason="viewers_per_ip"}`, proto)); got != want {
@@ -345,16 +340,25 @@ func playFLVFrom(ip net.IP, url string) (*flvPlayer, error) {
 	return p, nil
 }
 
-// waitFrames waits until the player has received n more video frames.
-func (p *flvPlayer) waitFrames(n int64, timeout time.Duration) error {
-	start := p.video.Load()
+// waitAllFrames waits until every player has received n more video frames
+// than it had when called.
+func waitAllFrames(players []*flvPlayer, n int64, timeout time.Duration) error {
+	start := make([]int64, len(players))
+	for i, p := range players {
+		start[i] = p.video.Load()
+	}
 	deadline := time.Now().Add(timeout)
-	for p.video.Load()-start < n {
+	for i := 0; i < len(players); {
+		p := players[i]
+		if p.video.Load()-start[i] >= n {
+			i++
+			continue
+		}
 		if err, ok := p.err.Load().(error); ok {
-			return fmt.Errorf("after %d frames: %w", p.video.Load(), err)
+			return fmt.Errorf("HTTP-FLV player %d: after %d frames: %w", i, p.video.Load(), err)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d more frames within %v", p.video.Load()-start, n, timeout)
+			return fmt.Errorf("HTTP-FLV player %d: %d of %d more frames within %v", i, p.video.Load()-start[i], n, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
