@@ -213,6 +213,8 @@ func TestHTTPHeaderTimeout(t *testing.T) {
 	for _, want := range []string{
 		`meshcast_connections_refused_total{protocol="http",reason="per_ip"} 0`,
 		`meshcast_connections_refused_total{protocol="rtmp",reason="handshake_timeout"} 0`,
+		`meshcast_connections_refused_total{protocol="rtmp",reason="viewers_per_ip"} 0`,
+		`meshcast_connections_refused_total{protocol="webrtc",reason="viewers_per_ip"} 0`,
 	} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("/metrics has no %s", want)

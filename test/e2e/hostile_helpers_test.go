@@ -127,6 +127,29 @@ func (e *hostileEnv) healthy(t *testing.T) {
 	}
 }
 
+// playOn checks that a player from the address other plays, and that each
+// of viewers receives 5 more video frames, waiting for them all at once.
+func (e *hostileEnv) playOn(t *testing.T, other net.IP, viewers []*rtmpViewer) {
+	t.Helper()
+	v, err := playRTMPFrom(t, other, e.p.rtmpAddr, "live/stream")
+	if err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	v.waitFrames(t, 10, 15*time.Second)
+	start := make([]int64, len(viewers))
+	for i, v := range viewers {
+		start[i] = v.video.Load()
+	}
+	waitFor(t, 15*time.Second, "every player to receive 5 more frames", func() bool {
+		for i, v := range viewers {
+			if v.video.Load()-start[i] < 5 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // backToBaseline waits for the server's open files and goroutines to come
 // back to the baseline, give or take a little.
 func (e *hostileEnv) backToBaseline(t *testing.T) {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/meshcast/meshcast/internal/bench"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -204,8 +207,8 @@ func TestAudienceBehindOneAddress(t *testing.T) {
 
 // TestMaxViewersPerIP: with --max-viewers-per-ip 100, exactly 100 players
 // from one address play, over RTMP and HTTP-FLV together; the 101st is
-// refused with a reason over either, another address plays, and a player
-// that leaves frees its place.
+// refused with a reason over RTMP, HTTP-FLV, WebSocket-FLV and WHEP alike,
+// another address plays, and a player that leaves frees its place.
 func TestMaxViewersPerIP(t *testing.T) {
 	testutil.Need(t, "ffmpeg")
 	const max = 100
@@ -242,19 +245,33 @@ func TestMaxViewersPerIP(t *testing.T) {
 	if _, err := playFLVFrom(ip, httpURL()); err == nil || !strings.Contains(err.Error(), "429") {
 		t.Fatalf("HTTP-FLV player %d from one address: %v, want 429", max+1, err)
 	}
-	// Another address plays; those admitted play on.
-	other, err := playRTMPFrom(t, loopbackIP(70, 1), e.p.rtmpAddr, "live/stream")
+	// WebSocket-FLV and WHEP are refused alike.
+	from := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}).DialContext(ctx, network, addr)
+	}
+	ws := websocket.Dialer{NetDialContext: from, HandshakeTimeout: 10 * time.Second}
+	if c, resp, err := ws.Dial("ws://"+e.httpAddr()+"/live/stream.flv", nil); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("WebSocket-FLV player %d from one address: %v, %v; want 429", max+1, resp, err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: from}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Post("http://"+e.httpAddr()+"/live/stream/whep", "application/sdp", strings.NewReader("v=0\r\n"))
 	if err != nil {
-		t.Fatalf("another address: %v", err)
+		t.Fatal(err)
 	}
-	other.waitFrames(t, 10, 15*time.Second)
-	for _, v := range rtmpViewers {
-		v.waitFrames(t, 5, 15*time.Second)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("WHEP offer %d from one address: %s, want 429", max+1, resp.Status)
 	}
+	// Another address plays; those admitted play on.
+	e.playOn(t, loopbackIP(70, 1), rtmpViewers)
 	if err := waitAllFrames(flvViewers, 5, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	for proto, want := range map[string]float64{"rtmp": 1, "flv": 1} {
+	for proto, want := range map[string]float64{"rtmp": 1, "flv": 1, "ws-flv": 1, "webrtc": 1} {
 		if got := e.metric(t, fmt.Sprintf(`meshcast_connections_refused_total{protocol=%q,reason="viewers_per_ip"}`, proto)); got != want {
 			t.Errorf("%s: %v refusals counted as viewers_per_ip, want %v", proto, got, want)
 		}
