@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/stream"
 )
 
 func TestSafePaths(t *testing.T) {
@@ -219,5 +220,41 @@ func TestHTTPHeaderTimeout(t *testing.T) {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("/metrics has no %s", want)
 		}
+	}
+}
+
+// Behind a trusted proxy, viewers count against --max-viewers-per-ip under
+// the client's address from X-Forwarded-For, not the proxy's.
+func TestViewersPerIPBehindProxy(t *testing.T) {
+	a := startApp(t, func(c *config.Config) {
+		c.MaxViewersPerIP = 1
+		c.TrustedProxies = []string{"127.0.0.0/8"}
+	})
+	pub, err := a.Hub.Publish("live/x", stream.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	play := func(client string) int {
+		t.Helper()
+		c := dialHTTP(t, a, "127.0.0.1")
+		io.WriteString(c, "GET /live/x.flv HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: "+client+"\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	if code := play("198.51.100.1"); code != 200 {
+		t.Fatalf("first viewer of a client: %d", code)
+	}
+	if code := play("198.51.100.1"); code != http.StatusTooManyRequests {
+		t.Fatalf("second viewer of the client: %d, want 429", code)
+	}
+	if code := play("198.51.100.2"); code != 200 {
+		t.Fatalf("another client through the same proxy: %d", code)
+	}
+	if got := a.Hub.SessionRefusals()["flv"]; got != 1 {
+		t.Errorf("%d refusals counted, want 1", got)
 	}
 }
