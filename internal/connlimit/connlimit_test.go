@@ -259,3 +259,29 @@ func waitFor(t *testing.T, cond func() bool) {
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
+
+// BenchmarkSlot is what the per-address limit costs a connection that is
+// admitted within its grace: Enter, Busy when its session starts, Leave.
+func BenchmarkSlot(b *testing.B) {
+	p := NewPerIP(256)
+	ip := netip.MustParseAddr("10.0.0.1")
+	b.ReportAllocs()
+	for b.Loop() {
+		s, _ := p.Enter(ip, DefaultGrace, nil)
+		s.Busy()
+		s.Leave()
+	}
+}
+
+// BenchmarkSlotRequest is what it costs an HTTP keep-alive request: Busy
+// when its headers are read, Wait when the connection is idle again.
+func BenchmarkSlotRequest(b *testing.B) {
+	p := NewPerIP(256)
+	s, _ := p.Enter(netip.MustParseAddr("10.0.0.1"), DefaultGrace, nil)
+	defer s.Leave()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Busy()
+		s.Wait(DefaultGrace)
+	}
+}
