@@ -29,6 +29,7 @@ deps:
 ## test: install test dependencies, then vet and run every test with the race detector
 test: deps web
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt: these files need formatting:"; gofmt -l .; exit 1; }
+	$(GO) mod tidy -diff
 	$(GO) vet $(PKGS)
 	bash scripts/vulncheck.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
