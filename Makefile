@@ -26,11 +26,14 @@ web:
 deps:
 	bash scripts/install-test-deps.sh
 
-## test: install test dependencies, then vet and run every test with the race detector
+## test: install test dependencies, then vet (for Linux, macOS and Windows)
+## and run every test with the race detector
 test: deps web
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt: these files need formatting:"; gofmt -l .; exit 1; }
 	$(GO) mod tidy -diff
 	$(GO) vet $(PKGS)
+	GOOS=darwin $(GO) vet $(PKGS)
+	GOOS=windows $(GO) vet $(PKGS)
 	bash scripts/vulncheck.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 

@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
@@ -90,23 +89,6 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 			}
 		}
 	}
-}
-
-// setLowat sets the socket's receive low-water mark: Linux then wakes a
-// reader only when n bytes are waiting. Where it fails the player simply
-// reads eagerly.
-func setLowat(conn net.Conn, n int) {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	raw.Control(func(fd uintptr) {
-		syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
-	})
 }
 
 // idleTimeout ends a player that receives nothing for this long.

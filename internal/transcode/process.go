@@ -2,8 +2,8 @@ package transcode
 
 import (
 	"io"
+	"os"
 	"os/exec"
-	"syscall"
 	"time"
 )
 
@@ -15,6 +15,7 @@ type Process struct {
 	// Pid is the process's ID, and its group's.
 	Pid int
 
+	proc   *os.Process
 	stderr *tailBuffer
 	done   chan struct{} // closed once the process has been waited for
 	err    error         // how it ended; set before done is closed
@@ -27,14 +28,14 @@ func StartProcess(path string, args []string, stdin io.Reader, stdout io.Writer)
 	p := &Process{stderr: &tailBuffer{max: stderrTail}, done: make(chan struct{})}
 	cmd := exec.Command(path, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, p.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = groupAttr()
 	// Wait returns this long after the process exits even if something it
 	// left behind holds stderr open.
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p.Pid = cmd.Process.Pid
+	p.Pid, p.proc = cmd.Process.Pid, cmd.Process
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -60,23 +61,24 @@ func (p *Process) Exit() string {
 }
 
 // Stop ends the process group unless the process has exited: SIGTERM,
-// which lets ffmpeg finish its outputs, then SIGKILL after timeout. It
-// returns once the process has exited, and whether it had to be killed.
-// The group exists as long as the process has not been waited for.
+// which lets ffmpeg finish its outputs, then SIGKILL after timeout (where
+// there are no signals, the process is killed at once). It returns once
+// the process has exited, and whether it had to be killed. The group
+// exists as long as the process has not been waited for.
 func (p *Process) Stop(timeout time.Duration) (killed bool) {
 	select {
 	case <-p.done:
 		return false
 	default:
 	}
-	syscall.Kill(-p.Pid, syscall.SIGTERM)
+	stopGroup(p.proc, false)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-p.done:
 		return false
 	case <-t.C:
-		syscall.Kill(-p.Pid, syscall.SIGKILL)
+		stopGroup(p.proc, true)
 		<-p.done
 		return true
 	}

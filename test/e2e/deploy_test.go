@@ -1,3 +1,5 @@
+//go:build unix
+
 package e2e
 
 // Tests of what deploy/ and the Dockerfile ship: the compose file and the

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package e2e runs meshcast end to end against the tools users publish and
 // play with: ffmpeg, ffprobe and GStreamer.
 package e2e
