@@ -9,7 +9,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/config"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // signCmd prints a signed play URL or publish token:
@@ -40,7 +40,7 @@ func signCmd(args, env []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	n, err := stream.ParseName(*name)
+	n, err := streamname.Parse(*name)
 	switch {
 	case *secret == "":
 		fmt.Fprintln(stderr, "meshcast sign: --url-secret (or "+config.EnvPrefix+"URL_SECRET) is required")

@@ -14,28 +14,29 @@ import (
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Hub is what the API needs from the node's stream table.
 type Hub interface {
-	Get(name stream.Name) *stream.Stream
+	Get(name streamname.Name) *stream.Stream
 	List() []*stream.Stream
 	Sessions() []hub.Session
 	Kick(id string) bool
-	KickPublisher(name stream.Name) bool
+	KickPublisher(name streamname.Name) bool
 }
 
 // ViewerCounter counts a protocol's viewers where they are not stream
 // readers of their own (HLS players share one muxer's reader).
 type ViewerCounter interface {
-	Viewers(name stream.Name) int
+	Viewers(name streamname.Name) int
 }
 
 // Cluster is what the API shows of the cluster's registry.
 type Cluster interface {
 	Nodes(ctx context.Context) ([]cluster.Node, error)
-	Owner(ctx context.Context, name stream.Name) (cluster.Claim, error)
-	Relays(ctx context.Context, name stream.Name) ([]cluster.Relay, error)
+	Owner(ctx context.Context, name streamname.Name) (cluster.Claim, error)
+	Relays(ctx context.Context, name streamname.Name) ([]cluster.Relay, error)
 	Claims(ctx context.Context) ([]cluster.Claim, error)
 }
 
@@ -135,7 +136,7 @@ func (a *API) kickSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) kickPublisher(w http.ResponseWriter, r *http.Request) {
-	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_name", err.Error())
 		return
@@ -158,7 +159,7 @@ type Route struct {
 }
 
 // playURL is where a viewer plays name over proto from node n.
-func playURL(n cluster.Node, name stream.Name, proto string) (string, bool) {
+func playURL(n cluster.Node, name streamname.Name, proto string) (string, bool) {
 	switch proto {
 	case "rtmp":
 		return "rtmp://" + n.RTMPAddr + "/" + string(name), true
@@ -172,7 +173,7 @@ func playURL(n cluster.Node, name stream.Name, proto string) (string, bool) {
 
 // routeTo picks the node for a viewer of name over proto, answering the
 // request itself when it cannot.
-func (a *API) routeTo(w http.ResponseWriter, r *http.Request, name stream.Name, proto string) (Route, bool) {
+func (a *API) routeTo(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string) (Route, bool) {
 	if proto == "webrtc" {
 		writeError(w, http.StatusNotImplemented, "unsupported_proto", "this node does not serve WebRTC yet")
 		return Route{}, false
@@ -193,7 +194,7 @@ func (a *API) routeTo(w http.ResponseWriter, r *http.Request, name stream.Name, 
 }
 
 func (a *API) route(w http.ResponseWriter, r *http.Request) {
-	name, err := stream.ParseName(r.URL.Query().Get("stream"))
+	name, err := streamname.Parse(r.URL.Query().Get("stream"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_name", err.Error())
 		return
@@ -216,7 +217,7 @@ func (a *API) play(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "play URLs end in .flv or .m3u8")
 		return
 	}
-	name, err := stream.NewName(r.PathValue("app"), file)
+	name, err := streamname.New(r.PathValue("app"), file)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_name", err.Error())
 		return
@@ -421,7 +422,7 @@ func (a *API) listNodes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getStream(w http.ResponseWriter, r *http.Request) {
-	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_name", err.Error())
 		return

@@ -35,6 +35,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/srt"
 	"github.com/meshcast/meshcast/internal/server/webrtc"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/tlsutil"
 	"github.com/meshcast/meshcast/internal/web"
 	"github.com/meshcast/meshcast/internal/webhook"
@@ -453,7 +454,7 @@ func cors(origins []string, next http.Handler) http.Handler {
 
 // authorizePlay asks whether the client of r may play name over proto and
 // answers the refusal itself: 401 or 403, or 410 for an expired URL.
-func (a *App) authorizePlay(w http.ResponseWriter, r *http.Request, name stream.Name, proto string) bool {
+func (a *App) authorizePlay(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string) bool {
 	_, err := a.auth.Check(r.Context(), auth.Request{
 		Action: auth.Play, Name: name, Params: r.URL.Query(),
 		Remote: auth.RemoteAddr(r.RemoteAddr), Protocol: proto,
@@ -528,7 +529,7 @@ func (a *App) serveFile(w http.ResponseWriter, r *http.Request) {
 	file := r.PathValue("file")
 	switch {
 	case strings.HasSuffix(file, ".flv"):
-		name, err := stream.NewName(r.PathValue("app"), strings.TrimSuffix(file, ".flv"))
+		name, err := streamname.New(r.PathValue("app"), strings.TrimSuffix(file, ".flv"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
@@ -538,7 +539,7 @@ func (a *App) serveFile(w http.ResponseWriter, r *http.Request) {
 		}
 		a.flv.ServeStream(w, r, name)
 	case strings.HasSuffix(file, ".m3u8"):
-		name, err := stream.NewName(r.PathValue("app"), strings.TrimSuffix(file, ".m3u8"))
+		name, err := streamname.New(r.PathValue("app"), strings.TrimSuffix(file, ".m3u8"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)
 			return
@@ -555,7 +556,7 @@ func (a *App) serveFile(w http.ResponseWriter, r *http.Request) {
 
 // serveHLS answers /APP/STREAM/FILE for HLS playlists and segments.
 func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
-	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -572,7 +573,7 @@ func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
 
 // serveWHEP answers a WHEP offer for a stream (WebRTC playback).
 func (a *App) serveWHEP(w http.ResponseWriter, r *http.Request) {
-	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -592,7 +593,7 @@ func (a *App) serveWHEP(w http.ResponseWriter, r *http.Request) {
 // serveWHIP answers a WHIP offer: a WebRTC publisher, admitted like any
 // other (publish keys as ?key=KEY, signed tokens, the hook).
 func (a *App) serveWHIP(w http.ResponseWriter, r *http.Request) {
-	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -606,7 +607,7 @@ func (a *App) serveWHIP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), auth.StatusOf(err))
 		return
 	}
-	a.rtc.ServeWHIP(w, r, name, func(name stream.Name, remote string) (webrtc.Publisher, error) {
+	a.rtc.ServeWHIP(w, r, name, func(name streamname.Name, remote string) (webrtc.Publisher, error) {
 		return a.Hub.Publish(name, stream.PublisherInfo{Protocol: "webrtc", RemoteAddr: remote, Credential: grant.Credential})
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/procstat"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Option changes how New builds a node.
@@ -109,7 +110,7 @@ func (a *App) startCluster() {
 			Logger:   a.log,
 		}, a.Hub)
 	}
-	var active func() map[stream.Name]cluster.NodeID
+	var active func() map[streamname.Name]cluster.NodeID
 	if relays != nil {
 		active = relays.Active
 	}
@@ -155,7 +156,7 @@ func (a *App) relayUpstreams() int {
 // at Start.
 type owner struct{ a *App }
 
-func (o owner) Claim(name stream.Name) (func(), error) {
+func (o owner) Claim(name streamname.Name) (func(), error) {
 	m := o.a.member.Load()
 	if m == nil {
 		return nil, errors.New("node not started")
@@ -165,7 +166,7 @@ func (o owner) Claim(name stream.Name) (func(), error) {
 
 type upstream struct{ a *App }
 
-func (u upstream) Pull(name stream.Name) error {
+func (u upstream) Pull(name streamname.Name) error {
 	r := u.a.relays.Load()
 	if r == nil {
 		return hub.ErrNotFound
@@ -182,7 +183,7 @@ func (a *App) servePull(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	}
-	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

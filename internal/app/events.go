@@ -9,7 +9,7 @@ import (
 	"github.com/meshcast/meshcast/internal/api"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/events"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // startEvents starts the node's Socket.IO events, reporting the hub's
@@ -69,16 +69,16 @@ func (a *App) mountEvents(mux *http.ServeMux) {
 // eventSource shows the events the node's streams and viewers.
 type eventSource struct{ a *App }
 
-func (s eventSource) Streams() []stream.Name {
+func (s eventSource) Streams() []streamname.Name {
 	list := s.a.Hub.List()
-	out := make([]stream.Name, len(list))
+	out := make([]streamname.Name, len(list))
 	for i, st := range list {
 		out[i] = st.Name()
 	}
 	return out
 }
 
-func (s eventSource) Viewers(name stream.Name) events.Counts {
+func (s eventSource) Viewers(name streamname.Name) events.Counts {
 	st := s.a.Hub.Get(name)
 	if st == nil {
 		return events.Counts{}

@@ -17,6 +17,7 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -49,7 +50,7 @@ func (h *hookSink) recordDone() []webhook.Event {
 
 // publishGOP publishes one GOP of H.264 and AAC to name on a's hub as a
 // publisher session, and ends the session.
-func publishGOP(t *testing.T, a *App, name stream.Name) {
+func publishGOP(t *testing.T, a *App, name streamname.Name) {
 	t.Helper()
 	pub, err := a.Hub.Publish(name, stream.PublisherInfo{Protocol: "test"})
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/server/hls"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
 
@@ -59,8 +59,8 @@ type transcoder struct {
 	sup *transcode.Supervisor
 
 	mu     sync.Mutex
-	notes  map[stream.Name]TranscodeJob // streams whose job is not run here: remote or skipped
-	remote map[stream.Name]string       // the node's URL a job was handed to
+	notes  map[streamname.Name]TranscodeJob // streams whose job is not run here: remote or skipped
+	remote map[streamname.Name]string       // the node's URL a job was handed to
 
 	restarts atomic.Int64
 	wg       sync.WaitGroup
@@ -71,7 +71,7 @@ type transcoder struct {
 // initTranscoder builds the node's transcoder; it acts on hub events once
 // the node has started.
 func (a *App) initTranscoder(reg prometheus.Registerer) {
-	t := &transcoder{a: a, notes: map[stream.Name]TranscodeJob{}, remote: map[stream.Name]string{}}
+	t := &transcoder{a: a, notes: map[streamname.Name]TranscodeJob{}, remote: map[streamname.Name]string{}}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.sup = transcode.New(transcode.Config{
 		FFmpeg:   a.cfg.FFmpeg,
@@ -130,7 +130,7 @@ func (t *transcoder) goTracked(f func()) {
 
 // isRendition reports whether name is a rendition of another stream of
 // its app's ladder, which is never transcoded again.
-func (t *transcoder) isRendition(name stream.Name) bool {
+func (t *transcoder) isRendition(name streamname.Name) bool {
 	for _, r := range t.a.cfg.Ladder(name.App()) {
 		if strings.HasSuffix(name.Stream(), "_"+r.Name) {
 			return true
@@ -141,7 +141,7 @@ func (t *transcoder) isRendition(name stream.Name) bool {
 
 // ended stops the job of a stream that ended, here or on the node it was
 // handed to.
-func (t *transcoder) ended(name stream.Name) {
+func (t *transcoder) ended(name streamname.Name) {
 	t.sup.Stop(name)
 	t.mu.Lock()
 	node, handed := t.remote[name]
@@ -160,7 +160,7 @@ func (t *transcoder) ended(name stream.Name) {
 // place runs name's job here if this node has room, else asks the other
 // nodes, least busy first, until one takes it, else notes why it is not
 // run.
-func (t *transcoder) place(name stream.Name) {
+func (t *transcoder) place(name streamname.Name) {
 	renditions, err := t.fit(name)
 	if err != nil {
 		t.skip(name, err.Error())
@@ -204,7 +204,7 @@ func (t *transcoder) place(name stream.Name) {
 
 // fit waits for name's video configuration and returns the renditions
 // its ladder allows: none taller than the source.
-func (t *transcoder) fit(name stream.Name) ([]transcode.Rendition, error) {
+func (t *transcoder) fit(name streamname.Name) ([]transcode.Rendition, error) {
 	deadline := time.Now().Add(videoWait)
 	for {
 		if s := t.a.Hub.Get(name); s != nil {
@@ -261,12 +261,12 @@ func (t *transcoder) busy(n cluster.Node) string {
 
 // run starts name's job on this node, reading the source from the node's
 // own RTMP listener and publishing the renditions back to it.
-func (t *transcoder) run(name stream.Name, renditions []transcode.Rendition) error {
+func (t *transcoder) run(name streamname.Name, renditions []transcode.Rendition) error {
 	base := "rtmp://" + net.JoinHostPort("127.0.0.1", port(t.a.RTMPAddr())) + "/"
 	err := t.sup.Start(transcode.Spec{
 		Source:     name,
 		Input:      base + string(name),
-		OutputURL:  func(n stream.Name) string { return base + string(n) },
+		OutputURL:  func(n streamname.Name) string { return base + string(n) },
 		Renditions: renditions,
 		Alive:      func() bool { return t.alive(name) },
 	})
@@ -286,7 +286,7 @@ func (t *transcoder) run(name stream.Name, renditions []transcode.Rendition) err
 
 // sourceSize is the query telling another node the source's size, so it
 // fits the ladder before it has the stream itself.
-func (t *transcoder) sourceSize(name stream.Name) string {
+func (t *transcoder) sourceSize(name streamname.Name) string {
 	if s := t.a.Hub.Get(name); s != nil {
 		if v := s.Info().Video; v != nil {
 			return fmt.Sprintf("?width=%d&height=%d", v.Width, v.Height)
@@ -297,7 +297,7 @@ func (t *transcoder) sourceSize(name stream.Name) string {
 
 // alive reports whether a source is still live: here, or (for a job
 // handed over by its origin) anywhere in the cluster.
-func (t *transcoder) alive(name stream.Name) bool {
+func (t *transcoder) alive(name streamname.Name) bool {
 	if s := t.a.Hub.Get(name); s != nil && s.Info().Live {
 		return true
 	}
@@ -308,7 +308,7 @@ func (t *transcoder) alive(name stream.Name) bool {
 }
 
 // skip notes why name is served without renditions.
-func (t *transcoder) skip(name stream.Name, why string) {
+func (t *transcoder) skip(name streamname.Name, why string) {
 	job := TranscodeJob{Stream: string(name), State: "skipped", Reason: why, Renditions: []string{}}
 	t.mu.Lock()
 	t.notes[name] = job
@@ -366,7 +366,7 @@ func (t *transcoder) jobs() []TranscodeJob {
 
 // ask sends a signed job request (POST: run it, DELETE: stop it) to
 // another node.
-func (t *transcoder) ask(ctx context.Context, method, nodeURL string, name stream.Name, query string) error {
+func (t *transcoder) ask(ctx context.Context, method, nodeURL string, name streamname.Name, query string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, nodeURL+transcodePath+string(name)+query, nil)
@@ -404,7 +404,7 @@ func (t *transcoder) serveJob(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	}
-	name, err := stream.NewName(r.PathValue("app"), r.PathValue("stream"))
+	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -458,7 +458,7 @@ func (t *transcoder) serveJobs(w http.ResponseWriter, r *http.Request) {
 }
 
 // renditionNames are the stream names of a source's renditions.
-func renditionNames(source stream.Name, rs []transcode.Rendition) []string {
+func renditionNames(source streamname.Name, rs []transcode.Rendition) []string {
 	out := []string{}
 	for _, r := range rs {
 		if n, err := transcode.RenditionName(source, r); err == nil {
@@ -471,8 +471,8 @@ func renditionNames(source stream.Name, rs []transcode.Rendition) []string {
 // serveMaster answers /APP/STREAM/master.m3u8: the stream's own HLS
 // variants and those of every rendition that is live in the cluster, in
 // one multivariant playlist.
-func (a *App) serveMaster(w http.ResponseWriter, r *http.Request, name stream.Name) {
-	names := []stream.Name{name}
+func (a *App) serveMaster(w http.ResponseWriter, r *http.Request, name streamname.Name) {
+	names := []streamname.Name{name}
 	for _, rn := range a.cfg.Ladder(name.App()) {
 		if n, err := transcode.RenditionName(name, rn); err == nil && a.streamExists(r.Context(), n) {
 			names = append(names, n)
@@ -518,7 +518,7 @@ func (a *App) serveMaster(w http.ResponseWriter, r *http.Request, name stream.Na
 
 // streamExists reports whether a stream is live here or owned anywhere
 // in the cluster.
-func (a *App) streamExists(ctx context.Context, name stream.Name) bool {
+func (a *App) streamExists(ctx context.Context, name streamname.Name) bool {
 	if s := a.Hub.Get(name); s != nil && s.Info().Live {
 		return true
 	}

@@ -30,7 +30,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -53,7 +53,7 @@ const (
 // Request is a client's request to publish or play a stream.
 type Request struct {
 	Action Action
-	Name   stream.Name
+	Name   streamname.Name
 	// Params are the parameters the client sent with the name or URL: key,
 	// expires, sig and whatever an admission hook wants.
 	Params url.Values
@@ -297,7 +297,7 @@ func (a *Authorizer) verify(req Request) error {
 	return nil
 }
 
-func mac(secret string, action Action, name stream.Name, expires string) []byte {
+func mac(secret string, action Action, name streamname.Name, expires string) []byte {
 	m := hmac.New(sha256.New, []byte(secret))
 	io.WriteString(m, string(action)+"\n"+string(name)+"\n"+expires)
 	return m.Sum(nil)
@@ -305,7 +305,7 @@ func mac(secret string, action Action, name stream.Name, expires string) []byte 
 
 // Sign returns the query parameters (expires=UNIX&sig=HEX) that let a
 // client perform action on name until expires.
-func Sign(secret string, action Action, name stream.Name, expires time.Time) string {
+func Sign(secret string, action Action, name streamname.Name, expires time.Time) string {
 	exp := strconv.FormatInt(expires.Unix(), 10)
 	return "expires=" + exp + "&sig=" + hex.EncodeToString(mac(secret, action, name, exp))
 }

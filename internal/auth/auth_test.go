@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -23,7 +23,7 @@ const secret = "url-secret-of-tests"
 var (
 	loopback = netip.MustParseAddr("127.0.0.1")
 	remote   = netip.MustParseAddr("192.0.2.10")
-	cam      = stream.Name("live/cam")
+	cam      = streamname.Name("live/cam")
 )
 
 func newAuth(t testing.TB, cfg Config) *Authorizer {
@@ -64,7 +64,7 @@ func wantStatus(t *testing.T, what string, err error, status int) {
 func TestPublishKeys(t *testing.T) {
 	a := newAuth(t, Config{PublishKeys: []string{"live=app-key-1", "other/cam*=cam-key-1", "*=every-key"}})
 	cases := []struct {
-		name   stream.Name
+		name   streamname.Name
 		params string
 		addr   netip.Addr
 		status int
@@ -122,7 +122,7 @@ func TestSignedURLs(t *testing.T) {
 	flipped := valid[:len(valid)-1] + string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", valid[len(valid)-1])+1)%16])
 	cases := []struct {
 		what   string
-		name   stream.Name
+		name   streamname.Name
 		params string
 		status int
 	}{
@@ -296,7 +296,7 @@ func FuzzCheck(f *testing.F) {
 	a := newAuth(f, Config{PublishAuth: ModeAlways, PublishKeys: []string{"live=app-key-1"}, URLSecret: secret, SignedPlayApps: []string{"live"}, Now: func() time.Time { return now }})
 	f.Fuzz(func(t *testing.T, raw, app string) {
 		base, q := SplitName(raw)
-		name, err := stream.NewName(app, base)
+		name, err := streamname.New(app, base)
 		if err != nil {
 			return
 		}

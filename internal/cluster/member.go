@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // heartbeatEvery is how often a member heartbeats and renews its claims.
@@ -23,10 +23,10 @@ type MemberConfig struct {
 	Load func() Load
 	// Relays reports the streams this node relays now, refreshed in the
 	// registry with each heartbeat; nil means none.
-	Relays func() map[stream.Name]NodeID
+	Relays func() map[streamname.Name]NodeID
 	// OnLost is called, from the member's goroutine, for a stream whose
 	// claim another node has taken: the node must stop serving it.
-	OnLost func(stream.Name)
+	OnLost func(streamname.Name)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -40,7 +40,7 @@ type Member struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	claims    map[stream.Name]Claim
+	claims    map[streamname.Name]Claim
 	draining  bool
 	reachable bool // the last call to the registry succeeded
 
@@ -58,7 +58,7 @@ func NewMember(cfg MemberConfig) *Member {
 	return &Member{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "cluster", "node", cfg.Self.ID),
-		claims:    make(map[stream.Name]Claim),
+		claims:    make(map[streamname.Name]Claim),
 		reachable: true,
 		ctx:       ctx,
 		cancel:    cancel,
@@ -97,7 +97,7 @@ func (m *Member) Close() {
 	ctx := context.Background()
 	m.mu.Lock()
 	claims := m.claims
-	m.claims = map[stream.Name]Claim{}
+	m.claims = map[streamname.Name]Claim{}
 	m.mu.Unlock()
 	for _, c := range claims {
 		m.cfg.Registry.Release(ctx, c)
@@ -115,7 +115,7 @@ func (m *Member) Drain() {
 
 // Claim makes this node the owner of name (see Registry.Claim) and keeps
 // the claim renewed until release is called.
-func (m *Member) Claim(name stream.Name) (release func(), err error) {
+func (m *Member) Claim(name streamname.Name) (release func(), err error) {
 	c, err := m.cfg.Registry.Claim(m.ctx, name, m.cfg.Self.ID)
 	if err != nil {
 		return nil, err

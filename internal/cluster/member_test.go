@@ -6,22 +6,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // A member keeps its claims past their lease, learns when another node has
 // taken one (after the store lost it), and leaves the registry on Close.
 func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	ctx := context.Background()
-	const name = stream.Name("live/member")
+	const name = streamname.Name("live/member")
 	reg := NewMemory(MemoryConfig{NodeTimeout: time.Second})
 	defer reg.Close()
-	lost := make(chan stream.Name, 1)
+	lost := make(chan streamname.Name, 1)
 	m := NewMember(MemberConfig{
 		Self:     Node{ID: "node-a", HTTPAddr: "127.0.0.1:1"},
 		Registry: reg,
 		Load:     func() Load { return Load{Viewers: 7} },
-		OnLost:   func(n stream.Name) { lost <- n },
+		OnLost:   func(n streamname.Name) { lost <- n },
 	})
 	m.Start()
 	closed := false

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // MemoryConfig configures a Memory registry.
@@ -32,12 +32,12 @@ type Memory struct {
 	// Expiry times carry the monotonic clock reading of time.Now, so a
 	// wall-clock step does not revive or kill records.
 	nodes  map[NodeID]memNode
-	claims map[stream.Name]memClaim
+	claims map[streamname.Name]memClaim
 	// epochs is the last epoch handed out per name. Like the Redis
 	// counter it only grows, and only reset (the test double of a store
 	// that restarted empty) forgets it.
-	epochs map[stream.Name]uint64
-	relays map[stream.Name]map[NodeID]memRelay
+	epochs map[streamname.Name]uint64
+	relays map[streamname.Name]map[NodeID]memRelay
 }
 
 var _ Registry = (*Memory)(nil)
@@ -74,9 +74,9 @@ func (m *Memory) reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.nodes = make(map[NodeID]memNode)
-	m.claims = make(map[stream.Name]memClaim)
-	m.epochs = make(map[stream.Name]uint64)
-	m.relays = make(map[stream.Name]map[NodeID]memRelay)
+	m.claims = make(map[streamname.Name]memClaim)
+	m.epochs = make(map[streamname.Name]uint64)
+	m.relays = make(map[streamname.Name]map[NodeID]memRelay)
 }
 
 // Heartbeat implements Registry.
@@ -162,7 +162,7 @@ func (m *Memory) aliveLocked(id NodeID, now time.Time) bool {
 }
 
 // currentLocked returns name's claim if its lease has not run out.
-func (m *Memory) currentLocked(name stream.Name, now time.Time) (memClaim, bool) {
+func (m *Memory) currentLocked(name streamname.Name, now time.Time) (memClaim, bool) {
 	c, ok := m.claims[name]
 	if !ok || !now.Before(c.expires) {
 		return memClaim{}, false
@@ -171,7 +171,7 @@ func (m *Memory) currentLocked(name stream.Name, now time.Time) (memClaim, bool)
 }
 
 // Claim implements Registry.
-func (m *Memory) Claim(_ context.Context, name stream.Name, node NodeID) (Claim, error) {
+func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID) (Claim, error) {
 	if node == "" {
 		return Claim{}, errEmptyNode("claim " + string(name))
 	}
@@ -261,7 +261,7 @@ func (m *Memory) fenceLocked(c Claim, now time.Time) fence {
 }
 
 // Owner implements Registry.
-func (m *Memory) Owner(_ context.Context, name stream.Name) (Claim, error) {
+func (m *Memory) Owner(_ context.Context, name streamname.Name) (Claim, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur, ok := m.currentLocked(name, time.Now())
@@ -287,7 +287,7 @@ func (m *Memory) Claims(context.Context) ([]Claim, error) {
 }
 
 // SetRelay implements Registry.
-func (m *Memory) SetRelay(_ context.Context, name stream.Name, r Relay) error {
+func (m *Memory) SetRelay(_ context.Context, name streamname.Name, r Relay) error {
 	if r.Node == "" {
 		return errEmptyNode("set relay of " + string(name))
 	}
@@ -304,7 +304,7 @@ func (m *Memory) SetRelay(_ context.Context, name stream.Name, r Relay) error {
 }
 
 // DeleteRelay implements Registry.
-func (m *Memory) DeleteRelay(_ context.Context, name stream.Name, node NodeID) error {
+func (m *Memory) DeleteRelay(_ context.Context, name streamname.Name, node NodeID) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if rs := m.relays[name]; rs != nil {
@@ -317,7 +317,7 @@ func (m *Memory) DeleteRelay(_ context.Context, name stream.Name, node NodeID) e
 }
 
 // Relays implements Registry.
-func (m *Memory) Relays(_ context.Context, name stream.Name) ([]Relay, error) {
+func (m *Memory) Relays(_ context.Context, name streamname.Name) ([]Relay, error) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()

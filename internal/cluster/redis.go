@@ -17,7 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // RedisConfig configures a Redis registry.
@@ -76,7 +76,7 @@ const defaultOpTimeout = time.Second
 // same atomic step. Each set's PEXPIRE is refreshed to NodeTimeout with every
 // write, so a set outlives all its records but not by more than a timeout
 // (the relays of a stream that ended go away without anyone listing them).
-// Stream names cannot hold ':' (stream.Name), so "relay:NAME:NODE" is
+// Stream names cannot hold ':' (streamname.Name), so "relay:NAME:NODE" is
 // unambiguous.
 type Redis struct {
 	client redis.UniversalClient
@@ -97,24 +97,24 @@ func (r *Redis) nodeKey(id NodeID) string { return r.prefix + "node:" + string(i
 func (r *Redis) nodesKey() string { return r.prefix + "nodes" }
 
 // claimKey holds name's current claim as "EPOCH:NODE", PX NodeTimeout.
-func (r *Redis) claimKey(name stream.Name) string { return r.prefix + "claim:" + string(name) }
+func (r *Redis) claimKey(name streamname.Name) string { return r.prefix + "claim:" + string(name) }
 
 // epochKey holds the last epoch handed out for name. It is only ever
 // incremented or raised, never expires and is never deleted: an epoch must
 // not be handed out twice.
-func (r *Redis) epochKey(name stream.Name) string { return r.prefix + "epoch:" + string(name) }
+func (r *Redis) epochKey(name streamname.Name) string { return r.prefix + "epoch:" + string(name) }
 
 // claimsKey is the set of stream names that may have a claim key.
 func (r *Redis) claimsKey() string { return r.prefix + "claims" }
 
 // relayKey holds the upstream node ID of node's relay of name, PX
 // NodeTimeout.
-func (r *Redis) relayKey(name stream.Name, node NodeID) string {
+func (r *Redis) relayKey(name streamname.Name, node NodeID) string {
 	return r.prefix + "relay:" + string(name) + ":" + string(node)
 }
 
 // relaysKey is the set of node IDs that may have a relay key for name.
-func (r *Redis) relaysKey(name stream.Name) string { return r.prefix + "relays:" + string(name) }
+func (r *Redis) relaysKey(name streamname.Name) string { return r.prefix + "relays:" + string(name) }
 
 // claimScript is Claim's compare-and-set. It refuses only when a claim is
 // current, held by another node, and that node's record is alive; otherwise
@@ -524,7 +524,7 @@ func claimValue(node NodeID, epoch uint64) string {
 }
 
 // parseClaim reads a claimKey value.
-func parseClaim(name stream.Name, v string) (Claim, error) {
+func parseClaim(name streamname.Name, v string) (Claim, error) {
 	e, node, ok := strings.Cut(v, ":")
 	epoch, err := strconv.ParseUint(e, 10, 64)
 	if !ok || err != nil || epoch == 0 {
@@ -534,7 +534,7 @@ func parseClaim(name stream.Name, v string) (Claim, error) {
 }
 
 // claimKeys are the KEYS of the claim scripts.
-func (r *Redis) claimKeys(name stream.Name) []string {
+func (r *Redis) claimKeys(name streamname.Name) []string {
 	return []string{r.claimKey(name), r.epochKey(name), r.claimsKey()}
 }
 
@@ -542,7 +542,7 @@ func (r *Redis) claimKeys(name stream.Name) []string {
 func (r *Redis) leaseMS() int64 { return r.timeout.Milliseconds() }
 
 // Claim implements Registry.
-func (r *Redis) Claim(ctx context.Context, name stream.Name, node NodeID) (Claim, error) {
+func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID) (Claim, error) {
 	if node == "" {
 		return Claim{}, errEmptyNode("claim " + string(name))
 	}
@@ -603,7 +603,7 @@ func (r *Redis) Release(ctx context.Context, c Claim) error {
 }
 
 // Owner implements Registry.
-func (r *Redis) Owner(ctx context.Context, name stream.Name) (Claim, error) {
+func (r *Redis) Owner(ctx context.Context, name streamname.Name) (Claim, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	v, err := r.client.Get(ctx, r.claimKey(name)).Result()
@@ -620,13 +620,13 @@ func (r *Redis) Owner(ctx context.Context, name stream.Name) (Claim, error) {
 func (r *Redis) Claims(ctx context.Context) ([]Claim, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	names, vals, err := r.list(ctx, r.claimsKey(), func(name string) string { return r.claimKey(stream.Name(name)) })
+	names, vals, err := r.list(ctx, r.claimsKey(), func(name string) string { return r.claimKey(streamname.Name(name)) })
 	if err != nil {
 		return nil, unavailable("claims", err)
 	}
 	claims := make([]Claim, 0, len(names))
 	for i, name := range names {
-		c, err := parseClaim(stream.Name(name), vals[i])
+		c, err := parseClaim(streamname.Name(name), vals[i])
 		if err != nil {
 			return nil, err
 		}
@@ -637,7 +637,7 @@ func (r *Redis) Claims(ctx context.Context) ([]Claim, error) {
 }
 
 // SetRelay implements Registry.
-func (r *Redis) SetRelay(ctx context.Context, name stream.Name, rl Relay) error {
+func (r *Redis) SetRelay(ctx context.Context, name streamname.Name, rl Relay) error {
 	if rl.Node == "" {
 		return errEmptyNode("set relay of " + string(name))
 	}
@@ -656,7 +656,7 @@ func (r *Redis) SetRelay(ctx context.Context, name stream.Name, rl Relay) error 
 }
 
 // DeleteRelay implements Registry.
-func (r *Redis) DeleteRelay(ctx context.Context, name stream.Name, node NodeID) error {
+func (r *Redis) DeleteRelay(ctx context.Context, name streamname.Name, node NodeID) error {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -671,7 +671,7 @@ func (r *Redis) DeleteRelay(ctx context.Context, name stream.Name, node NodeID) 
 }
 
 // Relays implements Registry.
-func (r *Redis) Relays(ctx context.Context, name stream.Name) ([]Relay, error) {
+func (r *Redis) Relays(ctx context.Context, name streamname.Name) ([]Relay, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	nodes, upstreams, err := r.list(ctx, r.relaysKey(name), func(node string) string { return r.relayKey(name, NodeID(node)) })

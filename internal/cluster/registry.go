@@ -14,7 +14,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // NodeID names a node in the cluster. It is stable across restarts of the
@@ -59,8 +59,8 @@ type Node struct {
 
 // Claim is a node's ownership of a stream.
 type Claim struct {
-	Stream stream.Name `json:"stream"`
-	Node   NodeID      `json:"node"`
+	Stream streamname.Name `json:"stream"`
+	Node   NodeID          `json:"node"`
 	// Epoch grows with every new claim of the name, whichever node makes
 	// it: the newest owner always holds the highest epoch.
 	Epoch uint64 `json:"epoch"`
@@ -111,7 +111,7 @@ type Registry interface {
 	// out, when its owner is no longer alive, or when node already owns it
 	// (a publisher that came back to the same node); otherwise ErrClaimed.
 	// The claim lasts one lease (the registry's NodeTimeout) unless renewed.
-	Claim(ctx context.Context, name stream.Name, node NodeID) (Claim, error)
+	Claim(ctx context.Context, name streamname.Name, node NodeID) (Claim, error)
 	// Renew extends c's lease. When the registry has lost c (its store
 	// restarted empty, or the lease ran out while the store was away),
 	// Renew restores it at c's epoch if no higher epoch has been handed out
@@ -124,17 +124,17 @@ type Registry interface {
 	Release(ctx context.Context, c Claim) error
 	// Owner returns the current claim of name whose lease has not run out,
 	// or ErrNotFound.
-	Owner(ctx context.Context, name stream.Name) (Claim, error)
+	Owner(ctx context.Context, name streamname.Name) (Claim, error)
 	// Claims returns every current claim, sorted by stream name.
 	Claims(ctx context.Context) ([]Claim, error)
 
 	// SetRelay records that r.Node relays name, for one NodeTimeout unless
 	// set again.
-	SetRelay(ctx context.Context, name stream.Name, r Relay) error
+	SetRelay(ctx context.Context, name streamname.Name, r Relay) error
 	// DeleteRelay removes node's relay record of name.
-	DeleteRelay(ctx context.Context, name stream.Name, node NodeID) error
+	DeleteRelay(ctx context.Context, name streamname.Name, node NodeID) error
 	// Relays returns the current relays of name, sorted by node.
-	Relays(ctx context.Context, name stream.Name) ([]Relay, error)
+	Relays(ctx context.Context, name streamname.Name) ([]Relay, error)
 
 	// Close releases the registry's connections. It does not remove
 	// anything from the store.

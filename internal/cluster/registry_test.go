@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 func TestMain(m *testing.M) {
@@ -92,9 +92,9 @@ func runRegistrySuite(t *testing.T, rt registryUnderTest) {
 
 var (
 	bg        = context.Background()
-	nameA     = stream.Name("live/show")
-	nameB     = stream.Name("live/other")
-	nameC     = stream.Name("app/third")
+	nameA     = streamname.Name("live/show")
+	nameB     = streamname.Name("live/other")
+	nameC     = streamname.Name("app/third")
 	nodeA     = NodeID("node-a")
 	nodeB     = NodeID("node-b")
 	nodeC     = NodeID("node-c")
@@ -123,7 +123,7 @@ func mustHeartbeat(t *testing.T, reg Registry, ids ...NodeID) {
 	}
 }
 
-func mustClaim(t *testing.T, reg Registry, name stream.Name, id NodeID) Claim {
+func mustClaim(t *testing.T, reg Registry, name streamname.Name, id NodeID) Claim {
 	t.Helper()
 	c, err := reg.Claim(bg, name, id)
 	if err != nil {
@@ -613,7 +613,7 @@ func testOwnerAndClaims(t *testing.T, rt registryUnderTest) {
 
 func testRelays(t *testing.T, rt registryUnderTest) {
 	reg := rt.open(t, longTimeout)
-	relays := func(name stream.Name) string {
+	relays := func(name streamname.Name) string {
 		t.Helper()
 		rs, err := reg.Relays(bg, name)
 		if err != nil {
@@ -624,7 +624,7 @@ func testRelays(t *testing.T, rt registryUnderTest) {
 	if got := relays(nameA); got != "[]" {
 		t.Fatalf("Relays of an unrelayed stream = %s", got)
 	}
-	set := func(name stream.Name, r Relay) {
+	set := func(name streamname.Name, r Relay) {
 		t.Helper()
 		if err := reg.SetRelay(bg, name, r); err != nil {
 			t.Fatalf("SetRelay(%s, %+v): %v", name, r, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // PullPath is the path prefix of the internal endpoint that serves a
@@ -53,7 +54,7 @@ const (
 type RelayHub interface {
 	// OpenRelay creates the local stream name fed by a relay; it fails
 	// with stream.ErrBusy when the stream exists already.
-	OpenRelay(name stream.Name, from string) (*stream.Publisher, error)
+	OpenRelay(name streamname.Name, from string) (*stream.Publisher, error)
 }
 
 // RelayConfig configures a node's relays.
@@ -91,7 +92,7 @@ type Relays struct {
 	client *http.Client
 
 	mu     sync.Mutex
-	active map[stream.Name]*relay
+	active map[streamname.Name]*relay
 	closed bool
 
 	ctx    context.Context
@@ -101,7 +102,7 @@ type Relays struct {
 
 // relay is one stream pulled into this node.
 type relay struct {
-	name     stream.Name
+	name     streamname.Name
 	ready    chan struct{} // closed once opened or failed
 	err      error
 	pub      *stream.Publisher
@@ -127,7 +128,7 @@ func NewRelays(cfg RelayConfig, hub RelayHub) *Relays {
 			DisableCompression:    true,
 			MaxIdleConnsPerHost:   -1, // every pull is one long response
 		}},
-		active: make(map[stream.Name]*relay),
+		active: make(map[streamname.Name]*relay),
 		ctx:    ctx,
 		cancel: cancel,
 	}
@@ -145,7 +146,7 @@ func (m *Relays) Close() {
 
 // Pull starts relaying name into the hub unless a relay of it runs
 // already. It fails when no live node has the stream.
-func (m *Relays) Pull(name stream.Name) error {
+func (m *Relays) Pull(name streamname.Name) error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -200,10 +201,10 @@ func (m *Relays) forget(r *relay) {
 }
 
 // Active returns the streams relayed now and the node each is pulled from.
-func (m *Relays) Active() map[stream.Name]NodeID {
+func (m *Relays) Active() map[streamname.Name]NodeID {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[stream.Name]NodeID, len(m.active))
+	out := make(map[streamname.Name]NodeID, len(m.active))
 	for name, r := range m.active {
 		if up := r.upstream.Load().(NodeID); up != "" {
 			out[name] = up
@@ -215,7 +216,7 @@ func (m *Relays) Active() map[stream.Name]NodeID {
 // choose finds the node to pull name from: a live parent, else (in a
 // mesh) a peer relaying it from its owner, same region first, else the
 // owner itself.
-func (m *Relays) choose(ctx context.Context, name stream.Name) (Node, error) {
+func (m *Relays) choose(ctx context.Context, name streamname.Name) (Node, error) {
 	reg := m.cfg.Registry
 	owner, err := reg.Owner(ctx, name)
 	if err != nil {
@@ -246,7 +247,7 @@ func (m *Relays) choose(ctx context.Context, name stream.Name) (Node, error) {
 
 // peer picks a live node relaying name straight from its owner. Pulling
 // only from such first-tier relays keeps a mesh free of cycles.
-func (m *Relays) peer(ctx context.Context, name stream.Name, owner NodeID) (Node, bool) {
+func (m *Relays) peer(ctx context.Context, name streamname.Name, owner NodeID) (Node, bool) {
 	relays, err := m.cfg.Registry.Relays(ctx, name)
 	if err != nil {
 		return Node{}, false

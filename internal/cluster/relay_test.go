@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/meshcast/meshcast/internal/media"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 func mediaData(body []byte) media.Packet {
@@ -18,7 +18,7 @@ func mediaData(body []byte) media.Packet {
 // the owner (mesh).
 func TestRelayChoosesUpstream(t *testing.T) {
 	ctx := context.Background()
-	const name = stream.Name("live/stream")
+	const name = streamname.Name("live/stream")
 	reg := NewMemory(MemoryConfig{})
 	defer reg.Close()
 	for _, n := range []Node{
@@ -66,7 +66,7 @@ func TestRelayChoosesUpstream(t *testing.T) {
 	if _, err := m.choose(ctx, "live/nothing"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a stream nobody owns: %v, want ErrNotFound", err)
 	}
-	mine := stream.Name("live/mine")
+	mine := streamname.Name("live/mine")
 	if _, err := reg.Claim(ctx, mine, "self"); err != nil {
 		t.Fatal(err)
 	}

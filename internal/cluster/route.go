@@ -11,12 +11,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // RouteRequest is a viewer asking where to play a stream.
 type RouteRequest struct {
-	Stream stream.Name
+	Stream streamname.Name
 	// Region is the region to prefer; empty for any.
 	Region string
 }
@@ -125,7 +125,7 @@ func (rendezvous) Select(req RouteRequest, cands []Candidate) Candidate {
 	})
 }
 
-func rendezvousHash(id NodeID, name stream.Name) uint64 {
+func rendezvousHash(id NodeID, name streamname.Name) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(id))
 	h.Write([]byte{0})

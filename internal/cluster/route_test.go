@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // routeNodes registers nodes with the given viewers (capacity 100 each).
@@ -47,7 +47,7 @@ func TestLeastLoadedSpreadsABurst(t *testing.T) {
 
 func TestSelectors(t *testing.T) {
 	ctx := context.Background()
-	const name = stream.Name("live/x")
+	const name = streamname.Name("live/x")
 	reg := NewMemory(MemoryConfig{})
 	defer reg.Close()
 	routeNodes(t, reg, map[NodeID]int{"a": 10, "b": 50, "c": 90, "full": 100}, map[NodeID]string{"c": "eu"})
@@ -94,8 +94,8 @@ func TestSelectors(t *testing.T) {
 	}
 	// Rendezvous: every router agrees, and a stream moves only when its
 	// node goes.
-	placed := map[stream.Name]NodeID{}
-	for _, s := range []stream.Name{"live/1", "live/2", "live/3", "live/4", "live/5", "live/6"} {
+	placed := map[streamname.Name]NodeID{}
+	for _, s := range []streamname.Name{"live/1", "live/2", "live/3", "live/4", "live/5", "live/6"} {
 		placed[s] = route("hash", RouteRequest{Stream: s})
 		if again := route("hash", RouteRequest{Stream: s}); again != placed[s] {
 			t.Errorf("hash placed %s on %s, then %s", s, placed[s], again)

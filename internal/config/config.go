@@ -28,7 +28,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
 
@@ -607,7 +607,7 @@ func (c *Config) Validate() error {
 		bad("RecordDir", "is required when recording is on")
 	}
 	for _, app := range slices.Sorted(maps.Keys(c.Apps)) {
-		if err := stream.CheckApp(app); err != nil {
+		if err := streamname.CheckApp(app); err != nil {
 			bad("Apps", "%v", err)
 		}
 		if tc := c.Apps[app].Transcode; tc != "" && !slices.Contains(TranscodeModes, tc) {

@@ -6,7 +6,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Codes of the "error" events a client gets for a refused chat message.
@@ -21,7 +21,7 @@ const (
 // parseChat reads a chat event's argument, {"stream": "APP/STREAM",
 // "text": "..."}, and returns the stream, the cleaned text, or the code
 // refusing it.
-func parseChat(arg any) (name stream.Name, text, code string) {
+func parseChat(arg any) (name streamname.Name, text, code string) {
 	m, ok := arg.(map[string]any)
 	if !ok {
 		return "", "", codeBadRequest
@@ -30,7 +30,7 @@ func parseChat(arg any) (name stream.Name, text, code string) {
 	if !ok {
 		return "", "", codeBadRequest
 	}
-	name, err := stream.ParseName(str)
+	name, err := streamname.Parse(str)
 	if err != nil {
 		return "", "", codeBadRequest
 	}

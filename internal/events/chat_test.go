@@ -5,14 +5,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 func TestParseChat(t *testing.T) {
 	tests := []struct {
 		name       string
 		arg        any
-		wantStream stream.Name
+		wantStream streamname.Name
 		wantText   string
 		wantCode   string
 	}{

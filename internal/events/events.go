@@ -31,7 +31,7 @@ import (
 	"github.com/zishang520/socket.io/v3/pkg/types"
 
 	"github.com/meshcast/meshcast/internal/hub"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Limits.
@@ -79,9 +79,9 @@ func (c Counts) Total() int { return c.RTMP + c.FLV + c.HLS }
 // per packet.
 type Source interface {
 	// Streams lists the streams on this node, sorted.
-	Streams() []stream.Name
+	Streams() []streamname.Name
 	// Viewers counts a stream's viewers on this node (zero when absent).
-	Viewers(stream.Name) Counts
+	Viewers(streamname.Name) Counts
 }
 
 // Config configures a Server.
@@ -128,7 +128,7 @@ type Server struct {
 	mu       sync.Mutex
 	closed   bool
 	clients  map[*client]struct{}
-	rooms    map[stream.Name]*room
+	rooms    map[streamname.Name]*room
 	inflight map[*http.Request]context.CancelFunc // requests in the library
 	requests sync.WaitGroup                       // the same, to wait for
 
@@ -139,8 +139,8 @@ type Server struct {
 	wg        sync.WaitGroup
 
 	// Owned by the event loop.
-	streams   []stream.Name        // last list sent in "streams"
-	published map[stream.Name]bool // streams published here, for start/end
+	streams   []streamname.Name        // last list sent in "streams"
+	published map[streamname.Name]bool // streams published here, for start/end
 }
 
 // room is a stream's room: its local members and the viewer counts they
@@ -154,7 +154,7 @@ type room struct {
 type client struct {
 	id    string
 	sock  *socket.Socket // nil in tests
-	rooms map[stream.Name]struct{}
+	rooms map[streamname.Name]struct{}
 	stats bool        // subscribed to "stats"; guarded by Server.mu
 	chat  rateLimiter // used by the socket's own event goroutine only
 
@@ -183,11 +183,11 @@ func New(cfg Config, src Source) (*Server, error) {
 		src:       src,
 		now:       time.Now,
 		clients:   make(map[*client]struct{}),
-		rooms:     make(map[stream.Name]*room),
+		rooms:     make(map[streamname.Name]*room),
 		inflight:  make(map[*http.Request]context.CancelFunc),
 		hubEv:     make(chan hub.Event, hubQueue),
 		stop:      make(chan struct{}),
-		published: make(map[stream.Name]bool),
+		published: make(map[streamname.Name]bool),
 	}
 	s.deliver = s.emit
 	if cfg.Redis != "" {
@@ -433,7 +433,7 @@ func waitUntil(d time.Duration, cond func() bool) {
 // connect sets up a new socket: it is refused beyond MaxClients, and
 // greeted with "hello" otherwise.
 func (s *Server) connect(sock *socket.Socket) {
-	c := &client{id: string(sock.Id()), sock: sock, rooms: make(map[stream.Name]struct{})}
+	c := &client{id: string(sock.Id()), sock: sock, rooms: make(map[streamname.Name]struct{})}
 	sock.On("disconnect", func(...any) { s.disconnect(c) })
 	s.mu.Lock()
 	if s.closed || len(s.clients) >= s.cfg.MaxClients {
@@ -574,7 +574,7 @@ func (s *Server) onLeave(c *client, arg any) {
 	s.mu.Unlock()
 }
 
-func (s *Server) leaveLocked(c *client, name stream.Name) {
+func (s *Server) leaveLocked(c *client, name streamname.Name) {
 	if _, in := c.rooms[name]; !in {
 		return
 	}
@@ -588,12 +588,12 @@ func (s *Server) leaveLocked(c *client, name stream.Name) {
 }
 
 // roomName reads a join or leave argument: "APP/STREAM".
-func roomName(arg any) (stream.Name, bool) {
+func roomName(arg any) (streamname.Name, bool) {
 	str, ok := arg.(string)
 	if !ok {
 		return "", false
 	}
-	name, err := stream.ParseName(str)
+	name, err := streamname.Parse(str)
 	return name, err == nil
 }
 
@@ -628,7 +628,7 @@ const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // fromBus delivers a message another node published.
 func (s *Server) fromBus(m busMessage) {
-	name, err := stream.ParseName(m.Stream)
+	name, err := streamname.Parse(m.Stream)
 	if err != nil {
 		return
 	}
@@ -645,7 +645,7 @@ func (s *Server) fromBus(m busMessage) {
 }
 
 // toRoom sends an event to the local members of a stream's room.
-func (s *Server) toRoom(name stream.Name, ev string, payload json.RawMessage) {
+func (s *Server) toRoom(name streamname.Name, ev string, payload json.RawMessage) {
 	s.mu.Lock()
 	var to []*client
 	if r := s.rooms[name]; r != nil {
@@ -748,7 +748,7 @@ func (s *Server) syncStreams() {
 // since they were last sent to it.
 func (s *Server) pollViewers() {
 	s.mu.Lock()
-	polled := make([]stream.Name, 0, len(s.rooms))
+	polled := make([]streamname.Name, 0, len(s.rooms))
 	for name := range s.rooms {
 		polled = append(polled, name)
 	}
@@ -758,7 +758,7 @@ func (s *Server) pollViewers() {
 		counts[i] = s.src.Viewers(name) // outside s.mu: takes the hub's locks
 	}
 	type send struct {
-		name   stream.Name
+		name   streamname.Name
 		counts Counts
 		to     []*client
 	}
@@ -816,7 +816,7 @@ type viewersMessage struct {
 	Total   int    `json:"total"`
 }
 
-func viewersPayload(name stream.Name, c Counts) json.RawMessage {
+func viewersPayload(name streamname.Name, c Counts) json.RawMessage {
 	return mustJSON(viewersMessage{Stream: string(name), Viewers: c, Total: c.Total()})
 }
 
@@ -825,7 +825,7 @@ type errorMessage struct {
 	Stream string `json:"stream,omitempty"`
 }
 
-func errorPayload(code string, name stream.Name) json.RawMessage {
+func errorPayload(code string, name streamname.Name) json.RawMessage {
 	return mustJSON(errorMessage{Code: code, Stream: string(name)})
 }
 
@@ -837,7 +837,7 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-func names(ns []stream.Name) []string {
+func names(ns []streamname.Name) []string {
 	out := make([]string, len(ns))
 	for i, n := range ns {
 		out[i] = string(n)

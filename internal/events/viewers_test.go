@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/hub"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // fakeSource is a node whose streams and counts tests set; with churn,
@@ -16,19 +16,19 @@ import (
 // and went with every packet.
 type fakeSource struct {
 	mu      sync.Mutex
-	streams []stream.Name
-	counts  map[stream.Name]Counts
+	streams []streamname.Name
+	counts  map[streamname.Name]Counts
 	churn   bool
 	reads   int
 }
 
-func (f *fakeSource) Streams() []stream.Name {
+func (f *fakeSource) Streams() []streamname.Name {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.streams)
 }
 
-func (f *fakeSource) Viewers(name stream.Name) Counts {
+func (f *fakeSource) Viewers(name streamname.Name) Counts {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
@@ -38,16 +38,16 @@ func (f *fakeSource) Viewers(name stream.Name) Counts {
 	return f.counts[name]
 }
 
-func (f *fakeSource) set(name stream.Name, c Counts) {
+func (f *fakeSource) set(name streamname.Name, c Counts) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.counts == nil {
-		f.counts = make(map[stream.Name]Counts)
+		f.counts = make(map[streamname.Name]Counts)
 	}
 	f.counts[name] = c
 }
 
-func (f *fakeSource) setStreams(names ...stream.Name) {
+func (f *fakeSource) setStreams(names ...streamname.Name) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.streams = names
@@ -87,7 +87,7 @@ func (r *recorder) deliver(c *client, ev string, payload json.RawMessage) {
 
 // client makes a connected client.
 func (r *recorder) client(id string) *client {
-	c := &client{id: id, rooms: make(map[stream.Name]struct{})}
+	c := &client{id: id, rooms: make(map[streamname.Name]struct{})}
 	if r.s != nil {
 		addClient(r.s, c)
 	}
@@ -172,7 +172,7 @@ func total(m map[string]any) int {
 // changes, and not otherwise; a joiner gets the current count at once.
 func TestViewersOnChange(t *testing.T) {
 	src := &fakeSource{}
-	const name = stream.Name("live/stream")
+	const name = streamname.Name("live/stream")
 	src.set(name, Counts{RTMP: 1})
 	s, rec := newTestServer(t, src)
 	a, b := rec.client("a"), rec.client("b")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Errors callers branch on.
@@ -30,7 +31,7 @@ var (
 type Owner interface {
 	// Claim makes this node the owner of name, or fails (another node owns
 	// it, or the registry cannot be reached). release gives it up.
-	Claim(name stream.Name) (release func(), err error)
+	Claim(name streamname.Name) (release func(), err error)
 }
 
 // Upstream brings streams this node does not have from elsewhere in the
@@ -38,7 +39,7 @@ type Owner interface {
 type Upstream interface {
 	// Pull starts relaying name into the hub through OpenRelay, or fails
 	// when no node has it.
-	Pull(name stream.Name) error
+	Pull(name streamname.Name) error
 }
 
 // Config configures a Hub.
@@ -62,7 +63,7 @@ type Config struct {
 // Event reports a change in the stream table or its sessions.
 type Event struct {
 	Type    string // "publish", "unpublish", "end", EventSessionStart, EventSessionEnd
-	Name    stream.Name
+	Name    streamname.Name
 	Session Session // for session events
 }
 
@@ -72,7 +73,7 @@ type Hub struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	streams map[stream.Name]*slot
+	streams map[streamname.Name]*slot
 	closed  bool
 	subs    []func(Event)
 
@@ -93,7 +94,7 @@ func New(cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"), streams: make(map[stream.Name]*slot)}
+	h := &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"), streams: make(map[streamname.Name]*slot)}
 	h.sessions.perIP = connlimit.NewPerIP(cfg.MaxSessionsPerIP)
 	return h
 }
@@ -121,7 +122,7 @@ func (h *Hub) emit(ev Event) {
 // one's session is kicked; so is a name the Owner cannot
 // claim. A publisher of a stream this node relays takes it over once claimed:
 // the relay stops and the stream's viewers go on with the new publisher.
-func (h *Hub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publisher, error) {
+func (h *Hub) Publish(name streamname.Name, info stream.PublisherInfo) (*stream.Publisher, error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -162,7 +163,7 @@ func (h *Hub) Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publ
 }
 
 // attach makes a publisher of name once its claim (if any) is held.
-func (h *Hub) attach(name stream.Name, info stream.PublisherInfo, release func()) (pub *stream.Publisher, resumed bool, err error) {
+func (h *Hub) attach(name streamname.Name, info stream.PublisherInfo, release func()) (pub *stream.Publisher, resumed bool, err error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -209,7 +210,7 @@ func (h *Hub) attach(name stream.Name, info stream.PublisherInfo, release func()
 
 // OpenRelay creates the stream name fed by a relay from another node, for
 // an Upstream. It fails with ErrBusy when the stream exists here already.
-func (h *Hub) OpenRelay(name stream.Name, from string) (*stream.Publisher, error) {
+func (h *Hub) OpenRelay(name streamname.Name, from string) (*stream.Publisher, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -231,7 +232,7 @@ func (h *Hub) OpenRelay(name stream.Name, from string) (*stream.Publisher, error
 }
 
 // relayClosed ends a relayed stream when its relay gives up.
-func (h *Hub) relayClosed(name stream.Name, sl *slot, pub *stream.Publisher) {
+func (h *Hub) relayClosed(name streamname.Name, sl *slot, pub *stream.Publisher) {
 	h.mu.Lock()
 	if h.streams[name] != sl || sl.relay != pub {
 		h.mu.Unlock() // a local publisher took the stream over
@@ -246,7 +247,7 @@ func (h *Hub) relayClosed(name stream.Name, sl *slot, pub *stream.Publisher) {
 
 // Revoke ends a stream this node owned but has lost to a newer claim
 // elsewhere: its publisher and viewers are disconnected.
-func (h *Hub) Revoke(name stream.Name) {
+func (h *Hub) Revoke(name streamname.Name) {
 	h.mu.Lock()
 	sl := h.streams[name]
 	if sl == nil || sl.release == nil {
@@ -264,7 +265,7 @@ func (h *Hub) Revoke(name stream.Name) {
 }
 
 // unpublished starts the grace period of a stream whose publisher left.
-func (h *Hub) unpublished(name stream.Name, sl *slot) {
+func (h *Hub) unpublished(name streamname.Name, sl *slot) {
 	h.mu.Lock()
 	if h.streams[name] != sl || sl.s.HasPublisher() {
 		h.mu.Unlock()
@@ -285,7 +286,7 @@ func (h *Hub) unpublished(name stream.Name, sl *slot) {
 }
 
 // expire ends a stream whose grace period ran out without a new publisher.
-func (h *Hub) expire(name stream.Name, sl *slot) {
+func (h *Hub) expire(name streamname.Name, sl *slot) {
 	h.mu.Lock()
 	if h.streams[name] != sl || sl.s.HasPublisher() {
 		h.mu.Unlock()
@@ -298,7 +299,7 @@ func (h *Hub) expire(name stream.Name, sl *slot) {
 }
 
 // end closes a stream removed from the table and gives up its claim.
-func (h *Hub) end(name stream.Name, sl *slot) {
+func (h *Hub) end(name streamname.Name, sl *slot) {
 	sl.s.Close()
 	if sl.release != nil {
 		sl.release()
@@ -308,7 +309,7 @@ func (h *Hub) end(name stream.Name, sl *slot) {
 
 // NewReader attaches a reader of the given protocol to a stream on this
 // node, relaying it from another node first when the hub has an Upstream.
-func (h *Hub) NewReader(name stream.Name, proto string) (*stream.Reader, error) {
+func (h *Hub) NewReader(name streamname.Name, proto string) (*stream.Reader, error) {
 	h.mu.Lock()
 	sl := h.streams[name]
 	closed := h.closed
@@ -332,7 +333,7 @@ func (h *Hub) NewReader(name stream.Name, proto string) (*stream.Reader, error) 
 }
 
 // Get returns the named stream, or nil.
-func (h *Hub) Get(name stream.Name) *stream.Stream {
+func (h *Hub) Get(name streamname.Name) *stream.Stream {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if sl := h.streams[name]; sl != nil {
@@ -386,7 +387,7 @@ func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closed = true
 	slots := h.streams
-	h.streams = make(map[stream.Name]*slot)
+	h.streams = make(map[streamname.Name]*slot)
 	h.mu.Unlock()
 	for name, sl := range slots {
 		if sl.grace != nil {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/connlimit"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // ErrTooManySessions is returned by Admit when the client's address holds
@@ -29,12 +29,12 @@ const (
 
 // Session is one client connection publishing or playing a stream.
 type Session struct {
-	ID         string      `json:"id"`
-	Kind       SessionKind `json:"kind"`
-	Protocol   string      `json:"protocol"`
-	Stream     stream.Name `json:"stream"`
-	RemoteAddr string      `json:"remote_addr"`
-	Started    time.Time   `json:"started"`
+	ID         string          `json:"id"`
+	Kind       SessionKind     `json:"kind"`
+	Protocol   string          `json:"protocol"`
+	Stream     streamname.Name `json:"stream"`
+	RemoteAddr string          `json:"remote_addr"`
+	Started    time.Time       `json:"started"`
 	// Place is the session's place under MaxSessionsPerIP, from Admit;
 	// the session's end releases it.
 	Place *Place `json:"-"`
@@ -189,7 +189,7 @@ func (h *Hub) Kick(id string) bool {
 // KickPublisher ends the connection publishing name here; false when none
 // does. The stream waits for a publisher through its grace period as after
 // any publisher leaves.
-func (h *Hub) KickPublisher(name stream.Name) bool {
+func (h *Hub) KickPublisher(name streamname.Name) bool {
 	h.sessions.mu.Lock()
 	var kick []*session
 	for _, s := range h.sessions.byID {

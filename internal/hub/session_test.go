@@ -4,13 +4,13 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 func TestAdmitPerIP(t *testing.T) {
 	h := New(Config{MaxSessionsPerIP: 2})
 	defer h.Close()
-	name := stream.Name("live/x")
+	name := streamname.Name("live/x")
 	// Two sessions from one address, however written.
 	p1, err := h.Admit("rtmp", "192.0.2.1:5000")
 	if err != nil {

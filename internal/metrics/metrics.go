@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Protocols of viewers, as the stream package counts readers.
@@ -53,7 +54,7 @@ type Sources struct {
 	// Counters are the node-wide totals every stream adds to.
 	Counters *stream.Counters
 	// HLSViewers counts a stream's HLS viewers (hls.Server.Viewers).
-	HLSViewers func(stream.Name) int
+	HLSViewers func(streamname.Name) int
 	// RTMPConnections counts the RTMP server's open connections. Nil
 	// counts the RTMP publishers and players attached to streams instead,
 	// which leaves out connections still in their handshake.

@@ -16,6 +16,7 @@ import (
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // scrape gathers reg and indexes the samples by name and labels, e.g.
@@ -81,7 +82,7 @@ func absent(t *testing.T, got map[string]float64, series string) {
 // payloads totalling bytes; the stream's publisher is returned.
 func publish(t *testing.T, h *hub.Hub, name string, bytes, gapMS int) *stream.Publisher {
 	t.Helper()
-	pub, err := h.Publish(stream.Name(name), stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: "192.0.2.1:5000"})
+	pub, err := h.Publish(streamname.Name(name), stream.PublisherInfo{Protocol: "rtmp", RemoteAddr: "192.0.2.1:5000"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func publish(t *testing.T, h *hub.Hub, name string, bytes, gapMS int) *stream.Pu
 func readers(t *testing.T, h *hub.Hub, name, proto string, n int) {
 	t.Helper()
 	for range n {
-		r, err := h.NewReader(stream.Name(name), proto)
+		r, err := h.NewReader(streamname.Name(name), proto)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,13 +134,13 @@ func TestMetricsCardinalityCap(t *testing.T) {
 	readers(t, h, "live/d", "rtmp", 1)
 	readers(t, h, "live/d", "relay", 1)
 	readers(t, h, "live/e", "hls", 1) // the HLS muxer: one reader, not a viewer
-	hlsViewers := map[stream.Name]int{"live/e": 5}
+	hlsViewers := map[streamname.Name]int{"live/e": 5}
 	nextSecond(time.Now())
 
 	c := NewCollector(Sources{
 		Streams:    h,
 		Counters:   ctr,
-		HLSViewers: func(n stream.Name) int { return hlsViewers[n] },
+		HLSViewers: func(n streamname.Name) int { return hlsViewers[n] },
 		MaxStreams: 2,
 	})
 	reg := prometheus.NewPedanticRegistry()

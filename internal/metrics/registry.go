@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcast/meshcast/internal/cluster"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Registry operations: the op label of the registry series, one per method
@@ -151,7 +151,7 @@ func (r *InstrumentedRegistry) Node(ctx context.Context, id cluster.NodeID) (clu
 }
 
 // Claim implements cluster.Registry.
-func (r *InstrumentedRegistry) Claim(ctx context.Context, name stream.Name, node cluster.NodeID) (cluster.Claim, error) {
+func (r *InstrumentedRegistry) Claim(ctx context.Context, name streamname.Name, node cluster.NodeID) (cluster.Claim, error) {
 	start := time.Now()
 	c, err := r.next.Claim(ctx, name, node)
 	r.done(opClaim, start, err)
@@ -175,7 +175,7 @@ func (r *InstrumentedRegistry) Release(ctx context.Context, c cluster.Claim) err
 }
 
 // Owner implements cluster.Registry.
-func (r *InstrumentedRegistry) Owner(ctx context.Context, name stream.Name) (cluster.Claim, error) {
+func (r *InstrumentedRegistry) Owner(ctx context.Context, name streamname.Name) (cluster.Claim, error) {
 	start := time.Now()
 	c, err := r.next.Owner(ctx, name)
 	r.done(opOwner, start, err)
@@ -191,7 +191,7 @@ func (r *InstrumentedRegistry) Claims(ctx context.Context) ([]cluster.Claim, err
 }
 
 // SetRelay implements cluster.Registry.
-func (r *InstrumentedRegistry) SetRelay(ctx context.Context, name stream.Name, rl cluster.Relay) error {
+func (r *InstrumentedRegistry) SetRelay(ctx context.Context, name streamname.Name, rl cluster.Relay) error {
 	start := time.Now()
 	err := r.next.SetRelay(ctx, name, rl)
 	r.done(opSetRelay, start, err)
@@ -199,7 +199,7 @@ func (r *InstrumentedRegistry) SetRelay(ctx context.Context, name stream.Name, r
 }
 
 // DeleteRelay implements cluster.Registry.
-func (r *InstrumentedRegistry) DeleteRelay(ctx context.Context, name stream.Name, node cluster.NodeID) error {
+func (r *InstrumentedRegistry) DeleteRelay(ctx context.Context, name streamname.Name, node cluster.NodeID) error {
 	start := time.Now()
 	err := r.next.DeleteRelay(ctx, name, node)
 	r.done(opDeleteRelay, start, err)
@@ -207,7 +207,7 @@ func (r *InstrumentedRegistry) DeleteRelay(ctx context.Context, name stream.Name
 }
 
 // Relays implements cluster.Registry.
-func (r *InstrumentedRegistry) Relays(ctx context.Context, name stream.Name) ([]cluster.Relay, error) {
+func (r *InstrumentedRegistry) Relays(ctx context.Context, name streamname.Name) ([]cluster.Relay, error) {
 	start := time.Now()
 	rs, err := r.next.Relays(ctx, name)
 	r.done(opRelays, start, err)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // File name suffixes.
@@ -46,7 +47,7 @@ type Hub interface {
 	// Subscribe registers f to be called on every event of the hub.
 	Subscribe(f func(hub.Event))
 	// Get returns the named stream on this node, or nil.
-	Get(name stream.Name) *stream.Stream
+	Get(name streamname.Name) *stream.Stream
 }
 
 var _ Hub = (*hub.Hub)(nil)
@@ -73,7 +74,7 @@ type Config struct {
 type Done struct {
 	// Stream is the stream recorded; empty for a file recovered after a
 	// crash (its name tells APP-STREAM, but both may hold dashes).
-	Stream stream.Name
+	Stream streamname.Name
 	// Session is the ID of the publisher session recorded, Protocol and
 	// RemoteAddr its publisher's; empty for a recovered file.
 	Session    string
@@ -96,7 +97,7 @@ type Done struct {
 
 // Info describes a recording being written.
 type Info struct {
-	Stream  stream.Name
+	Stream  streamname.Name
 	Session string
 	// Path is the file being written (ending in .flv.part); empty until
 	// the file is created.
@@ -307,7 +308,7 @@ func (r *Recorder) done(d Done) {
 // baseName is the file name of a recording of name started at t, without
 // extension: APP-STREAM-YYYYMMDD-HHMMSS, with any byte outside
 // [A-Za-z0-9_.-] replaced by '_'.
-func baseName(name stream.Name, t time.Time) string {
+func baseName(name streamname.Name, t time.Time) string {
 	s := name.App() + "-" + name.Stream() + "-" + t.UTC().Format(timeLayout)
 	return strings.Map(func(c rune) rune {
 		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-' {

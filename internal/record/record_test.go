@@ -20,6 +20,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -69,7 +70,7 @@ type session struct {
 	end func()
 }
 
-func publish(t *testing.T, h *hub.Hub, name stream.Name, credential string) *session {
+func publish(t *testing.T, h *hub.Hub, name streamname.Name, credential string) *session {
 	t.Helper()
 	pub, err := h.Publish(name, stream.PublisherInfo{Protocol: "test", RemoteAddr: "127.0.0.1:1", Credential: credential})
 	if err != nil {
@@ -432,7 +433,7 @@ func TestSessionWithoutMedia(t *testing.T) {
 func TestNames(t *testing.T) {
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.FixedZone("X", 3600))
 	for _, tc := range []struct {
-		name stream.Name
+		name streamname.Name
 		want string
 	}{
 		{"live/cam", "live-cam-20260304-040607"},

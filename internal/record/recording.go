@@ -16,6 +16,7 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // flushInterval bounds how long written tags wait in memory: what a crash
@@ -35,7 +36,7 @@ type recording struct {
 	r      *Recorder
 	s      *stream.Stream
 	rd     *stream.Reader
-	name   stream.Name
+	name   streamname.Name
 	sess   hub.Session // the publisher session recorded
 	cancel context.CancelFunc
 

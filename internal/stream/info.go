@@ -4,11 +4,13 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/media"
+
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Info describes a stream for the API: codecs, picture, bitrate, publisher.
 type Info struct {
-	Name        Name
+	Name        streamname.Name
 	Publisher   PublisherInfo
 	PublishedAt time.Time
 	Live        bool // a publisher is attached

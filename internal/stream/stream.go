@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/media"
+
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Errors callers branch on.
@@ -143,7 +145,7 @@ type PublisherInfo struct {
 
 // Stream is one live stream: the packet log shared by its readers.
 type Stream struct {
-	name    Name
+	name    streamname.Name
 	cfg     Config
 	created time.Time
 
@@ -185,7 +187,7 @@ type Stream struct {
 }
 
 // New creates an empty stream with no publisher.
-func New(name Name, cfg Config) *Stream {
+func New(name streamname.Name, cfg Config) *Stream {
 	cfg.setDefaults()
 	n := 1
 	for n < cfg.MaxPackets {
@@ -203,7 +205,7 @@ func New(name Name, cfg Config) *Stream {
 }
 
 // Name returns the stream's name.
-func (s *Stream) Name() Name { return s.name }
+func (s *Stream) Name() streamname.Name { return s.name }
 
 // Attach makes p the stream's publisher. It fails with ErrBusy while another
 // publisher is attached, unless info presents that publisher's credential:

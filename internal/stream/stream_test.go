@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -359,64 +358,4 @@ func TestPumpSharesEncodedBytes(t *testing.T) {
 	if &b1[0] != &b2[0] {
 		t.Error("wire form rebuilt")
 	}
-}
-
-func TestNames(t *testing.T) {
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{
-		{"live/stream", true},
-		{"live/Stream_1.2-x", true},
-		{"live/", false},
-		{"/stream", false},
-		{"live/../../etc", false},
-		{"live/a/b", false},
-		{"live/.hidden", false},
-		{"api/stream", false},
-		{"metrics/x", false},
-		{"live/" + string(make([]byte, 200)), false},
-		{"live/naïve", false},
-	} {
-		_, err := ParseName(tc.in)
-		if (err == nil) != tc.ok {
-			t.Errorf("ParseName(%q) = %v, want ok=%v", tc.in, err, tc.ok)
-		}
-		if app, _, _ := strings.Cut(tc.in, "/"); tc.ok && CheckApp(app) != nil {
-			t.Errorf("CheckApp(%q) = %v for the app of a valid name", app, CheckApp(app))
-		}
-	}
-	for _, app := range []string{"", "API", "vod", ".x", "a/b", "naïve"} {
-		if CheckApp(app) == nil {
-			t.Errorf("CheckApp(%q) = nil, want an error", app)
-		}
-	}
-}
-
-func FuzzParseName(f *testing.F) {
-	for _, s := range []string{"live/stream", "live/../x", "api/x", "a/b/c", "live/.x", "live/naïve", "/", ""} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		n, err := ParseName(s)
-		if err != nil {
-			// Safe to log: short and printable, whatever the input.
-			if msg := err.Error(); len(msg) > 400 || strings.ContainsFunc(msg, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-				t.Fatalf("ParseName(%q) error %q", s, msg)
-			}
-			return
-		}
-		// A valid name is safe as a path segment pair and a log field.
-		if n.App() == "" || n.Stream() == "" || n.App()+"/"+n.Stream() != string(n) {
-			t.Fatalf("ParseName(%q) = %q", s, n)
-		}
-		for _, c := range []byte(n) {
-			if c == '\\' || c < 0x20 || c >= 0x7f {
-				t.Fatalf("ParseName(%q) kept byte %#x", s, c)
-			}
-		}
-		if len(n.Stream()) > MaxStreamLen || n.Stream()[0] == '.' || n.Stream() == ".." {
-			t.Fatalf("ParseName(%q) = %q", s, n)
-		}
-	})
 }

@@ -5,13 +5,14 @@ import (
 	"sync"
 
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Streams is a node's stream table reduced to a map: what a server under
 // test reads streams from.
 type Streams struct {
 	mu sync.Mutex
-	m  map[stream.Name]*stream.Stream
+	m  map[streamname.Name]*stream.Stream
 }
 
 // Put adds s under its name.
@@ -19,13 +20,13 @@ func (h *Streams) Put(s *stream.Stream) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil {
-		h.m = map[stream.Name]*stream.Stream{}
+		h.m = map[streamname.Name]*stream.Stream{}
 	}
 	h.m[s.Name()] = s
 }
 
 // NewReader attaches a reader to the named stream.
-func (h *Streams) NewReader(name stream.Name, proto string) (*stream.Reader, error) {
+func (h *Streams) NewReader(name streamname.Name, proto string) (*stream.Reader, error) {
 	h.mu.Lock()
 	s := h.m[name]
 	h.mu.Unlock()

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -99,7 +99,7 @@ func TestLadderAligned(t *testing.T) {
 			err := s.Start(Spec{
 				Source: "live/cam",
 				Input:  src,
-				OutputURL: func(n stream.Name) string {
+				OutputURL: func(n streamname.Name) string {
 					return filepath.Join(dir, n.Stream()+".flv")
 				},
 				Renditions: ladder,
@@ -165,7 +165,7 @@ func TestFFmpegRestart(t *testing.T) {
 	err = s.Start(Spec{
 		Source:     "live/cam",
 		Input:      src,
-		OutputURL:  func(stream.Name) string { return out },
+		OutputURL:  func(streamname.Name) string { return out },
 		Renditions: []Rendition{{Name: "120p", Height: 120, VideoBitrate: "100k", Preset: "ultrafast", AudioBitrate: "32k"}},
 		Alive:      func() bool { return true },
 	})

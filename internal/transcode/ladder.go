@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Rendition is one rung of a ladder.
@@ -127,14 +127,14 @@ func Fit(ladder []Rendition, srcWidth, srcHeight int) []Rendition {
 // RenditionName is the name of the stream a rendition of source is
 // published as: APP/STREAM_NAME. It fails when the result is not a valid
 // stream name, for example too long.
-func RenditionName(source stream.Name, r Rendition) (stream.Name, error) {
+func RenditionName(source streamname.Name, r Rendition) (streamname.Name, error) {
 	if err := checkRenditionName(r.Name); err != nil {
 		return "", err
 	}
-	if _, err := stream.ParseName(string(source)); err != nil {
+	if _, err := streamname.Parse(string(source)); err != nil {
 		return "", fmt.Errorf("transcode: source: %w", err)
 	}
-	n, err := stream.NewName(source.App(), source.Stream()+"_"+r.Name)
+	n, err := streamname.New(source.App(), source.Stream()+"_"+r.Name)
 	if err != nil {
 		return "", fmt.Errorf("transcode: rendition %s of %s: %w", r.Name, source, err)
 	}

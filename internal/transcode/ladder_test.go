@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -155,11 +155,11 @@ func TestFit(t *testing.T) {
 func TestRenditionName(t *testing.T) {
 	r := Rendition{Name: "480p"}
 	got, err := RenditionName("live/cam", r)
-	if err != nil || got != stream.Name("live/cam_480p") {
+	if err != nil || got != streamname.Name("live/cam_480p") {
 		t.Fatalf("RenditionName = %q, %v", got, err)
 	}
-	long := stream.Name("live/" + strings.Repeat("s", stream.MaxStreamLen-3))
-	if _, err := RenditionName(long, r); !errors.Is(err, stream.ErrBadName) {
+	long := streamname.Name("live/" + strings.Repeat("s", streamname.MaxStreamLen-3))
+	if _, err := RenditionName(long, r); !errors.Is(err, streamname.ErrBad) {
 		t.Fatalf("too long: %v, want ErrBadName", err)
 	}
 	if _, err := RenditionName("live/cam", Rendition{Name: "../x"}); err == nil {

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Restart timing.
@@ -44,11 +44,11 @@ type Config struct {
 
 // Spec describes one job: which source to transcode into which renditions.
 type Spec struct {
-	Source     stream.Name
-	Input      string                   // URL ffmpeg reads the source from, e.g. rtmp://127.0.0.1:1935/live/cam
-	OutputURL  func(stream.Name) string // URL to publish the rendition stream of that name to
-	Renditions []Rendition              // already fitted; at least one
-	Alive      func() bool              // whether the source is still live; asked before every restart; nil means always
+	Source     streamname.Name
+	Input      string                       // URL ffmpeg reads the source from, e.g. rtmp://127.0.0.1:1935/live/cam
+	OutputURL  func(streamname.Name) string // URL to publish the rendition stream of that name to
+	Renditions []Rendition                  // already fitted; at least one
+	Alive      func() bool                  // whether the source is still live; asked before every restart; nil means always
 }
 
 // State is where a job is in its life.
@@ -83,7 +83,7 @@ type Supervisor struct {
 	stableRun time.Duration // StableRun; shorter in tests
 
 	mu     sync.Mutex
-	jobs   map[stream.Name]*job
+	jobs   map[streamname.Name]*job
 	closed bool
 	wg     sync.WaitGroup // one per job goroutine
 }
@@ -107,7 +107,7 @@ func New(cfg Config) *Supervisor {
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "transcode"),
 		stableRun: StableRun,
-		jobs:      make(map[stream.Name]*job),
+		jobs:      make(map[streamname.Name]*job),
 	}
 }
 
@@ -115,7 +115,7 @@ func New(cfg Config) *Supervisor {
 // returns at once. It fails with ErrRunning when the source has a job,
 // ErrFull when Max jobs run, and ErrClosed after Close.
 func (s *Supervisor) Start(spec Spec) error {
-	if _, err := stream.ParseName(string(spec.Source)); err != nil {
+	if _, err := streamname.Parse(string(spec.Source)); err != nil {
 		return fmt.Errorf("transcode: source: %w", err)
 	}
 	if spec.Input == "" {
@@ -178,7 +178,7 @@ func (s *Supervisor) Start(spec Spec) error {
 
 // Stop ends the job of source name, if any: SIGTERM to ffmpeg's process
 // group, SIGKILL after StopTimeout. It returns when the job is gone.
-func (s *Supervisor) Stop(name stream.Name) {
+func (s *Supervisor) Stop(name streamname.Name) {
 	s.mu.Lock()
 	j := s.jobs[name]
 	s.mu.Unlock()
@@ -206,7 +206,7 @@ func (s *Supervisor) Jobs() []Status {
 }
 
 // Job returns the status of the job of source name.
-func (s *Supervisor) Job(name stream.Name) (Status, bool) {
+func (s *Supervisor) Job(name streamname.Name) (Status, bool) {
 	s.mu.Lock()
 	j := s.jobs[name]
 	s.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -123,16 +123,16 @@ func processGone(pid int) bool {
 	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
-func testSpec(source stream.Name) Spec {
+func testSpec(source streamname.Name) Spec {
 	return Spec{
 		Source:     source,
 		Input:      "rtmp://127.0.0.1:1935/" + string(source),
-		OutputURL:  func(n stream.Name) string { return "rtmp://127.0.0.1:1935/" + string(n) },
+		OutputURL:  func(n streamname.Name) string { return "rtmp://127.0.0.1:1935/" + string(n) },
 		Renditions: []Rendition{{Name: "240p", Height: 240, VideoBitrate: "300k"}},
 	}
 }
 
-func jobPID(s *Supervisor, name stream.Name) func() bool {
+func jobPID(s *Supervisor, name streamname.Name) func() bool {
 	return func() bool { st, ok := s.Job(name); return ok && st.PID > 0 }
 }
 
@@ -149,7 +149,7 @@ func TestStartRefuses(t *testing.T) {
 		"no renditions":    func(sp *Spec) { sp.Renditions = nil },
 		"bad rendition":    func(sp *Spec) { sp.Renditions[0].VideoBitrate = "fast" },
 		"same names":       func(sp *Spec) { sp.Renditions = append(sp.Renditions, sp.Renditions[0]) },
-		"name too long":    func(sp *Spec) { sp.Source = stream.Name("live/" + strings.Repeat("c", stream.MaxStreamLen)) },
+		"name too long":    func(sp *Spec) { sp.Source = streamname.Name("live/" + strings.Repeat("c", streamname.MaxStreamLen)) },
 		"ffmpeg not found": nil,
 	}
 	for name, f := range bad {
@@ -473,7 +473,7 @@ func TestCloseStopsEveryJob(t *testing.T) {
 	ffmpeg, _ := fakeFFmpeg(t, "exec sleep 600")
 	rec := newRecorder()
 	s := New(Config{FFmpeg: ffmpeg, OnChange: rec.onChange, Logger: quietLogger()})
-	names := []stream.Name{"live/a", "live/c", "live/b"}
+	names := []streamname.Name{"live/a", "live/c", "live/b"}
 	for _, n := range names {
 		if err := s.Start(testSpec(n)); err != nil {
 			t.Fatal(err)

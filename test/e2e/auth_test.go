@@ -19,7 +19,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // proxyIP is the address tests connect from to play a load balancer that
@@ -253,7 +253,7 @@ func TestSignedPlay(t *testing.T) {
 	v := playRTMP(t, p.rtmpAddr, "live/healthy") // open app: no signature
 	v.waitFrames(t, 20, 15*time.Second)
 
-	name := stream.Name("private/p")
+	name := streamname.Name("private/p")
 	valid := auth.Sign(urlKey, auth.Play, name, time.Now().Add(time.Hour))
 	cases := []struct {
 		what   string

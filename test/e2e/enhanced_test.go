@@ -28,7 +28,7 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // hevcClip is 30 s of 640x360 HEVC (x265, 25 fps, keyframes every 2 s,
@@ -498,7 +498,7 @@ func TestEdgeHEVC(t *testing.T) {
 func waitVideo(t *testing.T, n *node, name string) {
 	t.Helper()
 	waitFor(t, 15*time.Second, name+"'s video", func() bool {
-		s := n.Hub.Get(stream.Name(name))
+		s := n.Hub.Get(streamname.Name(name))
 		return s != nil && s.Info().Video != nil
 	})
 }

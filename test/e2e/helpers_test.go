@@ -32,6 +32,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -229,7 +230,7 @@ func waitLive(t *testing.T, n *node, name string) *stream.Stream {
 	t.Helper()
 	var s *stream.Stream
 	waitFor(t, 30*time.Second, name+" to go live", func() bool {
-		s = n.Hub.Get(stream.Name(name))
+		s = n.Hub.Get(streamname.Name(name))
 		if s == nil {
 			return false
 		}

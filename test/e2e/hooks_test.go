@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/config"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
 
@@ -114,7 +114,7 @@ func TestSessionsAndWebhooks(t *testing.T) {
 	if code := del("/api/v1/streams/live/stream"); code != http.StatusNoContent {
 		t.Fatalf("kick the publisher: %d", code)
 	}
-	waitFor(t, 5*time.Second, "the stream to end", func() bool { return n.Hub.Get(stream.Name("live/stream")) == nil })
+	waitFor(t, 5*time.Second, "the stream to end", func() bool { return n.Hub.Get(streamname.Name("live/stream")) == nil })
 
 	// Every session's start and end reached the receiver, each on its
 	// second attempt, in order.

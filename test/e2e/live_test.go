@@ -17,7 +17,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -308,7 +308,7 @@ func TestUnsupportedCodecRefused(t *testing.T) {
 	// The node still serves.
 	publishFFmpeg(t, n.rtmpURL("live/stream"))
 	waitLive(t, n, "live/stream")
-	if s := n.Hub.Get(stream.Name("live/sorenson")); s != nil && s.HasPublisher() {
+	if s := n.Hub.Get(streamname.Name("live/sorenson")); s != nil && s.HasPublisher() {
 		t.Error("unsupported stream still has a publisher")
 	}
 }

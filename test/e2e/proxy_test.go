@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/meshcast/meshcast/internal/config"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // A publisher behind a trusted proxy is known by the address the proxy
@@ -24,14 +24,14 @@ func TestProxyProtocol(t *testing.T) {
 	if err := tryPublish(t, trusting.RTMPAddr().String(), v1, "live/proxied?key=proxy-test-key"); err != nil {
 		t.Fatalf("publish through a trusted proxy: %v", err)
 	}
-	if got := trusting.Hub.Get(stream.Name("live/proxied")).Info().Publisher.RemoteAddr; got != "203.0.113.9:40000" {
+	if got := trusting.Hub.Get(streamname.Name("live/proxied")).Info().Publisher.RemoteAddr; got != "203.0.113.9:40000" {
 		t.Errorf("publisher address %q, want the proxied client 203.0.113.9:40000", got)
 	}
 	// Without a header, a trusted proxy's own connection still works.
 	if err := tryPublish(t, trusting.RTMPAddr().String(), "", "live/direct"); err != nil {
 		t.Fatalf("publish from a trusted address without a header: %v", err)
 	}
-	if got := trusting.Hub.Get(stream.Name("live/direct")).Info().Publisher.RemoteAddr; !strings.HasPrefix(got, "127.0.0.1:") {
+	if got := trusting.Hub.Get(streamname.Name("live/direct")).Info().Publisher.RemoteAddr; !strings.HasPrefix(got, "127.0.0.1:") {
 		t.Errorf("publisher address %q, want 127.0.0.1", got)
 	}
 
@@ -39,7 +39,7 @@ func TestProxyProtocol(t *testing.T) {
 	if err := tryPublish(t, plain.RTMPAddr().String(), v1, "live/spoofed"); err == nil {
 		t.Fatal("a node trusting no proxy accepted a PROXY header")
 	}
-	if plain.Hub.Get(stream.Name("live/spoofed")) != nil {
+	if plain.Hub.Get(streamname.Name("live/spoofed")) != nil {
 		t.Error("the spoofed stream exists")
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/config"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // A relay closes once its node has had no viewers of the stream for
@@ -29,7 +29,7 @@ func TestRelayClosesWhenIdle(t *testing.T) {
 		}
 		v.close()
 		waitFor(t, 10*time.Second, "B's relay to close after a second without viewers", func() bool {
-			return pulls() == 0 && b.Hub.Get(stream.Name("live/stream")) == nil
+			return pulls() == 0 && b.Hub.Get(streamname.Name("live/stream")) == nil
 		})
 	}
 	waitFor(t, 5*time.Second, "B's relay record to go", func() bool {

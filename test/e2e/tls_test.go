@@ -21,7 +21,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -251,7 +251,7 @@ func TestTLSBehindProxy(t *testing.T) {
 	if err := c.Publish("proxied?key=proxy-test-key"); err != nil {
 		t.Fatalf("publish over RTMPS through a trusted proxy: %v", err)
 	}
-	s := n.Hub.Get(stream.Name("live/proxied"))
+	s := n.Hub.Get(streamname.Name("live/proxied"))
 	if s == nil {
 		t.Fatal("the stream published through the proxy does not exist")
 	}

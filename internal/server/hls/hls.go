@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gohlslib/v2"
 
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // variant is the HLS flavour the muxers produce: fMP4 segments, or with
@@ -47,7 +48,7 @@ var (
 type Hub interface {
 	// NewReader attaches a reader to a live stream; any error means the
 	// stream is not available here.
-	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
 }
 
 // Config tunes the HLS server.
@@ -105,7 +106,7 @@ type Server struct {
 	log *slog.Logger
 
 	mu     sync.Mutex
-	muxers map[stream.Name]*muxer
+	muxers map[streamname.Name]*muxer
 	closed bool
 	stop   chan struct{}
 	// wg counts the janitor, every muxer goroutine and every request
@@ -120,7 +121,7 @@ func New(cfg Config, hub Hub) *Server {
 		cfg:    cfg,
 		hub:    hub,
 		log:    cfg.Logger.With("component", "hls"),
-		muxers: make(map[stream.Name]*muxer),
+		muxers: make(map[streamname.Name]*muxer),
 		stop:   make(chan struct{}),
 	}
 	s.wg.Add(1)
@@ -163,7 +164,7 @@ func (s *Server) goTracked(f func()) bool {
 // acquire returns the stream's muxer, starting one if start is set and
 // there is none, and counts the caller as a user until release. The hub is
 // asked under s.mu so concurrent first requests start a single muxer.
-func (s *Server) acquire(name stream.Name, start bool, client string) (*muxer, error) {
+func (s *Server) acquire(name streamname.Name, start bool, client string) (*muxer, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -233,7 +234,7 @@ func (s *Server) janitor() {
 
 // Viewers estimates the stream's HLS viewers: distinct clients (address and
 // user agent) that requested a playlist within the last viewerWindow.
-func (s *Server) Viewers(name stream.Name) int {
+func (s *Server) Viewers(name streamname.Name) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m := s.muxers[name]; m != nil {
@@ -294,7 +295,7 @@ func clientKey(r *http.Request) string {
 
 // ServeStream answers a request for one HLS file (index.m3u8, a media
 // playlist, an init file, a segment or a part) of the named stream.
-func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
+func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions:

@@ -21,6 +21,7 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -40,7 +41,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, cfg Config, flvs ...string) *fixture {
 	t.Helper()
-	name, err := stream.NewName("live", "test")
+	name, err := streamname.New("live", "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func newFixture(t *testing.T, cfg Config, flvs ...string) *fixture {
 			http.NotFound(w, r)
 			return
 		}
-		name, err := stream.NewName(parts[0], parts[1])
+		name, err := streamname.New(parts[0], parts[1])
 		if err != nil {
 			http.NotFound(w, r)
 			return

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // muxer follows one stream and keeps a gohlslib muxer fed with it. The
@@ -24,7 +25,7 @@ import (
 // configuration changes, since its init segment cannot.
 type muxer struct {
 	s      *Server
-	name   stream.Name
+	name   streamname.Name
 	log    *slog.Logger
 	reader *stream.Reader
 	ctx    context.Context
@@ -40,7 +41,7 @@ type muxer struct {
 	changed chan struct{} // closed and replaced whenever cur changes
 }
 
-func newMuxer(s *Server, name stream.Name, r *stream.Reader) *muxer {
+func newMuxer(s *Server, name streamname.Name, r *stream.Reader) *muxer {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &muxer{
 		s:       s,

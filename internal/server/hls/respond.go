@@ -10,7 +10,7 @@ import (
 
 	"github.com/bluenviron/gohlslib/v2"
 
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // maxWaiting bounds the requests per muxer parked inside gohlslib. Before a
@@ -56,7 +56,7 @@ func classify(file string) fileKind {
 
 // servePlaylist starts the stream's muxer if needed and waits, at most
 // RequestTimeout, for the playlist to exist.
-func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
+func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	m, err := s.acquire(name, true, clientKey(r))
 	if err != nil {
 		s.fail(w, r, err)
@@ -98,7 +98,7 @@ func (s *Server) handleWaiting(ctx context.Context, m *muxer, r *http.Request) (
 // running acquires the stream's muxer for a segment or part request, which
 // never starts one. When there is no running muxer it answers the request
 // itself and reports false; otherwise the caller releases m.
-func (s *Server) running(w http.ResponseWriter, r *http.Request, name stream.Name) (*muxer, *gohlslib.Muxer, bool) {
+func (s *Server) running(w http.ResponseWriter, r *http.Request, name streamname.Name) (*muxer, *gohlslib.Muxer, bool) {
 	m, err := s.acquire(name, false, "")
 	if err != nil {
 		s.fail(w, r, err)
@@ -114,7 +114,7 @@ func (s *Server) running(w http.ResponseWriter, r *http.Request, name stream.Nam
 }
 
 // servePart serves an LL-HLS part, which may wait for the part to exist.
-func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
+func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	m, hm, ok := s.running(w, r, name)
 	if !ok {
 		return
@@ -132,7 +132,7 @@ func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name stream.N
 
 // serveMedia serves an init file or segment straight from the muxer:
 // gohlslib answers these without waiting.
-func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name stream.Name, file string) {
+func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	m, hm, ok := s.running(w, r, name)
 	if !ok {
 		return

@@ -20,12 +20,13 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/rawio"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Hub is what the HTTP-FLV server needs from the node's stream table.
 type Hub interface {
-	NewReader(name stream.Name, proto string) (*stream.Reader, error)
-	Get(name stream.Name) *stream.Stream
+	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
+	Get(name streamname.Name) *stream.Stream
 	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
@@ -119,17 +120,17 @@ func appendHead(b []byte, h http.Header) []byte {
 }
 
 // ServeStream sends stream name as FLV until the stream ends or the viewer leaves.
-func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name stream.Name) {
+func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name streamname.Name) {
 	s.serve(w, r, name, "flv", nil)
 }
 
 // ServePull sends stream name as FLV to another node relaying it (reader
 // protocol proto), followed by end when the stream ends here.
-func (s *Server) ServePull(w http.ResponseWriter, r *http.Request, name stream.Name, proto string, end []byte) {
+func (s *Server) ServePull(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string, end []byte) {
 	s.serve(w, r, name, proto, end)
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name, proto string, end []byte) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string, end []byte) {
 	if proto == "flv" && websocket.IsWebSocketUpgrade(r) {
 		s.serveWebSocket(w, r, name)
 		return
@@ -213,7 +214,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name stream.Name,
 // session records a viewer's playback (proto "flv" or "ws-flv") as a
 // session in place; kick ends it. Other nodes' pulls are no sessions: their
 // end does nothing.
-func (s *Server) session(r *http.Request, proto string, name stream.Name, place *hub.Place, kick func()) (end func()) {
+func (s *Server) session(r *http.Request, proto string, name streamname.Name, place *hub.Place, kick func()) (end func()) {
 	if proto != "flv" && proto != "ws-flv" {
 		return func() {}
 	}
@@ -222,7 +223,7 @@ func (s *Server) session(r *http.Request, proto string, name stream.Name, place 
 }
 
 // refuse answers a viewer refused by the per-address sessions limit.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, name stream.Name, err error) {
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, name streamname.Name, err error) {
 	s.logs.Log(s.log, slog.LevelInfo, "viewers-per-ip", "play refused", "stream", name, "remote", r.RemoteAddr, "reason", err)
 	http.Error(w, err.Error(), http.StatusTooManyRequests)
 }

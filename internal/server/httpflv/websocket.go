@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // maxWSRead bounds what a WebSocket-FLV viewer may send: it has nothing to
@@ -19,7 +20,7 @@ const maxWSRead = 4096
 // serveWebSocket sends stream name as FLV over a WebSocket (ws://HOST/APP/
 // STREAM.flv, as mpegts.js and flv.js play it): the FLV header, then the
 // tags, in binary messages, until the stream ends or the viewer leaves.
-func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, name stream.Name) {
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, name streamname.Name) {
 	rd, err := s.hub.NewReader(name, "flv")
 	if err != nil {
 		http.Error(w, "stream not found", http.StatusNotFound)

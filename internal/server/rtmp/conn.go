@@ -22,6 +22,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
 	"github.com/meshcast/meshcast/internal/rawio"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // ackWindow is the acknowledgement window meshcast announces and uses.
@@ -164,7 +165,7 @@ func (c *conn) stopPublishing() {
 
 // admit takes a place for a session of the connection's client address
 // (hub.Admit); a refusal has been logged.
-func (c *conn) admit(action string, name stream.Name) (*hub.Place, error) {
+func (c *conn) admit(action string, name streamname.Name) (*hub.Place, error) {
 	place, err := c.srv.hub.Admit(c.srv.proto(), c.remote)
 	if err != nil {
 		c.limited("viewers-per-ip", action+" refused", "stream", name, "reason", err)
@@ -175,7 +176,7 @@ func (c *conn) admit(action string, name stream.Name) (*hub.Place, error) {
 // session records the connection as a session of kind on name, in place;
 // an operator's kick closes the connection. The connection is admitted: it
 // no longer counts against MaxConnectionsPerIP.
-func (c *conn) session(kind hub.SessionKind, name stream.Name, place *hub.Place) (end func()) {
+func (c *conn) session(kind hub.SessionKind, name streamname.Name, place *hub.Place) (end func()) {
 	c.slot.Busy()
 	_, end = c.srv.hub.StartSession(hub.Session{Kind: kind, Protocol: "rtmp", Stream: name, RemoteAddr: c.remote, Place: place},
 		func() { c.nc.Close() })
@@ -267,20 +268,20 @@ func (c *conn) connect(cmd *rtmp.Command) error {
 // streamName validates the name a client gave to publish or play. OBS and
 // ffmpeg send the stream key, possibly with a query string: its parameters
 // (key, expires, sig, ...) join those sent with the app, and win.
-func (c *conn) streamName(raw string) (stream.Name, url.Values, error) {
+func (c *conn) streamName(raw string) (streamname.Name, url.Values, error) {
 	key, params := auth.SplitName(raw)
 	for k, v := range c.appParams {
 		if !params.Has(k) {
 			params[k] = v
 		}
 	}
-	name, err := stream.NewName(c.app, key)
+	name, err := streamname.New(c.app, key)
 	return name, params, err
 }
 
 // authorize asks the server's Authorizer whether the client may do action
 // on name. A refusal has been logged; its reason is fit for the client.
-func (c *conn) authorize(action auth.Action, name stream.Name, params url.Values) (auth.Grant, error) {
+func (c *conn) authorize(action auth.Action, name streamname.Name, params url.Values) (auth.Grant, error) {
 	if c.srv.cfg.Auth == nil {
 		return auth.Grant{}, nil
 	}

@@ -21,12 +21,13 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Hub is what the RTMP server needs from the node's stream table.
 type Hub interface {
-	Publish(stream.Name, stream.PublisherInfo) (*stream.Publisher, error)
-	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	Publish(streamname.Name, stream.PublisherInfo) (*stream.Publisher, error)
+	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
 	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }

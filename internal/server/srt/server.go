@@ -23,12 +23,13 @@ import (
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Hub is what the SRT server needs from the node's stream table.
 type Hub interface {
-	Publish(name stream.Name, info stream.PublisherInfo) (*stream.Publisher, error)
-	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	Publish(name streamname.Name, info stream.PublisherInfo) (*stream.Publisher, error)
+	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
 	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
@@ -214,7 +215,7 @@ func (s *Server) admit(req gosrt.ConnRequest) {
 
 // admitViewer accepts a viewer of a stream that plays here (or that the
 // node can pull from another), in place.
-func (s *Server) admitViewer(req gosrt.ConnRequest, name stream.Name, remote string, place *hub.Place) {
+func (s *Server) admitViewer(req gosrt.ConnRequest, name streamname.Name, remote string, place *hub.Place) {
 	rd, err := s.hub.NewReader(name, "srt")
 	if err != nil {
 		place.Release()
@@ -283,7 +284,7 @@ func (s *Server) publish(conn gosrt.Conn, pub *stream.Publisher, sess hub.Sessio
 // "read:", and a query such as "?key=KEY"), or the access-control form
 // "#!::r=APP/STREAM,m=publish" (where any other key goes to the
 // parameters). A bare "APP/STREAM" publishes.
-func ParseStreamID(id string) (mode string, name stream.Name, params url.Values, err error) {
+func ParseStreamID(id string) (mode string, name streamname.Name, params url.Values, err error) {
 	params = url.Values{}
 	var path string
 	switch {
@@ -328,7 +329,7 @@ func ParseStreamID(id string) (mode string, name stream.Name, params url.Values,
 	if !ok {
 		return "", "", nil, fmt.Errorf("stream ID %q: want APP/STREAM", path)
 	}
-	name, err = stream.NewName(app, key)
+	name, err = streamname.New(app, key)
 	if err != nil {
 		return "", "", nil, err
 	}

@@ -10,7 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshcast/meshcast/internal/media"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestParseStreamID(t *testing.T) {
 	for _, c := range []struct {
 		id, mode string
-		name     stream.Name
+		name     streamname.Name
 		params   url.Values
 	}{
 		{"publish:live/cam", "publish", "live/cam", url.Values{}},
@@ -53,7 +53,7 @@ func FuzzParseStreamID(f *testing.F) {
 		if mode != "publish" && mode != "read" {
 			t.Fatalf("mode %q", mode)
 		}
-		if _, err := stream.ParseName(string(name)); err != nil {
+		if _, err := streamname.Parse(string(name)); err != nil {
 			t.Fatalf("name %q: %v", name, err)
 		}
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
 
@@ -71,17 +72,17 @@ type transcoders struct {
 
 	mu   sync.Mutex
 	n    int // running transcoders, of both directions
-	opus map[stream.Name]*opusTranscoder
+	opus map[streamname.Name]*opusTranscoder
 }
 
 // readers opens stream readers (the hub).
 type readers interface {
-	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
 }
 
 func newTranscoders(cfg Config, rs readers, log *slog.Logger) *transcoders {
 	m := &transcoders{max: cfg.MaxTranscoders, grace: cfg.TranscodeGrace, backoff: cfg.TranscodeBackoff,
-		readers: rs, log: log, opus: map[stream.Name]*opusTranscoder{}}
+		readers: rs, log: log, opus: map[streamname.Name]*opusTranscoder{}}
 	if cfg.Opus {
 		m.ffmpeg = cfg.FFmpeg
 	}
@@ -175,7 +176,7 @@ type opusSub struct {
 // period after the last leaves.
 type opusTranscoder struct {
 	m    *transcoders
-	name stream.Name
+	name streamname.Name
 	log  *slog.Logger
 
 	ctx    context.Context
@@ -193,7 +194,7 @@ type opusTranscoder struct {
 // subscribe adds a WHEP session to the Opus of stream name, starting its
 // transcoder if it has none; without one, it says why the session gets
 // no audio.
-func (m *transcoders) subscribe(name stream.Name) (*opusSub, string) {
+func (m *transcoders) subscribe(name streamname.Name) (*opusSub, string) {
 	path, why := m.lookPath()
 	if why != "" {
 		return nil, noAudioWHEP + why

@@ -22,6 +22,7 @@ import (
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -32,7 +33,7 @@ import (
 type testStreams struct{ testutil.Streams }
 
 // add makes a stream and returns its publisher.
-func (h *testStreams) add(t *testing.T, name stream.Name) (*stream.Stream, *stream.Publisher) {
+func (h *testStreams) add(t *testing.T, name streamname.Name) (*stream.Stream, *stream.Publisher) {
 	t.Helper()
 	s := stream.New(name, stream.Config{})
 	pub, err := s.Attach(stream.PublisherInfo{Protocol: "test"})

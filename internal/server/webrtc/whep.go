@@ -36,6 +36,7 @@ import (
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
 
@@ -57,7 +58,7 @@ const (
 
 // Hub is what the WebRTC server needs from the node's stream table.
 type Hub interface {
-	NewReader(name stream.Name, proto string) (*stream.Reader, error)
+	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
 	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
@@ -108,7 +109,7 @@ type Server struct {
 // session is one WebRTC viewer or publisher.
 type session struct {
 	id      string
-	name    stream.Name
+	name    streamname.Name
 	kind    string // "whep" or "whip"
 	started time.Time
 	pc      *webrtc.PeerConnection
@@ -220,7 +221,7 @@ func (s *Server) Sessions() int {
 
 // ServeWHEP answers POST /APP/STREAM/whep: an SDP offer in, the answer
 // out (201, with the session's URL in Location).
-func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name stream.Name) {
+func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name streamname.Name) {
 	offer, ok := s.readOffer(w, r)
 	if !ok {
 		return
@@ -248,7 +249,7 @@ func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name stream.N
 
 // admit takes a place for a session of the request's client (hub.Admit),
 // or answers why not.
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, name stream.Name) (*hub.Place, error) {
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, name streamname.Name) (*hub.Place, error) {
 	place, err := s.hub.Admit("webrtc", r.RemoteAddr)
 	if err != nil {
 		s.logs.Log(s.log, slog.LevelInfo, "viewers-per-ip", "webrtc session refused", "stream", name, "remote", r.RemoteAddr, "reason", err)
@@ -283,7 +284,7 @@ func writeAnswer(w http.ResponseWriter, ss *session, answer string) {
 
 // newSession makes a session of pc; its context ends with the server's,
 // with cancel, and when the connection fails or closes.
-func (s *Server) newSession(name stream.Name, kind string, pc *webrtc.PeerConnection, audio func() string, connected func()) (*session, context.Context) {
+func (s *Server) newSession(name streamname.Name, kind string, pc *webrtc.PeerConnection, audio func() string, connected func()) (*session, context.Context) {
 	var id [8]byte
 	rand.Read(id[:])
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -347,7 +348,7 @@ type play struct {
 }
 
 // start negotiates a session and starts sending pl's reader to it.
-func (s *Server) start(ctx context.Context, name stream.Name, offer string, pl *play, remote string) (string, *session, error) {
+func (s *Server) start(ctx context.Context, name streamname.Name, offer string, pl *play, remote string) (string, *session, error) {
 	rd := pl.rd
 	var aac audioKnown
 	pl.pending, aac = probe(ctx, rd)
@@ -437,7 +438,7 @@ func probe(ctx context.Context, rd *stream.Reader) ([]*media.Packet, audioKnown)
 // when the offer takes Opus and the stream has AAC (or may have: its
 // first packets are late), else none. It returns what the session says
 // about its audio.
-func (s *Server) whepAudio(name stream.Name, offer string, aac audioKnown, pl *play) func() string {
+func (s *Server) whepAudio(name streamname.Name, offer string, aac audioKnown, pl *play) func() string {
 	why := ""
 	switch {
 	case !offersOpus(offer):

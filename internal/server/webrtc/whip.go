@@ -17,7 +17,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
-	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Publisher takes a stream's packets (stream.Publisher).
@@ -28,7 +28,7 @@ type Publisher interface {
 
 // Publish starts a stream from a WHIP publisher and returns its writer;
 // the node checks the publisher's credentials first.
-type Publish func(name stream.Name, remote string) (Publisher, error)
+type Publish func(name streamname.Name, remote string) (Publisher, error)
 
 // keyframeAsk is how often a publisher is asked for a keyframe (RTCP PLI)
 // until it sends one.
@@ -37,7 +37,7 @@ const keyframeAsk = time.Second
 // ServeWHIP answers POST /APP/STREAM/whip: a publisher's SDP offer (H.264
 // video, and Opus audio, which is transcoded to the AAC streams carry),
 // the answer back with the session's URL in Location.
-func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name stream.Name, publish Publish) {
+func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name streamname.Name, publish Publish) {
 	offer, ok := s.readOffer(w, r)
 	if !ok {
 		return

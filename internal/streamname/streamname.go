@@ -1,4 +1,7 @@
-package stream
+// Package streamname validates stream names, "APP/STREAM": the identifier
+// every part of meshcast shares, from RTMP URLs to Redis keys and file
+// paths. It imports nothing of meshcast's, so any package may use it.
+package streamname
 
 import (
 	"errors"
@@ -17,13 +20,13 @@ const (
 	MaxStreamLen = 128
 )
 
-// ErrBadName is returned for stream names that are empty, too long, use
+// ErrBad is returned for stream names that are empty, too long, use
 // characters outside [A-Za-z0-9_.-], start with a dot, or use a reserved app.
 // So no name is a path segment of its own ("." or ".."), holds a separator
 // ('/', '\'), a NUL, a control byte or an escape ('%'), or is longer than
 // MaxAppLen+1+MaxStreamLen bytes. The error quotes at most 64 bytes of the
 // rejected input, escaped, so it is safe in logs and responses.
-var ErrBadName = errors.New("invalid stream name")
+var ErrBad = errors.New("invalid stream name")
 
 // reservedApps are first path segments owned by meshcast's own HTTP routes.
 var reservedApps = map[string]bool{
@@ -31,8 +34,8 @@ var reservedApps = map[string]bool{
 	"metrics": true, "healthz": true, "readyz": true, "internal": true, "ui": true,
 }
 
-// NewName validates app and stream and joins them into a Name.
-func NewName(app, stream string) (Name, error) {
+// New validates app and stream and joins them into a Name.
+func New(app, stream string) (Name, error) {
 	if err := CheckApp(app); err != nil {
 		return "", err
 	}
@@ -49,18 +52,18 @@ func CheckApp(app string) error {
 		return fmt.Errorf("app %w", err)
 	}
 	if reservedApps[strings.ToLower(app)] {
-		return fmt.Errorf("app %q is reserved: %w", app, ErrBadName)
+		return fmt.Errorf("app %q is reserved: %w", app, ErrBad)
 	}
 	return nil
 }
 
-// ParseName validates "APP/STREAM".
-func ParseName(s string) (Name, error) {
+// Parse validates "APP/STREAM".
+func Parse(s string) (Name, error) {
 	app, st, ok := strings.Cut(s, "/")
 	if !ok {
-		return "", fmt.Errorf("%q is not APP/STREAM: %w", truncate(s), ErrBadName)
+		return "", fmt.Errorf("%q is not APP/STREAM: %w", truncate(s), ErrBad)
 	}
-	return NewName(app, st)
+	return New(app, st)
 }
 
 // App returns the application part of the name.
@@ -71,18 +74,18 @@ func (n Name) Stream() string { _, s, _ := strings.Cut(string(n), "/"); return s
 
 func checkPart(s string, max int) error {
 	if s == "" {
-		return fmt.Errorf("is empty: %w", ErrBadName)
+		return fmt.Errorf("is empty: %w", ErrBad)
 	}
 	if len(s) > max {
-		return fmt.Errorf("is longer than %d bytes: %w", max, ErrBadName)
+		return fmt.Errorf("is longer than %d bytes: %w", max, ErrBad)
 	}
 	if s[0] == '.' {
-		return fmt.Errorf("%q starts with a dot: %w", truncate(s), ErrBadName)
+		return fmt.Errorf("%q starts with a dot: %w", truncate(s), ErrBad)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
-			return fmt.Errorf("%q has a character outside [A-Za-z0-9_.-]: %w", truncate(s), ErrBadName)
+			return fmt.Errorf("%q has a character outside [A-Za-z0-9_.-]: %w", truncate(s), ErrBad)
 		}
 	}
 	return nil
