@@ -1,0 +1,303 @@
+// Package webrtc plays live streams to browsers over WebRTC, signalled by
+// WHEP (POST /APP/STREAM/whep with an SDP offer; the answer comes back
+// with the session's URL, which DELETE ends), and takes streams from
+// WebRTC publishers, signalled by WHIP (whip.go). WebRTC is
+// github.com/pion/webrtc.
+//
+// Video is H.264 as published. Streams carry AAC audio, which WebRTC
+// lacks, so audio is transcoded by a supervised ffmpeg (opus.go): one per
+// stream with WHEP viewers turns its AAC into Opus for all of them, and
+// one per WHIP publisher turns its Opus into AAC. Where transcoding is
+// off, ffmpeg is missing or the stream has no audio, sessions are
+// video-only, and the answer's X-Meshcast-Audio header and the sessions
+// API say why.
+package webrtc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/meshcast/meshcast/internal/connlimit"
+	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
+	"github.com/meshcast/meshcast/internal/transcode"
+)
+
+// SessionPath prefixes the URL of a WHEP session, which DELETE ends.
+const SessionPath = "/api/v1/webrtc/sessions/"
+
+// Limits.
+const (
+	// MaxOfferBytes bounds an SDP offer.
+	MaxOfferBytes = 64 << 10
+	// gatherTimeout bounds the wait for the server's ICE candidates.
+	gatherTimeout = 5 * time.Second
+	// connectTimeout closes a session whose peer never connects.
+	connectTimeout = 15 * time.Second
+	// probeTimeout bounds the wait for a stream's first packets, which
+	// tell whether it has audio, before a WHEP answer.
+	probeTimeout = 2 * time.Second
+)
+
+// Hub is what the WebRTC server needs from the node's stream table.
+type Hub interface {
+	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
+	Admit(proto, remote string) (*hub.Place, error)
+	StartSession(s hub.Session, kick func()) (id string, end func())
+}
+
+// Config configures the server.
+type Config struct {
+	// MaxSessions bounds the WebRTC viewers at once. Zero: 1000.
+	MaxSessions int
+	// Opus transcodes audio between AAC and Opus with FFmpeg. Defaults
+	// to false: sessions are video-only.
+	Opus bool
+	// FFmpeg is the ffmpeg binary, looked up in PATH. Defaults to
+	// "ffmpeg".
+	FFmpeg string
+	// MaxTranscoders bounds the audio transcoding ffmpeg processes of
+	// both directions. Zero: 64.
+	MaxTranscoders int
+	// TranscodeGrace is how long a stream's Opus transcoder outlives its
+	// last WHEP viewer, for the next. Zero: 5s.
+	TranscodeGrace time.Duration
+	// TranscodeBackoff is the first delay before a failed transcoder
+	// starts again; it doubles up to 30s. Zero: 1s.
+	TranscodeBackoff time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server answers WHEP requests.
+type Server struct {
+	cfg Config
+	hub Hub
+	log *slog.Logger
+	api *webrtc.API // H.264 and Opus
+	// videoAPI negotiates H.264 only: WHIP publishers whose audio is not
+	// taken are told so in the answer.
+	videoAPI *webrtc.API
+	tc       *transcoders
+	logs     connlimit.LogLimiter // refusals: at most one line a second
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+// session is one WebRTC viewer or publisher.
+type session struct {
+	id      string
+	name    streamname.Name
+	kind    string // "whep" or "whip"
+	started time.Time
+	pc      *webrtc.PeerConnection
+	cancel  context.CancelFunc
+	audio   func() string // what the session says about its audio
+}
+
+// SessionInfo describes a WebRTC session for the API.
+type SessionInfo struct {
+	ID      string    `json:"id"`
+	Stream  string    `json:"stream"`
+	Kind    string    `json:"kind"` // whep (playback) or whip (ingest)
+	State   string    `json:"state"`
+	Audio   string    `json:"audio"`
+	Started time.Time `json:"started"`
+}
+
+// List describes the sessions, for GET /api/v1/webrtc/sessions.
+func (s *Server) List() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []SessionInfo{}
+	for _, ss := range s.sessions {
+		out = append(out, SessionInfo{ID: ss.id, Stream: string(ss.name), Kind: ss.kind, State: ss.pc.ConnectionState().String(), Audio: ss.audio(), Started: ss.started})
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// New builds a server playing the streams of h.
+func New(cfg Config, h Hub) (*Server, error) {
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = 1000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.FFmpeg == "" {
+		cfg.FFmpeg = "ffmpeg"
+	}
+	if cfg.MaxTranscoders <= 0 {
+		cfg.MaxTranscoders = 64
+	}
+	if cfg.TranscodeGrace <= 0 {
+		cfg.TranscodeGrace = 5 * time.Second
+	}
+	if cfg.TranscodeBackoff <= 0 {
+		cfg.TranscodeBackoff = transcode.DefaultBackoff
+	}
+	var se webrtc.SettingEngine
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se.SetIncludeLoopbackCandidate(true)
+	api, err := newAPI(se, true)
+	if err != nil {
+		return nil, err
+	}
+	videoAPI, err := newAPI(se, false)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("component", "webrtc")
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg: cfg, hub: h, log: log, api: api, videoAPI: videoAPI, tc: newTranscoders(cfg, h, log),
+		ctx: ctx, cancel: cancel, sessions: map[string]*session{},
+	}, nil
+}
+
+// newAPI makes a WebRTC API negotiating H.264 and, with audio, Opus.
+func newAPI(se webrtc.SettingEngine, audio bool) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
+		PayloadType: 102,
+	}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	if audio {
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: opusCodec, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, err
+		}
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)), nil
+}
+
+// opusCodec is the Opus WebRTC sends: 48 kHz, stereo (RFC 7587).
+var opusCodec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: opusClock, Channels: 2,
+	SDPFmtpLine: "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1"}
+
+// Close ends every session and transcoder, and waits.
+func (s *Server) Close() {
+	s.cancel()
+	s.mu.Lock()
+	for _, ss := range s.sessions {
+		ss.cancel()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.tc.close()
+}
+
+// Sessions counts the WebRTC viewers.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// admit takes a place for a session of the request's client (hub.Admit),
+// or answers why not.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, name streamname.Name) (*hub.Place, error) {
+	place, err := s.hub.Admit("webrtc", r.RemoteAddr)
+	if err != nil {
+		s.logs.Log(s.log, slog.LevelInfo, "viewers-per-ip", "webrtc session refused", "stream", name, "remote", r.RemoteAddr, "reason", err)
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
+	}
+	return place, err
+}
+
+// readOffer reads a WHEP or WHIP request's SDP offer, or answers why not.
+func (s *Server) readOffer(w http.ResponseWriter, r *http.Request) (string, bool) {
+	offer, err := io.ReadAll(io.LimitReader(r.Body, MaxOfferBytes+1))
+	if err != nil || len(offer) == 0 || len(offer) > MaxOfferBytes {
+		http.Error(w, "the body must be an SDP offer of at most 64 KiB", http.StatusBadRequest)
+		return "", false
+	}
+	if s.Sessions() >= s.cfg.MaxSessions {
+		http.Error(w, "too many WebRTC sessions", http.StatusServiceUnavailable)
+		return "", false
+	}
+	return string(offer), true
+}
+
+// writeAnswer answers a WHEP or WHIP offer: 201, the session's URL, and
+// what audio it carries, or why none.
+func writeAnswer(w http.ResponseWriter, ss *session, answer string) {
+	w.Header().Set("Content-Type", "application/sdp")
+	w.Header().Set("Location", SessionPath+ss.id)
+	w.Header().Set("X-Meshcast-Audio", ss.audio())
+	w.WriteHeader(http.StatusCreated)
+	io.WriteString(w, answer)
+}
+
+// newSession makes a session of pc; its context ends with the server's,
+// with cancel, and when the connection fails or closes.
+func (s *Server) newSession(name streamname.Name, kind string, pc *webrtc.PeerConnection, audio func() string, connected func()) (*session, context.Context) {
+	var id [8]byte
+	rand.Read(id[:])
+	ctx, cancel := context.WithCancel(s.ctx)
+	ss := &session{id: hex.EncodeToString(id[:]), name: name, kind: kind, started: time.Now(), pc: pc, cancel: cancel, audio: audio}
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			if connected != nil {
+				connected()
+			}
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed, webrtc.PeerConnectionStateDisconnected:
+			cancel()
+		}
+	})
+	return ss, ctx
+}
+
+// register lists a session, counting its goroutine for Close; false when
+// the server is closing (the session is cancelled).
+func (s *Server) register(ss *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		ss.cancel()
+		return false
+	}
+	s.sessions[ss.id] = ss
+	s.wg.Add(1)
+	return true
+}
+
+// unregister forgets a session.
+func (s *Server) unregister(ss *session) {
+	s.mu.Lock()
+	delete(s.sessions, ss.id)
+	s.mu.Unlock()
+}
+
+// ServeDelete answers DELETE on a session's URL: the viewer leaves.
+func (s *Server) ServeDelete(w http.ResponseWriter, r *http.Request, id string) {
+	s.mu.Lock()
+	ss := s.sessions[id]
+	s.mu.Unlock()
+	if ss == nil {
+		http.Error(w, "no such session", http.StatusNotFound)
+		return
+	}
+	ss.cancel()
+	w.WriteHeader(http.StatusOK)
+}
