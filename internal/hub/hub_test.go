@@ -1,0 +1,296 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
+)
+
+const cam = streamname.Name("live/cam")
+
+// events records a hub's events, in order.
+type events struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (e *events) record(ev Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.got = append(e.got, ev.Type+" "+string(ev.Name))
+}
+
+func (e *events) list() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.got)
+}
+
+func newHub(t *testing.T, cfg Config) (*Hub, *events) {
+	t.Helper()
+	h := New(cfg)
+	ev := &events{}
+	h.Subscribe(ev.record)
+	t.Cleanup(h.Close)
+	return h, ev
+}
+
+// keyframe writes a video keyframe at ts to pub.
+func keyframe(t *testing.T, pub *stream.Publisher, ts int64) {
+	t.Helper()
+	if err := pub.WritePacket(&media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: ts, Payload: []byte{0, 0, 0, 1, 0x65}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// next reads rd's next packets within a second.
+func next(t *testing.T, rd *stream.Reader) ([]*media.Packet, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return rd.ReadPackets(ctx, nil)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// One publisher per name; the same credentials take the stream over and
+// kick the old publisher's session.
+func TestPublishTakeover(t *testing.T) {
+	h, _ := newHub(t, Config{})
+	owner := stream.PublisherInfo{Protocol: "rtmp", Credential: "digest-a"}
+	first, err := h.Publish(cam, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kicked := make(chan struct{})
+	_, end := h.StartSession(Session{Kind: KindPublish, Protocol: "rtmp", Stream: cam}, func() { close(kicked) })
+	defer end()
+	for _, info := range []stream.PublisherInfo{{Protocol: "rtmp"}, {Protocol: "rtmp", Credential: "digest-b"}} {
+		if _, err := h.Publish(cam, info); !errors.Is(err, ErrBusy) {
+			t.Fatalf("a second publisher with credential %q: %v, want ErrBusy", info.Credential, err)
+		}
+	}
+	rd, err := h.NewReader(cam, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	second, err := h.Publish(cam, owner)
+	if err != nil {
+		t.Fatalf("the owner again: %v", err)
+	}
+	select {
+	case <-kicked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the old publisher's session was not kicked")
+	}
+	if err := first.WritePacket(&media.Packet{Kind: media.KindVideo}); !errors.Is(err, stream.ErrClosed) {
+		t.Fatalf("the replaced publisher wrote: %v", err)
+	}
+	// The reader goes on with the new publisher.
+	keyframe(t, second, 0)
+	if pkts, err := next(t, rd); err != nil || len(pkts) == 0 {
+		t.Fatalf("reader after the takeover: %d packets, %v", len(pkts), err)
+	}
+}
+
+// A stream outlives its publisher for the grace period: a publisher back
+// in time resumes it for the same readers; otherwise it ends.
+func TestPublisherGrace(t *testing.T) {
+	const grace = 200 * time.Millisecond
+	h, ev := newHub(t, Config{PublisherGrace: grace})
+	pub, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := h.NewReader(cam, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	s := h.Get(cam)
+	pub.Close()
+	if h.Get(cam) != s {
+		t.Fatal("the stream ended with its publisher, within the grace")
+	}
+	back, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Stream() != s {
+		t.Fatal("the returning publisher got a new stream")
+	}
+	keyframe(t, back, 0)
+	if pkts, err := next(t, rd); err != nil || len(pkts) == 0 {
+		t.Fatalf("reader after the publisher came back: %d packets, %v", len(pkts), err)
+	}
+	// Gone for longer than the grace: the stream ends, its reader sees EOF.
+	time.Sleep(2 * grace) // past a grace that must not have started yet
+	if h.Get(cam) != s {
+		t.Fatal("the stream ended while its publisher was live")
+	}
+	back.Close()
+	waitUntil(t, "the stream to end", func() bool { return h.Get(cam) == nil })
+	if _, err := next(t, rd); !errors.Is(err, io.EOF) {
+		t.Fatalf("reader of an ended stream: %v, want EOF", err)
+	}
+	want := []string{"publish live/cam", "unpublish live/cam", "publish live/cam", "unpublish live/cam", "end live/cam"}
+	waitUntil(t, "the events", func() bool { return len(ev.list()) == len(want) })
+	if got := ev.list(); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}
+
+// owner is an Owner that records its claims.
+type owner struct {
+	mu       sync.Mutex
+	fail     error
+	claims   int
+	releases int
+}
+
+func (o *owner) Claim(streamname.Name) (func(), error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.fail != nil {
+		return nil, o.fail
+	}
+	o.claims++
+	return func() { o.mu.Lock(); o.releases++; o.mu.Unlock() }, nil
+}
+
+func (o *owner) counts() (claims, releases int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.claims, o.releases
+}
+
+// A published stream is claimed while it lives here, released when it
+// ends, and ended when the claim is lost (Revoke).
+func TestOwnerClaims(t *testing.T) {
+	o := &owner{fail: errors.New("owned by node-b")}
+	h, _ := newHub(t, Config{Owner: o})
+	if _, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"}); err == nil || h.Get(cam) != nil {
+		t.Fatalf("published without a claim: %v", err)
+	}
+	o.fail = nil
+	pub, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.Close() // no grace: ends at once
+	waitUntil(t, "the claim to be released", func() bool { _, r := o.counts(); return r == 1 })
+	if _, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"}); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := h.NewReader(cam, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	h.Revoke(cam)
+	if h.Get(cam) != nil {
+		t.Fatal("a revoked stream lives on")
+	}
+	if _, err := next(t, rd); !errors.Is(err, io.EOF) {
+		t.Fatalf("reader of a revoked stream: %v, want EOF", err)
+	}
+	if c, _ := o.counts(); c != 2 {
+		t.Fatalf("%d claims, want 2", c)
+	}
+}
+
+// upstream is an Upstream that opens a relay in the hub it is given.
+type upstream struct {
+	h     *Hub
+	fail  error
+	pulls int
+	relay *stream.Publisher
+}
+
+func (u *upstream) Pull(name streamname.Name) error {
+	u.pulls++
+	if u.fail != nil {
+		return u.fail
+	}
+	pub, err := u.h.OpenRelay(name, "node-a")
+	u.relay = pub
+	return err
+}
+
+// A reader of a stream held elsewhere opens one relay; a local publisher
+// takes the stream over from it with its readers; a relay that gives up
+// ends its stream.
+func TestRelays(t *testing.T) {
+	u := &upstream{fail: errors.New("no node has it")}
+	h, ev := newHub(t, Config{Upstream: u})
+	u.h = h
+	if _, err := h.NewReader(cam, "test"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("reader of a stream nobody has: %v, want ErrNotFound", err)
+	}
+	u.fail = nil
+	rd, err := h.NewReader(cam, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	rd2, err := h.NewReader(cam, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd2.Close()
+	if u.pulls != 2 {
+		t.Fatalf("%d pulls, want one failed and one for both readers", u.pulls)
+	}
+	if _, err := h.OpenRelay(cam, "node-c"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a second relay of the stream: %v, want ErrBusy", err)
+	}
+	// A local publisher takes over; the relay is detached.
+	pub, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.relay.WritePacket(&media.Packet{Kind: media.KindVideo}); !errors.Is(err, stream.ErrClosed) {
+		t.Fatalf("the replaced relay wrote: %v", err)
+	}
+	keyframe(t, pub, 0)
+	if pkts, err := next(t, rd); err != nil || len(pkts) == 0 {
+		t.Fatalf("reader after the takeover from the relay: %d packets, %v", len(pkts), err)
+	}
+	pub.Close()
+	waitUntil(t, "the stream to end", func() bool { return h.Get(cam) == nil })
+	// A relay that gives up ends its stream for its readers.
+	other := streamname.Name("live/other")
+	rd3, err := h.NewReader(other, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd3.Close()
+	u.relay.Close()
+	if h.Get(other) != nil {
+		t.Fatal("the stream of a closed relay lives on")
+	}
+	if _, err := next(t, rd3); !errors.Is(err, io.EOF) {
+		t.Fatalf("reader of an ended relay: %v, want EOF", err)
+	}
+	if got := ev.list(); !slices.Contains(got, "end live/other") {
+		t.Fatalf("events %q, want the relayed stream's end", got)
+	}
+}
