@@ -208,7 +208,9 @@ func splitAnnexB(b []byte) [][]byte {
 				if end > start && b[end-1] == 0 {
 					end--
 				}
-				out = append(out, b[start:end])
+				if end > start { // two start codes in a row hold no unit
+					out = append(out, b[start:end])
+				}
 			}
 			start = i + 3
 			i += 2
