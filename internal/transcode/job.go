@@ -11,11 +11,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/ffproc"
 )
 
 // Bounds on what is kept of ffmpeg's output.
 const (
-	stderrTail      = 4 << 10 // bytes of stderr kept for Status.LastError
 	maxProgressLine = 1 << 10 // -progress lines are short key=value pairs
 )
 
@@ -80,7 +81,7 @@ func (j *job) run() {
 	defer close(j.done)
 	j.log.Info("transcoding started", "renditions", j.status().Renditions)
 	j.log.Debug("ffmpeg command", "path", j.ffmpeg, "args", j.args)
-	backoff := Backoff{First: j.s.cfg.Backoff, Stable: j.s.stableRun}
+	backoff := ffproc.Backoff{First: j.s.cfg.Backoff, Stable: j.s.stableRun}
 	restarts := 0
 	for {
 		if j.stopped() {
@@ -92,7 +93,7 @@ func (j *job) run() {
 			j.finish("stopped", "")
 			return
 		}
-		lastErr := describeExit(err, stderr)
+		lastErr := ffproc.DescribeExit(err, stderr)
 		if !j.alive() {
 			// An error exit still says why the output ended early.
 			if err == nil {
@@ -152,7 +153,7 @@ func (j *job) runOnce(restarts int) (time.Duration, error, string) {
 	defer pr.Close()
 	start := time.Now()
 	// stdout is a file: ffmpeg writes its progress to it directly.
-	proc, err := StartProcess(j.ffmpeg, j.args, nil, pw)
+	proc, err := ffproc.Start(j.ffmpeg, j.args, nil, pw)
 	pw.Close()
 	if err != nil {
 		j.change(StateStarting, func(st *Status) { st.Restarts = restarts })
@@ -169,8 +170,8 @@ func (j *job) runOnce(restarts int) (time.Duration, error, string) {
 	select {
 	case <-proc.Done():
 	case <-j.stop:
-		if proc.Stop(StopTimeout) {
-			j.log.Warn("ffmpeg ignored SIGTERM; killed it", "pid", proc.Pid, "after", StopTimeout)
+		if proc.Stop(ffproc.StopTimeout) {
+			j.log.Warn("ffmpeg ignored SIGTERM; killed it", "pid", proc.Pid, "after", ffproc.StopTimeout)
 		}
 	}
 	// ffmpeg is gone, so stdout is at its end unless something ffmpeg
@@ -236,58 +237,6 @@ func parseFloat(s string) float64 {
 		return 0
 	}
 	return f
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max       int
-	mu        sync.Mutex
-	buf       []byte
-	truncated bool
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(p)
-	if len(p) > t.max {
-		p = p[len(p)-t.max:]
-		t.truncated = true
-	}
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = t.buf[:copy(t.buf, t.buf[len(t.buf)-t.max:])]
-		t.truncated = true
-	}
-	return n, nil
-}
-
-// String returns the whole lines kept: a line cut by the bound is dropped.
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := string(t.buf)
-	if t.truncated {
-		if i := strings.IndexByte(s, '\n'); i >= 0 {
-			s = s[i+1:]
-		}
-	}
-	return strings.TrimSpace(strings.ToValidUTF8(s, "?"))
-}
-
-// describeExit is Status.LastError for an unexpected exit: the tail of
-// stderr and how ffmpeg ended.
-func describeExit(err error, stderr string) string {
-	switch {
-	case err == nil && stderr == "":
-		return "ffmpeg exited"
-	case err == nil:
-		return stderr
-	case stderr == "":
-		return "ffmpeg: " + err.Error()
-	default:
-		return stderr + "\nffmpeg: " + err.Error()
-	}
 }
 
 // lastLine is the last line of s, for a log line.

@@ -9,21 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/ffproc"
 	"github.com/meshcast/meshcast/internal/streamname"
-)
-
-// Restart timing.
-const (
-	// DefaultBackoff is the first restart delay when Config.Backoff is 0.
-	DefaultBackoff = time.Second
-	// MaxBackoff caps the restart delay, which doubles after every run
-	// shorter than StableRun.
-	MaxBackoff = 30 * time.Second
-	// StableRun is how long ffmpeg must have run for the next restart
-	// delay to go back to Config.Backoff.
-	StableRun = 30 * time.Second
-	// StopTimeout is how long Stop waits after SIGTERM before SIGKILL.
-	StopTimeout = 3 * time.Second
 )
 
 // Sentinel errors of Start.
@@ -37,7 +24,7 @@ var (
 type Config struct {
 	FFmpeg   string        // path to ffmpeg; defaults to "ffmpeg", looked up in PATH
 	Max      int           // jobs at once on this node; <= 0 means no limit
-	Backoff  time.Duration // first restart delay; defaults to 1s; doubles up to MaxBackoff, back to Backoff after a run of StableRun
+	Backoff  time.Duration // first restart delay; defaults to 1s; doubles up to ffproc.MaxBackoff, back to Backoff after a run of ffproc.StableRun
 	Logger   *slog.Logger  // defaults to slog.Default()
 	OnChange func(Status)  // called on every state change of a job, in order, from the job's goroutine; may be nil; must not block long nor call Stop or Close
 }
@@ -80,7 +67,7 @@ type Status struct {
 type Supervisor struct {
 	cfg       Config
 	log       *slog.Logger
-	stableRun time.Duration // StableRun; shorter in tests
+	stableRun time.Duration // ffproc.StableRun; shorter in tests
 
 	mu     sync.Mutex
 	jobs   map[streamname.Name]*job
@@ -95,10 +82,10 @@ func New(cfg Config) *Supervisor {
 		cfg.FFmpeg = "ffmpeg"
 	}
 	if cfg.Backoff <= 0 {
-		cfg.Backoff = DefaultBackoff
+		cfg.Backoff = ffproc.DefaultBackoff
 	}
-	if cfg.Backoff > MaxBackoff {
-		cfg.Backoff = MaxBackoff
+	if cfg.Backoff > ffproc.MaxBackoff {
+		cfg.Backoff = ffproc.MaxBackoff
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -106,7 +93,7 @@ func New(cfg Config) *Supervisor {
 	return &Supervisor{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "transcode"),
-		stableRun: StableRun,
+		stableRun: ffproc.StableRun,
 		jobs:      make(map[streamname.Name]*job),
 	}
 }

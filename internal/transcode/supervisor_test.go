@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/ffproc"
 	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
@@ -265,7 +266,7 @@ exec sleep 600`)
 	}
 	start := time.Now()
 	s.Stop("live/cam")
-	if d := time.Since(start); d >= StopTimeout {
+	if d := time.Since(start); d >= ffproc.StopTimeout {
 		t.Errorf("Stop took %v: SIGTERM was not enough", d)
 	}
 	if !processGone(pid) {
@@ -300,7 +301,7 @@ exec sleep 600`)
 	st, _ := s.Job("live/cam")
 	start := time.Now()
 	s.Stop("live/cam")
-	if d := time.Since(start); d < StopTimeout {
+	if d := time.Since(start); d < ffproc.StopTimeout {
 		t.Errorf("Stop returned after %v, before SIGKILL was due", d)
 	}
 	if !processGone(st.PID) {
@@ -398,7 +399,7 @@ exit 3`)
 	waitFor(t, 10*time.Second, "restarting", func() bool { st, _ := s.Job("live/cam"); return st.State == StateRestarting })
 	st, _ := s.Job("live/cam")
 	const suffix = "noise 1999\nffmpeg: exit status 3"
-	if len(st.LastError) > stderrTail+len(suffix) || !strings.HasSuffix(st.LastError, suffix) || !strings.HasPrefix(st.LastError, "noise ") {
+	if len(st.LastError) > ffproc.StderrTail+len(suffix) || !strings.HasSuffix(st.LastError, suffix) || !strings.HasPrefix(st.LastError, "noise ") {
 		t.Fatalf("LastError of %d bytes: %.80q...%q", len(st.LastError), st.LastError, st.LastError[max(0, len(st.LastError)-40):])
 	}
 	start := time.Now()

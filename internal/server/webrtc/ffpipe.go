@@ -14,7 +14,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
-	"github.com/meshcast/meshcast/internal/transcode"
+	"github.com/meshcast/meshcast/internal/ffproc"
 )
 
 // Limits of an audio transcoding ffmpeg.
@@ -53,7 +53,7 @@ var toAACArgs = pipeArgs("-c:a", "aac", "-ar", "48000", "-b:a", "128k")
 // tsPipe is one ffmpeg transcoding an audio track: MPEG-TS in on its
 // stdin, MPEG-TS out on its stdout, read by a goroutine of the pipe's.
 type tsPipe struct {
-	proc  *transcode.Process
+	proc  *ffproc.Process
 	in    *os.File // ffmpeg's stdin, the writing end
 	bw    *bufio.Writer
 	w     *mpegts.Writer
@@ -85,7 +85,7 @@ func startPipe(ctx context.Context, ffmpeg string, args []string, in tscodecs.Co
 		inW.Close()
 		return nil, err
 	}
-	proc, err := transcode.StartProcess(ffmpeg, args, inR, outW)
+	proc, err := ffproc.Start(ffmpeg, args, inR, outW)
 	inR.Close()
 	outW.Close()
 	if err != nil {
@@ -152,7 +152,7 @@ func (p *tsPipe) close() string {
 		select {
 		case <-p.proc.Done():
 		case <-t.C:
-			p.proc.Stop(transcode.StopTimeout)
+			p.proc.Stop(ffproc.StopTimeout)
 		}
 		t.Stop()
 		// ffmpeg is gone, so its output is at its end unless something
@@ -192,7 +192,7 @@ var (
 // once after errRestart, else after a backoff (1s, doubling up to 30s,
 // back to 1s after a stable run). A run returning nil or errDone ends
 // it; it returns why it ended.
-func supervise(ctx context.Context, log *slog.Logger, backoff transcode.Backoff, once func() error) error {
+func supervise(ctx context.Context, log *slog.Logger, backoff ffproc.Backoff, once func() error) error {
 	for {
 		start := time.Now()
 		err := once()

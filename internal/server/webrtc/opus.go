@@ -17,11 +17,11 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
+	"github.com/meshcast/meshcast/internal/ffproc"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
-	"github.com/meshcast/meshcast/internal/transcode"
 )
 
 // What a WebRTC session says about its audio, in the answer's
@@ -313,7 +313,7 @@ func (t *opusTranscoder) run(ffmpeg string) {
 	}()
 	var aac *media.AACConfig
 	var pending []*media.Packet
-	err := supervise(t.ctx, t.log, transcode.Backoff{First: t.m.backoff}, func() error {
+	err := supervise(t.ctx, t.log, ffproc.Backoff{First: t.m.backoff}, func() error {
 		if rd == nil {
 			var err error
 			if rd, err = t.m.readers.NewReader(t.name, hub.TranscodeProtocol); err != nil {

@@ -28,10 +28,10 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/meshcast/meshcast/internal/connlimit"
+	"github.com/meshcast/meshcast/internal/ffproc"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
-	"github.com/meshcast/meshcast/internal/transcode"
 )
 
 // SessionPath prefixes the URL of a WHEP session, which DELETE ends.
@@ -151,7 +151,7 @@ func New(cfg Config, h Hub) (*Server, error) {
 		cfg.TranscodeGrace = 5 * time.Second
 	}
 	if cfg.TranscodeBackoff <= 0 {
-		cfg.TranscodeBackoff = transcode.DefaultBackoff
+		cfg.TranscodeBackoff = ffproc.DefaultBackoff
 	}
 	var se webrtc.SettingEngine
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})

@@ -14,8 +14,8 @@ import (
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/meshcast/meshcast/internal/ffproc"
 	"github.com/meshcast/meshcast/internal/media"
-	"github.com/meshcast/meshcast/internal/transcode"
 )
 
 // whipClock is when a WebRTC publisher's first packet arrived: the zero
@@ -67,7 +67,7 @@ func (s *Server) ingestOpus(ctx context.Context, tr *webrtc.TrackRemote, pub Pub
 		audio.Store(ptr(AudioAAC + "; ffmpeg restarting after: " + brief(err.Error())))
 		return err
 	}
-	supervise(ctx, log, transcode.Backoff{First: s.cfg.TranscodeBackoff}, func() error {
+	supervise(ctx, log, ffproc.Backoff{First: s.cfg.TranscodeBackoff}, func() error {
 		out.started = time.Now()
 		p, err := startPipe(ctx, ffmpeg, toAACArgs, &tscodecs.Opus{ChannelCount: 2}, out.output)
 		if err != nil {

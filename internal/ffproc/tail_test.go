@@ -1,4 +1,4 @@
-package transcode
+package ffproc
 
 import (
 	"strings"
@@ -18,26 +18,26 @@ func TestTailBuffer(t *testing.T) {
 	if len(tb.buf) > 16 {
 		t.Fatalf("kept %d bytes", len(tb.buf))
 	}
-	big := &tailBuffer{max: stderrTail}
+	big := &tailBuffer{max: StderrTail}
 	line := strings.Repeat("x", 99) + "\n"
 	for range 1000 {
 		if n, err := big.Write([]byte(line)); n != len(line) || err != nil {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
 	}
-	if got := big.String(); len(got) > stderrTail || !strings.HasSuffix(got, "xxx") || strings.HasPrefix(got, "\n") {
+	if got := big.String(); len(got) > StderrTail || !strings.HasSuffix(got, "xxx") || strings.HasPrefix(got, "\n") {
 		t.Fatalf("bounded tail: %d bytes", len(got))
 	}
 }
 
 func TestDescribeExit(t *testing.T) {
-	if got := describeExit(nil, ""); got != "ffmpeg exited" {
+	if got := DescribeExit(nil, ""); got != "ffmpeg exited" {
 		t.Errorf("clean: %q", got)
 	}
-	if got := describeExit(errString("exit status 1"), "rtmp://x: Connection refused"); got != "rtmp://x: Connection refused\nffmpeg: exit status 1" {
+	if got := DescribeExit(errString("exit status 1"), "rtmp://x: Connection refused"); got != "rtmp://x: Connection refused\nffmpeg: exit status 1" {
 		t.Errorf("error: %q", got)
 	}
-	if got := describeExit(errString("signal: killed"), ""); got != "ffmpeg: signal: killed" {
+	if got := DescribeExit(errString("signal: killed"), ""); got != "ffmpeg: signal: killed" {
 		t.Errorf("killed: %q", got)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package transcode
+package ffproc
 
 import (
 	"os"

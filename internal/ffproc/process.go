@@ -1,16 +1,38 @@
-package transcode
+// Package ffproc runs and supervises child processes, ffmpeg above all: a
+// process group of its own, so that stopping it reaches whatever it
+// started; SIGTERM, then SIGKILL after a timeout; the tail of its stderr;
+// and the restart delay of a process that keeps failing.
+package ffproc
 
 import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
+	"sync"
 	"time"
+)
+
+// Restart timing and stopping.
+const (
+	// DefaultBackoff is the first restart delay of a Backoff without one.
+	DefaultBackoff = time.Second
+	// MaxBackoff caps the restart delay, which doubles after every run
+	// shorter than StableRun.
+	MaxBackoff = 30 * time.Second
+	// StableRun is how long a process must have run for the next restart
+	// delay to go back to the first.
+	StableRun = 30 * time.Second
+	// StopTimeout is how long Stop is usually given between SIGTERM and
+	// SIGKILL.
+	StopTimeout = 3 * time.Second
+	// StderrTail is how many bytes of a process's stderr are kept.
+	StderrTail = 4 << 10
 )
 
 // Process is one run of ffmpeg (or a script standing for it) in a
 // process group of its own, so that stopping it reaches anything it
-// started. The Supervisor's jobs run one; so do other packages that pipe
-// media through ffmpeg.
+// started. Transcoding jobs run one; so do the WebRTC audio transcoders.
 type Process struct {
 	// Pid is the process's ID, and its group's.
 	Pid int
@@ -21,11 +43,11 @@ type Process struct {
 	err    error         // how it ended; set before done is closed
 }
 
-// StartProcess starts path with args. stdin and stdout are handed to the
+// Start starts path with args. stdin and stdout are handed to the
 // process as they are (an *os.File needs no copying goroutine); nil is
 // the null device. The last 4 KiB of its stderr are kept for Exit.
-func StartProcess(path string, args []string, stdin io.Reader, stdout io.Writer) (*Process, error) {
-	p := &Process{stderr: &tailBuffer{max: stderrTail}, done: make(chan struct{})}
+func Start(path string, args []string, stdin io.Reader, stdout io.Writer) (*Process, error) {
+	p := &Process{stderr: &tailBuffer{max: StderrTail}, done: make(chan struct{})}
 	cmd := exec.Command(path, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, p.stderr
 	cmd.SysProcAttr = groupAttr()
@@ -57,7 +79,7 @@ func (p *Process) Result() (error, string) {
 // of its stderr and its exit status.
 func (p *Process) Exit() string {
 	err, stderr := p.Result()
-	return describeExit(err, stderr)
+	return DescribeExit(err, stderr)
 }
 
 // Stop ends the process group unless the process has exited: SIGTERM,
@@ -109,4 +131,56 @@ func (b *Backoff) Next(ran time.Duration) time.Duration {
 	d := b.next
 	b.next = min(2*b.next, MaxBackoff)
 	return d
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max       int
+	mu        sync.Mutex
+	buf       []byte
+	truncated bool
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(p)
+	if len(p) > t.max {
+		p = p[len(p)-t.max:]
+		t.truncated = true
+	}
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[:copy(t.buf, t.buf[len(t.buf)-t.max:])]
+		t.truncated = true
+	}
+	return n, nil
+}
+
+// String returns the whole lines kept: a line cut by the bound is dropped.
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := string(t.buf)
+	if t.truncated {
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+	}
+	return strings.TrimSpace(strings.ToValidUTF8(s, "?"))
+}
+
+// DescribeExit says how a process ended, for an operator: the tail of its
+// stderr and its exit status.
+func DescribeExit(err error, stderr string) string {
+	switch {
+	case err == nil && stderr == "":
+		return "ffmpeg exited"
+	case err == nil:
+		return stderr
+	case stderr == "":
+		return "ffmpeg: " + err.Error()
+	default:
+		return stderr + "\nffmpeg: " + err.Error()
+	}
 }

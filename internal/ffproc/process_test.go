@@ -1,12 +1,24 @@
 //go:build unix
 
-package transcode
+package ffproc
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
+
+// script writes a shell script standing for ffmpeg and returns its path.
+func script(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ffmpeg")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 func TestBackoff(t *testing.T) {
 	b := Backoff{First: time.Second, Stable: 10 * time.Second}
@@ -25,8 +37,8 @@ func TestBackoff(t *testing.T) {
 func TestProcessStop(t *testing.T) {
 	// A process that ignores SIGTERM is killed after the timeout; one that
 	// exited is left alone.
-	path, _ := fakeFFmpeg(t, "trap '' TERM\necho starting >&2\nsleep 30")
-	p, err := StartProcess(path, nil, nil, nil)
+	path := script(t, "trap '' TERM\necho starting >&2\nsleep 30")
+	p, err := Start(path, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +49,8 @@ func TestProcessStop(t *testing.T) {
 	if exit := p.Exit(); !strings.Contains(exit, "starting") || !strings.Contains(exit, "killed") {
 		t.Errorf("Exit() = %q, want its stderr and the signal", exit)
 	}
-	path, _ = fakeFFmpeg(t, "exit 3")
-	p, err = StartProcess(path, nil, nil, nil)
+	path = script(t, "exit 3")
+	p, err = Start(path, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
