@@ -14,21 +14,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"math"
-	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
 
@@ -544,215 +539,6 @@ func validID(s string) bool {
 		}
 	}
 	return true
-}
-
-// Validate reports every invalid setting of c as one error joined with
-// [errors.Join]; each problem names the offending flag.
-func (c *Config) Validate() error {
-	var errs []error
-	bad := func(goName, format string, args ...any) {
-		f := configFields.byGo(goName)
-		name := "--" + f.flag
-		if f.fileOnly {
-			name = f.yaml
-		}
-		errs = append(errs, fmt.Errorf("config: %s: %s", name, fmt.Sprintf(format, args...)))
-	}
-	checkAddr := func(goName, addr string) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			bad(goName, "%v", err)
-			return
-		}
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			bad(goName, "port %q in %q is not a number from 0 to 65535", port, addr)
-		}
-	}
-	positive := func(goName string, d time.Duration) {
-		if d <= 0 {
-			bad(goName, "must be positive, got %v", d)
-		}
-	}
-
-	checkAddr("RTMPAddr", c.RTMPAddr)
-	checkAddr("HTTPAddr", c.HTTPAddr)
-	if !slices.Contains(logLevels, c.LogLevel) {
-		bad("LogLevel", "%q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
-	}
-	if !slices.Contains(logFormats, c.LogFormat) {
-		bad("LogFormat", "%q is not one of %s", c.LogFormat, strings.Join(logFormats, ", "))
-	}
-	if c.PublisherGrace < 0 {
-		bad("PublisherGrace", "must not be negative, got %v", c.PublisherGrace)
-	}
-	positive("WriteTimeout", c.WriteTimeout)
-	positive("ReadTimeout", c.ReadTimeout)
-	positive("MaxLag", c.MaxLag)
-	if c.MergeWindow < 0 || c.MergeWindow > time.Second {
-		bad("MergeWindow", "must be from 0 to 1s, got %v", c.MergeWindow)
-	}
-	if c.MaxConnections < 1 {
-		bad("MaxConnections", "must be at least 1, got %d", c.MaxConnections)
-	}
-	if c.HLSSegmentDuration < minHLSSegmentDuration {
-		bad("HLSSegmentDuration", "must be at least %v, got %v", minHLSSegmentDuration, c.HLSSegmentDuration)
-	}
-	if c.HLSSegmentCount < minHLSSegmentCount {
-		bad("HLSSegmentCount", "must be at least %d (required by low-latency HLS), got %d", minHLSSegmentCount, c.HLSSegmentCount)
-	}
-	if !slices.Contains(RecordModes, c.Record) {
-		bad("Record", "%q is not one of %s", c.Record, strings.Join(RecordModes, ", "))
-	}
-	if c.Recording() && c.RecordDir == "" {
-		bad("RecordDir", "is required when recording is on")
-	}
-	for _, app := range slices.Sorted(maps.Keys(c.Apps)) {
-		if err := streamname.CheckApp(app); err != nil {
-			bad("Apps", "%v", err)
-		}
-		if tc := c.Apps[app].Transcode; tc != "" && !slices.Contains(TranscodeModes, tc) {
-			bad("Apps", "%s: transcode %q is not one of %s", app, tc, strings.Join(TranscodeModes, ", "))
-		}
-		if l := c.Apps[app].Ladder; len(l) > 0 {
-			if err := transcode.ValidateLadder(l); err != nil {
-				bad("Apps", "%s: ladder: %v", app, err)
-			}
-		}
-		if r := c.Apps[app].Record; r != "" && !slices.Contains(RecordModes, r) {
-			bad("Apps", "%s: record %q is not one of %s", app, r, strings.Join(RecordModes, ", "))
-		}
-	}
-	if c.Redis != "" && len(c.ClusterSecret) < minSecretLen {
-		bad("ClusterSecret", "must be at least %d characters when --redis is set: nodes authenticate each other with it", minSecretLen)
-	}
-	if c.NodeID != "" && !validID(c.NodeID) {
-		bad("NodeID", "%q must be 1 to 64 letters, digits, '_', '-' or '.'", c.NodeID)
-	}
-	for _, p := range c.Parent {
-		if !validID(p) {
-			bad("Parent", "%q is not a node ID", p)
-		}
-	}
-	if c.Capacity < 0 {
-		bad("Capacity", "must not be negative, got %d", c.Capacity)
-	}
-	if c.NodeTimeout < time.Second {
-		bad("NodeTimeout", "must be at least 1s (heartbeats are sent every second), got %v", c.NodeTimeout)
-	}
-	positive("RelayIdle", c.RelayIdle)
-	if !slices.Contains(Balancers, c.Balance) {
-		bad("Balance", "%q is not one of %s", c.Balance, strings.Join(Balancers, ", "))
-	}
-	for _, p := range c.TrustedProxies {
-		if _, err := parsePrefix(p); err != nil {
-			bad("TrustedProxies", "%q is not a CIDR or an IP address", p)
-		}
-	}
-	if c.DrainGrace < 0 {
-		bad("DrainGrace", "must not be negative, got %v", c.DrainGrace)
-	}
-	for _, u := range c.WebhookURLs {
-		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			bad("WebhookURLs", "%q is not an http or https URL", u)
-		}
-	}
-	if c.AdminToken != "" && len(c.AdminToken) < minSecretLen {
-		bad("AdminToken", "must be at least %d characters", minSecretLen)
-	}
-	if len(c.WebhookURLs) > 0 && c.WebhookSecret == "" {
-		bad("WebhookSecret", "is required with --webhook-urls: receivers check the signature")
-	}
-	if c.MetricsMaxStreams < 0 {
-		bad("MetricsMaxStreams", "must not be negative, got %d", c.MetricsMaxStreams)
-	}
-	if c.EventsMaxClients < 1 {
-		bad("EventsMaxClients", "must be at least 1, got %d", c.EventsMaxClients)
-	}
-	if !slices.Contains(TCPNoDelayModes, c.TCPNoDelay) {
-		bad("TCPNoDelay", "%q is not one of %s", c.TCPNoDelay, strings.Join(TCPNoDelayModes, ", "))
-	}
-	if !slices.Contains(PublishAuthModes, c.PublishAuth) {
-		bad("PublishAuth", "%q is not one of %s", c.PublishAuth, strings.Join(PublishAuthModes, ", "))
-	}
-	for _, pk := range c.PublishKeys {
-		pattern, key, ok := strings.Cut(pk, "=")
-		if !ok || pattern == "" || key == "" {
-			bad("PublishKeys", "an entry is not PATTERN=KEY")
-			continue // the entry holds a key: never echo it
-		}
-		if len(key) < 8 {
-			bad("PublishKeys", "the key for %q must be at least 8 characters", pattern)
-		}
-	}
-	if c.URLSecret != "" && len(c.URLSecret) < minSecretLen {
-		bad("URLSecret", "must be at least %d characters", minSecretLen)
-	}
-	if len(c.SignedPlayApps) > 0 && c.URLSecret == "" {
-		bad("URLSecret", "is required with --signed-play-apps: it signs the play URLs")
-	}
-	if c.PublishAuth == "always" && len(c.PublishKeys) == 0 && c.URLSecret == "" && c.AuthHook == "" {
-		bad("PublishAuth", "\"always\" needs --publish-keys, --url-secret or --auth-hook, or nobody could publish")
-	}
-	if c.AuthHook != "" {
-		if p, err := url.Parse(c.AuthHook); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			bad("AuthHook", "%q is not an http or https URL", c.AuthHook)
-		}
-		if len(c.AuthHookSecret) < minSecretLen {
-			bad("AuthHookSecret", "must be at least %d characters with --auth-hook: the hook checks the signature", minSecretLen)
-		}
-	}
-	positive("AuthHookTimeout", c.AuthHookTimeout)
-	if c.AuthHook != "" && c.AuthHookTimeout >= c.HandshakeTimeout {
-		bad("AuthHookTimeout", "must be shorter than --handshake-timeout (%v): a publisher waits for the hook within it", c.HandshakeTimeout)
-	}
-	for _, o := range c.CORSOrigins {
-		if o == "*" {
-			continue
-		}
-		if p, err := url.Parse(o); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "" || p.RawQuery != "" {
-			bad("CORSOrigins", "%q is not an origin such as https://example.com, nor *", o)
-		}
-	}
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		bad("TLSKey", "--tls-cert and --tls-key go together")
-	}
-	checkAddr("HTTPSAddr", c.HTTPSAddr)
-	checkAddr("RTMPSAddr", c.RTMPSAddr)
-	if c.SRTAddr != "" {
-		checkAddr("SRTAddr", c.SRTAddr)
-	}
-	if c.TranscodeMax < 0 {
-		bad("TranscodeMax", "must not be negative")
-	}
-	if c.TranscodeCPUMax < 0 || c.TranscodeCPUMax > 100 {
-		bad("TranscodeCPUMax", "must be a percentage from 0 to 100")
-	}
-	if c.FFmpeg == "" {
-		bad("FFmpeg", "must name the ffmpeg binary")
-	}
-	if c.VODReplicas < 1 {
-		bad("VODReplicas", "must be at least 1")
-	}
-	if n, err := ParseSize(c.VODMaxUpload); err != nil || n <= 0 {
-		bad("VODMaxUpload", "%q is not a size such as 8GiB or 500MB", c.VODMaxUpload)
-	}
-	positive("VODSegmentDuration", c.VODSegmentDuration)
-	if n, err := ParseSize(c.CacheSize); err != nil || n < 1<<20 {
-		bad("CacheSize", "%q is not a size of at least 1MiB, such as 256MB or 1GiB", c.CacheSize)
-	}
-	if c.CacheL2 != "" {
-		if p, err := url.Parse(c.CacheL2); err != nil || (p.Scheme != "redis" && p.Scheme != "rediss" && p.Scheme != "memcached") || p.Host == "" {
-			bad("CacheL2", "must be redis://HOST:PORT/DB or memcached://HOST:PORT")
-		}
-	}
-	if c.MaxConnectionsPerIP < 0 {
-		bad("MaxConnectionsPerIP", "must not be negative, got %d", c.MaxConnectionsPerIP)
-	}
-	if c.MaxViewersPerIP < 0 {
-		bad("MaxViewersPerIP", "must not be negative, got %d", c.MaxViewersPerIP)
-	}
-	positive("HandshakeTimeout", c.HandshakeTimeout)
-	return errors.Join(errs...)
 }
 
 // Load builds the configuration from the defaults, the YAML file, the

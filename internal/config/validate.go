@@ -1,0 +1,275 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/streamname"
+	"github.com/meshcast/meshcast/internal/transcode"
+)
+
+// Validate reports every invalid setting of c as one error joined with
+// [errors.Join]; each problem names the offending flag.
+func (c *Config) Validate() error {
+	var v validator
+	c.validateListeners(&v)
+	c.validateDelivery(&v)
+	c.validateApps(&v)
+	c.validateCluster(&v)
+	c.validateAccess(&v)
+	c.validateWebhooks(&v)
+	c.validateServices(&v)
+	c.validateLimits(&v)
+	return errors.Join(v.errs...)
+}
+
+// validator collects the problems Validate finds.
+type validator struct{ errs []error }
+
+// bad records a problem with the setting of Go field goName, named as its
+// flag (or, for a file-only setting, its YAML key).
+func (v *validator) bad(goName, format string, args ...any) {
+	f := configFields.byGo(goName)
+	name := "--" + f.flag
+	if f.fileOnly {
+		name = f.yaml
+	}
+	v.errs = append(v.errs, fmt.Errorf("config: %s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+// addr checks a HOST:PORT listen address.
+func (v *validator) addr(goName, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.bad(goName, "%v", err)
+		return
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		v.bad(goName, "port %q in %q is not a number from 0 to 65535", port, addr)
+	}
+}
+
+// positive checks a duration that must be more than zero.
+func (v *validator) positive(goName string, d time.Duration) {
+	if d <= 0 {
+		v.bad(goName, "must be positive, got %v", d)
+	}
+}
+
+// notNegative checks a duration that may be zero.
+func (v *validator) notNegative(goName string, d time.Duration) {
+	if d < 0 {
+		v.bad(goName, "must not be negative, got %v", d)
+	}
+}
+
+// httpURL checks a URL the node will call.
+func (v *validator) httpURL(goName, u string) {
+	if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		v.bad(goName, "%q is not an http or https URL", u)
+	}
+}
+
+// oneOf checks a setting that takes one of a fixed set of words.
+func (v *validator) oneOf(goName, got string, want []string) {
+	if !slices.Contains(want, got) {
+		v.bad(goName, "%q is not one of %s", got, strings.Join(want, ", "))
+	}
+}
+
+// validateListeners checks the listen addresses and TLS.
+func (c *Config) validateListeners(v *validator) {
+	v.addr("RTMPAddr", c.RTMPAddr)
+	v.addr("HTTPAddr", c.HTTPAddr)
+	v.addr("HTTPSAddr", c.HTTPSAddr)
+	v.addr("RTMPSAddr", c.RTMPSAddr)
+	if c.SRTAddr != "" {
+		v.addr("SRTAddr", c.SRTAddr)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		v.bad("TLSKey", "--tls-cert and --tls-key go together")
+	}
+}
+
+// validateDelivery checks logging and how streams reach viewers.
+func (c *Config) validateDelivery(v *validator) {
+	v.oneOf("LogLevel", c.LogLevel, logLevels)
+	v.oneOf("LogFormat", c.LogFormat, logFormats)
+	v.notNegative("PublisherGrace", c.PublisherGrace)
+	v.positive("WriteTimeout", c.WriteTimeout)
+	v.positive("ReadTimeout", c.ReadTimeout)
+	v.positive("MaxLag", c.MaxLag)
+	if c.MergeWindow < 0 || c.MergeWindow > time.Second {
+		v.bad("MergeWindow", "must be from 0 to 1s, got %v", c.MergeWindow)
+	}
+	v.oneOf("TCPNoDelay", c.TCPNoDelay, TCPNoDelayModes)
+	if c.HLSSegmentDuration < minHLSSegmentDuration {
+		v.bad("HLSSegmentDuration", "must be at least %v, got %v", minHLSSegmentDuration, c.HLSSegmentDuration)
+	}
+	if c.HLSSegmentCount < minHLSSegmentCount {
+		v.bad("HLSSegmentCount", "must be at least %d (required by low-latency HLS), got %d", minHLSSegmentCount, c.HLSSegmentCount)
+	}
+	if c.MetricsMaxStreams < 0 {
+		v.bad("MetricsMaxStreams", "must not be negative, got %d", c.MetricsMaxStreams)
+	}
+	if c.EventsMaxClients < 1 {
+		v.bad("EventsMaxClients", "must be at least 1, got %d", c.EventsMaxClients)
+	}
+	for _, o := range c.CORSOrigins {
+		if o == "*" {
+			continue
+		}
+		if p, err := url.Parse(o); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || p.Path != "" || p.RawQuery != "" {
+			v.bad("CORSOrigins", "%q is not an origin such as https://example.com, nor *", o)
+		}
+	}
+}
+
+// validateApps checks recording and the settings of single apps.
+func (c *Config) validateApps(v *validator) {
+	v.oneOf("Record", c.Record, RecordModes)
+	if c.Recording() && c.RecordDir == "" {
+		v.bad("RecordDir", "is required when recording is on")
+	}
+	for _, app := range slices.Sorted(maps.Keys(c.Apps)) {
+		if err := streamname.CheckApp(app); err != nil {
+			v.bad("Apps", "%v", err)
+		}
+		if tc := c.Apps[app].Transcode; tc != "" && !slices.Contains(TranscodeModes, tc) {
+			v.bad("Apps", "%s: transcode %q is not one of %s", app, tc, strings.Join(TranscodeModes, ", "))
+		}
+		if l := c.Apps[app].Ladder; len(l) > 0 {
+			if err := transcode.ValidateLadder(l); err != nil {
+				v.bad("Apps", "%s: ladder: %v", app, err)
+			}
+		}
+		if r := c.Apps[app].Record; r != "" && !slices.Contains(RecordModes, r) {
+			v.bad("Apps", "%s: record %q is not one of %s", app, r, strings.Join(RecordModes, ", "))
+		}
+	}
+}
+
+// validateCluster checks the node's identity, registry and relays.
+func (c *Config) validateCluster(v *validator) {
+	if c.Redis != "" && len(c.ClusterSecret) < minSecretLen {
+		v.bad("ClusterSecret", "must be at least %d characters when --redis is set: nodes authenticate each other with it", minSecretLen)
+	}
+	if c.NodeID != "" && !validID(c.NodeID) {
+		v.bad("NodeID", "%q must be 1 to 64 letters, digits, '_', '-' or '.'", c.NodeID)
+	}
+	for _, p := range c.Parent {
+		if !validID(p) {
+			v.bad("Parent", "%q is not a node ID", p)
+		}
+	}
+	if c.Capacity < 0 {
+		v.bad("Capacity", "must not be negative, got %d", c.Capacity)
+	}
+	if c.NodeTimeout < time.Second {
+		v.bad("NodeTimeout", "must be at least 1s (heartbeats are sent every second), got %v", c.NodeTimeout)
+	}
+	v.positive("RelayIdle", c.RelayIdle)
+	v.oneOf("Balance", c.Balance, Balancers)
+	for _, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			v.bad("TrustedProxies", "%q is not a CIDR or an IP address", p)
+		}
+	}
+	v.notNegative("DrainGrace", c.DrainGrace)
+}
+
+// validateAccess checks who may publish, play and administer.
+func (c *Config) validateAccess(v *validator) {
+	if c.AdminToken != "" && len(c.AdminToken) < minSecretLen {
+		v.bad("AdminToken", "must be at least %d characters", minSecretLen)
+	}
+	v.oneOf("PublishAuth", c.PublishAuth, PublishAuthModes)
+	for _, pk := range c.PublishKeys {
+		pattern, key, ok := strings.Cut(pk, "=")
+		if !ok || pattern == "" || key == "" {
+			v.bad("PublishKeys", "an entry is not PATTERN=KEY")
+			continue // the entry holds a key: never echo it
+		}
+		if len(key) < 8 {
+			v.bad("PublishKeys", "the key for %q must be at least 8 characters", pattern)
+		}
+	}
+	if c.URLSecret != "" && len(c.URLSecret) < minSecretLen {
+		v.bad("URLSecret", "must be at least %d characters", minSecretLen)
+	}
+	if len(c.SignedPlayApps) > 0 && c.URLSecret == "" {
+		v.bad("URLSecret", "is required with --signed-play-apps: it signs the play URLs")
+	}
+	if c.PublishAuth == "always" && len(c.PublishKeys) == 0 && c.URLSecret == "" && c.AuthHook == "" {
+		v.bad("PublishAuth", "\"always\" needs --publish-keys, --url-secret or --auth-hook, or nobody could publish")
+	}
+	if c.AuthHook != "" {
+		v.httpURL("AuthHook", c.AuthHook)
+		if len(c.AuthHookSecret) < minSecretLen {
+			v.bad("AuthHookSecret", "must be at least %d characters with --auth-hook: the hook checks the signature", minSecretLen)
+		}
+	}
+	v.positive("AuthHookTimeout", c.AuthHookTimeout)
+	if c.AuthHook != "" && c.AuthHookTimeout >= c.HandshakeTimeout {
+		v.bad("AuthHookTimeout", "must be shorter than --handshake-timeout (%v): a publisher waits for the hook within it", c.HandshakeTimeout)
+	}
+}
+
+// validateWebhooks checks where events are posted and how they are signed.
+func (c *Config) validateWebhooks(v *validator) {
+	for _, u := range c.WebhookURLs {
+		v.httpURL("WebhookURLs", u)
+	}
+	if len(c.WebhookURLs) > 0 && c.WebhookSecret == "" {
+		v.bad("WebhookSecret", "is required with --webhook-urls: receivers check the signature")
+	}
+}
+
+// validateServices checks transcoding, on-demand files and the cache.
+func (c *Config) validateServices(v *validator) {
+	if c.TranscodeMax < 0 {
+		v.bad("TranscodeMax", "must not be negative")
+	}
+	if c.TranscodeCPUMax < 0 || c.TranscodeCPUMax > 100 {
+		v.bad("TranscodeCPUMax", "must be a percentage from 0 to 100")
+	}
+	if c.FFmpeg == "" {
+		v.bad("FFmpeg", "must name the ffmpeg binary")
+	}
+	if c.VODReplicas < 1 {
+		v.bad("VODReplicas", "must be at least 1")
+	}
+	if n, err := ParseSize(c.VODMaxUpload); err != nil || n <= 0 {
+		v.bad("VODMaxUpload", "%q is not a size such as 8GiB or 500MB", c.VODMaxUpload)
+	}
+	v.positive("VODSegmentDuration", c.VODSegmentDuration)
+	if n, err := ParseSize(c.CacheSize); err != nil || n < 1<<20 {
+		v.bad("CacheSize", "%q is not a size of at least 1MiB, such as 256MB or 1GiB", c.CacheSize)
+	}
+	if c.CacheL2 != "" {
+		if p, err := url.Parse(c.CacheL2); err != nil || (p.Scheme != "redis" && p.Scheme != "rediss" && p.Scheme != "memcached") || p.Host == "" {
+			v.bad("CacheL2", "must be redis://HOST:PORT/DB or memcached://HOST:PORT")
+		}
+	}
+}
+
+// validateLimits checks the connection limits.
+func (c *Config) validateLimits(v *validator) {
+	if c.MaxConnections < 1 {
+		v.bad("MaxConnections", "must be at least 1, got %d", c.MaxConnections)
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		v.bad("MaxConnectionsPerIP", "must not be negative, got %d", c.MaxConnectionsPerIP)
+	}
+	if c.MaxViewersPerIP < 0 {
+		v.bad("MaxViewersPerIP", "must not be negative, got %d", c.MaxViewersPerIP)
+	}
+	v.positive("HandshakeTimeout", c.HandshakeTimeout)
+}
