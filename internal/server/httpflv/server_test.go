@@ -1,0 +1,272 @@
+package httpflv
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var avcC = []byte{1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xeb}
+
+const cam = streamname.Name("live/cam")
+
+// env is an HTTP-FLV server over a hub with one published stream, served
+// at /APP/STREAM.flv (?pull: as a relay pull, ending with "END").
+type env struct {
+	h   *hub.Hub
+	pub *stream.Publisher
+	url string
+	dts int64
+}
+
+func start(t *testing.T, hcfg hub.Config) *env {
+	t.Helper()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hcfg.Logger = quiet
+	h := hub.New(hcfg)
+	pub, err := h.Publish(cam, stream.PublisherInfo{Protocol: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{h: h, pub: pub}
+	e.write(t, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, SeqHeader: true, Payload: avcC})
+	e.frame(t, true)
+	s := New(Config{Logger: quiet}, h)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := streamname.Name(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), ".flv"))
+		if r.URL.Query().Has("pull") {
+			s.ServePull(w, r, name, "relay", []byte("END"))
+			return
+		}
+		s.ServeStream(w, r, name)
+	}))
+	e.url = srv.URL + "/" + string(cam) + ".flv"
+	t.Cleanup(func() {
+		h.Close() // streams end: every viewer's response ends
+		s.Close()
+		srv.Close()
+	})
+	return e
+}
+
+func (e *env) write(t *testing.T, p *media.Packet) {
+	t.Helper()
+	if err := e.pub.WritePacket(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// frame publishes the next video frame, 40 ms after the last.
+func (e *env) frame(t *testing.T, key bool) {
+	t.Helper()
+	e.dts += 40
+	e.write(t, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, DTS: e.dts, Keyframe: key, Payload: []byte{0, 0, 0, 2, 0x65, 0x88}})
+}
+
+// tags reads FLV tags from r until it has n video tags, and returns their
+// AVC packet types (0: sequence header, 1: frame).
+func tags(t *testing.T, r *flv.Reader, n int) []byte {
+	t.Helper()
+	var kinds []byte
+	for len(kinds) < n {
+		typ, _, body, err := r.ReadTag()
+		if err != nil {
+			t.Fatalf("after %d video tags: %v", len(kinds), err)
+		}
+		if typ == 9 && len(body) > 1 {
+			kinds = append(kinds, body[1])
+		}
+	}
+	return kinds
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A viewer gets the FLV header, the decoder configuration and the keyframe
+// at once, then what is published, as a session of the hub's.
+func TestServeStream(t *testing.T) {
+	e := start(t, hub.Config{})
+	resp, err := http.Get(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "video/x-flv" {
+		t.Fatalf("%s, Content-Type %q", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	r := flv.NewReader(resp.Body)
+	if hasVideo, _, err := r.ReadHeader(); err != nil || !hasVideo {
+		t.Fatalf("FLV header: video %v, %v", hasVideo, err)
+	}
+	if got := tags(t, r, 2); !bytes.Equal(got, []byte{0, 1}) {
+		t.Fatalf("first video tags %v, want the sequence header, then the keyframe", got)
+	}
+	e.frame(t, false)
+	if got := tags(t, r, 1); got[0] != 1 {
+		t.Fatalf("next video tag %v, want a frame", got)
+	}
+	sessions := e.h.Sessions()
+	if len(sessions) != 1 || sessions[0].Protocol != "flv" || sessions[0].Stream != cam || sessions[0].Kind != hub.KindPlay {
+		t.Fatalf("sessions %+v, want one flv viewer of %s", sessions, cam)
+	}
+	// The viewer leaves: the session ends.
+	resp.Body.Close()
+	waitFor(t, "the session to end", func() bool {
+		e.frame(t, false) // a write finds the hang-up
+		return len(e.h.Sessions()) == 0
+	})
+}
+
+func TestServeStreamNotFound(t *testing.T) {
+	e := start(t, hub.Config{})
+	resp, err := http.Get(strings.Replace(e.url, "cam", "nothing", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("%s, want 404", resp.Status)
+	}
+}
+
+// A relay pull is no session, and ends with the end bytes when the stream
+// ends.
+func TestServePullEnd(t *testing.T) {
+	e := start(t, hub.Config{})
+	resp, err := http.Get(e.url + "?pull")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := flv.NewReader(resp.Body)
+	if _, _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	tags(t, r, 2)
+	if n := len(e.h.Sessions()); n != 0 {
+		t.Fatalf("%d sessions for a relay pull", n)
+	}
+	e.pub.Close() // no grace: the stream ends
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.HasSuffix(rest, []byte("END")) {
+		t.Fatalf("after the stream ended: %q, %v; want the end bytes, then EOF", rest, err)
+	}
+}
+
+// Past the hub's sessions per address, HTTP-FLV and WebSocket-FLV viewers
+// get 429 with the reason; relay pulls are not counted.
+func TestViewersPerIP(t *testing.T) {
+	e := start(t, hub.Config{MaxSessionsPerIP: 1})
+	first, err := http.Get(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Body.Close()
+	if first.StatusCode != 200 {
+		t.Fatalf("first viewer: %s", first.Status)
+	}
+	second, err := http.Get(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(second.Body)
+	second.Body.Close()
+	if second.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "too many viewers from this address") {
+		t.Fatalf("second viewer: %s %q, want 429 with the reason", second.Status, body)
+	}
+	ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(e.url, "http"), nil)
+	if err == nil {
+		ws.Close()
+	}
+	if resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("WebSocket-FLV viewer: %v, %v; want 429", resp, err)
+	}
+	pull, err := http.Get(e.url + "?pull")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pull.Body.Close()
+	if pull.StatusCode != 200 {
+		t.Fatalf("relay pull: %s", pull.Status)
+	}
+	if got := e.h.SessionRefusals(); got["flv"] != 1 || got["ws-flv"] != 1 {
+		t.Fatalf("refusals %v", got)
+	}
+}
+
+// A WebSocket-FLV viewer gets the FLV header, then tags, in binary
+// messages, as a ws-flv session.
+func TestWebSocketFLV(t *testing.T) {
+	e := start(t, hub.Config{})
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(e.url, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var all []byte
+	for len(all) < 13+11 {
+		typ, msg, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != websocket.BinaryMessage {
+			t.Fatalf("message of type %d", typ)
+		}
+		all = append(all, msg...)
+	}
+	r := flv.NewReader(io.MultiReader(bytes.NewReader(all), &wsBody{c: ws}))
+	if hasVideo, _, err := r.ReadHeader(); err != nil || !hasVideo {
+		t.Fatalf("FLV header: video %v, %v", hasVideo, err)
+	}
+	if got := tags(t, r, 2); !bytes.Equal(got, []byte{0, 1}) {
+		t.Fatalf("first video tags %v", got)
+	}
+	if s := e.h.Sessions(); len(s) != 1 || s[0].Protocol != "ws-flv" {
+		t.Fatalf("sessions %+v, want one ws-flv viewer", s)
+	}
+}
+
+// wsBody reads the binary messages of a WebSocket as one byte stream.
+type wsBody struct {
+	c    *websocket.Conn
+	rest []byte
+}
+
+func (w *wsBody) Read(p []byte) (int, error) {
+	if len(w.rest) == 0 {
+		_, msg, err := w.c.ReadMessage()
+		if err != nil {
+			return 0, err
+		}
+		w.rest = msg
+	}
+	n := copy(p, w.rest)
+	w.rest = w.rest[n:]
+	return n, nil
+}
