@@ -95,3 +95,29 @@ func (l *rateLimiter) allow(now time.Time) bool {
 	}
 	return true
 }
+
+// onChat checks a chat message from c and sends it to the stream's room
+// on every node.
+func (s *Server) onChat(c *client, arg any) {
+	name, text, code := parseChat(arg)
+	if code == "" {
+		s.mu.Lock()
+		_, member := c.rooms[name]
+		s.mu.Unlock()
+		switch {
+		case !member:
+			code = codeNotMember
+		case !c.chat.allow(s.now()):
+			code = codeRateLimited
+		}
+	}
+	if code != "" {
+		s.deliver(c, "error", errorPayload(code, name))
+		return
+	}
+	m := chatMessage{Stream: string(name), Text: text, From: c.id, Time: s.now().UTC().Format(timeFormat)}
+	s.toRoom(name, "chat", mustJSON(m))
+	if s.bus != nil {
+		s.bus.publish(busMessage{Type: "chat", Stream: m.Stream, Text: m.Text, From: m.From, Time: m.Time})
+	}
+}
