@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 func TestSafePaths(t *testing.T) {
@@ -100,13 +102,7 @@ func healthz(c net.Conn) (int, error) {
 func waitHTTPHeld(t *testing.T, a *App, ip string, n int) {
 	t.Helper()
 	addr := netip.MustParseAddr(ip)
-	deadline := time.Now().Add(10 * time.Second)
-	for a.httpPerIP.Open(addr) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s holds %d waiting connections, want %d", ip, a.httpPerIP.Open(addr), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("%s to hold %d waiting connections", ip, n), func() bool { return a.httpPerIP.Open(addr) == n })
 }
 
 // closedByServer reports whether the server closed c within limit.

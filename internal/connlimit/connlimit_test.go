@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 func TestPerIP(t *testing.T) {
@@ -168,13 +171,7 @@ func TestListener(t *testing.T) {
 func waitOpen(t *testing.T, p *PerIP, ip string, n int) {
 	t.Helper()
 	addr := netip.MustParseAddr(ip)
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Open(addr) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s counts %d, want %d", ip, p.Open(addr), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("%s to count %d", ip, n), func() bool { return p.Open(addr) == n })
 }
 
 func TestSlot(t *testing.T) {
@@ -192,7 +189,7 @@ func TestSlot(t *testing.T) {
 	}
 	a, b := enter(), enter() // a burst: both let in
 	waitOpen(t, p, "10.0.0.1", 1)
-	waitFor(t, func() bool { return refused.Load() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "one slot to be refused", func() bool { return refused.Load() == 1 })
 	if a.Refused() == b.Refused() {
 		t.Fatalf("refused: %v and %v, want one of them", a.Refused(), b.Refused())
 	}
@@ -242,17 +239,6 @@ func TestSlot(t *testing.T) {
 	}
 	if Grace(10*time.Second) != DefaultGrace || Grace(time.Second) != 500*time.Millisecond {
 		t.Fatal("Grace: not the lesser of DefaultGrace and half the handshake timeout")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

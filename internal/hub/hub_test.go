@@ -12,6 +12,7 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 const cam = streamname.Name("live/cam")
@@ -57,17 +58,6 @@ func next(t *testing.T, rd *stream.Reader) ([]*media.Packet, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return rd.ReadPackets(ctx, nil)
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // One publisher per name; the same credentials take the stream over and
@@ -147,12 +137,12 @@ func TestPublisherGrace(t *testing.T) {
 		t.Fatal("the stream ended while its publisher was live")
 	}
 	back.Close()
-	waitUntil(t, "the stream to end", func() bool { return h.Get(cam) == nil })
+	testutil.WaitFor(t, 5*time.Second, "the stream to end", func() bool { return h.Get(cam) == nil })
 	if _, err := next(t, rd); !errors.Is(err, io.EOF) {
 		t.Fatalf("reader of an ended stream: %v, want EOF", err)
 	}
 	want := []string{"publish live/cam", "unpublish live/cam", "publish live/cam", "unpublish live/cam", "end live/cam"}
-	waitUntil(t, "the events", func() bool { return len(ev.list()) == len(want) })
+	testutil.WaitFor(t, 5*time.Second, "the events", func() bool { return len(ev.list()) == len(want) })
 	if got := ev.list(); !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
@@ -196,7 +186,7 @@ func TestOwnerClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	pub.Close() // no grace: ends at once
-	waitUntil(t, "the claim to be released", func() bool { _, r := o.counts(); return r == 1 })
+	testutil.WaitFor(t, 5*time.Second, "the claim to be released", func() bool { _, r := o.counts(); return r == 1 })
 	if _, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"}); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +265,7 @@ func TestRelays(t *testing.T) {
 		t.Fatalf("reader after the takeover from the relay: %d packets, %v", len(pkts), err)
 	}
 	pub.Close()
-	waitUntil(t, "the stream to end", func() bool { return h.Get(cam) == nil })
+	testutil.WaitFor(t, 5*time.Second, "the stream to end", func() bool { return h.Get(cam) == nil })
 	// A relay that gives up ends its stream for its readers.
 	other := streamname.Name("live/other")
 	rd3, err := h.NewReader(other, "test")

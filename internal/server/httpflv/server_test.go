@@ -18,6 +18,7 @@ import (
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -96,17 +97,6 @@ func tags(t *testing.T, r *flv.Reader, n int) []byte {
 	return kinds
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A viewer gets the FLV header, the decoder configuration and the keyframe
 // at once, then what is published, as a session of the hub's.
 func TestServeStream(t *testing.T) {
@@ -136,7 +126,7 @@ func TestServeStream(t *testing.T) {
 	}
 	// The viewer leaves: the session ends.
 	resp.Body.Close()
-	waitFor(t, "the session to end", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the session to end", func() bool {
 		e.frame(t, false) // a write finds the hang-up
 		return len(e.h.Sessions()) == 0
 	})

@@ -219,13 +219,7 @@ func TestHandshakeTimeoutLogsDoNotFlood(t *testing.T) {
 func waitHeld(t *testing.T, s *Server, ip string, n int) {
 	t.Helper()
 	addr := netip.MustParseAddr(ip)
-	deadline := time.Now().Add(10 * time.Second)
-	for s.limits.perIP.Open(addr) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s holds %d connections, want %d", ip, s.limits.perIP.Open(addr), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("%s to hold %d connections", ip, n), func() bool { return s.limits.perIP.Open(addr) == n })
 }
 
 // Connections that wait to publish or play count against
