@@ -80,6 +80,8 @@ type App struct {
 
 	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
 
+	peers *cluster.PeerClient // requests to other nodes: relay pulls, VOD copies, transcoding jobs
+
 	httpPerIP *connlimit.PerIP // waiting HTTP connections per client address, for every HTTP listener
 
 	recorder *record.Recorder // nil when nothing is recorded
@@ -99,6 +101,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	a.peers = cluster.NewPeerClient(cfg.ClusterSecret, func() cluster.NodeID { return cluster.NodeID(a.nodeID()) })
 	if cfg.TLSCert != "" {
 		certs, err := tlsutil.NewReloader(cfg.TLSCert, cfg.TLSKey, log)
 		if err != nil {
@@ -363,6 +366,7 @@ func (a *App) Close() error {
 		errs = append(errs, a.registry.Close())
 	}
 	errs = append(errs, a.vod.Close())
+	a.peers.HTTP().CloseIdleConnections()
 	return errors.Join(errs...)
 }
 

@@ -104,6 +104,7 @@ func (a *App) startCluster() {
 			Region:   cfg.Region,
 			Registry: a.registry,
 			Secret:   cfg.ClusterSecret,
+			Client:   a.peers,
 			Parents:  parents,
 			Mesh:     cfg.Mesh,
 			Idle:     cfg.RelayIdle,

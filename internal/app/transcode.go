@@ -373,12 +373,7 @@ func (t *transcoder) ask(ctx context.Context, method, nodeURL string, name strea
 	if err != nil {
 		return err
 	}
-	var self cluster.NodeID
-	if m := t.a.member.Load(); m != nil {
-		self = m.ID()
-	}
-	cluster.SignPull(req, t.a.cfg.ClusterSecret, self, time.Now())
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := t.a.peers.Do(req)
 	if err != nil {
 		return err
 	}

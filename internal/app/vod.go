@@ -87,7 +87,7 @@ func (a *App) newVOD(cfg config.Config, reg prometheus.Registerer, admin func(ht
 	}
 	var peers vod.Peers
 	if cfg.ClusterSecret != "" {
-		peers = &vodPeers{a: a, client: &http.Client{Timeout: 0}}
+		peers = &vodPeers{a: a}
 	}
 	p.lib, err = vod.New(vod.Config{
 		Stores:          stores,
@@ -134,8 +134,7 @@ func (p *vodParts) Close() error {
 // nodes, ranked by rendezvous hashing on the asset name. The node list is
 // kept for a second, so that requests do not each ask the registry.
 type vodPeers struct {
-	a      *App
-	client *http.Client
+	a *App
 
 	mu    sync.Mutex
 	nodes []cluster.Node
@@ -194,13 +193,7 @@ func (p *vodPeers) Ranked(ctx context.Context, name string) []vod.Peer {
 }
 
 // Sign implements vod.Peers.
-func (p *vodPeers) Sign(r *http.Request) {
-	var self cluster.NodeID
-	if m := p.a.member.Load(); m != nil {
-		self = m.ID()
-	}
-	cluster.SignPull(r, p.a.cfg.ClusterSecret, self, time.Now())
-}
+func (p *vodPeers) Sign(r *http.Request) { p.a.peers.Sign(r) }
 
 // Verify implements vod.Peers.
 func (p *vodPeers) Verify(r *http.Request) error {
@@ -209,4 +202,4 @@ func (p *vodPeers) Verify(r *http.Request) error {
 }
 
 // Client implements vod.Peers.
-func (p *vodPeers) Client() *http.Client { return p.client }
+func (p *vodPeers) Client() *http.Client { return p.a.peers.HTTP() }

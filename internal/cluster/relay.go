@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -67,6 +66,9 @@ type RelayConfig struct {
 	Registry Registry
 	// Secret signs pulls (SignPull).
 	Secret string
+	// Client sends pulls. Defaults to a PeerClient of the relays' own,
+	// signing with Secret as Self.
+	Client *PeerClient
 	// Parents, when set, are pulled through instead of the owner (a tree):
 	// the first live one is used.
 	Parents []NodeID
@@ -89,7 +91,7 @@ type Relays struct {
 	cfg    RelayConfig
 	hub    RelayHub
 	log    *slog.Logger
-	client *http.Client
+	client *PeerClient
 
 	mu     sync.Mutex
 	active map[streamname.Name]*relay
@@ -117,17 +119,16 @@ func NewRelays(cfg RelayConfig, hub RelayHub) *Relays {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Client == nil {
+		self := cfg.Self
+		cfg.Client = NewPeerClient(cfg.Secret, func() NodeID { return self })
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Relays{
-		cfg: cfg,
-		hub: hub,
-		log: cfg.Logger.With("component", "relay"),
-		client: &http.Client{Transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
-			ResponseHeaderTimeout: headerTimeout,
-			DisableCompression:    true,
-			MaxIdleConnsPerHost:   -1, // every pull is one long response
-		}},
+		cfg:    cfg,
+		hub:    hub,
+		log:    cfg.Logger.With("component", "relay"),
+		client: cfg.Client,
 		active: make(map[streamname.Name]*relay),
 		ctx:    ctx,
 		cancel: cancel,
@@ -141,7 +142,7 @@ func (m *Relays) Close() {
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
-	m.client.CloseIdleConnections()
+	m.client.HTTP().CloseIdleConnections()
 }
 
 // Pull starts relaying name into the hub unless a relay of it runs
@@ -371,9 +372,16 @@ func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) 
 	if err != nil {
 		return false, false, err
 	}
-	SignPull(req, m.cfg.Secret, m.cfg.Self, time.Now())
+	// The response head must come within headerTimeout; the body may last.
+	head := time.AfterFunc(headerTimeout, cancel)
 	resp, err := m.client.Do(req)
+	if !head.Stop() {
+		err = errors.Join(err, fmt.Errorf("no response head within %v", headerTimeout))
+	}
 	if err != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
 		return false, false, err
 	}
 	defer resp.Body.Close()
