@@ -18,15 +18,17 @@ import (
 
 // Protocols of viewers, as the stream package counts readers.
 const (
-	ProtoRTMP  = "rtmp"
-	ProtoFLV   = "flv"
-	ProtoHLS   = "hls"
-	ProtoRelay = "relay" // other nodes pulling a stream from this one
+	ProtoRTMP   = "rtmp"
+	ProtoFLV    = "flv" // HTTP-FLV and WebSocket-FLV
+	ProtoHLS    = "hls"
+	ProtoSRT    = "srt"
+	ProtoWebRTC = "webrtc" // WHEP
+	ProtoRelay  = "relay"  // other nodes pulling a stream from this one
 )
 
 // viewerProtocols are the values of the protocol label of viewer series,
 // always all present so dashboards see zeros rather than gaps.
-var viewerProtocols = []string{ProtoRTMP, ProtoFLV, ProtoHLS, ProtoRelay}
+var viewerProtocols = []string{ProtoRTMP, ProtoFLV, ProtoHLS, ProtoSRT, ProtoWebRTC, ProtoRelay}
 
 // connectionProtocols are the values of the protocol label of
 // meshcast_connections.
@@ -175,7 +177,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			sm.fps = in.Video.FPS
 		}
 		sm.keyframe = s.KeyframeInterval().Seconds()
-		for _, p := range []string{ProtoRTMP, ProtoFLV, ProtoRelay} {
+		for _, p := range []string{ProtoRTMP, ProtoFLV, ProtoSRT, ProtoWebRTC, ProtoRelay} {
 			sm.viewers[p] = in.Readers[p]
 		}
 		// The HLS muxer is one reader of the stream, however many clients

@@ -124,7 +124,8 @@ func TestMetricsCardinalityCap(t *testing.T) {
 	h := hub.New(hub.Config{Stream: stream.Config{Counters: ctr}})
 	t.Cleanup(h.Close)
 
-	// Five streams; by viewers: e (5 hls), b (3 rtmp), d (2), c (1), a (0).
+	// Five streams; by viewers: e (5 hls), b (3 rtmp), a (1 srt, 1 webrtc),
+	// d (2), c (1).
 	sizes := map[string]int{"live/a": 10000, "live/b": 20000, "live/c": 30000, "live/d": 40000, "live/e": 50000}
 	for name, size := range sizes {
 		publish(t, h, name, size, 2000)
@@ -133,6 +134,8 @@ func TestMetricsCardinalityCap(t *testing.T) {
 	readers(t, h, "live/c", "flv", 1)
 	readers(t, h, "live/d", "rtmp", 1)
 	readers(t, h, "live/d", "relay", 1)
+	readers(t, h, "live/a", "srt", 1)
+	readers(t, h, "live/a", "webrtc", 1)
 	readers(t, h, "live/e", "hls", 1) // the HLS muxer: one reader, not a viewer
 	hlsViewers := map[streamname.Name]int{"live/e": 5}
 	nextSecond(time.Now())
@@ -167,6 +170,8 @@ func TestMetricsCardinalityCap(t *testing.T) {
 	want(t, got, `meshcast_stream_viewers{protocol="flv",stream="_other"}`, 1)
 	want(t, got, `meshcast_stream_viewers{protocol="relay",stream="_other"}`, 1)
 	want(t, got, `meshcast_stream_viewers{protocol="hls",stream="_other"}`, 0)
+	want(t, got, `meshcast_stream_viewers{protocol="srt",stream="_other"}`, 1)
+	want(t, got, `meshcast_stream_viewers{protocol="webrtc",stream="_other"}`, 1)
 	absent(t, got, `meshcast_stream_keyframe_interval_seconds{stream="_other"}`)
 	absent(t, got, `meshcast_stream_fps{stream="_other"}`)
 
@@ -176,6 +181,8 @@ func TestMetricsCardinalityCap(t *testing.T) {
 	want(t, got, `meshcast_viewers{protocol="rtmp"}`, 4)
 	want(t, got, `meshcast_viewers{protocol="flv"}`, 1)
 	want(t, got, `meshcast_viewers{protocol="hls"}`, 5)
+	want(t, got, `meshcast_viewers{protocol="srt"}`, 1)
+	want(t, got, `meshcast_viewers{protocol="webrtc"}`, 1)
 	want(t, got, `meshcast_viewers{protocol="relay"}`, 1)
 	want(t, got, `meshcast_connections{protocol="rtmp"}`, 4+5) // players and publishers
 	want(t, got, `meshcast_connections{protocol="flv"}`, 1)
@@ -183,15 +190,16 @@ func TestMetricsCardinalityCap(t *testing.T) {
 	want(t, got, `meshcast_received_bytes_total`, 150000)
 	want(t, got, `meshcast_relay_upstreams`, 0)
 
-	// Series per stream stay bounded: 2 streams and _other, 4 protocols each.
+	// Series per stream stay bounded: 2 streams and _other, a series per
+	// protocol each.
 	n := 0
 	for k := range got {
 		if strings.HasPrefix(k, "meshcast_stream_viewers{") {
 			n++
 		}
 	}
-	if n != 3*4 {
-		t.Errorf("%d meshcast_stream_viewers series, want 12", n)
+	if want := 3 * len(viewerProtocols); n != want {
+		t.Errorf("%d meshcast_stream_viewers series, want %d", n, want)
 	}
 }
 
