@@ -37,8 +37,9 @@ func (p *PerIP) Max() int {
 }
 
 // Acquire counts one more from ip and reports whether it is within the
-// limit. A refused one is not counted and needs no Release. Without a limit, or for an address it cannot tell (an invalid
-// ip), Acquire always accepts and counts nothing.
+// limit. A refused one is not counted and needs no Release. Without a
+// limit, or for an address it cannot tell (an invalid ip), Acquire always
+// accepts and counts nothing.
 func (p *PerIP) Acquire(ip netip.Addr) bool {
 	if p.Max() == 0 || !ip.IsValid() {
 		return true

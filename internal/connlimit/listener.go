@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 )
 
@@ -108,24 +107,22 @@ func track(c net.Conn, slot *Slot) net.Conn {
 type tcpConn struct {
 	*net.TCPConn
 	slot *Slot
-	once sync.Once
 }
 
 func (c *tcpConn) Close() error {
 	err := c.TCPConn.Close()
-	c.once.Do(c.slot.Leave)
+	c.slot.Leave() // once: a slot left stays left
 	return err
 }
 
 type conn struct {
 	net.Conn
 	slot *Slot
-	once sync.Once
 }
 
 func (c *conn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.slot.Leave)
+	c.slot.Leave() // once: a slot left stays left
 	return err
 }
 

@@ -135,24 +135,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 		s.serveWebSocket(w, r, name)
 		return
 	}
+	// A viewer takes its place before its reader, which may start a relay
+	// pull; other nodes' pulls are not limited.
+	var place *hub.Place
+	if proto == "flv" {
+		var err error
+		if place, err = s.hub.Admit(proto, r.RemoteAddr); err != nil {
+			s.refuse(w, r, name, err)
+			return
+		}
+	}
 	rd, err := s.hub.NewReader(name, proto)
 	if err != nil {
+		place.Release()
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
 	st := s.hub.Get(name)
 	if st == nil {
 		rd.Close()
+		place.Release()
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
-	}
-	var place *hub.Place
-	if proto == "flv" { // a viewer; other nodes' pulls are not limited
-		if place, err = s.hub.Admit(proto, r.RemoteAddr); err != nil {
-			rd.Close()
-			s.refuse(w, r, name, err)
-			return
-		}
 	}
 	keep := false // the reader is handed to the sender, the place to the session
 	defer func() {

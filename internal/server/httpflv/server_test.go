@@ -2,11 +2,13 @@ package httpflv
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,7 +173,8 @@ func TestServePullEnd(t *testing.T) {
 // Past the hub's sessions per address, HTTP-FLV and WebSocket-FLV viewers
 // get 429 with the reason; relay pulls are not counted.
 func TestViewersPerIP(t *testing.T) {
-	e := start(t, hub.Config{MaxSessionsPerIP: 1})
+	up := &countingUpstream{}
+	e := start(t, hub.Config{MaxSessionsPerIP: 1, Upstream: up})
 	first, err := http.Get(e.url)
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +192,16 @@ func TestViewersPerIP(t *testing.T) {
 	if second.StatusCode != http.StatusTooManyRequests || !strings.Contains(string(body), "too many viewers from this address") {
 		t.Fatalf("second viewer: %s %q, want 429 with the reason", second.Status, body)
 	}
+	// Refused before anything is set up: a stream held elsewhere is not
+	// pulled for a viewer who cannot have it.
+	elsewhere, err := http.Get(strings.Replace(e.url, "cam", "elsewhere", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere.Body.Close()
+	if elsewhere.StatusCode != http.StatusTooManyRequests || up.pulls.Load() != 0 {
+		t.Fatalf("viewer of a stream held elsewhere: %s after %d pulls, want 429 and none", elsewhere.Status, up.pulls.Load())
+	}
 	ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(e.url, "http"), nil)
 	if err == nil {
 		ws.Close()
@@ -204,9 +217,18 @@ func TestViewersPerIP(t *testing.T) {
 	if pull.StatusCode != 200 {
 		t.Fatalf("relay pull: %s", pull.Status)
 	}
-	if got := e.h.SessionRefusals(); got["flv"] != 1 || got["ws-flv"] != 1 {
+	if got := e.h.SessionRefusals(); got["flv"] != 2 || got["ws-flv"] != 1 {
 		t.Fatalf("refusals %v", got)
 	}
+}
+
+// countingUpstream counts the relay pulls a hub asks for, and has no
+// stream.
+type countingUpstream struct{ pulls atomic.Int32 }
+
+func (u *countingUpstream) Pull(streamname.Name) error {
+	u.pulls.Add(1)
+	return errors.New("no node has it")
 }
 
 // A WebSocket-FLV viewer gets the FLV header, then tags, in binary

@@ -21,17 +21,6 @@ const maxWSRead = 4096
 // STREAM.flv, as mpegts.js and flv.js play it): the FLV header, then the
 // tags, in binary messages, until the stream ends or the viewer leaves.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, name streamname.Name) {
-	rd, err := s.hub.NewReader(name, "flv")
-	if err != nil {
-		http.Error(w, "stream not found", http.StatusNotFound)
-		return
-	}
-	defer rd.Close()
-	st := s.hub.Get(name)
-	if st == nil {
-		http.Error(w, "stream not found", http.StatusNotFound)
-		return
-	}
 	place, err := s.hub.Admit("ws-flv", r.RemoteAddr)
 	if err != nil {
 		s.refuse(w, r, name, err)
@@ -43,6 +32,17 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, name str
 			place.Release()
 		}
 	}()
+	rd, err := s.hub.NewReader(name, "flv")
+	if err != nil {
+		http.Error(w, "stream not found", http.StatusNotFound)
+		return
+	}
+	defer rd.Close()
+	st := s.hub.Get(name)
+	if st == nil {
+		http.Error(w, "stream not found", http.StatusNotFound)
+		return
+	}
 	up := websocket.Upgrader{
 		HandshakeTimeout: s.cfg.WriteTimeout,
 		ReadBufferSize:   1024,

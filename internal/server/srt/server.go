@@ -183,45 +183,52 @@ func (s *Server) admit(req gosrt.ConnRequest) {
 		req.Reject(gosrt.REJX_OVERLOAD)
 		return
 	}
+	var started bool // the place is the session's
 	if mode == "read" {
-		s.admitViewer(req, name, remote, place)
-		return
+		started = s.admitViewer(req, name, remote, place)
+	} else {
+		started = s.admitPublisher(req, name, remote, grant.Credential, place)
 	}
-	pub, err := s.hub.Publish(name, stream.PublisherInfo{Protocol: "srt", RemoteAddr: remote, Credential: grant.Credential})
-	if err != nil {
+	if !started {
 		place.Release()
+	}
+}
+
+// admitPublisher accepts a publisher of name and reports whether its
+// session started, in place.
+func (s *Server) admitPublisher(req gosrt.ConnRequest, name streamname.Name, remote, credential string, place *hub.Place) bool {
+	pub, err := s.hub.Publish(name, stream.PublisherInfo{Protocol: "srt", RemoteAddr: remote, Credential: credential})
+	if err != nil {
 		s.log.Info("publish refused", "remote", remote, "stream", name, "err", err)
 		reason := gosrt.REJX_ISE
 		if errors.Is(err, hub.ErrBusy) {
 			reason = gosrt.REJX_CONFLICT
 		}
 		req.Reject(reason)
-		return
+		return false
 	}
 	conn, err := req.Accept()
+	if err == nil && !s.track(conn) {
+		err = errors.New("server closing")
+	}
 	if err != nil {
 		pub.Close()
-		place.Release()
 		s.log.Info("srt accept failed", "remote", remote, "err", err)
-		return
-	}
-	if !s.track(conn) {
-		pub.Close()
-		place.Release()
-		return
+		return false
 	}
 	go s.publish(conn, pub, hub.Session{Kind: hub.KindPublish, Protocol: "srt", Stream: name, RemoteAddr: remote, Place: place})
+	return true
 }
 
 // admitViewer accepts a viewer of a stream that plays here (or that the
-// node can pull from another), in place.
-func (s *Server) admitViewer(req gosrt.ConnRequest, name streamname.Name, remote string, place *hub.Place) {
+// node can pull from another) and reports whether its session started, in
+// place.
+func (s *Server) admitViewer(req gosrt.ConnRequest, name streamname.Name, remote string, place *hub.Place) bool {
 	rd, err := s.hub.NewReader(name, "srt")
 	if err != nil {
-		place.Release()
 		s.log.Info("play refused: no such stream", "remote", remote, "stream", name)
 		req.Reject(gosrt.REJX_NOTFOUND)
-		return
+		return false
 	}
 	conn, err := req.Accept()
 	if err == nil && !s.track(conn) {
@@ -229,11 +236,11 @@ func (s *Server) admitViewer(req gosrt.ConnRequest, name streamname.Name, remote
 	}
 	if err != nil {
 		rd.Close()
-		place.Release()
 		s.log.Info("srt accept failed", "remote", remote, "err", err)
-		return
+		return false
 	}
 	go s.play(conn, rd, hub.Session{Kind: hub.KindPlay, Protocol: "srt", Stream: name, RemoteAddr: remote, Place: place})
+	return true
 }
 
 // track registers a connection, so Close ends it, unless the server is

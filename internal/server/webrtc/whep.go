@@ -28,14 +28,14 @@ func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name streamna
 	if !ok {
 		return
 	}
-	rd, err := s.hub.NewReader(name, "webrtc")
-	if err != nil {
-		http.Error(w, "stream not found", http.StatusNotFound)
-		return
-	}
 	place, err := s.admit(w, r, name)
 	if err != nil {
-		rd.Close()
+		return
+	}
+	rd, err := s.hub.NewReader(name, "webrtc")
+	if err != nil {
+		place.Release()
+		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
 	answer, ss, err := s.start(r.Context(), name, offer, &play{rd: rd, place: place}, r.RemoteAddr)
