@@ -24,8 +24,8 @@ type Client struct {
 	// ServerFourCCs is the server's fourCcList from its answer to
 	// connect: the enhanced RTMP codecs it takes.
 	ServerFourCCs []string
-	// PlaySent is when Play sent its play command: a player's time to
-	// first frame counts from here.
+	// PlaySent is when Play sent its play command (taken just before the
+	// write): a player's time to first frame counts from here.
 	PlaySent time.Time
 
 	rw       io.ReadWriter
@@ -85,10 +85,12 @@ func (c *Client) Play(name string) error {
 	if err := c.createStream(); err != nil {
 		return err
 	}
+	// Stamped before the write: a player descheduled after it could
+	// otherwise date its request after the server's answer.
+	c.PlaySent = time.Now()
 	if err := c.send(c.streamID, "play", 0, nil, name, float64(-2000)); err != nil {
 		return err
 	}
-	c.PlaySent = time.Now()
 	return c.waitStatus("NetStream.Play.Start")
 }
 
