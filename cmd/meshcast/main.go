@@ -104,7 +104,7 @@ func versionString() string {
 // With two, one of them is more often free to read requests as they arrive
 // (measured: a burst of 1000 joins on one core sees its first frames in
 // 14 to 35 ms at p99 instead of 23 to 42). The sender then runs two
-// workers (stream.NewSender), which cost no more CPU per viewer.
+// workers (egress.NewSender), which cost no more CPU per viewer.
 func secondProc(env []string, log *slog.Logger) {
 	for _, kv := range env {
 		if strings.HasPrefix(kv, "GOMAXPROCS=") {

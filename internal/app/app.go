@@ -24,6 +24,7 @@ import (
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/connlimit"
+	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
@@ -47,7 +48,7 @@ type App struct {
 	log *slog.Logger
 
 	Hub    *hub.Hub
-	sender *stream.Sender // writes to every RTMP and HTTP-FLV viewer
+	sender *egress.Sender // writes to every RTMP and HTTP-FLV viewer
 	rtmp   *rtmp.Server
 	rtmps  *rtmp.Server // nil without a TLS certificate
 	srt    *srt.Server  // nil without --srt-addr
@@ -127,7 +128,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		MaxSessionsPerIP: cfg.MaxViewersPerIP,
 		Logger:           log,
 	})
-	sender := stream.NewSender(0)
+	sender := egress.NewSender(0)
 	a.Hub, a.sender = h, sender
 	az, err := auth.New(auth.Config{
 		PublishAuth:    cfg.PublishAuth,

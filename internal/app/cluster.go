@@ -13,9 +13,9 @@ import (
 
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
+	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/procstat"
-	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
@@ -203,7 +203,7 @@ const loadWindow = 500 * time.Millisecond
 // now, CPU and egress over the last window of at least loadWindow.
 type loadMeter struct {
 	hub    *hub.Hub
-	sender *stream.Sender
+	sender *egress.Sender
 
 	mu       sync.Mutex
 	at       time.Time     // the window's start
@@ -212,7 +212,7 @@ type loadMeter struct {
 	rates    cluster.Load  // CPU and EgressBPS over the last whole window
 }
 
-func newLoadMeter(h *hub.Hub, s *stream.Sender) *loadMeter {
+func newLoadMeter(h *hub.Hub, s *egress.Sender) *loadMeter {
 	m := &loadMeter{hub: h, sender: s, at: time.Now(), lastSent: s.BytesSent()}
 	if st, err := procstat.Read(0); err == nil {
 		m.lastCPU = st.CPU

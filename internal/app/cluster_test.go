@@ -4,12 +4,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/hub"
-	"github.com/meshcast/meshcast/internal/stream"
 )
 
 func TestLoadMeterCPU(t *testing.T) {
-	m := newLoadMeter(hub.New(hub.Config{}), stream.NewSender(1))
+	m := newLoadMeter(hub.New(hub.Config{}), egress.NewSender(1))
 	// A clock tick lands between the meter's start and the first
 	// heartbeat, a moment later: no CPU figure comes of so short a span.
 	m.lastCPU -= 10 * time.Millisecond

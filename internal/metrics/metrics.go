@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
@@ -52,7 +53,7 @@ type Sources struct {
 	Streams Streams
 	// Sender writes to the node's RTMP and HTTP-FLV viewers (and to nodes
 	// pulling relays): meshcast_sent_bytes_total.
-	Sender *stream.Sender
+	Sender *egress.Sender
 	// Counters are the node-wide totals every stream adds to.
 	Counters *stream.Counters
 	// HLSViewers counts a stream's HLS viewers (hls.Server.Viewers).

@@ -46,7 +46,7 @@ type Reader struct {
 
 	batch []item
 	bufs  [][]byte
-	run   fileRun     // the batch's bytes in a wire file, when they are one range
+	span  Span        // the batch's bytes in a spool, when they are one range
 	nb    net.Buffers // kept in the Reader so a write allocates nothing
 	once  sync.Once
 }
@@ -117,11 +117,46 @@ func (r *Reader) fill(ctx context.Context) error {
 	}
 }
 
-// poll queues in r.batch whatever the log has past the cursor, without
-// waiting. It returns io.EOF once the stream is closed and drained.
-func (r *Reader) poll() error {
+// Poll takes the reader's next batch: whatever the log holds past its
+// cursor, without waiting. It returns io.EOF once the stream is closed and
+// drained, and ErrSlowReader when the reader keeps falling behind. Encode
+// returns the batch's bytes; a batch may be empty.
+//
+// Poll, Encode, Backlog, Joining and Release are how an egress engine
+// drives a reader from its own goroutines (see internal/egress); Pump and
+// ReadPackets are the same for a reader with a goroutine of its own.
+func (r *Reader) Poll() error {
 	_, err := r.pollWake()
 	return err
+}
+
+// Encode returns the wire form in format f of the batch Poll took (none
+// when it is empty), and, when the batch's bytes are one range of the
+// stream's spool of f, where: sending from the spool then sends the same
+// bytes. The slices are valid until the reader's next Poll.
+func (r *Reader) Encode(f *Format) ([][]byte, Span) {
+	if len(r.batch) == 0 {
+		return nil, Span{}
+	}
+	bufs := r.encodeBatch(f)
+	return bufs, r.span
+}
+
+// Backlog reports whether the last batch stopped short of the log's head:
+// the reader is catching up and has more to take at once.
+func (r *Reader) Backlog() bool { return r.backlog }
+
+// Joining reports whether the reader's next batch is its first since it
+// started or skipped (its keyframe, sent alone).
+func (r *Reader) Joining() bool { return r.joining }
+
+// Stream returns the stream the reader follows.
+func (r *Reader) Stream() *Stream { return r.s }
+
+// Release drops the arrays the reader keeps between batches. An egress
+// engine calls it when it is done with the reader.
+func (r *Reader) Release() {
+	r.nb, r.bufs, r.batch, r.span = nil, nil, nil, Span{}
 }
 
 // pollWake is poll that also returns the channel closed by the next append.
@@ -249,7 +284,7 @@ func (it *item) packet() *media.Packet {
 // its answer to the play request, so the first picture leaves in the same
 // write. The slices are valid until the reader's next use.
 func (r *Reader) Ready(f *Format) ([][]byte, error) {
-	if err := r.poll(); err != nil {
+	if err := r.Poll(); err != nil {
 		return nil, err
 	}
 	return r.encodeBatch(f), nil
@@ -354,24 +389,24 @@ func (r *Reader) Pump(ctx context.Context, f *Format, w DeadlineWriter, cfg Pump
 // from the log, or a fresh encoding for restamped decoder configuration.
 func (r *Reader) encodeBatch(f *Format) [][]byte {
 	r.bufs = r.bufs[:0]
-	r.run = fileRun{}
-	inFile := true
+	r.span = Span{}
+	inSpool := true
 	for i := range r.batch {
 		it := &r.batch[i]
 		if it.restamp && it.dts != it.e.pkt.DTS {
 			r.bufs = append(r.bufs, f.encode(it.packet()))
-			inFile = false
+			inSpool = false
 			continue
 		}
 		b := it.e.encoded(f)
 		r.bufs = append(r.bufs, b)
-		if inFile {
+		if inSpool {
 			w := &it.e.wire[f.id]
-			inFile = r.run.extend(w.file, w.off, len(b))
+			inSpool = r.span.extend(w.spool, w.off, len(b))
 		}
 	}
-	if !inFile {
-		r.run = fileRun{}
+	if !inSpool {
+		r.span = Span{}
 	}
 	bufs := r.bufs
 	if cap(r.batch) > 16 && len(r.batch) < 8 {

@@ -24,8 +24,6 @@ var (
 	ErrClosed = errors.New("stream closed")
 	// ErrSlowReader is returned to a reader that kept falling behind live.
 	ErrSlowReader = errors.New("reader too slow: kept falling behind live")
-	// ErrHungUp ends a Sender's viewer whose peer closed the connection.
-	ErrHungUp = errors.New("viewer hung up")
 )
 
 // Config bounds a stream's log and sets its slow-reader policy.
@@ -95,10 +93,10 @@ type entry struct {
 type wireForm struct {
 	once sync.Once
 	b    []byte
-	// The same bytes in the stream's wire file of the format, when the
+	// The same bytes in the stream's spool of the format, when the
 	// packet was appended while the stream had one.
-	file *wireFile
-	off  int64
+	spool Spool
+	off   int64
 }
 
 // encoded returns e's wire form in format f, building it on first use. All
@@ -133,6 +131,9 @@ func NewFormat(name string, encode func(*media.Packet) []byte) *Format {
 // Encode returns the format's encoding of p, without caching.
 func (f *Format) Encode(p *media.Packet) []byte { return f.encode(p) }
 
+// Name returns the name the format was registered with.
+func (f *Format) Name() string { return f.name }
+
 // PublisherInfo describes the client publishing a stream.
 type PublisherInfo struct {
 	Protocol   string // "rtmp", ...
@@ -161,11 +162,13 @@ type Stream struct {
 	audio  *entry
 	wake   chan struct{} // closed and replaced on every append
 	closed bool
-	// Sender workers with viewers waiting on this stream's packets: each
+	// Egress workers with viewers waiting on this stream's packets: each
 	// gets one wake-up per append, whatever its number of viewers.
 	watchers []chan struct{}
-	// Wire files of the formats senders write from (see wireFile).
-	files [maxFormats]*wireFile
+	// Spools of the formats egress sends from, and those formats, by
+	// format id.
+	spools      [maxFormats]Spool
+	spoolFormat [maxFormats]*Format
 
 	// Publisher session state (under mu).
 	pub        *Publisher
@@ -266,43 +269,20 @@ func (s *Stream) Close() {
 	s.pub = nil
 	close(s.wake)
 	s.notifyWatchers()
-	files := s.files
+	spools := s.spools
 	s.mu.Unlock()
-	for _, wf := range files {
-		if wf != nil {
-			wf.close()
+	for _, sp := range spools {
+		if sp != nil {
+			sp.Close()
 		}
 	}
 }
 
-// useFile gives the stream a wire file in format f, if it has none, so
-// that packets from now on can be sent from it. Without one (the platform
-// has no memfd, or the node ran out of descriptors) senders write from
-// memory.
-func (s *Stream) useFile(f *Format) {
-	s.mu.RLock()
-	has := s.closed || s.files[f.id] != nil
-	s.mu.RUnlock()
-	if has {
-		return
-	}
-	wf, err := newWireFile(f)
-	if err != nil {
-		return
-	}
-	s.mu.Lock()
-	if s.closed || s.files[f.id] != nil {
-		s.mu.Unlock()
-		wf.close()
-		return
-	}
-	s.files[f.id] = wf
-	s.mu.Unlock()
-}
-
-// watch makes every append send a wake-up to ch without blocking; ch
-// should have capacity 1.
-func (s *Stream) watch(ch chan struct{}) {
+// Watch makes every append, and the stream's close, send a wake-up to ch
+// without blocking; ch should have capacity 1. An egress worker watches the
+// streams of the viewers it waits for, once each, whatever their number.
+// The first wake-up is sent at once: packets may have come before.
+func (s *Stream) Watch(ch chan struct{}) {
 	s.mu.Lock()
 	s.watchers = append(s.watchers, ch)
 	s.mu.Unlock()
@@ -312,8 +292,8 @@ func (s *Stream) watch(ch chan struct{}) {
 	}
 }
 
-// unwatch undoes one watch.
-func (s *Stream) unwatch(ch chan struct{}) {
+// Unwatch undoes one Watch.
+func (s *Stream) Unwatch(ch chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, c := range s.watchers {
@@ -468,11 +448,11 @@ func (s *Stream) append(pkt *media.Packet) {
 		s.hasDTS = true
 	}
 	e := &entry{pkt: pkt, seq: s.head, meta: s.meta, video: s.video, audio: s.audio}
-	for _, wf := range s.files {
-		if wf != nil {
-			w := &e.wire[wf.format.id]
-			if off, ok := wf.append(e.encoded(wf.format)); ok {
-				w.file, w.off = wf, off
+	for id, sp := range s.spools {
+		if sp != nil {
+			w := &e.wire[id]
+			if off, ok := sp.Append(e.encoded(s.spoolFormat[id])); ok {
+				w.spool, w.off = sp, off
 			}
 		}
 	}
@@ -509,8 +489,8 @@ func (s *Stream) evict(n int) {
 		s.ring[s.tail&s.mask] = nil
 		s.bytes -= len(old.pkt.Payload)
 		for i := range old.wire {
-			if w := &old.wire[i]; w.file != nil {
-				w.file.evicted(w.off + int64(len(w.b)))
+			if w := &old.wire[i]; w.spool != nil {
+				w.spool.Evicted(w.off + int64(len(w.b)))
 			}
 		}
 		s.tail++

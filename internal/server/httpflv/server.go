@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/meshcast/meshcast/internal/connlimit"
+	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -43,7 +44,7 @@ type Config struct {
 	Nagle bool
 	// Sender writes to viewers; servers may share one. Defaults to a sender
 	// of the server's own, closed with it.
-	Sender *stream.Sender
+	Sender *egress.Sender
 	// AllowOrigin decides which pages may open WebSocket-FLV connections,
 	// by their Origin header. Nil allows same-origin pages only.
 	AllowOrigin func(origin string) bool
@@ -61,7 +62,7 @@ type Server struct {
 	cfg       Config
 	hub       Hub
 	log       *slog.Logger
-	sender    *stream.Sender
+	sender    *egress.Sender
 	ownSender bool
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -80,7 +81,7 @@ func New(cfg Config, hub Hub) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "httpflv"), sender: cfg.Sender, ctx: ctx, cancel: cancel}
 	if s.sender == nil {
-		s.sender, s.ownSender = stream.NewSender(0), true
+		s.sender, s.ownSender = egress.NewSender(0), true
 	}
 	return s
 }
@@ -256,7 +257,7 @@ func logEnd(log *slog.Logger, err error) {
 		log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		log.Warn("play ended: viewer too slow")
-	case errors.Is(err, stream.ErrHungUp), errors.Is(err, context.Canceled):
+	case errors.Is(err, egress.ErrHungUp), errors.Is(err, context.Canceled):
 		log.Debug("play ended", "err", err)
 	default:
 		log.Info("play ended", "err", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/connlimit"
+	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
@@ -472,7 +473,7 @@ func (c *conn) playEnded(rd *stream.Reader, endSession func(), err error) {
 		c.log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		c.log.Warn("play ended: player too slow")
-	case errors.Is(err, stream.ErrHungUp), errors.Is(err, context.Canceled):
+	case errors.Is(err, egress.ErrHungUp), errors.Is(err, context.Canceled):
 		c.log.Debug("play ended", "err", err)
 	default:
 		c.log.Info("play ended", "err", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/connlimit"
+	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -49,7 +50,7 @@ type Config struct {
 	Nagle bool
 	// Sender writes to players; several servers may share one. Defaults to
 	// a sender of the server's own, closed with it.
-	Sender *stream.Sender
+	Sender *egress.Sender
 	// MaxConnections caps concurrent connections. Defaults to 10000.
 	MaxConnections int
 	// MaxConnectionsPerIP caps the connections of one client address
@@ -111,7 +112,7 @@ type Server struct {
 	cfg       Config
 	hub       Hub
 	log       *slog.Logger
-	sender    *stream.Sender
+	sender    *egress.Sender
 	ownSender bool
 
 	ln     net.Listener
@@ -151,7 +152,7 @@ func New(cfg Config, hub Hub) *Server {
 	s.log = cfg.Logger.With("component", s.proto())
 	s.limits.perIP = connlimit.NewPerIP(cfg.MaxConnectionsPerIP)
 	if s.sender == nil {
-		s.sender, s.ownSender = stream.NewSender(0), true
+		s.sender, s.ownSender = egress.NewSender(0), true
 	}
 	return s
 }

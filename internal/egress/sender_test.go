@@ -1,6 +1,6 @@
 //go:build linux && (amd64 || arm64 || riscv64 || loong64 || ppc64le || s390x)
 
-package stream
+package egress
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/stream"
 )
 
 // loopbackPairs returns n connected TCP pairs on 127.0.0.1: the server ends
@@ -64,7 +65,7 @@ func (e ended) wait(t *testing.T, n int, timeout time.Duration) []error {
 // read what it sends, and the viewer receives every byte of the stream.
 func TestSenderViewersCostNoGoroutine(t *testing.T) {
 	const viewers = 50
-	s, p := newPublished(t, Config{})
+	s, p := newPublished(t, stream.Config{})
 	write(t, p, vcfg(0), acfg(0))
 	srv, cli := loopbackPairs(t, viewers)
 	snd := NewSender(1)
@@ -78,7 +79,7 @@ func TestSenderViewersCostNoGoroutine(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		snd.Send(context.Background(), r, testFormat, srv[i], PumpConfig{MergeWindow: 20 * time.Millisecond}, func(err error) { done <- err })
+		snd.Send(context.Background(), r, testFormat, srv[i], stream.PumpConfig{MergeWindow: 20 * time.Millisecond}, func(err error) { done <- err })
 	}
 	dts := gop(t, p, 0, 10)
 	if grew := runtime.NumGoroutine() - before; grew > 2 {
@@ -114,7 +115,7 @@ func TestSenderViewersCostNoGoroutine(t *testing.T) {
 // A viewer that hangs up is noticed while the stream is quiet, and the
 // others carry on.
 func TestSenderNoticesHangUp(t *testing.T) {
-	s, p := newPublished(t, Config{})
+	s, p := newPublished(t, stream.Config{})
 	write(t, p, vcfg(0), acfg(0))
 	dts := gop(t, p, 0, 2)
 	srv, cli := loopbackPairs(t, 2)
@@ -124,7 +125,7 @@ func TestSenderNoticesHangUp(t *testing.T) {
 	for i := range srv {
 		r, _ := s.NewReader("test")
 		defer r.Close()
-		snd.Send(context.Background(), r, testFormat, srv[i], PumpConfig{MergeWindow: 20 * time.Millisecond}, func(err error) { done <- err })
+		snd.Send(context.Background(), r, testFormat, srv[i], stream.PumpConfig{MergeWindow: 20 * time.Millisecond}, func(err error) { done <- err })
 	}
 	cli[0].Close()
 	errs := done.wait(t, 1, 2*readEvery+time.Second)
@@ -150,7 +151,7 @@ type hiddenConn struct{ net.Conn }
 // read and dropped, a hang-up is noticed while the stream is quiet, the
 // bytes are counted, and Close ends it.
 func TestSenderWithoutRawSocket(t *testing.T) {
-	s, p := newPublished(t, Config{})
+	s, p := newPublished(t, stream.Config{})
 	write(t, p, vcfg(0), acfg(0))
 	dts := gop(t, p, 0, 2)
 	srv, cli := loopbackPairs(t, 2)
@@ -160,7 +161,7 @@ func TestSenderWithoutRawSocket(t *testing.T) {
 	for i := range srv {
 		r, _ := s.NewReader("test")
 		defer r.Close()
-		snd.Send(context.Background(), r, testFormat, hiddenConn{srv[i]}, PumpConfig{MergeWindow: 20 * time.Millisecond}, func(err error) { done <- err })
+		snd.Send(context.Background(), r, testFormat, hiddenConn{srv[i]}, stream.PumpConfig{MergeWindow: 20 * time.Millisecond}, func(err error) { done <- err })
 	}
 	// More than the sockets' buffers hold: it goes through only if read.
 	cli[1].SetDeadline(time.Now().Add(5 * time.Second))
@@ -187,7 +188,7 @@ func TestSenderWithoutRawSocket(t *testing.T) {
 
 // framedFormat writes a packet as its timestamp, its length and its
 // payload, so a viewer can check every packet arrived whole.
-var framedFormat = NewFormat("framed", func(p *media.Packet) []byte {
+var framedFormat = stream.NewFormat("framed", func(p *media.Packet) []byte {
 	b := binary.BigEndian.AppendUint64(nil, uint64(p.DTS))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(p.Payload)))
 	return append(b, p.Payload...)
@@ -231,7 +232,7 @@ func readFramed(c net.Conn) (dts int64, size int, err error) {
 // them.
 func TestSenderFromWireFile(t *testing.T) {
 	const frames, size = 500, 20 << 10
-	s, p := newPublished(t, Config{MaxBytes: 256 << 10, MaxLag: time.Hour})
+	s, p := newPublished(t, stream.Config{MaxBytes: 256 << 10, MaxLag: time.Hour})
 	write(t, p, vcfg(0))
 	srv, cli := loopbackPairs(t, 1)
 	snd := NewSender(1)
@@ -239,7 +240,7 @@ func TestSenderFromWireFile(t *testing.T) {
 	done := make(ended, 1)
 	r, _ := s.NewReader("test")
 	defer r.Close()
-	snd.Send(context.Background(), r, framedFormat, srv[0], PumpConfig{}, func(err error) { done <- err })
+	snd.Send(context.Background(), r, framedFormat, srv[0], stream.PumpConfig{}, func(err error) { done <- err })
 
 	for i := range frames {
 		dts := int64(1 + i*33)
@@ -260,9 +261,7 @@ func TestSenderFromWireFile(t *testing.T) {
 	if got := snd.fromFile.Load(); got < frames*size/2 {
 		t.Errorf("%d bytes sent from the wire file, want most of %d", got, frames*size)
 	}
-	s.mu.RLock()
-	wf := s.files[framedFormat.id]
-	s.mu.RUnlock()
+	wf := s.Spool(framedFormat).(*wireFile)
 	wf.guard.RLock()
 	punched := wf.punched
 	wf.guard.RUnlock()
@@ -281,7 +280,7 @@ func TestSenderFromWireFile(t *testing.T) {
 // file, skips ahead, and the stream closing (its file with it).
 func TestSenderWireFileSlowViewer(t *testing.T) {
 	const size, frames = 24 << 10, 400
-	s, p := newPublished(t, Config{MaxBytes: 512 << 10, MaxLag: 200 * time.Millisecond, MaxSkips: 1 << 20})
+	s, p := newPublished(t, stream.Config{MaxBytes: 512 << 10, MaxLag: 200 * time.Millisecond, MaxSkips: 1 << 20})
 	write(t, p, vcfg(0))
 	srv, cli := loopbackPairs(t, 2)
 	srv[0].(*net.TCPConn).SetWriteBuffer(32 << 10)
@@ -292,7 +291,7 @@ func TestSenderWireFileSlowViewer(t *testing.T) {
 	for i := range srv {
 		r, _ := s.NewReader("test")
 		defer r.Close()
-		snd.Send(context.Background(), r, framedFormat, srv[i], PumpConfig{WriteTimeout: 20 * time.Second}, func(err error) {
+		snd.Send(context.Background(), r, framedFormat, srv[i], stream.PumpConfig{WriteTimeout: 20 * time.Second}, func(err error) {
 			srv[i].Close()
 			done <- err
 		})
@@ -367,14 +366,14 @@ func TestWireFileReleasedRanges(t *testing.T) {
 	chunk := bytes.Repeat([]byte{0xab}, punchUnit/4)
 	var offs []int64
 	for range 6 {
-		off, ok := wf.append(chunk)
+		off, ok := wf.Append(chunk)
 		if !ok {
 			t.Fatal("append failed")
 		}
 		offs = append(offs, off)
 	}
 	srv, cli := loopbackPairs(t, 1)
-	raw := rawConnOf(srv[0])
+	sk, _ := sockOf(srv[0])
 	sio := newSockIO()
 	// send sends chunk i from the file, as many calls as the socket needs,
 	// and returns what the viewer received; false if the file refused.
@@ -388,9 +387,7 @@ func TestWireFileReleasedRanges(t *testing.T) {
 			got <- b[:n]
 		}()
 		for sent := int64(0); sent < int64(len(chunk)); {
-			run := fileRun{}
-			run.extend(wf, offs[i]+sent, len(chunk)-int(sent))
-			n, ok, err := run.send(sio, raw)
+			n, ok, err := wf.send(sio, sk, offs[i]+sent, int64(len(chunk))-sent)
 			switch {
 			case !ok && sent == 0:
 				cli[0].SetReadDeadline(time.Unix(1, 0)) // end the read
@@ -398,7 +395,7 @@ func TestWireFileReleasedRanges(t *testing.T) {
 				return false, nil
 			case !ok:
 				t.Fatalf("chunk %d refused after %d bytes", i, sent)
-			case errors.Is(err, syscall.EAGAIN):
+			case errors.Is(err, errFull):
 				time.Sleep(time.Millisecond)
 			case err != nil:
 				t.Fatalf("sendfile: %v", err)
@@ -412,7 +409,7 @@ func TestWireFileReleasedRanges(t *testing.T) {
 	}
 	// Four chunks make a punchUnit: the first four are released.
 	for i := range 4 {
-		wf.evicted(offs[i] + int64(len(chunk)))
+		wf.Evicted(offs[i] + int64(len(chunk)))
 	}
 	for i := range 4 {
 		if ok, _ := send(i); ok {
@@ -424,7 +421,7 @@ func TestWireFileReleasedRanges(t *testing.T) {
 	}
 	// A sender in the middle of a send holds the release off.
 	wf.guard.RLock()
-	wf.evicted(offs[5] + int64(len(chunk)) + punchUnit)
+	wf.Evicted(offs[5] + int64(len(chunk)) + punchUnit)
 	wf.guard.RUnlock()
 	if ok, _ := send(5); !ok {
 		t.Error("chunk 5 was released while a sender held the file")
@@ -433,7 +430,7 @@ func TestWireFileReleasedRanges(t *testing.T) {
 	wf.guard.RLock()
 	released := make(chan struct{})
 	go func() {
-		wf.evicted(offs[5] + int64(len(chunk)) + maxUnpunched)
+		wf.Evicted(offs[5] + int64(len(chunk)) + maxUnpunched)
 		close(released)
 	}()
 	select {
@@ -446,7 +443,7 @@ func TestWireFileReleasedRanges(t *testing.T) {
 	if ok, _ := send(5); ok {
 		t.Error("chunk 5 was sent after its release")
 	}
-	wf.close()
+	wf.Close()
 	if ok, _ := send(5); ok {
 		t.Error("sent from a closed file")
 	}
@@ -457,7 +454,7 @@ func TestWireFileReleasedRanges(t *testing.T) {
 // joins the server answers the plays behind them first; then the stream
 // live. Every byte arrives, in order.
 func TestSenderCatchUpWaits(t *testing.T) {
-	s, p := newPublished(t, Config{})
+	s, p := newPublished(t, stream.Config{})
 	write(t, p, vcfg(0), acfg(0))
 	gop(t, p, 0, 10)
 	srv, cli := loopbackPairs(t, 2)
@@ -484,7 +481,7 @@ func TestSenderCatchUpWaits(t *testing.T) {
 		}
 		firstLen[i] = int(n)
 		sentAt[i] = time.Now()
-		snd.Send(context.Background(), r, testFormat, srv[i], PumpConfig{}, func(err error) { done <- err })
+		snd.Send(context.Background(), r, testFormat, srv[i], stream.PumpConfig{}, func(err error) { done <- err })
 	}
 	for i, c := range cli {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -519,7 +516,7 @@ func TestSenderCatchUpWaits(t *testing.T) {
 // PumpConfig.Nagle turns TCP_NODELAY off on the viewer's socket; without it
 // the socket keeps Go's default, on.
 func TestSenderNagle(t *testing.T) {
-	s, p := newPublished(t, Config{})
+	s, p := newPublished(t, stream.Config{})
 	write(t, p, vcfg(0), acfg(0))
 	gop(t, p, 0, 1)
 	srv, _ := loopbackPairs(t, 2)
@@ -528,7 +525,7 @@ func TestSenderNagle(t *testing.T) {
 	for i, nagle := range []bool{false, true} {
 		r, _ := s.NewReader("test")
 		defer r.Close()
-		snd.Send(context.Background(), r, testFormat, srv[i], PumpConfig{Nagle: nagle}, func(error) {})
+		snd.Send(context.Background(), r, testFormat, srv[i], stream.PumpConfig{Nagle: nagle}, func(error) {})
 		raw, err := srv[i].(syscall.Conn).SyscallConn()
 		if err != nil {
 			t.Fatal(err)

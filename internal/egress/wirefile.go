@@ -1,12 +1,14 @@
-package stream
+package egress
 
 import (
 	"runtime"
 	"sync"
-	"syscall"
+
+	"github.com/meshcast/meshcast/internal/stream"
 )
 
-// A wireFile holds a stream's wire form in one format, packet after packet,
+// A wireFile is the stream.Spool a Sender gives each stream it writes in a
+// format: it holds the stream's wire form in that format, packet after packet,
 // in an anonymous in-memory file (memfd). A sender worker sends a viewer's
 // batch of packets from it with one sendfile call: the socket takes
 // references to the file's pages instead of copying the bytes, which is
@@ -19,8 +21,7 @@ import (
 // small, not contiguous in the file, or left over from a partial write are
 // written from there.
 type wireFile struct {
-	fd     int
-	format *Format
+	fd int
 
 	// Owned by the stream, under its lock.
 	end    int64 // where the next packet goes
@@ -50,22 +51,30 @@ const maxUnpunched = 8 * punchUnit
 // the bytes costs the kernel less than taking references to pages.
 const minSendfile = 8 << 10
 
-// newWireFile creates an empty wire file for format f.
-func newWireFile(f *Format) (*wireFile, error) {
-	fd, err := memfdCreate("meshcast-" + f.name)
+// openWireFile creates an empty wire file for format f.
+func openWireFile(f *stream.Format) (stream.Spool, error) {
+	wf, err := newWireFile(f)
+	if err != nil {
+		return nil, err // a nil *wireFile would make a non-nil Spool
+	}
+	return wf, nil
+}
+
+func newWireFile(f *stream.Format) (*wireFile, error) {
+	fd, err := memfdCreate("meshcast-" + f.Name())
 	if err != nil {
 		return nil, err
 	}
-	wf := &wireFile{fd: fd, format: f}
+	wf := &wireFile{fd: fd}
 	// A file no entry, reader or stream refers to any more is closed even
 	// if its stream never was.
 	wf.cleanup = runtime.AddCleanup(wf, func(fd int) { closeFd(fd) }, fd)
 	return wf, nil
 }
 
-// append writes b at the file's end and returns its offset; ok is false
-// once a write failed. Caller holds the stream's lock.
-func (wf *wireFile) append(b []byte) (off int64, ok bool) {
+// Append writes b at the file's end and returns its offset; ok is false
+// once a write failed. The stream calls it under its lock.
+func (wf *wireFile) Append(b []byte) (off int64, ok bool) {
 	if wf.broken {
 		return 0, false
 	}
@@ -78,12 +87,12 @@ func (wf *wireFile) append(b []byte) (off int64, ok bool) {
 	return off, true
 }
 
-// evicted notes that the bytes before end belong to evicted packets, and
+// Evicted notes that the bytes before end belong to evicted packets, and
 // releases them whole punchUnits at a time when no sender is using the
-// file. Caller holds the stream's lock. It waits for senders only when
+// file. The stream calls it under its lock. It waits for senders only when
 // maxUnpunched bytes have gathered, and then only for the sendfile calls
 // under way, each a non-blocking system call.
-func (wf *wireFile) evicted(end int64) {
+func (wf *wireFile) Evicted(end int64) {
 	wf.dead = max(wf.dead, end)
 	switch behind := wf.dead - wf.punched; {
 	case behind < punchUnit:
@@ -105,9 +114,9 @@ func (wf *wireFile) evicted(end int64) {
 	}
 }
 
-// close closes the file once no sender is using it. Senders holding its
+// Close closes the file once no sender is using it. Senders holding its
 // entries write them from memory from then on.
-func (wf *wireFile) close() {
+func (wf *wireFile) Close() {
 	wf.guard.Lock()
 	defer wf.guard.Unlock()
 	if wf.closed {
@@ -118,37 +127,15 @@ func (wf *wireFile) close() {
 	closeFd(wf.fd)
 }
 
-// fileRun is a batch's bytes as one range of a wire file.
-type fileRun struct {
-	file *wireFile
-	off  int64
-	n    int64
-}
-
-// extend adds the next n bytes of a batch, found at off in file, to the
-// run; it reports false when they do not follow on from the run.
-func (r *fileRun) extend(file *wireFile, off int64, n int) bool {
-	switch {
-	case file == nil:
-		return false
-	case r.file == nil:
-		*r = fileRun{file: file, off: off}
-	case file != r.file || off != r.off+r.n:
-		return false
-	}
-	r.n += int64(n)
-	return true
-}
-
-// send sends the run to raw from the file with sk. It reports false, having
-// sent nothing, when the file is closed or the run's pages were released.
-func (r *fileRun) send(sk *sockIO, raw syscall.RawConn) (int64, bool, error) {
-	wf := r.file
+// send sends n bytes from off on to sk from the file. It reports false,
+// having sent nothing, when the file is closed or those pages were
+// released.
+func (wf *wireFile) send(io *sockIO, sk sock, off, n int64) (int64, bool, error) {
 	wf.guard.RLock()
 	defer wf.guard.RUnlock()
-	if wf.closed || r.off < wf.punched {
+	if wf.closed || off < wf.punched {
 		return 0, false, nil
 	}
-	n, err := sk.sendfile(raw, wf.fd, r.off, r.n)
-	return n, true, err
+	sent, err := io.sendfile(sk, wf.fd, off, n)
+	return sent, true, err
 }

@@ -1,4 +1,14 @@
-package stream
+// Package egress writes live streams to viewers' sockets: a few sender
+// workers serve every RTMP and HTTP-FLV viewer of the node, writing each
+// one's next batch from its stream.Reader in one non-blocking system call,
+// and streams' wire files (in-memory files behind stream.Spool) let a large
+// batch go out with sendfile. The fan-out core (package stream) knows
+// nothing of sockets or the operating system: it hands readers' batches out
+// through Reader.Poll and Reader.Encode and fills the spools this package
+// gives it. Everything that touches the system is in the build-tagged pair
+// sock_linux64.go and sock_other.go; elsewhere than 64-bit Linux every
+// viewer is pumped from a goroutine of its own.
+package egress
 
 import (
 	"context"
@@ -7,11 +17,14 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/rawio"
+	"github.com/meshcast/meshcast/internal/stream"
 )
+
+// ErrHungUp ends a viewer whose peer closed the connection.
+var ErrHungUp = errors.New("viewer hung up")
 
 // A Sender writes readers' packets to their connections from a few
 // goroutines, one per processor the Go runtime uses, instead of one
@@ -80,7 +93,7 @@ func NewSender(n int) *Sender {
 			fromFile: &s.fromFile,
 			wake:     make(chan struct{}, 1),
 			start:    time.Now(),
-			watched:  make(map[*Stream]int),
+			watched:  make(map[*stream.Stream]int),
 			io:       newSockIO(),
 		}
 		s.workers = append(s.workers, w)
@@ -105,31 +118,31 @@ func (s *Sender) Close() {
 
 // Send starts writing r's stream to conn in format f. done is called once,
 // on a goroutine of its own, with why sending ended: io.EOF when the stream
-// ended, ErrSlowReader, ErrHungUp when the viewer closed the connection, a write
+// ended, stream.ErrSlowReader, ErrHungUp when the viewer closed the connection, a write
 // error, or context.Canceled after stop, ctx's end or Close. Until done is
 // called the sender owns conn: the caller neither reads nor writes it, and
 // anything the viewer sends is read and discarded. r is not closed.
-func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, cfg PumpConfig, done func(error)) (stop func()) {
+func (s *Sender) Send(ctx context.Context, r *stream.Reader, f *stream.Format, conn net.Conn, cfg stream.PumpConfig, done func(error)) (stop func()) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
 	if tc, ok := conn.(interface{ SetNoDelay(bool) error }); ok && cfg.Nagle {
 		tc.SetNoDelay(false)
 	}
-	raw := rawConnOf(conn)
-	if raw == nil {
+	sk, ok := sockOf(conn)
+	if !ok {
 		// Not a socket this platform can write without blocking (a TLS
 		// connection, say): pump from a goroutine of its own.
 		return s.pumpConn(ctx, r, f, conn, cfg, done)
 	}
-	r.s.useFile(f)
+	r.Stream().UseSpool(f, openWireFile)
 	w := s.workers[int(s.next.Add(1))%len(s.workers)]
 	// What a player sends right after asking to play waits in the socket
 	// for the first regular read: a joining viewer's first write costs no
 	// read, which counts during a burst of joins.
 	// A reader no longer joining has had its first picture from Ready,
 	// sent with the answer to the play: its catch-up is held.
-	j := &sendJob{r: r, f: f, conn: conn, raw: raw, cfg: cfg, done: done, w: w, readAt: time.Now().Add(readEvery), hold: !r.joining}
+	j := &sendJob{r: r, f: f, conn: conn, sock: sk, cfg: cfg, done: done, w: w, readAt: time.Now().Add(readEvery), hold: !r.Joining()}
 	j.unhook = context.AfterFunc(ctx, j.stop)
 	w.enqueue(j)
 	return j.stop
@@ -138,7 +151,7 @@ func (s *Sender) Send(ctx context.Context, r *Reader, f *Format, conn net.Conn, 
 // pumpConn is Send for a connection without a raw socket: one goroutine
 // pumps the stream to conn while another reads and drops what the viewer
 // sends, and ends the pump with ErrHungUp when the viewer hangs up.
-func (s *Sender) pumpConn(ctx context.Context, r *Reader, f *Format, conn net.Conn, cfg PumpConfig, done func(error)) (stop func()) {
+func (s *Sender) pumpConn(ctx context.Context, r *stream.Reader, f *stream.Format, conn net.Conn, cfg stream.PumpConfig, done func(error)) (stop func()) {
 	pctx, cancel := context.WithCancelCause(ctx)
 	unhook := context.AfterFunc(s.ctx, func() { cancel(context.Canceled) })
 	if sent := cfg.Sent; sent != nil {
@@ -175,21 +188,21 @@ func (s *Sender) pumpConn(ctx context.Context, r *Reader, f *Format, conn net.Co
 // sendJob is one viewer. Its fields belong to whoever holds the job: its
 // worker, or the goroutine finishing a partial write.
 type sendJob struct {
-	r      *Reader
-	f      *Format
+	r      *stream.Reader
+	f      *stream.Format
 	conn   net.Conn
-	raw    syscall.RawConn
-	cfg    PumpConfig
+	sock   sock
+	cfg    stream.PumpConfig
 	done   func(error)
 	w      *sendWorker
 	unhook func() bool
 
 	stopped atomic.Bool
-	readAt  time.Time   // when to next read and discard what the viewer sent
-	hold    bool        // catch-up waits catchUpDelay: the first picture has left
-	eager   bool        // in the worker's eager list
-	watched *Stream     // stream whose packets wake the worker for this job
-	out     net.Buffers // bytes a partial write left behind
+	readAt  time.Time      // when to next read and discard what the viewer sent
+	hold    bool           // catch-up waits catchUpDelay: the first picture has left
+	eager   bool           // in the worker's eager list
+	watched *stream.Stream // stream whose packets wake the worker for this job
+	out     net.Buffers    // bytes a partial write left behind
 }
 
 // stop asks the job's worker to end it.
@@ -219,7 +232,7 @@ type sendWorker struct {
 	inWheel int
 	eager   []*sendJob // written whenever their stream has news
 	spare   []*sendJob // the eager list's other array
-	watched map[*Stream]int
+	watched map[*stream.Stream]int
 	io      *sockIO
 	pending []*sendJob // scratch for draining incoming
 	scratch [512]byte  // what viewers send lands here and is dropped
@@ -305,12 +318,12 @@ func (w *sendWorker) keep(j *sendJob, res int) {
 		return
 	}
 	switch {
-	case j.r.backlog:
+	case j.r.Backlog():
 		w.poke() // more to write at once: come round again
 		// Catching up (a joining viewer's GOP) yields to the node's other
 		// work, such as other viewers joining, between two writes.
 		runtime.Gosched()
-	case j.cfg.MergeWindow > 0 && !j.r.joining:
+	case j.cfg.MergeWindow > 0 && !j.r.Joining():
 		w.setEager(j, false)
 		w.schedule(j)
 		return
@@ -379,17 +392,17 @@ func (w *sendWorker) setEager(j *sendJob, eager bool) {
 		return
 	}
 	j.eager = eager
-	s := j.r.s
+	s := j.r.Stream()
 	if eager {
 		if w.watched[s]++; w.watched[s] == 1 {
-			s.watch(w.wake)
+			s.Watch(w.wake)
 		}
 		j.watched = s
 		return
 	}
 	if w.watched[s]--; w.watched[s] == 0 {
 		delete(w.watched, s)
-		s.unwatch(w.wake)
+		s.Unwatch(w.wake)
 	}
 	j.watched = nil
 }
@@ -407,28 +420,28 @@ func (w *sendWorker) serve(j *sendJob) int {
 	}
 	if !w.now.Before(j.readAt) {
 		j.readAt = w.now.Add(readEvery)
-		if err := w.io.drain(j.raw, w.scratch[:]); err != nil {
+		if err := w.io.drain(j.sock, w.scratch[:]); err != nil {
 			w.finish(j, err)
 			return jobGone
 		}
 	}
 	r := j.r
-	if err := r.poll(); err != nil {
+	if err := r.Poll(); err != nil {
 		w.finish(j, err)
 		return jobGone
 	}
-	if len(r.batch) == 0 {
+	bufs, span := r.Encode(j.f)
+	if len(bufs) == 0 {
 		return jobKeep
 	}
-	bufs := r.encodeBatch(j.f)
-	n, err := w.write(j.raw, bufs, &r.run)
+	n, err := w.write(j.sock, bufs, span)
 	if n > 0 {
 		w.sent.Add(uint64(n))
 		if j.cfg.Sent != nil {
 			j.cfg.Sent(n)
 		}
 	}
-	if err != nil && !errors.Is(err, syscall.EAGAIN) {
+	if err != nil && !errors.Is(err, errFull) {
 		w.finish(j, hungUp(err))
 		return jobGone
 	}
@@ -442,17 +455,19 @@ func (w *sendWorker) serve(j *sendJob) int {
 	return jobKeep
 }
 
-// write makes one non-blocking write of bufs to raw: from the stream's wire
+// write makes one non-blocking write of bufs to sk: from the stream's wire
 // file when the batch is one range of it and large enough, else from
 // memory.
-func (w *sendWorker) write(raw syscall.RawConn, bufs [][]byte, run *fileRun) (int64, error) {
-	if run.n >= minSendfile {
-		if n, ok, err := run.send(w.io, raw); ok {
-			w.fromFile.Add(uint64(max(n, 0)))
-			return n, err
+func (w *sendWorker) write(sk sock, bufs [][]byte, span stream.Span) (int64, error) {
+	if span.Len >= minSendfile {
+		if wf, ok := span.Spool.(*wireFile); ok {
+			if n, ok, err := wf.send(w.io, sk, span.Off, span.Len); ok {
+				w.fromFile.Add(uint64(max(n, 0)))
+				return n, err
+			}
 		}
 	}
-	return w.io.writev(raw, bufs)
+	return w.io.writev(sk, bufs)
 }
 
 // finishWrite completes a partial write within the write timeout and
@@ -477,15 +492,6 @@ func (w *sendWorker) finishWrite(j *sendJob) {
 	w.enqueue(j)
 }
 
-// hungUp returns ErrHungUp for a write that failed because the viewer
-// closed the connection, else err.
-func hungUp(err error) error {
-	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
-		return ErrHungUp
-	}
-	return err
-}
-
 // finish ends a job the worker holds.
 func (w *sendWorker) finish(j *sendJob, err error) {
 	w.setEager(j, false)
@@ -494,7 +500,7 @@ func (w *sendWorker) finish(j *sendJob, err error) {
 
 func (j *sendJob) end(err error) {
 	j.unhook()
-	j.r.nb, j.r.bufs, j.r.batch, j.r.run = nil, nil, nil, fileRun{}
+	j.r.Release()
 	go j.done(err)
 }
 

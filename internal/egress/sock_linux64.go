@@ -1,8 +1,9 @@
 //go:build linux && (amd64 || arm64 || riscv64 || loong64 || ppc64le || s390x)
 
-package stream
+package egress
 
 import (
+	"errors"
 	"io"
 	"net"
 	"syscall"
@@ -13,17 +14,38 @@ import (
 	"github.com/meshcast/meshcast/internal/rawio"
 )
 
-// rawConnOf returns conn's socket for non-blocking writes, or nil.
-func rawConnOf(conn net.Conn) syscall.RawConn {
+// This file and sock_other.go are the package's one build-tagged pair:
+// everything that touches the operating system — raw socket calls, the
+// in-memory files behind wire files, system errors — is here, and the rest
+// of the package calls it.
+
+// sock is a connection's socket, written and read without blocking.
+type sock struct{ raw syscall.RawConn }
+
+// sockOf returns conn's socket for non-blocking writes; ok is false when
+// conn is not a bare socket (TLS, say).
+func sockOf(conn net.Conn) (sock, bool) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return nil
+		return sock{}, false
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return nil
+		return sock{}, false
 	}
-	return raw
+	return sock{raw}, true
+}
+
+// errFull is a write the socket took none or only part of.
+var errFull = syscall.EAGAIN
+
+// hungUp returns ErrHungUp for a write that failed because the viewer
+// closed the connection, else err.
+func hungUp(err error) error {
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return ErrHungUp
+	}
+	return err
 }
 
 // sockIO makes a worker's non-blocking socket calls. Its scratch space and
@@ -65,12 +87,12 @@ func newSockIO() *sockIO {
 	return sk
 }
 
-// sendfile makes one non-blocking write to raw of count bytes of file from
-// off on. It returns the bytes written; syscall.EAGAIN means the socket
-// took none or part.
-func (sk *sockIO) sendfile(raw syscall.RawConn, file int, off, count int64) (int64, error) {
+// sendfile makes one non-blocking write to s of count bytes of file from
+// off on. It returns the bytes written; errFull means the socket took none
+// or part.
+func (sk *sockIO) sendfile(s sock, file int, off, count int64) (int64, error) {
 	sk.file, sk.off, sk.count = file, off, int(count)
-	if err := raw.Write(sk.sendfileFn); err != nil {
+	if err := s.raw.Write(sk.sendfileFn); err != nil {
 		return 0, err
 	}
 	if sk.errno != 0 {
@@ -108,10 +130,10 @@ func punchHole(fd int, off, n int64) error {
 
 func closeFd(fd int) { unix.Close(fd) }
 
-// writev makes one non-blocking vectored write of bufs to raw. It returns
-// the bytes written; syscall.EAGAIN means the socket took none.
-func (sk *sockIO) writev(raw syscall.RawConn, bufs [][]byte) (int64, error) {
-	return sk.sm.Write(raw, bufs, false)
+// writev makes one non-blocking vectored write of bufs to s. It returns
+// the bytes written; errFull means the socket took none.
+func (sk *sockIO) writev(s sock, bufs [][]byte) (int64, error) {
+	return sk.sm.Write(s.raw, bufs, false)
 }
 
 // maxDrainReads bounds the reads of one drain: a viewer that floods us
@@ -121,11 +143,11 @@ const maxDrainReads = 8
 // drain reads and discards, without blocking, what the peer has sent into
 // buf. It returns ErrHungUp once the peer has closed or reset the
 // connection.
-func (sk *sockIO) drain(raw syscall.RawConn, buf []byte) error {
+func (sk *sockIO) drain(s sock, buf []byte) error {
 	sk.buf = buf
 	defer func() { sk.buf = nil }()
 	for range maxDrainReads {
-		if err := raw.Read(sk.recvfrom); err != nil {
+		if err := s.raw.Read(sk.recvfrom); err != nil {
 			return err
 		}
 		switch n, errno := sk.n, sk.errno; {
