@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -21,33 +22,42 @@ func TestRedisRegistry(t *testing.T) {
 	runRegistrySuite(t, redisUnderTest(srv.URL()))
 }
 
-// TestRedisClusterRegistry runs the suite on Redis Cluster: one node that
-// serves every slot, listed twice in the URL so that it reads as a cluster.
-// It checks that the hash-tagged prefix keeps the scripts' keys, the
-// owner's node key included, in one slot.
+// TestRedisClusterRegistry runs the suite on a Redis Cluster of three
+// masters. The hash-tagged key prefix keeps every key of a script, the
+// owner's node key included, in one slot of one master.
 func TestRedisClusterRegistry(t *testing.T) {
 	t.Parallel()
-	srv := testutil.StartRedis(t, 0, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", srv.Port)})
-	defer rdb.Close()
-	if err := rdb.Do(bg, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
+	c := testutil.StartRedisCluster(t, 3)
+	if opts, err := RedisOptions(c.URL()); err != nil || !isCluster(opts) {
+		t.Fatalf("%s is not a cluster URL: %v", c.URL(), err)
 	}
-	eventually(t, "the cluster to be up", func() bool {
-		info, err := rdb.ClusterInfo(bg).Result()
-		return err == nil && strings.Contains(info, "cluster_state:ok")
-	})
-	url := fmt.Sprintf("redis://127.0.0.1:%d,127.0.0.1:%d", srv.Port, srv.Port)
-	if opts, err := RedisOptions(url); err != nil || !isCluster(opts) {
-		t.Fatalf("%s is not a cluster URL: %v", url, err)
+	runRegistrySuite(t, redisUnderTest(c.URL()))
+}
+
+// TestRedisSentinelRegistry runs the suite through three sentinels that
+// watch a master and its replica.
+func TestRedisSentinelRegistry(t *testing.T) {
+	t.Parallel()
+	s := testutil.StartRedisSentinel(t)
+	if opts, err := RedisOptions(s.URL()); err != nil || opts.MasterName != s.Name {
+		t.Fatalf("%s is not a sentinel URL: %v", s.URL(), err)
 	}
-	runRegistrySuite(t, redisUnderTest(url))
+	runRegistrySuite(t, redisUnderTest(s.URL()))
 }
 
 // redisUnderTest opens registries on the store at url, emptied first.
 func redisUnderTest(url string) registryUnderTest {
 	wipe := func(t *testing.T, reg Registry) {
-		if err := reg.(*Redis).client.FlushAll(bg).Err(); err != nil {
+		var err error
+		switch c := reg.(*Redis).client.(type) {
+		case *redis.ClusterClient:
+			err = c.ForEachMaster(bg, func(ctx context.Context, m *redis.Client) error {
+				return m.FlushAll(ctx).Err()
+			})
+		default:
+			err = c.FlushAll(bg).Err()
+		}
+		if err != nil {
 			t.Fatalf("FLUSHALL: %v", err)
 		}
 	}
@@ -416,4 +426,32 @@ func settleGoroutines(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
+}
+
+// A registry behind sentinels outlives its master: once the sentinels
+// promote the replica, the owner's renewal and a look-up reach it, and the
+// claim is there, replicated or restored by the renewal.
+func TestRedisSentinelFailover(t *testing.T) {
+	t.Parallel()
+	s := testutil.StartRedisSentinel(t)
+	reg := openRedis(t, s.URL(), 5*time.Second, time.Second)
+	alive := func() error { return reg.Heartbeat(bg, Node{ID: "node-a", State: StateServing}) }
+	if err := alive(); err != nil {
+		t.Fatalf("Heartbeat: %v", err)
+	}
+	c, err := reg.Claim(bg, "live/failover", "node-a")
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	s.Master.Kill()
+	testutil.WaitFor(t, 30*time.Second, "the registry to renew through the promoted replica", func() bool {
+		return alive() == nil && reg.Renew(bg, c) == nil
+	})
+	got, err := reg.Owner(bg, "live/failover")
+	if err != nil || got != c {
+		t.Fatalf("Owner after failover = %+v, %v; want %+v", got, err, c)
+	}
+	if _, err := reg.Claim(bg, "live/failover", "node-b"); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("a second node's claim after failover: %v, want ErrClaimed", err)
+	}
 }
