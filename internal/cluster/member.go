@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/clock"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
@@ -29,6 +30,8 @@ type MemberConfig struct {
 	OnLost func(streamname.Name)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Clock times heartbeats. Defaults to clock.Real.
+	Clock clock.Clock
 }
 
 // Member keeps this node in the registry: it heartbeats every second with
@@ -54,6 +57,7 @@ func NewMember(cfg MemberConfig) *Member {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Clock = clock.OrReal(cfg.Clock)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Member{
 		cfg:       cfg,
@@ -76,13 +80,13 @@ func (m *Member) Start() {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		t := time.NewTicker(heartbeatEvery)
+		t := m.cfg.Clock.NewTicker(heartbeatEvery)
 		defer t.Stop()
 		for {
 			select {
 			case <-m.ctx.Done():
 				return
-			case <-t.C:
+			case <-t.C():
 				m.beat()
 			}
 		}

@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/clock"
 	"github.com/meshcast/meshcast/internal/streamname"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 // A member keeps its claims past their lease, learns when another node has
@@ -14,16 +16,31 @@ import (
 func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	ctx := context.Background()
 	const name = streamname.Name("live/member")
-	reg := NewMemory(MemoryConfig{NodeTimeout: time.Second})
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	reg := NewMemory(MemoryConfig{NodeTimeout: 1500 * time.Millisecond, Clock: clk})
 	defer reg.Close()
 	lost := make(chan streamname.Name, 1)
+	beats := make(chan struct{}, 10) // one after each heartbeat's renewals
 	m := NewMember(MemberConfig{
 		Self:     Node{ID: "node-a", HTTPAddr: "127.0.0.1:1"},
 		Registry: reg,
 		Load:     func() Load { return Load{Viewers: 7} },
+		Relays:   func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
 		OnLost:   func(n streamname.Name) { lost <- n },
+		Clock:    clk,
 	})
 	m.Start()
+	<-beats
+	testutil.WaitFor(t, 5*time.Second, "the member's ticker", func() bool { return clk.Waiters() == 1 })
+	beat := func() {
+		t.Helper()
+		clk.Advance(heartbeatEvery)
+		select {
+		case <-beats:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no heartbeat after a second of the member's clock")
+		}
+	}
 	closed := false
 	defer func() {
 		if !closed {
@@ -40,7 +57,9 @@ func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	defer release()
 
 	// Past two leases, the claim is still held: the member renews it.
-	time.Sleep(2500 * time.Millisecond)
+	for range 4 {
+		beat()
+	}
 	if c, err := reg.Owner(ctx, name); err != nil || c.Node != "node-a" {
 		t.Fatalf("owner after two leases: %+v, %v", c, err)
 	}
@@ -54,6 +73,7 @@ func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	if _, err := reg.Claim(ctx, name, "node-b"); err != nil {
 		t.Fatal(err)
 	}
+	beat()
 	select {
 	case n := <-lost:
 		if n != name {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/clock"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
@@ -17,6 +18,8 @@ type MemoryConfig struct {
 	// recorded without being refreshed. Zero or negative means
 	// DefaultNodeTimeout.
 	NodeTimeout time.Duration
+	// Clock is the registry's time. Defaults to clock.Real.
+	Clock clock.Clock
 }
 
 // Memory is a Registry held in the process's memory: the registry of a
@@ -27,6 +30,7 @@ type MemoryConfig struct {
 // return ErrUnavailable.
 type Memory struct {
 	timeout time.Duration
+	clock   clock.Clock
 
 	mu sync.Mutex
 	// Expiry times carry the monotonic clock reading of time.Now, so a
@@ -63,7 +67,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.NodeTimeout <= 0 {
 		cfg.NodeTimeout = DefaultNodeTimeout
 	}
-	m := &Memory{timeout: cfg.NodeTimeout}
+	m := &Memory{timeout: cfg.NodeTimeout, clock: clock.OrReal(cfg.Clock)}
 	m.reset()
 	return m
 }
@@ -84,7 +88,7 @@ func (m *Memory) Heartbeat(_ context.Context, n Node) error {
 	if n.ID == "" {
 		return errEmptyNode("heartbeat")
 	}
-	now := time.Now()
+	now := m.clock.Now()
 	// Seen loses the monotonic reading and is kept in UTC: the same value
 	// a Redis registry hands back after its JSON round trip.
 	n.Seen = now.UTC().Round(0)
@@ -133,7 +137,7 @@ func (m *Memory) Leave(_ context.Context, id NodeID) error {
 
 // Nodes implements Registry.
 func (m *Memory) Nodes(context.Context) ([]Node, error) {
-	now := time.Now()
+	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	nodes := make([]Node, 0, len(m.nodes))
@@ -150,7 +154,7 @@ func (m *Memory) Nodes(context.Context) ([]Node, error) {
 func (m *Memory) Node(_ context.Context, id NodeID) (Node, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.aliveLocked(id, time.Now()) {
+	if !m.aliveLocked(id, m.clock.Now()) {
 		return Node{}, fmt.Errorf("cluster: node %s: %w", id, ErrNotFound)
 	}
 	return m.nodes[id].node, nil
@@ -175,7 +179,7 @@ func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID) (Cl
 	if node == "" {
 		return Claim{}, errEmptyNode("claim " + string(name))
 	}
-	now := time.Now()
+	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if cur, ok := m.currentLocked(name, now); ok && cur.node != node && m.aliveLocked(cur.node, now) {
@@ -192,7 +196,7 @@ func (m *Memory) Renew(_ context.Context, c Claim) error {
 	if err := checkClaim("renew", c); err != nil {
 		return err
 	}
-	now := time.Now()
+	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch m.fenceLocked(c, now) {
@@ -213,7 +217,7 @@ func (m *Memory) Release(_ context.Context, c Claim) error {
 	if err := checkClaim("release", c); err != nil {
 		return err
 	}
-	now := time.Now()
+	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch m.fenceLocked(c, now) {
@@ -264,7 +268,7 @@ func (m *Memory) fenceLocked(c Claim, now time.Time) fence {
 func (m *Memory) Owner(_ context.Context, name streamname.Name) (Claim, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cur, ok := m.currentLocked(name, time.Now())
+	cur, ok := m.currentLocked(name, m.clock.Now())
 	if !ok {
 		return Claim{}, fmt.Errorf("cluster: owner of %s: %w", name, ErrNotFound)
 	}
@@ -273,7 +277,7 @@ func (m *Memory) Owner(_ context.Context, name streamname.Name) (Claim, error) {
 
 // Claims implements Registry.
 func (m *Memory) Claims(context.Context) ([]Claim, error) {
-	now := time.Now()
+	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	claims := make([]Claim, 0, len(m.claims))
@@ -291,7 +295,7 @@ func (m *Memory) SetRelay(_ context.Context, name streamname.Name, r Relay) erro
 	if r.Node == "" {
 		return errEmptyNode("set relay of " + string(name))
 	}
-	now := time.Now()
+	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rs := m.relays[name]
@@ -318,7 +322,7 @@ func (m *Memory) DeleteRelay(_ context.Context, name streamname.Name, node NodeI
 
 // Relays implements Registry.
 func (m *Memory) Relays(_ context.Context, name streamname.Name) ([]Relay, error) {
-	now := time.Now()
+	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rs := m.relays[name]

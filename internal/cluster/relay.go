@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/clock"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/amf0"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -80,6 +81,9 @@ type RelayConfig struct {
 	Idle time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Clock times retries and idleness; an upstream's network timeouts
+	// are real time whatever it says. Defaults to clock.Real.
+	Clock clock.Clock
 }
 
 // Relays pulls streams this node does not own from the nodes that have
@@ -119,6 +123,7 @@ func NewRelays(cfg RelayConfig, hub RelayHub) *Relays {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Clock = clock.OrReal(cfg.Clock)
 	if cfg.Client == nil {
 		self := cfg.Self
 		cfg.Client = NewPeerClient(cfg.Secret, func() NodeID { return self })
@@ -291,14 +296,14 @@ func (m *Relays) run(r *relay, up Node) {
 
 	delivered := false // a session delivered packets: the next one restarts
 	backoff := 100 * time.Millisecond
-	lastUp := time.Now()
+	lastUp := m.cfg.Clock.Now()
 	for {
 		if up.ID != "" {
 			r.upstream.Store(up.ID)
 			got, ended, err := m.pullFrom(ctx, r, up, delivered)
 			r.upstream.Store(NodeID(""))
 			if got {
-				delivered, backoff, lastUp = true, 100*time.Millisecond, time.Now()
+				delivered, backoff, lastUp = true, 100*time.Millisecond, m.cfg.Clock.Now()
 			}
 			switch {
 			case ended:
@@ -311,14 +316,14 @@ func (m *Relays) run(r *relay, up Node) {
 			}
 			log.Warn("relay upstream lost; looking for the stream again", "upstream", up.ID, "err", err)
 		}
-		if time.Since(lastUp) > m.cfg.Idle {
+		if m.cfg.Clock.Now().Sub(lastUp) > m.cfg.Idle {
 			log.Info("relay ending: no node has had the stream", "for", m.cfg.Idle)
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-m.cfg.Clock.After(backoff):
 		}
 		backoff = min(2*backoff, maxBackoff)
 		lctx, lcancel := context.WithTimeout(ctx, lookupTimeout)
@@ -334,14 +339,14 @@ func (m *Relays) run(r *relay, up Node) {
 // watchIdle cancels a relay whose stream has had no readers for the idle
 // time.
 func (m *Relays) watchIdle(ctx context.Context, cancel context.CancelFunc, r *relay, log *slog.Logger) {
-	t := time.NewTicker(min(time.Second, m.cfg.Idle/4))
+	t := m.cfg.Clock.NewTicker(min(time.Second, m.cfg.Idle/4))
 	defer t.Stop()
-	since := time.Now()
+	since := m.cfg.Clock.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case now := <-t.C():
 			if readers(r.pub.Stream()) > 0 {
 				since = now
 				continue
