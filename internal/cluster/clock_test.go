@@ -66,6 +66,34 @@ func TestMemoryExpiryOnItsClock(t *testing.T) {
 	if _, err := reg.Owner(ctx, name); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Owner once node-b's lease ran out: %v, want ErrNotFound", err)
 	}
+
+	// The name's epoch counter outlives the lease by EpochTTL from the
+	// last claim; after that the name numbers from the clock again.
+	if c.Epoch != uint64(clk.Now().Add(-10*time.Second).UnixMilli()) {
+		t.Fatalf("first epoch %d, want the clock in ms at the claim", c.Epoch)
+	}
+	clk.Advance(EpochTTL - 5*time.Second - time.Nanosecond)
+	if err := reg.Heartbeat(ctx, Node{ID: "b", State: StateServing}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := reg.Claim(ctx, name, "b")
+	if err != nil || next.Epoch != cb.Epoch+1 {
+		t.Fatalf("claim before the counter expires: %+v, %v; want epoch %d", next, err, cb.Epoch+1)
+	}
+	if err := reg.Release(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(EpochTTL)
+	if err := reg.Heartbeat(ctx, Node{ID: "b", State: StateServing}); err != nil {
+		t.Fatal(err)
+	}
+	later, err := reg.Claim(ctx, name, "b")
+	if err != nil || later.Epoch != uint64(clk.Now().UnixMilli()) || later.Epoch <= next.Epoch {
+		t.Fatalf("claim after the counter expired: %+v, %v; want epoch %d, above %d", later, err, clk.Now().UnixMilli(), next.Epoch)
+	}
+	if n := len(reg.epochs); n != 1 {
+		t.Fatalf("%d epoch counters held, want 1", n)
+	}
 }
 
 // hubOf opens relayed streams as new streams of their own.

@@ -37,11 +37,13 @@ type Memory struct {
 	// wall-clock step does not revive or kill records.
 	nodes  map[NodeID]memNode
 	claims map[streamname.Name]memClaim
-	// epochs is the last epoch handed out per name. Like the Redis
-	// counter it only grows, and only reset (the test double of a store
-	// that restarted empty) forgets it.
-	epochs map[streamname.Name]uint64
-	relays map[streamname.Name]map[NodeID]memRelay
+	// epochs is the last epoch handed out per name, kept EpochTTL past
+	// the name's last claim or renewal. Like the Redis counter it only
+	// grows; expiry and reset (the test double of a store that restarted
+	// empty) forget it, and the name then numbers from the clock.
+	epochs     map[streamname.Name]memEpoch
+	claimCalls int // sweeps of expired epochs are counted in claims
+	relays     map[streamname.Name]map[NodeID]memRelay
 }
 
 var _ Registry = (*Memory)(nil)
@@ -54,6 +56,11 @@ type memNode struct {
 type memClaim struct {
 	node    NodeID
 	epoch   uint64
+	expires time.Time
+}
+
+type memEpoch struct {
+	last    uint64
 	expires time.Time
 }
 
@@ -79,7 +86,7 @@ func (m *Memory) reset() {
 	defer m.mu.Unlock()
 	m.nodes = make(map[NodeID]memNode)
 	m.claims = make(map[streamname.Name]memClaim)
-	m.epochs = make(map[streamname.Name]uint64)
+	m.epochs = make(map[streamname.Name]memEpoch)
 	m.relays = make(map[streamname.Name]map[NodeID]memRelay)
 }
 
@@ -185,8 +192,14 @@ func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID) (Cl
 	if cur, ok := m.currentLocked(name, now); ok && cur.node != node && m.aliveLocked(cur.node, now) {
 		return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %s", name, ErrClaimed, cur.node)
 	}
-	m.epochs[name]++
-	epoch := m.epochs[name]
+	epoch := m.epochLocked(name, now) + 1
+	if epoch == 1 {
+		epoch = uint64(now.UnixMilli())
+	}
+	m.raiseEpochLocked(name, epoch, now)
+	if m.claimCalls++; m.claimCalls%256 == 0 {
+		m.sweepEpochsLocked(now)
+	}
 	m.claims[name] = memClaim{node: node, epoch: epoch, expires: now.Add(m.timeout)}
 	return Claim{Stream: name, Node: node, Epoch: epoch}, nil
 }
@@ -202,14 +215,39 @@ func (m *Memory) Renew(_ context.Context, c Claim) error {
 	switch m.fenceLocked(c, now) {
 	case fenceHeld:
 	case fenceVacant, fenceOlder:
-		// Restore the claim the registry forgot, and make sure the next
-		// claim of the name numbers above it.
-		m.epochs[c.Stream] = max(m.epochs[c.Stream], c.Epoch)
+		// Restore the claim the registry forgot; raising the counter
+		// below makes the next claim of the name number above it.
 	default:
 		return fmt.Errorf("cluster: renew %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
 	}
+	m.raiseEpochLocked(c.Stream, c.Epoch, now)
 	m.claims[c.Stream] = memClaim{node: c.Node, epoch: c.Epoch, expires: now.Add(m.timeout)}
 	return nil
+}
+
+// epochLocked returns the last epoch handed out for name, or 0 when the
+// registry remembers none.
+func (m *Memory) epochLocked(name streamname.Name, now time.Time) uint64 {
+	e, ok := m.epochs[name]
+	if !ok || !now.Before(e.expires) {
+		return 0
+	}
+	return e.last
+}
+
+// raiseEpochLocked makes name's counter at least epoch, remembered for
+// EpochTTL from now.
+func (m *Memory) raiseEpochLocked(name streamname.Name, epoch uint64, now time.Time) {
+	m.epochs[name] = memEpoch{last: max(m.epochLocked(name, now), epoch), expires: now.Add(EpochTTL)}
+}
+
+// sweepEpochsLocked forgets expired epoch counters.
+func (m *Memory) sweepEpochsLocked(now time.Time) {
+	for name, e := range m.epochs {
+		if !now.Before(e.expires) {
+			delete(m.epochs, name)
+		}
+	}
 }
 
 // Release implements Registry.
@@ -255,7 +293,7 @@ func (m *Memory) fenceLocked(c Claim, now time.Time) fence {
 	switch {
 	case ok && cur.node == c.Node && cur.epoch == c.Epoch:
 		return fenceHeld
-	case !ok && m.epochs[c.Stream] <= c.Epoch:
+	case !ok && m.epochLocked(c.Stream, now) <= c.Epoch:
 		return fenceVacant
 	case ok && cur.epoch < c.Epoch:
 		return fenceOlder

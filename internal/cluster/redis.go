@@ -124,9 +124,14 @@ func (r *Redis) relaysKey(name streamname.Name) string { return r.prefix + "rela
 // KEYS, because only the script knows who the owner is. In Redis Cluster
 // the hash-tagged prefix keeps it in the same slot as the declared keys.
 //
+// The epoch counter lives EpochTTL past the name's last claim or renewal. A
+// name without one starts from the store's clock in milliseconds, which has
+// moved on by more than any counter could have counted since: epochs only
+// grow, across expiry and across a store that restarted empty.
+//
 // KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
 // ARGV[1] claimant node, ARGV[2] lease (ms), ARGV[3] node key prefix,
-// ARGV[4] stream name.
+// ARGV[4] stream name, ARGV[5] the epoch counter's life (ms).
 // Returns {1, epoch} on success, {0, owner} when claimed.
 var claimScript = redis.NewScript(`
 local cur = redis.call("GET", KEYS[1])
@@ -136,8 +141,16 @@ if cur then
 		return {0, owner}
 	end
 end
-local epoch = redis.call("INCR", KEYS[2])
-redis.call("SET", KEYS[1], string.format("%d:%s", epoch, ARGV[1]), "PX", ARGV[2])
+local epoch
+if redis.call("EXISTS", KEYS[2]) == 1 then
+	epoch = redis.call("INCR", KEYS[2])
+else
+	local t = redis.call("TIME")
+	epoch = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	redis.call("SET", KEYS[2], string.format("%.0f", epoch))
+end
+redis.call("PEXPIRE", KEYS[2], ARGV[5])
+redis.call("SET", KEYS[1], string.format("%.0f:%s", epoch, ARGV[1]), "PX", ARGV[2])
 redis.call("SADD", KEYS[3], ARGV[4])
 redis.call("PEXPIRE", KEYS[3], ARGV[2])
 return {1, epoch}
@@ -165,15 +178,18 @@ end
 // renewScript extends a held claim, or restores one the store lost, when
 // the name is vacant (the counter is at most the claim's epoch) or held at
 // a lower epoch (which only data loss allows: the highest epoch wins), and
-// raises the epoch counter to it, so the next claim numbers above it.
-// ARGV[4] lease (ms). Returns 1 on success, 0 when lost.
+// raises the epoch counter to it, so the next claim numbers above it. The
+// counter's life starts again.
+// ARGV[4] lease (ms), ARGV[5] the epoch counter's life (ms).
+// Returns 1 on success, 0 when lost.
 var renewScript = redis.NewScript(luaFence + `
 if not held and not vacant and not older then
 	return 0
 end
-if (vacant or older) and tonumber(redis.call("GET", KEYS[2]) or "0") < tonumber(ARGV[2]) then
+if tonumber(redis.call("GET", KEYS[2]) or "0") < tonumber(ARGV[2]) then
 	redis.call("SET", KEYS[2], ARGV[2])
 end
+redis.call("PEXPIRE", KEYS[2], ARGV[5])
 redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[4])
 redis.call("SADD", KEYS[3], ARGV[3])
 redis.call("PEXPIRE", KEYS[3], ARGV[4])
@@ -549,7 +565,7 @@ func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID) (C
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	res, err := claimScript.Run(ctx, r.client, r.claimKeys(name),
-		string(node), r.leaseMS(), r.nodeKey(""), string(name)).Slice()
+		string(node), r.leaseMS(), r.nodeKey(""), string(name), EpochTTL.Milliseconds()).Slice()
 	if err != nil {
 		return Claim{}, unavailable("claim "+string(name), err)
 	}
@@ -574,7 +590,7 @@ func (r *Redis) Renew(ctx context.Context, c Claim) error {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	ok, err := renewScript.Run(ctx, r.client, r.claimKeys(c.Stream),
-		claimValue(c.Node, c.Epoch), c.Epoch, string(c.Stream), r.leaseMS()).Int()
+		claimValue(c.Node, c.Epoch), c.Epoch, string(c.Stream), r.leaseMS(), EpochTTL.Milliseconds()).Int()
 	if err != nil {
 		return unavailable("renew "+string(c.Stream), err)
 	}

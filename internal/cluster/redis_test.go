@@ -79,12 +79,14 @@ func TestRedisKeys(t *testing.T) {
 	rdb := reg.client
 	mustHeartbeat(t, reg, nodeA)
 	c := mustClaim(t, reg, nameA, nodeA)
+	wantFirstEpoch(t, c)
+	epoch := fmt.Sprint(c.Epoch)
 	if err := reg.SetRelay(bg, nameA, Relay{Node: nodeB, Upstream: nodeA}); err != nil {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]string{
-		"meshcast:claim:live/show":        "1:node-a",
-		"meshcast:epoch:live/show":        "1",
+		"meshcast:claim:live/show":        epoch + ":node-a",
+		"meshcast:epoch:live/show":        epoch,
 		"meshcast:relay:live/show:node-b": "node-a",
 	} {
 		if got, err := rdb.Get(bg, key).Result(); err != nil || got != want {
@@ -109,8 +111,8 @@ func TestRedisKeys(t *testing.T) {
 			t.Errorf("PTTL %s = %v, %v; want within (0, %v]", key, ttl, err, shortTimeout)
 		}
 	}
-	if ttl, err := rdb.PTTL(bg, "meshcast:epoch:live/show").Result(); err != nil || ttl != -1 {
-		t.Errorf("PTTL of the epoch counter = %v, %v; want none (-1)", ttl, err)
+	if ttl, err := rdb.PTTL(bg, "meshcast:epoch:live/show").Result(); err != nil || ttl <= EpochTTL-time.Minute || ttl > EpochTTL {
+		t.Errorf("PTTL of the epoch counter = %v, %v; want EpochTTL (%v)", ttl, err, EpochTTL)
 	}
 
 	// Listing prunes members whose record is gone; the epoch stays.
@@ -131,8 +133,19 @@ func TestRedisKeys(t *testing.T) {
 			t.Errorf("EXISTS %s = %d, %v after pruning; want 0", key, n, err)
 		}
 	}
-	if got, err := rdb.Get(bg, "meshcast:epoch:live/show").Result(); err != nil || got != "1" {
-		t.Errorf("epoch after release = %q, %v; want 1", got, err)
+	if got, err := rdb.Get(bg, "meshcast:epoch:live/show").Result(); err != nil || got != epoch {
+		t.Errorf("epoch after release = %q, %v; want %s", got, err, epoch)
+	}
+
+	// Once the counter expires, the name numbers from the store's clock
+	// again: above every epoch it had.
+	if err := rdb.Del(bg, "meshcast:epoch:live/show").Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // the store's clock moves past c's
+	c2 := mustClaim(t, reg, nameA, nodeA)
+	if c2.Epoch <= c.Epoch {
+		t.Errorf("claim after the counter expired: epoch %d, want above %d", c2.Epoch, c.Epoch)
 	}
 
 	// Another prefix is another registry on the same store.
@@ -141,9 +154,11 @@ func TestRedisKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg2.Close()
-	if c, err := reg2.Claim(bg, nameA, nodeB); err != nil || c.Epoch != 1 {
-		t.Fatalf("Claim under another prefix = %+v, %v; want epoch 1", c, err)
+	c, err = reg2.Claim(bg, nameA, nodeB)
+	if err != nil {
+		t.Fatalf("Claim under another prefix: %v", err)
 	}
+	wantFirstEpoch(t, c)
 	if n, err := rdb.Exists(bg, "other:claim:live/show").Result(); err != nil || n != 1 {
 		t.Fatalf("EXISTS other:claim:live/show = %d, %v", n, err)
 	}

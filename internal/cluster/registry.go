@@ -72,10 +72,11 @@ type Relay struct {
 	Upstream NodeID `json:"upstream"`
 }
 
-// Epochs are unique while the store keeps its counters; a store that
-// loses them (Redis without persistence, restarted) numbers new claims from
-// 1 again until owners re-assert theirs with Renew. Run Redis with
-// persistence where that matters.
+// Epochs are unique while the store keeps its counters. A name's first
+// epoch, and its first after the counter expired (EpochTTL) or the store
+// lost it (Redis without persistence, restarted), is the store's clock in
+// milliseconds; each claim after that adds one. Owners re-assert what a
+// store lost with Renew.
 
 // Errors callers branch on.
 var (
@@ -140,6 +141,11 @@ type Registry interface {
 	// anything from the store.
 	Close() error
 }
+
+// EpochTTL is how long a registry remembers a name's epoch counter after
+// its last claim or renewal. A name claimed again after that numbers from
+// the store's clock in milliseconds, so its epochs still only grow.
+const EpochTTL = 24 * time.Hour
 
 // DefaultNodeTimeout is how long a node stays alive, and a claim held,
 // without a heartbeat or a renewal.
