@@ -174,6 +174,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 	// batches as one vectored write each and needs no goroutine per viewer;
 	// behind HTTP/2 pump through the ResponseWriter instead.
 	pcfg := stream.PumpConfig{WriteTimeout: s.cfg.WriteTimeout, MergeWindow: s.cfg.MergeWindow, Nagle: s.cfg.Nagle}
+	if proto == hub.RelayProtocol {
+		// A link to another node is written as each packet is appended,
+		// with Nagle off, whatever this node's viewers get: that node's
+		// viewers wait for their own merge window, and a tier of relays
+		// then costs milliseconds, not a window each.
+		pcfg.MergeWindow, pcfg.Nagle = 0, false
+	}
 	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		ctx, cancel := context.WithCancel(s.ctx)

@@ -40,6 +40,12 @@ type env struct {
 
 func start(t *testing.T, hcfg hub.Config) *env {
 	t.Helper()
+	return startWith(t, hcfg, Config{})
+}
+
+// startWith is start with the server's configuration cfg.
+func startWith(t *testing.T, hcfg hub.Config, cfg Config) *env {
+	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	hcfg.Logger = quiet
 	h := hub.New(hcfg)
@@ -50,7 +56,8 @@ func start(t *testing.T, hcfg hub.Config) *env {
 	e := &env{h: h, pub: pub}
 	e.write(t, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, SeqHeader: true, Payload: avcC})
 	e.frame(t, true)
-	s := New(Config{Logger: quiet}, h)
+	cfg.Logger = quiet
+	s := New(cfg, h)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := streamname.Name(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), ".flv"))
 		if r.URL.Query().Has("pull") {
@@ -167,6 +174,41 @@ func TestServePullEnd(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.HasSuffix(rest, []byte("END")) {
 		t.Fatalf("after the stream ended: %q, %v; want the end bytes, then EOF", rest, err)
+	}
+}
+
+// A relay pull is written as each packet arrives, whatever the merge
+// window of the node's viewers, which wait for theirs.
+func TestServePullIgnoresMergeWindow(t *testing.T) {
+	e := startWith(t, hub.Config{}, Config{MergeWindow: time.Second})
+	open := func(url string) *flv.Reader {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		r := flv.NewReader(resp.Body)
+		if _, _, err := r.ReadHeader(); err != nil {
+			t.Fatal(err)
+		}
+		tags(t, r, 2) // the configuration and the keyframe, with the answer
+		return r
+	}
+	pull, viewer := open(e.url+"?pull"), open(e.url)
+	var viewerWait time.Duration
+	for i := range 3 {
+		e.frame(t, false)
+		sent := time.Now()
+		tags(t, pull, 1)
+		if d := time.Since(sent); d > 500*time.Millisecond {
+			t.Errorf("frame %d reached the pull %v after it was published; want it at once, not after the 1 s window", i, d)
+		}
+		tags(t, viewer, 1)
+		viewerWait = max(viewerWait, time.Since(sent))
+	}
+	if viewerWait < 500*time.Millisecond {
+		t.Errorf("the viewer waited at most %v for a frame; want its 1 s merge window in force", viewerWait)
 	}
 }
 
