@@ -167,12 +167,16 @@ func (o owner) Claim(name streamname.Name) (func(), error) {
 
 type upstream struct{ a *App }
 
-func (u upstream) Pull(name streamname.Name) error {
+func (u upstream) Pull(name streamname.Name, via []string) error {
 	r := u.a.relays.Load()
 	if r == nil {
 		return hub.ErrNotFound
 	}
-	return r.Pull(name)
+	ids := make([]cluster.NodeID, len(via))
+	for i, id := range via {
+		ids[i] = cluster.NodeID(id)
+	}
+	return r.Pull(name, ids)
 }
 
 // servePull serves a stream to another node of the cluster, for requests
@@ -189,8 +193,20 @@ func (a *App) servePull(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	chain, err := cluster.ParseVia(r, cluster.NodeID(a.nodeID()))
+	if err != nil {
+		// This node is already in the pull's chain: relays configured in
+		// a circle. The puller goes to the owner instead.
+		a.log.Warn("pull refused: it came round to this node again", "stream", name, "node", from, "err", err)
+		http.Error(w, err.Error(), http.StatusLoopDetected)
+		return
+	}
+	via := make([]string, len(chain))
+	for i, id := range chain {
+		via[i] = string(id)
+	}
 	a.log.Debug("pull", "stream", name, "node", from)
-	a.flv.ServePull(w, r, name, hub.RelayProtocol, cluster.EndTag())
+	a.flv.ServePull(w, r, name, hub.RelayProtocol, cluster.EndTag(), via)
 }
 
 // loadWindow is the shortest span the load meter turns into rates. The

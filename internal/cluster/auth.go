@@ -18,9 +18,22 @@ const (
 	HeaderNode = "X-Meshcast-Node"
 	// HeaderAuth carries "UNIXTIME:HEXMAC", the HMAC-SHA256 under the
 	// cluster secret of the node, the time and the request path, so the
-	// secret never travels and a captured request goes stale.
+	// secret never travels and a captured request goes stale. A request
+	// with a HeaderVia has it signed too.
 	HeaderAuth = "X-Meshcast-Auth"
+	// HeaderVia lists, comma-separated, the nodes a relay pull passed
+	// through before the one sending it, first asker first: a node that
+	// finds itself there answers 508 (see ParseVia), so relays never pull
+	// in a circle.
+	HeaderVia = "X-Meshcast-Via"
 )
+
+// MaxVia bounds the nodes a pull's via chain lists: deeper trees are
+// refused as loops.
+const MaxVia = 16
+
+// ErrLoop answers a pull whose via chain holds the node it reached.
+var ErrLoop = errors.New("relay loop: the pull came back to a node it passed")
 
 // maxSkew is how far a pull request's time may be from the receiver's.
 const maxSkew = time.Minute
@@ -28,11 +41,56 @@ const maxSkew = time.Minute
 // ErrUnauthorized refuses a pull that is not signed with the cluster secret.
 var ErrUnauthorized = errors.New("not signed with the cluster secret")
 
-// SignPull signs req as a pull by node at now.
+// SignPull signs req as a pull by node at now, with its via chain if it
+// has one.
 func SignPull(req *http.Request, secret string, node NodeID, now time.Time) {
 	ts := strconv.FormatInt(now.Unix(), 10)
 	req.Header.Set(HeaderNode, string(node))
-	req.Header.Set(HeaderAuth, ts+":"+hex.EncodeToString(pullMAC(secret, string(node), ts, req.URL.EscapedPath())))
+	req.Header.Set(HeaderAuth, ts+":"+hex.EncodeToString(pullMAC(secret, string(node), ts, req.URL.EscapedPath(), req.Header.Get(HeaderVia))))
+}
+
+// SetVia sets req's via chain: the nodes before the sender, which
+// PeerClient signs with the rest.
+func SetVia(req *http.Request, via []NodeID) {
+	if len(via) == 0 {
+		req.Header.Del(HeaderVia)
+		return
+	}
+	ids := make([]string, len(via))
+	for i, n := range via {
+		ids[i] = string(n)
+	}
+	req.Header.Set(HeaderVia, strings.Join(ids, ","))
+}
+
+// ParseVia returns the full chain of a signed pull r that reached self:
+// its via chain and the node that sent it. It fails with ErrLoop when
+// self is in it, or it is longer than MaxVia.
+func ParseVia(r *http.Request, self NodeID) ([]NodeID, error) {
+	var via []NodeID
+	if v := r.Header.Get(HeaderVia); v != "" {
+		for id := range strings.SplitSeq(v, ",") {
+			via = append(via, NodeID(id))
+		}
+	}
+	via = append(via, NodeID(r.Header.Get(HeaderNode)))
+	if len(via) > MaxVia {
+		return nil, fmt.Errorf("%w: %d nodes deep", ErrLoop, len(via))
+	}
+	for _, id := range via {
+		if id == self {
+			return nil, fmt.Errorf("%w: %s", ErrLoop, joinVia(via))
+		}
+	}
+	return via, nil
+}
+
+func joinVia(via []NodeID) string {
+	ids := make([]string, len(via))
+	for i, n := range via {
+		ids[i] = string(n)
+	}
+	return strings.Join(ids, " > ")
 }
 
 // VerifyPull checks r's signature at now and returns the pulling node.
@@ -51,7 +109,7 @@ func VerifyPull(r *http.Request, secret string, now time.Time) (NodeID, error) {
 	if d := now.Sub(time.Unix(ts, 0)); d > maxSkew || d < -maxSkew {
 		return "", fmt.Errorf("%w: signed %v from now", ErrUnauthorized, d.Round(time.Second))
 	}
-	want := pullMAC(secret, node, strconv.FormatInt(ts, 10), r.URL.EscapedPath())
+	want := pullMAC(secret, node, strconv.FormatInt(ts, 10), r.URL.EscapedPath(), r.Header.Get(HeaderVia))
 	if !hmac.Equal(mac, want) {
 		return "", fmt.Errorf("%w: signature mismatch", ErrUnauthorized)
 	}
@@ -75,8 +133,11 @@ func parseAuth(v string) (unix int64, mac []byte, err error) {
 	return unix, mac, nil
 }
 
-func pullMAC(secret, node, ts, path string) []byte {
+func pullMAC(secret, node, ts, path, via string) []byte {
 	h := hmac.New(sha256.New, []byte(secret))
 	h.Write([]byte(node + "\n" + ts + "\n" + path))
+	if via != "" {
+		h.Write([]byte("\n" + via))
+	}
 	return h.Sum(nil)
 }

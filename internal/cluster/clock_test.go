@@ -122,7 +122,7 @@ func TestRelayGivesUpOnItsClock(t *testing.T) {
 	m := NewRelays(RelayConfig{Self: "self", Registry: reg, Idle: 10 * time.Second, Clock: clk,
 		Logger: slog.New(slog.DiscardHandler)}, hubOf{})
 	defer m.Close()
-	if err := m.Pull(name); err != nil {
+	if err := m.Pull(name, nil); err != nil {
 		t.Fatalf("Pull: %v", err)
 	}
 	running := func() bool {

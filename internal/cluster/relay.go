@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,7 @@ type relay struct {
 	err      error
 	pub      *stream.Publisher
 	upstream atomic.Value // NodeID pulled from now, "" while reconnecting
+	via      []NodeID     // the nodes before this one in the pull that asked first
 }
 
 // NewRelays creates a node's relay manager.
@@ -151,8 +153,11 @@ func (m *Relays) Close() {
 }
 
 // Pull starts relaying name into the hub unless a relay of it runs
-// already. It fails when no live node has the stream.
-func (m *Relays) Pull(name streamname.Name) error {
+// already. It fails when no live node has the stream. via is the chain of
+// nodes a pull that asked for the stream passed (ParseVia), none for a
+// viewer of this node: the relay's own pulls carry it on, and it never
+// pulls from a node in it.
+func (m *Relays) Pull(name streamname.Name, via []NodeID) error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -163,7 +168,7 @@ func (m *Relays) Pull(name streamname.Name) error {
 		<-r.ready
 		return r.err
 	}
-	r := &relay{name: name, ready: make(chan struct{})}
+	r := &relay{name: name, ready: make(chan struct{}), via: via}
 	r.upstream.Store(NodeID(""))
 	m.active[name] = r
 	m.mu.Unlock()
@@ -180,7 +185,7 @@ func (m *Relays) Pull(name streamname.Name) error {
 func (m *Relays) open(r *relay) error {
 	ctx, cancel := context.WithTimeout(m.ctx, lookupTimeout)
 	defer cancel()
-	up, err := m.choose(ctx, r.name)
+	up, err := m.choose(ctx, r, false)
 	if err != nil {
 		return err
 	}
@@ -219,10 +224,12 @@ func (m *Relays) Active() map[streamname.Name]NodeID {
 	return out
 }
 
-// choose finds the node to pull name from: a live parent, else (in a
+// choose finds the node to pull r's stream from: a live parent, else (in a
 // mesh) a peer relaying it from its owner, same region first, else the
-// owner itself.
-func (m *Relays) choose(ctx context.Context, name streamname.Name) (Node, error) {
+// owner itself; only the owner when direct. A node in r's via chain is
+// never chosen but as the owner.
+func (m *Relays) choose(ctx context.Context, r *relay, direct bool) (Node, error) {
+	name := r.name
 	reg := m.cfg.Registry
 	owner, err := reg.Owner(ctx, name)
 	if err != nil {
@@ -232,15 +239,15 @@ func (m *Relays) choose(ctx context.Context, name streamname.Name) (Node, error)
 		return Node{}, fmt.Errorf("%w: %s is owned by this node", ErrNotFound, name)
 	}
 	for _, p := range m.cfg.Parents {
-		if p == m.cfg.Self {
+		if direct || p == m.cfg.Self || slices.Contains(r.via, p) {
 			continue
 		}
 		if n, err := reg.Node(ctx, p); err == nil && n.State == StateServing {
 			return n, nil
 		}
 	}
-	if m.cfg.Mesh {
-		if n, ok := m.peer(ctx, name, owner.Node); ok {
+	if m.cfg.Mesh && !direct {
+		if n, ok := m.peer(ctx, name, owner.Node); ok && !slices.Contains(r.via, n.ID) {
 			return n, nil
 		}
 	}
@@ -295,6 +302,7 @@ func (m *Relays) run(r *relay, up Node) {
 	go m.watchIdle(ctx, cancel, r, log)
 
 	delivered := false // a session delivered packets: the next one restarts
+	direct := false    // an upstream answered that a pull looped: owner only
 	backoff := 100 * time.Millisecond
 	lastUp := m.cfg.Clock.Now()
 	for {
@@ -313,8 +321,12 @@ func (m *Relays) run(r *relay, up Node) {
 				return
 			case errors.Is(err, stream.ErrClosed):
 				return // a local publisher took the stream over
+			case errors.Is(err, ErrLoop):
+				direct = true
+				log.Warn("relay pull came back round to a node it passed; pulling from the owner from now on", "upstream", up.ID, "err", err)
+			default:
+				log.Warn("relay upstream lost; looking for the stream again", "upstream", up.ID, "err", err)
 			}
-			log.Warn("relay upstream lost; looking for the stream again", "upstream", up.ID, "err", err)
 		}
 		if m.cfg.Clock.Now().Sub(lastUp) > m.cfg.Idle {
 			log.Info("relay ending: no node has had the stream", "for", m.cfg.Idle)
@@ -328,7 +340,7 @@ func (m *Relays) run(r *relay, up Node) {
 		backoff = min(2*backoff, maxBackoff)
 		lctx, lcancel := context.WithTimeout(ctx, lookupTimeout)
 		var err error
-		up, err = m.choose(lctx, r.name)
+		up, err = m.choose(lctx, r, direct)
 		lcancel()
 		if err != nil {
 			up = Node{}
@@ -377,6 +389,7 @@ func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) 
 	if err != nil {
 		return false, false, err
 	}
+	SetVia(req, r.via)
 	// The response head must come within headerTimeout; the body may last.
 	head := time.AfterFunc(headerTimeout, cancel)
 	resp, err := m.client.Do(req)
@@ -390,7 +403,11 @@ func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) 
 		return false, false, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusLoopDetected:
+		return false, false, fmt.Errorf("%w: upstream %s answered %s", ErrLoop, up.ID, resp.Status)
+	default:
 		return false, false, fmt.Errorf("upstream answered %s", resp.Status)
 	}
 	// An upstream that goes silent is as good as gone.

@@ -3,10 +3,19 @@ package cluster
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
+	"github.com/meshcast/meshcast/internal/testutil"
 )
 
 func mediaData(body []byte) media.Packet {
@@ -55,7 +64,7 @@ func TestRelayChoosesUpstream(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Self, tc.cfg.Registry = "self", reg
-			n, err := NewRelays(tc.cfg, nil).choose(ctx, name)
+			n, err := NewRelays(tc.cfg, nil).choose(ctx, &relay{name: name}, false)
 			if err != nil || n.ID != tc.want || n.HTTPAddr != string(tc.want)+":8080" {
 				t.Errorf("choose = %+v, %v; want %s", n, err, tc.want)
 			}
@@ -63,20 +72,20 @@ func TestRelayChoosesUpstream(t *testing.T) {
 	}
 
 	m := NewRelays(RelayConfig{Self: "self", Registry: reg}, nil)
-	if _, err := m.choose(ctx, "live/nothing"); !errors.Is(err, ErrNotFound) {
+	if _, err := m.choose(ctx, &relay{name: "live/nothing"}, false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a stream nobody owns: %v, want ErrNotFound", err)
 	}
 	mine := streamname.Name("live/mine")
 	if _, err := reg.Claim(ctx, mine, "self"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.choose(ctx, mine); !errors.Is(err, ErrNotFound) {
+	if _, err := m.choose(ctx, &relay{name: mine}, false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a stream this node owns: %v, want ErrNotFound", err)
 	}
 	if err := reg.Leave(ctx, "owner"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.choose(ctx, name); !errors.Is(err, ErrNotFound) {
+	if _, err := m.choose(ctx, &relay{name: name}, false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("an owner that left: %v, want ErrNotFound", err)
 	}
 }
@@ -94,5 +103,89 @@ func TestEndTag(t *testing.T) {
 	}
 	if p := mediaData([]byte{2, 0, 10, 'o', 'n', 'M', 'e', 't', 'a', 'D', 'a', 't', 'a'}); isEnd(&p) {
 		t.Error("onMetaData taken for the end")
+	}
+}
+
+// recordingHub opens relayed streams and keeps them.
+type recordingHub struct {
+	mu      sync.Mutex
+	streams map[streamname.Name]*stream.Stream
+}
+
+func (h *recordingHub) OpenRelay(name streamname.Name, from string) (*stream.Publisher, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := stream.New(name, stream.Config{})
+	h.streams[name] = s
+	return s.Attach(stream.PublisherInfo{Protocol: "relay", RemoteAddr: from})
+}
+
+func (h *recordingHub) get(name streamname.Name) *stream.Stream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams[name]
+}
+
+// A parent that answers that the pull came round to it again (508) is
+// given up: the relay pulls from the owner, carrying the chain it was
+// asked with, and the stream flows.
+func TestRelayFallsBackToOwnerOnLoop(t *testing.T) {
+	const secret = "a-cluster-secret-for-tests"
+	const name = streamname.Name("live/loop")
+	ctx := context.Background()
+	var parentVia, ownerVia atomic.Value
+	parent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parentVia.Store(r.Header.Get(HeaderVia))
+		if _, err := VerifyPull(r, secret, time.Now()); err != nil {
+			t.Errorf("parent: %v", err)
+		}
+		http.Error(w, "loop", http.StatusLoopDetected)
+	}))
+	defer parent.Close()
+	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ownerVia.Store(r.Header.Get(HeaderVia))
+		if _, err := VerifyPull(r, secret, time.Now()); err != nil {
+			t.Errorf("owner: %v", err)
+		}
+		w.Write([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"))
+		w.Write(flv.AppendTag(nil, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: 40,
+			Payload: []byte{0, 0, 0, 2, 0x65, 0x88}}))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer owner.Close()
+
+	reg := NewMemory(MemoryConfig{})
+	for id, srv := range map[NodeID]*httptest.Server{"owner": owner, "parent": parent} {
+		if err := reg.Heartbeat(ctx, Node{ID: id, State: StateServing, HTTPAddr: srv.Listener.Addr().String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := reg.Claim(ctx, name, "owner"); err != nil {
+		t.Fatal(err)
+	}
+	h := &recordingHub{streams: map[streamname.Name]*stream.Stream{}}
+	m := NewRelays(RelayConfig{Self: "edge", Registry: reg, Secret: secret, Parents: []NodeID{"parent"},
+		Logger: slog.New(slog.DiscardHandler)}, h)
+	defer m.Close()
+	if err := m.Pull(name, []NodeID{"viewer-node"}); err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the relayed stream to get the owner's keyframe", func() bool {
+		s := h.get(name)
+		if s == nil {
+			return false
+		}
+		_, ok := s.LastDTS()
+		return ok
+	})
+	if got := m.Active()[name]; got != "owner" {
+		t.Errorf("relay pulls from %q, want the owner", got)
+	}
+	if v, _ := parentVia.Load().(string); v != "viewer-node" {
+		t.Errorf("pull to the parent carried via %q, want viewer-node", v)
+	}
+	if v, _ := ownerVia.Load().(string); v != "viewer-node" {
+		t.Errorf("pull to the owner carried via %q, want viewer-node", v)
 	}
 }

@@ -38,8 +38,9 @@ type Owner interface {
 // cluster.
 type Upstream interface {
 	// Pull starts relaying name into the hub through OpenRelay, or fails
-	// when no node has it.
-	Pull(name streamname.Name) error
+	// when no node has it. via lists the nodes that a pull asking for the
+	// stream passed, none for a viewer of this node (see NewReaderVia).
+	Pull(name streamname.Name, via []string) error
 }
 
 // Config configures a Hub.
@@ -310,12 +311,19 @@ func (h *Hub) end(name streamname.Name, sl *slot) {
 // NewReader attaches a reader of the given protocol to a stream on this
 // node, relaying it from another node first when the hub has an Upstream.
 func (h *Hub) NewReader(name streamname.Name, proto string) (*stream.Reader, error) {
+	return h.NewReaderVia(name, proto, nil)
+}
+
+// NewReaderVia is NewReader for another node's pull that passed the nodes
+// via: a relay it starts carries them on, so relays never pull in a
+// circle.
+func (h *Hub) NewReaderVia(name streamname.Name, proto string, via []string) (*stream.Reader, error) {
 	h.mu.Lock()
 	sl := h.streams[name]
 	closed := h.closed
 	h.mu.Unlock()
 	if sl == nil && !closed && h.cfg.Upstream != nil {
-		if err := h.cfg.Upstream.Pull(name); err != nil {
+		if err := h.cfg.Upstream.Pull(name, via); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
 		h.mu.Lock()

@@ -215,7 +215,7 @@ type upstream struct {
 	relay *stream.Publisher
 }
 
-func (u *upstream) Pull(name streamname.Name) error {
+func (u *upstream) Pull(name streamname.Name, _ []string) error {
 	u.pulls++
 	if u.fail != nil {
 		return u.fail

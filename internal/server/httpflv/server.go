@@ -27,6 +27,7 @@ import (
 // Hub is what the HTTP-FLV server needs from the node's stream table.
 type Hub interface {
 	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
+	NewReaderVia(name streamname.Name, proto string, via []string) (*stream.Reader, error)
 	Get(name streamname.Name) *stream.Stream
 	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
@@ -122,16 +123,17 @@ func appendHead(b []byte, h http.Header) []byte {
 
 // ServeStream sends stream name as FLV until the stream ends or the viewer leaves.
 func (s *Server) ServeStream(w http.ResponseWriter, r *http.Request, name streamname.Name) {
-	s.serve(w, r, name, "flv", nil)
+	s.serve(w, r, name, "flv", nil, nil)
 }
 
 // ServePull sends stream name as FLV to another node relaying it (reader
-// protocol proto), followed by end when the stream ends here.
-func (s *Server) ServePull(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string, end []byte) {
-	s.serve(w, r, name, proto, end)
+// protocol proto), followed by end when the stream ends here. via lists
+// the nodes the pull passed, the puller last (see hub.NewReaderVia).
+func (s *Server) ServePull(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string, end []byte, via []string) {
+	s.serve(w, r, name, proto, end, via)
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string, end []byte) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string, end []byte, via []string) {
 	if proto == "flv" && websocket.IsWebSocketUpgrade(r) {
 		s.serveWebSocket(w, r, name)
 		return
@@ -146,7 +148,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 			return
 		}
 	}
-	rd, err := s.hub.NewReader(name, proto)
+	rd, err := s.hub.NewReaderVia(name, proto, via)
 	if err != nil {
 		place.Release()
 		http.Error(w, "stream not found", http.StatusNotFound)

@@ -61,7 +61,7 @@ func startWith(t *testing.T, hcfg hub.Config, cfg Config) *env {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := streamname.Name(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), ".flv"))
 		if r.URL.Query().Has("pull") {
-			s.ServePull(w, r, name, "relay", []byte("END"))
+			s.ServePull(w, r, name, "relay", []byte("END"), nil)
 			return
 		}
 		s.ServeStream(w, r, name)
@@ -268,7 +268,7 @@ func TestViewersPerIP(t *testing.T) {
 // stream.
 type countingUpstream struct{ pulls atomic.Int32 }
 
-func (u *countingUpstream) Pull(streamname.Name) error {
+func (u *countingUpstream) Pull(streamname.Name, []string) error {
 	u.pulls.Add(1)
 	return errors.New("no node has it")
 }
