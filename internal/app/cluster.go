@@ -118,6 +118,7 @@ func (a *App) startCluster() {
 	m := cluster.NewMember(cluster.MemberConfig{
 		Self:     self,
 		Registry: a.registry,
+		Secret:   cfg.ClusterSecret,
 		Load:     newLoadMeter(a.Hub, a.sender).load,
 		Relays:   active,
 		OnLost:   a.Hub.Revoke,
@@ -157,12 +158,12 @@ func (a *App) relayUpstreams() int {
 // at Start.
 type owner struct{ a *App }
 
-func (o owner) Claim(name streamname.Name) (func(), error) {
+func (o owner) Claim(name streamname.Name, credential string) (func(), error) {
 	m := o.a.member.Load()
 	if m == nil {
 		return nil, errors.New("node not started")
 	}
-	return m.Claim(name)
+	return m.Claim(name, credential)
 }
 
 type upstream struct{ a *App }

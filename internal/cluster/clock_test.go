@@ -25,7 +25,7 @@ func TestMemoryExpiryOnItsClock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c, err := reg.Claim(ctx, name, "a")
+	c, err := reg.Claim(ctx, name, "a", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestMemoryExpiryOnItsClock(t *testing.T) {
 		t.Fatalf("relays at their timeout: %v", rs)
 	}
 	// The claim's lease still runs, but its node is dead: node-b takes it.
-	cb, err := reg.Claim(ctx, name, "b")
+	cb, err := reg.Claim(ctx, name, "b", "")
 	if err != nil || cb.Epoch <= c.Epoch {
 		t.Fatalf("claim by node-b after node-a died: %+v, %v", cb, err)
 	}
@@ -76,7 +76,7 @@ func TestMemoryExpiryOnItsClock(t *testing.T) {
 	if err := reg.Heartbeat(ctx, Node{ID: "b", State: StateServing}); err != nil {
 		t.Fatal(err)
 	}
-	next, err := reg.Claim(ctx, name, "b")
+	next, err := reg.Claim(ctx, name, "b", "")
 	if err != nil || next.Epoch != cb.Epoch+1 {
 		t.Fatalf("claim before the counter expires: %+v, %v; want epoch %d", next, err, cb.Epoch+1)
 	}
@@ -87,7 +87,7 @@ func TestMemoryExpiryOnItsClock(t *testing.T) {
 	if err := reg.Heartbeat(ctx, Node{ID: "b", State: StateServing}); err != nil {
 		t.Fatal(err)
 	}
-	later, err := reg.Claim(ctx, name, "b")
+	later, err := reg.Claim(ctx, name, "b", "")
 	if err != nil || later.Epoch != uint64(clk.Now().UnixMilli()) || later.Epoch <= next.Epoch {
 		t.Fatalf("claim after the counter expired: %+v, %v; want epoch %d, above %d", later, err, clk.Now().UnixMilli(), next.Epoch)
 	}
@@ -116,7 +116,7 @@ func TestRelayGivesUpOnItsClock(t *testing.T) {
 	if err := reg.Heartbeat(ctx, Node{ID: "owner", State: StateServing, HTTPAddr: "127.0.0.1:1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.Claim(ctx, name, "owner"); err != nil {
+	if _, err := reg.Claim(ctx, name, "owner", ""); err != nil {
 		t.Fatal(err)
 	}
 	m := NewRelays(RelayConfig{Self: "self", Registry: reg, Idle: 10 * time.Second, Clock: clk,

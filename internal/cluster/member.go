@@ -20,6 +20,9 @@ type MemberConfig struct {
 	Self Node
 	// Registry is the cluster's registry.
 	Registry Registry
+	// Secret is the cluster secret, under which claims keep publishers'
+	// credentials (CredentialOf).
+	Secret string
 	// Load reports the node's live load for each heartbeat; nil sends none.
 	Load func() Load
 	// Relays reports the streams this node relays now, refreshed in the
@@ -74,8 +77,18 @@ func (m *Member) ID() NodeID { return m.cfg.Self.ID }
 
 // Start sends the first heartbeat and keeps heartbeating until Close. A
 // registry that cannot be reached is logged, not fatal: the node serves
-// what it has and joins when the registry answers.
+// what it has and joins when the registry answers. It also watches the
+// registry's claims, so a claim another node takes over is given up at
+// once rather than at the next renewal.
 func (m *Member) Start() {
+	claimed := m.cfg.Registry.Claimed(m.ctx)
+	m.wg.Go(func() {
+		for c := range claimed {
+			if c.Node != m.cfg.Self.ID {
+				m.lose(c.Stream, c.Epoch, c.Node)
+			}
+		}
+	})
 	m.beat()
 	m.wg.Add(1)
 	go func() {
@@ -118,16 +131,24 @@ func (m *Member) Drain() {
 }
 
 // Claim makes this node the owner of name (see Registry.Claim) and keeps
-// the claim renewed until release is called.
-func (m *Member) Claim(name streamname.Name) (release func(), err error) {
-	c, err := m.cfg.Registry.Claim(m.ctx, name, m.cfg.Self.ID)
+// the claim renewed until release is called. presented is the
+// publisher's credential digest (empty for none): another node's
+// publisher presenting the same takes the claim over at once.
+func (m *Member) Claim(name streamname.Name, presented string) (release func(), err error) {
+	c, err := m.cfg.Registry.Claim(m.ctx, name, m.cfg.Self.ID, CredentialOf(m.cfg.Secret, presented))
 	if err != nil {
 		return nil, err
 	}
+	from := c.From
+	c.From = ""
 	m.mu.Lock()
 	m.claims[name] = c
 	m.mu.Unlock()
-	m.log.Info("stream claimed", "stream", name, "epoch", c.Epoch)
+	if from != "" {
+		m.log.Info("stream taken over: its publisher came here with the live claim's credentials", "stream", name, "from", from, "epoch", c.Epoch)
+	} else {
+		m.log.Info("stream claimed", "stream", name, "epoch", c.Epoch)
+	}
 	var once sync.Once
 	return func() { once.Do(func() { m.release(c) }) }, nil
 }
@@ -186,15 +207,7 @@ func (m *Member) beat() {
 		err := m.cfg.Registry.Renew(m.ctx, c)
 		switch {
 		case errors.Is(err, ErrLost):
-			m.mu.Lock()
-			if cur, ok := m.claims[c.Stream]; ok && cur.Epoch == c.Epoch {
-				delete(m.claims, c.Stream)
-			}
-			m.mu.Unlock()
-			m.log.Warn("stream claim lost to a newer owner", "stream", c.Stream, "epoch", c.Epoch)
-			if m.cfg.OnLost != nil {
-				m.cfg.OnLost(c.Stream)
-			}
+			m.lose(c.Stream, c.Epoch+1, "")
 		case err != nil:
 			m.setReachable(err)
 		}
@@ -203,6 +216,25 @@ func (m *Member) beat() {
 		for name, up := range m.cfg.Relays() {
 			m.cfg.Registry.SetRelay(m.ctx, name, Relay{Node: n.ID, Upstream: up})
 		}
+	}
+}
+
+// lose gives up this node's claim of name if it is older than epoch: a
+// newer claim (by node, when known) exists. OnLost tells the node to stop
+// serving the name.
+func (m *Member) lose(name streamname.Name, epoch uint64, node NodeID) {
+	m.mu.Lock()
+	cur, ok := m.claims[name]
+	if ok && cur.Epoch < epoch {
+		delete(m.claims, name)
+	}
+	m.mu.Unlock()
+	if !ok || cur.Epoch >= epoch {
+		return
+	}
+	m.log.Warn("stream claim lost to a newer owner", "stream", name, "epoch", cur.Epoch, "owner", node)
+	if m.cfg.OnLost != nil {
+		m.cfg.OnLost(name)
 	}
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	if n, err := reg.Node(ctx, "node-a"); err != nil || n.Load.Viewers != 7 || n.State != StateServing {
 		t.Fatalf("node after Start: %+v, %v", n, err)
 	}
-	release, err := m.Claim(name)
+	release, err := m.Claim(name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	if err := reg.Heartbeat(ctx, Node{ID: "node-b"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.Claim(ctx, name, "node-b"); err != nil {
+	if _, err := reg.Claim(ctx, name, "node-b", ""); err != nil {
 		t.Fatal(err)
 	}
 	beat()
@@ -94,5 +95,49 @@ func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	nodes, _ := reg.Nodes(ctx)
 	if slices.ContainsFunc(nodes, func(n Node) bool { return n.ID == "node-a" }) {
 		t.Errorf("node-a still listed after Close: %v", nodes)
+	}
+}
+
+// A member whose claim another node takes over with the publisher's
+// credential gives it up as soon as the registry publishes the takeover,
+// without waiting for its next renewal.
+func TestMemberFencedByTakeover(t *testing.T) {
+	ctx := context.Background()
+	const name = streamname.Name("live/fenced")
+	const secret = "a-cluster-secret-for-tests"
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	reg := NewMemory(MemoryConfig{NodeTimeout: 5 * time.Second, Clock: clk})
+	lost := make(chan streamname.Name, 1)
+	m := NewMember(MemberConfig{
+		Self: Node{ID: "node-a"}, Registry: reg, Secret: secret, Clock: clk,
+		OnLost: func(n streamname.Name) { lost <- n },
+	})
+	m.Start()
+	defer m.Close()
+	release, err := m.Claim(name, "publish-key-digest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := reg.Heartbeat(ctx, Node{ID: "node-b", State: StateServing}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Claim(ctx, name, "node-b", CredentialOf(secret, "another-digest")); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("takeover with another credential: %v, want ErrClaimed", err)
+	}
+	c, err := reg.Claim(ctx, name, "node-b", CredentialOf(secret, "publish-key-digest"))
+	if err != nil || c.From != "node-a" {
+		t.Fatalf("takeover with the publisher's credential: %+v, %v", c, err)
+	}
+	select {
+	case n := <-lost:
+		if n != name {
+			t.Fatalf("lost %s, want %s", n, name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the member was not fenced by the takeover (its clock never moved: no renewal told it)")
+	}
+	if len(m.Claims()) != 0 {
+		t.Fatalf("claims after the takeover: %v", m.Claims())
 	}
 }

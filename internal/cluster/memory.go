@@ -44,6 +44,8 @@ type Memory struct {
 	epochs     map[streamname.Name]memEpoch
 	claimCalls int // sweeps of expired epochs are counted in claims
 	relays     map[streamname.Name]map[NodeID]memRelay
+
+	feed claimFeed
 }
 
 var _ Registry = (*Memory)(nil)
@@ -56,6 +58,7 @@ type memNode struct {
 type memClaim struct {
 	node    NodeID
 	epoch   uint64
+	cred    Credential
 	expires time.Time
 }
 
@@ -182,15 +185,22 @@ func (m *Memory) currentLocked(name streamname.Name, now time.Time) (memClaim, b
 }
 
 // Claim implements Registry.
-func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID) (Claim, error) {
+func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID, cred Credential) (Claim, error) {
 	if node == "" {
 		return Claim{}, errEmptyNode("claim " + string(name))
+	}
+	if len(cred) > maxCredLen {
+		return Claim{}, fmt.Errorf("cluster: claim %s: credential of %d bytes", name, len(cred))
 	}
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var from NodeID
 	if cur, ok := m.currentLocked(name, now); ok && cur.node != node && m.aliveLocked(cur.node, now) {
-		return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %s", name, ErrClaimed, cur.node)
+		if cred == "" || cred != cur.cred {
+			return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %s", name, ErrClaimed, cur.node)
+		}
+		from = cur.node // the same publisher, come back elsewhere
 	}
 	epoch := m.epochLocked(name, now) + 1
 	if epoch == 1 {
@@ -200,8 +210,10 @@ func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID) (Cl
 	if m.claimCalls++; m.claimCalls%256 == 0 {
 		m.sweepEpochsLocked(now)
 	}
-	m.claims[name] = memClaim{node: node, epoch: epoch, expires: now.Add(m.timeout)}
-	return Claim{Stream: name, Node: node, Epoch: epoch}, nil
+	m.claims[name] = memClaim{node: node, epoch: epoch, cred: cred, expires: now.Add(m.timeout)}
+	c := Claim{Stream: name, Node: node, Epoch: epoch, Cred: cred, From: from}
+	m.feed.publish(c)
+	return c, nil
 }
 
 // Renew implements Registry.
@@ -221,7 +233,7 @@ func (m *Memory) Renew(_ context.Context, c Claim) error {
 		return fmt.Errorf("cluster: renew %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
 	}
 	m.raiseEpochLocked(c.Stream, c.Epoch, now)
-	m.claims[c.Stream] = memClaim{node: c.Node, epoch: c.Epoch, expires: now.Add(m.timeout)}
+	m.claims[c.Stream] = memClaim{node: c.Node, epoch: c.Epoch, cred: c.Cred, expires: now.Add(m.timeout)}
 	return nil
 }
 
@@ -310,7 +322,7 @@ func (m *Memory) Owner(_ context.Context, name streamname.Name) (Claim, error) {
 	if !ok {
 		return Claim{}, fmt.Errorf("cluster: owner of %s: %w", name, ErrNotFound)
 	}
-	return Claim{Stream: name, Node: cur.node, Epoch: cur.epoch}, nil
+	return Claim{Stream: name, Node: cur.node, Epoch: cur.epoch, Cred: cur.cred}, nil
 }
 
 // Claims implements Registry.
@@ -321,7 +333,7 @@ func (m *Memory) Claims(context.Context) ([]Claim, error) {
 	claims := make([]Claim, 0, len(m.claims))
 	for name, c := range m.claims {
 		if now.Before(c.expires) {
-			claims = append(claims, Claim{Stream: name, Node: c.node, Epoch: c.epoch})
+			claims = append(claims, Claim{Stream: name, Node: c.node, Epoch: c.epoch, Cred: c.cred})
 		}
 	}
 	slices.SortFunc(claims, func(a, b Claim) int { return cmp.Compare(a.Stream, b.Stream) })
@@ -377,6 +389,9 @@ func (m *Memory) Relays(_ context.Context, name streamname.Name) ([]Relay, error
 // Close implements Registry. A Memory holds no connections; its records
 // stay readable after Close.
 func (m *Memory) Close() error { return nil }
+
+// Claimed implements Registry.
+func (m *Memory) Claimed(ctx context.Context) <-chan Claim { return m.feed.subscribe(ctx, nil) }
 
 // errEmptyNode refuses a record without a node ID: it would name nobody,
 // and in Redis it would collide with the prefix's own keys.

@@ -84,6 +84,14 @@ type Redis struct {
 	prefix    string
 	timeout   time.Duration
 	opTimeout time.Duration
+
+	feed claimFeed
+	// The claims channel's subscription, open while Claimed has readers.
+	subMu     sync.Mutex
+	subs      int
+	subCancel context.CancelFunc
+	subDone   chan struct{}
+	closed    bool
 }
 
 var _ Registry = (*Redis)(nil)
@@ -116,6 +124,9 @@ func (r *Redis) relayKey(name streamname.Name, node NodeID) string {
 // relaysKey is the set of node IDs that may have a relay key for name.
 func (r *Redis) relaysKey(name streamname.Name) string { return r.prefix + "relays:" + string(name) }
 
+// claimsChannel is the pub/sub channel every claim is published on.
+func (r *Redis) claimsChannel() string { return r.prefix + "claimed" }
+
 // claimScript is Claim's compare-and-set. It refuses only when a claim is
 // current, held by another node, and that node's record is alive; otherwise
 // it takes the next epoch and sets the claim for one lease.
@@ -129,16 +140,27 @@ func (r *Redis) relaysKey(name streamname.Name) string { return r.prefix + "rela
 // moved on by more than any counter could have counted since: epochs only
 // grow, across expiry and across a store that restarted empty.
 //
+// A claimant presenting the current claim's credential (ARGV[6], not
+// empty) takes the claim over from a live owner; the claim records the
+// credential after its node ("EPOCH:NODE|CRED"). Each claim is published
+// on the claims channel as "EPOCH:NODE|CRED" and the name, the node taken
+// from last ("EPOCH:NODE|CRED NAME FROM").
+//
 // KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
 // ARGV[1] claimant node, ARGV[2] lease (ms), ARGV[3] node key prefix,
-// ARGV[4] stream name, ARGV[5] the epoch counter's life (ms).
-// Returns {1, epoch} on success, {0, owner} when claimed.
+// ARGV[4] stream name, ARGV[5] the epoch counter's life (ms),
+// ARGV[6] credential, ARGV[7] claims channel.
+// Returns {1, epoch, from} on success, {0, owner} when claimed.
 var claimScript = redis.NewScript(`
 local cur = redis.call("GET", KEYS[1])
+local from = ""
 if cur then
-	local owner = string.match(cur, "^%d+:(.*)$")
+	local owner, cred = string.match(cur, "^%d+:([^|]*)|?(.*)$")
 	if owner and owner ~= ARGV[1] and redis.call("EXISTS", ARGV[3] .. owner) == 1 then
-		return {0, owner}
+		if ARGV[6] == "" or cred ~= ARGV[6] then
+			return {0, owner}
+		end
+		from = owner
 	end
 end
 local epoch
@@ -150,10 +172,15 @@ else
 	redis.call("SET", KEYS[2], string.format("%.0f", epoch))
 end
 redis.call("PEXPIRE", KEYS[2], ARGV[5])
-redis.call("SET", KEYS[1], string.format("%.0f:%s", epoch, ARGV[1]), "PX", ARGV[2])
+local value = string.format("%.0f:%s", epoch, ARGV[1])
+if ARGV[6] ~= "" then
+	value = value .. "|" .. ARGV[6]
+end
+redis.call("SET", KEYS[1], value, "PX", ARGV[2])
 redis.call("SADD", KEYS[3], ARGV[4])
 redis.call("PEXPIRE", KEYS[3], ARGV[2])
-return {1, epoch}
+redis.call("PUBLISH", ARGV[7], value .. " " .. ARGV[4] .. " " .. from)
+return {1, epoch, from}
 `)
 
 // luaFence starts Renew's and Release's scripts: it places the claim
@@ -533,20 +560,37 @@ func (r *Redis) list(ctx context.Context, index string, key func(member string) 
 	return members, recs, nil
 }
 
-// claimValue is how claimKey stores c; the fencing scripts compare it
-// whole.
-func claimValue(node NodeID, epoch uint64) string {
-	return strconv.FormatUint(epoch, 10) + ":" + string(node)
+// claimValue is how claimKey stores c ("EPOCH:NODE", then "|CRED" with a
+// credential); the fencing scripts compare it whole.
+func claimValue(c Claim) string {
+	v := strconv.FormatUint(c.Epoch, 10) + ":" + string(c.Node)
+	if c.Cred != "" {
+		v += "|" + string(c.Cred)
+	}
+	return v
 }
 
 // parseClaim reads a claimKey value.
 func parseClaim(name streamname.Name, v string) (Claim, error) {
-	e, node, ok := strings.Cut(v, ":")
+	e, rest, ok := strings.Cut(v, ":")
 	epoch, err := strconv.ParseUint(e, 10, 64)
 	if !ok || err != nil || epoch == 0 {
 		return Claim{}, fmt.Errorf("cluster: claim of %s: bad record %.64q", name, v)
 	}
-	return Claim{Stream: name, Node: NodeID(node), Epoch: epoch}, nil
+	node, cred, _ := strings.Cut(rest, "|")
+	return Claim{Stream: name, Node: NodeID(node), Epoch: epoch, Cred: Credential(cred)}, nil
+}
+
+// parseClaimMessage reads a claims channel message.
+func parseClaimMessage(msg string) (Claim, error) {
+	value, rest, ok := strings.Cut(msg, " ")
+	name, from, _ := strings.Cut(rest, " ")
+	if !ok || name == "" {
+		return Claim{}, fmt.Errorf("cluster: bad claim message %.64q", msg)
+	}
+	c, err := parseClaim(streamname.Name(name), value)
+	c.From = NodeID(from)
+	return c, err
 }
 
 // claimKeys are the KEYS of the claim scripts.
@@ -558,28 +602,33 @@ func (r *Redis) claimKeys(name streamname.Name) []string {
 func (r *Redis) leaseMS() int64 { return r.timeout.Milliseconds() }
 
 // Claim implements Registry.
-func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID) (Claim, error) {
+func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID, cred Credential) (Claim, error) {
 	if node == "" {
 		return Claim{}, errEmptyNode("claim " + string(name))
+	}
+	if len(cred) > maxCredLen || strings.ContainsAny(string(cred), "| ") {
+		return Claim{}, fmt.Errorf("cluster: claim %s: bad credential", name)
 	}
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	res, err := claimScript.Run(ctx, r.client, r.claimKeys(name),
-		string(node), r.leaseMS(), r.nodeKey(""), string(name), EpochTTL.Milliseconds()).Slice()
+		string(node), r.leaseMS(), r.nodeKey(""), string(name), EpochTTL.Milliseconds(),
+		string(cred), r.claimsChannel()).Slice()
 	if err != nil {
 		return Claim{}, unavailable("claim "+string(name), err)
 	}
-	if len(res) != 2 {
+	if len(res) < 2 {
 		return Claim{}, fmt.Errorf("cluster: claim %s: unexpected script reply %v", name, res)
 	}
 	if won, _ := res[0].(int64); won != 1 {
 		return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %v", name, ErrClaimed, res[1])
 	}
 	epoch, _ := res[1].(int64)
-	if epoch <= 0 {
-		return Claim{}, fmt.Errorf("cluster: claim %s: unexpected epoch %v", name, res[1])
+	if epoch <= 0 || len(res) != 3 {
+		return Claim{}, fmt.Errorf("cluster: claim %s: unexpected reply %v", name, res)
 	}
-	return Claim{Stream: name, Node: node, Epoch: uint64(epoch)}, nil
+	from, _ := res[2].(string)
+	return Claim{Stream: name, Node: node, Epoch: uint64(epoch), Cred: cred, From: NodeID(from)}, nil
 }
 
 // Renew implements Registry.
@@ -590,7 +639,7 @@ func (r *Redis) Renew(ctx context.Context, c Claim) error {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	ok, err := renewScript.Run(ctx, r.client, r.claimKeys(c.Stream),
-		claimValue(c.Node, c.Epoch), c.Epoch, string(c.Stream), r.leaseMS(), EpochTTL.Milliseconds()).Int()
+		claimValue(c), c.Epoch, string(c.Stream), r.leaseMS(), EpochTTL.Milliseconds()).Int()
 	if err != nil {
 		return unavailable("renew "+string(c.Stream), err)
 	}
@@ -608,7 +657,7 @@ func (r *Redis) Release(ctx context.Context, c Claim) error {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	ok, err := releaseScript.Run(ctx, r.client, r.claimKeys(c.Stream),
-		claimValue(c.Node, c.Epoch), c.Epoch, string(c.Stream)).Int()
+		claimValue(c), c.Epoch, string(c.Stream)).Int()
 	if err != nil {
 		return unavailable("release "+string(c.Stream), err)
 	}
@@ -706,10 +755,68 @@ func (r *Redis) Relays(ctx context.Context, name streamname.Name) ([]Relay, erro
 // leaves every key in place (the node's records expire on their own, or
 // Leave removed them).
 func (r *Redis) Close() error {
+	r.subMu.Lock()
+	r.closed = true
+	r.stopListening()
+	r.subMu.Unlock()
 	if err := r.client.Close(); err != nil {
 		return fmt.Errorf("cluster: close redis: %w", err)
 	}
 	return nil
+}
+
+// Claimed implements Registry: the claims channel, subscribed to while
+// anyone reads it. The first reader waits (within OpTimeout) for the store
+// to confirm the subscription. go-redis resubscribes after the store comes
+// back; claims made meanwhile are not seen.
+func (r *Redis) Claimed(ctx context.Context) <-chan Claim { return r.feed.subscribe(ctx, r.listeners) }
+
+// listeners counts Claimed's readers, listening on the claims channel
+// while there are any.
+func (r *Redis) listeners(delta int) {
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	r.subs += delta
+	switch {
+	case r.subs == 0 || r.closed:
+		r.stopListening()
+	case r.subCancel == nil:
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		r.subCancel, r.subDone = cancel, done
+		ps := r.client.Subscribe(ctx, r.claimsChannel())
+		confirm, stop := r.op(ctx)
+		ps.Receive(confirm) // the subscription's confirmation, or a store that is away
+		stop()
+		go func() {
+			defer close(done)
+			defer ps.Close()
+			msgs := ps.Channel()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case m, ok := <-msgs:
+					if !ok {
+						return
+					}
+					if c, err := parseClaimMessage(m.Payload); err == nil {
+						r.feed.publish(c)
+					}
+				}
+			}
+		}()
+	}
+}
+
+// stopListening ends the claims channel's subscription. Caller holds
+// subMu.
+func (r *Redis) stopListening() {
+	if r.subCancel != nil {
+		r.subCancel()
+		<-r.subDone
+		r.subCancel, r.subDone = nil, nil
+	}
 }
 
 // quietRedisClient sends the Redis client's own log lines (one per failed

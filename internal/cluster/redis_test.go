@@ -154,7 +154,7 @@ func TestRedisKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg2.Close()
-	c, err = reg2.Claim(bg, nameA, nodeB)
+	c, err = reg2.Claim(bg, nameA, nodeB, "")
 	if err != nil {
 		t.Fatalf("Claim under another prefix: %v", err)
 	}
@@ -176,7 +176,7 @@ func TestRedisSharedStore(t *testing.T) {
 		t.Fatalf("Nodes = %v", ids)
 	}
 	c := mustClaim(t, r1, nameA, nodeA)
-	_, err := r2.Claim(bg, nameA, nodeB)
+	_, err := r2.Claim(bg, nameA, nodeB, "")
 	wantErr(t, "Claim through the second client", err, ErrClaimed)
 	wantOwner(t, r2, c)
 }
@@ -212,7 +212,7 @@ func TestRedisUnavailable(t *testing.T) {
 		{"Leave", func() error { return reg.Leave(bg, nodeB) }},
 		{"Nodes", func() error { _, err := reg.Nodes(bg); return err }},
 		{"Node", func() error { _, err := reg.Node(bg, nodeA); return err }},
-		{"Claim", func() error { _, err := reg.Claim(bg, nameB, nodeA); return err }},
+		{"Claim", func() error { _, err := reg.Claim(bg, nameB, nodeA, ""); return err }},
 		{"Renew", func() error { return reg.Renew(bg, c) }},
 		{"Release", func() error { return reg.Release(bg, c) }},
 		{"Owner", func() error { _, err := reg.Owner(bg, nameA); return err }},
@@ -243,7 +243,7 @@ func TestRedisUnavailable(t *testing.T) {
 	})
 	wantOwner(t, reg, c)
 	mustHeartbeat(t, reg, nodeB)
-	_, err = reg.Claim(bg, nameA, nodeB)
+	_, err = reg.Claim(bg, nameA, nodeB, "")
 	wantErr(t, "Claim by node-b after the re-assertion", err, ErrClaimed)
 	if next := mustClaim(t, reg, nameA, nodeA); next.Epoch != c.Epoch+1 {
 		t.Fatalf("epoch after the re-assertion = %d, want %d", next.Epoch, c.Epoch+1)
@@ -284,7 +284,7 @@ func TestRedisOpTimeout(t *testing.T) {
 
 	reg := openRedis(t, "redis://"+ln.Addr().String(), longTimeout, 300*time.Millisecond)
 	wantErr(t, "Heartbeat to a silent store", promptly(t, func() error { return reg.Heartbeat(bg, testNode(nodeA)) }), ErrUnavailable)
-	_, err = reg.Claim(bg, nameA, nodeA)
+	_, err = reg.Claim(bg, nameA, nodeA, "")
 	wantErr(t, "Claim from a silent store", err, ErrUnavailable)
 
 	ctx, cancel := context.WithCancel(bg)
@@ -454,7 +454,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if err := alive(); err != nil {
 		t.Fatalf("Heartbeat: %v", err)
 	}
-	c, err := reg.Claim(bg, "live/failover", "node-a")
+	c, err := reg.Claim(bg, "live/failover", "node-a", "")
 	if err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
@@ -466,7 +466,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if err != nil || got != c {
 		t.Fatalf("Owner after failover = %+v, %v; want %+v", got, err, c)
 	}
-	if _, err := reg.Claim(bg, "live/failover", "node-b"); !errors.Is(err, ErrClaimed) {
+	if _, err := reg.Claim(bg, "live/failover", "node-b", ""); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("a second node's claim after failover: %v, want ErrClaimed", err)
 	}
 }

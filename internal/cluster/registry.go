@@ -11,6 +11,9 @@ package cluster
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"time"
 
@@ -64,7 +67,33 @@ type Claim struct {
 	// Epoch grows with every new claim of the name, whichever node makes
 	// it: the newest owner always holds the highest epoch.
 	Epoch uint64 `json:"epoch"`
+	// Cred is the publisher's credential the claim was made with, empty
+	// for none: another node presenting it takes the claim over at once.
+	Cred Credential `json:"-"`
+	// From is the node a takeover moved the claim from, in Claim's answer
+	// and in Claimed events; empty otherwise.
+	From NodeID `json:"-"`
 }
+
+// Credential is a publisher's credentials as a claim keeps them: an HMAC
+// under the cluster secret (CredentialOf), never the credentials or a bare
+// digest of them, so the registry's store cannot be mined for them.
+type Credential string
+
+// CredentialOf returns the Credential of presented (a publisher's
+// credential digest, as auth grants it) under the cluster secret; empty
+// when nothing was presented.
+func CredentialOf(secret, presented string) Credential {
+	if presented == "" {
+		return ""
+	}
+	h := hmac.New(sha256.New, []byte(secret))
+	h.Write([]byte("meshcast claim credential\n" + presented))
+	return Credential(hex.EncodeToString(h.Sum(nil)))
+}
+
+// maxCredLen bounds a Credential a registry takes (a hex SHA-256 is 64).
+const maxCredLen = 128
 
 // Relay records that a node relays a stream, and from which node it pulls.
 type Relay struct {
@@ -109,10 +138,13 @@ type Registry interface {
 
 	// Claim makes node the owner of name with a new, higher epoch. It
 	// succeeds when the name has no owner, when its owner's lease has run
-	// out, when its owner is no longer alive, or when node already owns it
-	// (a publisher that came back to the same node); otherwise ErrClaimed.
-	// The claim lasts one lease (the registry's NodeTimeout) unless renewed.
-	Claim(ctx context.Context, name streamname.Name, node NodeID) (Claim, error)
+	// out, when its owner is no longer alive, when node already owns it
+	// (a publisher that came back to the same node), or when cred is not
+	// empty and is the current claim's (the publisher came back to
+	// another node: a takeover, which fences the old owner; the answer's
+	// From names it); otherwise ErrClaimed. The claim lasts one lease (the
+	// registry's NodeTimeout) unless renewed, and keeps cred.
+	Claim(ctx context.Context, name streamname.Name, node NodeID, cred Credential) (Claim, error)
 	// Renew extends c's lease. When the registry has lost c (its store
 	// restarted empty, or the lease ran out while the store was away),
 	// Renew restores it at c's epoch if no higher epoch has been handed out
@@ -128,6 +160,11 @@ type Registry interface {
 	Owner(ctx context.Context, name streamname.Name) (Claim, error)
 	// Claims returns every current claim, sorted by stream name.
 	Claims(ctx context.Context) ([]Claim, error)
+	// Claimed returns a channel that receives every claim made from now
+	// on, by any node, until ctx ends; then it is closed. Delivery is
+	// prompt but not assured (a slow reader or a store that is away loses
+	// some): it only hastens what renewals and retries find anyway.
+	Claimed(ctx context.Context) <-chan Claim
 
 	// SetRelay records that r.Node relays name, for one NodeTimeout unless
 	// set again.

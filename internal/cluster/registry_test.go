@@ -75,6 +75,7 @@ func runRegistrySuite(t *testing.T, rt registryUnderTest) {
 		{"TakeoverWhenOwnerDies", testTakeoverWhenOwnerDies},
 		{"TakeoverWhenLeaseRunsOut", testTakeoverWhenLeaseRunsOut},
 		{"SameNodeReclaim", testSameNodeReclaim},
+		{"TakeoverWithCredential", testTakeoverWithCredential},
 		{"EpochsIncrease", testEpochsIncrease},
 		{"SupersededOwnerLoses", testSupersededOwnerLoses},
 		{"RenewAfterLeaseRanOut", testRenewAfterLeaseRanOut},
@@ -125,7 +126,7 @@ func mustHeartbeat(t *testing.T, reg Registry, ids ...NodeID) {
 
 func mustClaim(t *testing.T, reg Registry, name streamname.Name, id NodeID) Claim {
 	t.Helper()
-	c, err := reg.Claim(bg, name, id)
+	c, err := reg.Claim(bg, name, id, "")
 	if err != nil {
 		t.Fatalf("Claim(%s, %s): %v", name, id, err)
 	}
@@ -348,7 +349,7 @@ func testClaimRefusedWhileOwnerAlive(t *testing.T, rt registryUnderTest) {
 	stop := keepAlive(t, reg, []NodeID{nodeA, nodeB}, c)
 	// Try for longer than a lease: only the renewals keep node-b out.
 	for end := time.Now().Add(1200 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		_, err := reg.Claim(bg, nameA, nodeB)
+		_, err := reg.Claim(bg, nameA, nodeB, "")
 		wantErr(t, "Claim by node-b", err, ErrClaimed)
 		if !strings.Contains(err.Error(), string(nodeA)) {
 			t.Fatalf("ErrClaimed %q does not name the owner %s", err, nodeA)
@@ -362,7 +363,7 @@ func testTakeoverWhenOwnerDies(t *testing.T, rt registryUnderTest) {
 	reg := rt.open(t, shortTimeout)
 	mustHeartbeat(t, reg, nodeA, nodeB)
 	ca := mustClaim(t, reg, nameA, nodeA)
-	_, err := reg.Claim(bg, nameA, nodeB)
+	_, err := reg.Claim(bg, nameA, nodeB, "")
 	wantErr(t, "Claim by node-b while node-a is alive", err, ErrClaimed)
 
 	// node-a stops heartbeating but keeps renewing its claim: what frees
@@ -374,7 +375,7 @@ func testTakeoverWhenOwnerDies(t *testing.T, rt registryUnderTest) {
 			t.Fatalf("Renew by node-a before the takeover: %v", err)
 		}
 		var err error
-		cb, err = reg.Claim(bg, nameA, nodeB)
+		cb, err = reg.Claim(bg, nameA, nodeB, "")
 		if err != nil && !errors.Is(err, ErrClaimed) {
 			t.Fatalf("Claim by node-b: %v", err)
 		}
@@ -388,6 +389,64 @@ func testTakeoverWhenOwnerDies(t *testing.T, rt registryUnderTest) {
 	wantOwner(t, reg, cb)
 }
 
+func testTakeoverWithCredential(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	claimed := reg.Claimed(ctx)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	key := CredentialOf("cluster-secret", "key-digest")
+	ca, err := reg.Claim(bg, nameA, nodeA, key)
+	if err != nil || ca.Cred != key || ca.From != "" {
+		t.Fatalf("Claim with a credential = %+v, %v", ca, err)
+	}
+	wantOwner(t, reg, ca)
+	// Without the credential, or with another, the live owner keeps it.
+	for _, cred := range []Credential{"", CredentialOf("cluster-secret", "other-digest"), CredentialOf("another-secret", "key-digest")} {
+		_, err := reg.Claim(bg, nameA, nodeB, cred)
+		wantErr(t, "Claim by node-b with credential "+string(cred), err, ErrClaimed)
+	}
+	// With it, node-b takes the claim over at once, at a higher epoch.
+	cb, err := reg.Claim(bg, nameA, nodeB, key)
+	if err != nil || cb.Node != nodeB || cb.Epoch <= ca.Epoch || cb.From != nodeA || cb.Cred != key {
+		t.Fatalf("takeover with the credential = %+v, %v; want node-b above epoch %d, from node-a", cb, err, ca.Epoch)
+	}
+	cb.From = ""
+	wantOwner(t, reg, cb)
+	wantErr(t, "Renew by node-a after the takeover", reg.Renew(bg, ca), ErrLost)
+	wantErr(t, "Release by node-a after the takeover", reg.Release(bg, ca), ErrLost)
+	if err := reg.Renew(bg, cb); err != nil {
+		t.Fatalf("Renew by node-b: %v", err)
+	}
+	// And back: the credential moves with the claim.
+	ca2, err := reg.Claim(bg, nameA, nodeA, key)
+	if err != nil || ca2.From != nodeB {
+		t.Fatalf("takeover back by node-a = %+v, %v", ca2, err)
+	}
+	// Every claim was published, in order, takeovers naming their source.
+	var got []Claim
+	eventually(t, "the claims to be published", func() bool {
+		for {
+			select {
+			case c := <-claimed:
+				if c.Stream == nameA {
+					got = append(got, c)
+				}
+				continue
+			default:
+			}
+			return len(got) >= 3
+		}
+	})
+	want := []Claim{ca, {Stream: nameA, Node: nodeB, Epoch: cb.Epoch, Cred: key, From: nodeA}, ca2}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("published claims %+v, want %+v", got, want)
+	}
+	cancel()
+	for range claimed { // closed once ctx ends
+	}
+}
+
 func testTakeoverWhenLeaseRunsOut(t *testing.T, rt registryUnderTest) {
 	reg := rt.open(t, shortTimeout)
 	mustHeartbeat(t, reg, nodeA, nodeB)
@@ -398,7 +457,7 @@ func testTakeoverWhenLeaseRunsOut(t *testing.T, rt registryUnderTest) {
 	var cb Claim
 	eventually(t, "node-a's lease to run out", func() bool {
 		var err error
-		cb, err = reg.Claim(bg, nameA, nodeB)
+		cb, err = reg.Claim(bg, nameA, nodeB, "")
 		if err != nil && !errors.Is(err, ErrClaimed) {
 			t.Fatalf("Claim by node-b: %v", err)
 		}
@@ -476,7 +535,7 @@ func testSupersededOwnerLoses(t *testing.T, rt registryUnderTest) {
 	wantErr(t, "Renew by the superseded owner", reg.Renew(bg, ca), ErrLost)
 	wantErr(t, "Release by the superseded owner", reg.Release(bg, ca), ErrLost)
 	wantOwner(t, reg, cb)
-	_, err := reg.Claim(bg, nameA, nodeA)
+	_, err := reg.Claim(bg, nameA, nodeA, "")
 	wantErr(t, "Claim by node-a while node-b owns the name", err, ErrClaimed)
 	if err := reg.Renew(bg, cb); err != nil {
 		t.Fatalf("Renew by the new owner: %v", err)
@@ -549,7 +608,7 @@ func testRenewReassertsAfterWipe(t *testing.T, rt registryUnderTest) {
 	// A lower epoch cannot take over.
 	wantErr(t, "Renew of a lower epoch", reg.Renew(bg, old), ErrLost)
 	wantErr(t, "Release of a lower epoch", reg.Release(bg, old), ErrLost)
-	_, err := reg.Claim(bg, nameA, nodeB)
+	_, err := reg.Claim(bg, nameA, nodeB, "")
 	wantErr(t, "Claim by node-b", err, ErrClaimed)
 	wantOwner(t, reg, ca)
 
@@ -716,7 +775,7 @@ func testConcurrentClaims(t *testing.T, rt registryUnderTest) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			results[i], errs[i] = reg.Claim(bg, nameA, ids[i])
+			results[i], errs[i] = reg.Claim(bg, nameA, ids[i], "")
 		})
 	}
 	close(start)
@@ -742,7 +801,7 @@ func testBadArguments(t *testing.T, rt registryUnderTest) {
 	if err := reg.Heartbeat(bg, Node{}); err == nil {
 		t.Error("Heartbeat of a node without an ID succeeded")
 	}
-	if _, err := reg.Claim(bg, nameA, ""); err == nil {
+	if _, err := reg.Claim(bg, nameA, "", ""); err == nil {
 		t.Error("Claim without a node succeeded")
 	}
 	if err := reg.SetRelay(bg, nameA, Relay{Upstream: nodeA}); err == nil {

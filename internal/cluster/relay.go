@@ -102,6 +102,8 @@ type Relays struct {
 	active map[streamname.Name]*relay
 	closed bool
 
+	watch sync.Once // the claims watch starts with the first relay
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -113,8 +115,9 @@ type relay struct {
 	ready    chan struct{} // closed once opened or failed
 	err      error
 	pub      *stream.Publisher
-	upstream atomic.Value // NodeID pulled from now, "" while reconnecting
-	via      []NodeID     // the nodes before this one in the pull that asked first
+	upstream atomic.Value  // NodeID pulled from now, "" while reconnecting
+	wake     chan struct{} // a new claim of the name: look again at once
+	via      []NodeID      // the nodes before this one in the pull that asked first
 }
 
 // NewRelays creates a node's relay manager.
@@ -168,7 +171,8 @@ func (m *Relays) Pull(name streamname.Name, via []NodeID) error {
 		<-r.ready
 		return r.err
 	}
-	r := &relay{name: name, ready: make(chan struct{}), via: via}
+	m.watch.Do(func() { m.wg.Go(m.watchClaims) })
+	r := &relay{name: name, ready: make(chan struct{}), via: via, wake: make(chan struct{}, 1)}
 	r.upstream.Store(NodeID(""))
 	m.active[name] = r
 	m.mu.Unlock()
@@ -336,14 +340,35 @@ func (m *Relays) run(r *relay, up Node) {
 		case <-ctx.Done():
 			return
 		case <-m.cfg.Clock.After(backoff):
+			backoff = min(2*backoff, maxBackoff)
+		case <-r.wake:
+			// The name was claimed (a publisher is back, here or on
+			// another node): look for it now.
+			backoff = 100 * time.Millisecond
 		}
-		backoff = min(2*backoff, maxBackoff)
 		lctx, lcancel := context.WithTimeout(ctx, lookupTimeout)
 		var err error
 		up, err = m.choose(lctx, r, direct)
 		lcancel()
 		if err != nil {
 			up = Node{}
+		}
+	}
+}
+
+// watchClaims wakes the relay of each name claimed anywhere in the
+// cluster, so a relay waiting for an owner (its upstream died) pulls from
+// the new one without waiting out its backoff.
+func (m *Relays) watchClaims() {
+	for c := range m.cfg.Registry.Claimed(m.ctx) {
+		m.mu.Lock()
+		r := m.active[c.Stream]
+		m.mu.Unlock()
+		if r != nil {
+			select {
+			case r.wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/clock"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/stream"
@@ -42,7 +43,7 @@ func TestRelayChoosesUpstream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := reg.Claim(ctx, name, "owner"); err != nil {
+	if _, err := reg.Claim(ctx, name, "owner", ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range []Relay{{"peer-us", "owner"}, {"peer-eu", "owner"}, {"second-tier", "peer-eu"}, {"self", "owner"}} {
@@ -76,7 +77,7 @@ func TestRelayChoosesUpstream(t *testing.T) {
 		t.Errorf("a stream nobody owns: %v, want ErrNotFound", err)
 	}
 	mine := streamname.Name("live/mine")
-	if _, err := reg.Claim(ctx, mine, "self"); err != nil {
+	if _, err := reg.Claim(ctx, mine, "self", ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.choose(ctx, &relay{name: mine}, false); !errors.Is(err, ErrNotFound) {
@@ -161,7 +162,7 @@ func TestRelayFallsBackToOwnerOnLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := reg.Claim(ctx, name, "owner"); err != nil {
+	if _, err := reg.Claim(ctx, name, "owner", ""); err != nil {
 		t.Fatal(err)
 	}
 	h := &recordingHub{streams: map[streamname.Name]*stream.Stream{}}
@@ -187,5 +188,52 @@ func TestRelayFallsBackToOwnerOnLoop(t *testing.T) {
 	}
 	if v, _ := ownerVia.Load().(string); v != "viewer-node" {
 		t.Errorf("pull to the owner carried via %q, want viewer-node", v)
+	}
+}
+
+// A relay whose upstream is gone waits for its backoff, unless the name is
+// claimed again: then it pulls from the new owner at once. Here the
+// relays' clock never moves, so only the claim can wake it.
+func TestRelayWokenByClaim(t *testing.T) {
+	const secret = "a-cluster-secret-for-tests"
+	const name = streamname.Name("live/woken")
+	ctx := context.Background()
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	reg := NewMemory(MemoryConfig{Clock: clk})
+	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"))
+		w.Write(flv.AppendTag(nil, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: 40,
+			Payload: []byte{0, 0, 0, 2, 0x65, 0x88}}))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer owner.Close()
+	for id, addr := range map[NodeID]string{"dead": "127.0.0.1:1", "new": owner.Listener.Addr().String()} {
+		if err := reg.Heartbeat(ctx, Node{ID: id, State: StateServing, HTTPAddr: addr}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := CredentialOf(secret, "publish-key")
+	if _, err := reg.Claim(ctx, name, "dead", key); err != nil {
+		t.Fatal(err)
+	}
+	h := &recordingHub{streams: map[streamname.Name]*stream.Stream{}}
+	m := NewRelays(RelayConfig{Self: "edge", Registry: reg, Secret: secret, Clock: clk,
+		Logger: slog.New(slog.DiscardHandler)}, h)
+	defer m.Close()
+	if err := m.Pull(name, nil); err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	// The pull from the dead owner fails; the relay waits on its clock.
+	testutil.WaitFor(t, 5*time.Second, "the relay to wait out its backoff", func() bool { return clk.Waiters() >= 2 })
+	if _, err := reg.Claim(ctx, name, "new", key); err != nil {
+		t.Fatalf("takeover: %v", err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the relayed stream to get the new owner's keyframe", func() bool {
+		_, ok := h.get(name).LastDTS()
+		return ok
+	})
+	if got := m.Active()[name]; got != "new" {
+		t.Errorf("relay pulls from %q, want the new owner", got)
 	}
 }

@@ -58,7 +58,7 @@ func TestSelectors(t *testing.T) {
 	if err := reg.Heartbeat(ctx, Node{ID: "busy", Capacity: 100, State: StateServing, Load: Load{CPU: 0.9}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.Claim(ctx, name, "b"); err != nil {
+	if _, err := reg.Claim(ctx, name, "b", ""); err != nil {
 		t.Fatal(err)
 	}
 	route := func(sel string, req RouteRequest) NodeID {

@@ -30,8 +30,10 @@ var (
 // node is claimed for as long as it lives here.
 type Owner interface {
 	// Claim makes this node the owner of name, or fails (another node owns
-	// it, or the registry cannot be reached). release gives it up.
-	Claim(name streamname.Name) (release func(), err error)
+	// it, or the registry cannot be reached). credential is the
+	// publisher's (stream.PublisherInfo.Credential): presenting the live
+	// claim's takes it over from another node. release gives it up.
+	Claim(name streamname.Name, credential string) (release func(), err error)
 }
 
 // Upstream brings streams this node does not have from elsewhere in the
@@ -141,7 +143,7 @@ func (h *Hub) Publish(name streamname.Name, info stream.PublisherInfo) (*stream.
 	var release func()
 	if claim {
 		var err error
-		if release, err = h.cfg.Owner.Claim(name); err != nil {
+		if release, err = h.cfg.Owner.Claim(name, info.Credential); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", name, err)
 		}
 	}
@@ -246,8 +248,13 @@ func (h *Hub) relayClosed(name streamname.Name, sl *slot, pub *stream.Publisher)
 	h.emit(Event{Type: "end", Name: name})
 }
 
+// ErrMoved ends the readers of a stream revoked here: it went to another
+// node. Other nodes' relays pulling it look for it again rather than end.
+var ErrMoved = errors.New("stream moved to another node")
+
 // Revoke ends a stream this node owned but has lost to a newer claim
-// elsewhere: its publisher and viewers are disconnected.
+// elsewhere: its publisher and viewers are disconnected, and relays
+// pulling it from here (which get no end of stream) find the new owner.
 func (h *Hub) Revoke(name streamname.Name) {
 	h.mu.Lock()
 	sl := h.streams[name]
@@ -260,7 +267,7 @@ func (h *Hub) Revoke(name streamname.Name) {
 		sl.grace.Stop()
 	}
 	h.mu.Unlock()
-	sl.s.Close()
+	sl.s.CloseWith(ErrMoved)
 	h.log.Warn("stream revoked: another node owns it now", "stream", name)
 	h.emit(Event{Type: "end", Name: name})
 }

@@ -156,7 +156,7 @@ type owner struct {
 	releases int
 }
 
-func (o *owner) Claim(streamname.Name) (func(), error) {
+func (o *owner) Claim(streamname.Name, string) (func(), error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.fail != nil {
@@ -199,8 +199,8 @@ func TestOwnerClaims(t *testing.T) {
 	if h.Get(cam) != nil {
 		t.Fatal("a revoked stream lives on")
 	}
-	if _, err := next(t, rd); !errors.Is(err, io.EOF) {
-		t.Fatalf("reader of a revoked stream: %v, want EOF", err)
+	if _, err := next(t, rd); !errors.Is(err, ErrMoved) {
+		t.Fatalf("reader of a revoked stream: %v, want ErrMoved (not the end of the stream)", err)
 	}
 	if c, _ := o.counts(); c != 2 {
 		t.Fatalf("%d claims, want 2", c)

@@ -151,9 +151,9 @@ func (r *InstrumentedRegistry) Node(ctx context.Context, id cluster.NodeID) (clu
 }
 
 // Claim implements cluster.Registry.
-func (r *InstrumentedRegistry) Claim(ctx context.Context, name streamname.Name, node cluster.NodeID) (cluster.Claim, error) {
+func (r *InstrumentedRegistry) Claim(ctx context.Context, name streamname.Name, node cluster.NodeID, cred cluster.Credential) (cluster.Claim, error) {
 	start := time.Now()
-	c, err := r.next.Claim(ctx, name, node)
+	c, err := r.next.Claim(ctx, name, node, cred)
 	r.done(opClaim, start, err)
 	return c, err
 }
@@ -217,3 +217,9 @@ func (r *InstrumentedRegistry) Relays(ctx context.Context, name streamname.Name)
 // Close implements cluster.Registry: it closes the wrapped registry, and
 // is neither timed nor counted.
 func (r *InstrumentedRegistry) Close() error { return r.next.Close() }
+
+// Claimed implements cluster.Registry; it is not timed: it is a feed, not
+// a call.
+func (r *InstrumentedRegistry) Claimed(ctx context.Context) <-chan cluster.Claim {
+	return r.next.Claimed(ctx)
+}

@@ -34,14 +34,14 @@ func TestMetricsRegistryAnswersAreNotErrors(t *testing.T) {
 	if _, err := r.Node(ctx, "nobody"); !errors.Is(err, cluster.ErrNotFound) {
 		t.Fatalf("Node(nobody) = %v, want ErrNotFound", err)
 	}
-	old, err := r.Claim(ctx, "live/s", "a")
+	old, err := r.Claim(ctx, "live/s", "a", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Claim(ctx, "live/s", "b"); !errors.Is(err, cluster.ErrClaimed) {
+	if _, err := r.Claim(ctx, "live/s", "b", ""); !errors.Is(err, cluster.ErrClaimed) {
 		t.Fatalf("Claim by b = %v, want ErrClaimed", err)
 	}
-	cur, err := r.Claim(ctx, "live/s", "a") // a publisher back on a: a newer epoch
+	cur, err := r.Claim(ctx, "live/s", "a", "") // a publisher back on a: a newer epoch
 	if err != nil || cur.Epoch <= old.Epoch {
 		t.Fatalf("reclaim = %+v, %v", cur, err)
 	}
@@ -113,7 +113,7 @@ func TestMetricsRegistryUnavailableCounts(t *testing.T) {
 			t.Fatalf("Heartbeat = %v, want ErrUnavailable", err)
 		}
 	}
-	if _, err := r.Claim(ctx, "live/s", "a"); !errors.Is(err, cluster.ErrUnavailable) {
+	if _, err := r.Claim(ctx, "live/s", "a", ""); !errors.Is(err, cluster.ErrUnavailable) {
 		t.Fatalf("Claim = %v, want ErrUnavailable", err)
 	}
 	got := scrape(t, reg)

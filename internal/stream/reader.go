@@ -168,10 +168,10 @@ func (r *Reader) pollWake() (<-chan struct{}, error) {
 	if r.cursor != s.head {
 		err = r.collect()
 	}
-	closed, wake := s.closed, s.wake
+	closed, wake, closeErr := s.closed, s.wake, s.closeErr
 	s.mu.RUnlock()
 	if err == nil && len(r.batch) == 0 && closed {
-		err = io.EOF
+		err = closeErr
 	}
 	return wake, err
 }

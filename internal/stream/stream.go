@@ -7,6 +7,7 @@ package stream
 
 import (
 	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,18 +151,19 @@ type Stream struct {
 	cfg     Config
 	created time.Time
 
-	mu     sync.RWMutex
-	ring   []*entry // len is a power of two
-	mask   uint64
-	head   uint64 // seq of the next entry
-	tail   uint64 // seq of the oldest entry held
-	bytes  int
-	key    *entry // newest video keyframe held, or nil
-	meta   *entry
-	video  *entry
-	audio  *entry
-	wake   chan struct{} // closed and replaced on every append
-	closed bool
+	mu       sync.RWMutex
+	ring     []*entry // len is a power of two
+	mask     uint64
+	head     uint64 // seq of the next entry
+	tail     uint64 // seq of the oldest entry held
+	bytes    int
+	key      *entry // newest video keyframe held, or nil
+	meta     *entry
+	video    *entry
+	audio    *entry
+	wake     chan struct{} // closed and replaced on every append
+	closed   bool
+	closeErr error // what readers get once drained after Close
 	// Egress workers with viewers waiting on this stream's packets: each
 	// gets one wake-up per append, whatever its number of viewers.
 	watchers []chan struct{}
@@ -259,13 +261,18 @@ func (s *Stream) HasPublisher() bool {
 
 // Close ends the stream: readers drain what is logged and then see io.EOF.
 // A publisher still attached gets ErrClosed on its next write.
-func (s *Stream) Close() {
+func (s *Stream) Close() { s.CloseWith(io.EOF) }
+
+// CloseWith is Close, with readers seeing err instead of io.EOF once they
+// have drained the log: the stream did not end, it went elsewhere (see
+// hub.Revoke), and a relay pulling it looks for it again.
+func (s *Stream) CloseWith(err error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return
 	}
-	s.closed = true
+	s.closed, s.closeErr = true, err
 	s.pub = nil
 	close(s.wake)
 	s.notifyWatchers()
