@@ -46,15 +46,43 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// givenPorts are the ports FreePort has returned in this process.
+var givenPorts struct {
+	sync.Mutex
+	m map[int]bool
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago, and
+// never the same port twice in one test process: tests running in
+// parallel do not get each other's ports.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	givenPorts.Lock()
+	defer givenPorts.Unlock()
+	if givenPorts.m == nil {
+		givenPorts.m = make(map[int]bool)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	// Ports given before stay open here until a new one comes up, so the
+	// system cannot offer them again meanwhile.
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	for range 1000 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ln)
+		if port := ln.Addr().(*net.TCPAddr).Port; !givenPorts.m[port] {
+			givenPorts.m[port] = true
+			return port
+		}
+	}
+	t.Fatal("no loopback port free that was not given before")
+	return 0
 }
 
 // LockedBuffer is a bytes.Buffer safe for a process's output and a test

@@ -1,5 +1,5 @@
 // Opens a page in headless Chromium and prints, as JSON, the first console
-// message starting with "hello", for test/e2e/events_test.go.
+// message starting with "hello", for test/e2e/ops/events_test.go.
 //
 //   node test/js/browser.mjs URL
 import { chromium } from "playwright-core";

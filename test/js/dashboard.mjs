@@ -1,5 +1,6 @@
 // Drives meshcast's dashboard in headless Chromium for
-// test/e2e/dashboard_test.go. Prints one JSON object per line: "ready"
+// test/e2e/ops/dashboard_test.go (and hls.js's low-latency HLS for
+// test/e2e/live/llhls_test.go). Prints one JSON object per line: "ready"
 // when the page is up, then "result" (or "fail" with "why").
 //
 //   node test/js/dashboard.mjs streams BASE STREAM        the stream appears without a reload

@@ -1,4 +1,4 @@
-// Socket.IO clients of meshcast's real-time events, for test/e2e/events_test.go.
+// Socket.IO clients of meshcast's real-time events, for test/e2e/ops/events_test.go.
 // Prints one JSON object per line on stdout and exits 0 when its scenario
 // completed, 1 when it timed out or failed.
 //

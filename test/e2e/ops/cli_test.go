@@ -1,0 +1,83 @@
+//go:build unix
+
+package ops
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/testutil"
+	"github.com/meshcast/meshcast/test/e2e/e2eutil"
+)
+
+func TestVersionCommand(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(e2eutil.MeshcastBinary(t), "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "meshcast ") {
+		t.Fatalf("meshcast version: %v %q", err, out)
+	}
+}
+
+// TestServeWithConfigFileAndEnv starts "meshcast serve" configured by a YAML
+// file and a MESHCAST_* variable, and checks what it prints and logs.
+func TestServeWithConfigFileAndEnv(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "meshcast.yaml")
+	if err := os.WriteFile(cfg, []byte("public_host: media.example\nlog_format: text\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MESHCAST_LOG_FORMAT", "json") // the environment beats the file
+	p := e2eutil.StartProcess(t, "--config", cfg)
+	want := fmt.Sprintf("rtmp://media.example:%d/live/stream", p.RTMPPort)
+	testutil.WaitFor(t, 5e9, "start-up URLs", func() bool { return strings.Contains(p.Stdout.String(), want) })
+	if out := p.Stdout.String(); !strings.Contains(out, "/live/stream.flv") || !strings.Contains(out, "/live/stream.m3u8") {
+		t.Errorf("start-up message lacks play URLs:\n%s", out)
+	}
+	line, _, _ := strings.Cut(p.Stderr.String(), "\n")
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil {
+		t.Errorf("log is not JSON as MESHCAST_LOG_FORMAT asked: %q", line)
+	}
+}
+
+func TestServeRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command(e2eutil.MeshcastBinary(t), "serve", "--log-level", "loud").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--log-level") {
+		t.Fatalf("bad flag: %v %q", err, out)
+	}
+}
+
+// SIGTERM drains: the node stays up, not ready, while it has a stream;
+// a second SIGTERM stops it at once, and it exits 0 either way.
+func TestSecondSIGTERMStopsAtOnce(t *testing.T) {
+	p := e2eutil.StartProcess(t, "--drain-grace", "60s")
+	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/live/stream", p.RTMPPort))
+	e2eutil.WaitLiveHTTP(t, p.HTTPURL, "live/stream")
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	testutil.WaitFor(t, 2*time.Second, "/readyz to answer 503", func() bool {
+		code, _ := e2eutil.HTTPGetQuiet(p.HTTPURL + "/readyz")
+		return code == 503
+	})
+	if code, _ := e2eutil.HTTPGetQuiet(p.HTTPURL + "/healthz"); code != 200 {
+		t.Fatalf("/healthz while draining: %d, want 200", code)
+	}
+	time.Sleep(time.Second) // still draining: the stream lives on
+	if code, _ := e2eutil.HTTPGetQuiet(p.HTTPURL + "/api/v1/streams/live/stream"); code != 200 {
+		t.Fatalf("the stream is gone 1 s into a 60 s drain: %d", code)
+	}
+	second := time.Now()
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.Exit(t, 10*time.Second); err != nil {
+		t.Errorf("exit after the second SIGTERM: %v, want 0", err)
+	}
+	if d := time.Since(second); d > 5*time.Second {
+		t.Errorf("stopped %v after the second SIGTERM, want at once", d.Round(time.Millisecond))
+	}
+}
