@@ -14,15 +14,19 @@ import (
 // APIStream is the part of the streams API (/api/v1/streams/NAME) the
 // tests of clusters read.
 type APIStream struct {
-	Live      bool           `json:"live"`
-	Viewers   map[string]int `json:"viewers"`
+	Live    bool           `json:"live"`    // a publisher sends it
+	Viewers map[string]int `json:"viewers"` // by protocol, relays included
+	// Publisher is how the stream comes in: its protocol, "relay" on a
+	// node that pulls it from another.
 	Publisher struct {
 		Protocol string `json:"protocol"`
 	} `json:"publisher"`
+	// Owner is the node holding the stream's claim, and the claim's epoch.
 	Owner *struct {
 		Node  string `json:"node"`
 		Epoch uint64 `json:"epoch"`
 	} `json:"owner"`
+	// Relays are the nodes pulling the stream, each from its upstream.
 	Relays []struct {
 		Node     string `json:"node"`
 		Upstream string `json:"upstream"`

@@ -14,7 +14,7 @@ import (
 // (`name{label="value",...}`, labels sorted), its families' types and
 // whether each has HELP.
 type MetricsScrape struct {
-	Text    string
+	Text    string             // the exposition as served
 	Samples map[string]float64 // by series
 	Types   map[string]string  // by family
 	Help    map[string]bool    // by family

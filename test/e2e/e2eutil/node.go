@@ -100,6 +100,7 @@ type testWriter struct {
 	done bool
 }
 
+// Write logs p, a line of the server's log, unless the test has ended.
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -83,15 +83,15 @@ func FLVStarts(url string) int {
 
 // RTMPViewer is a Go RTMP player that counts what it receives.
 type RTMPViewer struct {
-	Conn    net.Conn
-	Video   atomic.Int64 // video frames received, decoder configurations aside
-	Audio   atomic.Int64 // audio messages received
-	LastTS  atomic.Int64 // the latest video timestamp, ms; -1 before the first
-	BackTS  atomic.Int64 // times a video timestamp went backwards
-	Ended   atomic.Bool  // the server said the stream ended
-	Err     atomic.Value // the error that ended the reader
-	Done    chan struct{}
-	Stalled atomic.Bool // set: the player stops reading until closed
+	Conn    net.Conn      // the player's connection
+	Video   atomic.Int64  // video frames received, decoder configurations aside
+	Audio   atomic.Int64  // audio messages received
+	LastTS  atomic.Int64  // the latest video timestamp, ms; -1 before the first
+	BackTS  atomic.Int64  // times a video timestamp went backwards
+	Ended   atomic.Bool   // the server said the stream ended
+	Err     atomic.Value  // the error that ended the reader
+	Done    chan struct{} // closed when the reader ends
+	Stalled atomic.Bool   // set: the player stops reading until closed
 	resume  chan struct{}
 }
 

@@ -19,12 +19,12 @@ import (
 
 // Proc is a meshcast server running as its own process.
 type Proc struct {
-	Cmd      *exec.Cmd
-	RTMPAddr string // 127.0.0.1:PORT
-	RTMPPort int
-	HTTPPort int
-	HTTPURL  string // http://127.0.0.1:PORT
-	Stdout   *testutil.LockedBuffer
+	Cmd      *exec.Cmd              // the running meshcast serve
+	RTMPAddr string                 // 127.0.0.1:PORT
+	RTMPPort int                    // of RTMPAddr
+	HTTPPort int                    // of HTTPURL
+	HTTPURL  string                 // http://127.0.0.1:PORT
+	Stdout   *testutil.LockedBuffer // the start-up message with the URLs
 	Stderr   *testutil.LockedBuffer // the server's log
 	Waited   chan error             // receives the process's exit
 	killed   atomic.Bool

@@ -17,9 +17,9 @@ import (
 // WHEPViewer is a pion client playing a stream over WebRTC, signalled by
 // WHEP, counting the RTP it receives.
 type WHEPViewer struct {
-	PC       *webrtc.PeerConnection
-	Location string // the session's URL
-	Audio    string // the answer's X-Meshcast-Audio
+	PC       *webrtc.PeerConnection // the player's peer connection
+	Location string                 // the session's URL
+	Audio    string                 // the answer's X-Meshcast-Audio
 	answered time.Time
 
 	Video, Keyframes, Opus atomic.Int64 // RTP packets received: H.264, those with an IDR, Opus
