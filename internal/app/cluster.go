@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -202,6 +203,19 @@ func (a *App) servePull(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusLoopDetected)
 		return
 	}
+	var path []cluster.NodeID // the nodes the stream comes through to here
+	if relays := a.relays.Load(); relays != nil {
+		path = relays.Path(name)
+	}
+	for _, id := range path {
+		if slices.Contains(chain, id) {
+			// This node relays the stream from the puller, or through it.
+			a.log.Warn("pull refused: this node gets the stream through the puller", "stream", name, "node", from, "path", cluster.FormatPath(path))
+			http.Error(w, fmt.Sprintf("%v: the stream comes here through %s", cluster.ErrLoop, id), http.StatusLoopDetected)
+			return
+		}
+	}
+	w.Header().Set(cluster.HeaderPath, cluster.FormatPath(path))
 	via := make([]string, len(chain))
 	for i, id := range chain {
 		via[i] = string(id)

@@ -28,6 +28,31 @@ const (
 	HeaderVia = "X-Meshcast-Via"
 )
 
+// HeaderPath, on a pull's answer, lists the nodes the stream comes
+// through to the answering node, its upstream first: empty from the owner.
+// A puller keeps it, so that it too can refuse a pull from a node on it.
+const HeaderPath = "X-Meshcast-Path"
+
+// FormatPath is path as HeaderPath carries it.
+func FormatPath(path []NodeID) string {
+	ids := make([]string, len(path))
+	for i, n := range path {
+		ids[i] = string(n)
+	}
+	return strings.Join(ids, ",")
+}
+
+// parsePath reads a HeaderPath, keeping at most MaxVia nodes.
+func parsePath(v string) []NodeID {
+	var path []NodeID
+	for id := range strings.SplitSeq(v, ",") {
+		if id != "" && len(id) <= 64 && len(path) < MaxVia {
+			path = append(path, NodeID(id))
+		}
+	}
+	return path
+}
+
 // MaxVia bounds the nodes a pull's via chain lists: deeper trees are
 // refused as loops.
 const MaxVia = 16

@@ -117,6 +117,7 @@ type relay struct {
 	pub      *stream.Publisher
 	upstream atomic.Value  // NodeID pulled from now, "" while reconnecting
 	wake     chan struct{} // a new claim of the name: look again at once
+	path     atomic.Value  // []NodeID the stream comes through: upstream first
 	via      []NodeID      // the nodes before this one in the pull that asked first
 }
 
@@ -228,6 +229,21 @@ func (m *Relays) Active() map[streamname.Name]NodeID {
 	return out
 }
 
+// Path returns the nodes name comes through to this node, its upstream
+// first, as far as the upstream told (HeaderPath); none when this node
+// does not relay name or is between upstreams. A pull from a node on the
+// path would close a circle (see ParseVia's caller).
+func (m *Relays) Path(name streamname.Name) []NodeID {
+	m.mu.Lock()
+	r := m.active[name]
+	m.mu.Unlock()
+	if r == nil || r.pub == nil || !r.pub.Attached() {
+		return nil // not relayed, or a local publisher took the stream over
+	}
+	p, _ := r.path.Load().([]NodeID)
+	return p
+}
+
 // choose finds the node to pull r's stream from: a live parent, else (in a
 // mesh) a peer relaying it from its owner, same region first, else the
 // owner itself; only the owner when direct. A node in r's via chain is
@@ -314,6 +330,7 @@ func (m *Relays) run(r *relay, up Node) {
 			r.upstream.Store(up.ID)
 			got, ended, err := m.pullFrom(ctx, r, up, delivered)
 			r.upstream.Store(NodeID(""))
+			r.path.Store([]NodeID(nil))
 			if got {
 				delivered, backoff, lastUp = true, 100*time.Millisecond, m.cfg.Clock.Now()
 			}
@@ -415,6 +432,9 @@ func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) 
 		return false, false, err
 	}
 	SetVia(req, r.via)
+	// From the moment it asks, the stream comes through up: a pull from up
+	// crossing this one is refused as a circle.
+	r.path.Store([]NodeID{up.ID})
 	// The response head must come within headerTimeout; the body may last.
 	head := time.AfterFunc(headerTimeout, cancel)
 	resp, err := m.client.Do(req)
@@ -430,6 +450,7 @@ func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) 
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
+		r.path.Store(append([]NodeID{up.ID}, parsePath(resp.Header.Get(HeaderPath))...))
 	case http.StatusLoopDetected:
 		return false, false, fmt.Errorf("%w: upstream %s answered %s", ErrLoop, up.ID, resp.Status)
 	default:

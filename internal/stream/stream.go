@@ -351,6 +351,13 @@ func (p *Publisher) TookOver() bool { return p.tookOver }
 // Stream returns the stream p publishes to.
 func (p *Publisher) Stream() *Stream { return p.s }
 
+// Attached reports whether p is still its stream's publisher.
+func (p *Publisher) Attached() bool {
+	p.s.mu.RLock()
+	defer p.s.mu.RUnlock()
+	return p.s.pub == p
+}
+
 // Close detaches the publisher. The stream stays open for readers; its owner
 // decides how long to wait for a new publisher.
 func (p *Publisher) Close() {

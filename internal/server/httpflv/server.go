@@ -104,11 +104,12 @@ const header = "HTTP/1.1 200 OK\r\n" +
 	"Connection: close\r\n"
 
 // appendHead appends the response head of a taken-over connection: header,
-// the CORS headers set on h (by the node's CORS policy), and the blank line.
+// the CORS headers set on h (by the node's CORS policy) and meshcast's own
+// (a relay's path), and the blank line.
 func appendHead(b []byte, h http.Header) []byte {
 	b = append(b, header...)
 	for k, vs := range h {
-		if !strings.HasPrefix(k, "Access-Control-") && k != "Vary" {
+		if !strings.HasPrefix(k, "Access-Control-") && !strings.HasPrefix(k, "X-Meshcast-") && k != "Vary" {
 			continue
 		}
 		for _, v := range vs {

@@ -20,12 +20,45 @@ import (
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
-// FLVViewer is a real HTTP-FLV client: it reads the stream and counts bytes.
+// FLVViewer is a real HTTP-FLV client: it reads the stream's tags and
+// counts what it receives.
 type FLVViewer struct {
 	Bytes  atomic.Int64 // bytes received
+	Video  atomic.Int64 // video frames received, decoder configurations aside
+	LastTS atomic.Int64 // the latest video timestamp, ms; -1 before the first
+	BackTS atomic.Int64 // times a video timestamp went backwards
+	Gaps   Gaps         // wall-clock gaps between video frames
+	Err    atomic.Value // the error that ended the reader
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// Gaps tracks the longest wall-clock pause between two video frames.
+type Gaps struct {
+	last atomic.Int64 // Unix ns of the latest frame; 0 before the first
+	max  atomic.Int64 // ns
+}
+
+// frame notes a video frame's arrival now.
+func (g *Gaps) frame() {
+	now := time.Now().UnixNano()
+	if last := g.last.Swap(now); last != 0 && now-last > g.max.Load() {
+		g.max.Store(now - last)
+	}
+}
+
+// Max returns the longest gap between two frames since the last Reset,
+// counting the time since the latest frame as one.
+func (g *Gaps) Max() time.Duration {
+	m := g.max.Load()
+	if last := g.last.Load(); last != 0 {
+		m = max(m, time.Now().UnixNano()-last)
+	}
+	return time.Duration(m)
+}
+
+// Reset forgets the gaps so far.
+func (g *Gaps) Reset() { g.max.Store(0) }
 
 // PlayFLV starts an HTTP-FLV player of url, failing the test unless the
 // answer is 200 with Content-Type video/x-flv. Close stops it.
@@ -33,6 +66,7 @@ func PlayFLV(t *testing.T, url string) *FLVViewer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	v := &FLVViewer{cancel: cancel, done: make(chan struct{})}
+	v.LastTS.Store(-1)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -47,14 +81,31 @@ func PlayFLV(t *testing.T, url string) *FLVViewer {
 	go func() {
 		defer close(v.done)
 		defer resp.Body.Close()
-		br := bufio.NewReaderSize(resp.Body, 32<<10)
-		buf := make([]byte, 32<<10)
+		r := flv.NewReader(bufio.NewReaderSize(resp.Body, 32<<10))
+		if _, _, err := r.ReadHeader(); err != nil {
+			v.Err.Store(err)
+			return
+		}
+		v.Bytes.Add(13)
 		for {
-			n, err := br.Read(buf)
-			v.Bytes.Add(int64(n))
+			typ, ts, body, err := r.ReadTag()
 			if err != nil {
+				v.Err.Store(err)
 				return
 			}
+			v.Bytes.Add(int64(11 + len(body) + 4))
+			if typ != 9 {
+				continue
+			}
+			if p, err := flv.ParseVideo(ts, body); err != nil || p.SeqHeader {
+				continue
+			}
+			v.Video.Add(1)
+			v.Gaps.frame()
+			if int64(ts) < v.LastTS.Load() {
+				v.BackTS.Add(1)
+			}
+			v.LastTS.Store(int64(ts))
 		}
 	}()
 	return v
@@ -92,6 +143,7 @@ type RTMPViewer struct {
 	Err     atomic.Value  // the error that ended the reader
 	Done    chan struct{} // closed when the reader ends
 	Stalled atomic.Bool   // set: the player stops reading until closed
+	Gaps    Gaps          // wall-clock gaps between video frames
 	resume  chan struct{}
 }
 
@@ -172,6 +224,7 @@ func (v *RTMPViewer) run(c *rtmp.Client) {
 				continue
 			}
 			v.Video.Add(1)
+			v.Gaps.frame()
 			if last := v.LastTS.Load(); int64(m.Timestamp) < last {
 				v.BackTS.Add(1)
 			}
