@@ -21,8 +21,9 @@ import (
 func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	publish := fs.String("publish", "rtmp://127.0.0.1:1935/live/bench", "RTMP URL to publish the input to")
-	play := fs.String("play", "", "URL players read: rtmp://…, http://…/APP/STREAM.flv or http://…/index.m3u8 (defaults to the publish URL)")
+	publish := fs.String("publish", "rtmp://127.0.0.1:1935/live/bench", "RTMP URL to publish the input to; with more, comma-separated, the publisher moves to the next when its connection breaks (failover), after --reconnect-delay")
+	reconnect := fs.Duration("reconnect-delay", 500*time.Millisecond, "the publisher's pause before reconnecting to the next --publish URL")
+	play := fs.String("play", "", "URL players read: rtmp://…, http://…/APP/STREAM.flv or http://…/index.m3u8 (defaults to the publish URL); with more, comma-separated, each step runs its players on each, one result per URL")
 	input := fs.String("input", "", "FLV file (H.264/AAC) to publish in a loop, paced by its timestamps (required)")
 	viewers := fs.String("viewers", "100,500,1000", "viewer counts, one step each; every step's players join at once")
 	warmup := fs.Duration("warmup", 5*time.Second, "wait after all players joined before measuring")
@@ -49,18 +50,24 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshcast bench: --input is required")
 		return 2
 	}
+	publishURLs := strings.Split(*publish, ",")
 	cfg := bench.Config{
-		PublishURL: *publish,
-		PlayURL:    *play,
-		Input:      *input,
-		Warmup:     *warmup,
-		Hold:       *hold,
-		PID:        *pid,
-		Labels:     map[string]string{},
-		Out:        stdout,
+		PublishURL:      publishURLs[0],
+		PublishFailover: publishURLs[1:],
+		ReconnectDelay:  *reconnect,
+		PlayURL:         *play,
+		Input:           *input,
+		Warmup:          *warmup,
+		Hold:            *hold,
+		PID:             *pid,
+		Labels:          map[string]string{},
+		Out:             stdout,
 	}
 	if cfg.PlayURL == "" {
 		cfg.PlayURL = cfg.PublishURL
+	}
+	if urls := strings.Split(cfg.PlayURL, ","); len(urls) > 1 {
+		cfg.PlayURL, cfg.PlayURLs = urls[0], urls
 	}
 	if !*quiet {
 		cfg.Progress = stderr

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -20,16 +21,28 @@ import (
 
 // Config describes a benchmark run.
 type Config struct {
-	PublishURL string        // rtmp://HOST:PORT/APP/STREAM
-	PlayURL    string        // rtmp://…, http://….flv or http://…/index.m3u8
-	Input      string        // FLV file to publish in a loop
-	Steps      []int         // viewer counts, one step each
-	Warmup     time.Duration // after every player has joined, before measuring
-	Hold       time.Duration // measuring window per step
-	PID        int           // server process to measure; 0 skips it
-	Labels     map[string]string
-	Progress   io.Writer // progress display; nil for none
-	Out        io.Writer // one JSON line per step
+	PublishURL string // rtmp://HOST:PORT/APP/STREAM
+	// PublishFailover lists more URLs to publish to, in turn, when the
+	// publisher's connection breaks (its server died): it reconnects
+	// ReconnectDelay later to the next, and goes on from the next
+	// keyframe with increasing timestamps, as an encoder does.
+	PublishFailover []string
+	// ReconnectDelay is the publisher's pause before reconnecting.
+	// Defaults to 500 ms.
+	ReconnectDelay time.Duration
+	PlayURL        string // rtmp://…, http://….flv or http://…/index.m3u8
+	// PlayURLs, when set, replaces PlayURL: each step runs its N players
+	// on each of them at once (the tiers of a cluster, say), one result
+	// per URL, labelled play=URL.
+	PlayURLs []string
+	Input    string        // FLV file to publish in a loop
+	Steps    []int         // viewer counts, one step each
+	Warmup   time.Duration // after every player has joined, before measuring
+	Hold     time.Duration // measuring window per step
+	PID      int           // server process to measure; 0 skips it
+	Labels   map[string]string
+	Progress io.Writer // progress display; nil for none
+	Out      io.Writer // one JSON line per step
 	// FirstFrames, when set, gets a line per player's first picture:
 	// "LOCALADDR PLAYSENT RECEIVED" (Unix nanoseconds), to match with a
 	// server's own record of the same connections.
@@ -38,33 +51,43 @@ type Config struct {
 
 // Result is one step's measurements, written as a JSON line.
 type Result struct {
-	Labels             map[string]string `json:"labels,omitempty"`
-	Proto              string            `json:"proto"`
-	Viewers            int               `json:"viewers"`
-	Connected          int               `json:"connected"`
-	HoldSeconds        float64           `json:"hold_s"`
-	SourceBitrate      int64             `json:"source_bps"`
-	FramesSent         int64             `json:"frames_sent"`
-	DeliveredPct       float64           `json:"delivered_pct"`
-	ReceivedBPS        int64             `json:"received_bps"`
-	Stalls             int64             `json:"stalls"`
-	JoinP50            float64           `json:"join_ms_p50"`
-	JoinP99            float64           `json:"join_ms_p99"`
-	TTFFp50            float64           `json:"ttff_ms_p50"`
-	TTFFp99            float64           `json:"ttff_ms_p99"`
-	LatencyP50         float64           `json:"latency_ms_p50"`
-	LatencyP99         float64           `json:"latency_ms_p99"`
-	ServerCPUPct       float64           `json:"cpu_pct"`
-	CPUmsPerViewerSec  float64           `json:"cpu_ms_per_viewer_s"`
-	ServerRSS          int64             `json:"rss_bytes"`
-	RSSPerViewer       int64             `json:"rss_per_viewer_bytes"`
-	LoadgenCPUPct      float64           `json:"loadgen_cpu_pct"`
-	Void               bool              `json:"void"`
-	VoidReason         string            `json:"void_reason,omitempty"`
-	ConnectErrors      int64             `json:"connect_errors"`
-	FirstConnectErrMsg string            `json:"connect_error,omitempty"`
-	Dropped            int64             `json:"dropped"` // players cut off after joining
-	FirstDropMsg       string            `json:"drop_error,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Proto             string            `json:"proto"`
+	Viewers           int               `json:"viewers"`
+	Connected         int               `json:"connected"`
+	HoldSeconds       float64           `json:"hold_s"`
+	SourceBitrate     int64             `json:"source_bps"`
+	FramesSent        int64             `json:"frames_sent"`
+	DeliveredPct      float64           `json:"delivered_pct"`
+	ReceivedBPS       int64             `json:"received_bps"`
+	Stalls            int64             `json:"stalls"`
+	JoinP50           float64           `json:"join_ms_p50"`
+	JoinP99           float64           `json:"join_ms_p99"`
+	TTFFp50           float64           `json:"ttff_ms_p50"`
+	TTFFp99           float64           `json:"ttff_ms_p99"`
+	LatencyP50        float64           `json:"latency_ms_p50"`
+	LatencyP99        float64           `json:"latency_ms_p99"`
+	ServerCPUPct      float64           `json:"cpu_pct"`
+	CPUmsPerViewerSec float64           `json:"cpu_ms_per_viewer_s"`
+	ServerRSS         int64             `json:"rss_bytes"`
+	RSSPerViewer      int64             `json:"rss_per_viewer_bytes"`
+	LoadgenCPUPct     float64           `json:"loadgen_cpu_pct"`
+	Void              bool              `json:"void"`
+	VoidReason        string            `json:"void_reason,omitempty"`
+	// GapMax and GapP99 are the players' longest gaps between two video
+	// frames in the window: the longest of all, and the 99th percentile
+	// of each player's longest.
+	GapMax float64 `json:"gap_ms_max"`
+	GapP99 float64 `json:"gap_ms_p99"`
+	// Failovers counts the publisher's reconnections to another URL in
+	// the window; PublishAccept is the longest of them, from its redial
+	// to the server's accepting the publish (ms).
+	Failovers          int64   `json:"failovers,omitempty"`
+	PublishAccept      float64 `json:"publish_accept_ms,omitempty"`
+	ConnectErrors      int64   `json:"connect_errors"`
+	FirstConnectErrMsg string  `json:"connect_error,omitempty"`
+	Dropped            int64   `json:"dropped"` // players cut off after joining
+	FirstDropMsg       string  `json:"drop_error,omitempty"`
 }
 
 // loadgenSaturated is the load generator's own CPU use past which its
@@ -78,12 +101,18 @@ type runner struct {
 	httpClient *http.Client
 
 	winStart, winEnd atomic.Int64 // unix nanoseconds; 0 when no window
-	join             *histogram   // dial to play accepted
-	ttff             *histogram   // play request to first keyframe
 	firstMu          sync.Mutex   // serializes writes to cfg.FirstFrames
-	latency          *histogram
-	windowFrames     atomic.Int64
-	stalls           atomic.Int64
+}
+
+// tally is what one step's players of one URL measure.
+type tally struct {
+	join         histogram // dial to play accepted
+	ttff         histogram // play request to first keyframe
+	latency      histogram
+	gaps         histogram // each player's longest gap in the window
+	gapMax       atomic.Int64
+	windowFrames atomic.Int64
+	stalls       atomic.Int64
 }
 
 func (r *runner) inWindow(t time.Time) bool {
@@ -101,7 +130,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	}
 	r := &runner{
 		cfg: cfg,
-		pub: &publisher{src: src, sent: &sendTable{start: time.Now()}},
+		pub: &publisher{src: src, sent: &sendTable{start: time.Now()}, delay: cfg.ReconnectDelay},
 		httpClient: &http.Client{
 			Timeout:   10 * time.Second,
 			Transport: &http.Transport{MaxIdleConnsPerHost: 4096},
@@ -110,7 +139,7 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pubErr := make(chan error, 1)
-	go func() { pubErr <- r.pub.run(ctx, cfg.PublishURL) }()
+	go func() { pubErr <- r.pub.run(ctx, append([]string{cfg.PublishURL}, cfg.PublishFailover...), r.inWindow) }()
 
 	// Wait for the stream to flow before the first step.
 	deadline := time.Now().Add(10 * time.Second)
@@ -135,138 +164,201 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 	var results []Result
 	for i, n := range cfg.Steps {
 		res, err := r.step(ctx, i, n, baseRSS, pubErr)
+		results = append(results, res...)
 		if err != nil {
 			return results, err
 		}
-		results = append(results, res)
 		if cfg.Out != nil {
-			b, _ := json.Marshal(res)
-			fmt.Fprintf(cfg.Out, "%s\n", b)
+			for _, one := range res {
+				b, _ := json.Marshal(one)
+				fmt.Fprintf(cfg.Out, "%s\n", b)
+			}
 		}
 	}
 	return results, nil
 }
 
-func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr chan error) (Result, error) {
-	r.join, r.ttff, r.latency = &histogram{}, &histogram{}, &histogram{}
-	r.windowFrames.Store(0)
-	r.stalls.Store(0)
+// playURLs returns the URLs each step's players read.
+func (r *runner) playURLs() []string {
+	if len(r.cfg.PlayURLs) > 0 {
+		return r.cfg.PlayURLs
+	}
+	return []string{r.cfg.PlayURL}
+}
+
+// step runs n players on each play URL and measures them. It returns one
+// result per URL.
+func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr chan error) ([]Result, error) {
+	urls := r.playURLs()
 	r.winStart.Store(0)
 	r.winEnd.Store(0)
-	res := Result{Labels: r.cfg.Labels, Proto: protoOf(r.cfg.PlayURL), Viewers: n, SourceBitrate: r.pub.src.bitrate}
+	r.pub.resetFailovers()
+	total := n * len(urls)
 
 	pctx, stop := context.WithCancel(ctx)
-	players := make([]*player, n)
 	var wg sync.WaitGroup
-	var connErrs atomic.Int64
-	var firstErr atomic.Value
-	var dropped atomic.Int64 // players cut off after joining
-	var firstDrop atomic.Value
-	// Every player of the step joins at once: time to first frame is
-	// measured under a burst of n joins.
-	for i := range players {
-		p := &player{r: r, probe: i%probeEvery == 0, joinStart: time.Now()}
-		players[i] = p
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := p.play(pctx, r.cfg.PlayURL)
-			switch {
-			case pctx.Err() != nil:
-			case !p.connected.Load():
-				connErrs.Add(1)
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-			default:
-				dropped.Add(1)
-				if err != nil {
-					firstDrop.CompareAndSwap(nil, err.Error())
-				}
-			}
-		}()
-	}
 	defer func() {
 		stop()
 		wg.Wait()
 	}()
+	groups := make([]*group, len(urls))
+	var all []*player
+	// Every player of the step joins at once: time to first frame is
+	// measured under a burst of joins.
+	for k, u := range urls {
+		g := &group{url: u, t: &tally{}}
+		groups[k] = g
+		for i := range n {
+			p := &player{r: r, t: g.t, probe: i%probeEvery == 0, joinStart: time.Now()}
+			g.players = append(g.players, p)
+			all = append(all, p)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				g.ended(pctx, p, p.play(pctx, u))
+			}()
+		}
+	}
 	joinDeadline := time.Now().Add(30 * time.Second)
 	for {
-		c := 0
-		for _, p := range players {
-			if p.connected.Load() {
-				c++
-			}
+		c, failed := 0, 0
+		for _, g := range groups {
+			c += g.connected()
+			failed += int(g.connErrs.Load())
 		}
-		res.Connected = c
-		if c+int(connErrs.Load()) >= n || time.Now().After(joinDeadline) {
+		if c+failed >= total || time.Now().After(joinDeadline) {
 			break
 		}
-		r.progress(idx, n, "joining", float64(c)/float64(n), nil)
+		r.progress(idx, total, "joining", float64(c)/float64(total), nil)
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := r.sleep(ctx, r.cfg.Warmup, pubErr, func(f float64) { r.progress(idx, n, "warming up", f, nil) }); err != nil {
-		return res, err
+	if err := r.sleep(ctx, r.cfg.Warmup, pubErr, func(f float64) { r.progress(idx, total, "warming up", f, nil) }); err != nil {
+		return nil, err
 	}
 
 	srv0, self0 := r.sample()
 	framesAt0 := r.pub.frames.Load()
-	var bytes0 int64
-	for _, p := range players {
-		bytes0 += p.bytes.Load()
+	bytes0 := make([]int64, len(groups))
+	for k, g := range groups {
+		bytes0[k] = g.bytes()
+	}
+	for _, p := range all {
+		p.maxGap.Store(0)
 	}
 	t0 := time.Now()
 	r.winStart.Store(t0.UnixNano())
-	if err := r.sleep(ctx, r.cfg.Hold, pubErr, func(f float64) { r.progress(idx, n, "measuring", f, &res) }); err != nil {
-		return res, err
+	connected := 0
+	for _, g := range groups {
+		connected += g.connected()
+	}
+	progress := &Result{Connected: connected}
+	if err := r.sleep(ctx, r.cfg.Hold, pubErr, func(f float64) { r.progress(idx, total, "measuring", f, progress) }); err != nil {
+		return nil, err
 	}
 	t1 := time.Now()
 	r.winEnd.Store(t1.UnixNano())
 	srv1, self1 := r.sample()
 	framesSent := r.pub.frames.Load() - framesAt0
-	var bytes1 int64
-	for _, p := range players {
-		bytes1 += p.bytes.Load()
-	}
 	// Frames sent near the window's end are still on their way.
 	if err := r.sleep(ctx, time.Second, pubErr, nil); err != nil {
-		return res, err
+		return nil, err
 	}
 	elapsed := t1.Sub(t0).Seconds()
-	res.HoldSeconds = elapsed
-	res.FramesSent = framesSent
-	if framesSent > 0 {
-		res.DeliveredPct = 100 * float64(r.windowFrames.Load()) / float64(framesSent*int64(n))
-	}
-	res.ReceivedBPS = int64(float64(bytes1-bytes0) * 8 / elapsed)
-	res.Stalls = r.stalls.Load()
-	res.JoinP50, res.JoinP99 = r.join.quantile(0.5), r.join.quantile(0.99)
-	res.TTFFp50, res.TTFFp99 = r.ttff.quantile(0.5), r.ttff.quantile(0.99)
-	res.LatencyP50, res.LatencyP99 = r.latency.quantile(0.5), r.latency.quantile(0.99)
-	res.ConnectErrors = connErrs.Load()
-	if v := firstErr.Load(); v != nil {
-		res.FirstConnectErrMsg = v.(string)
-	}
-	res.Dropped = dropped.Load()
-	if v := firstDrop.Load(); v != nil {
-		res.FirstDropMsg = v.(string)
-	}
-	if r.cfg.PID > 0 {
-		cpu := srv1.CPU - srv0.CPU
-		res.ServerCPUPct = 100 * cpu.Seconds() / elapsed
-		if n > 0 {
-			res.CPUmsPerViewerSec = float64(cpu.Milliseconds()) / (float64(n) * elapsed)
-			res.RSSPerViewer = (srv1.RSS - baseRSS) / int64(n)
+	var results []Result
+	for k, g := range groups {
+		res := Result{Labels: r.cfg.Labels, Proto: protoOf(g.url), Viewers: n, SourceBitrate: r.pub.src.bitrate,
+			HoldSeconds: elapsed, FramesSent: framesSent, Connected: g.connected()}
+		if len(urls) > 1 {
+			res.Labels = map[string]string{"play": g.url}
+			maps.Copy(res.Labels, r.cfg.Labels)
 		}
-		res.ServerRSS = srv1.RSS
-	}
-	res.LoadgenCPUPct = 100 * (self1.CPU - self0.CPU).Seconds() / elapsed
-	if res.LoadgenCPUPct >= loadgenSaturated {
-		res.Void = true
-		res.VoidReason = fmt.Sprintf("load generator used %.0f%% of a core: its core is saturated, so these figures describe the load generator, not the server", res.LoadgenCPUPct)
+		t := g.t
+		if framesSent > 0 {
+			res.DeliveredPct = 100 * float64(t.windowFrames.Load()) / float64(framesSent*int64(n))
+		}
+		res.ReceivedBPS = int64(float64(g.bytes()-bytes0[k]) * 8 / elapsed)
+		res.Stalls = t.stalls.Load()
+		res.JoinP50, res.JoinP99 = t.join.quantile(0.5), t.join.quantile(0.99)
+		res.TTFFp50, res.TTFFp99 = t.ttff.quantile(0.5), t.ttff.quantile(0.99)
+		res.LatencyP50, res.LatencyP99 = t.latency.quantile(0.5), t.latency.quantile(0.99)
+		for _, p := range g.players {
+			if p.connected.Load() {
+				t.gaps.add(time.Duration(p.maxGap.Load()))
+			}
+		}
+		res.GapMax = float64(time.Duration(t.gapMax.Load()).Milliseconds())
+		res.GapP99 = t.gaps.quantile(0.99)
+		res.Failovers, res.PublishAccept = r.pub.failovers()
+		res.ConnectErrors = g.connErrs.Load()
+		if v := g.firstErr.Load(); v != nil {
+			res.FirstConnectErrMsg = v.(string)
+		}
+		res.Dropped = g.dropped.Load()
+		if v := g.firstDrop.Load(); v != nil {
+			res.FirstDropMsg = v.(string)
+		}
+		if r.cfg.PID > 0 {
+			cpu := srv1.CPU - srv0.CPU
+			res.ServerCPUPct = 100 * cpu.Seconds() / elapsed
+			res.CPUmsPerViewerSec = float64(cpu.Milliseconds()) / (float64(total) * elapsed)
+			res.RSSPerViewer = (srv1.RSS - baseRSS) / int64(total)
+			res.ServerRSS = srv1.RSS
+		}
+		res.LoadgenCPUPct = 100 * (self1.CPU - self0.CPU).Seconds() / elapsed
+		if res.LoadgenCPUPct >= loadgenSaturated {
+			res.Void = true
+			res.VoidReason = fmt.Sprintf("load generator used %.0f%% of a core: its core is saturated, so these figures describe the load generator, not the server", res.LoadgenCPUPct)
+		}
+		results = append(results, res)
 	}
 	r.progressDone()
-	return res, nil
+	return results, nil
+}
+
+// group is one step's players of one play URL.
+type group struct {
+	url       string
+	t         *tally
+	players   []*player
+	connErrs  atomic.Int64
+	firstErr  atomic.Value
+	dropped   atomic.Int64 // players cut off after joining
+	firstDrop atomic.Value
+}
+
+// ended records why a player stopped.
+func (g *group) ended(ctx context.Context, p *player, err error) {
+	switch {
+	case ctx.Err() != nil:
+	case !p.connected.Load():
+		g.connErrs.Add(1)
+		if err != nil {
+			g.firstErr.CompareAndSwap(nil, err.Error())
+		}
+	default:
+		g.dropped.Add(1)
+		if err != nil {
+			g.firstDrop.CompareAndSwap(nil, err.Error())
+		}
+	}
+}
+
+func (g *group) connected() int {
+	c := 0
+	for _, p := range g.players {
+		if p.connected.Load() {
+			c++
+		}
+	}
+	return c
+}
+
+func (g *group) bytes() int64 {
+	var b int64
+	for _, p := range g.players {
+		b += p.bytes.Load()
+	}
+	return b
 }
 
 // sample reads the server's and the load generator's process stats.

@@ -38,6 +38,7 @@ const firstReads = 8 << 10
 // player is one viewer. Its fields belong to its goroutine except the atomics.
 type player struct {
 	r         *runner
+	t         *tally    // where its measurements go
 	probe     bool      // measures latency and reads eagerly
 	lazy      bool      // the receive low-water mark is set
 	joinStart time.Time // dialing began
@@ -46,11 +47,29 @@ type player struct {
 	last      time.Time
 	connected atomic.Bool
 	bytes     atomic.Int64
+	maxGap    atomic.Int64 // longest gap between video frames in the window, ns
+}
+
+// gap notes the pause before a frame that arrived now, in the window.
+func (p *player) gap(now time.Time) {
+	if p.last.IsZero() || !p.r.inWindow(now) {
+		return
+	}
+	g := int64(now.Sub(p.last))
+	if g > p.maxGap.Load() {
+		p.maxGap.Store(g)
+	}
+	for {
+		m := p.t.gapMax.Load()
+		if g <= m || p.t.gapMax.CompareAndSwap(m, g) {
+			return
+		}
+	}
 }
 
 // joined records that the server accepted the player.
 func (p *player) joined() {
-	p.r.join.add(time.Since(p.joinStart))
+	p.t.join.add(time.Since(p.joinStart))
 	p.connected.Store(true)
 }
 
@@ -64,7 +83,7 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 			return
 		}
 		p.first = now
-		r.ttff.add(now.Sub(p.playStart))
+		p.t.ttff.add(now.Sub(p.playStart))
 		if r.cfg.FirstFrames != nil {
 			r.firstMu.Lock()
 			fmt.Fprintf(r.cfg.FirstFrames, "%s %d %d\n", conn.LocalAddr(), p.playStart.UnixNano(), now.UnixNano())
@@ -78,14 +97,15 @@ func (p *player) video(conn net.Conn, prefix []byte, now time.Time) {
 	}
 	inWindow := r.inWindow(now)
 	if !p.last.IsZero() && now.Sub(p.last) > stallGap && inWindow {
-		r.stalls.Add(1)
+		p.t.stalls.Add(1)
 	}
+	p.gap(now)
 	p.last = now
 	if seq, ok := frameNumber(prefix); ok {
 		if sent, ok := r.pub.sent.sentAt(seq); ok && r.inWindow(sent) {
-			r.windowFrames.Add(1)
+			p.t.windowFrames.Add(1)
 			if p.probe {
-				r.latency.add(now.Sub(sent))
+				p.t.latency.add(now.Sub(sent))
 			}
 		}
 	}
@@ -310,10 +330,10 @@ func (p *player) playHLS(ctx context.Context, u *url.URL) error {
 			now := time.Now()
 			if p.first.IsZero() {
 				p.first = now
-				p.r.ttff.add(now.Sub(p.playStart))
+				p.t.ttff.add(now.Sub(p.playStart))
 			}
 			if !p.last.IsZero() && now.Sub(p.last) > 3*time.Second && p.r.inWindow(now) {
-				p.r.stalls.Add(1)
+				p.t.stalls.Add(1)
 			}
 			p.last = now
 		}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -135,23 +136,98 @@ func (t *sendTable) sentAt(seq uint32) (time.Time, bool) {
 }
 
 // publisher sends the source in a loop, paced by its timestamps, with
-// timestamps that keep increasing across loops.
+// timestamps that keep increasing across loops and reconnections.
 type publisher struct {
 	src       *source
 	sent      *sendTable
-	frames    atomic.Int64 // video frames sent
-	lastVideo atomic.Int64 // timestamp of the latest video frame sent
+	delay     time.Duration // before reconnecting; 0: 500 ms
+	frames    atomic.Int64  // video frames sent
+	lastVideo atomic.Int64  // timestamp of the latest video frame sent
+
+	// Where the next session goes on from: owned by run.
+	seq   uint32    // frame number of the last frame sent; 0 is never sent
+	start time.Time // when the source's timestamp 0 was (or would have been) sent
+	next  int       // index in the loop of the next tag to send
+	loop  uint32
+
+	failMu   sync.Mutex
+	failN    int64
+	failWait time.Duration // the longest redial-to-accepted so far
 }
 
-// run publishes until ctx ends.
-func (p *publisher) run(ctx context.Context, rawURL string) error {
+// resetFailovers forgets the failovers counted so far.
+func (p *publisher) resetFailovers() {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	p.failN, p.failWait = 0, 0
+}
+
+// failovers returns the reconnections to another URL counted since the
+// last reset, and the longest wait for one to be accepted, in ms.
+func (p *publisher) failovers() (int64, float64) {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	return p.failN, float64(p.failWait.Milliseconds())
+}
+
+// run publishes to urls[0] until ctx ends. With more URLs, a broken
+// session reconnects to the next one after the reconnect delay, and goes
+// on from the next keyframe. inWindow dates the failovers worth counting.
+func (p *publisher) run(ctx context.Context, urls []string, inWindow func(time.Time) bool) error {
+	delay := p.delay
+	if delay <= 0 {
+		delay = 500 * time.Millisecond
+	}
+	p.start = time.Now()
+	for i := 0; ; i++ {
+		u := urls[i%len(urls)]
+		redial := time.Now()
+		accepted, err := p.session(ctx, u, func(at time.Time) {
+			if i > 0 && inWindow(redial) {
+				p.failMu.Lock()
+				p.failN++
+				p.failWait = max(p.failWait, at.Sub(redial))
+				p.failMu.Unlock()
+			}
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		if len(urls) == 1 || (accepted.IsZero() && i >= 20*len(urls)) {
+			return err
+		}
+		if !accepted.IsZero() {
+			// A session that was publishing broke: wait, as an encoder
+			// does, then try the next URL.
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil
+			}
+		} else {
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// session publishes to rawURL until ctx ends or the connection fails.
+// accepted is when the server accepted the publish, also told to onAccept
+// then; zero if it did not.
+func (p *publisher) session(ctx context.Context, rawURL string, onAccept func(time.Time)) (accepted time.Time, err error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme != "rtmp" {
-		return fmt.Errorf("publish URL %q: want rtmp://HOST:PORT/APP/STREAM", rawURL)
+		return time.Time{}, fmt.Errorf("publish URL %q: want rtmp://HOST:PORT/APP/STREAM", rawURL)
 	}
 	app, key, ok := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
 	if !ok {
-		return fmt.Errorf("publish URL %q: want rtmp://HOST:PORT/APP/STREAM", rawURL)
+		return time.Time{}, fmt.Errorf("publish URL %q: want rtmp://HOST:PORT/APP/STREAM", rawURL)
+	}
+	if u.RawQuery != "" {
+		key += "?" + u.RawQuery
 	}
 	host := u.Host
 	if u.Port() == "" {
@@ -159,7 +235,7 @@ func (p *publisher) run(ctx context.Context, rawURL string) error {
 	}
 	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", host)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -167,14 +243,16 @@ func (p *publisher) run(ctx context.Context, rawURL string) error {
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	c, err := rtmp.NewClient(conn)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if err := c.Connect(app, "rtmp://"+host+"/"+app); err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if err := c.Publish(key); err != nil {
-		return err
+		return time.Time{}, err
 	}
+	accepted = time.Now()
+	onAccept(accepted)
 	// Keep reading so the server's acknowledgement requests and pings are
 	// answered; nothing it says matters here.
 	go func() {
@@ -185,7 +263,7 @@ func (p *publisher) run(ctx context.Context, rawURL string) error {
 			}
 		}
 	}()
-	// The first tags are decoder configuration: send them once.
+	// The first tags are decoder configuration: sent first in each session.
 	var loopStart int
 	for i, t := range p.src.tags {
 		if len(t.body) > 1 && t.body[1] == 0 { // AVC/AAC sequence header
@@ -195,44 +273,71 @@ func (p *publisher) run(ctx context.Context, rawURL string) error {
 		}
 		break
 	}
-	start := time.Now()
-	var seq uint32 // frame number; 0 is never sent
+	tags := p.src.tags[loopStart:]
+	if p.frames.Load() > 0 {
+		p.resume(tags)
+	}
 	var marked []byte
-	for loop := uint32(0); ; loop++ {
-		base := loop * p.src.duration
-		for _, t := range p.src.tags[loopStart:] {
+	for ; ; p.loop, p.next = p.loop+1, 0 {
+		base := p.loop * p.src.duration
+		for ; p.next < len(tags); p.next++ {
+			t := tags[p.next]
 			ts := base + t.ts
-			if wait := time.Until(start.Add(time.Duration(ts) * time.Millisecond)); wait > 0 {
+			if wait := time.Until(p.start.Add(time.Duration(ts) * time.Millisecond)); wait > 0 {
 				if err := c.Flush(); err != nil {
-					return err
+					return accepted, err
 				}
 				select {
 				case <-time.After(wait):
 				case <-ctx.Done():
-					return nil
+					return accepted, nil
 				}
 			}
 			conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			body := t.body
 			if t.typ == flv.TagVideo && len(body) > 5 {
-				seq++
-				marked = appendMarked(marked[:0], body, seq)
+				p.seq++
+				marked = appendMarked(marked[:0], body, p.seq)
 				body = marked
 			}
 			if err := c.WriteMedia(t.typ, ts, body); err != nil {
 				if ctx.Err() != nil {
-					return nil
+					return accepted, nil
 				}
-				return err
+				return accepted, err
 			}
 			if t.typ == flv.TagVideo {
 				if err := c.Flush(); err != nil {
-					return err
+					return accepted, err
 				}
-				p.sent.put(seq, time.Now())
+				p.sent.put(p.seq, time.Now())
 				p.frames.Add(1)
 				p.lastVideo.Store(int64(ts))
 			}
 		}
+	}
+}
+
+// resume moves a reconnected publisher on to now: to the first keyframe
+// not yet due, sent at once (an encoder that reconnects starts with one),
+// the source's clock moved so that the frames after it keep their pace.
+func (p *publisher) resume(tags []tag) {
+	now := time.Now()
+	at := func() time.Time {
+		return p.start.Add(time.Duration(p.loop*p.src.duration+tags[p.next].ts) * time.Millisecond)
+	}
+	isKey := func(t tag) bool { return t.typ == flv.TagVideo && len(t.body) > 0 && t.body[0]>>4 == 1 }
+	for range 2 * len(tags) {
+		if p.next >= len(tags) {
+			p.loop, p.next = p.loop+1, 0
+		}
+		if !at().Before(now) && isKey(tags[p.next]) {
+			p.start = p.start.Add(-at().Sub(now))
+			return
+		}
+		p.next++
+	}
+	if p.next >= len(tags) {
+		p.loop, p.next = p.loop+1, 0
 	}
 }
