@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -28,6 +29,13 @@ type MemberConfig struct {
 	// Relays reports the streams this node relays now, refreshed in the
 	// registry with each heartbeat; nil means none.
 	Relays func() map[streamname.Name]NodeID
+	// StreamInfo describes a stream this node owns for the registry's
+	// stream records (StreamInfo.Info), written with each renewal; nil,
+	// or a nil answer, writes none.
+	StreamInfo func(streamname.Name) json.RawMessage
+	// StreamViewers reports this node's viewers per stream for its
+	// heartbeat (Node.StreamViewers); nil sends none.
+	StreamViewers func() map[streamname.Name]int
 	// OnLost is called, from the member's goroutine, for a stream whose
 	// claim another node has taken: the node must stop serving it.
 	OnLost func(streamname.Name)
@@ -198,6 +206,9 @@ func (m *Member) beat() {
 	if m.cfg.Load != nil {
 		n.Load = m.cfg.Load()
 	}
+	if m.cfg.StreamViewers != nil {
+		n.StreamViewers = m.cfg.StreamViewers()
+	}
 	err := m.cfg.Registry.Heartbeat(m.ctx, n)
 	m.setReachable(err)
 	if err != nil {
@@ -210,6 +221,10 @@ func (m *Member) beat() {
 			m.lose(c.Stream, c.Epoch+1, "")
 		case err != nil:
 			m.setReachable(err)
+		case m.cfg.StreamInfo != nil:
+			if info := m.cfg.StreamInfo(c.Stream); info != nil {
+				m.cfg.Registry.SetStreamInfo(m.ctx, c.Stream, StreamInfo{Node: n.ID, Info: info})
+			}
 		}
 	}
 	if m.cfg.Relays != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
@@ -139,5 +140,42 @@ func TestMemberFencedByTakeover(t *testing.T) {
 	}
 	if len(m.Claims()) != 0 {
 		t.Fatalf("claims after the takeover: %v", m.Claims())
+	}
+}
+
+// A member writes its streams' records with each renewal and its viewers
+// per stream with each heartbeat.
+func TestMemberWritesStreamRecords(t *testing.T) {
+	ctx := context.Background()
+	const name = streamname.Name("live/described")
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	reg := NewMemory(MemoryConfig{Clock: clk})
+	beats := make(chan struct{}, 10)
+	m := NewMember(MemberConfig{
+		Self: Node{ID: "node-a"}, Registry: reg, Clock: clk,
+		StreamInfo: func(n streamname.Name) json.RawMessage {
+			return json.RawMessage(`{"name":"` + string(n) + `"}`)
+		},
+		StreamViewers: func() map[streamname.Name]int { return map[streamname.Name]int{name: 42} },
+		Relays:        func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
+	})
+	m.Start()
+	defer m.Close()
+	<-beats
+	release, err := m.Claim(name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	testutil.WaitFor(t, 5*time.Second, "the member's ticker", func() bool { return clk.Waiters() == 1 })
+	clk.Advance(heartbeatEvery)
+	<-beats
+	infos, err := reg.StreamInfos(ctx)
+	if err != nil || infos[name].Node != "node-a" || string(infos[name].Info) != `{"name":"live/described"}` {
+		t.Fatalf("stream records %+v, %v", infos, err)
+	}
+	n, err := reg.Node(ctx, "node-a")
+	if err != nil || n.StreamViewers[name] != 42 {
+		t.Fatalf("node record %+v, %v; want 42 viewers of %s", n, err, name)
 	}
 }

@@ -44,6 +44,7 @@ type Memory struct {
 	epochs     map[streamname.Name]memEpoch
 	claimCalls int // sweeps of expired epochs are counted in claims
 	relays     map[streamname.Name]map[NodeID]memRelay
+	infos      map[streamname.Name]memInfo
 
 	feed claimFeed
 }
@@ -64,6 +65,11 @@ type memClaim struct {
 
 type memEpoch struct {
 	last    uint64
+	expires time.Time
+}
+
+type memInfo struct {
+	info    StreamInfo
 	expires time.Time
 }
 
@@ -91,6 +97,7 @@ func (m *Memory) reset() {
 	m.claims = make(map[streamname.Name]memClaim)
 	m.epochs = make(map[streamname.Name]memEpoch)
 	m.relays = make(map[streamname.Name]map[NodeID]memRelay)
+	m.infos = make(map[streamname.Name]memInfo)
 }
 
 // Heartbeat implements Registry.
@@ -389,6 +396,48 @@ func (m *Memory) Relays(_ context.Context, name streamname.Name) ([]Relay, error
 // Close implements Registry. A Memory holds no connections; its records
 // stay readable after Close.
 func (m *Memory) Close() error { return nil }
+
+// SetStreamInfo implements Registry.
+func (m *Memory) SetStreamInfo(_ context.Context, name streamname.Name, info StreamInfo) error {
+	if err := checkInfo(name, info); err != nil {
+		return err
+	}
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for n, i := range m.infos { // drop the expired as new ones come
+		if !now.Before(i.expires) {
+			delete(m.infos, n)
+		}
+	}
+	m.infos[name] = memInfo{info: info, expires: now.Add(m.timeout)}
+	return nil
+}
+
+// StreamInfos implements Registry.
+func (m *Memory) StreamInfos(context.Context) (map[streamname.Name]StreamInfo, error) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[streamname.Name]StreamInfo, len(m.infos))
+	for name, i := range m.infos {
+		if now.Before(i.expires) {
+			out[name] = i.info
+		}
+	}
+	return out, nil
+}
+
+// checkInfo refuses a stream record without a node, or too big.
+func checkInfo(name streamname.Name, info StreamInfo) error {
+	if info.Node == "" {
+		return errEmptyNode("set info of " + string(name))
+	}
+	if len(info.Info) > maxStreamInfo {
+		return fmt.Errorf("cluster: set info of %s: %d bytes, at most %d", name, len(info.Info), maxStreamInfo)
+	}
+	return nil
+}
 
 // Claimed implements Registry.
 func (m *Memory) Claimed(ctx context.Context) <-chan Claim { return m.feed.subscribe(ctx, nil) }

@@ -124,6 +124,12 @@ func (r *Redis) relayKey(name streamname.Name, node NodeID) string {
 // relaysKey is the set of node IDs that may have a relay key for name.
 func (r *Redis) relaysKey(name streamname.Name) string { return r.prefix + "relays:" + string(name) }
 
+// infoKey holds the owner's StreamInfo of name (JSON), PX NodeTimeout.
+func (r *Redis) infoKey(name streamname.Name) string { return r.prefix + "info:" + string(name) }
+
+// infosKey is the set of names that may have an info key.
+func (r *Redis) infosKey() string { return r.prefix + "infos" }
+
 // claimsChannel is the pub/sub channel every claim is published on.
 func (r *Redis) claimsChannel() string { return r.prefix + "claimed" }
 
@@ -749,6 +755,48 @@ func (r *Redis) Relays(ctx context.Context, name streamname.Name) ([]Relay, erro
 	}
 	slices.SortFunc(relays, func(a, b Relay) int { return cmp.Compare(a.Node, b.Node) })
 	return relays, nil
+}
+
+// SetStreamInfo implements Registry.
+func (r *Redis) SetStreamInfo(ctx context.Context, name streamname.Name, info StreamInfo) error {
+	if err := checkInfo(name, info); err != nil {
+		return err
+	}
+	rec, err := json.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("cluster: set info of %s: %w", name, err)
+	}
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	_, err = r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.infoKey(name), rec, r.timeout)
+		p.SAdd(ctx, r.infosKey(), string(name))
+		p.PExpire(ctx, r.infosKey(), r.timeout)
+		return nil
+	})
+	if err != nil {
+		return unavailable("set info of "+string(name), err)
+	}
+	return nil
+}
+
+// StreamInfos implements Registry.
+func (r *Redis) StreamInfos(ctx context.Context) (map[streamname.Name]StreamInfo, error) {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	names, recs, err := r.list(ctx, r.infosKey(), func(name string) string { return r.infoKey(streamname.Name(name)) })
+	if err != nil {
+		return nil, unavailable("stream infos", err)
+	}
+	out := make(map[streamname.Name]StreamInfo, len(names))
+	for i, name := range names {
+		var info StreamInfo
+		if err := json.Unmarshal([]byte(recs[i]), &info); err != nil {
+			return nil, fmt.Errorf("cluster: info of %s: bad record: %w", name, err)
+		}
+		out[streamname.Name(name)] = info
+	}
+	return out, nil
 }
 
 // Close implements Registry: it closes the client's connections and

@@ -14,6 +14,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -55,6 +56,9 @@ type Node struct {
 	State    NodeState `json:"state"`
 	Load     Load      `json:"load"`
 	Started  time.Time `json:"started"`
+	// StreamViewers are the node's viewers of each stream, relays
+	// included, for its busiest streams (at most --metrics-max-streams).
+	StreamViewers map[streamname.Name]int `json:"stream_viewers,omitempty"`
 	// Seen is when the registry last heard the node's heartbeat. Set by
 	// the registry.
 	Seen time.Time `json:"seen"`
@@ -94,6 +98,17 @@ func CredentialOf(secret, presented string) Credential {
 
 // maxCredLen bounds a Credential a registry takes (a hex SHA-256 is 64).
 const maxCredLen = 128
+
+// StreamInfo is what a stream's owner says of it in the registry with each
+// renewal: Info is the owner's JSON description (codecs, size, bitrate),
+// kept as it came.
+type StreamInfo struct {
+	Node NodeID          `json:"node"`
+	Info json.RawMessage `json:"info"`
+}
+
+// maxStreamInfo bounds a StreamInfo's Info.
+const maxStreamInfo = 16 << 10
 
 // Relay records that a node relays a stream, and from which node it pulls.
 type Relay struct {
@@ -165,6 +180,12 @@ type Registry interface {
 	// prompt but not assured (a slow reader or a store that is away loses
 	// some): it only hastens what renewals and retries find anyway.
 	Claimed(ctx context.Context) <-chan Claim
+
+	// SetStreamInfo records what the owner of name says of it, for one
+	// NodeTimeout unless set again.
+	SetStreamInfo(ctx context.Context, name streamname.Name, info StreamInfo) error
+	// StreamInfos returns the current stream records by name.
+	StreamInfos(ctx context.Context) (map[streamname.Name]StreamInfo, error)
 
 	// SetRelay records that r.Node relays name, for one NodeTimeout unless
 	// set again.

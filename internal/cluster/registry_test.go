@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -82,6 +84,7 @@ func runRegistrySuite(t *testing.T, rt registryUnderTest) {
 		{"RenewReassertsAfterWipe", testRenewReassertsAfterWipe},
 		{"OwnerAndClaims", testOwnerAndClaims},
 		{"Relays", testRelays},
+		{"StreamInfos", testStreamInfos},
 		{"RelaysExpire", testRelaysExpire},
 		{"ConcurrentClaims", testConcurrentClaims},
 		{"BadArguments", testBadArguments},
@@ -104,14 +107,15 @@ var (
 
 func testNode(id NodeID) Node {
 	return Node{
-		ID:       id,
-		Region:   "eu-west",
-		RTMPAddr: "10.0.0.1:1935",
-		HTTPAddr: "10.0.0.1:8080",
-		Capacity: 1000,
-		State:    StateServing,
-		Load:     Load{Viewers: 12, Streams: 2, EgressBPS: 3_000_000, CPU: 0.25},
-		Started:  time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+		ID:            id,
+		Region:        "eu-west",
+		RTMPAddr:      "10.0.0.1:1935",
+		HTTPAddr:      "10.0.0.1:8080",
+		Capacity:      1000,
+		State:         StateServing,
+		Load:          Load{Viewers: 12, Streams: 2, EgressBPS: 3_000_000, CPU: 0.25},
+		Started:       time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+		StreamViewers: map[streamname.Name]int{nameA: 10, nameB: 2},
 	}
 }
 
@@ -259,7 +263,7 @@ func testHeartbeatMakesAlive(t *testing.T, rt registryUnderTest) {
 		t.Errorf("Started = %v, want %v", got.Started, want.Started)
 	}
 	got.Started = want.Started
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Node = %+v\nwant   %+v", got, want)
 	}
 
@@ -444,6 +448,56 @@ func testTakeoverWithCredential(t *testing.T, rt registryUnderTest) {
 	}
 	cancel()
 	for range claimed { // closed once ctx ends
+	}
+}
+
+func testStreamInfos(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	a := StreamInfo{Node: nodeA, Info: json.RawMessage(`{"video":{"codec":"H264","width":1280},"bitrate_bps":2000000}`)}
+	b := StreamInfo{Node: nodeB, Info: json.RawMessage(`{"audio":{"codec":"AAC"}}`)}
+	for name, info := range map[streamname.Name]StreamInfo{nameA: a, nameB: b} {
+		if err := reg.SetStreamInfo(bg, name, info); err != nil {
+			t.Fatalf("SetStreamInfo(%s): %v", name, err)
+		}
+	}
+	got, err := reg.StreamInfos(bg)
+	if err != nil || len(got) != 2 || string(got[nameA].Info) != string(a.Info) || got[nameA].Node != nodeA ||
+		string(got[nameB].Info) != string(b.Info) || got[nameB].Node != nodeB {
+		t.Fatalf("StreamInfos = %+v, %v", got, err)
+	}
+	if err := reg.SetStreamInfo(bg, nameC, StreamInfo{Info: json.RawMessage(`{}`)}); err == nil {
+		t.Error("SetStreamInfo without a node succeeded")
+	}
+	big := StreamInfo{Node: nodeA, Info: json.RawMessage(`"` + strings.Repeat("x", maxStreamInfo) + `"`)}
+	if err := reg.SetStreamInfo(bg, nameC, big); err == nil {
+		t.Error("SetStreamInfo of more than maxStreamInfo bytes succeeded")
+	}
+	// Records last one NodeTimeout unless set again.
+	stop := make(chan struct{})
+	kept := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(shortTimeout / 4)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				kept <- nil
+				return
+			case <-tick.C:
+				if err := reg.SetStreamInfo(bg, nameA, a); err != nil {
+					kept <- err
+					return
+				}
+			}
+		}
+	}()
+	eventually(t, "live/other's record to expire", func() bool {
+		got, err := reg.StreamInfos(bg)
+		return err == nil && len(got) == 1 && got[nameA].Node == nodeA
+	})
+	close(stop)
+	if err := <-kept; err != nil {
+		t.Fatalf("SetStreamInfo: %v", err)
 	}
 }
 

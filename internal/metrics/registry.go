@@ -218,6 +218,16 @@ func (r *InstrumentedRegistry) Relays(ctx context.Context, name streamname.Name)
 // is neither timed nor counted.
 func (r *InstrumentedRegistry) Close() error { return r.next.Close() }
 
+// SetStreamInfo implements cluster.Registry.
+func (r *InstrumentedRegistry) SetStreamInfo(ctx context.Context, name streamname.Name, info cluster.StreamInfo) error {
+	return r.next.SetStreamInfo(ctx, name, info)
+}
+
+// StreamInfos implements cluster.Registry.
+func (r *InstrumentedRegistry) StreamInfos(ctx context.Context) (map[streamname.Name]cluster.StreamInfo, error) {
+	return r.next.StreamInfos(ctx)
+}
+
 // Claimed implements cluster.Registry; it is not timed: it is a feed, not
 // a call.
 func (r *InstrumentedRegistry) Claimed(ctx context.Context) <-chan cluster.Claim {
