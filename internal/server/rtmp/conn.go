@@ -52,6 +52,7 @@ type conn struct {
 
 	app       string
 	appParams url.Values // parameters sent with the app: rtmp://HOST/APP?k=v/NAME
+	urlStream string     // the stream named in tcUrl when the app was not sent
 	pub       *stream.Publisher
 	endPub    func() // ends the publishing session
 }
@@ -247,6 +248,18 @@ func (c *conn) connect(cmd *rtmp.Command) error {
 	app := strings.Trim(obj.String("app"), "/")
 	// Some clients append a query string to the app ("live?token=...").
 	c.app, c.appParams = auth.SplitName(app)
+	// Some encoders and libraries send only tcUrl, or put the key in its
+	// query: the app is its path's first segment, as SRS reads it, and its
+	// parameters join the app's.
+	urlApp, urlStream, urlParams := splitTcURL(obj.String("tcUrl"))
+	if c.app == "" {
+		c.app, c.urlStream = urlApp, urlStream
+	}
+	for k, v := range urlParams {
+		if !c.appParams.Has(k) {
+			c.appParams[k] = v
+		}
+	}
 	if err := c.control(rtmp.TypeWindowAckSize, rtmp.AppendUint32(nil, ackWindow)); err != nil {
 		return err
 	}
@@ -266,11 +279,29 @@ func (c *conn) connect(cmd *rtmp.Command) error {
 	return c.send(rtmp.CSIDCommand, 0, "_result", cmd.TxID, props, status)
 }
 
+// splitTcURL reads a connect's tcUrl, rtmp://HOST[:PORT]/APP[/STREAM][?QUERY]
+// (the query may also follow APP): the app, the stream if the URL names
+// one, and the query's parameters.
+func splitTcURL(tcURL string) (app, stream string, params url.Values) {
+	_, rest, ok := strings.Cut(tcURL, "://")
+	if !ok {
+		return "", "", url.Values{}
+	}
+	_, path, _ := strings.Cut(rest, "/") // past the host
+	path, params = auth.SplitName(path)
+	app, stream, _ = strings.Cut(strings.Trim(path, "/"), "/")
+	return app, stream, params
+}
+
 // streamName validates the name a client gave to publish or play. OBS and
 // ffmpeg send the stream key, possibly with a query string: its parameters
-// (key, expires, sig, ...) join those sent with the app, and win.
+// (key, expires, sig, ...) join those sent with the app, and win. A client
+// that named the stream in tcUrl alone may send an empty name.
 func (c *conn) streamName(raw string) (streamname.Name, url.Values, error) {
 	key, params := auth.SplitName(raw)
+	if key == "" {
+		key = c.urlStream
+	}
 	for k, v := range c.appParams {
 		if !params.Has(k) {
 			params[k] = v
