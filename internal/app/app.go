@@ -38,6 +38,7 @@ import (
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/tlsutil"
+	"github.com/meshcast/meshcast/internal/transcode"
 	"github.com/meshcast/meshcast/internal/web"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
@@ -85,9 +86,9 @@ type App struct {
 
 	httpPerIP *connlimit.PerIP // waiting HTTP connections per client address, for every HTTP listener
 
-	recorder *record.Recorder // nil when nothing is recorded
-	trans    *transcoder      // transcoding ladders
-	recHooks recordHooks      // on_record_done of its recordings
+	recorder *record.Recorder  // nil when nothing is recorded
+	trans    *transcode.Placer // transcoding ladders
+	recHooks recordHooks       // on_record_done of its recordings
 }
 
 // New builds a node from cfg. Nothing listens until Start.
@@ -335,7 +336,7 @@ func (a *App) rtmpConnections() int {
 func (a *App) Close() error {
 	var errs []error
 	a.Drain()       // peers stop choosing this node before its streams end
-	a.trans.close() // its ffmpeg processes, before the streams they feed end
+	a.trans.Close() // its ffmpeg processes, before the streams they feed end
 	a.stopEvents()
 	if r := a.relays.Load(); r != nil {
 		r.Close() // relayed streams end for their viewers
@@ -387,9 +388,7 @@ func (a *App) Handler() http.Handler {
 		io.WriteString(w, "ready\n")
 	})
 	mux.HandleFunc("GET "+cluster.PullPath+"{app}/{stream}", a.servePull)
-	mux.HandleFunc("GET /api/v1/transcode", a.trans.serveJobs)
-	mux.HandleFunc("POST "+transcodePath+"{app}/{stream}", a.trans.serveJob)
-	mux.HandleFunc("DELETE "+transcodePath+"{app}/{stream}", a.trans.serveJob)
+	a.trans.Register(mux)
 	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
 	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
 	mux.HandleFunc("POST /{app}/{stream}/whep", a.serveWHEP)

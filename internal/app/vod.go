@@ -1,9 +1,9 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"hash/fnv"
 	"net/http"
 	"slices"
 	"sync"
@@ -172,22 +172,8 @@ func (p *vodPeers) Ranked(ctx context.Context, name string) []vod.Peer {
 	for _, n := range nodes {
 		out = append(out, vod.Peer{ID: string(n.ID), URL: "http://" + n.HTTPAddr, Self: n.ID == self})
 	}
-	score := func(id string) uint64 {
-		h := fnv.New64a()
-		h.Write([]byte(id))
-		h.Write([]byte{0})
-		h.Write([]byte(name))
-		return h.Sum64()
-	}
-	slices.SortFunc(out, func(x, y vod.Peer) int {
-		sx, sy := score(x.ID), score(y.ID)
-		switch {
-		case sx > sy:
-			return -1
-		case sx < sy:
-			return 1
-		}
-		return 0
+	slices.SortFunc(out, func(x, y vod.Peer) int { // highest first
+		return cmp.Compare(cluster.RendezvousHash(cluster.NodeID(y.ID), name), cluster.RendezvousHash(cluster.NodeID(x.ID), name))
 	})
 	return out
 }
@@ -197,7 +183,7 @@ func (p *vodPeers) Sign(r *http.Request) { p.a.peers.Sign(r) }
 
 // Verify implements vod.Peers.
 func (p *vodPeers) Verify(r *http.Request) error {
-	_, err := cluster.VerifyPull(r, p.a.cfg.ClusterSecret, time.Now())
+	_, err := p.a.peers.Verify(r)
 	return err
 }
 

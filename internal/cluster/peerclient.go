@@ -43,5 +43,11 @@ func (c *PeerClient) Do(req *http.Request) (*http.Response, error) {
 	return c.client.Do(req)
 }
 
+// Verify checks that r is signed by another node of the cluster and
+// returns that node's ID (see VerifyPull).
+func (c *PeerClient) Verify(r *http.Request) (NodeID, error) {
+	return VerifyPull(r, c.secret, time.Now())
+}
+
 // HTTP is the client underneath, for callers that sign their own requests.
 func (c *PeerClient) HTTP() *http.Client { return c.client }

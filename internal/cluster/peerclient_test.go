@@ -4,16 +4,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 )
 
 // Every request a PeerClient sends is signed as the node its self function
-// names at the time; the receiver verifies it with the cluster secret.
+// names at the time; the receiver's client verifies it with the cluster
+// secret.
 func TestPeerClient(t *testing.T) {
 	const secret = "a-cluster-secret-of-some-length"
 	var node NodeID
+	recv := NewPeerClient(secret, func() NodeID { return "receiver" })
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		from, err := VerifyPull(r, secret, time.Now())
+		from, err := recv.Verify(r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return

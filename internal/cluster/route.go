@@ -121,16 +121,32 @@ type rendezvous struct{}
 
 func (rendezvous) Select(req RouteRequest, cands []Candidate) Candidate {
 	return slices.MaxFunc(cands, func(a, b Candidate) int {
-		return cmp.Compare(rendezvousHash(a.ID, req.Stream), rendezvousHash(b.ID, req.Stream))
+		return cmp.Compare(RendezvousHash(a.ID, string(req.Stream)), RendezvousHash(b.ID, string(req.Stream)))
 	})
 }
 
-func rendezvousHash(id NodeID, name streamname.Name) uint64 {
+// RendezvousHash is node id's score for key under rendezvous (highest
+// random weight) hashing: every node that ranks nodes by it for a key
+// agrees on the order, and a node leaving moves only its own keys. Live
+// streams (the hash selector) and on-demand assets (their owners) are
+// placed by it.
+func RendezvousHash(id NodeID, key string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(id))
 	h.Write([]byte{0})
-	h.Write([]byte(name))
+	h.Write([]byte(key))
 	return h.Sum64()
+}
+
+// LeastCPU picks the candidate using the least of its CPU, then the lowest
+// ID. It places work that costs CPU rather than viewers: transcoding jobs.
+type LeastCPU struct{}
+
+// Select implements Selector.
+func (LeastCPU) Select(_ RouteRequest, cands []Candidate) Candidate {
+	return slices.MinFunc(cands, func(a, b Candidate) int {
+		return cmp.Or(cmp.Compare(a.Load.CPU, b.Load.CPU), cmp.Compare(a.ID, b.ID))
+	})
 }
 
 // ErrNoNode answers a route request when no node can take a viewer.

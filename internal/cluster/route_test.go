@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/meshcast/meshcast/internal/streamname"
@@ -108,6 +109,25 @@ func TestSelectors(t *testing.T) {
 		if now := route("hash", RouteRequest{Stream: s}); was != "a" && now != was {
 			t.Errorf("hash moved %s from %s to %s when another node left", s, was, now)
 		}
+	}
+}
+
+// LeastCPU ranks by CPU, then ID, whatever the viewers: transcoding jobs
+// cost CPU.
+func TestLeastCPU(t *testing.T) {
+	cands := []Candidate{
+		{Node: Node{ID: "c", Load: Load{CPU: 0.2, Viewers: 0}}},
+		{Node: Node{ID: "a", Load: Load{CPU: 0.5, Viewers: 0}}},
+		{Node: Node{ID: "b", Load: Load{CPU: 0.2, Viewers: 90}}},
+	}
+	var order []NodeID
+	for len(cands) > 0 {
+		c := LeastCPU{}.Select(RouteRequest{}, cands)
+		order = append(order, c.ID)
+		cands = slices.DeleteFunc(cands, func(x Candidate) bool { return x.ID == c.ID })
+	}
+	if !slices.Equal(order, []NodeID{"b", "c", "a"}) {
+		t.Errorf("order %v, want [b c a]", order)
 	}
 }
 
