@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/meshcast/meshcast/internal/httpfront"
 	"github.com/meshcast/meshcast/internal/hub"
 )
 
@@ -16,7 +17,7 @@ func TestAdminEndpoints(t *testing.T) {
 	defer end()
 
 	serve := func(token, remote, method, path, auth string) int {
-		mux := http.NewServeMux()
+		mux := httpfront.NewMux()
 		New(h, nil, nil, nil, map[string]any{}, token).Register(mux)
 		r := httptest.NewRequest(method, path, nil)
 		r.RemoteAddr = remote

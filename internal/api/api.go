@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/cluster"
+	"github.com/meshcast/meshcast/internal/httpfront"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
@@ -67,7 +68,7 @@ func New(hub Hub, counted map[string]ViewerCounter, c Cluster, router Router, co
 }
 
 // Register adds the API's routes to mux.
-func (a *API) Register(mux *http.ServeMux) {
+func (a *API) Register(mux *httpfront.Mux) {
 	mux.HandleFunc("GET /api/v1/streams", a.listStreams)
 	mux.HandleFunc("GET /api/v1/streams/{app}/{stream}", a.getStream)
 	mux.HandleFunc("GET /api/v1/nodes", a.listNodes)

@@ -5,19 +5,15 @@ package app
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
-	"net/netip"
-	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcast/meshcast/internal/api"
 	"github.com/meshcast/meshcast/internal/auth"
@@ -26,8 +22,8 @@ import (
 	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/events"
+	"github.com/meshcast/meshcast/internal/httpfront"
 	"github.com/meshcast/meshcast/internal/hub"
-	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/metrics"
 	"github.com/meshcast/meshcast/internal/record"
 	"github.com/meshcast/meshcast/internal/server/hls"
@@ -36,9 +32,9 @@ import (
 	"github.com/meshcast/meshcast/internal/server/srt"
 	"github.com/meshcast/meshcast/internal/server/webrtc"
 	"github.com/meshcast/meshcast/internal/stream"
-	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/tlsutil"
 	"github.com/meshcast/meshcast/internal/transcode"
+	"github.com/meshcast/meshcast/internal/vod"
 	"github.com/meshcast/meshcast/internal/web"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
@@ -57,8 +53,7 @@ type App struct {
 	flv    *httpflv.Server
 	hls    *hls.Server
 	api    *api.API
-	auth   *auth.Authorizer
-	vod    *vodParts // nil without --vod-dir or recordings
+	vod    *vod.Service
 
 	registry    cluster.Registry
 	ownRegistry bool                // built from the configuration: closed with the node
@@ -73,14 +68,14 @@ type App struct {
 	httpSrv *http.Server
 	httpLn  net.Listener
 	httpErr chan error
-	metrics http.Handler // GET /metrics
+	metrics *prometheus.Registry // GET /metrics
 
 	tlsCfg   *tls.Config // HTTPS and RTMPS; nil without a TLS certificate
 	httpsSrv *http.Server
 	httpsLn  net.Listener
 	httpsErr chan error
 
-	events atomic.Pointer[events.Server] // Socket.IO events; set by Start
+	events *events.Endpoint // Socket.IO events; its server is set by Start
 
 	peers *cluster.PeerClient // requests to other nodes: relay pulls, VOD copies, transcoding jobs
 
@@ -99,7 +94,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &App{cfg: cfg, log: log}
+	a := &App{cfg: cfg, log: log, events: &events.Endpoint{Modules: cfg.WebModules}}
 	for _, o := range opts {
 		o(a)
 	}
@@ -145,7 +140,6 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.auth = az
 	rcfg := rtmpLimits(cfg, rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
@@ -168,19 +162,19 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		a.rtmps = rtmp.New(rcfg, h) // the same hub and sender: RTMP over TLS
 	}
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Nagle: cfg.Nagle(), Sender: sender,
-		AllowOrigin: func(o string) bool {
-			return slices.Contains(cfg.CORSOrigins, "*") || slices.Contains(cfg.CORSOrigins, o)
-		},
-		Logger: log}, h)
-	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Opus: cfg.WebRTCOpus, FFmpeg: cfg.FFmpeg, Logger: log}, h); err != nil {
+		AllowOrigin: httpfront.AllowOrigin(cfg.CORSOrigins), Auth: az, Peers: a.peers, Logger: log,
+		Self: func() cluster.NodeID { return cluster.NodeID(a.nodeID()) }, Path: a.relayPath}, h)
+	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Opus: cfg.WebRTCOpus, FFmpeg: cfg.FFmpeg, Auth: az, Logger: log}, h); err != nil {
 		return nil, err
 	}
-	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, LowLatency: cfg.HLSLowLatency, Logger: log}, h)
+	a.initTranscoder(mreg)
+	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, LowLatency: cfg.HLSLowLatency,
+		Auth: az, Renditions: a.trans.LiveRenditions, Logger: log}, h)
 	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
 		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
 		RTMPConnections: a.rtmpConnections}))
 	a.initLimits(mreg)
-	a.metrics = metrics.Handler(mreg)
+	a.metrics = mreg
 	sel, err := cluster.NewSelector(cfg.Balance)
 	if err != nil {
 		return nil, err
@@ -188,13 +182,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err := a.initRecorder(mreg); err != nil {
 		return nil, err
 	}
-	a.initTranscoder(mreg)
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
-	var recordings []string
-	if a.recorder != nil {
-		recordings = append(recordings, a.recorder.Dir())
-	}
-	if a.vod, err = a.newVOD(cfg, mreg, a.api.Admin, recordings...); err != nil {
+	if err := a.initVOD(mreg); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -372,103 +361,18 @@ func (a *App) Close() error {
 	return errors.Join(errs...)
 }
 
-// Handler returns the node's HTTP routes.
+// Handler returns the node's HTTP routes, each component registering its
+// own, behind the front door's middleware.
 func (a *App) Handler() http.Handler {
-	mux := http.NewServeMux()
-	a.api.Register(mux)
-	mux.Handle("GET /metrics", a.metrics)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if a.draining.Load() {
-			http.Error(w, "draining", http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	mux.HandleFunc("GET "+cluster.PullPath+"{app}/{stream}", a.servePull)
-	a.trans.Register(mux)
-	mux.HandleFunc("GET /{app}/{file}", a.serveFile)
-	mux.HandleFunc("GET /{app}/{stream}/{file}", a.serveHLS)
-	mux.HandleFunc("POST /{app}/{stream}/whep", a.serveWHEP)
-	mux.HandleFunc("POST /{app}/{stream}/whip", a.serveWHIP)
-	mux.HandleFunc("GET "+strings.TrimSuffix(webrtc.SessionPath, "/"), func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		json.NewEncoder(w).Encode(struct {
-			Sessions []webrtc.SessionInfo `json:"sessions"`
-		}{a.rtc.List()})
-	})
-	mux.HandleFunc("DELETE "+webrtc.SessionPath+"{id}", func(w http.ResponseWriter, r *http.Request) { a.rtc.ServeDelete(w, r, r.PathValue("id")) })
-	page := web.Page(a.serveIndex)
-	mux.HandleFunc("GET /{$}", page)
-	mux.HandleFunc("GET /watch/{app}/{stream}", page)
-	mux.HandleFunc("GET /cluster", page)
-	mux.HandleFunc("GET /publish", page)
-	mux.Handle("GET "+web.AssetPrefix+"{file}", web.Assets())
-	a.vod.lib.Register(mux)
-	a.mountEvents(mux)
-	if a.cfg.Pprof {
-		mux.HandleFunc("GET /debug/pprof/{$}", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/{profile}", pprof.Index) // heap, goroutine, allocs, ...
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux := httpfront.NewMux()
+	for _, c := range []interface{ Register(*httpfront.Mux) }{
+		a.api, a.flv, a.hls, a.rtc, a.trans, a.vod, a.events,
+		metrics.Endpoint{Registry: a.metrics, Ready: func() bool { return !a.draining.Load() }, Pprof: a.cfg.Pprof},
+		web.Dashboard{URLs: func() string { return a.URLs("stream") }},
+	} {
+		c.Register(mux)
 	}
-	var h http.Handler = cors(a.cfg.CORSOrigins, mux)
-	if nets := a.cfg.TrustedNets(); len(nets) > 0 {
-		h = forwardedFor(nets, h)
-	}
-	return safePaths(h)
-}
-
-// cors lets pages of the allowed origins read responses in a browser
-// ("*": any origin). Credentials (cookies) are never allowed: the admin API
-// takes a bearer token, which a page must hold itself.
-func cors(origins []string, next http.Handler) http.Handler {
-	anyOrigin := slices.Contains(origins, "*")
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		origin := r.Header.Get("Origin")
-		allowed := anyOrigin || (origin != "" && slices.Contains(origins, origin))
-		switch {
-		case anyOrigin:
-			h.Set("Access-Control-Allow-Origin", "*")
-		case allowed:
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Add("Vary", "Origin")
-		case len(origins) > 0:
-			h.Add("Vary", "Origin") // the answer differs by origin
-		}
-		if r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
-			if !allowed {
-				http.Error(w, "origin not allowed", http.StatusForbidden)
-				return
-			}
-			h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Range")
-			h.Set("Access-Control-Max-Age", "86400")
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// authorizePlay asks whether the client of r may play name over proto and
-// answers the refusal itself: 401 or 403, or 410 for an expired URL.
-func (a *App) authorizePlay(w http.ResponseWriter, r *http.Request, name streamname.Name, proto string) bool {
-	_, err := a.auth.Check(r.Context(), auth.Request{
-		Action: auth.Play, Name: name, Params: r.URL.Query(),
-		Remote: auth.RemoteAddr(r.RemoteAddr), Protocol: proto,
-	})
-	if err != nil {
-		a.log.Debug("play refused", "stream", name, "protocol", proto, "remote", r.RemoteAddr, "reason", err)
-		http.Error(w, err.Error(), auth.StatusOf(err))
-		return false
-	}
-	return true
+	return httpfront.Wrap(mux, httpfront.Config{CORSOrigins: a.cfg.CORSOrigins, TrustedProxies: a.cfg.TrustedNets()})
 }
 
 // nodeID is this node's ID once the node has started.
@@ -477,39 +381,6 @@ func (a *App) nodeID() string {
 		return string(m.ID())
 	}
 	return a.cfg.NodeID
-}
-
-// forwardedFor takes the client's address from X-Forwarded-For on requests
-// from trusted proxies: the nearest address in it that is not a proxy.
-func forwardedFor(trusted []netip.Prefix, next http.Handler) http.Handler {
-	isTrusted := func(a netip.Addr) bool {
-		for _, p := range trusted {
-			if p.Contains(a.Unmap()) {
-				return true
-			}
-		}
-		return false
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		peer, err := netip.ParseAddrPort(r.RemoteAddr)
-		xff := r.Header.Values("X-Forwarded-For")
-		if err != nil || len(xff) == 0 || !isTrusted(peer.Addr()) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		hops := strings.Split(strings.Join(xff, ","), ",")
-		for i := len(hops) - 1; i >= 0; i-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-			if err != nil {
-				break // a forged or garbled hop: trust nothing before it
-			}
-			if !isTrusted(a) || i == 0 {
-				r.RemoteAddr = netip.AddrPortFrom(a.Unmap(), 0).String()
-				break
-			}
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // Drain marks the node draining: /readyz answers 503, and the registry
@@ -528,147 +399,17 @@ func (a *App) Drain() {
 // Idle reports whether the node serves no stream at all.
 func (a *App) Idle() bool { return len(a.Hub.List()) == 0 }
 
-// serveFile answers /APP/STREAM.flv and /APP/STREAM.m3u8.
-func (a *App) serveFile(w http.ResponseWriter, r *http.Request) {
-	file := r.PathValue("file")
-	switch {
-	case strings.HasSuffix(file, ".flv"):
-		name, err := streamname.New(r.PathValue("app"), strings.TrimSuffix(file, ".flv"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		if !a.authorizePlay(w, r, name, "http-flv") {
-			return
-		}
-		a.flv.ServeStream(w, r, name)
-	case strings.HasSuffix(file, ".m3u8"):
-		name, err := streamname.New(r.PathValue("app"), strings.TrimSuffix(file, ".m3u8"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		target := "/" + string(name) + "/index.m3u8"
-		if r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
-		}
-		http.Redirect(w, r, target, http.StatusFound)
-	default:
-		http.NotFound(w, r)
-	}
-}
-
-// serveHLS answers /APP/STREAM/FILE for HLS playlists and segments.
-func (a *App) serveHLS(w http.ResponseWriter, r *http.Request) {
-	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if !a.authorizePlay(w, r, name, "hls") {
-		return
-	}
-	if r.PathValue("file") == "master.m3u8" {
-		a.serveMaster(w, r, name)
-		return
-	}
-	a.hls.ServeStream(w, r, name, r.PathValue("file"))
-}
-
-// serveWHEP answers a WHEP offer for a stream (WebRTC playback).
-func (a *App) serveWHEP(w http.ResponseWriter, r *http.Request) {
-	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	if !a.authorizePlay(w, r, name, "webrtc") {
-		return
-	}
-	if s := a.Hub.Get(name); s != nil {
-		if v := s.Info().Video; v != nil && v.Codec != media.CodecH264.String() {
-			http.Error(w, "the stream's video is "+v.Codec+": WebRTC playback takes H.264; play it over HLS, RTMP or HTTP-FLV", http.StatusUnsupportedMediaType)
-			return
-		}
-	}
-	a.rtc.ServeWHEP(w, r, name)
-}
-
-// serveWHIP answers a WHIP offer: a WebRTC publisher, admitted like any
-// other (publish keys as ?key=KEY, signed tokens, the hook).
-func (a *App) serveWHIP(w http.ResponseWriter, r *http.Request) {
-	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	grant, err := a.auth.Check(r.Context(), auth.Request{
-		Action: auth.Publish, Name: name, Params: r.URL.Query(),
-		Remote: auth.RemoteAddr(r.RemoteAddr), Protocol: "webrtc",
-	})
-	if err != nil {
-		a.log.Info("publish refused", "stream", name, "protocol", "webrtc", "remote", r.RemoteAddr, "reason", err)
-		http.Error(w, err.Error(), auth.StatusOf(err))
-		return
-	}
-	a.rtc.ServeWHIP(w, r, name, func(name streamname.Name, remote string) (webrtc.Publisher, error) {
-		return a.Hub.Publish(name, stream.PublisherInfo{Protocol: "webrtc", RemoteAddr: remote, Credential: grant.Credential})
-	})
-}
-
-// serveIndex answers / when the binary was built without its dashboard:
-// how to build it, and the node's URLs.
-func (a *App) serveIndex(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if r.URL.Path != "/" {
-		w.WriteHeader(http.StatusNotFound)
-	}
-	fmt.Fprintf(w, "meshcast\n\nThis binary was built without its web dashboard. Build the dashboard, then meshcast:\n"+
-		"  npm ci && npm run build && go build ./cmd/meshcast\n(make run does all of this.)\n\n%s", a.URLs("stream"))
-}
-
 // URLs returns the publish and play URLs for a stream of app "live", for
 // humans: printed at start-up and on the index page.
 func (a *App) URLs(key string) string {
-	host := a.cfg.PublicHost
-	if host == "" {
-		host = "localhost"
-	}
-	rtmpURL := "rtmp://" + net.JoinHostPort(host, port(a.RTMPAddr()))
-	httpURL := "http://" + net.JoinHostPort(host, port(a.HTTPAddr()))
-	var rtmpsURL, httpsURL string // with TLS
+	ports := web.Ports{RTMP: port(a.RTMPAddr()), HTTP: port(a.HTTPAddr())}
 	if addr := a.RTMPSAddr(); addr != nil {
-		rtmpsURL = "rtmps://" + net.JoinHostPort(host, port(addr))
+		ports.RTMPS = port(addr)
 	}
 	if addr := a.HTTPSAddr(); addr != nil {
-		httpsURL = "https://" + net.JoinHostPort(host, port(addr))
+		ports.HTTPS = port(addr)
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "Publish:\n")
-	fmt.Fprintf(&b, "  ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -b:v 2000k -g 60 -c:a aac -b:a 128k -f flv %s/live/%s\n", rtmpURL, key)
-	fmt.Fprintf(&b, "  OBS: server %s/live, stream key %s\n", rtmpURL, key)
-	if rtmpsURL != "" {
-		fmt.Fprintf(&b, "  RTMPS: %s/live/%s (OBS: server %s/live)\n", rtmpsURL, key, rtmpsURL)
-	}
-	fmt.Fprintf(&b, "Play:\n")
-	fmt.Fprintf(&b, "  RTMP:     %s/live/%s\n", rtmpURL, key)
-	if rtmpsURL != "" {
-		fmt.Fprintf(&b, "  RTMPS:    %s/live/%s\n", rtmpsURL, key)
-	}
-	fmt.Fprintf(&b, "  HTTP-FLV: %s/live/%s.flv\n", httpURL, key)
-	if httpsURL != "" {
-		fmt.Fprintf(&b, "            %s/live/%s.flv\n", httpsURL, key)
-	}
-	fmt.Fprintf(&b, "  HLS:      %s/live/%s.m3u8\n", httpURL, key)
-	if httpsURL != "" {
-		fmt.Fprintf(&b, "            %s/live/%s.m3u8\n", httpsURL, key)
-	}
-	fmt.Fprintf(&b, "API:\n")
-	fmt.Fprintf(&b, "  %s/api/v1/streams\n", httpURL)
-	if httpsURL != "" {
-		fmt.Fprintf(&b, "  %s/api/v1/streams\n", httpsURL)
-	}
-	return b.String()
+	return web.URLs(a.cfg.PublicHost, ports, key)
 }
 
 func port(addr net.Addr) string {

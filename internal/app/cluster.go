@@ -4,19 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"runtime"
-	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
-	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/hub"
-	"github.com/meshcast/meshcast/internal/procstat"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
@@ -120,7 +114,7 @@ func (a *App) startCluster() {
 		Self:     self,
 		Registry: a.registry,
 		Secret:   cfg.ClusterSecret,
-		Load:     newLoadMeter(a.Hub, a.sender).load,
+		Load:     cluster.NewLoadMeter(a.Hub, a.sender).Load,
 		Relays:   active,
 		OnLost:   a.Hub.Revoke,
 		Logger:   a.log,
@@ -181,90 +175,10 @@ func (u upstream) Pull(name streamname.Name, via []string) error {
 	return r.Pull(name, ids)
 }
 
-// servePull serves a stream to another node of the cluster, for requests
-// signed with the cluster secret.
-func (a *App) servePull(w http.ResponseWriter, r *http.Request) {
-	from, err := cluster.VerifyPull(r, a.cfg.ClusterSecret, time.Now())
-	if err != nil {
-		a.log.Warn("pull refused", "remote", r.RemoteAddr, "err", err)
-		http.Error(w, "forbidden", http.StatusForbidden)
-		return
+// relayPath is the path of a stream this node relays (cluster.Relays.Path).
+func (a *App) relayPath(name streamname.Name) []cluster.NodeID {
+	if r := a.relays.Load(); r != nil {
+		return r.Path(name)
 	}
-	name, err := streamname.New(r.PathValue("app"), r.PathValue("stream"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	chain, err := cluster.ParseVia(r, cluster.NodeID(a.nodeID()))
-	if err != nil {
-		// This node is already in the pull's chain: relays configured in
-		// a circle. The puller goes to the owner instead.
-		a.log.Warn("pull refused: it came round to this node again", "stream", name, "node", from, "err", err)
-		http.Error(w, err.Error(), http.StatusLoopDetected)
-		return
-	}
-	var path []cluster.NodeID // the nodes the stream comes through to here
-	if relays := a.relays.Load(); relays != nil {
-		path = relays.Path(name)
-	}
-	for _, id := range path {
-		if slices.Contains(chain, id) {
-			// This node relays the stream from the puller, or through it.
-			a.log.Warn("pull refused: this node gets the stream through the puller", "stream", name, "node", from, "path", cluster.FormatPath(path))
-			http.Error(w, fmt.Sprintf("%v: the stream comes here through %s", cluster.ErrLoop, id), http.StatusLoopDetected)
-			return
-		}
-	}
-	w.Header().Set(cluster.HeaderPath, cluster.FormatPath(path))
-	via := make([]string, len(chain))
-	for i, id := range chain {
-		via[i] = string(id)
-	}
-	a.log.Debug("pull", "stream", name, "node", from)
-	a.flv.ServePull(w, r, name, hub.RelayProtocol, cluster.EndTag(), via)
-}
-
-// loadWindow is the shortest span the load meter turns into rates. The
-// kernel counts a process's CPU time in ticks of 10 ms, so a span of a few
-// milliseconds can show one tick as many cores' worth: the first heartbeat
-// comes right after the meter starts.
-const loadWindow = 500 * time.Millisecond
-
-// loadMeter measures the node's load for heartbeats: viewers and streams
-// now, CPU and egress over the last window of at least loadWindow.
-type loadMeter struct {
-	hub    *hub.Hub
-	sender *egress.Sender
-
-	mu       sync.Mutex
-	at       time.Time     // the window's start
-	lastSent uint64        // bytes sent at its start
-	lastCPU  time.Duration // the process's CPU time at its start
-	rates    cluster.Load  // CPU and EgressBPS over the last whole window
-}
-
-func newLoadMeter(h *hub.Hub, s *egress.Sender) *loadMeter {
-	m := &loadMeter{hub: h, sender: s, at: time.Now(), lastSent: s.BytesSent()}
-	if st, err := procstat.Read(0); err == nil {
-		m.lastCPU = st.CPU
-	}
-	return m
-}
-
-func (m *loadMeter) load() cluster.Load {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := time.Now()
-	if span := now.Sub(m.at); span >= loadWindow {
-		sent := m.sender.BytesSent()
-		m.rates.EgressBPS = int64(float64(sent-m.lastSent) * 8 / span.Seconds())
-		if st, err := procstat.Read(0); err == nil {
-			m.rates.CPU = min(max((st.CPU-m.lastCPU).Seconds()/span.Seconds()/float64(runtime.NumCPU()), 0), 1)
-			m.lastCPU = st.CPU
-		}
-		m.at, m.lastSent = now, sent
-	}
-	l := m.rates
-	l.Streams, l.Viewers = m.hub.Load()
-	return l
+	return nil
 }

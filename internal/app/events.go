@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"runtime/debug"
 
 	"github.com/meshcast/meshcast/internal/api"
@@ -29,7 +28,7 @@ func (a *App) startEvents(node cluster.NodeID) {
 		return
 	}
 	a.Hub.Subscribe(srv.HubEvent)
-	a.events.Store(srv)
+	a.events.Set(srv)
 }
 
 // dashboardStats describes the node's streams for the dashboard's "stats"
@@ -46,24 +45,9 @@ func (a *App) dashboardStats(node cluster.NodeID) func() json.RawMessage {
 
 // stopEvents disconnects the events' clients and stops them.
 func (a *App) stopEvents() {
-	if srv := a.events.Load(); srv != nil {
+	if srv := a.events.Server(); srv != nil {
 		srv.Close()
 	}
-}
-
-// mountEvents adds the events' routes: the Socket.IO endpoint, the client
-// library from --web-modules, and the demo page.
-func (a *App) mountEvents(mux *http.ServeMux) {
-	mux.HandleFunc("/socket.io/{$}", func(w http.ResponseWriter, r *http.Request) {
-		srv := a.events.Load()
-		if srv == nil {
-			http.Error(w, "real-time events are not running", http.StatusServiceUnavailable)
-			return
-		}
-		srv.Handler().ServeHTTP(w, r)
-	})
-	mux.Handle("GET /socket.io/{file}", events.ClientFiles(a.cfg.WebModules))
-	mux.Handle("GET /events-demo", events.DemoPage())
 }
 
 // eventSource shows the events the node's streams and viewers.

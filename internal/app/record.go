@@ -41,27 +41,7 @@ func (a *App) initRecorder(reg prometheus.Registerer) error {
 		return fmt.Errorf("--record-dir: %w", err)
 	}
 	a.recorder = rec
-	stat := func(f func(record.Stats) float64) func() float64 {
-		return func() float64 { return f(rec.Stats()) }
-	}
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "meshcast_recordings_active",
-			Help: "Recordings being written to --record-dir.",
-		}, stat(func(s record.Stats) float64 { return float64(s.Active) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "meshcast_recording_bytes_total",
-			Help: "Bytes written to recordings.",
-		}, stat(func(s record.Stats) float64 { return float64(s.Bytes) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "meshcast_recordings_finished_total",
-			Help: "Recordings finished (renamed to .flv), those recovered after a crash included.",
-		}, stat(func(s record.Stats) float64 { return float64(s.Finished) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "meshcast_recordings_failed_total",
-			Help: "Recordings ended early by an error: a disk too slow for the stream, or a write error.",
-		}, stat(func(s record.Stats) float64 { return float64(s.Failed) })),
-	)
+	reg.MustRegister(rec.Collectors()...)
 	return nil
 }
 
@@ -88,7 +68,7 @@ func (a *App) recordingFinished(hooks *webhook.Dispatcher, d record.Done) {
 	if hooks != nil {
 		hooks.Notify(recordEvent(d))
 	}
-	a.vod.lib.Replicate(d.Name + record.Ext)
+	a.vod.Replicate(d.Name + record.Ext)
 }
 
 // startRecordHooks sends the events of recordings finished so far, and of

@@ -100,7 +100,7 @@ var (
 	ErrHookFailed  = &Error{http.StatusForbidden, "admission hook unavailable: refused"}
 )
 
-// Config configures an Authorizer.
+// Config configures a Policy.
 type Config struct {
 	// PublishAuth is ModeLoopback, ModeAlways or ModeOpen. Defaults to
 	// ModeLoopback.
@@ -134,8 +134,18 @@ type key struct {
 	key     []byte
 }
 
-// Authorizer admits or refuses publishers and players.
-type Authorizer struct {
+// Authorizer admits or refuses a client's request to publish or play.
+// Every server that takes clients asks one (the node's Policy); a nil
+// Authorizer in a server's config admits everybody.
+type Authorizer interface {
+	Check(ctx context.Context, req Request) (Grant, error)
+}
+
+var _ Authorizer = (*Policy)(nil)
+
+// Policy is the node's Authorizer: publish keys, signed publish tokens
+// and play URLs, and the admission hook, as configured.
+type Policy struct {
 	cfg    Config
 	keys   []key
 	log    *slog.Logger
@@ -153,8 +163,8 @@ const (
 	maxAdmits = 10000
 )
 
-// New returns an Authorizer; cfg has been validated by the config package.
-func New(cfg Config) (*Authorizer, error) {
+// New returns a Policy; cfg has been validated by the config package.
+func New(cfg Config) (*Policy, error) {
 	if cfg.PublishAuth == "" {
 		cfg.PublishAuth = ModeLoopback
 	}
@@ -167,7 +177,7 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Authorizer{cfg: cfg, log: cfg.Logger.With("component", "auth"), client: cfg.Client}
+	a := &Policy{cfg: cfg, log: cfg.Logger.With("component", "auth"), client: cfg.Client}
 	if a.client == nil {
 		a.client = &http.Client{
 			// An admission hook answers itself: a redirect is a refusal.
@@ -191,12 +201,13 @@ func New(cfg Config) (*Authorizer, error) {
 }
 
 // PlaySigned reports whether players of app need a signed URL.
-func (a *Authorizer) PlaySigned(app string) bool {
+func (a *Policy) PlaySigned(app string) bool {
 	return slices.Contains(a.cfg.SignedPlayApps, "*") || slices.Contains(a.cfg.SignedPlayApps, app)
 }
 
 // Check admits or refuses req. A refusal is an *Error.
-func (a *Authorizer) Check(ctx context.Context, req Request) (Grant, error) {
+// It implements Authorizer.
+func (a *Policy) Check(ctx context.Context, req Request) (Grant, error) {
 	var g Grant
 	var err error
 	switch req.Action {
@@ -224,7 +235,7 @@ func (a *Authorizer) Check(ctx context.Context, req Request) (Grant, error) {
 	return g, nil
 }
 
-func (a *Authorizer) checkPublish(req Request) (Grant, error) {
+func (a *Policy) checkPublish(req Request) (Grant, error) {
 	hook := a.cfg.Hook != ""
 	if k := req.Params.Get("key"); k != "" {
 		for _, sk := range a.keys {
@@ -256,7 +267,7 @@ func (a *Authorizer) checkPublish(req Request) (Grant, error) {
 }
 
 // free reports whether a client at addr may publish without credentials.
-func (a *Authorizer) free(addr netip.Addr) bool {
+func (a *Policy) free(addr netip.Addr) bool {
 	switch a.cfg.PublishAuth {
 	case ModeOpen:
 		return true
@@ -266,7 +277,7 @@ func (a *Authorizer) free(addr netip.Addr) bool {
 	return false
 }
 
-func (a *Authorizer) checkPlay(req Request) error {
+func (a *Policy) checkPlay(req Request) error {
 	if !a.PlaySigned(req.Name.App()) {
 		return nil
 	}
@@ -277,7 +288,7 @@ func (a *Authorizer) checkPlay(req Request) error {
 }
 
 // verify checks req's signature, then its expiry.
-func (a *Authorizer) verify(req Request) error {
+func (a *Policy) verify(req Request) error {
 	exp := req.Params.Get("expires")
 	sig, err := hex.DecodeString(req.Params.Get("sig"))
 	if err != nil || exp == "" || a.cfg.URLSecret == "" {
@@ -332,7 +343,7 @@ type HookRequest struct {
 	Time     time.Time         `json:"time"`
 }
 
-func (a *Authorizer) node() string {
+func (a *Policy) node() string {
 	if a.cfg.Node == nil {
 		return ""
 	}
@@ -349,7 +360,7 @@ const (
 // askCached asks the hook, answering a player's request from a recent
 // admission of the same request when there is one. Publishers are always
 // asked: publishing is rare, and the hook may count publishers.
-func (a *Authorizer) askCached(ctx context.Context, req Request) error {
+func (a *Policy) askCached(ctx context.Context, req Request) error {
 	if req.Action != Play {
 		return a.ask(ctx, req)
 	}
@@ -381,7 +392,7 @@ func (a *Authorizer) askCached(ctx context.Context, req Request) error {
 
 // ask puts req to the admission hook: 2xx admits, anything else refuses,
 // and so does no answer within the timeout.
-func (a *Authorizer) ask(ctx context.Context, req Request) error {
+func (a *Policy) ask(ctx context.Context, req Request) error {
 	params := make(map[string]string, min(len(req.Params), maxHookParams))
 	for k, v := range req.Params {
 		if len(params) == maxHookParams {

@@ -26,7 +26,7 @@ var (
 	cam      = streamname.Name("live/cam")
 )
 
-func newAuth(t testing.TB, cfg Config) *Authorizer {
+func newAuth(t testing.TB, cfg Config) *Policy {
 	t.Helper()
 	a, err := New(cfg)
 	if err != nil {

@@ -166,3 +166,17 @@ func (l *LogLimiter) Log(log *slog.Logger, level slog.Level, reason, msg string,
 	}
 	log.Log(context.Background(), level, msg, args...)
 }
+
+// Refusals counts the connections a listener's limits have closed, as
+// meshcast_connections_refused_total reports them.
+type Refusals struct {
+	// MaxConnections counts connections refused at the listener's bound
+	// on connections (--max-connections).
+	MaxConnections uint64
+	// PerIP counts connections refused, or closed while waiting, at the
+	// bound per address (--max-connections-per-ip).
+	PerIP uint64
+	// HandshakeTimeout counts connections closed for not publishing or
+	// playing within the handshake timeout.
+	HandshakeTimeout uint64
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/httpfront"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
@@ -27,7 +28,7 @@ const askTimeout = 5 * time.Second
 
 // Register adds the placer's routes to mux: GET /api/v1/transcode, and
 // the job requests of other nodes.
-func (p *Placer) Register(mux *http.ServeMux) {
+func (p *Placer) Register(mux *httpfront.Mux) {
 	mux.HandleFunc("GET /api/v1/transcode", p.serveJobs)
 	mux.HandleFunc(methodRun+" "+JobPath+"{app}/{stream}", p.serveJob)
 	mux.HandleFunc(methodStop+" "+JobPath+"{app}/{stream}", p.serveJob)

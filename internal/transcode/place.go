@@ -56,6 +56,8 @@ type Streams interface {
 	Get(name streamname.Name) *stream.Stream
 }
 
+var _ Streams = (*hub.Hub)(nil)
+
 // Registry is what placement needs of the cluster's registry.
 type Registry interface {
 	Nodes(ctx context.Context) ([]cluster.Node, error)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/internal/cluster"
+	"github.com/meshcast/meshcast/internal/httpfront"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/stream"
@@ -91,7 +92,7 @@ func startNode(t *testing.T, reg *cluster.Memory, id cluster.NodeID, cpu float64
 		Logger:     quietLogger(),
 	})
 	t.Cleanup(n.placer.Close)
-	mux := http.NewServeMux()
+	mux := httpfront.NewMux()
 	n.placer.Register(mux)
 	n.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, JobPath) {
@@ -147,7 +148,7 @@ func TestPlaceHere(t *testing.T) {
 	if got := self.placer.LiveRenditions(context.Background(), name); len(got) != 0 {
 		t.Errorf("live renditions %v before any is published", got)
 	}
-	if _, err := reg.Claim(context.Background(), "live/cam_360p", "self"); err != nil {
+	if _, err := reg.Claim(context.Background(), "live/cam_360p", "self", ""); err != nil {
 		t.Fatal(err)
 	}
 	if got := self.placer.LiveRenditions(context.Background(), name); !slices.Equal(got, []streamname.Name{"live/cam_360p"}) {

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/httpfront"
 )
 
 // Headers between nodes.
@@ -25,8 +27,10 @@ const (
 	headerModified = "X-Meshcast-Vod-Modified"
 )
 
-// Register mounts the library's routes on mux.
-func (l *Library) Register(mux *http.ServeMux) {
+// Register adds the library's routes to mux: its media under /vod/, its
+// API under /api/v1/vod, and the copies and deletions of other nodes
+// under InternalPath.
+func (l *Library) Register(mux *httpfront.Mux) {
 	mux.HandleFunc("GET /vod/{file}", l.serveFile)
 	mux.HandleFunc("GET /vod/{name}/{file}", l.serveHLS)
 	mux.HandleFunc("GET /api/v1/vod", l.serveList)

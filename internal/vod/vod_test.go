@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meshcast/meshcast/internal/cache"
+	"github.com/meshcast/meshcast/internal/httpfront"
 )
 
 func newLibrary(t *testing.T) (*Library, string) {
@@ -75,7 +76,7 @@ func serve(l *Library, path string, hdr ...string) *httptest.ResponseRecorder {
 }
 
 func do(l *Library, method, path string, body io.Reader, hdr ...string) *httptest.ResponseRecorder {
-	mux := http.NewServeMux()
+	mux := httpfront.NewMux()
 	l.Register(mux)
 	r := httptest.NewRequest(method, "http://x"+path, body)
 	for i := 0; i+1 < len(hdr); i += 2 {

@@ -6,6 +6,7 @@
 package hls
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/bluenviron/gohlslib/v2"
 
+	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
@@ -73,6 +75,12 @@ type Config struct {
 	// RequestTimeout bounds how long a playlist request waits for the
 	// playlist to exist. Defaults to 10s.
 	RequestTimeout time.Duration
+	// Auth admits players; nil admits everybody.
+	Auth auth.Authorizer
+	// Renditions lists the live renditions of a stream (transcoding), in
+	// the order master.m3u8 lists them after the stream itself. Nil:
+	// none.
+	Renditions func(ctx context.Context, name streamname.Name) []streamname.Name
 	// Logger receives state changes. Defaults to slog.Default().
 	Logger *slog.Logger
 }

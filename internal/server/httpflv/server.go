@@ -14,6 +14,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/meshcast/meshcast/internal/auth"
+	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/egress"
 	"github.com/meshcast/meshcast/internal/hub"
@@ -49,9 +51,27 @@ type Config struct {
 	// AllowOrigin decides which pages may open WebSocket-FLV connections,
 	// by their Origin header. Nil allows same-origin pages only.
 	AllowOrigin func(origin string) bool
+	// Auth admits players; nil admits everybody.
+	Auth auth.Authorizer
+	// Peers checks that a relay pull comes from another node of the
+	// cluster (cluster.PeerClient); nil refuses every pull.
+	Peers Peers
+	// Self names this node, to refuse pulls that passed it already (see
+	// cluster.ParseVia); nil: pulls are not checked for circles.
+	Self func() cluster.NodeID
+	// Path returns the nodes a stream relayed here comes through
+	// (cluster.Relays.Path), to refuse pulls from them; nil: none.
+	Path func(streamname.Name) []cluster.NodeID
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
+
+// Peers checks requests from other nodes of the cluster.
+type Peers interface {
+	Verify(r *http.Request) (cluster.NodeID, error)
+}
+
+var _ Peers = (*cluster.PeerClient)(nil)
 
 // Format is the FLV tag wire form of packets, shared by all HTTP-FLV viewers.
 var Format = stream.NewFormat("flv", func(p *media.Packet) []byte {

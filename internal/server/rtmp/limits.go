@@ -19,21 +19,9 @@ type limits struct {
 	handshakeTimeouts atomic.Uint64
 }
 
-// Refusals counts connections the server's limits have closed.
-type Refusals struct {
-	// MaxConnections counts connections refused at MaxConnections.
-	MaxConnections uint64
-	// PerIP counts connections refused, or closed while waiting, at
-	// MaxConnectionsPerIP.
-	PerIP uint64
-	// HandshakeTimeout counts connections closed for not publishing or
-	// playing within HandshakeTimeout.
-	HandshakeTimeout uint64
-}
-
 // Refusals returns the counts of connections the limits have closed.
-func (s *Server) Refusals() Refusals {
-	return Refusals{
+func (s *Server) Refusals() connlimit.Refusals {
+	return connlimit.Refusals{
 		MaxConnections:   s.limits.refusedTotal.Load(),
 		PerIP:            s.limits.perIP.Refused(),
 		HandshakeTimeout: s.limits.handshakeTimeouts.Load(),

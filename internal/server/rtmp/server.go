@@ -68,18 +68,13 @@ type Config struct {
 	// a PROXY protocol header giving the client's address. Defaults to none.
 	TrustedProxies []netip.Prefix
 	// Auth admits publishers and players; nil admits everybody.
-	Auth Authorizer
+	Auth auth.Authorizer
 	// TLSConfig, if set, makes the server RTMPS: every connection (after
 	// its PROXY protocol header, if any) starts with a TLS handshake, which
 	// must finish within ReadTimeout.
 	TLSConfig *tls.Config
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-}
-
-// Authorizer admits or refuses a client's request to publish or play.
-type Authorizer interface {
-	Check(ctx context.Context, req auth.Request) (auth.Grant, error)
 }
 
 // playChunkSize is the outgoing chunk size of every session; the shared wire

@@ -34,11 +34,6 @@ type Hub interface {
 	StartSession(s hub.Session, kick func()) (id string, end func())
 }
 
-// Authorizer admits publishers (auth.Authorizer).
-type Authorizer interface {
-	Check(ctx context.Context, r auth.Request) (auth.Grant, error)
-}
-
 // Config configures the SRT server.
 type Config struct {
 	// Addr is the UDP address to listen on, e.g. ":8890".
@@ -54,8 +49,8 @@ type Config struct {
 	ReadTimeout time.Duration
 	// Latency is SRT's receive latency. Defaults to 120ms.
 	Latency time.Duration
-	// Auth admits publishers; nil admits all.
-	Auth Authorizer
+	// Auth admits publishers and players; nil admits all.
+	Auth auth.Authorizer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }

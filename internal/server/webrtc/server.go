@@ -27,6 +27,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/ffproc"
 	"github.com/meshcast/meshcast/internal/hub"
@@ -52,6 +53,8 @@ const (
 
 // Hub is what the WebRTC server needs from the node's stream table.
 type Hub interface {
+	Get(name streamname.Name) *stream.Stream
+	Publish(name streamname.Name, info stream.PublisherInfo) (*stream.Publisher, error)
 	NewReader(name streamname.Name, proto string) (*stream.Reader, error)
 	Admit(proto, remote string) (*hub.Place, error)
 	StartSession(s hub.Session, kick func()) (id string, end func())
@@ -76,6 +79,8 @@ type Config struct {
 	// TranscodeBackoff is the first delay before a failed transcoder
 	// starts again; it doubles up to 30s. Zero: 1s.
 	TranscodeBackoff time.Duration
+	// Auth admits players and publishers; nil admits everybody.
+	Auth auth.Authorizer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -289,8 +294,8 @@ func (s *Server) unregister(ss *session) {
 	s.mu.Unlock()
 }
 
-// ServeDelete answers DELETE on a session's URL: the viewer leaves.
-func (s *Server) ServeDelete(w http.ResponseWriter, r *http.Request, id string) {
+// serveDelete answers DELETE on a session's URL: the viewer leaves.
+func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, id string) {
 	s.mu.Lock()
 	ss := s.sessions[id]
 	s.mu.Unlock()

@@ -21,9 +21,9 @@ import (
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
-// ServeWHEP answers POST /APP/STREAM/whep: an SDP offer in, the answer
-// out (201, with the session's URL in Location).
-func (s *Server) ServeWHEP(w http.ResponseWriter, r *http.Request, name streamname.Name) {
+// serveWHEP answers POST /APP/STREAM/whep for an admitted player: an SDP
+// offer in, the answer out (201, with the session's URL in Location).
+func (s *Server) serveWHEP(w http.ResponseWriter, r *http.Request, name streamname.Name) {
 	offer, ok := s.readOffer(w, r)
 	if !ok {
 		return

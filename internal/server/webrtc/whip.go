@@ -26,18 +26,18 @@ type Publisher interface {
 	Close()
 }
 
-// Publish starts a stream from a WHIP publisher and returns its writer;
-// the node checks the publisher's credentials first.
+// Publish starts a stream from a WHIP publisher, whose credentials were
+// checked first, and returns its writer.
 type Publish func(name streamname.Name, remote string) (Publisher, error)
 
 // keyframeAsk is how often a publisher is asked for a keyframe (RTCP PLI)
 // until it sends one.
 const keyframeAsk = time.Second
 
-// ServeWHIP answers POST /APP/STREAM/whip: a publisher's SDP offer (H.264
-// video, and Opus audio, which is transcoded to the AAC streams carry),
-// the answer back with the session's URL in Location.
-func (s *Server) ServeWHIP(w http.ResponseWriter, r *http.Request, name streamname.Name, publish Publish) {
+// serveWHIP answers POST /APP/STREAM/whip for an admitted publisher: its
+// SDP offer (H.264 video, and Opus audio, which is transcoded to the AAC
+// streams carry), the answer back with the session's URL in Location.
+func (s *Server) serveWHIP(w http.ResponseWriter, r *http.Request, name streamname.Name, publish Publish) {
 	offer, ok := s.readOffer(w, r)
 	if !ok {
 		return

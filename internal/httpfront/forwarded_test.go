@@ -1,4 +1,4 @@
-package app
+package httpfront
 
 import (
 	"net/http"
@@ -10,7 +10,7 @@ import (
 func TestForwardedFor(t *testing.T) {
 	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32")}
 	var seen string
-	h := forwardedFor(trusted, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.RemoteAddr }))
+	h := ForwardedFor(trusted, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.RemoteAddr }))
 	cases := []struct {
 		name, peer string
 		xff        []string
