@@ -39,6 +39,7 @@ type Cluster interface {
 	Owner(ctx context.Context, name streamname.Name) (cluster.Claim, error)
 	Relays(ctx context.Context, name streamname.Name) ([]cluster.Relay, error)
 	Claims(ctx context.Context) ([]cluster.Claim, error)
+	StreamInfos(ctx context.Context) (map[streamname.Name]cluster.StreamInfo, error)
 }
 
 // registryTimeout bounds the registry look-ups of one API request.
@@ -343,9 +344,25 @@ func (a *API) toJSON(in stream.Info) Stream {
 }
 
 func (a *API) listStreams(w http.ResponseWriter, r *http.Request) {
+	var streams []Stream
+	switch r.URL.Query().Get("scope") {
+	case "", "node":
+		streams = a.Streams(r.Context(), a.isAdmin(r))
+	case "cluster":
+		ctx, cancel := context.WithTimeout(r.Context(), registryTimeout)
+		defer cancel()
+		var err error
+		if streams, err = a.ClusterStreams(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "registry_unavailable", "the cluster registry cannot be reached")
+			return
+		}
+	default:
+		writeError(w, http.StatusBadRequest, "bad_scope", "scope is node (the default) or cluster")
+		return
+	}
 	writeJSON(w, http.StatusOK, struct {
 		Streams []Stream `json:"streams"`
-	}{a.Streams(r.Context(), a.isAdmin(r))})
+	}{streams})
 }
 
 // Streams describes the node's streams as GET /api/v1/streams does, with

@@ -118,6 +118,10 @@ func (a *App) startCluster() {
 		Relays:   active,
 		OnLost:   a.Hub.Revoke,
 		Logger:   a.log,
+		// The cluster listing (GET /api/v1/streams?scope=cluster) reads
+		// these from the registry.
+		StreamInfo:    a.api.StreamRecord,
+		StreamViewers: func() map[streamname.Name]map[string]int { return a.api.StreamViewers(cfg.MetricsMaxStreams) },
 	})
 	m.Start()
 	a.relays.Store(relays)

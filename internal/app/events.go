@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"runtime/debug"
+	"time"
 
 	"github.com/meshcast/meshcast/internal/api"
 	"github.com/meshcast/meshcast/internal/cluster"
@@ -15,13 +16,14 @@ import (
 // streams and viewers as node.
 func (a *App) startEvents(node cluster.NodeID) {
 	srv, err := events.New(events.Config{
-		Node:        string(node),
-		Version:     buildVersion(),
-		MaxClients:  a.cfg.EventsMaxClients,
-		Redis:       a.cfg.Redis,
-		RedisPrefix: a.cfg.RedisPrefix,
-		Stats:       a.dashboardStats(node),
-		Logger:      a.log,
+		Node:         string(node),
+		Version:      buildVersion(),
+		MaxClients:   a.cfg.EventsMaxClients,
+		Redis:        a.cfg.Redis,
+		RedisPrefix:  a.cfg.RedisPrefix,
+		Stats:        a.dashboardStats(node),
+		ClusterStats: a.clusterStats,
+		Logger:       a.log,
 	}, eventSource{a})
 	if err != nil {
 		a.log.Error("real-time events disabled", "err", err)
@@ -41,6 +43,22 @@ func (a *App) dashboardStats(node cluster.NodeID) func() json.RawMessage {
 		}{node, a.api.Streams(context.Background(), false)})
 		return b
 	}
+}
+
+// clusterStats describes the cluster's streams for the dashboard's
+// "cluster:streams" events, as GET /api/v1/streams?scope=cluster does;
+// nil (nothing sent) while the registry cannot be reached.
+func (a *App) clusterStats() json.RawMessage {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	streams, err := a.api.ClusterStreams(ctx)
+	if err != nil {
+		return nil
+	}
+	b, _ := json.Marshal(struct {
+		Streams []api.Stream `json:"streams"`
+	}{streams})
+	return b
 }
 
 // stopEvents disconnects the events' clients and stops them.

@@ -35,7 +35,7 @@ type MemberConfig struct {
 	StreamInfo func(streamname.Name) json.RawMessage
 	// StreamViewers reports this node's viewers per stream for its
 	// heartbeat (Node.StreamViewers); nil sends none.
-	StreamViewers func() map[streamname.Name]int
+	StreamViewers func() map[streamname.Name]map[string]int
 	// OnLost is called, from the member's goroutine, for a stream whose
 	// claim another node has taken: the node must stop serving it.
 	OnLost func(streamname.Name)

@@ -156,8 +156,10 @@ func TestMemberWritesStreamRecords(t *testing.T) {
 		StreamInfo: func(n streamname.Name) json.RawMessage {
 			return json.RawMessage(`{"name":"` + string(n) + `"}`)
 		},
-		StreamViewers: func() map[streamname.Name]int { return map[streamname.Name]int{name: 42} },
-		Relays:        func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
+		StreamViewers: func() map[streamname.Name]map[string]int {
+			return map[streamname.Name]map[string]int{name: {"rtmp": 40, "hls": 2}}
+		},
+		Relays: func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
 	})
 	m.Start()
 	defer m.Close()
@@ -175,7 +177,7 @@ func TestMemberWritesStreamRecords(t *testing.T) {
 		t.Fatalf("stream records %+v, %v", infos, err)
 	}
 	n, err := reg.Node(ctx, "node-a")
-	if err != nil || n.StreamViewers[name] != 42 {
+	if err != nil || n.StreamViewers[name]["rtmp"] != 40 || n.StreamViewers[name]["hls"] != 2 {
 		t.Fatalf("node record %+v, %v; want 42 viewers of %s", n, err, name)
 	}
 }

@@ -56,9 +56,10 @@ type Node struct {
 	State    NodeState `json:"state"`
 	Load     Load      `json:"load"`
 	Started  time.Time `json:"started"`
-	// StreamViewers are the node's viewers of each stream, relays
-	// included, for its busiest streams (at most --metrics-max-streams).
-	StreamViewers map[streamname.Name]int `json:"stream_viewers,omitempty"`
+	// StreamViewers are the node's viewers of each stream by protocol,
+	// for its busiest streams (at most --metrics-max-streams), other
+	// nodes' relays not counted.
+	StreamViewers map[streamname.Name]map[string]int `json:"stream_viewers,omitempty"`
 	// Seen is when the registry last heard the node's heartbeat. Set by
 	// the registry.
 	Seen time.Time `json:"seen"`

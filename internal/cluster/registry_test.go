@@ -115,7 +115,7 @@ func testNode(id NodeID) Node {
 		State:         StateServing,
 		Load:          Load{Viewers: 12, Streams: 2, EgressBPS: 3_000_000, CPU: 0.25},
 		Started:       time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
-		StreamViewers: map[streamname.Name]int{nameA: 10, nameB: 2},
+		StreamViewers: map[streamname.Name]map[string]int{nameA: {"rtmp": 10}, nameB: {"flv": 2}},
 	}
 }
 

@@ -103,6 +103,10 @@ type Config struct {
 	// StatsInterval, until "stats:unsubscribe". It is called at most once
 	// an interval, and only while some socket is subscribed.
 	Stats func() json.RawMessage
+	// ClusterStats, when set, describes the whole cluster's streams (the
+	// cluster listing): "stats" subscribers get it as "cluster:streams"
+	// beside each "stats".
+	ClusterStats func() json.RawMessage
 	// StatsInterval defaults to DefaultStatsInterval.
 	StatsInterval time.Duration
 	// Logger defaults to slog.Default().

@@ -59,6 +59,11 @@ func (s *Server) onStats(c *client, on bool) {
 	s.mu.Unlock()
 	if c.stats && !was {
 		s.deliver(c, "stats", s.cfg.Stats())
+		if s.cfg.ClusterStats != nil {
+			if cluster := s.cfg.ClusterStats(); cluster != nil {
+				s.deliver(c, "cluster:streams", cluster)
+			}
+		}
 	}
 }
 
@@ -79,8 +84,15 @@ func (s *Server) sendStats() {
 		return
 	}
 	payload := s.cfg.Stats()
+	var cluster json.RawMessage
+	if s.cfg.ClusterStats != nil {
+		cluster = s.cfg.ClusterStats()
+	}
 	for _, c := range to {
 		s.deliver(c, "stats", payload)
+		if cluster != nil {
+			s.deliver(c, "cluster:streams", cluster)
+		}
 	}
 }
 

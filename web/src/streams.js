@@ -1,11 +1,12 @@
-// The streams page: every stream of this node, updated live through
-// Socket.IO ("stats" every 2 s, and the stream list as it changes).
+// The streams page: every stream of the cluster, whichever node serves the
+// page, updated live through Socket.IO ("cluster:streams" every 2 s, and
+// the stream list as it changes).
 import { h, bitrate, duration, codecs, resolution, json } from './util.js';
 import { publishPanel } from './publish.js';
 
 export async function streamsPage(main, socket) {
   const list = h('div', { id: 'streams', class: 'cards', role: 'list', 'aria-live': 'polite', 'aria-busy': 'true' });
-  const empty = h('p', { id: 'no-streams', class: 'muted', hidden: true }, 'No live streams on this node yet.');
+  const empty = h('p', { id: 'no-streams', class: 'muted', hidden: true }, 'No live streams in the cluster yet.');
   const count = h('span', { id: 'stream-count', class: 'badge' }, '0');
   main.replaceChildren(
     h('h1', {}, 'Live streams ', count),
@@ -37,10 +38,10 @@ export async function streamsPage(main, socket) {
     render();
   };
   const refresh = async () => {
-    const r = await json('/api/v1/streams');
+    const r = await json('/api/v1/streams?scope=cluster');
     if (r) take(r.streams);
   };
-  socket.on('stats', (msg) => take(msg.streams));
+  socket.on('cluster:streams', (msg) => take(msg.streams));
   socket.on('streams', refresh);
   socket.on('stream:start', refresh);
   socket.on('stream:end', refresh);

@@ -905,6 +905,40 @@ func checkInFront(t *testing.T, fp *frontProxy, nodes []*e2eutil.Proc) (stopPubl
 		}
 	})
 
+	t.Run("the whole cluster's streams listed through the proxy", func(t *testing.T) {
+		// A stream published straight to another node: whichever node the
+		// proxy asks lists both, each with its owner.
+		other := (owner + 1) % len(nodes)
+		const elsewhere = "live/elsewhere"
+		e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/%s", nodes[other].RTMPPort, elsewhere))
+		want := map[string]string{name: fmt.Sprintf("meshcast-%d", owner+1), elsewhere: fmt.Sprintf("meshcast-%d", other+1)}
+		var got map[string]string
+		testutil.WaitFor(t, 15*time.Second, "both streams in the cluster listing through the proxy", func() bool {
+			code, body := e2eutil.HTTPGet(t, fp.httpURL+"/api/v1/streams?scope=cluster")
+			var out struct {
+				Streams []struct {
+					Name  string `json:"name"`
+					Video *struct {
+						Codec string `json:"codec"`
+					} `json:"video"`
+					Owner *struct {
+						Node string `json:"node"`
+					} `json:"owner"`
+				} `json:"streams"`
+			}
+			if code != 200 || json.Unmarshal(body, &out) != nil {
+				return false
+			}
+			got = map[string]string{}
+			for _, s := range out.Streams {
+				if s.Owner != nil && s.Video != nil && s.Video.Codec == "h264" {
+					got[s.Name] = s.Owner.Node
+				}
+			}
+			return got[name] == want[name] && got[elsewhere] == want[elsewhere]
+		})
+	})
+
 	t.Run("the nodes see the publisher's own address", func(t *testing.T) {
 		publishFrom(t, net.IPv4(127, 0, 0, 2), fp.rtmpAddr, "live/proxied")
 		owner, addr := publisherOf(t, nodes, "live/proxied")

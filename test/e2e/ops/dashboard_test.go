@@ -122,4 +122,17 @@ func TestDashboardCluster(t *testing.T) {
 		t.Errorf("tree %q: want dash-a owning and dash-b pulling from it", tree)
 	}
 	t.Logf("nodes %v; tree %q", res["nodes"], tree)
+
+	// B's stream list shows the whole cluster: a stream published on A
+	// that nobody watches on B (so B does not relay it), owner and codecs
+	// from A's record in the registry.
+	const other = "live/only-on-a"
+	res = e2eutil.Dashboard(t, func() { e2eutil.PublishFFmpegLoop(t, a.RTMPURL(other)) }, "streams", b.HTTPURL, other)
+	fields, _ := res["fields"].(map[string]any)
+	if fields["owner"] != "dash-a" || !strings.Contains(fmt.Sprint(fields["codecs"]), "h264") {
+		t.Errorf("B's card of %s: %v; want owner dash-a and h264", other, fields)
+	}
+	if b.Hub.Get(other) != nil {
+		t.Errorf("B relays %s: the card would not prove the cluster listing", other)
+	}
 }

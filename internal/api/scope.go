@@ -1,0 +1,119 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"slices"
+
+	"github.com/meshcast/meshcast/internal/cluster"
+	"github.com/meshcast/meshcast/internal/streamname"
+)
+
+// maxClusterStreams bounds the streams of one cluster listing: each costs
+// one registry call for its relays.
+const maxClusterStreams = 1000
+
+// StreamRecord is what this node writes to the registry for a stream it
+// owns, with each renewal (cluster.StreamInfo.Info): the stream as
+// GET /api/v1/streams describes it, less what the cluster listing adds
+// (owner, relays, viewers) and the publisher's address. nil when the
+// stream is not here.
+func (a *API) StreamRecord(name streamname.Name) json.RawMessage {
+	s := a.hub.Get(name)
+	if s == nil {
+		return nil
+	}
+	out := a.toJSON(s.Info())
+	if out.Publisher != nil {
+		out.Publisher.RemoteAddr = ""
+	}
+	out.Viewers, out.ViewersTotal, out.Relays, out.Owner = nil, 0, nil, nil
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// StreamViewers counts this node's viewers of its busiest streams by
+// protocol, other nodes' relays not counted, for its heartbeat: at most
+// limit streams (0: none).
+func (a *API) StreamViewers(limit int) map[streamname.Name]map[string]int {
+	if limit <= 0 {
+		return nil
+	}
+	type counted struct {
+		name  streamname.Name
+		by    map[string]int
+		total int
+	}
+	var all []counted
+	for _, s := range a.hub.List() {
+		d := a.toJSON(s.Info())
+		delete(d.Viewers, relayProtocol)
+		all = append(all, counted{s.Name(), d.Viewers, d.ViewersTotal})
+	}
+	slices.SortFunc(all, func(x, y counted) int {
+		return cmp.Or(cmp.Compare(y.total, x.total), cmp.Compare(x.name, y.name))
+	})
+	out := make(map[streamname.Name]map[string]int, min(len(all), limit))
+	for _, c := range all[:min(len(all), limit)] {
+		out[c.name] = c.by
+	}
+	return out
+}
+
+// ClusterStreams describes every live stream of the cluster as
+// GET /api/v1/streams?scope=cluster answers, from the registry alone: the
+// owner's record of each claimed stream (codecs, size, bitrate), its owner
+// and relays, and its viewers by protocol summed over the nodes'
+// heartbeats. No request goes to another node.
+func (a *API) ClusterStreams(ctx context.Context) ([]Stream, error) {
+	if a.cluster == nil {
+		return a.Streams(ctx, false), nil
+	}
+	claims, err := a.cluster.Claims(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := a.cluster.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := a.cluster.StreamInfos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Stream, 0, min(len(claims), maxClusterStreams))
+	for _, c := range claims[:min(len(claims), maxClusterStreams)] {
+		s := Stream{Name: string(c.Stream), App: c.Stream.App(), Stream: c.Stream.Stream()}
+		if info, ok := infos[c.Stream]; ok && info.Node == c.Node {
+			json.Unmarshal(info.Info, &s) // what the owner said; the rest is ours
+			s.Name, s.App, s.Stream = string(c.Stream), c.Stream.App(), c.Stream.Stream()
+		}
+		claim := cluster.Claim{Stream: c.Stream, Node: c.Node, Epoch: c.Epoch}
+		s.Owner = &claim
+		s.Relays = []cluster.Relay{}
+		if rs, err := a.cluster.Relays(ctx, c.Stream); err == nil {
+			s.Relays = rs
+		}
+		s.Viewers = make(map[string]int, len(protocols))
+		for _, p := range protocols {
+			s.Viewers[p] = 0
+		}
+		s.ViewersTotal = 0
+		for _, n := range nodes {
+			for p, v := range n.StreamViewers[c.Stream] {
+				if p == relayProtocol {
+					continue
+				}
+				s.Viewers[p] += v
+				s.ViewersTotal += v
+			}
+		}
+		s.Viewers[relayProtocol] = len(s.Relays)
+		out = append(out, s)
+	}
+	return out, nil
+}
