@@ -117,3 +117,29 @@ func (a *API) ClusterStreams(ctx context.Context) ([]Stream, error) {
 	}
 	return out, nil
 }
+
+// StatsJSON describes the node's streams for the dashboard's "stats"
+// events, as GET /api/v1/streams does for anyone, with the node's name.
+func (a *API) StatsJSON(node cluster.NodeID) json.RawMessage {
+	b, _ := json.Marshal(struct {
+		Node    cluster.NodeID `json:"node"`
+		Streams []Stream       `json:"streams"`
+	}{node, a.Streams(context.Background(), false)})
+	return b
+}
+
+// ClusterJSON describes the cluster's streams for the dashboard's
+// "cluster:streams" events, as GET /api/v1/streams?scope=cluster does;
+// nil while the registry cannot be reached.
+func (a *API) ClusterJSON() json.RawMessage {
+	ctx, cancel := context.WithTimeout(context.Background(), registryTimeout)
+	defer cancel()
+	streams, err := a.ClusterStreams(ctx)
+	if err != nil {
+		return nil
+	}
+	b, _ := json.Marshal(struct {
+		Streams []Stream `json:"streams"`
+	}{streams})
+	return b
+}

@@ -1,12 +1,9 @@
 package app
 
 import (
-	"context"
 	"encoding/json"
 	"runtime/debug"
-	"time"
 
-	"github.com/meshcast/meshcast/internal/api"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/streamname"
@@ -21,8 +18,8 @@ func (a *App) startEvents(node cluster.NodeID) {
 		MaxClients:   a.cfg.EventsMaxClients,
 		Redis:        a.cfg.Redis,
 		RedisPrefix:  a.cfg.RedisPrefix,
-		Stats:        a.dashboardStats(node),
-		ClusterStats: a.clusterStats,
+		Stats:        func() json.RawMessage { return a.api.StatsJSON(node) },
+		ClusterStats: a.api.ClusterJSON,
 		Logger:       a.log,
 	}, eventSource{a})
 	if err != nil {
@@ -31,34 +28,6 @@ func (a *App) startEvents(node cluster.NodeID) {
 	}
 	a.Hub.Subscribe(srv.HubEvent)
 	a.events.Set(srv)
-}
-
-// dashboardStats describes the node's streams for the dashboard's "stats"
-// events, as GET /api/v1/streams does for anyone.
-func (a *App) dashboardStats(node cluster.NodeID) func() json.RawMessage {
-	return func() json.RawMessage {
-		b, _ := json.Marshal(struct {
-			Node    cluster.NodeID `json:"node"`
-			Streams []api.Stream   `json:"streams"`
-		}{node, a.api.Streams(context.Background(), false)})
-		return b
-	}
-}
-
-// clusterStats describes the cluster's streams for the dashboard's
-// "cluster:streams" events, as GET /api/v1/streams?scope=cluster does;
-// nil (nothing sent) while the registry cannot be reached.
-func (a *App) clusterStats() json.RawMessage {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	streams, err := a.api.ClusterStreams(ctx)
-	if err != nil {
-		return nil
-	}
-	b, _ := json.Marshal(struct {
-		Streams []api.Stream `json:"streams"`
-	}{streams})
-	return b
 }
 
 // stopEvents disconnects the events' clients and stops them.
