@@ -15,7 +15,7 @@ import (
 // JobPath prefixes the route by which a node asks another to run (POST)
 // or stop (DELETE) a stream's transcoding job: JobPath+"APP/STREAM",
 // signed with the cluster secret.
-const JobPath = "/internal/transcode/"
+const JobPath = "/internal/v1/transcode/"
 
 // The methods of a job request.
 const (

@@ -244,10 +244,12 @@ func (s *Server) readOffer(w http.ResponseWriter, r *http.Request) (string, bool
 }
 
 // writeAnswer answers a WHEP or WHIP offer: 201, the session's URL, and
-// what audio it carries, or why none.
+// what audio it carries, or why none. The session's URL is under its
+// stream's path, /APP/STREAM/whep/ID (or whip), so a balancer hashing on
+// the stream sends its DELETE and PATCH to this node.
 func writeAnswer(w http.ResponseWriter, ss *session, answer string) {
 	w.Header().Set("Content-Type", "application/sdp")
-	w.Header().Set("Location", SessionPath+ss.id)
+	w.Header().Set("Location", ss.url())
 	w.Header().Set("X-Meshcast-Audio", ss.audio())
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, answer)
@@ -306,3 +308,16 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, id string) 
 	ss.cancel()
 	w.WriteHeader(http.StatusOK)
 }
+
+// session returns the session id of stream name and kind, or nil.
+func (s *Server) session(name streamname.Name, kind, id string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss := s.sessions[id]; ss != nil && ss.name == name && ss.kind == kind {
+		return ss
+	}
+	return nil
+}
+
+// url is the session's URL: under its stream's path.
+func (ss *session) url() string { return "/" + string(ss.name) + "/" + ss.kind + "/" + ss.id }

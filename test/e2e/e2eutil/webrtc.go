@@ -91,7 +91,9 @@ func PlayWHEP(t *testing.T, base, name string, audio bool) *WHEPViewer {
 	resp.Body.Close()
 	v.answered = time.Now()
 	v.Location, v.Audio = resp.Header.Get("Location"), resp.Header.Get("X-Meshcast-Audio")
-	if resp.StatusCode != http.StatusCreated || !strings.HasPrefix(v.Location, "/api/v1/webrtc/sessions/") || resp.Header.Get("Content-Type") != "application/sdp" {
+	// The session's URL is under the stream's, so a balancer hashing on
+	// the stream sends its DELETE to the node that holds it.
+	if resp.StatusCode != http.StatusCreated || !strings.HasPrefix(v.Location, "/"+name+"/whep/") || resp.Header.Get("Content-Type") != "application/sdp" {
 		t.Fatalf("WHEP: %d %v\n%s", resp.StatusCode, resp.Header, answer)
 	}
 	if err := v.PC.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {

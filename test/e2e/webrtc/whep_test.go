@@ -91,12 +91,36 @@ func TestWHEP(t *testing.T) {
 		t.Errorf("the API counts viewers %v, %d in all; want 3 webrtc: %s", info.Viewers, info.ViewersTotal, body)
 	}
 
-	req, _ := http.NewRequest("DELETE", n.HTTPURL+v.Location, nil)
-	resp, err := e2eutil.WHEPClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("DELETE %s: %v %v", v.Location, err, resp)
+	do := func(method, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, n.HTTPURL+path, strings.NewReader("a=ice-ufrag:x\r\n"))
+		resp, err := e2eutil.WHEPClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	resp.Body.Close()
+	id := v.Location[strings.LastIndexByte(v.Location, '/')+1:]
+	// Trickle ICE and ICE restarts are not supported: 405, as WHEP asks.
+	if code := do("PATCH", v.Location); code != http.StatusMethodNotAllowed {
+		t.Errorf("PATCH %s: %d, want 405", v.Location, code)
+	}
+	// The session's ID under another stream, or as WHIP, names nothing.
+	for _, path := range []string{"/live/other/whep/" + id, "/" + name + "/whip/" + id} {
+		if code := do("DELETE", path); code != http.StatusNotFound {
+			t.Errorf("DELETE %s: %d, want 404", path, code)
+		}
+	}
+	if code := do("DELETE", v.Location); code != 200 {
+		t.Fatalf("DELETE %s: %d, want 200", v.Location, code)
+	}
+	// The node's own session URL keeps working.
+	id2 := v2.Location[strings.LastIndexByte(v2.Location, '/')+1:]
+	if code := do("DELETE", mcwebrtc.SessionPath+id2); code != 200 {
+		t.Errorf("DELETE %s: %d, want 200", mcwebrtc.SessionPath+id2, code)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the second session to end", func() bool { return v2.PC.ConnectionState() != webrtc.PeerConnectionStateConnected })
 	testutil.WaitFor(t, 5*time.Second, "the session to end", func() bool { return v.PC.ConnectionState() != webrtc.PeerConnectionStateConnected })
 	// A bad offer is refused with a reason; a missing stream is 404.
 	for _, c := range []struct {
