@@ -8,6 +8,7 @@ package deploy
 // of a real three-node cluster.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meshcast/meshcast/internal/protocol/rtmp"
@@ -412,6 +415,10 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+	// WebRTC lists interfaces through netlink: without it no candidates.
+	if fams := strings.Fields(strings.Join(u["Service"]["RestrictAddressFamilies"], " ")); len(fams) > 0 && !slices.Contains(fams, "AF_NETLINK") {
+		t.Errorf("RestrictAddressFamilies=%v lacks AF_NETLINK, which WebRTC's interface listing needs", fams)
 	}
 	exec0 := u["Service"]["ExecStart"]
 	if len(exec0) != 1 {
@@ -903,6 +910,46 @@ func checkInFront(t *testing.T, fp *frontProxy, nodes []*e2eutil.Proc) (stopPubl
 				t.Errorf("GET %s through the proxy: %d %s, want 404", path, code, body)
 			}
 		}
+	})
+
+	t.Run("WebSocket-FLV and Socket.IO over WebSockets through the proxy", func(t *testing.T) {
+		ws := strings.Replace(fp.httpURL, "http://", "ws://", 1)
+		c, resp, err := websocket.DefaultDialer.Dial(ws+"/"+name+".flv", nil)
+		if err != nil {
+			t.Fatalf("WebSocket-FLV through the proxy: %v (%v)", err, resp)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		typ, msg, err := c.ReadMessage()
+		if err != nil || typ != websocket.BinaryMessage || !bytes.HasPrefix(msg, []byte("FLV")) {
+			t.Fatalf("first WebSocket-FLV message: type %d, % x..., %v; want the binary FLV header", typ, msg[:min(len(msg), 8)], err)
+		}
+		sio, resp, err := websocket.DefaultDialer.Dial(ws+"/socket.io/?EIO=4&transport=websocket", nil)
+		if err != nil {
+			t.Fatalf("Socket.IO over a WebSocket through the proxy: %v (%v)", err, resp)
+		}
+		defer sio.Close()
+		sio.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, open, err := sio.ReadMessage(); err != nil || !bytes.HasPrefix(open, []byte("0{")) || !bytes.Contains(open, []byte(`"sid":`)) {
+			t.Fatalf("Engine.IO open packet: %q, %v", open, err)
+		}
+	})
+
+	t.Run("WHEP and its DELETE through the proxy", func(t *testing.T) {
+		v := e2eutil.PlayWHEP(t, fp.httpURL, name, false)
+		testutil.WaitFor(t, 20*time.Second, "H.264 over WebRTC", func() bool { return v.Video.Load() >= 100 && v.Keyframes.Load() > 0 })
+		req, _ := http.NewRequest(http.MethodDelete, fp.httpURL+v.Location, nil)
+		resp, err := e2eutil.WHEPClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("DELETE %s through the proxy: %s, want 200 from the node holding the session", v.Location, resp.Status)
+		}
+		testutil.WaitFor(t, 10*time.Second, "the session to end", func() bool {
+			return v.PC.ConnectionState() != webrtc.PeerConnectionStateConnected
+		})
 	})
 
 	t.Run("the whole cluster's streams listed through the proxy", func(t *testing.T) {
