@@ -127,7 +127,8 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meshcast:", err)
 		return 2
 	}
-	log := newLogger(cfg, stderr)
+	level := new(slog.LevelVar)
+	log := newLogger(cfg, level, stderr)
 	slog.SetDefault(log)
 	checkFileLimit(cfg, log)
 	secondProc(env, log)
@@ -135,9 +136,14 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// SIGHUP reloads the configuration (see App.Reload).
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, err := app.New(cfg, log)
+	source := func() (config.Config, error) { return config.Load(args, env) }
+	a, err := app.New(cfg, log, app.WithReload(source), app.WithLogLevel(level))
 	if err != nil {
 		fmt.Fprintln(stderr, "meshcast:", err)
 		return 2
@@ -153,6 +159,17 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("meshcast started", started...)
 	fmt.Fprintf(stdout, "meshcast %s is running.\n\n%s\n", versionString(), a.URLs("stream"))
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hups:
+				log.Info("SIGHUP: reloading the configuration")
+				a.Reload() // logs what it applied, or why it changed nothing
+			}
+		}
+	}()
 	if sig := <-sigs; sig == syscall.SIGTERM && cfg.DrainGrace > 0 {
 		drain(a, cfg.DrainGrace, sigs, log)
 	}
@@ -190,9 +207,12 @@ func drain(a *app.App, grace time.Duration, sigs <-chan os.Signal, log *slog.Log
 	}
 }
 
-func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.LogLevel))
+// newLogger logs to w at cfg's level, held in level so that a reload can
+// change it.
+func newLogger(cfg config.Config, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(cfg.LogLevel))
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

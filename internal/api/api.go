@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/cluster"
@@ -56,8 +57,11 @@ type API struct {
 	counted    map[string]ViewerCounter
 	cluster    Cluster
 	router     Router
-	config     map[string]any
-	adminToken string
+	adminToken atomic.Pointer[string]
+	settings   atomic.Pointer[map[string]any] // GET /api/v1/config
+	// Reload, when set, re-reads the node's configuration and applies
+	// what can change live (POST /api/v1/reload).
+	Reload func() (any, error)
 }
 
 // New creates the API over hub, the cluster's registry and a router.
@@ -65,7 +69,9 @@ type API struct {
 // effective configuration with secrets redacted. adminToken guards the
 // admin endpoints; empty leaves them to the node's own machine.
 func New(hub Hub, counted map[string]ViewerCounter, c Cluster, router Router, config map[string]any, adminToken string) *API {
-	return &API{hub: hub, counted: counted, cluster: c, router: router, config: config, adminToken: adminToken}
+	a := &API{hub: hub, counted: counted, cluster: c, router: router}
+	a.SetConfig(config, adminToken)
+	return a
 }
 
 // Register adds the API's routes to mux.
@@ -79,6 +85,7 @@ func (a *API) Register(mux *httpfront.Mux) {
 	mux.HandleFunc("GET /api/v1/sessions", a.admin(a.listSessions))
 	mux.HandleFunc("DELETE /api/v1/sessions/{id}", a.admin(a.kickSession))
 	mux.HandleFunc("DELETE /api/v1/streams/{app}/{stream}", a.admin(a.kickPublisher))
+	mux.HandleFunc("POST /api/v1/reload", a.admin(a.serveReload))
 	mux.HandleFunc("GET /api/v1/config", a.getConfig)
 	mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -99,7 +106,7 @@ func (a *API) admin(h http.HandlerFunc) http.HandlerFunc {
 		switch {
 		case a.isAdmin(r):
 			h(w, r)
-		case a.adminToken == "":
+		case a.token() == "":
 			writeError(w, http.StatusForbidden, "forbidden", "without --admin-token this endpoint answers only on the node's own machine")
 		default:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meshcast"`)
@@ -115,12 +122,38 @@ func (a *API) Admin(h http.HandlerFunc) http.HandlerFunc { return a.admin(h) }
 // isAdmin reports whether r carries the admin token or, when the node has
 // none, comes from the node's own machine.
 func (a *API) isAdmin(r *http.Request) bool {
-	if a.adminToken == "" {
+	if a.token() == "" {
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
 		return err == nil && ap.Addr().IsLoopback()
 	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(token), []byte(a.adminToken)) == 1
+	return ok && subtle.ConstantTimeCompare([]byte(token), []byte(a.token())) == 1
+}
+
+// token is the admin token in force.
+func (a *API) token() string { return *a.adminToken.Load() }
+
+// SetConfig replaces the configuration GET /api/v1/config shows and the
+// admin token (a reload).
+func (a *API) SetConfig(config map[string]any, adminToken string) {
+	a.settings.Store(&config)
+	a.adminToken.Store(&adminToken)
+}
+
+// serveReload answers POST /api/v1/reload: what the reload applied and
+// what needs a restart, or why the new configuration was refused (422:
+// nothing changed).
+func (a *API) serveReload(w http.ResponseWriter, r *http.Request) {
+	if a.Reload == nil {
+		writeError(w, http.StatusNotImplemented, "no_reload", "this node cannot reload its configuration")
+		return
+	}
+	res, err := a.Reload()
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "invalid_config", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request) {
@@ -151,7 +184,7 @@ func (a *API) kickPublisher(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getConfig(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.config)
+	writeJSON(w, http.StatusOK, *a.settings.Load())
 }
 
 // Route is the route API's answer: the node to play from and the URL.

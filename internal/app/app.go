@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,6 +82,14 @@ type App struct {
 
 	httpPerIP *connlimit.PerIP // waiting HTTP connections per client address, for every HTTP listener
 
+	// What a reload changes (reload.go).
+	mu      sync.Mutex    // guards live
+	live    config.Config // the configuration in force after reloads
+	auth    *auth.Live
+	origins *httpfront.Origins
+	level   *slog.LevelVar                // nil: the log level is fixed
+	source  func() (config.Config, error) // nil: no reload
+
 	recorder *record.Recorder  // nil when nothing is recorded
 	trans    *transcode.Placer // transcoding ladders
 	recHooks recordHooks       // on_record_done of its recordings
@@ -94,7 +103,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &App{cfg: cfg, log: log, events: &events.Endpoint{Modules: cfg.WebModules}}
+	a := &App{cfg: cfg, live: cfg, log: log, events: &events.Endpoint{Modules: cfg.WebModules}}
 	for _, o := range opts {
 		o(a)
 	}
@@ -126,20 +135,12 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	})
 	sender := egress.NewSender(0)
 	a.Hub, a.sender = h, sender
-	az, err := auth.New(auth.Config{
-		PublishAuth:    cfg.PublishAuth,
-		PublishKeys:    cfg.PublishKeys,
-		URLSecret:      cfg.URLSecret,
-		SignedPlayApps: cfg.SignedPlayApps,
-		Hook:           cfg.AuthHook,
-		HookSecret:     cfg.AuthHookSecret,
-		HookTimeout:    cfg.AuthHookTimeout,
-		Node:           a.nodeID,
-		Logger:         log,
-	})
+	policy, err := a.policy(cfg)
 	if err != nil {
 		return nil, err
 	}
+	az := auth.NewLive(policy)
+	a.auth, a.origins = az, httpfront.NewOrigins(cfg.CORSOrigins)
 	rcfg := rtmpLimits(cfg, rtmp.Config{
 		Addr:           cfg.RTMPAddr,
 		ReadTimeout:    cfg.ReadTimeout,
@@ -162,7 +163,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		a.rtmps = rtmp.New(rcfg, h) // the same hub and sender: RTMP over TLS
 	}
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Nagle: cfg.Nagle(), Sender: sender,
-		AllowOrigin: httpfront.AllowOrigin(cfg.CORSOrigins), Auth: az, Peers: a.peers, Logger: log,
+		AllowOrigin: a.origins.Allow, Auth: az, Peers: a.peers, Logger: log,
 		Self: func() cluster.NodeID { return cluster.NodeID(a.nodeID()) }, Path: a.relayPath}, h)
 	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Opus: cfg.WebRTCOpus, FFmpeg: cfg.FFmpeg, Auth: az, Logger: log}, h); err != nil {
 		return nil, err
@@ -183,6 +184,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
+	a.api.Reload = func() (any, error) { return a.Reload() }
 	if err := a.initVOD(mreg); err != nil {
 		return nil, err
 	}
@@ -372,7 +374,7 @@ func (a *App) Handler() http.Handler {
 	} {
 		c.Register(mux)
 	}
-	return httpfront.Wrap(mux, httpfront.Config{CORSOrigins: a.cfg.CORSOrigins, TrustedProxies: a.cfg.TrustedNets()})
+	return httpfront.Wrap(mux, httpfront.Config{Origins: a.origins, TrustedProxies: a.cfg.TrustedNets()})
 }
 
 // nodeID is this node's ID once the node has started.

@@ -16,9 +16,7 @@ const hookFlush = 3 * time.Second
 // startWebhooks sends the hub's session events to the configured webhook
 // URLs, from the node named node.
 func (a *App) startWebhooks(node cluster.NodeID) {
-	if len(a.cfg.WebhookURLs) == 0 {
-		return
-	}
+	// The dispatcher runs without URLs too: a reload may add some.
 	d := webhook.New(webhook.Config{URLs: a.cfg.WebhookURLs, Secret: a.cfg.WebhookSecret, Node: string(node), Logger: a.log})
 	a.hooks = d
 	a.Hub.Subscribe(func(ev hub.Event) {

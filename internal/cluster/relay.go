@@ -237,7 +237,15 @@ func (m *Relays) Path(name streamname.Name) []NodeID {
 	m.mu.Lock()
 	r := m.active[name]
 	m.mu.Unlock()
-	if r == nil || r.pub == nil || !r.pub.Attached() {
+	if r == nil {
+		return nil
+	}
+	select {
+	case <-r.ready: // r.pub is set
+	default:
+		return nil // opening: it has no upstream yet
+	}
+	if r.pub == nil || !r.pub.Attached() {
 		return nil // not relayed, or a local publisher took the stream over
 	}
 	p, _ := r.path.Load().([]NodeID)

@@ -48,7 +48,7 @@ type Config struct {
 
 	// LogLevel is the minimum level logged: debug, info, warn or error.
 	// Defaults to "info".
-	LogLevel string `yaml:"log_level" usage:"minimum log level: debug, info, warn or error"`
+	LogLevel string `yaml:"log_level" reload:"live" usage:"minimum log level: debug, info, warn or error"`
 
 	// LogFormat is the log output format: text or json. Defaults to "text".
 	LogFormat string `yaml:"log_format" usage:"log format: text or json"`
@@ -222,16 +222,16 @@ type Config struct {
 	// AdminToken is the bearer token the admin API (endpoints that change
 	// what the node serves, and session listings) requires. Empty leaves
 	// those endpoints to clients on the node's own machine. Defaults to "".
-	AdminToken string `yaml:"admin_token" secret:"true" usage:"bearer token required by the admin API (empty: admin API on loopback only)"`
+	AdminToken string `yaml:"admin_token" reload:"live" secret:"true" usage:"bearer token required by the admin API (empty: admin API on loopback only)"`
 
 	// WebhookURLs receive every on_publish, on_publish_done, on_play,
 	// on_stop and on_record_done event as a signed JSON POST. Defaults to
 	// none.
-	WebhookURLs []string `yaml:"webhook_urls" usage:"URLs that receive on_publish, on_publish_done, on_play, on_stop and on_record_done as signed JSON POSTs"`
+	WebhookURLs []string `yaml:"webhook_urls" reload:"live" usage:"URLs that receive on_publish, on_publish_done, on_play, on_stop and on_record_done as signed JSON POSTs"`
 
 	// WebhookSecret signs webhook deliveries (HMAC-SHA256). Required with
 	// WebhookURLs. Defaults to "".
-	WebhookSecret string `yaml:"webhook_secret" secret:"true" usage:"key that signs webhook deliveries (required with --webhook-urls)"`
+	WebhookSecret string `yaml:"webhook_secret" reload:"live" secret:"true" usage:"key that signs webhook deliveries (required with --webhook-urls)"`
 
 	// MetricsMaxStreams caps the streams with series of their own in
 	// /metrics: those with the most viewers; the rest are summed under
@@ -252,40 +252,40 @@ type Config struct {
 	// (clients on this machine; everyone else needs a key, a signed token
 	// or the admission hook's consent), "always" (nobody) or "open"
 	// (everybody: only for closed networks). Defaults to "loopback".
-	PublishAuth string `yaml:"publish_auth" usage:"who may publish without credentials: loopback, always (nobody) or open (everybody)"`
+	PublishAuth string `yaml:"publish_auth" reload:"live" usage:"who may publish without credentials: loopback, always (nobody) or open (everybody)"`
 
 	// PublishKeys are static publish keys, each PATTERN=KEY. PATTERN is an
 	// app ("live", every stream in it), APP/STREAM, or a pattern with *
 	// ("live/cam*", "*"). Publishers send the key as OBS users type it:
 	// stream key NAME?key=KEY. Defaults to none.
-	PublishKeys []string `yaml:"publish_keys" secret:"true" usage:"static publish keys as PATTERN=KEY (PATTERN: APP, APP/STREAM or a * pattern); publishers send NAME?key=KEY"`
+	PublishKeys []string `yaml:"publish_keys" reload:"live" secret:"true" usage:"static publish keys as PATTERN=KEY (PATTERN: APP, APP/STREAM or a * pattern); publishers send NAME?key=KEY"`
 
 	// URLSecret signs publish tokens and play URLs (HMAC-SHA256 over the
 	// action, APP/STREAM and expiry; see "meshcast sign"). Defaults to "".
-	URLSecret string `yaml:"url_secret" secret:"true" usage:"key of signed publish tokens and play URLs (HMAC-SHA256; see meshcast sign)"`
+	URLSecret string `yaml:"url_secret" reload:"live" secret:"true" usage:"key of signed publish tokens and play URLs (HMAC-SHA256; see meshcast sign)"`
 
 	// SignedPlayApps are the apps whose players need a signed URL
 	// (?expires=UNIX&sig=HEX); "*" means every app. Defaults to none: play
 	// is open.
-	SignedPlayApps []string `yaml:"signed_play_apps" usage:"apps whose players need a signed URL (?expires=...&sig=...); * for every app"`
+	SignedPlayApps []string `yaml:"signed_play_apps" reload:"live" usage:"apps whose players need a signed URL (?expires=...&sig=...); * for every app"`
 
 	// AuthHook is asked before every publish and play: a signed JSON POST;
 	// any answer but 2xx refuses, and so does no answer within
 	// AuthHookTimeout. Defaults to "" (no hook).
-	AuthHook string `yaml:"auth_hook" usage:"URL asked before every publish and play (signed JSON POST; non-2xx or no answer refuses)"`
+	AuthHook string `yaml:"auth_hook" reload:"live" usage:"URL asked before every publish and play (signed JSON POST; non-2xx or no answer refuses)"`
 
 	// AuthHookSecret signs the admission hook's requests. Required with
 	// AuthHook. Defaults to "".
-	AuthHookSecret string `yaml:"auth_hook_secret" secret:"true" usage:"key that signs admission hook requests (required with --auth-hook)"`
+	AuthHookSecret string `yaml:"auth_hook_secret" reload:"live" secret:"true" usage:"key that signs admission hook requests (required with --auth-hook)"`
 
 	// AuthHookTimeout is how long the admission hook may take; no answer
 	// in time refuses. Defaults to 2s.
-	AuthHookTimeout time.Duration `yaml:"auth_hook_timeout" usage:"how long the admission hook may take before the request is refused"`
+	AuthHookTimeout time.Duration `yaml:"auth_hook_timeout" reload:"live" usage:"how long the admission hook may take before the request is refused"`
 
 	// CORSOrigins are the web origins whose pages may read from this node
 	// in a browser (media and API, never with cookies); "*" allows any,
 	// none allows only the node's own pages. Defaults to "*".
-	CORSOrigins []string `yaml:"cors_origins" usage:"web origins allowed to read from this node in a browser (* for any; empty: same origin only)"`
+	CORSOrigins []string `yaml:"cors_origins" reload:"live" usage:"web origins allowed to read from this node in a browser (* for any; empty: same origin only)"`
 
 	// TLSCert and TLSKey are PEM files of the certificate and key that
 	// turn on HTTPS (HTTPSAddr) and RTMPS (RTMPSAddr); both files are read
@@ -351,6 +351,20 @@ type Config struct {
 	// CacheL2 is a second-level cache the nodes share: redis://HOST:PORT/DB
 	// or memcached://HOST:PORT[,HOST:PORT]. Empty: none. Defaults to "".
 	CacheL2 string `yaml:"cache_l2" secret:"true" usage:"shared second-level cache: redis://... or memcached://... (empty: none)"`
+
+	// The *File settings name files that hold a secret setting instead of
+	// the configuration itself (Kubernetes secrets and systemd credentials
+	// arrive as files). A file's content, without its trailing newline, is
+	// the setting (publish keys: one per line, blank lines and "#" comments
+	// skipped). Setting both a secret and its file is an error. Files are
+	// read again on every reload. Default to "".
+	AdminTokenFile     string `yaml:"admin_token_file" fileof:"admin_token" reload:"live" usage:"file holding --admin-token (read again on reload)"`
+	ClusterSecretFile  string `yaml:"cluster_secret_file" fileof:"cluster_secret" usage:"file holding --cluster-secret"`
+	URLSecretFile      string `yaml:"url_secret_file" fileof:"url_secret" reload:"live" usage:"file holding --url-secret (read again on reload)"`
+	PublishKeysFile    string `yaml:"publish_keys_file" fileof:"publish_keys" reload:"live" usage:"file holding --publish-keys, one PATTERN=KEY per line (read again on reload)"`
+	WebhookSecretFile  string `yaml:"webhook_secret_file" fileof:"webhook_secret" reload:"live" usage:"file holding --webhook-secret (read again on reload)"`
+	AuthHookSecretFile string `yaml:"auth_hook_secret_file" fileof:"auth_hook_secret" reload:"live" usage:"file holding --auth-hook-secret (read again on reload)"`
+	RedisFile          string `yaml:"redis_file" fileof:"redis" usage:"file holding --redis (its URL may carry a password)"`
 }
 
 // AppConfig is the settings of one app, under apps: in the YAML file.
@@ -603,6 +617,9 @@ func Load(args []string, env []string) (Config, error) {
 	}
 	for _, p := range fromFlags {
 		rv.Field(p.f.index).Set(p.v)
+	}
+	if err := readSecretFiles(&cfg); err != nil {
+		return Config{}, err
 	}
 
 	if err := cfg.Validate(); err != nil {

@@ -90,6 +90,16 @@ func (fl fieldList) byGo(name string) field {
 	panic("config: no field " + name)
 }
 
+// byYAML returns the setting with YAML key key.
+func (fl fieldList) byYAML(key string) field {
+	for _, f := range fl {
+		if f.yaml == key {
+			return f
+		}
+	}
+	panic("config: no setting " + key)
+}
+
 // parse converts the flag or environment form s to a value of f's type.
 func (f field) parse(s string) (reflect.Value, error) {
 	v := reflect.New(f.typ).Elem()

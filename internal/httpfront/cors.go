@@ -3,6 +3,7 @@ package httpfront
 import (
 	"net/http"
 	"slices"
+	"sync/atomic"
 )
 
 // CORS lets pages of the allowed origins read responses in a browser
@@ -10,8 +11,37 @@ import (
 // for another origin. Credentials (cookies) are never allowed: the admin
 // API takes a bearer token, which a page must hold itself.
 func CORS(origins []string, next http.Handler) http.Handler {
-	anyOrigin := slices.Contains(origins, "*")
+	return cors(func() []string { return origins }, next)
+}
+
+// Origins is a CORS policy that can change while the node runs (a
+// reload): the origins of CORS and AllowOrigin, read at each request.
+type Origins struct{ list atomic.Pointer[[]string] }
+
+// NewOrigins returns a policy allowing origins.
+func NewOrigins(origins []string) *Origins {
+	o := &Origins{}
+	o.Set(origins)
+	return o
+}
+
+// Set replaces the allowed origins.
+func (o *Origins) Set(origins []string) {
+	c := slices.Clone(origins)
+	o.list.Store(&c)
+}
+
+// Get returns the allowed origins.
+func (o *Origins) Get() []string { return *o.list.Load() }
+
+// Allow reports whether a page of origin may use the node (AllowOrigin).
+func (o *Origins) Allow(origin string) bool { return AllowOrigin(o.Get())(origin) }
+
+// cors is CORS with the origins read at each request.
+func cors(get func() []string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origins := get()
+		anyOrigin := slices.Contains(origins, "*")
 		h := w.Header()
 		origin := r.Header.Get("Origin")
 		allowed := anyOrigin || (origin != "" && slices.Contains(origins, origin))

@@ -16,6 +16,9 @@ type Config struct {
 	// CORSOrigins are the origins whose pages may read responses in a
 	// browser; "*" is any origin. Defaults to none.
 	CORSOrigins []string
+	// Origins, when set, is a policy that may change while the node runs,
+	// used instead of CORSOrigins.
+	Origins *Origins
 	// TrustedProxies are the peers whose X-Forwarded-For header gives the
 	// client's address. Defaults to none.
 	TrustedProxies []netip.Prefix
@@ -24,7 +27,11 @@ type Config struct {
 // Wrap puts h behind the front door: SafePaths first, then ForwardedFor
 // (with trusted proxies only), then CORS.
 func Wrap(h http.Handler, cfg Config) http.Handler {
-	h = CORS(cfg.CORSOrigins, h)
+	if cfg.Origins != nil {
+		h = cors(cfg.Origins.Get, h)
+	} else {
+		h = CORS(cfg.CORSOrigins, h)
+	}
 	if len(cfg.TrustedProxies) > 0 {
 		h = ForwardedFor(cfg.TrustedProxies, h)
 	}

@@ -15,8 +15,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -89,9 +91,10 @@ type Config struct {
 
 // Dispatcher delivers events. Notify never blocks.
 type Dispatcher struct {
-	cfg    Config
-	log    *slog.Logger
-	client *http.Client
+	cfg     Config
+	log     *slog.Logger
+	client  *http.Client
+	targets atomic.Pointer[targets] // where events go, and their key
 
 	mu      sync.Mutex
 	queues  map[string]*queue // by stream
@@ -102,6 +105,18 @@ type Dispatcher struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// targets are the URLs events go to and the key that signs them.
+type targets struct {
+	urls   []string
+	secret string
+}
+
+// SetTargets replaces the URLs events go to and the key that signs them,
+// from the next event delivered on (a reload); none stops deliveries.
+func (d *Dispatcher) SetTargets(urls []string, secret string) {
+	d.targets.Store(&targets{urls: slices.Clone(urls), secret: secret})
 }
 
 // queue is a stream's events in order; a goroutine drains it while it has
@@ -126,7 +141,7 @@ func New(cfg Config) *Dispatcher {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Dispatcher{
+	d := &Dispatcher{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "webhook"),
 		client: &http.Client{Timeout: cfg.Timeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
@@ -134,6 +149,8 @@ func New(cfg Config) *Dispatcher {
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	d.SetTargets(cfg.URLs, cfg.Secret)
+	return d
 }
 
 // Flush waits until every queued event is delivered or given up, or ctx
@@ -208,8 +225,9 @@ func (d *Dispatcher) drain(stream string, q *queue) {
 		ev := q.events[0]
 		d.mu.Unlock()
 
-		for _, u := range d.cfg.URLs {
-			d.deliver(u, ev)
+		to := d.targets.Load()
+		for _, u := range to.urls {
+			d.deliver(u, to.secret, ev)
 		}
 
 		d.mu.Lock()
@@ -221,11 +239,11 @@ func (d *Dispatcher) drain(stream string, q *queue) {
 
 // deliver posts ev to url, retrying with backoff until it is accepted (2xx),
 // refused for good (4xx other than 408 and 429), or out of attempts.
-func (d *Dispatcher) deliver(url string, ev Event) {
+func (d *Dispatcher) deliver(url, secret string, ev Event) {
 	body, _ := json.Marshal(ev)
 	wait := d.cfg.Backoff
 	for attempt := 1; ; attempt++ {
-		status, err := d.post(url, ev, body)
+		status, err := d.post(url, secret, ev, body)
 		switch {
 		case err == nil && status/100 == 2:
 			return
@@ -249,7 +267,7 @@ func (d *Dispatcher) deliver(url string, ev Event) {
 }
 
 // post makes one attempt.
-func (d *Dispatcher) post(url string, ev Event, body []byte) (int, error) {
+func (d *Dispatcher) post(url, secret string, ev Event, body []byte) (int, error) {
 	req, err := http.NewRequestWithContext(d.ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -260,7 +278,7 @@ func (d *Dispatcher) post(url string, ev Event, body []byte) (int, error) {
 	req.Header.Set(HeaderEvent, ev.Event)
 	req.Header.Set(HeaderIdempotency, ev.ID)
 	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(d.cfg.Secret, ts, body))
+	req.Header.Set(HeaderSignature, Sign(secret, ts, body))
 	resp, err := d.client.Do(req)
 	if err != nil {
 		return 0, err

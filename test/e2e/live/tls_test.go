@@ -179,9 +179,10 @@ func TestTLSFailsWithoutCertificate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
+	bin := e2eutil.MeshcastBinary(t) // built first: the timeout is the run's
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, e2eutil.MeshcastBinary(t), "serve", "--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--srt-addr", "127.0.0.1:0",
+	out, err := exec.CommandContext(ctx, bin, "serve", "--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--srt-addr", "127.0.0.1:0",
 		"--tls-cert", missing, "--tls-key", missing, "--https-addr", "127.0.0.1:0", "--rtmps-addr", "127.0.0.1:0").CombinedOutput()
 	if err == nil {
 		t.Fatalf("meshcast started with a missing certificate:\n%s", out)
