@@ -165,7 +165,9 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Nagle: cfg.Nagle(), Sender: sender,
 		AllowOrigin: a.origins.Allow, Auth: az, Peers: a.peers, Logger: log,
 		Self: func() cluster.NodeID { return cluster.NodeID(a.nodeID()) }, Path: a.relayPath}, h)
-	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Opus: cfg.WebRTCOpus, FFmpeg: cfg.FFmpeg, Auth: az, Logger: log}, h); err != nil {
+	if a.rtc, err = webrtc.New(webrtc.Config{MaxSessions: cfg.MaxConnections, Opus: cfg.WebRTCOpus, FFmpeg: cfg.FFmpeg, Auth: az, Logger: log,
+		UDPAddr: cfg.WebRTCUDPAddr, TCPAddr: cfg.WebRTCTCPAddr, NATIPs: cfg.WebRTCNATIPs, Interfaces: cfg.WebRTCInterfaces,
+		ICEServers: cfg.WebRTCICEServers, TURNSecret: cfg.WebRTCTURNSecret, TURNTTL: cfg.WebRTCTURNTTL}, h); err != nil {
 		return nil, err
 	}
 	a.initTranscoder(mreg)
@@ -206,7 +208,7 @@ func (a *App) Start(ctx context.Context) error {
 		}
 		tlsLn = connlimit.NewListener(tlsLn, a.httpPerIP, a.listenerConfig("https"))
 	}
-	if err := a.startRTMP(ctx); err != nil {
+	if err := a.startListeners(ctx); err != nil {
 		ln.Close()
 		if tlsLn != nil {
 			tlsLn.Close()
@@ -227,9 +229,10 @@ func (a *App) Start(ctx context.Context) error {
 	return nil
 }
 
-// startRTMP starts the RTMP server, and the RTMPS one if there is one. A
-// server started is stopped by Close, even if the other failed to start.
-func (a *App) startRTMP(ctx context.Context) error {
+// startListeners starts the RTMP server, the RTMPS and SRT ones if there
+// are, and opens WebRTC's sockets. A server started is stopped by Close,
+// even if another failed to start.
+func (a *App) startListeners(ctx context.Context) error {
 	if err := a.rtmp.Start(ctx); err != nil {
 		return err
 	}
@@ -243,7 +246,7 @@ func (a *App) startRTMP(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return a.rtc.Start()
 }
 
 // serveHTTP serves h on ln, over TLS with tlsCfg if it is set, until
@@ -290,6 +293,13 @@ func (a *App) SRTAddr() net.Addr {
 	}
 	return a.srt.Addr()
 }
+
+// WebRTCUDPAddr is the address of the UDP socket WebRTC sessions share,
+// nil when each has its own.
+func (a *App) WebRTCUDPAddr() net.Addr { return a.rtc.UDPAddr() }
+
+// WebRTCTCPAddr is the ICE-TCP listener's address, nil without one.
+func (a *App) WebRTCTCPAddr() net.Addr { return a.rtc.TCPAddr() }
 
 // RTMPAddr returns the bound RTMP address.
 func (a *App) RTMPAddr() net.Addr { return a.rtmp.Addr() }

@@ -139,6 +139,44 @@ type Config struct {
 	// video-only and say why. Defaults to true.
 	WebRTCOpus bool `yaml:"webrtc_opus" usage:"transcode audio between AAC and Opus (with --ffmpeg) for WebRTC viewers and publishers (false: WebRTC is video-only)"`
 
+	// WebRTCUDPAddr is the one UDP address of every WebRTC session's
+	// media: HOST:PORT, or :PORT for the addresses of every interface
+	// WebRTCInterfaces keeps. Empty gives each session ports of its own
+	// (any UDP port). Defaults to ":8189".
+	WebRTCUDPAddr string `yaml:"webrtc_udp_addr" usage:"UDP address every WebRTC session's media shares (empty: a port of its own per session)"`
+
+	// WebRTCTCPAddr is the ICE-TCP listen address, for WebRTC clients
+	// whose UDP is blocked. Empty: none. Defaults to "".
+	WebRTCTCPAddr string `yaml:"webrtc_tcp_addr" usage:"ICE-TCP listen address for WebRTC clients without UDP, e.g. :8189 (empty: none)"`
+
+	// WebRTCNATIPs are the addresses WebRTC clients are given instead of
+	// the host's own, behind a 1:1 NAT (cloud VMs, Kubernetes host
+	// ports): an IP replaces every local address of its family,
+	// EXTERNAL/LOCAL replaces LOCAL alone. Defaults to none.
+	WebRTCNATIPs []string `yaml:"webrtc_nat_ips" usage:"addresses WebRTC clients reach this node at instead of its own, behind 1:1 NAT: IP or EXTERNAL/LOCAL"`
+
+	// WebRTCInterfaces are the names or patterns (eth*) of the network
+	// interfaces whose addresses WebRTC clients are given. Empty: every
+	// interface but container and VM bridges (docker*, br-*, veth*,
+	// virbr*, cni*, flannel*, cali*, lxcbr*). Link-local addresses never
+	// are. Defaults to none.
+	WebRTCInterfaces []string `yaml:"webrtc_interfaces" usage:"interfaces (names or patterns such as eth*) whose addresses WebRTC clients are given (empty: all but docker*, br-*, veth*, virbr* and other bridges)"`
+
+	// WebRTCICEServers are STUN and TURN URLs given to WebRTC clients in
+	// the WHEP and WHIP answers' Link headers (stun:HOST:PORT,
+	// turn:HOST:PORT?transport=udp). TURN URLs need WebRTCTURNSecret.
+	// Defaults to none.
+	WebRTCICEServers []string `yaml:"webrtc_ice_servers" usage:"STUN and TURN URLs given to WebRTC clients in Link headers, e.g. stun:stun.example.net:3478,turn:turn.example.net:3478?transport=udp"`
+
+	// WebRTCTURNSecret is the secret shared with the TURN servers
+	// (coturn's static-auth-secret): each session gets time-limited
+	// credentials made from it. Required with a TURN URL. Defaults to "".
+	WebRTCTURNSecret string `yaml:"webrtc_turn_secret" secret:"true" usage:"secret shared with the TURN servers (coturn use-auth-secret): each WebRTC session gets time-limited TURN credentials"`
+
+	// WebRTCTURNTTL is how long a session's TURN credentials last.
+	// Defaults to 24h.
+	WebRTCTURNTTL time.Duration `yaml:"webrtc_turn_ttl" usage:"how long a WebRTC session's TURN credentials last"`
+
 	// Apps holds settings of single apps by app name. Being a map, it is
 	// set in the YAML file only. Defaults to none.
 	Apps map[string]AppConfig `yaml:"apps" usage:"settings of single apps by app name, e.g. apps: {live: {record: all}}"`
@@ -502,6 +540,11 @@ func Default() Config {
 		TranscodeCPUMax:     80,
 		FFmpeg:              "ffmpeg",
 		WebRTCOpus:          true,
+		WebRTCUDPAddr:       ":8189",
+		WebRTCNATIPs:        []string{},
+		WebRTCInterfaces:    []string{},
+		WebRTCICEServers:    []string{},
+		WebRTCTURNTTL:       24 * time.Hour,
 		SRTAddr:             ":8890",
 	}
 }

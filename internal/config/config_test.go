@@ -51,6 +51,11 @@ func TestDefault(t *testing.T) {
 		TranscodeCPUMax:     80,
 		FFmpeg:              "ffmpeg",
 		WebRTCOpus:          true,
+		WebRTCUDPAddr:       ":8189",
+		WebRTCNATIPs:        []string{},
+		WebRTCInterfaces:    []string{},
+		WebRTCICEServers:    []string{},
+		WebRTCTURNTTL:       24 * time.Hour,
 		SRTAddr:             ":8890",
 		Apps:                map[string]AppConfig{},
 		PublicHost:          "",
@@ -234,6 +239,13 @@ func TestLoadAllFields(t *testing.T) {
 		"--transcode-cpu-max=70",
 		"--ffmpeg=/usr/local/bin/ffmpeg",
 		"--webrtc-opus=false",
+		"--webrtc-udp-addr=0.0.0.0:9189",
+		"--webrtc-tcp-addr=:9190",
+		"--webrtc-nat-ips=203.0.113.7,198.51.100.9/10.0.0.9",
+		"--webrtc-interfaces=eth*,ens5",
+		"--webrtc-ice-servers=stun:stun.example.net:3478,turn:turn.example.net:3478?transport=udp",
+		"--webrtc-turn-secret=turn-secret-of-tests",
+		"--webrtc-turn-ttl=2h",
 		"--srt-addr=127.0.0.1:0",
 		"--public-host=live.example.com",
 		"--redis=redis://127.0.0.1:6390/2",
@@ -301,6 +313,13 @@ func TestLoadAllFields(t *testing.T) {
 		TranscodeCPUMax:     70,
 		FFmpeg:              "/usr/local/bin/ffmpeg",
 		WebRTCOpus:          false,
+		WebRTCUDPAddr:       "0.0.0.0:9189",
+		WebRTCTCPAddr:       ":9190",
+		WebRTCNATIPs:        []string{"203.0.113.7", "198.51.100.9/10.0.0.9"},
+		WebRTCInterfaces:    []string{"eth*", "ens5"},
+		WebRTCICEServers:    []string{"stun:stun.example.net:3478", "turn:turn.example.net:3478?transport=udp"},
+		WebRTCTURNSecret:    "turn-secret-of-tests",
+		WebRTCTURNTTL:       2 * time.Hour,
 		SRTAddr:             "127.0.0.1:0",
 		Apps:                map[string]AppConfig{},
 		PublicHost:          "live.example.com",
@@ -362,8 +381,13 @@ func TestLoadAllFields(t *testing.T) {
 		env = append(env, "MESHCAST_"+strings.ToUpper(key)+"="+value)
 		switch {
 		case key == "parent" || key == "trusted_proxies" || key == "webhook_urls" ||
-			key == "publish_keys" || key == "signed_play_apps" || key == "cors_origins":
-			value = "[" + value + "]" // a YAML sequence
+			key == "publish_keys" || key == "signed_play_apps" || key == "cors_origins" ||
+			key == "webrtc_nat_ips" || key == "webrtc_interfaces" || key == "webrtc_ice_servers":
+			var items []string
+			for item := range strings.SplitSeq(value, ",") {
+				items = append(items, strconv.Quote(item))
+			}
+			value = "[" + strings.Join(items, ", ") + "]" // a YAML sequence
 		case value == "true" || value == "false":
 		default:
 			if _, err := strconv.Atoi(value); err != nil {
@@ -608,6 +632,31 @@ func TestValidate(t *testing.T) {
 		{"ffmpeg empty", func(c *Config) { c.FFmpeg = "" }, []string{"--ffmpeg:"}},
 		{"webrtc opus off", func(c *Config) { c.WebRTCOpus = false }, nil},
 		{"webrtc opus without ffmpeg", func(c *Config) { c.WebRTCOpus, c.FFmpeg = true, "" }, []string{"--ffmpeg:"}},
+		{"webrtc per-session ports", func(c *Config) { c.WebRTCUDPAddr = "" }, nil},
+		{"webrtc behind NAT", func(c *Config) {
+			c.WebRTCUDPAddr, c.WebRTCTCPAddr = "10.0.0.5:8189", "[::]:8189"
+			c.WebRTCNATIPs = []string{"203.0.113.7", "2001:db8::7", "198.51.100.9/10.0.0.9"}
+			c.WebRTCInterfaces = []string{"eth0", "ens*", "wg[0-9]"}
+			c.WebRTCICEServers = []string{"stun:stun.example.net", "stuns:stun.example.net:5349", "turn:turn.example.net:3478?transport=tcp", "turns:turn.example.net"}
+			c.WebRTCTURNSecret = "sixteen-chars-ok"
+		}, nil},
+		{"webrtc udp addr", func(c *Config) { c.WebRTCUDPAddr = "8189" }, []string{"--webrtc-udp-addr:"}},
+		{"webrtc tcp addr", func(c *Config) { c.WebRTCTCPAddr = ":99999" }, []string{"--webrtc-tcp-addr:"}},
+		{"webrtc nat ip name", func(c *Config) { c.WebRTCNATIPs = []string{"media.example.net"} }, []string{"--webrtc-nat-ips:", "media.example.net"}},
+		{"webrtc nat ip unspecified", func(c *Config) { c.WebRTCNATIPs = []string{"0.0.0.0"} }, []string{"--webrtc-nat-ips:", "unicast"}},
+		{"webrtc nat ip link-local", func(c *Config) { c.WebRTCNATIPs = []string{"203.0.113.7/169.254.1.1"} }, []string{"--webrtc-nat-ips:", "169.254.1.1"}},
+		{"webrtc interface pattern", func(c *Config) { c.WebRTCInterfaces = []string{"eth[0"} }, []string{"--webrtc-interfaces:", "eth[0"}},
+		{"webrtc ice server scheme", func(c *Config) { c.WebRTCICEServers = []string{"https://stun.example.net"} }, []string{"--webrtc-ice-servers:", "https://stun.example.net"}},
+		{"webrtc turn transport", func(c *Config) {
+			c.WebRTCICEServers, c.WebRTCTURNSecret = []string{"turn:turn.example.net?transport=sctp"}, "sixteen-chars-ok"
+		}, []string{"--webrtc-ice-servers:"}},
+		{"webrtc turn static password", func(c *Config) {
+			c.WebRTCICEServers, c.WebRTCTURNSecret = []string{"turn:alice:hunter2@turn.example.net:3478"}, "sixteen-chars-ok"
+		}, []string{"--webrtc-ice-servers:", "password"}},
+		{"webrtc turn without secret", func(c *Config) { c.WebRTCICEServers = []string{"turn:turn.example.net"} }, []string{"--webrtc-turn-secret:", "required"}},
+		{"webrtc stun without secret", func(c *Config) { c.WebRTCICEServers = []string{"stun:stun.example.net"} }, nil},
+		{"webrtc turn secret short", func(c *Config) { c.WebRTCTURNSecret = "short" }, []string{"--webrtc-turn-secret:", "16"}},
+		{"webrtc turn ttl zero", func(c *Config) { c.WebRTCTURNTTL = 0 }, []string{"--webrtc-turn-ttl:"}},
 		{"rtmp addr missing port", func(c *Config) { c.RTMPAddr = "localhost" }, []string{"--rtmp-addr:", "missing port"}},
 		{"http addr empty", func(c *Config) { c.HTTPAddr = "" }, []string{"--http-addr:"}},
 		{"http addr bad port", func(c *Config) { c.HTTPAddr = ":http" }, []string{"--http-addr:", `"http"`}},

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/server/webrtc"
 	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
@@ -96,6 +97,43 @@ func (c *Config) validateListeners(v *validator) {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		v.bad("TLSKey", "--tls-cert and --tls-key go together")
 	}
+	c.validateWebRTC(v)
+}
+
+// validateWebRTC checks WebRTC's sockets, the addresses it offers and the
+// STUN and TURN servers it hands out.
+func (c *Config) validateWebRTC(v *validator) {
+	if c.WebRTCUDPAddr != "" {
+		v.addr("WebRTCUDPAddr", c.WebRTCUDPAddr)
+	}
+	if c.WebRTCTCPAddr != "" {
+		v.addr("WebRTCTCPAddr", c.WebRTCTCPAddr)
+	}
+	for _, ip := range c.WebRTCNATIPs {
+		if err := webrtc.CheckNATIP(ip); err != nil {
+			v.bad("WebRTCNATIPs", "%v", err)
+		}
+	}
+	for _, p := range c.WebRTCInterfaces {
+		if err := webrtc.CheckInterface(p); err != nil {
+			v.bad("WebRTCInterfaces", "%v", err)
+		}
+	}
+	turn := false
+	for _, u := range c.WebRTCICEServers {
+		t, err := webrtc.CheckICEServer(u)
+		if err != nil {
+			v.bad("WebRTCICEServers", "%v", err)
+		}
+		turn = turn || t
+	}
+	switch {
+	case turn && c.WebRTCTURNSecret == "":
+		v.bad("WebRTCTURNSecret", "is required with a TURN URL in --webrtc-ice-servers: each session's TURN credentials are made from it (no static password is handed out)")
+	case c.WebRTCTURNSecret != "" && len(c.WebRTCTURNSecret) < minSecretLen:
+		v.bad("WebRTCTURNSecret", "must be at least %d characters", minSecretLen)
+	}
+	v.positive("WebRTCTURNTTL", c.WebRTCTURNTTL)
 }
 
 // validateDelivery checks logging and how streams reach viewers.

@@ -11,20 +11,29 @@
 // off, ffmpeg is missing or the stream has no audio, sessions are
 // video-only, and the answer's X-Meshcast-Audio header and the sessions
 // API say why.
+//
+// Beyond the LAN (network.go): every session's media shares one UDP
+// socket, ICE-TCP serves clients without UDP, clients are offered the
+// addresses of the interfaces that matter, or NAT addresses instead, and
+// answers hand out STUN and TURN servers, TURN with credentials of the
+// session's own (iceservers.go).
 package webrtc
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/meshcast/meshcast/internal/auth"
@@ -83,6 +92,32 @@ type Config struct {
 	Auth auth.Authorizer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// UDPAddr is the one UDP address of every session's media (ICE over
+	// a UDP mux, RFC 8445 §6.1.1 host candidates on one port):
+	// HOST:PORT, or :PORT for every address of the interfaces offered.
+	// Empty gives each session ports of its own. Defaults to "".
+	UDPAddr string
+	// TCPAddr is the ICE-TCP listen address (RFC 6544, passive
+	// candidates), for clients that cannot use UDP. Empty: none.
+	TCPAddr string
+	// NATIPs are the addresses offered in host candidates instead of
+	// the host's own, behind a 1:1 NAT: an IP replaces every local
+	// address of its family, EXTERNAL/LOCAL replaces LOCAL alone.
+	// Defaults to none.
+	NATIPs []string
+	// Interfaces are the names or path.Match patterns of the interfaces
+	// whose addresses are offered. Empty: every interface but
+	// SkippedInterfaces. Link-local addresses never are.
+	Interfaces []string
+	// ICEServers are STUN and TURN URLs handed to clients in the
+	// answer's Link headers. Defaults to none.
+	ICEServers []string
+	// TURNSecret makes the time-limited credentials of the TURN servers
+	// in ICEServers (TURNCredentials); required with one.
+	TURNSecret string
+	// TURNTTL is how long TURN credentials last. Zero: DefaultTURNTTL.
+	TURNTTL time.Duration
 }
 
 // Server answers WHEP requests.
@@ -90,12 +125,22 @@ type Server struct {
 	cfg Config
 	hub Hub
 	log *slog.Logger
+	// api and videoAPI are set by Start.
 	api *webrtc.API // H.264 and Opus
 	// videoAPI negotiates H.264 only: WHIP publishers whose audio is not
 	// taken are told so in the answer.
 	videoAPI *webrtc.API
 	tc       *transcoders
 	logs     connlimit.LogLimiter // refusals: at most one line a second
+
+	keepIface   func(name string) bool // interfaces whose addresses are offered
+	natRules    []webrtc.ICEAddressRewriteRule
+	iceServers  []iceServer
+	udpMux      ice.UDPMux // nil: a socket per session
+	udpAddr     net.Addr
+	tcpMux      ice.TCPMux // nil: no ICE-TCP
+	tcpAddr     net.Addr
+	tcpNetworks []webrtc.NetworkType // the families tcpMux listens to
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -138,7 +183,8 @@ func (s *Server) List() []SessionInfo {
 	return out
 }
 
-// New builds a server playing the streams of h.
+// New builds a server playing the streams of h. It takes offers once
+// Start has opened its sockets.
 func New(cfg Config, h Hub) (*Server, error) {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 1000
@@ -158,24 +204,77 @@ func New(cfg Config, h Hub) (*Server, error) {
 	if cfg.TranscodeBackoff <= 0 {
 		cfg.TranscodeBackoff = ffproc.DefaultBackoff
 	}
-	var se webrtc.SettingEngine
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
-	se.SetIncludeLoopbackCandidate(true)
-	api, err := newAPI(se, true)
-	if err != nil {
-		return nil, err
+	if cfg.TURNTTL <= 0 {
+		cfg.TURNTTL = DefaultTURNTTL
 	}
-	videoAPI, err := newAPI(se, false)
+	keep, err := interfaceFilter(cfg.Interfaces)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("webrtc: interfaces: %w", err)
+	}
+	rules, err := natRules(cfg.NATIPs)
+	if err != nil {
+		return nil, fmt.Errorf("webrtc: NAT addresses: %w", err)
+	}
+	servers, err := parseICEServers(cfg.ICEServers, cfg.TURNSecret)
+	if err != nil {
+		return nil, fmt.Errorf("webrtc: ICE servers: %w", err)
 	}
 	log := cfg.Logger.With("component", "webrtc")
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg: cfg, hub: h, log: log, api: api, videoAPI: videoAPI, tc: newTranscoders(cfg, h, log),
+		cfg: cfg, hub: h, log: log, tc: newTranscoders(cfg, h, log),
+		keepIface: keep, natRules: rules, iceServers: servers,
 		ctx: ctx, cancel: cancel, sessions: map[string]*session{},
 	}, nil
 }
+
+// Start opens the sockets sessions share, UDPAddr and TCPAddr, and readies
+// the server for offers. Close closes them, even after Start failed.
+func (s *Server) Start() error {
+	if s.cfg.UDPAddr != "" {
+		mux, addr, err := listenUDP(s.cfg.UDPAddr, s.keepIface, s.log)
+		if err != nil {
+			return fmt.Errorf("webrtc: udp: %w", err)
+		}
+		s.udpMux, s.udpAddr = mux, addr
+	}
+	if s.cfg.TCPAddr != "" {
+		// A session holds one ICE-TCP connection, and may have opened
+		// another while its checks ran.
+		mux, addr, networks, err := listenTCP(s.cfg.TCPAddr, 2*s.cfg.MaxSessions, s.log)
+		if err != nil {
+			return fmt.Errorf("webrtc: tcp: %w", err)
+		}
+		s.tcpMux, s.tcpAddr, s.tcpNetworks = mux, addr, networks
+	}
+	se, err := s.settingEngine()
+	if err != nil {
+		return fmt.Errorf("webrtc: %w", err)
+	}
+	if s.api, err = newAPI(se, true); err != nil {
+		return err
+	}
+	if s.videoAPI, err = newAPI(se, false); err != nil {
+		return err
+	}
+	s.log.Info("webrtc ready", "udp", addrString(s.udpAddr, "a port per session"), "tcp", addrString(s.tcpAddr, "off"))
+	return nil
+}
+
+// addrString is addr, or none when it is nil.
+func addrString(addr net.Addr, none string) string {
+	if addr == nil {
+		return none
+	}
+	return addr.String()
+}
+
+// UDPAddr is the address of the UDP socket every session shares; nil
+// when each has its own.
+func (s *Server) UDPAddr() net.Addr { return s.udpAddr }
+
+// TCPAddr is the ICE-TCP listener's address; nil without one.
+func (s *Server) TCPAddr() net.Addr { return s.tcpAddr }
 
 // newAPI makes a WebRTC API negotiating H.264 and, with audio, Opus.
 func newAPI(se webrtc.SettingEngine, audio bool) (*webrtc.API, error) {
@@ -209,6 +308,12 @@ func (s *Server) Close() {
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.tc.close()
+	if s.udpMux != nil {
+		s.udpMux.Close()
+	}
+	if s.tcpMux != nil {
+		s.tcpMux.Close()
+	}
 }
 
 // Sessions counts the WebRTC viewers.
@@ -231,6 +336,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name streamname.N
 
 // readOffer reads a WHEP or WHIP request's SDP offer, or answers why not.
 func (s *Server) readOffer(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if s.api == nil {
+		http.Error(w, "WebRTC is not started", http.StatusServiceUnavailable)
+		return "", false
+	}
 	offer, err := io.ReadAll(io.LimitReader(r.Body, MaxOfferBytes+1))
 	if err != nil || len(offer) == 0 || len(offer) > MaxOfferBytes {
 		http.Error(w, "the body must be an SDP offer of at most 64 KiB", http.StatusBadRequest)
@@ -243,14 +352,22 @@ func (s *Server) readOffer(w http.ResponseWriter, r *http.Request) (string, bool
 	return string(offer), true
 }
 
-// writeAnswer answers a WHEP or WHIP offer: 201, the session's URL, and
-// what audio it carries, or why none. The session's URL is under its
-// stream's path, /APP/STREAM/whep/ID (or whip), so a balancer hashing on
-// the stream sends its DELETE and PATCH to this node.
-func writeAnswer(w http.ResponseWriter, ss *session, answer string) {
+// writeAnswer answers a WHEP or WHIP offer: 201, the session's URL, what
+// audio it carries, or why none, and the STUN and TURN servers clients
+// may use (Link headers, with TURN credentials of the session's own).
+// The session's URL is under its stream's path, /APP/STREAM/whep/ID (or
+// whip), so a balancer hashing on the stream sends its DELETE and PATCH
+// to this node.
+func (s *Server) writeAnswer(w http.ResponseWriter, ss *session, answer string) {
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", ss.url())
 	w.Header().Set("X-Meshcast-Audio", ss.audio())
+	for _, l := range iceLinks(s.iceServers, s.cfg.TURNSecret, s.cfg.TURNTTL, ss.id, time.Now()) {
+		w.Header().Add("Link", l)
+	}
+	// None of these headers is CORS-safelisted: a page of another origin
+	// that the CORS policy admits reads them only once they are exposed.
+	w.Header().Set("Access-Control-Expose-Headers", "Location, Link, X-Meshcast-Audio")
 	w.WriteHeader(http.StatusCreated)
 	io.WriteString(w, answer)
 }

@@ -46,7 +46,7 @@ func (s *Server) serveWHEP(w http.ResponseWriter, r *http.Request, name streamna
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	writeAnswer(w, ss, answer)
+	s.writeAnswer(w, ss, answer)
 }
 
 // play is what a WHEP session sends.

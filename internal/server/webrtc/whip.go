@@ -139,7 +139,7 @@ func (s *Server) serveWHIP(w http.ResponseWriter, r *http.Request, name streamna
 		s.unregister(ss)
 		log.Info("publish stopped")
 	}()
-	writeAnswer(w, ss, answer)
+	s.writeAnswer(w, ss, answer)
 }
 
 // negotiate answers an offer with the tracks pc has (WHEP) or takes

@@ -30,8 +30,9 @@ type Node struct {
 }
 
 // StartNode starts a node in the test process, with the default
-// configuration changed by mod (if set) and every listener on a loopback
-// port of the system's choosing, and closes it when the test ends.
+// configuration changed by mod (if set) and every listener (WebRTC's UDP
+// socket too) on a loopback port of the system's choosing, and closes it
+// when the test ends.
 func StartNode(t *testing.T, mod func(*config.Config)) *Node {
 	t.Helper()
 	return startNodeWith(t, mod, nil)
@@ -65,6 +66,7 @@ func startNodeWith(t *testing.T, mod func(*config.Config), reg cluster.Registry)
 	cfg.RTMPAddr = "127.0.0.1:0"
 	cfg.SRTAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.WebRTCUDPAddr = "127.0.0.1:0"
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -20,6 +20,8 @@ type WHEPViewer struct {
 	PC       *webrtc.PeerConnection // the player's peer connection
 	Location string                 // the session's URL
 	Audio    string                 // the answer's X-Meshcast-Audio
+	Answer   string                 // the answer's SDP
+	Header   http.Header            // the answer's headers
 	answered time.Time
 
 	Video, Keyframes, Opus atomic.Int64 // RTP packets received: H.264, those with an IDR, Opus
@@ -31,10 +33,16 @@ type WHEPViewer struct {
 }
 
 // PlayWHEP starts a WHEP session for stream name at base, offering to
-// receive video and, with audio, audio.
+// receive video and, with audio, audio, from a LoopbackPeer.
 func PlayWHEP(t *testing.T, base, name string, audio bool) *WHEPViewer {
 	t.Helper()
-	v := &WHEPViewer{PC: LoopbackPeer(t), Mimes: map[string]bool{}}
+	return PlayWHEPWith(t, LoopbackPeer(t), base, name, audio)
+}
+
+// PlayWHEPWith is PlayWHEP from the peer connection pc.
+func PlayWHEPWith(t *testing.T, pc *webrtc.PeerConnection, base, name string, audio bool) *WHEPViewer {
+	t.Helper()
+	v := &WHEPViewer{PC: pc, Mimes: map[string]bool{}}
 	kinds := []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo}
 	if audio {
 		kinds = append(kinds, webrtc.RTPCodecTypeAudio)
@@ -91,6 +99,7 @@ func PlayWHEP(t *testing.T, base, name string, audio bool) *WHEPViewer {
 	resp.Body.Close()
 	v.answered = time.Now()
 	v.Location, v.Audio = resp.Header.Get("Location"), resp.Header.Get("X-Meshcast-Audio")
+	v.Answer, v.Header = string(answer), resp.Header
 	// The session's URL is under the stream's, so a balancer hashing on
 	// the stream sends its DELETE to the node that holds it.
 	if resp.StatusCode != http.StatusCreated || !strings.HasPrefix(v.Location, "/"+name+"/whep/") || resp.Header.Get("Content-Type") != "application/sdp" {
@@ -119,13 +128,25 @@ func (v *WHEPViewer) AudioLatency() time.Duration {
 // WHEPClient is the HTTP client of WHEP requests, one connection each.
 var WHEPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
-// LoopbackPeer is a pion peer connection that uses loopback only.
+// LoopbackPeer is a pion peer connection that uses loopback only, over
+// UDP.
 func LoopbackPeer(t *testing.T) *webrtc.PeerConnection {
+	t.Helper()
+	return LoopbackPeerWith(t, nil)
+}
+
+// LoopbackPeerWith is LoopbackPeer with its settings changed by mod (if
+// set): SetNetworkTypes for ICE-TCP, SetRemoteIPFilter for addresses the
+// client cannot reach.
+func LoopbackPeerWith(t *testing.T, mod func(*webrtc.SettingEngine)) *webrtc.PeerConnection {
 	t.Helper()
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetInterfaceFilter(func(iface string) bool { return iface == "lo" })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	if mod != nil {
+		mod(&se)
+	}
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
