@@ -39,7 +39,7 @@ COPY --from=build /out/meshcast /usr/local/bin/meshcast
 COPY --from=web /web/node_modules/socket.io-client/dist /usr/share/meshcast/node_modules/socket.io-client/dist
 ENV MESHCAST_WEB_MODULES=/usr/share/meshcast/node_modules
 USER nonroot:nonroot
-EXPOSE 1935 8080 1936 8443 8890/udp
+EXPOSE 1935 8080 1936 8443 8890/udp 8189/udp
 # SIGTERM (docker stop) drains the node for --drain-grace (30 s) before it
 # exits: give it that long (docker stop -t 45, or stop_grace_period in compose).
 STOPSIGNAL SIGTERM
