@@ -7,6 +7,7 @@ toolchain go1.26.10
 require (
 	github.com/abema/go-mp4 v1.4.1
 	github.com/bluenviron/gohlslib/v2 v2.2.5
+	github.com/bluenviron/gortsplib/v5 v5.3.1
 	github.com/bluenviron/mediacommon/v2 v2.7.1
 	github.com/bradfitz/gomemcache v0.0.0-20250403215159-8d39553ac7cf
 	github.com/datarhei/gosrt v0.9.0
