@@ -74,12 +74,23 @@ func (c *Client) Pull(ctx context.Context, rawURL string, w PacketWriter) (err e
 		log = slog.Default()
 	}
 	log = log.With("component", "rtsp-pull", "url", shown)
+	var tlsConfig *tls.Config
+	if u.Scheme == "rtsps" {
+		// The server's certificate is checked against the URL's host.
+		tlsConfig = &tls.Config{}
+		if c.TLSConfig != nil {
+			tlsConfig = c.TLSConfig.Clone()
+		}
+		if tlsConfig.ServerName == "" {
+			tlsConfig.ServerName = (*url.URL)(u).Hostname()
+		}
+	}
 	var logs connlimit.LogLimiter
 	rc := &gortsplib.Client{
 		Scheme:       u.Scheme,
 		Host:         u.Host,
 		Protocol:     &proto,
-		TLSConfig:    c.TLSConfig,
+		TLSConfig:    tlsConfig,
 		ReadTimeout:  timeout,
 		WriteTimeout: timeout,
 		DialContext:  (&net.Dialer{Timeout: timeout}).DialContext,
@@ -88,6 +99,9 @@ func (c *Client) Pull(ctx context.Context, rawURL string, w PacketWriter) (err e
 		},
 		OnDecodeError: func(err error) {
 			logs.Log(log, slog.LevelInfo, "decode-error", "rtsp pull: damaged packet dropped", "err", err)
+		},
+		OnTransportSwitch: func(err error) {
+			log.Info("rtsp pull: transport switched", "err", err)
 		},
 	}
 	if err := rc.Start(); err != nil {
@@ -102,7 +116,11 @@ func (c *Client) Pull(ctx context.Context, rawURL string, w PacketWriter) (err e
 	if err != nil {
 		return err
 	}
-	pl, err := planIngest(desc, c.FFmpeg != "")
+	noOpus := ""
+	if c.FFmpeg == "" {
+		noOpus = "no ffmpeg to transcode it to AAC"
+	}
+	pl, err := planIngest(desc, noOpus)
 	if err != nil {
 		return err
 	}

@@ -85,9 +85,12 @@ func (cs *connState) takeDescribed(path string) *described {
 	return d
 }
 
-// stateOf is the server's state of a connection; nil for a tunnel, which
-// is not served.
+// stateOf is the server's state of a connection; nil for a tunnel (RTSP
+// over HTTP or WebSocket), which is not served.
 func stateOf(sc *gortsplib.ServerConn) *connState {
+	if sc.Transport().Tunnel != gortsplib.TunnelNone {
+		return nil
+	}
 	cs, _ := sc.UserData().(*connState)
 	return cs
 }
@@ -185,9 +188,10 @@ type session struct {
 
 	play *player // a viewer's
 
-	pub *stream.Publisher // a publisher's
-	in  *ingest
-	pl  *plan
+	pub        *stream.Publisher // a publisher's
+	in         *ingest
+	pl         *plan
+	transcoder bool // holds one of MaxTranscoders
 }
 
 // close releases a session's reader or publisher, place and hub session.
@@ -200,6 +204,9 @@ func (sess *session) close(why error) {
 	}
 	if sess.pub != nil {
 		sess.pub.Close()
+	}
+	if sess.transcoder {
+		sess.s.transcoders.Add(-1)
 	}
 	if sess.end != nil {
 		sess.end()

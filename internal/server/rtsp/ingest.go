@@ -47,9 +47,10 @@ type plan struct {
 // errNoTrack refuses a publisher without a track meshcast takes.
 var errNoTrack = errors.New("no track meshcast takes: it takes H.264, HEVC or AV1 video and AAC audio (Opus is transcoded to AAC where ffmpeg is available)")
 
-// planIngest chooses the tracks to take from desc; opus tells whether
-// Opus can be transcoded.
-func planIngest(desc *description.Session, opus bool) (*plan, error) {
+// planIngest chooses the tracks to take from desc; noOpus says why Opus
+// cannot be transcoded ("": it can).
+func planIngest(desc *description.Session, noOpus string) (*plan, error) {
+	opus := noOpus == ""
 	p := &plan{}
 	var opusMedia *description.Media
 	var opusForm format.Format
@@ -83,7 +84,7 @@ func planIngest(desc *description.Session, opus bool) (*plan, error) {
 					continue
 				}
 				if !opus {
-					p.skipped = append(p.skipped, "opus (no ffmpeg to transcode it to AAC)")
+					p.skipped = append(p.skipped, "opus ("+noOpus+")")
 					continue
 				}
 			}
@@ -102,6 +103,12 @@ func planIngest(desc *description.Session, opus bool) (*plan, error) {
 		return nil, errNoTrack
 	}
 	return p, nil
+}
+
+// opus reports whether the plan transcodes Opus.
+func (p *plan) opus() bool {
+	_, ok := p.aForm.(*format.Opus)
+	return ok
 }
 
 // medias lists the tracks the plan takes.

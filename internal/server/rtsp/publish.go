@@ -2,9 +2,11 @@ package rtsp
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/bluenviron/gortsplib/v5"
 	"github.com/bluenviron/gortsplib/v5/pkg/base"
+	"github.com/bluenviron/gortsplib/v5/pkg/description"
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/hub"
@@ -24,29 +26,37 @@ func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.R
 	if err != nil {
 		return refuse(base.StatusBadRequest, err.Error()), nil
 	}
-	pl, err := planIngest(ctx.Description, s.cfg.FFmpeg != "")
-	if err != nil {
-		s.log.Info("publish refused", "remote", remote, "stream", name, "reason", err)
-		return refuse(base.StatusUnsupportedMediaType, err.Error()), nil
-	}
 	params, given := withPassword(params, ctx.Request)
 	grant, err := s.authorize(auth.Publish, name, params, remote)
 	if err != nil {
 		s.log.Info("publish refused", "remote", remote, "stream", name, "reason", err)
 		return refused(err, true, given)
 	}
+	pl, transcoder, err := s.planPublish(ctx.Description)
+	if err != nil {
+		s.log.Info("publish refused", "remote", remote, "stream", name, "reason", err)
+		return refuse(base.StatusUnsupportedMediaType, err.Error()), nil
+	}
+	release := func() {
+		if transcoder {
+			s.transcoders.Add(-1)
+		}
+	}
 	if !s.takeSession() {
+		release()
 		s.limited("max-sessions", "publish refused: too many sessions", "remote", remote, "stream", name)
 		return refuse(base.StatusServiceUnavailable, "too many sessions"), nil
 	}
 	place, err := s.hub.Admit(Protocol, remote)
 	if err != nil {
+		release()
 		s.dropSession()
 		s.log.Info("publish refused", "remote", remote, "stream", name, "reason", err)
 		return refuse(base.StatusNotEnoughBandwidth, err.Error()), nil
 	}
 	pub, err := s.hub.Publish(name, stream.PublisherInfo{Protocol: Protocol, RemoteAddr: remote, Credential: grant.Credential})
 	if err != nil {
+		release()
 		place.Release()
 		s.dropSession()
 		s.log.Info("publish refused", "remote", remote, "stream", name, "reason", err)
@@ -57,7 +67,7 @@ func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.R
 		return refuse(code, err.Error()), nil
 	}
 	log := s.log.With("stream", name, "remote", remote, "tls", h.secure)
-	ctx.Session.SetUserData(&session{s: s, rs: ctx.Session, name: name, remote: remote, log: log, place: place, pub: pub, pl: pl})
+	ctx.Session.SetUserData(&session{s: s, rs: ctx.Session, name: name, remote: remote, log: log, place: place, pub: pub, pl: pl, transcoder: transcoder})
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
@@ -72,7 +82,7 @@ func (h *handler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respo
 		return refuse(base.StatusRequestTimeout, "handshake timeout"), nil
 	}
 	rs := ctx.Session
-	in, err := newIngest(sess.pl, sess.pub, rs.PacketPTS, s.cfg.FFmpeg, sess.log, func(err error) {
+	in, err := newIngest(sess.pl, sess.pub, rs.PacketPTS, s.ffmpeg, sess.log, func(err error) {
 		sess.log.Info("publish ending", "reason", err)
 		rs.Close()
 	})
@@ -92,4 +102,22 @@ func (h *handler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respo
 	}
 	sess.log.Info("publish started", args...)
 	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// planPublish chooses the tracks to take from a publisher's SDP, and
+// reserves a transcoder for its Opus (transcoder: one was reserved).
+func (s *Server) planPublish(desc *description.Session) (pl *plan, transcoder bool, err error) {
+	noOpus := ""
+	if s.ffmpeg == "" {
+		noOpus = "no ffmpeg to transcode it to AAC"
+	}
+	if pl, err = planIngest(desc, noOpus); err != nil || !pl.opus() {
+		return pl, false, err
+	}
+	if s.transcoders.Add(1) <= int64(s.cfg.MaxTranscoders) {
+		return pl, true, nil
+	}
+	s.transcoders.Add(-1)
+	pl, err = planIngest(desc, fmt.Sprintf("all %d transcoders busy", s.cfg.MaxTranscoders))
+	return pl, false, err
 }

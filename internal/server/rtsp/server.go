@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,8 +85,8 @@ type Config struct {
 	// TLSConfig is the node's certificate, for RTSPS; required with
 	// RTSPSAddr.
 	TLSConfig *tls.Config
-	// ReadTimeout closes a publisher that sends nothing, and a connection
-	// whose request stops mid-way, for this long. Defaults to 30s.
+	// ReadTimeout closes a publisher that sends nothing for this long.
+	// Defaults to 30s.
 	ReadTimeout time.Duration
 	// WriteTimeout closes a viewer whose connection takes nothing for
 	// this long. Defaults to 10s.
@@ -95,8 +96,8 @@ type Config struct {
 	// RECORD). Defaults to 10s.
 	HandshakeTimeout time.Duration
 	// MaxConnections caps the RTSP and RTSPS connections at once, and
-	// the sessions playing or publishing at once (a UDP session outlives
-	// its connection). Defaults to 10000.
+	// the sessions set up to play or publish at once (a UDP session
+	// outlives its connection). Defaults to 10000.
 	MaxConnections int
 	// MaxConnectionsPerIP caps the connections of one client address
 	// that wait to play or publish (see connlimit.Slot). Defaults to 0: no
@@ -104,19 +105,24 @@ type Config struct {
 	MaxConnectionsPerIP int
 	// Auth admits publishers and players; nil admits everybody.
 	Auth Authorizer
-	// FFmpeg is the ffmpeg binary that turns an Opus publisher's audio
-	// into AAC. Empty: Opus audio is not taken (a publisher with video
-	// publishes its video only).
+	// FFmpeg is the ffmpeg binary, looked up in PATH, that turns an Opus
+	// publisher's audio into AAC. Empty, or not found: Opus audio is not
+	// taken (a publisher with video publishes its video only; one with
+	// Opus only is refused).
 	FFmpeg string
+	// MaxTranscoders bounds the Opus publishers transcoded at once (one
+	// ffmpeg each); past it, Opus is not taken. Defaults to 16.
+	MaxTranscoders int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
 
 // Server is the RTSP and RTSPS endpoint.
 type Server struct {
-	cfg Config
-	hub Hub
-	log *slog.Logger
+	cfg    Config
+	hub    Hub
+	log    *slog.Logger
+	ffmpeg string // the ffmpeg found, or ""
 
 	servers []*gortsplib.Server // plain, then TLS
 	lns     []net.Listener
@@ -132,6 +138,7 @@ type Server struct {
 	refusedTotal      atomic.Uint64
 	refusedSessions   atomic.Uint64
 	handshakeTimeouts atomic.Uint64
+	transcoders       atomic.Int64 // Opus publishers transcoding
 }
 
 // New builds a server for h. Nothing listens until Start.
@@ -147,6 +154,9 @@ func New(cfg Config, h Hub) *Server {
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = 10000
+	}
+	if cfg.MaxTranscoders <= 0 {
+		cfg.MaxTranscoders = 16
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -172,6 +182,13 @@ func (s *Server) Start() error {
 	}
 	if s.cfg.RTSPSAddr != "" && s.cfg.TLSConfig == nil {
 		return errors.New("rtsp: RTSPS needs a TLS certificate")
+	}
+	if s.cfg.FFmpeg != "" {
+		path, err := exec.LookPath(s.cfg.FFmpeg)
+		if err != nil {
+			s.log.Warn("rtsp: ffmpeg not found: Opus publishers' audio is not taken", "ffmpeg", s.cfg.FFmpeg)
+		}
+		s.ffmpeg = path
 	}
 	if s.cfg.Addr != "" {
 		if err := s.listen(s.cfg.Addr, nil, s.cfg.UDPRTPAddr, s.cfg.UDPRTCPAddr); err != nil {
