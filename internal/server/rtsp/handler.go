@@ -24,6 +24,13 @@ import (
 // OnConnClose) from the connection's goroutine and a session's
 // (OnAnnounce, OnSetup, OnPlay, OnRecord, OnSessionClose) from the
 // session's, one request at a time.
+//
+// What may wait (the Authorizer's hook, a claim, a relay's lookup, the
+// wait for a new stream's configuration) is done in DESCRIBE, ANNOUNCE
+// and a session's first SETUP only: gortsplib's server loop hands a
+// request that names a session to the session's goroutine and waits for
+// it to take the request, so a session busy once its ID is out (after
+// its first SETUP) would hold up every client of the server.
 type handler struct {
 	s      *Server
 	rs     *gortsplib.Server

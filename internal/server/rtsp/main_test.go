@@ -269,6 +269,11 @@ func waitTracks(t *testing.T, h *hub.Hub, name streamname.Name) stream.Info {
 // (its error and stderr), or at once with wait false (stopped at the
 // test's end).
 func publishFFmpeg(t *testing.T, url string, secs int, wait bool, args ...string) (error, string) {
+	return publishOver(t, url, "tcp", secs, wait, args...)
+}
+
+// publishOver is publishFFmpeg over transport.
+func publishOver(t *testing.T, url, transport string, secs int, wait bool, args ...string) (error, string) {
 	t.Helper()
 	testutil.Need(t, "ffmpeg")
 	all := []string{"-hide_banner", "-loglevel", "error", "-re",
@@ -276,7 +281,7 @@ func publishFFmpeg(t *testing.T, url string, secs int, wait bool, args ...string
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", fmt.Sprint(secs)}
 	all = append(all, args...)
-	all = append(all, "-f", "rtsp", "-rtsp_transport", "tcp", url)
+	all = append(all, "-f", "rtsp", "-rtsp_transport", transport, url)
 	cmd := exec.Command("ffmpeg", all...)
 	var stderr testutil.LockedBuffer
 	cmd.Stderr = &stderr

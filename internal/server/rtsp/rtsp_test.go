@@ -1,10 +1,12 @@
 package rtsp
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +24,7 @@ import (
 
 // TestFFmpegPublish: ffmpeg publishes H.264 (with B-frames) and AAC over
 // RTSP/TCP; the stream carries both, and ffprobe reads them back over
-// RTSP TCP and UDP.
+// RTSP TCP and UDP. A publisher over UDP publishes too.
 func TestFFmpegPublish(t *testing.T) {
 	testutil.Need(t, "ffmpeg", "ffprobe")
 	h := hub.New(hub.Config{})
@@ -41,6 +43,19 @@ func TestFFmpegPublish(t *testing.T) {
 			expectStreams(t, ffprobe(t, rtspURL(s, "live/x"), tr), "h264", 320, 240)
 		})
 	}
+	t.Run("publish over udp", func(t *testing.T) {
+		publishOver(t, rtspURL(s, "live/udp"), "udp", 60, false, x264...)
+		in := waitTracks(t, h, "live/udp")
+		if in.Video.Width != 320 || in.Audio.SampleRate != 48000 {
+			t.Fatalf("stream: video %+v audio %+v", in.Video, in.Audio)
+		}
+		rd, err := h.NewReader("live/udp", "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rd.Close()
+		checkFrames(t, readFor(t, rd, 30), media.CodecH264)
+	})
 }
 
 // TestPublishedFrames: a publisher's frames reach the stream as a reader
@@ -122,6 +137,14 @@ func TestPlayHubStream(t *testing.T) {
 			expectStreams(t, ffprobe(t, rtspURL(s, "live/clip"), tr), "h264", 320, 240)
 		})
 	}
+	t.Run("decode", func(t *testing.T) {
+		// ffmpeg decodes 3 s over UDP, at 25 fps, without a warning.
+		out, err := exec.Command("ffmpeg", "-hide_banner", "-nostats", "-loglevel", "warning", "-rtsp_transport", "udp",
+			"-i", rtspURL(s, "live/clip"), "-t", "3", "-f", "null", "-").CombinedOutput()
+		if err != nil || len(bytes.TrimSpace(out)) != 0 {
+			t.Errorf("ffmpeg: %v\n%s", err, out)
+		}
+	})
 	t.Run("not live", func(t *testing.T) {
 		res := request(t, s, "DESCRIBE", "live/nothing", "")
 		if !strings.HasPrefix(res, "RTSP/1.0 404") {
