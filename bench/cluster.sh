@@ -71,7 +71,8 @@ node() {
 	shift 3
 	"$MESHCAST" serve --redis "redis://127.0.0.1:$REDIS_PORT/0" --cluster-secret "$SECRET" \
 		--node-id "$id" --advertise-host 127.0.0.1 --rtmp-addr "127.0.0.1:$rtmp" --http-addr "127.0.0.1:$http" \
-		--srt-addr 127.0.0.1:0 --webrtc-udp-addr 127.0.0.1:0 --max-connections-per-ip 0 --publish-keys "live=$KEY" --log-level warn "$@" \
+		--srt-addr 127.0.0.1:0 --webrtc-udp-addr 127.0.0.1:0 --rtsp-addr 127.0.0.1:0 \
+		--rtsp-udp-rtp-addr= --rtsp-udp-rtcp-addr= --max-connections-per-ip 0 --publish-keys "live=$KEY" --log-level warn "$@" \
 		>"$OUT/$id.log" 2>&1 &
 	node_pid=$!
 	pids+=("$node_pid")

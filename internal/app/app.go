@@ -30,6 +30,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/hls"
 	"github.com/meshcast/meshcast/internal/server/httpflv"
 	"github.com/meshcast/meshcast/internal/server/rtmp"
+	"github.com/meshcast/meshcast/internal/server/rtsp"
 	"github.com/meshcast/meshcast/internal/server/srt"
 	"github.com/meshcast/meshcast/internal/server/webrtc"
 	"github.com/meshcast/meshcast/internal/stream"
@@ -50,6 +51,7 @@ type App struct {
 	rtmp   *rtmp.Server
 	rtmps  *rtmp.Server // nil without a TLS certificate
 	srt    *srt.Server  // nil without --srt-addr
+	rtsp   *rtsp.Server // nil without --rtsp-addr and --rtsps-addr
 	rtc    *webrtc.Server
 	flv    *httpflv.Server
 	hls    *hls.Server
@@ -162,6 +164,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		rcfg.Addr, rcfg.TLSConfig = cfg.RTMPSAddr, a.tlsCfg
 		a.rtmps = rtmp.New(rcfg, h) // the same hub and sender: RTMP over TLS
 	}
+	a.newRTSP(cfg, az)
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Nagle: cfg.Nagle(), Sender: sender,
 		AllowOrigin: a.origins.Allow, Auth: az, Peers: a.peers, Logger: log,
 		Self: func() cluster.NodeID { return cluster.NodeID(a.nodeID()) }, Path: a.relayPath}, h)
@@ -243,6 +246,11 @@ func (a *App) startListeners(ctx context.Context) error {
 	}
 	if a.srt != nil {
 		if err := a.srt.Start(); err != nil {
+			return err
+		}
+	}
+	if a.rtsp != nil {
+		if err := a.rtsp.Start(); err != nil {
 			return err
 		}
 	}
@@ -344,6 +352,9 @@ func (a *App) Close() error {
 	}
 	if a.srt != nil {
 		a.srt.Close()
+	}
+	if a.rtsp != nil {
+		a.rtsp.Close()
 	}
 	a.rtc.Close()
 	a.Hub.Close()

@@ -31,6 +31,9 @@ func (a *App) initLimits(reg prometheus.Registerer) {
 	if a.rtmps != nil {
 		listeners["rtmps"] = a.rtmps.Refusals
 	}
+	if a.rtsp != nil {
+		listeners["rtsp"] = a.rtspRefusals
+	}
 	reg.MustRegister(metrics.NewRefusals(metrics.RefusalSources{
 		Listeners: listeners,
 		HTTPPerIP: a.httpPerIP.Refused,

@@ -25,6 +25,7 @@ func startApp(t *testing.T, mod func(*config.Config)) *App {
 	t.Helper()
 	cfg := config.Default()
 	cfg.RTMPAddr, cfg.HTTPAddr, cfg.WebRTCUDPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.RTSPAddr, cfg.RTSPSAddr, cfg.RTSPUDPRTPAddr, cfg.RTSPUDPRTCPAddr = "127.0.0.1:0", "127.0.0.1:0", "", ""
 	mod(&cfg)
 	a, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

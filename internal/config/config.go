@@ -343,6 +343,18 @@ type Config struct {
 	// stream ID publish:APP/STREAM. Empty: no SRT. Defaults to ":8890".
 	SRTAddr string `yaml:"srt_addr" usage:"SRT listen address (UDP) for publishers: srt://HOST:PORT?streamid=publish:APP/STREAM (empty: none)"`
 
+	// RTSPAddr is the RTSP (TCP) listen address. Empty: no RTSP.
+	// Defaults to ":8554".
+	RTSPAddr string `yaml:"rtsp_addr" usage:"RTSP listen address (TCP): rtsp://HOST:PORT/APP/STREAM to play and publish (empty: none)"`
+	// RTSPSAddr is the RTSPS listen address, used with TLSCert. Defaults
+	// to ":8322".
+	RTSPSAddr string `yaml:"rtsps_addr" usage:"RTSPS listen address (with --tls-cert; empty: none)"`
+	// RTSPUDPRTPAddr and RTSPUDPRTCPAddr are RTSP's UDP addresses for RTP
+	// and RTCP: an even port and the next. Empty: RTSP over TCP only.
+	// Default to ":8000" and ":8001".
+	RTSPUDPRTPAddr  string `yaml:"rtsp_udp_rtp_addr" usage:"UDP address of RTSP's RTP, an even port (empty: RTSP over TCP only)"`
+	RTSPUDPRTCPAddr string `yaml:"rtsp_udp_rtcp_addr" usage:"UDP address of RTSP's RTCP: the RTP port + 1"`
+
 	// MaxConnectionsPerIP limits the waiting connections of one client
 	// address: not yet publishing or playing (handshake, command phase,
 	// request headers), or HTTP keep-alive connections idle for longer
@@ -546,6 +558,10 @@ func Default() Config {
 		WebRTCICEServers:    []string{},
 		WebRTCTURNTTL:       24 * time.Hour,
 		SRTAddr:             ":8890",
+		RTSPAddr:            ":8554",
+		RTSPSAddr:           ":8322",
+		RTSPUDPRTPAddr:      ":8000",
+		RTSPUDPRTCPAddr:     ":8001",
 	}
 }
 

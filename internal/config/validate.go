@@ -94,6 +94,7 @@ func (c *Config) validateListeners(v *validator) {
 	if c.SRTAddr != "" {
 		v.addr("SRTAddr", c.SRTAddr)
 	}
+	c.validateRTSP(v)
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		v.bad("TLSKey", "--tls-cert and --tls-key go together")
 	}
@@ -310,4 +311,35 @@ func (c *Config) validateLimits(v *validator) {
 		v.bad("MaxViewersPerIP", "must not be negative, got %d", c.MaxViewersPerIP)
 	}
 	v.positive("HandshakeTimeout", c.HandshakeTimeout)
+}
+
+// validateRTSP checks the RTSP listeners: the UDP pair is both or neither,
+// an even RTP port and RTCP on the next.
+func (c *Config) validateRTSP(v *validator) {
+	for _, a := range [][2]string{{"RTSPAddr", c.RTSPAddr}, {"RTSPSAddr", c.RTSPSAddr},
+		{"RTSPUDPRTPAddr", c.RTSPUDPRTPAddr}, {"RTSPUDPRTCPAddr", c.RTSPUDPRTCPAddr}} {
+		if a[1] != "" {
+			v.addr(a[0], a[1])
+		}
+	}
+	if (c.RTSPUDPRTPAddr == "") != (c.RTSPUDPRTCPAddr == "") {
+		v.bad("RTSPUDPRTCPAddr", "--rtsp-udp-rtp-addr and --rtsp-udp-rtcp-addr go together")
+		return
+	}
+	if c.RTSPUDPRTPAddr == "" {
+		return
+	}
+	_, rtp, err1 := net.SplitHostPort(c.RTSPUDPRTPAddr)
+	_, rtcp, err2 := net.SplitHostPort(c.RTSPUDPRTCPAddr)
+	p, err3 := strconv.Atoi(rtp)
+	q, err4 := strconv.Atoi(rtcp)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return // v.addr said why
+	}
+	if p == 0 && q == 0 {
+		return // both chosen by the system: the server pairs them
+	}
+	if p%2 != 0 || q != p+1 {
+		v.bad("RTSPUDPRTCPAddr", "RTP needs an even port and RTCP the next (%d and %d)", p, q)
+	}
 }

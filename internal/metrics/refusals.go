@@ -18,7 +18,7 @@ var refusedDesc = prometheus.NewDesc("meshcast_connections_refused_total",
 
 // sessionProtocols are the protocols whose sessions count against
 // --max-viewers-per-ip, each exported even before its first refusal.
-var sessionProtocols = []string{"rtmp", "rtmps", "flv", "ws-flv", "srt", "webrtc"}
+var sessionProtocols = []string{"rtmp", "rtmps", "flv", "ws-flv", "srt", "webrtc", "rtsp"}
 
 // RefusalSources are the counts meshcast_connections_refused_total
 // reports, read at scrape time.

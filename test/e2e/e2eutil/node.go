@@ -67,6 +67,7 @@ func startNodeWith(t *testing.T, mod func(*config.Config), reg cluster.Registry)
 	cfg.SRTAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.WebRTCUDPAddr = "127.0.0.1:0"
+	cfg.RTSPAddr, cfg.RTSPSAddr, cfg.RTSPUDPRTPAddr, cfg.RTSPUDPRTCPAddr = "127.0.0.1:0", "127.0.0.1:0", "", ""
 	if mod != nil {
 		mod(&cfg)
 	}

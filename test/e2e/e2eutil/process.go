@@ -113,7 +113,8 @@ func startBinary(t *testing.T, bin string, env []string, rtmpPort, httpPort int,
 		Waited:   make(chan error, 1),
 	}
 	args := append([]string{"serve", "--rtmp-addr", p.RTMPAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort), "--srt-addr", "127.0.0.1:0",
-		"--webrtc-udp-addr", "127.0.0.1:0"}, flags...)
+		"--webrtc-udp-addr", "127.0.0.1:0",
+		"--rtsp-addr", "127.0.0.1:0", "--rtsps-addr", "127.0.0.1:0", "--rtsp-udp-rtp-addr=", "--rtsp-udp-rtcp-addr="}, flags...)
 	p.Cmd = exec.Command(bin, args...)
 	p.Cmd.Stdout, p.Cmd.Stderr = p.Stdout, p.Stderr
 	p.Cmd.Env = append(append(os.Environ(), "MESHCAST_LOG_LEVEL=info"), env...)

@@ -183,7 +183,7 @@ func TestTLSFailsWithoutCertificate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "serve", "--rtmp-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--srt-addr", "127.0.0.1:0",
-		"--webrtc-udp-addr", "127.0.0.1:0",
+		"--webrtc-udp-addr", "127.0.0.1:0", "--rtsp-addr", "127.0.0.1:0", "--rtsps-addr", "127.0.0.1:0", "--rtsp-udp-rtp-addr=", "--rtsp-udp-rtcp-addr=",
 		"--tls-cert", missing, "--tls-key", missing, "--https-addr", "127.0.0.1:0", "--rtmps-addr", "127.0.0.1:0").CombinedOutput()
 	if err == nil {
 		t.Fatalf("meshcast started with a missing certificate:\n%s", out)
