@@ -127,6 +127,16 @@ func (h *recordingHub) get(name streamname.Name) *stream.Stream {
 	return h.streams[name]
 }
 
+// serveKeyframe answers a pull as an owner does: the FLV header and a
+// keyframe, then nothing until the puller leaves.
+func serveKeyframe(w http.ResponseWriter, r *http.Request) {
+	w.Write([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"))
+	w.Write(flv.AppendTag(nil, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: 40,
+		Payload: []byte{0, 0, 0, 2, 0x65, 0x88}}))
+	w.(http.Flusher).Flush()
+	<-r.Context().Done()
+}
+
 // A parent that answers that the pull came round to it again (508) is
 // given up: the relay pulls from the owner, carrying the chain it was
 // asked with, and the stream flows.
@@ -148,11 +158,7 @@ func TestRelayFallsBackToOwnerOnLoop(t *testing.T) {
 		if _, err := VerifyPull(r, secret, time.Now()); err != nil {
 			t.Errorf("owner: %v", err)
 		}
-		w.Write([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"))
-		w.Write(flv.AppendTag(nil, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: 40,
-			Payload: []byte{0, 0, 0, 2, 0x65, 0x88}}))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
+		serveKeyframe(w, r)
 	}))
 	defer owner.Close()
 
@@ -200,13 +206,7 @@ func TestRelayWokenByClaim(t *testing.T) {
 	ctx := context.Background()
 	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	reg := NewMemory(MemoryConfig{Clock: clk})
-	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"))
-		w.Write(flv.AppendTag(nil, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: 40,
-			Payload: []byte{0, 0, 0, 2, 0x65, 0x88}}))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
+	owner := httptest.NewServer(http.HandlerFunc(serveKeyframe))
 	defer owner.Close()
 	for id, addr := range map[NodeID]string{"dead": "127.0.0.1:1", "new": owner.Listener.Addr().String()} {
 		if err := reg.Heartbeat(ctx, Node{ID: id, State: StateServing, HTTPAddr: addr}); err != nil {
