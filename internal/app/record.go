@@ -32,7 +32,7 @@ func (a *App) initRecorder(reg prometheus.Registerer) error {
 	}
 	rec, err := record.New(record.Config{
 		Dir:     a.cfg.RecordDir,
-		Enabled: func(app string) bool { return a.cfg.Records(app) },
+		Enabled: func(app string) bool { c := a.current(); return c.Records(app) },
 		Hub:     a.Hub,
 		Logger:  a.log,
 		OnDone:  a.recordDone,

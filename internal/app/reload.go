@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/config"
@@ -30,6 +31,14 @@ type Reloaded struct {
 	RestartNeeded []string `json:"restart_needed"`
 }
 
+// current is the configuration in force: the one the node started with,
+// with the live settings of its reloads.
+func (a *App) current() config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.live
+}
+
 // policy builds the authorization policy of cfg.
 func (a *App) policy(cfg config.Config) (*auth.Policy, error) {
 	return auth.New(auth.Config{
@@ -47,8 +56,8 @@ func (a *App) policy(cfg config.Config) (*auth.Policy, error) {
 
 // Reload reads the configuration again and applies what can change while
 // the node runs: publish keys, the URL secret and signed-play apps, the
-// admission hook, the admin token, webhooks, CORS origins and the log
-// level. Publishers and viewers already admitted stay. A configuration
+// admission hook, the admin token, webhooks, CORS origins, the log level,
+// per-address limits and per-app recording and transcoding. Publishers and viewers already admitted stay. A configuration
 // that fails validation changes nothing, and the error says why.
 func (a *App) Reload() (Reloaded, error) {
 	if a.source == nil {
@@ -62,6 +71,12 @@ func (a *App) Reload() (Reloaded, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	live, restart := config.Changes(a.live, next)
+	if a.recorder == nil && next.Recording() && !a.live.Recording() {
+		// Nothing was recorded at start: the recorder starts with the node.
+		live = slices.DeleteFunc(live, func(f string) bool { return f == "--record" || f == "--apps" })
+		restart = append(restart, "--record")
+		next.Record, next.Apps = a.live.Record, a.live.Apps
+	}
 	cfg := config.Live(a.live, next)
 	policy, err := a.policy(cfg)
 	if err != nil {
@@ -78,6 +93,15 @@ func (a *App) Reload() (Reloaded, error) {
 		if lv.UnmarshalText([]byte(cfg.LogLevel)) == nil {
 			a.level.Set(lv)
 		}
+	}
+	a.Hub.SetMaxSessionsPerIP(cfg.MaxViewersPerIP)
+	a.httpPerIP.SetMax(cfg.MaxConnectionsPerIP)
+	a.rtmp.SetMaxConnectionsPerIP(cfg.MaxConnectionsPerIP)
+	if a.rtmps != nil {
+		a.rtmps.SetMaxConnectionsPerIP(cfg.MaxConnectionsPerIP)
+	}
+	if a.rtsp != nil {
+		a.rtsp.SetMaxConnectionsPerIP(cfg.MaxConnectionsPerIP)
 	}
 	a.api.SetConfig(cfg.Redacted(), cfg.AdminToken)
 	a.live = cfg

@@ -108,7 +108,7 @@ type Config struct {
 	// Record is what this node records of the streams published to it, as
 	// FLV files in RecordDir: "off" or "all". An app's own record setting
 	// under Apps wins. Defaults to "off".
-	Record string `yaml:"record" usage:"record the streams published here as FLV files in --record-dir: off or all (apps: in the YAML file overrides it per app)"`
+	Record string `yaml:"record" reload:"live" usage:"record the streams published here as FLV files in --record-dir: off or all (apps: in the YAML file overrides it per app)"`
 
 	// RecordDir is the directory recordings are written to; it is created
 	// when any app is recorded. Defaults to "recordings".
@@ -118,7 +118,7 @@ type Config struct {
 	// transcode.DefaultLadder) for the streams of every app: renditions
 	// published as APP/STREAM_NAME and listed in APP/STREAM/master.m3u8.
 	// An app's own transcode setting under Apps wins. Defaults to false.
-	Transcode bool `yaml:"transcode" usage:"transcode every app's streams into the default ladder (720p, 480p, 360p; never above the source), served in /APP/STREAM/master.m3u8"`
+	Transcode bool `yaml:"transcode" reload:"live" usage:"transcode every app's streams into the default ladder (720p, 480p, 360p; never above the source), served in /APP/STREAM/master.m3u8"`
 
 	// TranscodeMax bounds the transcoding jobs (ffmpeg processes) of this
 	// node; a stream beyond it is served without renditions, and the API
@@ -179,7 +179,7 @@ type Config struct {
 
 	// Apps holds settings of single apps by app name. Being a map, it is
 	// set in the YAML file only. Defaults to none.
-	Apps map[string]AppConfig `yaml:"apps" usage:"settings of single apps by app name, e.g. apps: {live: {record: all}}"`
+	Apps map[string]AppConfig `yaml:"apps" reload:"live" usage:"settings of single apps by app name, e.g. apps: {live: {record: all}}"`
 
 	// Pprof serves Go's profiles at /debug/pprof/ on the HTTP address, for
 	// performance work; never enable it on an address the public can reach.
@@ -362,14 +362,14 @@ type Config struct {
 	// connlimit.Grace(HandshakeTimeout); publishers and viewers never do.
 	// Counted separately for RTMP, RTMPS and HTTP; 0 means no limit.
 	// Defaults to 256.
-	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" usage:"maximum waiting connections (handshake or request headers unfinished, or idle keep-alive) from one address, for RTMP, RTMPS and HTTP each; publishers and viewers do not count (0: no limit)"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" reload:"live" usage:"maximum waiting connections (handshake or request headers unfinished, or idle keep-alive) from one address, for RTMP, RTMPS and HTTP each; publishers and viewers do not count (0: no limit)"`
 
 	// MaxViewersPerIP limits the publishing and playing sessions of one
 	// client address at once, over every protocol together (RTMP, RTMPS,
 	// HTTP-FLV, WebSocket-FLV, SRT, WebRTC); 0 means no limit. Defaults to
 	// 0: thousands of viewers may share one address behind carrier-grade
 	// NAT.
-	MaxViewersPerIP int `yaml:"max_viewers_per_ip" usage:"maximum publishers and viewers playing at once from one address, all protocols together (0: no limit)"`
+	MaxViewersPerIP int `yaml:"max_viewers_per_ip" reload:"live" usage:"maximum publishers and viewers playing at once from one address, all protocols together (0: no limit)"`
 
 	// HandshakeTimeout is how long an RTMP client has from connecting to
 	// starting to publish or play, and an HTTP client to send its request

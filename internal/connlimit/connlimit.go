@@ -16,7 +16,7 @@ import (
 // those past a limit: directly with Acquire and Release, or for waiting
 // connections through Slots. A nil *PerIP accepts everything.
 type PerIP struct {
-	max     int
+	max     atomic.Int64
 	mu      sync.Mutex
 	open    map[netip.Addr]int
 	refused atomic.Uint64
@@ -25,28 +25,35 @@ type PerIP struct {
 // NewPerIP returns a counter allowing max per address at once; max <= 0
 // means no limit.
 func NewPerIP(max int) *PerIP {
-	return &PerIP{max: max, open: make(map[netip.Addr]int)}
+	p := &PerIP{open: make(map[netip.Addr]int)}
+	p.SetMax(max)
+	return p
 }
 
 // Max returns the limit; 0 means none.
 func (p *PerIP) Max() int {
-	if p == nil || p.max <= 0 {
+	if p == nil {
 		return 0
 	}
-	return p.max
+	return int(max(p.max.Load(), 0))
 }
+
+// SetMax changes the limit (a reload): what Acquire and Enter admit from
+// now on; what they admitted stays.
+func (p *PerIP) SetMax(n int) { p.max.Store(int64(max(n, 0))) }
 
 // Acquire counts one more from ip and reports whether it is within the
 // limit. A refused one is not counted and needs no Release. Without a
-// limit, or for an address it cannot tell (an invalid ip), Acquire always
-// accepts and counts nothing.
+// limit it always accepts, and counts, so that a limit set later (SetMax)
+// finds the counts right. For an address it cannot tell (an invalid ip)
+// it accepts and counts nothing.
 func (p *PerIP) Acquire(ip netip.Addr) bool {
-	if p.Max() == 0 || !ip.IsValid() {
+	if p == nil || !ip.IsValid() {
 		return true
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.open[ip] >= p.max {
+	if m := p.Max(); m > 0 && p.open[ip] >= m {
 		p.refused.Add(1)
 		return false
 	}
@@ -56,7 +63,7 @@ func (p *PerIP) Acquire(ip netip.Addr) bool {
 
 // Release uncounts one Acquire accepted.
 func (p *PerIP) Release(ip netip.Addr) {
-	if p.Max() == 0 || !ip.IsValid() {
+	if p == nil || !ip.IsValid() {
 		return
 	}
 	p.mu.Lock()
@@ -70,7 +77,7 @@ func (p *PerIP) Release(ip netip.Addr) {
 
 // Open returns what is counted for ip.
 func (p *PerIP) Open(ip netip.Addr) int {
-	if p.Max() == 0 {
+	if p == nil {
 		return 0
 	}
 	p.mu.Lock()

@@ -56,7 +56,7 @@ func (p *PerIP) Full(ip netip.Addr) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.open[ip] >= p.max
+	return p.open[ip] >= p.Max()
 }
 
 // Wait marks the connection waiting again (an idle keep-alive connection):

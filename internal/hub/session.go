@@ -75,12 +75,11 @@ func (p *Place) Release() {
 // client's "IP:port", or IP) before the session is set up, or refuses it
 // with ErrTooManySessions when that address holds MaxSessionsPerIP
 // sessions. Give the place to StartSession in Session.Place, or Release it
-// if the session never starts. Without a limit, or for an address it
-// cannot read, the place is nil and nothing is counted.
+// if the session never starts. Without a limit the place is counted all
+// the same, so that a limit set later (SetMaxSessionsPerIP) counts the
+// sessions already there; for an address it cannot read, the place is nil
+// and nothing is counted.
 func (h *Hub) Admit(proto, remote string) (*Place, error) {
-	if h.sessions.perIP.Max() == 0 {
-		return nil, nil
-	}
 	ip := remoteIP(remote)
 	if !ip.IsValid() {
 		return nil, nil
@@ -96,6 +95,10 @@ func (h *Hub) Admit(proto, remote string) (*Place, error) {
 	}
 	return &Place{perIP: h.sessions.perIP, ip: ip}, nil
 }
+
+// SetMaxSessionsPerIP changes MaxSessionsPerIP (a reload): the sessions
+// already admitted stay, and count against the new limit.
+func (h *Hub) SetMaxSessionsPerIP(n int) { h.sessions.perIP.SetMax(n) }
 
 // SessionRefusals returns how many sessions Admit has refused, by protocol.
 func (h *Hub) SessionRefusals() map[string]uint64 {

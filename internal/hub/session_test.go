@@ -48,18 +48,37 @@ func TestAdmitPerIP(t *testing.T) {
 	if n := h.sessions.perIP.Open(remoteIP("192.0.2.1:1")); n != 0 {
 		t.Fatalf("%d places still held", n)
 	}
-	// An address that cannot be read, or no limit: a nil place, counted
-	// nowhere.
+	// An address that cannot be read: a nil place, counted nowhere.
 	if p, err := h.Admit("rtmp", "pipe"); p != nil || err != nil {
 		t.Fatalf("unreadable address: %v, %v", p, err)
 	}
-	free := New(Config{})
-	defer free.Close()
-	for range 10 {
-		if p, err := free.Admit("rtmp", "192.0.2.1:1"); p != nil || err != nil {
-			t.Fatalf("no limit: %v, %v", p, err)
-		}
-	}
 	var none *Place
 	none.Release()
+
+	// Without a limit every session is admitted, and counted: a limit set
+	// later (a reload) holds the sessions already there.
+	free := New(Config{})
+	defer free.Close()
+	var places []*Place
+	for range 10 {
+		p, err := free.Admit("rtmp", "192.0.2.1:1")
+		if err != nil {
+			t.Fatalf("no limit: %v", err)
+		}
+		places = append(places, p)
+	}
+	free.SetMaxSessionsPerIP(10)
+	if _, err := free.Admit("rtmp", "192.0.2.1:1"); !errors.Is(err, ErrTooManySessions) {
+		t.Fatalf("an 11th session after the limit became 10: %v, want ErrTooManySessions", err)
+	}
+	places[0].Release()
+	p, err := free.Admit("rtmp", "192.0.2.1:1")
+	if err != nil {
+		t.Fatalf("a session after one left: %v", err)
+	}
+	p.Release()
+	free.SetMaxSessionsPerIP(0)
+	for _, p := range places[1:] {
+		p.Release()
+	}
 }

@@ -119,3 +119,7 @@ func (c *conn) limited(reason, msg string, args ...any) {
 		c.log.Info(msg, args...)
 	}
 }
+
+// SetMaxConnectionsPerIP changes Config.MaxConnectionsPerIP (a reload):
+// connections accepted from now on meet the new limit.
+func (s *Server) SetMaxConnectionsPerIP(n int) { s.limits.perIP.SetMax(n) }

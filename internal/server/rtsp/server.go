@@ -307,3 +307,7 @@ func (s *Server) takeSession() bool {
 }
 
 func (s *Server) dropSession() { s.sessions.Add(-1) }
+
+// SetMaxConnectionsPerIP changes Config.MaxConnectionsPerIP (a reload):
+// connections accepted from now on meet the new limit.
+func (s *Server) SetMaxConnectionsPerIP(n int) { s.perIP.SetMax(n) }

@@ -87,7 +87,7 @@ func TestReload(t *testing.T) {
 
 	// POST /api/v1/reload: the admin token, then what applied and what
 	// needs a restart.
-	write(file, "publish_auth: always\npublish_keys_file: "+keys+"\nadmin_token: "+token+"\ncors_origins: [https://player.example]\nmax_lag: 3s\n")
+	write(file, "publish_auth: always\npublish_keys_file: "+keys+"\nadmin_token: "+token+"\ncors_origins: [https://player.example]\nmax_viewers_per_ip: 2\nmax_lag: 3s\n")
 	post := func(auth string) (int, []byte) {
 		req, _ := http.NewRequest(http.MethodPost, p.HTTPURL+"/api/v1/reload", nil)
 		if auth != "" {
@@ -109,8 +109,14 @@ func TestReload(t *testing.T) {
 		Applied       []string `json:"applied"`
 		RestartNeeded []string `json:"restart_needed"`
 	}
-	if code != 200 || json.Unmarshal(body, &res) != nil || !slices.Contains(res.Applied, "--cors-origins") || !slices.Contains(res.RestartNeeded, "--max-lag") {
-		t.Errorf("POST /api/v1/reload: %d %q; want --cors-origins applied and --max-lag needing a restart", code, body)
+	if code != 200 || json.Unmarshal(body, &res) != nil || !slices.Contains(res.Applied, "--cors-origins") ||
+		!slices.Contains(res.Applied, "--max-viewers-per-ip") || !slices.Contains(res.RestartNeeded, "--max-lag") {
+		t.Errorf("POST /api/v1/reload: %d %q; want --cors-origins and --max-viewers-per-ip applied, --max-lag needing a restart", code, body)
+	}
+	// The new per-address limit holds the sessions already there: this
+	// address has a publisher and a viewer, so a new publisher is refused.
+	if err := e2eutil.TryPublish(t, p.RTMPAddr, "", "live/third?key=the-second-key-002"); !errors.Is(err, rtmp.ErrRefused) {
+		t.Errorf("a third session from one address under --max-viewers-per-ip 2: %v, want a refusal", err)
 	}
 	// The new CORS policy is in force.
 	req, _ := http.NewRequest(http.MethodGet, p.HTTPURL+"/api/v1/streams", nil)
