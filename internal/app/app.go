@@ -33,6 +33,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/rtsp"
 	"github.com/meshcast/meshcast/internal/server/srt"
 	"github.com/meshcast/meshcast/internal/server/webrtc"
+	"github.com/meshcast/meshcast/internal/snapshot"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/tlsutil"
 	"github.com/meshcast/meshcast/internal/transcode"
@@ -56,6 +57,7 @@ type App struct {
 	flv    *httpflv.Server
 	hls    *hls.Server
 	api    *api.API
+	snap   *snapshot.Service
 	vod    *vod.Service
 
 	registry    cluster.Registry
@@ -189,6 +191,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
+	a.snap = snapshot.New(snapshot.Config{FFmpeg: cfg.FFmpeg, Auth: az, Owner: a.ownerAddr, Peers: a.peers, Logger: log}, h)
 	a.api.Reload = func() (any, error) { return a.Reload() }
 	if err := a.initVOD(mreg); err != nil {
 		return nil, err
@@ -389,7 +392,7 @@ func (a *App) Close() error {
 func (a *App) Handler() http.Handler {
 	mux := httpfront.NewMux()
 	for _, c := range []interface{ Register(*httpfront.Mux) }{
-		a.api, a.flv, a.hls, a.rtc, a.trans, a.vod, a.events,
+		a.api, a.flv, a.hls, a.rtc, a.trans, a.vod, a.events, a.snap,
 		metrics.Endpoint{Registry: a.metrics, Ready: func() bool { return !a.draining.Load() }, Pprof: a.cfg.Pprof},
 		web.Dashboard{URLs: func() string { return a.URLs("stream") }},
 	} {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -185,4 +186,21 @@ func (a *App) relayPath(name streamname.Name) []cluster.NodeID {
 		return r.Path(name)
 	}
 	return nil
+}
+
+// ownerAddr is the HTTP address of the node that owns name, for requests
+// made there instead of opening a relay (snapshots).
+func (a *App) ownerAddr(ctx context.Context, name streamname.Name) (string, error) {
+	c, err := a.registry.Owner(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if string(c.Node) == a.nodeID() {
+		return "", fmt.Errorf("%s is owned here, and not live", name)
+	}
+	n, err := a.registry.Node(ctx, c.Node)
+	if err != nil {
+		return "", err
+	}
+	return n.HTTPAddr, nil
 }

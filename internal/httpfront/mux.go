@@ -16,7 +16,36 @@ const StreamFileRoute = "GET /{app}/{file}"
 // extension. Routes are registered before the node serves.
 type Mux struct {
 	*http.ServeMux
-	files []streamFile // in registration order
+	files []streamFile                // in registration order
+	paths map[string]http.HandlerFunc // StreamPathRoute's, by file name; "" for the rest
+}
+
+// StreamPathRoute is the route of a file under a live stream's path,
+// /APP/STREAM/FILE (HLS playlists and segments, snapshot.jpg): its path
+// values are "app", "stream" and "file".
+const StreamPathRoute = "GET /{app}/{stream}/{file}"
+
+// HandleStreamPath serves StreamPathRoute requests for the file named
+// file with h; file "" takes the files no handler names. Without one,
+// those get 404.
+func (m *Mux) HandleStreamPath(file string, h http.HandlerFunc) {
+	if m.paths == nil {
+		m.paths = make(map[string]http.HandlerFunc)
+		m.HandleFunc(StreamPathRoute, m.serveStreamPath)
+	}
+	m.paths[file] = h
+}
+
+func (m *Mux) serveStreamPath(w http.ResponseWriter, r *http.Request) {
+	if h := m.paths[r.PathValue("file")]; h != nil {
+		h(w, r)
+		return
+	}
+	if h := m.paths[""]; h != nil {
+		h(w, r)
+		return
+	}
+	http.NotFound(w, r)
 }
 
 // streamFile is the handler of StreamFileRoute for one extension.

@@ -8,8 +8,10 @@ import (
 	"testing"
 )
 
-// Servers share /APP/STREAM.EXT by extension; other routes are plain
-// ServeMux patterns.
+// Servers share /APP/STREAM.EXT by extension and /APP/STREAM/FILE by file
+// name (one taking the rest); other routes are plain ServeMux patterns,
+// /play/APP/FILE among them, which a literal file name under a stream's
+// path would conflict with as a pattern of its own.
 func TestMuxStreamFiles(t *testing.T) {
 	mux := NewMux()
 	answer := func(s string) http.HandlerFunc {
@@ -19,8 +21,10 @@ func TestMuxStreamFiles(t *testing.T) {
 	}
 	mux.HandleStreamFile(".flv", answer("flv"))
 	mux.HandleStreamFile(".m3u8", answer("hls"))
-	mux.HandleFunc("GET /{app}/{stream}/{file}", answer("segment"))
+	mux.HandleStreamPath("snapshot.jpg", answer("snapshot"))
+	mux.HandleStreamPath("", answer("segment"))
 	mux.HandleFunc("GET /api/v1/x", answer("api"))
+	mux.HandleFunc("GET /play/{app}/{file}", answer("play"))
 	for _, tc := range []struct {
 		method, path string
 		code         int
@@ -33,6 +37,8 @@ func TestMuxStreamFiles(t *testing.T) {
 		{"GET", "/live/cam.mp4", 404, "404 page not found\n"},
 		{"POST", "/live/cam.flv", 405, "Method Not Allowed\n"},
 		{"GET", "/live/cam/index.m3u8", 200, "segment live index.m3u8"},
+		{"GET", "/live/cam/snapshot.jpg", 200, "snapshot live snapshot.jpg"},
+		{"GET", "/play/live/cam.flv", 200, "play live cam.flv"},
 		{"GET", "/api/v1/x", 200, "api  "},
 	} {
 		w := httptest.NewRecorder()

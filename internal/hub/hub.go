@@ -395,7 +395,13 @@ const TranscodeProtocol = "transcode"
 
 // Watching reports whether the readers of protocol proto are people
 // watching, rather than recordings or the node's own transcoders.
-func Watching(proto string) bool { return proto != RecordProtocol && proto != TranscodeProtocol }
+func Watching(proto string) bool {
+	return proto != RecordProtocol && proto != TranscodeProtocol && proto != SnapshotProtocol
+}
+
+// SnapshotProtocol is the reader protocol of a snapshot's decoder, which
+// takes a stream's latest keyframe: nobody watching.
+const SnapshotProtocol = "snapshot"
 
 // Close ends every stream, gives up their claims and refuses new publishers.
 func (h *Hub) Close() {

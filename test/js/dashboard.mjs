@@ -71,10 +71,16 @@ try {
         return c && c.querySelector('[data-field="live"]').textContent === "LIVE" && c.querySelector('[data-field="codecs"]').textContent.includes("h264");
       }, card, { timeout: 40000 });
       await page.waitForTimeout(2500); // a "stats" update or two
+      // The card's thumbnail: the stream's latest keyframe as a JPEG.
+      await page.waitForFunction((sel) => {
+        const img = document.querySelector(sel)?.querySelector('img[data-field="thumb"]');
+        return img && img.complete && img.naturalWidth > 0;
+      }, card, { timeout: 20000 });
+      const thumbWidth = await page.$eval(card, (c) => c.querySelector('img[data-field="thumb"]').naturalWidth);
       const text = await page.$eval(card, (c) => Object.fromEntries([...c.querySelectorAll("[data-field]")].map((e) => [e.dataset.field, e.textContent])));
       const same = await page.evaluate(() => window.__sameDocument === true);
       await shot(page, "streams.png");
-      out({ event: "result", fields: text, sameDocument: same, external, errors });
+      out({ event: "result", fields: text, thumbWidth, sameDocument: same, external, errors });
       break;
     }
     case "play": {

@@ -57,6 +57,8 @@ function streamCard(s) {
     h('header', {},
       h('a', { class: 'title', href: `/watch/${s.name}` }, s.name),
       h('span', { class: 'live', 'data-field': 'live' })),
+    h('a', { href: `/watch/${s.name}`, tabindex: '-1' },
+      h('img', { class: 'thumb', 'data-field': 'thumb', alt: `Latest picture of ${s.name}`, width: 320, height: 180, loading: 'lazy' })),
     h('dl', { class: 'kv' },
       field('viewers', 'Viewers'), field('bitrate', 'Bitrate'), field('codecs', 'Codecs'),
       field('resolution', 'Resolution'), field('uptime', 'Uptime'), field('owner', 'Owner')));
@@ -77,4 +79,13 @@ function fill(card, s, elapsed) {
   set('resolution', resolution(s));
   set('uptime', s.live ? duration((s.uptime_seconds || 0) + elapsed) : '—');
   set('owner', s.owner ? s.owner.node : 'this node');
+  // The latest keyframe, from any node (meshcast asks the stream's own),
+  // every few seconds while the stream is live.
+  const img = card.querySelector('[data-field="thumb"]');
+  const now = Date.now();
+  if (s.live && s.video && (!img.dataset.at || now - Number(img.dataset.at) > 5000)) {
+    img.dataset.at = String(now);
+    img.src = `/${s.name}/snapshot.jpg?width=320&t=${now}`;
+  }
+  img.hidden = !(s.live && s.video);
 }

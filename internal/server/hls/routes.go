@@ -22,7 +22,7 @@ const variantWait = 8 * time.Second
 // /APP/STREAM.m3u8, which redirects to /APP/STREAM/index.m3u8.
 func (s *Server) Register(mux *httpfront.Mux) {
 	mux.HandleStreamFile(".m3u8", s.serveShortcut)
-	mux.HandleFunc("GET /{app}/{stream}/{file}", s.serveFile)
+	mux.HandleStreamPath("", s.serveFile) // every file under the stream's path no other server names
 }
 
 // serveShortcut answers GET /APP/STREAM.m3u8 with a redirect to the

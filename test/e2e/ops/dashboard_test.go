@@ -37,6 +37,9 @@ func TestDashboard(t *testing.T) {
 			!strings.HasSuffix(fmt.Sprint(f["bitrate"]), "b/s") || f["uptime"] == "—" {
 			t.Errorf("stream card %v: want h264 and aac, 640×360, a bitrate, an uptime, owner dash-node", f)
 		}
+		if w, _ := res["thumbWidth"].(float64); w != 320 {
+			t.Errorf("the card's thumbnail is %v pixels wide, want the stream's snapshot at 320", res["thumbWidth"])
+		}
 	})
 	for _, proto := range []string{"hls", "flv", "wsflv", "webrtc"} {
 		t.Run(proto+" plays in the player page", func(t *testing.T) {
