@@ -24,6 +24,7 @@ command -v memcached >/dev/null 2>&1 || need+=(memcached)
 # nginx and haproxy live in /usr/sbin, which may not be on a user's PATH.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need+=(libnginx-mod-rtmp) # a push target of the restream tests
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus) # the metrics tests
 [ -x /usr/bin/chromium ] || need+=(chromium) # the headless browser test of /events-demo

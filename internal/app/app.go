@@ -26,6 +26,7 @@ import (
 	"github.com/meshcast/meshcast/internal/httpfront"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/metrics"
+	"github.com/meshcast/meshcast/internal/push"
 	"github.com/meshcast/meshcast/internal/record"
 	"github.com/meshcast/meshcast/internal/server/hls"
 	"github.com/meshcast/meshcast/internal/server/httpflv"
@@ -35,6 +36,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/webrtc"
 	"github.com/meshcast/meshcast/internal/snapshot"
 	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/tlsutil"
 	"github.com/meshcast/meshcast/internal/transcode"
 	"github.com/meshcast/meshcast/internal/vod"
@@ -58,6 +60,7 @@ type App struct {
 	hls    *hls.Server
 	api    *api.API
 	snap   *snapshot.Service
+	push   *push.Manager
 	vod    *vod.Service
 
 	registry    cluster.Registry
@@ -192,6 +195,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
 	a.snap = snapshot.New(snapshot.Config{FFmpeg: cfg.FFmpeg, Auth: az, Owner: a.ownerAddr, Peers: a.peers, Logger: log}, h)
+	a.push = push.New(push.Config{Targets: func(name streamname.Name) []string { c := a.current(); return c.PushTargets(name) },
+		AllowPrivate: cfg.PushAllowPrivate, Logger: log}, h)
 	a.api.Reload = func() (any, error) { return a.Reload() }
 	if err := a.initVOD(mreg); err != nil {
 		return nil, err
@@ -348,6 +353,7 @@ func (a *App) rtmpConnections() int {
 func (a *App) Close() error {
 	var errs []error
 	a.Drain()       // peers stop choosing this node before its streams end
+	a.push.Close()  // before the streams it reads end
 	a.trans.Close() // its ffmpeg processes, before the streams they feed end
 	a.stopEvents()
 	if r := a.relays.Load(); r != nil {
@@ -392,7 +398,7 @@ func (a *App) Close() error {
 func (a *App) Handler() http.Handler {
 	mux := httpfront.NewMux()
 	for _, c := range []interface{ Register(*httpfront.Mux) }{
-		a.api, a.flv, a.hls, a.rtc, a.trans, a.vod, a.events, a.snap,
+		a.api, a.flv, a.hls, a.rtc, a.trans, a.vod, a.events, a.snap, push.Routes{M: a.push, Admin: a.api.Admin},
 		metrics.Endpoint{Registry: a.metrics, Ready: func() bool { return !a.draining.Load() }, Pprof: a.cfg.Pprof},
 		web.Dashboard{URLs: func() string { return a.URLs("stream") }},
 	} {

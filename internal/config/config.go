@@ -18,12 +18,14 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/transcode"
 )
 
@@ -179,6 +181,11 @@ type Config struct {
 
 	// Apps holds settings of single apps by app name. Being a map, it is
 	// set in the YAML file only. Defaults to none.
+	Streams map[string]StreamConfig `yaml:"streams" reload:"live" usage:"settings of single streams by APP/STREAM (YAML only): push"`
+	// PushAllowPrivate lets push targets be loopback and link-local
+	// addresses (tests, a server beside the node). Defaults to false.
+	PushAllowPrivate bool `yaml:"push_allow_private" usage:"let push targets resolve to loopback and link-local addresses"`
+
 	Apps map[string]AppConfig `yaml:"apps" reload:"live" usage:"settings of single apps by app name, e.g. apps: {live: {record: all}}"`
 
 	// Pprof serves Go's profiles at /debug/pprof/ on the HTTP address, for
@@ -428,6 +435,27 @@ type AppConfig struct {
 	// Ladder replaces the default transcoding ladder for the app's
 	// streams. Empty: transcode.DefaultLadder.
 	Ladder []transcode.Rendition `yaml:"ladder" json:"ladder,omitempty"`
+	// Push lists the URLs the app's streams are restreamed to
+	// (rtmp://HOST/APP/STREAM or rtmps://...), where {app} and {stream}
+	// stand for the stream's name. They carry stream keys: secret.
+	Push []string `yaml:"push" json:"-"`
+}
+
+// StreamConfig is a single stream's own settings (Config.Streams).
+type StreamConfig struct {
+	// Push lists URLs the stream is restreamed to, beside its app's.
+	Push []string `yaml:"push" json:"-"`
+}
+
+// PushTargets returns the URLs stream name is restreamed to: its app's and
+// its own, {app} and {stream} replaced.
+func (c *Config) PushTargets(name streamname.Name) []string {
+	var out []string
+	r := strings.NewReplacer("{app}", name.App(), "{stream}", name.Stream())
+	for _, u := range append(slices.Clone(c.Apps[name.App()].Push), c.Streams[string(name)].Push...) {
+		out = append(out, r.Replace(u))
+	}
+	return out
 }
 
 // TranscodeModes are the values of AppConfig.Transcode.

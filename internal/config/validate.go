@@ -95,6 +95,7 @@ func (c *Config) validateListeners(v *validator) {
 		v.addr("SRTAddr", c.SRTAddr)
 	}
 	c.validateRTSP(v)
+	c.validatePush(v)
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		v.bad("TLSKey", "--tls-cert and --tls-key go together")
 	}
@@ -341,5 +342,28 @@ func (c *Config) validateRTSP(v *validator) {
 	}
 	if p%2 != 0 || q != p+1 {
 		v.bad("RTSPUDPRTCPAddr", "RTP needs an even port and RTCP the next (%d and %d)", p, q)
+	}
+}
+
+// validatePush checks the push targets of apps and streams: RTMP or RTMPS
+// URLs naming an app and a stream key, on streams with valid names.
+func (c *Config) validatePush(v *validator) {
+	check := func(where string, urls []string) {
+		for _, raw := range urls {
+			u, err := url.Parse(strings.NewReplacer("{app}", "app", "{stream}", "stream").Replace(raw))
+			app, key, _ := strings.Cut(strings.Trim(u.EscapedPath(), "/"), "/")
+			if err != nil || (u.Scheme != "rtmp" && u.Scheme != "rtmps") || u.Hostname() == "" || app == "" || key == "" {
+				v.bad("Apps", "%s: a push target is rtmp://HOST[:PORT]/APP/STREAM or rtmps://... ({app} and {stream} allowed)", where)
+			}
+		}
+	}
+	for _, app := range slices.Sorted(maps.Keys(c.Apps)) {
+		check("apps."+app+".push", c.Apps[app].Push)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Streams)) {
+		if _, err := streamname.Parse(name); err != nil {
+			v.bad("Streams", "%q: %v", name, err)
+		}
+		check("streams."+name+".push", c.Streams[name].Push)
 	}
 }

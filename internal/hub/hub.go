@@ -396,7 +396,7 @@ const TranscodeProtocol = "transcode"
 // Watching reports whether the readers of protocol proto are people
 // watching, rather than recordings or the node's own transcoders.
 func Watching(proto string) bool {
-	return proto != RecordProtocol && proto != TranscodeProtocol && proto != SnapshotProtocol
+	return proto != RecordProtocol && proto != TranscodeProtocol && proto != SnapshotProtocol && proto != "push"
 }
 
 // SnapshotProtocol is the reader protocol of a snapshot's decoder, which
