@@ -5,89 +5,16 @@ package live
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/testutil"
 	"github.com/meshcast/meshcast/test/e2e/e2eutil"
 )
-
-// nginxRTMP is nginx-rtmp on a loopback port, as a push target.
-type nginxRTMP struct {
-	dir, bin string
-	port     int
-	cmd      *exec.Cmd
-	done     chan struct{}
-}
-
-// startNginxRTMP runs nginx with the RTMP module, live on, at port (0: a
-// free one), until stop or the test's end.
-func startNginxRTMP(t *testing.T, port int) *nginxRTMP {
-	t.Helper()
-	const module = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
-	bin := "/usr/sbin/nginx"
-	if _, err := os.Stat(module); err != nil {
-		testutil.Need(t, "libnginx-mod-rtmp")
-	}
-	if p, err := exec.LookPath("nginx"); err == nil {
-		bin = p
-	}
-	if port == 0 {
-		port = testutil.FreePort(t)
-	}
-	n := &nginxRTMP{dir: t.TempDir(), bin: bin, port: port}
-	os.MkdirAll(filepath.Join(n.dir, "logs"), 0o755)
-	conf := fmt.Sprintf(`load_module %s;
-worker_processes 1;
-daemon off;
-master_process off;
-pid %s/nginx.pid;
-error_log %s/logs/error.log warn;
-events { worker_connections 256; }
-rtmp { server { listen 127.0.0.1:%d; chunk_size 4096; application live { live on; } } }
-`, module, n.dir, n.dir, port)
-	if err := os.WriteFile(filepath.Join(n.dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	n.start(t)
-	return n
-}
-
-func (n *nginxRTMP) start(t *testing.T) {
-	t.Helper()
-	n.cmd = exec.Command(n.bin, "-p", n.dir, "-c", filepath.Join(n.dir, "nginx.conf"))
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(n.cmd, n.done)
-	t.Cleanup(n.stop)
-	testutil.WaitFor(t, 10*time.Second, "nginx-rtmp to listen", func() bool {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
-}
-
-func (n *nginxRTMP) stop() {
-	select {
-	case <-n.done:
-		return
-	default:
-	}
-	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-	<-n.done
-}
 
 // pushes is a stream's GET /api/v1/streams/APP/STREAM/pushes.
 func pushes(t *testing.T, base, name string) []map[string]any {
@@ -110,7 +37,7 @@ func pushes(t *testing.T, base, name string) []map[string]any {
 func TestPush(t *testing.T) {
 	testutil.Need(t, "ffmpeg", "ffprobe")
 	target := e2eutil.StartProcess(t)
-	nginx := startNginxRTMP(t, 0)
+	nginx := e2eutil.StartNginxRTMP(t, 0)
 	cfg := filepath.Join(t.TempDir(), "meshcast.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`push_allow_private: true
 apps:
@@ -118,7 +45,7 @@ apps:
     push:
       - rtmp://127.0.0.1:%d/live/{stream}
       - rtmp://127.0.0.1:%d/live/{stream}?key=a-secret-key
-`, target.RTMPPort, nginx.port)), 0o600)
+`, target.RTMPPort, nginx.Port)), 0o600)
 	src := e2eutil.StartProcess(t, "--config", cfg)
 	const name = "live/src"
 	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/%s", src.RTMPPort, name))
@@ -128,7 +55,7 @@ apps:
 
 	e2eutil.WaitLiveHTTP(t, target.HTTPURL, name)
 	e2eutil.ProbeCodecs(t, target.HTTPURL+"/"+name+".flv")
-	nginxURL := fmt.Sprintf("rtmp://127.0.0.1:%d/%s", nginx.port, name)
+	nginxURL := fmt.Sprintf("rtmp://127.0.0.1:%d/%s", nginx.Port, name)
 	e2eutil.ProbeCodecs(t, nginxURL)
 	list := pushes(t, src.HTTPURL, name)
 	if len(list) != 2 {
@@ -142,19 +69,19 @@ apps:
 
 	// nginx-rtmp goes away and comes back: the push resumes by itself.
 	viewer.Gaps.Reset()
-	nginx.stop()
+	nginx.Stop()
 	testutil.WaitFor(t, 15*time.Second, "the push to nginx-rtmp to notice", func() bool {
 		for _, p := range pushes(t, src.HTTPURL, name) {
-			if strings.Contains(fmt.Sprint(p["target"]), fmt.Sprint(nginx.port)) && p["state"] == "waiting" {
+			if strings.Contains(fmt.Sprint(p["target"]), fmt.Sprint(nginx.Port)) && p["state"] == "waiting" {
 				return true
 			}
 		}
 		return false
 	})
-	nginx.start(t)
+	nginx.Start(t)
 	testutil.WaitFor(t, 45*time.Second, "the push to nginx-rtmp to resume", func() bool {
 		for _, p := range pushes(t, src.HTTPURL, name) {
-			if strings.Contains(fmt.Sprint(p["target"]), fmt.Sprint(nginx.port)) && p["state"] == "pushing" {
+			if strings.Contains(fmt.Sprint(p["target"]), fmt.Sprint(nginx.Port)) && p["state"] == "pushing" {
 				return true
 			}
 		}
