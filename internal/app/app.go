@@ -35,6 +35,7 @@ import (
 	"github.com/meshcast/meshcast/internal/server/srt"
 	"github.com/meshcast/meshcast/internal/server/webrtc"
 	"github.com/meshcast/meshcast/internal/snapshot"
+	"github.com/meshcast/meshcast/internal/source"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/tlsutil"
@@ -49,19 +50,20 @@ type App struct {
 	cfg config.Config
 	log *slog.Logger
 
-	Hub    *hub.Hub
-	sender *egress.Sender // writes to every RTMP and HTTP-FLV viewer
-	rtmp   *rtmp.Server
-	rtmps  *rtmp.Server // nil without a TLS certificate
-	srt    *srt.Server  // nil without --srt-addr
-	rtsp   *rtsp.Server // nil without --rtsp-addr and --rtsps-addr
-	rtc    *webrtc.Server
-	flv    *httpflv.Server
-	hls    *hls.Server
-	api    *api.API
-	snap   *snapshot.Service
-	push   *push.Manager
-	vod    *vod.Service
+	Hub     *hub.Hub
+	sender  *egress.Sender // writes to every RTMP and HTTP-FLV viewer
+	rtmp    *rtmp.Server
+	rtmps   *rtmp.Server // nil without a TLS certificate
+	srt     *srt.Server  // nil without --srt-addr
+	rtsp    *rtsp.Server // nil without --rtsp-addr and --rtsps-addr
+	rtc     *webrtc.Server
+	flv     *httpflv.Server
+	hls     *hls.Server
+	api     *api.API
+	snap    *snapshot.Service
+	push    *push.Manager
+	sources *source.Manager
+	vod     *vod.Service
 
 	registry    cluster.Registry
 	ownRegistry bool                // built from the configuration: closed with the node
@@ -137,6 +139,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		Stream:           stream.Config{MaxLag: cfg.MaxLag, Counters: counters},
 		Owner:            owner{a},
 		Upstream:         upstream{a},
+		Reserved:         func(name streamname.Name) bool { return a.sources.Has(name) },
 		MaxSessionsPerIP: cfg.MaxViewersPerIP,
 		Logger:           log,
 	})
@@ -170,6 +173,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		a.rtmps = rtmp.New(rcfg, h) // the same hub and sender: RTMP over TLS
 	}
 	a.newRTSP(cfg, az)
+	a.newSources(cfg)
 	a.flv = httpflv.New(httpflv.Config{WriteTimeout: cfg.WriteTimeout, MergeWindow: cfg.WriteMerge(), Nagle: cfg.Nagle(), Sender: sender,
 		AllowOrigin: a.origins.Allow, Auth: az, Peers: a.peers, Logger: log,
 		Self: func() cluster.NodeID { return cluster.NodeID(a.nodeID()) }, Path: a.relayPath}, h)
@@ -234,6 +238,7 @@ func (a *App) Start(ctx context.Context) error {
 		a.httpsSrv, a.httpsErr = a.serveHTTP(tlsLn, h, a.tlsCfg)
 	}
 	a.startCluster()
+	a.sources.Start() // always-on sources claim their names: after the cluster
 	a.startWebhooks(a.member.Load().ID())
 	a.startRecordHooks()
 	a.startEvents(a.member.Load().ID())
@@ -352,9 +357,10 @@ func (a *App) rtmpConnections() int {
 // connection to finish. It also releases a node whose Start failed.
 func (a *App) Close() error {
 	var errs []error
-	a.Drain()       // peers stop choosing this node before its streams end
-	a.push.Close()  // before the streams it reads end
-	a.trans.Close() // its ffmpeg processes, before the streams they feed end
+	a.Drain()         // peers stop choosing this node before its streams end
+	a.push.Close()    // before the streams it reads end
+	a.sources.Close() // their streams end
+	a.trans.Close()   // its ffmpeg processes, before the streams they feed end
 	a.stopEvents()
 	if r := a.relays.Load(); r != nil {
 		r.Close() // relayed streams end for their viewers

@@ -169,6 +169,14 @@ func (o owner) Claim(name streamname.Name, credential string) (func(), error) {
 type upstream struct{ a *App }
 
 func (u upstream) Pull(name streamname.Name, via []string) error {
+	if u.a.sources.Has(name) {
+		// A source is pulled by the node its first viewer reaches, unless
+		// another node holds it already: then it is relayed from there.
+		err := u.a.sources.Open(name)
+		if err == nil || !errors.Is(err, cluster.ErrClaimed) {
+			return err
+		}
+	}
 	r := u.a.relays.Load()
 	if r == nil {
 		return hub.ErrNotFound

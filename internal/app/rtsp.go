@@ -1,12 +1,15 @@
 package app
 
 import (
+	"context"
 	"net"
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/connlimit"
 	"github.com/meshcast/meshcast/internal/server/rtsp"
+	"github.com/meshcast/meshcast/internal/source"
+	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // newRTSP builds the RTSP and RTSPS endpoint of cfg, or none when neither
@@ -25,6 +28,20 @@ func (a *App) newRTSP(cfg config.Config, az auth.Authorizer) {
 		rc.RTSPSAddr, rc.TLSConfig = cfg.RTSPSAddr, a.tlsCfg
 	}
 	a.rtsp = rtsp.New(rc, a.Hub)
+}
+
+// newSources builds the pulled sources of cfg: RTSP ones through the RTSP
+// endpoint's client; on-demand ones stop after --relay-idle without
+// viewers.
+func (a *App) newSources(cfg config.Config) {
+	srcs := make(map[streamname.Name]source.Source, len(cfg.Sources))
+	for name, sc := range cfg.Sources {
+		srcs[streamname.Name(name)] = source.Source{URL: sc.URL, Mode: sc.Mode, RTSPTransport: sc.RTSPTransport}
+	}
+	a.sources = source.New(source.Config{Sources: srcs, Idle: cfg.RelayIdle, Logger: a.log,
+		RTSP: func(ctx context.Context, url, transport string, w source.PacketWriter) error {
+			return rtsp.Pull(ctx, url, transport, w)
+		}}, a.Hub)
 }
 
 // rtspRefusals is what the RTSP endpoint's limits refused, RTSP and

@@ -182,6 +182,9 @@ type Config struct {
 	// Apps holds settings of single apps by app name. Being a map, it is
 	// set in the YAML file only. Defaults to none.
 	Streams map[string]StreamConfig `yaml:"streams" reload:"live" usage:"settings of single streams by APP/STREAM (YAML only): push"`
+	// Sources are streams pulled from sources that do not push, by
+	// APP/STREAM (YAML only); publishers of those names are refused.
+	Sources map[string]SourceConfig `yaml:"sources" usage:"streams pulled from sources that do not push, by APP/STREAM (YAML only): url, mode, rtsp_transport"`
 	// PushAllowPrivate lets push targets be loopback and link-local
 	// addresses (tests, a server beside the node). Defaults to false.
 	PushAllowPrivate bool `yaml:"push_allow_private" usage:"let push targets resolve to loopback and link-local addresses"`
@@ -439,6 +442,19 @@ type AppConfig struct {
 	// (rtmp://HOST/APP/STREAM or rtmps://...), where {app} and {stream}
 	// stand for the stream's name. They carry stream keys: secret.
 	Push []string `yaml:"push" json:"-"`
+}
+
+// SourceConfig is a stream pulled from a source that does not push
+// (Config.Sources).
+type SourceConfig struct {
+	// URL is the source: rtsp://, rtsps://, rtmp://, rtmps:// or
+	// http(s)://....flv. It may carry credentials: never shown.
+	URL string `yaml:"url" json:"-"`
+	// Mode is "on-demand" (the default: the first viewer starts it) or
+	// "always".
+	Mode string `yaml:"mode" json:"mode,omitempty"`
+	// RTSPTransport is "tcp" (the default) or "udp", for RTSP sources.
+	RTSPTransport string `yaml:"rtsp_transport" json:"rtsp_transport,omitempty"`
 }
 
 // StreamConfig is a single stream's own settings (Config.Streams).

@@ -653,6 +653,16 @@ func TestValidate(t *testing.T) {
 			c.WebRTCTURNSecret = "sixteen-chars-ok"
 		}, nil},
 		{"webrtc udp addr", func(c *Config) { c.WebRTCUDPAddr = "8189" }, []string{"--webrtc-udp-addr:"}},
+		{"a source", func(c *Config) {
+			c.Sources = map[string]SourceConfig{"live/cam": {URL: "rtsp://10.0.0.9/s", Mode: "always"}}
+		}, nil},
+		{"a source's url", func(c *Config) { c.Sources = map[string]SourceConfig{"live/cam": {URL: "ftp://h/x"}} }, []string{"sources:", "rtsp://"}},
+		{"a source's mode", func(c *Config) {
+			c.Sources = map[string]SourceConfig{"live/cam": {URL: "rtmp://h/a/b", Mode: "sometimes"}}
+		}, []string{"sources:", "on-demand or always"}},
+		{"a source's name", func(c *Config) { c.Sources = map[string]SourceConfig{"nope": {URL: "rtmp://h/a/b"}} }, []string{"sources:"}},
+		{"a push", func(c *Config) { c.Apps = map[string]AppConfig{"live": {Push: []string{"rtmp://h/app/{stream}"}}} }, nil},
+		{"a push target", func(c *Config) { c.Apps = map[string]AppConfig{"live": {Push: []string{"http://h/app/x"}}} }, []string{"apps:", "rtmp://"}},
 		{"rtsp off", func(c *Config) { c.RTSPAddr, c.RTSPSAddr, c.RTSPUDPRTPAddr, c.RTSPUDPRTCPAddr = "", "", "", "" }, nil},
 		{"rtsp udp alone", func(c *Config) { c.RTSPUDPRTCPAddr = "" }, []string{"--rtsp-udp-rtcp-addr:", "go together"}},
 		{"rtsp udp ports", func(c *Config) { c.RTSPUDPRTPAddr, c.RTSPUDPRTCPAddr = ":8001", ":8002" }, []string{"--rtsp-udp-rtcp-addr:", "even port"}},
@@ -761,12 +771,12 @@ func TestValidate(t *testing.T) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
 			}
-			// Each want starting with "--" (or "apps:", a setting of the
-			// file only) is one problem, on its own line.
+			// Each want starting with "--" (or "apps:" or "sources:",
+			// settings of the file only) is one problem, on its own line.
 			lines := strings.Split(err.Error(), "\n")
 			problems := 0
 			for _, w := range tt.want {
-				if strings.HasPrefix(w, "--") || strings.HasPrefix(w, "apps:") {
+				if strings.HasPrefix(w, "--") || strings.HasPrefix(w, "apps:") || strings.HasPrefix(w, "sources:") {
 					problems++
 				}
 			}
@@ -774,7 +784,7 @@ func TestValidate(t *testing.T) {
 				t.Errorf("got %d problems, want %d: %q", len(lines), problems, err)
 			}
 			for _, l := range lines {
-				if !strings.HasPrefix(l, "config: --") && !strings.HasPrefix(l, "config: apps: ") {
+				if !strings.HasPrefix(l, "config: --") && !strings.HasPrefix(l, "config: apps: ") && !strings.HasPrefix(l, "config: sources: ") && !strings.HasPrefix(l, "config: streams: ") {
 					t.Errorf("problem %q does not start with config: --flag", l)
 				}
 			}

@@ -96,6 +96,7 @@ func (c *Config) validateListeners(v *validator) {
 	}
 	c.validateRTSP(v)
 	c.validatePush(v)
+	c.validateSources(v)
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		v.bad("TLSKey", "--tls-cert and --tls-key go together")
 	}
@@ -365,5 +366,30 @@ func (c *Config) validatePush(v *validator) {
 			v.bad("Streams", "%q: %v", name, err)
 		}
 		check("streams."+name+".push", c.Streams[name].Push)
+	}
+}
+
+// validateSources checks the pulled sources: names, URLs, modes.
+func (c *Config) validateSources(v *validator) {
+	for _, name := range slices.Sorted(maps.Keys(c.Sources)) {
+		src := c.Sources[name]
+		if _, err := streamname.Parse(name); err != nil {
+			v.bad("Sources", "%q: %v", name, err)
+		}
+		u, err := url.Parse(src.URL)
+		switch {
+		case err != nil || u.Host == "":
+			v.bad("Sources", "%s: url is not a URL", name)
+		case u.Scheme == "rtsp", u.Scheme == "rtsps", u.Scheme == "rtmp", u.Scheme == "rtmps":
+		case (u.Scheme == "http" || u.Scheme == "https") && strings.HasSuffix(u.Path, ".flv"):
+		default:
+			v.bad("Sources", "%s: url is rtsp://, rtsps://, rtmp://, rtmps:// or http(s)://....flv", name)
+		}
+		if src.Mode != "" && src.Mode != "on-demand" && src.Mode != "always" {
+			v.bad("Sources", "%s: mode is on-demand or always", name)
+		}
+		if src.RTSPTransport != "" && src.RTSPTransport != "tcp" && src.RTSPTransport != "udp" {
+			v.bad("Sources", "%s: rtsp_transport is tcp or udp", name)
+		}
 	}
 }

@@ -56,6 +56,9 @@ type Config struct {
 	Owner Owner
 	// Upstream relays streams asked for but not here; nil relays nothing.
 	Upstream Upstream
+	// Reserved reports names only a pulled source publishes (publisher
+	// protocol "source"); nil: none.
+	Reserved func(name streamname.Name) bool
 	// MaxSessionsPerIP caps the publishing and playing sessions of one
 	// client address at once (see Admit). Defaults to 0: no limit.
 	MaxSessionsPerIP int
@@ -126,6 +129,9 @@ func (h *Hub) emit(ev Event) {
 // claim. A publisher of a stream this node relays takes it over once claimed:
 // the relay stops and the stream's viewers go on with the new publisher.
 func (h *Hub) Publish(name streamname.Name, info stream.PublisherInfo) (*stream.Publisher, error) {
+	if h.cfg.Reserved != nil && info.Protocol != "source" && h.cfg.Reserved(name) {
+		return nil, fmt.Errorf("publish %s: %w: it is pulled from its source", name, ErrBusy)
+	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()

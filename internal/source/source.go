@@ -1,0 +1,390 @@
+// Package source pulls streams from sources that do not push: IP cameras
+// over RTSP, other servers over RTMP or HTTP-FLV. A source is published on
+// the node that pulls it, through the hub like any publisher, so its claim
+// makes exactly one node of the cluster pull it. On demand (the default)
+// the first viewer on any node starts it — the node without it relays as
+// usual — and it stops after its idle time without viewers; always-on
+// sources are pulled from the node's start, restarted with backoff.
+package source
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshcast/meshcast/internal/media"
+	"github.com/meshcast/meshcast/internal/protocol/flv"
+	"github.com/meshcast/meshcast/internal/protocol/rtmp"
+	"github.com/meshcast/meshcast/internal/stream"
+	"github.com/meshcast/meshcast/internal/streamname"
+)
+
+// Protocol is the publisher protocol of pulled sources.
+const Protocol = "source"
+
+// Modes of a source.
+const (
+	OnDemand = "on-demand"
+	Always   = "always"
+)
+
+// Backoff bounds of a source that keeps failing.
+const (
+	minBackoff = time.Second
+	maxBackoff = 30 * time.Second
+)
+
+// Source is one pulled stream.
+type Source struct {
+	URL           string // rtsp://, rtsps://, rtmp://, rtmps://, http(s)://....flv
+	Mode          string // OnDemand (the default) or Always
+	RTSPTransport string // tcp (the default) or udp
+}
+
+// Hub is what sources need of the node's streams.
+type Hub interface {
+	Publish(name streamname.Name, info stream.PublisherInfo) (*stream.Publisher, error)
+}
+
+// PacketWriter takes a source's packets.
+type PacketWriter interface {
+	WritePacket(p *media.Packet) error
+}
+
+// Config configures the sources.
+type Config struct {
+	// Sources are the node's sources by name.
+	Sources map[streamname.Name]Source
+	// RTSP pulls an rtsp:// or rtsps:// URL into w until ctx ends or it
+	// fails (the RTSP endpoint's client); nil: no RTSP sources.
+	RTSP func(ctx context.Context, url, transport string, w PacketWriter) error
+	// Idle stops an on-demand source without viewers this long. Defaults
+	// to 30s.
+	Idle time.Duration
+	// Timeout bounds connecting and each read. Defaults to 10s.
+	Timeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Manager runs the node's sources.
+type Manager struct {
+	cfg Config
+	hub Hub
+	log *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[streamname.Name]bool
+}
+
+// New returns the sources of cfg over h; Start begins the always-on ones.
+func New(cfg Config, h Hub) *Manager {
+	if cfg.Idle <= 0 {
+		cfg.Idle = 30 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{cfg: cfg, hub: h, log: cfg.Logger.With("component", "source"), ctx: ctx, cancel: cancel,
+		running: map[streamname.Name]bool{}}
+}
+
+// Has reports whether name is a source: its only publisher is its pull.
+func (m *Manager) Has(name streamname.Name) bool {
+	_, ok := m.cfg.Sources[name]
+	return ok
+}
+
+// Start begins pulling the always-on sources, each where it can claim it.
+func (m *Manager) Start() {
+	for name, src := range m.cfg.Sources {
+		if src.Mode == Always {
+			m.wg.Go(func() { m.always(name, src) })
+		}
+	}
+}
+
+// Open starts pulling the on-demand source name here for a viewer, unless
+// it runs already. It fails when another node holds the source (the
+// caller relays it from there) or this node cannot claim it.
+func (m *Manager) Open(name streamname.Name) error {
+	src, ok := m.cfg.Sources[name]
+	if !ok {
+		return fmt.Errorf("%s is not a source", name)
+	}
+	m.mu.Lock()
+	if m.running[name] {
+		m.mu.Unlock()
+		return nil
+	}
+	m.running[name] = true
+	m.mu.Unlock()
+	pub, err := m.hub.Publish(name, stream.PublisherInfo{Protocol: Protocol, RemoteAddr: Redact(src.URL)})
+	if err != nil {
+		m.done(name)
+		return err
+	}
+	m.log.Info("source started for a viewer", "stream", name, "url", Redact(src.URL))
+	m.wg.Go(func() {
+		defer m.done(name)
+		defer pub.Close()
+		ctx, cancel := context.WithCancel(m.ctx)
+		defer cancel()
+		go m.watchIdle(ctx, cancel, name, pub.Stream())
+		m.pullLoop(ctx, name, src, pub)
+	})
+	return nil
+}
+
+func (m *Manager) done(name streamname.Name) {
+	m.mu.Lock()
+	delete(m.running, name)
+	m.mu.Unlock()
+}
+
+// always pulls an always-on source for as long as the node runs, claiming
+// it whenever no other node holds it.
+func (m *Manager) always(name streamname.Name, src Source) {
+	for m.ctx.Err() == nil {
+		pub, err := m.hub.Publish(name, stream.PublisherInfo{Protocol: Protocol, RemoteAddr: Redact(src.URL)})
+		if err == nil {
+			m.log.Info("source started", "stream", name, "url", Redact(src.URL))
+			m.pullLoop(m.ctx, name, src, pub)
+			pub.Close()
+			continue
+		}
+		select { // another node pulls it, or the registry is away
+		case <-m.ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// pullLoop pulls src into pub until ctx ends, reconnecting with backoff;
+// each new session continues the stream's timestamps from a keyframe.
+func (m *Manager) pullLoop(ctx context.Context, name streamname.Name, src Source, pub *stream.Publisher) {
+	backoff := minBackoff
+	for first := true; ctx.Err() == nil; first = false {
+		if !first {
+			pub.Restart()
+		}
+		start := time.Now()
+		err := m.pull(ctx, src, pub)
+		if ctx.Err() != nil || errors.Is(err, stream.ErrClosed) {
+			return
+		}
+		if time.Since(start) > maxBackoff {
+			backoff = minBackoff
+		}
+		m.log.Warn("source lost; retrying", "stream", name, "url", Redact(src.URL), "err", redactErr(err, src.URL), "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// watchIdle ends an on-demand source once it has had no reader but its
+// own for the idle time.
+func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelFunc, name streamname.Name, s *stream.Stream) {
+	tick := time.NewTicker(min(time.Second, m.cfg.Idle/4))
+	defer tick.Stop()
+	since := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			n := 0
+			for _, c := range s.Stats().ReaderCount {
+				n += c
+			}
+			if n > 0 {
+				since = now
+				continue
+			}
+			if now.Sub(since) >= m.cfg.Idle {
+				m.log.Info("source stopped: no viewers", "stream", name, "for", m.cfg.Idle)
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+// Close stops every source and waits for them.
+func (m *Manager) Close() {
+	m.cancel()
+	m.wg.Wait()
+}
+
+// pull reads src into w once, until it fails or ctx ends.
+func (m *Manager) pull(ctx context.Context, src Source, w PacketWriter) error {
+	u, err := url.Parse(src.URL)
+	if err != nil {
+		return errors.New("bad source URL")
+	}
+	switch {
+	case u.Scheme == "rtsp" || u.Scheme == "rtsps":
+		if m.cfg.RTSP == nil {
+			return errors.New("no RTSP client")
+		}
+		transport := src.RTSPTransport
+		if transport == "" {
+			transport = "tcp"
+		}
+		return m.cfg.RTSP(ctx, src.URL, transport, w)
+	case u.Scheme == "rtmp" || u.Scheme == "rtmps":
+		return m.pullRTMP(ctx, u, w)
+	case (u.Scheme == "http" || u.Scheme == "https") && strings.HasSuffix(u.Path, ".flv"):
+		return m.pullFLV(ctx, u, w)
+	}
+	return fmt.Errorf("source scheme %q is not pulled", u.Scheme)
+}
+
+// pullRTMP plays an RTMP URL.
+func (m *Manager) pullRTMP(ctx context.Context, u *url.URL, w PacketWriter) error {
+	host := u.Host
+	if u.Port() == "" {
+		port := "1935"
+		if u.Scheme == "rtmps" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	dctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", host)
+	if err != nil {
+		return err
+	}
+	if u.Scheme == "rtmps" {
+		tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(dctx); err != nil {
+			conn.Close()
+			return err
+		}
+		conn = tc
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	conn.SetDeadline(time.Now().Add(m.cfg.Timeout))
+	c, err := rtmp.NewClient(conn)
+	if err != nil {
+		return err
+	}
+	app, key, _ := strings.Cut(strings.Trim(u.Path, "/"), "/")
+	if u.RawQuery != "" {
+		key += "?" + u.RawQuery
+	}
+	if err := c.Connect(app, u.Scheme+"://"+host+"/"+app); err != nil {
+		return err
+	}
+	if err := c.Play(key); err != nil {
+		return err
+	}
+	for {
+		conn.SetReadDeadline(time.Now().Add(m.cfg.Timeout))
+		msg, err := c.ReadMessage()
+		if err != nil {
+			return err
+		}
+		var p media.Packet
+		switch msg.Type {
+		case rtmp.TypeVideo:
+			p, err = flv.ParseVideo(msg.Timestamp, msg.Payload)
+		case rtmp.TypeAudio:
+			p, err = flv.ParseAudio(msg.Timestamp, msg.Payload)
+		default:
+			continue
+		}
+		if err != nil {
+			continue // a codec meshcast does not take: that track is dropped
+		}
+		if err := w.WritePacket(&p); err != nil {
+			return err
+		}
+	}
+}
+
+// pullFLV reads an HTTP-FLV URL.
+func (m *Manager) pullFLV(ctx context.Context, u *url.URL, w PacketWriter) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: m.cfg.Timeout, DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the source answered %s", resp.Status)
+	}
+	r := flv.NewReader(resp.Body)
+	if _, _, err := r.ReadHeader(); err != nil {
+		return err
+	}
+	for {
+		p, err := r.ReadPacket()
+		if err != nil {
+			return err
+		}
+		if p.Kind == media.KindData {
+			continue
+		}
+		if err := w.WritePacket(&p); err != nil {
+			return err
+		}
+	}
+}
+
+// Redact returns a source URL fit for logs and the API: no user info and
+// no query values.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	q := u.Query()
+	for k := range q {
+		q[k] = []string{"xxx"}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func redactErr(err error, raw string) string {
+	if err == nil {
+		return ""
+	}
+	msg := strings.ReplaceAll(err.Error(), raw, Redact(raw))
+	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
+		msg = strings.ReplaceAll(msg, u.User.String(), "xxx")
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, "xxx")
+		}
+	}
+	return msg
+}
