@@ -10,7 +10,6 @@ package push
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -310,52 +309,33 @@ func (p *pusher) once(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	host := u.Host
-	if u.Port() == "" {
-		port := "1935"
-		if u.Scheme == "rtmps" {
-			port = "443"
+	// The address checked is the address dialled: a name that resolves
+	// elsewhere a second time gains nothing.
+	dial := func(ctx context.Context, network, hostport string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			return nil, err
 		}
-		host = net.JoinHostPort(u.Hostname(), port)
-	}
-	dctx, cancel := context.WithTimeout(ctx, p.m.cfg.Timeout)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(dctx, "ip", u.Hostname())
-	if err != nil {
-		return err
-	}
-	if !p.m.cfg.AllowPrivate {
-		for _, a := range addrs {
-			if !p.m.allowed(a) {
-				return ErrPrivate
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, err
+		}
+		if !p.m.cfg.AllowPrivate {
+			for _, a := range addrs {
+				if !p.m.allowed(a) {
+					return nil, ErrPrivate
+				}
 			}
 		}
+		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(addrs[0].String(), port))
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(dctx, "tcp", net.JoinHostPort(addrs[0].String(), portOf(host)))
+	c, conn, key, err := rtmp.DialURL(ctx, u, dial, p.m.cfg.Timeout)
 	if err != nil {
 		return err
-	}
-	if u.Scheme == "rtmps" {
-		tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12})
-		if err := tc.HandshakeContext(dctx); err != nil {
-			conn.Close()
-			return err
-		}
-		conn = tc
 	}
 	defer conn.Close()
 	stopOnCancel := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stopOnCancel()
-	conn.SetDeadline(time.Now().Add(p.m.cfg.Timeout))
-	c, err := rtmp.NewClient(conn)
-	if err != nil {
-		return err
-	}
-	app, key := splitPath(u)
-	if err := c.Connect(app, u.Scheme+"://"+host+"/"+app); err != nil {
-		return err
-	}
 	if err := c.Publish(key); err != nil {
 		return err
 	}
@@ -422,25 +402,10 @@ func parseTarget(raw string) (*url.URL, error) {
 	if err != nil || (u.Scheme != "rtmp" && u.Scheme != "rtmps") || u.Hostname() == "" {
 		return nil, ErrBadTarget
 	}
-	if app, key := splitPath(u); app == "" || key == "" {
+	if app, key := rtmp.SplitURL(u); app == "" || key == "" {
 		return nil, ErrBadTarget
 	}
 	return u, nil
-}
-
-// splitPath returns the app and the stream key (with the URL's query, which
-// servers read as the key's) of an RTMP URL.
-func splitPath(u *url.URL) (app, key string) {
-	app, key, _ = strings.Cut(strings.Trim(u.Path, "/"), "/")
-	if key != "" && u.RawQuery != "" {
-		key += "?" + u.RawQuery
-	}
-	return app, key
-}
-
-func portOf(hostport string) string {
-	_, port, _ := net.SplitHostPort(hostport)
-	return port
 }
 
 // Redact returns a push URL fit for logs and the API: no user info, the
@@ -474,7 +439,7 @@ func redactErr(err error, raw string) string {
 	if u.User != nil {
 		msg = strings.ReplaceAll(msg, u.User.String(), "xxx")
 	}
-	if _, key := splitPath(u); key != "" {
+	if _, key := rtmp.SplitURL(u); key != "" {
 		msg = strings.ReplaceAll(msg, key, "xxx")
 		if k, _, _ := strings.Cut(key, "?"); k != "" {
 			msg = strings.ReplaceAll(msg, k, "xxx")

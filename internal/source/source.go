@@ -9,7 +9,6 @@ package source
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -262,43 +261,13 @@ func (m *Manager) pull(ctx context.Context, src Source, w PacketWriter) error {
 
 // pullRTMP plays an RTMP URL.
 func (m *Manager) pullRTMP(ctx context.Context, u *url.URL, w PacketWriter) error {
-	host := u.Host
-	if u.Port() == "" {
-		port := "1935"
-		if u.Scheme == "rtmps" {
-			port = "443"
-		}
-		host = net.JoinHostPort(u.Hostname(), port)
-	}
-	dctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
-	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", host)
+	c, conn, key, err := rtmp.DialURL(ctx, u, (&net.Dialer{}).DialContext, m.cfg.Timeout)
 	if err != nil {
 		return err
-	}
-	if u.Scheme == "rtmps" {
-		tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12})
-		if err := tc.HandshakeContext(dctx); err != nil {
-			conn.Close()
-			return err
-		}
-		conn = tc
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	conn.SetDeadline(time.Now().Add(m.cfg.Timeout))
-	c, err := rtmp.NewClient(conn)
-	if err != nil {
-		return err
-	}
-	app, key, _ := strings.Cut(strings.Trim(u.Path, "/"), "/")
-	if u.RawQuery != "" {
-		key += "?" + u.RawQuery
-	}
-	if err := c.Connect(app, u.Scheme+"://"+host+"/"+app); err != nil {
-		return err
-	}
 	if err := c.Play(key); err != nil {
 		return err
 	}
