@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/auth"
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/protocol/mpegts"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
@@ -267,7 +269,7 @@ func (s *Server) publish(conn gosrt.Conn, pub *stream.Publisher, sess hub.Sessio
 	_, endSession := s.hub.StartSession(sess, func() { conn.Close() })
 	log.Info("publish started")
 	wd := newWatchdog(conn, s.cfg.HandshakeTimeout)
-	err := demux(wd, pub, func() { wd.setLimit(s.cfg.ReadTimeout) })
+	err := mpegts.Demux(wd, pub, func() { wd.setLimit(s.cfg.ReadTimeout) })
 	wd.stop()
 	conn.Close()
 	pub.Close()
@@ -275,7 +277,7 @@ func (s *Server) publish(conn gosrt.Conn, pub *stream.Publisher, sess hub.Sessio
 	switch {
 	case wd.fired():
 		log.Info("publish stopped: no data", "timeout", wd.limit())
-	case err == nil || errors.Is(err, errEOF):
+	case err == nil || errors.Is(err, io.EOF):
 		log.Info("publish stopped")
 	default:
 		log.Info("publish stopped", "err", err)

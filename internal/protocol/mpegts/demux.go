@@ -1,11 +1,12 @@
-package srt
+// Package mpegts converts between MPEG-TS (ISO/IEC 13818-1), as SRT
+// carries it, and meshcast's packets: H.264 or HEVC video and AAC audio.
+// The transport stream itself is mediacommon's.
+package mpegts
 
 import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
-	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
@@ -13,19 +14,17 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 )
 
-// errEOF ends a publisher that closed its connection.
-var errEOF = io.EOF
-
 // Writer takes the packets of a stream (stream.Publisher).
 type Writer interface {
 	WritePacket(p *media.Packet) error
 }
 
-// demux reads MPEG-TS from r and writes its H.264 or HEVC and AAC tracks to w as
-// packets, the decoder configurations first and again when they change.
-// tables is called once the program tables are read. Other codecs are
-// refused.
-func demux(r io.Reader, w Writer, tables func()) error {
+// Demux reads MPEG-TS from r and writes its H.264 or HEVC and AAC tracks
+// to w as packets, the decoder configurations first and again when they
+// change, with times in milliseconds from 0. tables is called once the
+// program tables are read. Other codecs are refused. It returns io.EOF
+// when r ends, or w's error.
+func Demux(r io.Reader, w Writer, tables func()) error {
 	tr := &mpegts.Reader{R: r}
 	if err := tr.Initialize(); err != nil {
 		return fmt.Errorf("mpeg-ts: %w", err)
@@ -82,7 +81,7 @@ func demux(r io.Reader, w Writer, tables func()) error {
 	for {
 		if err := tr.Read(); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return errEOF
+				return io.EOF
 			}
 			return err
 		}
@@ -145,74 +144,3 @@ func (d *demuxer) aac(pts int64, aus [][]byte) error {
 	}
 	return nil
 }
-
-// watchdog closes a connection that delivers no data for longer than its
-// limit: gosrt's connections have no read deadlines.
-type watchdog struct {
-	r      io.ReadCloser
-	mu     sync.Mutex
-	last   time.Time
-	lim    time.Duration
-	done   chan struct{}
-	fire   bool
-	closed sync.Once
-}
-
-func newWatchdog(r io.ReadCloser, limit time.Duration) *watchdog {
-	w := &watchdog{r: r, last: time.Now(), lim: limit, done: make(chan struct{})}
-	go w.watch()
-	return w
-}
-
-func (w *watchdog) watch() {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-w.done:
-			return
-		case now := <-t.C:
-			w.mu.Lock()
-			late := now.Sub(w.last) > w.lim
-			if late {
-				w.fire = true
-			}
-			w.mu.Unlock()
-			if late {
-				w.r.Close()
-				return
-			}
-		}
-	}
-}
-
-func (w *watchdog) Read(p []byte) (int, error) {
-	n, err := w.r.Read(p)
-	if n > 0 {
-		w.mu.Lock()
-		w.last = time.Now()
-		w.mu.Unlock()
-	}
-	return n, err
-}
-
-// setLimit changes the limit, from now on.
-func (w *watchdog) setLimit(d time.Duration) {
-	w.mu.Lock()
-	w.lim, w.last = d, time.Now()
-	w.mu.Unlock()
-}
-
-func (w *watchdog) limit() time.Duration {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.lim
-}
-
-func (w *watchdog) fired() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.fire
-}
-
-func (w *watchdog) stop() { w.closed.Do(func() { close(w.done) }) }
