@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what meshcast's test suite needs on a Debian machine, skipping what
 # is already there: ffmpeg/ffprobe and GStreamer (publishers and players in the
-# end-to-end tests), redis-server (the Redis cluster registry's tests start
-# their own) and memcached (so do the tests of the cache's second level), and
-# nginx with its stream module and HAProxy (the tests of the configurations
+# end-to-end tests) with gst-rtsp-server's Python bindings (an RTSP camera for
+# the pulled sources' tests), redis-server (the Redis cluster registry's tests
+# start their own) and memcached (so do the tests of the cache's second level),
+# and nginx with its stream module and HAProxy (the tests of the configurations
 # shipped in deploy/ run them in front of a cluster). Safe to run repeatedly;
 # needs root (or sudo) only when something is missing.
 set -euo pipefail
@@ -19,6 +20,11 @@ if ! command -v gst-launch-1.0 >/dev/null 2>&1 ||
 	need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 		gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 fi
+# gst-rtsp-server through Python (an RTSP camera for the pulled sources'
+# tests): the system's python3, which has the GObject bindings apt installs.
+gst_rtsp='import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer'
+/usr/bin/python3 -c "$gst_rtsp" >/dev/null 2>&1 || python3 -c "$gst_rtsp" >/dev/null 2>&1 ||
+	need+=(python3 python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v memcached >/dev/null 2>&1 || need+=(memcached)
 # nginx and haproxy live in /usr/sbin, which may not be on a user's PATH.

@@ -405,6 +405,7 @@ func (a *App) Handler() http.Handler {
 	mux := httpfront.NewMux()
 	for _, c := range []interface{ Register(*httpfront.Mux) }{
 		a.api, a.flv, a.hls, a.rtc, a.trans, a.vod, a.events, a.snap, push.Routes{M: a.push, Admin: a.api.Admin},
+		source.Routes{M: a.sources, Admin: a.api.Admin},
 		metrics.Endpoint{Registry: a.metrics, Ready: func() bool { return !a.draining.Load() }, Pprof: a.cfg.Pprof},
 		web.Dashboard{URLs: func() string { return a.URLs("stream") }},
 	} {

@@ -31,14 +31,14 @@ func (a *App) newRTSP(cfg config.Config, az auth.Authorizer) {
 }
 
 // newSources builds the pulled sources of cfg: RTSP ones through the RTSP
-// endpoint's client; on-demand ones stop after --relay-idle without
-// viewers.
+// endpoint's client (with their rtsp_transport); on-demand ones stop
+// after --relay-idle without viewers.
 func (a *App) newSources(cfg config.Config) {
 	srcs := make(map[streamname.Name]source.Source, len(cfg.Sources))
 	for name, sc := range cfg.Sources {
 		srcs[streamname.Name(name)] = source.Source{URL: sc.URL, Mode: sc.Mode, RTSPTransport: sc.RTSPTransport}
 	}
-	a.sources = source.New(source.Config{Sources: srcs, Idle: cfg.RelayIdle, Logger: a.log,
+	a.sources = source.New(source.Config{Sources: srcs, Idle: cfg.RelayIdle, Logger: a.log, NodeID: a.nodeID,
 		RTSP: func(ctx context.Context, url, transport string, w source.PacketWriter) error {
 			return rtsp.Pull(ctx, url, transport, w)
 		}}, a.Hub)

@@ -447,8 +447,10 @@ type AppConfig struct {
 // SourceConfig is a stream pulled from a source that does not push
 // (Config.Sources).
 type SourceConfig struct {
-	// URL is the source: rtsp://, rtsps://, rtmp://, rtmps:// or
-	// http(s)://....flv. It may carry credentials: never shown.
+	// URL is the source: rtsp://, rtsps://, rtmp://, rtmps://,
+	// http(s)://....flv, http(s)://....m3u8 (HLS) or
+	// srt://HOST:PORT?streamid=...&passphrase=.... It may carry
+	// credentials: never shown.
 	URL string `yaml:"url" json:"-"`
 	// Mode is "on-demand" (the default: the first viewer starts it) or
 	// "always".

@@ -657,6 +657,25 @@ func TestValidate(t *testing.T) {
 			c.Sources = map[string]SourceConfig{"live/cam": {URL: "rtsp://10.0.0.9/s", Mode: "always"}}
 		}, nil},
 		{"a source's url", func(c *Config) { c.Sources = map[string]SourceConfig{"live/cam": {URL: "ftp://h/x"}} }, []string{"sources:", "rtsp://"}},
+		{"more sources", func(c *Config) {
+			c.Sources = map[string]SourceConfig{
+				"live/hls":  {URL: "https://cdn.example.net/live/cam/index.m3u8?token=T"},
+				"live/flv":  {URL: "http://10.0.0.9:8080/live/cam.flv"},
+				"live/srt":  {URL: "srt://10.0.0.9:8890?streamid=read:live/cam&passphrase=ten-chars-ok", Mode: "always"},
+				"live/udp":  {URL: "rtsp://10.0.0.9/s", RTSPTransport: "udp"},
+				"live/rtmp": {URL: "rtmps://h/app/key"},
+			}
+		}, nil},
+		{"a source's http url", func(c *Config) { c.Sources = map[string]SourceConfig{"live/cam": {URL: "http://h/live/cam.mp4"}} }, []string{"sources:", ".m3u8"}},
+		{"an srt source without a port", func(c *Config) {
+			c.Sources = map[string]SourceConfig{"live/cam": {URL: "srt://h?streamid=read:live/cam"}}
+		}, []string{"sources:", "port"}},
+		{"an srt source's passphrase", func(c *Config) {
+			c.Sources = map[string]SourceConfig{"live/cam": {URL: "srt://h:8890?passphrase=short"}}
+		}, []string{"sources:", "passphrase"}},
+		{"a source's rtsp transport", func(c *Config) {
+			c.Sources = map[string]SourceConfig{"live/cam": {URL: "rtsp://h/s", RTSPTransport: "sctp"}}
+		}, []string{"sources:", "tcp or udp"}},
 		{"a source's mode", func(c *Config) {
 			c.Sources = map[string]SourceConfig{"live/cam": {URL: "rtmp://h/a/b", Mode: "sometimes"}}
 		}, []string{"sources:", "on-demand or always"}},

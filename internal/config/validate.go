@@ -381,9 +381,17 @@ func (c *Config) validateSources(v *validator) {
 		case err != nil || u.Host == "":
 			v.bad("Sources", "%s: url is not a URL", name)
 		case u.Scheme == "rtsp", u.Scheme == "rtsps", u.Scheme == "rtmp", u.Scheme == "rtmps":
-		case (u.Scheme == "http" || u.Scheme == "https") && strings.HasSuffix(u.Path, ".flv"):
+		case (u.Scheme == "http" || u.Scheme == "https") && (strings.HasSuffix(u.Path, ".flv") || strings.HasSuffix(u.Path, ".m3u8")):
+		case u.Scheme == "srt":
+			if u.Port() == "" {
+				v.bad("Sources", "%s: an srt:// url needs a port: srt://HOST:PORT?streamid=...", name)
+			}
+			// SRT's passphrases are 10 to 79 bytes (gosrt refuses others).
+			if p := u.Query().Get("passphrase"); p != "" && (len(p) < 10 || len(p) > 79) {
+				v.bad("Sources", "%s: an srt:// url's passphrase is 10 to 79 characters", name)
+			}
 		default:
-			v.bad("Sources", "%s: url is rtsp://, rtsps://, rtmp://, rtmps:// or http(s)://....flv", name)
+			v.bad("Sources", "%s: url is rtsp://, rtsps://, rtmp://, rtmps://, http(s)://....flv, http(s)://....m3u8 or srt://", name)
 		}
 		if src.Mode != "" && src.Mode != "on-demand" && src.Mode != "always" {
 			v.bad("Sources", "%s: mode is on-demand or always", name)

@@ -1,5 +1,5 @@
 // Package source pulls streams from sources that do not push: IP cameras
-// over RTSP, other servers over RTMP or HTTP-FLV. A source is published on
+// over RTSP, other servers over RTMP, HTTP-FLV, HLS or SRT. A source is published on
 // the node that pulls it, through the hub like any publisher, so its claim
 // makes exactly one node of the cluster pull it. On demand (the default)
 // the first viewer on any node starts it — the node without it relays as
@@ -43,7 +43,7 @@ const (
 
 // Source is one pulled stream.
 type Source struct {
-	URL           string // rtsp://, rtsps://, rtmp://, rtmps://, http(s)://....flv
+	URL           string // rtsp://, rtsps://, rtmp://, rtmps://, http(s)://....flv, http(s)://....m3u8, srt://
 	Mode          string // OnDemand (the default) or Always
 	RTSPTransport string // tcp (the default) or udp
 }
@@ -68,8 +68,11 @@ type Config struct {
 	// Idle stops an on-demand source without viewers this long. Defaults
 	// to 30s.
 	Idle time.Duration
-	// Timeout bounds connecting and each read. Defaults to 10s.
+	// Timeout bounds connecting and each wait for the source's packets.
+	// Defaults to 10s.
 	Timeout time.Duration
+	// NodeID names this node in the sources' status; nil: none.
+	NodeID func() string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -83,6 +86,8 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	tallies map[streamname.Name]*tally // one per source, fixed at New
 
 	mu      sync.Mutex
 	running map[streamname.Name]bool
@@ -100,8 +105,12 @@ func New(cfg Config, h Hub) *Manager {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{cfg: cfg, hub: h, log: cfg.Logger.With("component", "source"), ctx: ctx, cancel: cancel,
-		running: map[streamname.Name]bool{}}
+	m := &Manager{cfg: cfg, hub: h, log: cfg.Logger.With("component", "source"), ctx: ctx, cancel: cancel,
+		tallies: make(map[streamname.Name]*tally, len(cfg.Sources)), running: map[streamname.Name]bool{}}
+	for name := range cfg.Sources {
+		m.tallies[name] = &tally{state: Idle}
+	}
+	return m
 }
 
 // Has reports whether name is a source: its only publisher is its pull.
@@ -140,12 +149,17 @@ func (m *Manager) Open(name streamname.Name) error {
 		return err
 	}
 	m.log.Info("source started for a viewer", "stream", name, "url", Redact(src.URL))
+	t := m.tallies[name]
+	t.set(Connecting, true)
 	m.wg.Go(func() {
 		defer m.done(name)
+		defer t.set(Idle, false)
 		defer pub.Close()
 		ctx, cancel := context.WithCancel(m.ctx)
 		defer cancel()
-		go m.watchIdle(ctx, cancel, name, pub.Stream())
+		idle := make(chan struct{})
+		go func() { defer close(idle); m.watchIdle(ctx, cancel, name, pub.Stream()) }()
+		defer func() { cancel(); <-idle }()
 		m.pullLoop(ctx, name, src, pub)
 	})
 	return nil
@@ -160,14 +174,18 @@ func (m *Manager) done(name streamname.Name) {
 // always pulls an always-on source for as long as the node runs, claiming
 // it whenever no other node holds it.
 func (m *Manager) always(name streamname.Name, src Source) {
+	t := m.tallies[name]
+	defer t.set(Idle, false)
 	for m.ctx.Err() == nil {
 		pub, err := m.hub.Publish(name, stream.PublisherInfo{Protocol: Protocol, RemoteAddr: Redact(src.URL)})
 		if err == nil {
 			m.log.Info("source started", "stream", name, "url", Redact(src.URL))
+			t.set(Connecting, true)
 			m.pullLoop(m.ctx, name, src, pub)
 			pub.Close()
 			continue
 		}
+		t.set(Waiting, false)
 		select { // another node pulls it, or the registry is away
 		case <-m.ctx.Done():
 		case <-time.After(5 * time.Second):
@@ -178,20 +196,24 @@ func (m *Manager) always(name streamname.Name, src Source) {
 // pullLoop pulls src into pub until ctx ends, reconnecting with backoff;
 // each new session continues the stream's timestamps from a keyframe.
 func (m *Manager) pullLoop(ctx context.Context, name streamname.Name, src Source, pub *stream.Publisher) {
+	t := m.tallies[name]
 	backoff := minBackoff
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			pub.Restart()
+			t.restart()
 		}
 		start := time.Now()
-		err := m.pull(ctx, src, pub)
+		err := m.session(ctx, src, pub, t)
 		if ctx.Err() != nil || errors.Is(err, stream.ErrClosed) {
 			return
 		}
 		if time.Since(start) > maxBackoff {
 			backoff = minBackoff
 		}
-		m.log.Warn("source lost; retrying", "stream", name, "url", Redact(src.URL), "err", redactErr(err, src.URL), "in", backoff)
+		shown := redactErr(err, src.URL)
+		t.fail(shown)
+		m.log.Warn("source lost; retrying", "stream", name, "url", Redact(src.URL), "err", shown, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -235,6 +257,48 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
+// errStalled ends a session whose source sent nothing for the timeout.
+var errStalled = errors.New("the source sent nothing")
+
+// session pulls src into pub once, counting into t, until it fails, ctx
+// ends, or the source sends no packet for the timeout (twice the timeout
+// for the first, which waits for the connection too).
+func (m *Manager) session(ctx context.Context, src Source, pub PacketWriter, t *tally) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	cw := &countingWriter{w: pub, t: t}
+	start := time.Now()
+	cw.last.Store(start.UnixNano())
+	stalled := make(chan struct{})
+	go func() {
+		defer close(stalled)
+		tick := time.NewTicker(min(time.Second, m.cfg.Timeout/4))
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				limit := m.cfg.Timeout
+				if !cw.started.Load() {
+					limit *= 2
+				}
+				if now.Sub(time.Unix(0, cw.last.Load())) > limit {
+					cancel(fmt.Errorf("%w for %v", errStalled, limit))
+					return
+				}
+			}
+		}
+	}()
+	err := m.pull(ctx, src, cw)
+	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+		err = cause
+	}
+	cancel(nil)
+	<-stalled
+	return err
+}
+
 // pull reads src into w once, until it fails or ctx ends.
 func (m *Manager) pull(ctx context.Context, src Source, w PacketWriter) error {
 	u, err := url.Parse(src.URL)
@@ -255,6 +319,10 @@ func (m *Manager) pull(ctx context.Context, src Source, w PacketWriter) error {
 		return m.pullRTMP(ctx, u, w)
 	case (u.Scheme == "http" || u.Scheme == "https") && strings.HasSuffix(u.Path, ".flv"):
 		return m.pullFLV(ctx, u, w)
+	case (u.Scheme == "http" || u.Scheme == "https") && strings.HasSuffix(u.Path, ".m3u8"):
+		return m.pullHLS(ctx, u, w)
+	case u.Scheme == "srt":
+		return m.pullSRT(ctx, u, w)
 	}
 	return fmt.Errorf("source scheme %q is not pulled", u.Scheme)
 }
@@ -344,13 +412,35 @@ func Redact(raw string) string {
 	return u.String()
 }
 
+// redactErr is err's message without the credentials of the source URL
+// raw: its user info, password and query values (all but the shortest,
+// which would mangle the message more than they could reveal).
 func redactErr(err error, raw string) string {
 	if err == nil {
 		return ""
 	}
 	msg := strings.ReplaceAll(err.Error(), raw, Redact(raw))
-	if u, perr := url.Parse(raw); perr == nil && u.User != nil {
-		msg = strings.ReplaceAll(msg, u.User.String(), "xxx")
+	u, perr := url.Parse(raw)
+	if perr != nil {
+		return msg
+	}
+	if u.RawQuery != "" {
+		msg = strings.ReplaceAll(msg, u.RawQuery, strings.TrimPrefix(Redact("?"+u.RawQuery), "?"))
+	}
+	for _, vs := range u.Query() {
+		for _, v := range vs {
+			if len(v) >= 4 {
+				msg = strings.ReplaceAll(msg, url.QueryEscape(v), "xxx")
+				msg = strings.ReplaceAll(msg, v, "xxx")
+			}
+		}
+	}
+	if u.User != nil {
+		// net/http shows user info as "NAME:***@".
+		name := u.User.Username()
+		for _, ui := range []string{u.User.String() + "@", name + ":***@", name + "@"} {
+			msg = strings.ReplaceAll(msg, ui, "")
+		}
 		if p, ok := u.User.Password(); ok && p != "" {
 			msg = strings.ReplaceAll(msg, p, "xxx")
 		}
