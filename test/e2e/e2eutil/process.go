@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -200,3 +201,18 @@ func (p *Proc) RSS(t *testing.T) int64 {
 	t.Fatal("no VmRSS")
 	return 0
 }
+
+// SRTPort returns the UDP port the server's SRT listener took (it is
+// started with --srt-addr 127.0.0.1:0), from its start-up log.
+func (p *Proc) SRTPort(t *testing.T) int {
+	t.Helper()
+	m := srtListening.FindStringSubmatch(p.Stderr.String())
+	if m == nil {
+		t.Fatalf("meshcast logged no SRT address:\n%s", p.Stderr.String())
+	}
+	port, _ := strconv.Atoi(m[1])
+	return port
+}
+
+// srtListening finds the SRT server's start-up line in a text log.
+var srtListening = regexp.MustCompile(`msg="srt listening".* addr=\S+:(\d+)`)
