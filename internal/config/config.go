@@ -439,8 +439,9 @@ type AppConfig struct {
 	// streams. Empty: transcode.DefaultLadder.
 	Ladder []transcode.Rendition `yaml:"ladder" json:"ladder,omitempty"`
 	// Push lists the URLs the app's streams are restreamed to
-	// (rtmp://HOST/APP/STREAM or rtmps://...), where {app} and {stream}
-	// stand for the stream's name. They carry stream keys: secret.
+	// (rtmp://HOST/APP/STREAM, rtmps://... or srt://HOST:PORT?streamid=...),
+	// where {app} and {stream} stand for the stream's name. They carry
+	// stream keys: secret.
 	Push []string `yaml:"push" json:"-"`
 }
 

@@ -682,6 +682,15 @@ func TestValidate(t *testing.T) {
 		{"a source's name", func(c *Config) { c.Sources = map[string]SourceConfig{"nope": {URL: "rtmp://h/a/b"}} }, []string{"sources:"}},
 		{"a push", func(c *Config) { c.Apps = map[string]AppConfig{"live": {Push: []string{"rtmp://h/app/{stream}"}}} }, nil},
 		{"a push target", func(c *Config) { c.Apps = map[string]AppConfig{"live": {Push: []string{"http://h/app/x"}}} }, []string{"apps:", "rtmp://"}},
+		{"an srt push", func(c *Config) {
+			c.Apps = map[string]AppConfig{"live": {Push: []string{"srt://h:9000?streamid=publish:live/{stream}&latency=200"}}}
+		}, nil},
+		{"an srt push without a port", func(c *Config) {
+			c.Apps = map[string]AppConfig{"live": {Push: []string{"srt://h?streamid=publish:live/{stream}"}}}
+		}, []string{"apps:", "srt://HOST:PORT"}},
+		{"an srt push's passphrase", func(c *Config) {
+			c.Streams = map[string]StreamConfig{"live/cam": {Push: []string{"srt://h:9000?streamid=x&passphrase=short"}}}
+		}, []string{"apps:", "streams.live/cam.push", "10 to 79"}},
 		{"rtsp off", func(c *Config) { c.RTSPAddr, c.RTSPSAddr, c.RTSPUDPRTPAddr, c.RTSPUDPRTCPAddr = "", "", "", "" }, nil},
 		{"rtsp udp alone", func(c *Config) { c.RTSPUDPRTCPAddr = "" }, []string{"--rtsp-udp-rtcp-addr:", "go together"}},
 		{"rtsp udp ports", func(c *Config) { c.RTSPUDPRTPAddr, c.RTSPUDPRTCPAddr = ":8001", ":8002" }, []string{"--rtsp-udp-rtcp-addr:", "even port"}},

@@ -347,14 +347,24 @@ func (c *Config) validateRTSP(v *validator) {
 }
 
 // validatePush checks the push targets of apps and streams: RTMP or RTMPS
-// URLs naming an app and a stream key, on streams with valid names.
+// URLs naming an app and a stream key, or SRT URLs naming a host and port,
+// on streams with valid names.
 func (c *Config) validatePush(v *validator) {
 	check := func(where string, urls []string) {
 		for _, raw := range urls {
 			u, err := url.Parse(strings.NewReplacer("{app}", "app", "{stream}", "stream").Replace(raw))
+			if err == nil && u.Scheme == "srt" {
+				if u.Hostname() == "" || u.Port() == "" || strings.Trim(u.Path, "/") != "" || u.Fragment != "" {
+					v.bad("Apps", "%s: an SRT push target is srt://HOST:PORT?streamid=... (a # in the stream ID written %%23)", where)
+				}
+				if p := u.Query().Get("passphrase"); p != "" && (len(p) < 10 || len(p) > 79) {
+					v.bad("Apps", "%s: an srt:// push target's passphrase is 10 to 79 characters", where)
+				}
+				continue
+			}
 			app, key, _ := strings.Cut(strings.Trim(u.EscapedPath(), "/"), "/")
 			if err != nil || (u.Scheme != "rtmp" && u.Scheme != "rtmps") || u.Hostname() == "" || app == "" || key == "" {
-				v.bad("Apps", "%s: a push target is rtmp://HOST[:PORT]/APP/STREAM or rtmps://... ({app} and {stream} allowed)", where)
+				v.bad("Apps", "%s: a push target is rtmp://HOST[:PORT]/APP/STREAM, rtmps://... or srt://HOST:PORT?streamid=... ({app} and {stream} allowed)", where)
 			}
 		}
 	}

@@ -47,7 +47,7 @@ const MaxPerStream = 16
 
 // Errors callers branch on.
 var (
-	ErrBadTarget = errors.New("push target must be rtmp://HOST[:PORT]/APP/STREAM or rtmps://...")
+	ErrBadTarget = errors.New("push target must be rtmp://HOST[:PORT]/APP/STREAM, rtmps://... or srt://HOST:PORT?streamid=...")
 	ErrPrivate   = errors.New("push target is a loopback, link-local or cluster node address (--push-allow-private allows it)")
 	ErrTooMany   = fmt.Errorf("a stream has at most %d pushes", MaxPerStream)
 	ErrNotFound  = errors.New("no such push")
@@ -309,25 +309,15 @@ func (p *pusher) once(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// The address checked is the address dialled: a name that resolves
-	// elsewhere a second time gains nothing.
+	if u.Scheme == "srt" {
+		return p.onceSRT(ctx, u, func() { p.state.Store("pushing"); log.Info("push started") })
+	}
 	dial := func(ctx context.Context, network, hostport string) (net.Conn, error) {
-		host, port, err := net.SplitHostPort(hostport)
+		addr, err := p.m.checkedAddr(ctx, hostport)
 		if err != nil {
 			return nil, err
 		}
-		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-		if err != nil {
-			return nil, err
-		}
-		if !p.m.cfg.AllowPrivate {
-			for _, a := range addrs {
-				if !p.m.allowed(a) {
-					return nil, ErrPrivate
-				}
-			}
-		}
-		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(addrs[0].String(), port))
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
 	c, conn, key, err := rtmp.DialURL(ctx, u, dial, p.m.cfg.Timeout)
 	if err != nil {
@@ -384,6 +374,28 @@ func (p *pusher) once(ctx context.Context, log *slog.Logger) error {
 	}
 }
 
+// checkedAddr resolves hostport's host and returns IP:PORT to dial, or
+// ErrPrivate. The address checked is the address dialled: a name that
+// resolves elsewhere a second time gains nothing.
+func (m *Manager) checkedAddr(ctx context.Context, hostport string) (string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", err
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return "", err
+	}
+	if !m.cfg.AllowPrivate {
+		for _, a := range addrs {
+			if !m.allowed(a) {
+				return "", ErrPrivate
+			}
+		}
+	}
+	return net.JoinHostPort(addrs[0].Unmap().String(), port), nil
+}
+
 // allowed reports whether a target may resolve to a.
 func (m *Manager) allowed(a netip.Addr) bool {
 	a = a.Unmap()
@@ -399,6 +411,12 @@ func (m *Manager) allowed(a netip.Addr) bool {
 // parseTarget checks a push URL.
 func parseTarget(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
+	if err == nil && u.Scheme == "srt" {
+		if _, err := srtConfig(u, time.Second); err != nil {
+			return nil, err
+		}
+		return u, nil
+	}
 	if err != nil || (u.Scheme != "rtmp" && u.Scheme != "rtmps") || u.Hostname() == "" {
 		return nil, ErrBadTarget
 	}
@@ -438,6 +456,9 @@ func redactErr(err error, raw string) string {
 	msg = strings.ReplaceAll(msg, raw, Redact(raw))
 	if u.User != nil {
 		msg = strings.ReplaceAll(msg, u.User.String(), "xxx")
+	}
+	if u.Scheme == "srt" {
+		msg = redactSRT(msg, u)
 	}
 	if _, key := rtmp.SplitURL(u); key != "" {
 		msg = strings.ReplaceAll(msg, key, "xxx")

@@ -28,7 +28,7 @@ func TestTargets(t *testing.T) {
 		"rtmps://h:443/app/key?k=v": true,
 		"rtmp://h/app":              false,
 		"http://h/app/key":          false,
-		"srt://h:9000?streamid=x":   false,
+		"srt://h:9000?streamid=x":   true,
 		"rtmp:///app/key":           false,
 	} {
 		if _, err := parseTarget(raw); (err == nil) != ok {

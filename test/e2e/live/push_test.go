@@ -3,6 +3,7 @@
 package live
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -125,5 +126,48 @@ apps:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("POST a push to http://: %s, want 400", resp.Status)
+	}
+}
+
+// TestPushSRT: a push added through the API to another meshcast's SRT
+// ingest, as a caller sending MPEG-TS: the target serves h264 and aac,
+// and the push's listing shows it pushing, with bytes sent, and never its
+// stream ID.
+func TestPushSRT(t *testing.T) {
+	testutil.Need(t, "ffmpeg", "ffprobe")
+	target := e2eutil.StartProcess(t)
+	src := e2eutil.StartProcess(t, "--push-allow-private")
+	const name = "live/src"
+	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/%s", src.RTMPPort, name))
+	e2eutil.WaitLiveHTTP(t, src.HTTPURL, name)
+
+	const streamID = "publish:live/dst"
+	body, _ := json.Marshal(map[string]string{"url": fmt.Sprintf("srt://127.0.0.1:%d?streamid=%s&latency=200", target.SRTPort(t), streamID)})
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Post(src.HTTPURL+"/api/v1/streams/"+name+"/pushes", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST pushes: %s", resp.Status)
+	}
+	e2eutil.WaitLiveHTTP(t, target.HTTPURL, "live/dst")
+	e2eutil.ProbeCodecs(t, target.HTTPURL+"/live/dst.flv")
+
+	testutil.WaitFor(t, 10*time.Second, "the SRT push to be listed pushing with bytes sent", func() bool {
+		list := pushes(t, src.HTTPURL, name)
+		if len(list) != 1 {
+			t.Fatalf("pushes %v, want 1", list)
+		}
+		sent, _ := list[0]["bytes_sent"].(float64)
+		return list[0]["state"] == "pushing" && sent > 0
+	})
+	_, raw := e2eutil.HTTPGet(t, src.HTTPURL+"/api/v1/streams/"+name+"/pushes")
+	if strings.Contains(string(raw), "live/dst") || !strings.Contains(string(raw), "srt://127.0.0.1:") {
+		t.Errorf("GET pushes shows the stream ID, or not the target: %s", raw)
+	}
+	if strings.Contains(src.Stderr.String(), "live/dst") {
+		t.Errorf("the stream ID is in the source's log")
 	}
 }
