@@ -15,6 +15,7 @@ import (
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/httpfront"
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/push"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
@@ -62,6 +63,9 @@ type API struct {
 	// Reload, when set, re-reads the node's configuration and applies
 	// what can change live (POST /api/v1/reload).
 	Reload func() (any, error)
+	// Pushes, when set, returns the restreams of a stream running on this
+	// node, for its record.
+	Pushes func(name streamname.Name) []push.Status
 }
 
 // New creates the API over hub, the cluster's registry and a router.
@@ -284,6 +288,9 @@ type Stream struct {
 	// epoch; Relays are the nodes relaying it and whom each pulls from.
 	Owner  *cluster.Claim  `json:"owner,omitempty"`
 	Relays []cluster.Relay `json:"relays"`
+	// Pushes are the stream's restreams running on this node, their
+	// targets redacted.
+	Pushes []push.Status `json:"pushes,omitempty"`
 }
 
 // Video describes the video track.
@@ -313,7 +320,7 @@ type Publisher struct {
 
 // protocols are always listed in viewers, even at zero; relayProtocol
 // counts the nodes pulling the stream from this one.
-var protocols = []string{"rtmp", "flv", "hls", relayProtocol}
+var protocols = []string{"rtmp", "flv", "hls", "srt", "webrtc", "rtsp", relayProtocol}
 
 const relayProtocol = "relay"
 
@@ -322,6 +329,9 @@ func (a *API) describe(ctx context.Context, s *stream.Stream, admin bool) Stream
 	out := a.toJSON(s.Info())
 	if !admin && out.Publisher != nil {
 		out.Publisher.RemoteAddr = "" // client addresses are for admins
+	}
+	if a.Pushes != nil {
+		out.Pushes = a.Pushes(s.Name())
 	}
 	out.Relays = []cluster.Relay{}
 	if a.cluster == nil {

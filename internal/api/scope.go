@@ -29,6 +29,9 @@ func (a *API) StreamRecord(name streamname.Name) json.RawMessage {
 		out.Publisher.RemoteAddr = ""
 	}
 	out.Viewers, out.ViewersTotal, out.Relays, out.Owner = nil, 0, nil, nil
+	if a.Pushes != nil {
+		out.Pushes = a.Pushes(name)
+	}
 	b, err := json.Marshal(out)
 	if err != nil {
 		return nil

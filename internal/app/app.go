@@ -199,8 +199,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.api = api.New(h, map[string]api.ViewerCounter{"hls": a.hls}, a.registry, cluster.NewRouter(a.registry, sel), cfg.Redacted(), cfg.AdminToken)
 	a.snap = snapshot.New(snapshot.Config{FFmpeg: cfg.FFmpeg, Auth: az, Owner: a.ownerAddr, Peers: a.peers, Logger: log}, h)
-	a.push = push.New(push.Config{Targets: func(name streamname.Name) []string { c := a.current(); return c.PushTargets(name) },
-		AllowPrivate: cfg.PushAllowPrivate, Logger: log}, h)
+	a.newPush(cfg, mreg)
 	a.api.Reload = func() (any, error) { return a.Reload() }
 	if err := a.initVOD(mreg); err != nil {
 		return nil, err

@@ -55,7 +55,8 @@ func (s eventSource) Viewers(name streamname.Name) events.Counts {
 		return events.Counts{}
 	}
 	rc := st.Stats().ReaderCount
-	return events.Counts{RTMP: rc["rtmp"], FLV: rc["flv"], HLS: s.a.hls.Viewers(name)}
+	return events.Counts{RTMP: rc["rtmp"], FLV: rc["flv"], HLS: s.a.hls.Viewers(name),
+		SRT: rc["srt"], WebRTC: rc["webrtc"], RTSP: rc["rtsp"]}
 }
 
 // buildVersion is the version "hello" reports: the module version or VCS

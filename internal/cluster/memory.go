@@ -45,6 +45,7 @@ type Memory struct {
 	claimCalls int // sweeps of expired epochs are counted in claims
 	relays     map[streamname.Name]map[NodeID]memRelay
 	infos      map[streamname.Name]memInfo
+	pushes     map[streamname.Name][]byte
 
 	feed claimFeed
 }
@@ -98,6 +99,7 @@ func (m *Memory) reset() {
 	m.epochs = make(map[streamname.Name]memEpoch)
 	m.relays = make(map[streamname.Name]map[NodeID]memRelay)
 	m.infos = make(map[streamname.Name]memInfo)
+	m.pushes = make(map[streamname.Name][]byte)
 }
 
 // Heartbeat implements Registry.

@@ -196,6 +196,15 @@ type Registry interface {
 	// Relays returns the current relays of name, sorted by node.
 	Relays(ctx context.Context, name streamname.Name) ([]Relay, error)
 
+	// SetPushes stores the restreams added to name through the admin API,
+	// an opaque record (meshcast seals it: it holds stream keys) of at
+	// most MaxPushesRecord bytes, kept until replaced; an empty record
+	// removes it. They outlive the stream and its owner, so whichever
+	// node owns the stream next pushes them.
+	SetPushes(ctx context.Context, name streamname.Name, rec []byte) error
+	// Pushes returns name's record, nil when there is none.
+	Pushes(ctx context.Context, name streamname.Name) ([]byte, error)
+
 	// Close releases the registry's connections. It does not remove
 	// anything from the store.
 	Close() error

@@ -86,6 +86,7 @@ func runRegistrySuite(t *testing.T, rt registryUnderTest) {
 		{"Relays", testRelays},
 		{"StreamInfos", testStreamInfos},
 		{"RelaysExpire", testRelaysExpire},
+		{"Pushes", testPushes},
 		{"ConcurrentClaims", testConcurrentClaims},
 		{"BadArguments", testBadArguments},
 	}

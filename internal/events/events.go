@@ -63,13 +63,16 @@ const (
 
 // Counts are a stream's viewers on this node by protocol.
 type Counts struct {
-	RTMP int `json:"rtmp"`
-	FLV  int `json:"flv"`
-	HLS  int `json:"hls"`
+	RTMP   int `json:"rtmp"`
+	FLV    int `json:"flv"`
+	HLS    int `json:"hls"`
+	SRT    int `json:"srt"`
+	WebRTC int `json:"webrtc"` // WHEP
+	RTSP   int `json:"rtsp"`
 }
 
 // Total is the sum over protocols.
-func (c Counts) Total() int { return c.RTMP + c.FLV + c.HLS }
+func (c Counts) Total() int { return c.RTMP + c.FLV + c.HLS + c.SRT + c.WebRTC + c.RTSP }
 
 // Source is what the server reports on: the node's streams and viewers.
 // Both are called from the event loop and from Socket.IO handlers, never
@@ -134,6 +137,7 @@ type Server struct {
 	requests sync.WaitGroup                       // the same, to wait for
 
 	hubEv     chan hub.Event
+	notes     chan note // for "stats" subscribers (Notify)
 	hubDrops  atomic.Int64
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -180,6 +184,7 @@ func New(cfg Config, src Source) (*Server, error) {
 		rooms:     make(map[streamname.Name]*room),
 		inflight:  make(map[*http.Request]context.CancelFunc),
 		hubEv:     make(chan hub.Event, hubQueue),
+		notes:     make(chan note, hubQueue),
 		stop:      make(chan struct{}),
 		published: make(map[streamname.Name]bool),
 	}
@@ -236,6 +241,23 @@ func (s *Server) HubEvent(ev hub.Event) {
 		if s.hubDrops.Add(1) == 1 {
 			s.log.Warn("event loop behind: dropping hub events")
 		}
+	}
+}
+
+// note is an event for the "stats" subscribers.
+type note struct {
+	ev      string
+	payload json.RawMessage
+}
+
+// Notify sends ev to the sockets subscribed to "stats" (the dashboards).
+// It never blocks: when the event loop is behind, the note is dropped,
+// and the next "stats" carries the same state.
+func (s *Server) Notify(ev string, payload json.RawMessage) {
+	select {
+	case <-s.stop:
+	case s.notes <- note{ev, payload}:
+	default:
 	}
 }
 
@@ -327,6 +349,8 @@ func (s *Server) run() {
 			return
 		case <-st.C:
 			s.sendStats()
+		case n := <-s.notes:
+			s.toStats(n.ev, n.payload)
 		case ev := <-s.hubEv:
 			s.onHubEvent(ev)
 			for more := true; more; {

@@ -67,19 +67,32 @@ func (s *Server) onStats(c *client, on bool) {
 	}
 }
 
-// sendStats sends "stats" to its subscribers, if there are any.
-func (s *Server) sendStats() {
-	if s.cfg.Stats == nil {
-		return
-	}
+// statsClients returns the "stats" subscribers.
+func (s *Server) statsClients() []*client {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var to []*client
 	for c := range s.clients {
 		if c.stats {
 			to = append(to, c)
 		}
 	}
-	s.mu.Unlock()
+	return to
+}
+
+// toStats sends ev to the "stats" subscribers.
+func (s *Server) toStats(ev string, payload json.RawMessage) {
+	for _, c := range s.statsClients() {
+		s.deliver(c, ev, payload)
+	}
+}
+
+// sendStats sends "stats" to its subscribers, if there are any.
+func (s *Server) sendStats() {
+	if s.cfg.Stats == nil {
+		return
+	}
+	to := s.statsClients()
 	if len(to) == 0 {
 		return
 	}

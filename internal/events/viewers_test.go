@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -182,8 +183,8 @@ func TestViewersOnChange(t *testing.T) {
 	if len(got) != 1 || total(got[0]) != 1 || got[0]["stream"] != string(name) {
 		t.Fatalf("joiner got %v, want one viewers event with total 1", got)
 	}
-	want := map[string]any{"rtmp": 1.0, "flv": 0.0, "hls": 0.0}
-	if v, _ := got[0]["viewers"].(map[string]any); len(v) != 3 || v["rtmp"] != want["rtmp"] || v["flv"] != want["flv"] || v["hls"] != want["hls"] {
+	want := map[string]any{"rtmp": 1.0, "flv": 0.0, "hls": 0.0, "srt": 0.0, "webrtc": 0.0, "rtsp": 0.0}
+	if v, _ := got[0]["viewers"].(map[string]any); !maps.Equal(v, want) {
 		t.Errorf("viewers = %v, want %v", got[0]["viewers"], want)
 	}
 
@@ -405,5 +406,31 @@ func TestStatsSubscription(t *testing.T) {
 	s.sendStats()
 	if n := rec.count("stats"); n != 0 {
 		t.Errorf("%d stats after unsubscribing", n)
+	}
+}
+
+// TestNotify: a note (a restream's new state) reaches the "stats"
+// subscribers, and only them.
+func TestNotify(t *testing.T) {
+	s, err := New(Config{Node: "node-1", PollInterval: time.Hour, StatsInterval: time.Hour,
+		Stats: func() json.RawMessage { return json.RawMessage(`{}`) }}, &fakeSource{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	rec := &recorder{s: s}
+	s.deliver = rec.deliver
+	sub, other := rec.client("sub"), rec.client("other")
+	s.onStats(sub, true)
+	s.Notify("push", json.RawMessage(`{"id":"p1","state":"pushing"}`))
+	deadline := time.Now().Add(5 * time.Second)
+	for rec.count("push") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := rec.take(sub, "push"); len(got) != 1 || got[0]["state"] != "pushing" {
+		t.Errorf("the subscriber got %v, want the note", got)
+	}
+	if got := rec.take(other, "push"); len(got) != 0 {
+		t.Errorf("a socket not subscribed to stats got %v", got)
 	}
 }

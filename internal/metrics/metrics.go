@@ -24,12 +24,13 @@ const (
 	ProtoHLS    = "hls"
 	ProtoSRT    = "srt"
 	ProtoWebRTC = "webrtc" // WHEP
-	ProtoRelay  = "relay"  // other nodes pulling a stream from this one
+	ProtoRTSP   = "rtsp"
+	ProtoRelay  = "relay" // other nodes pulling a stream from this one
 )
 
 // viewerProtocols are the values of the protocol label of viewer series,
 // always all present so dashboards see zeros rather than gaps.
-var viewerProtocols = []string{ProtoRTMP, ProtoFLV, ProtoHLS, ProtoSRT, ProtoWebRTC, ProtoRelay}
+var viewerProtocols = []string{ProtoRTMP, ProtoFLV, ProtoHLS, ProtoSRT, ProtoWebRTC, ProtoRTSP, ProtoRelay}
 
 // connectionProtocols are the values of the protocol label of
 // meshcast_connections.
@@ -178,11 +179,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			sm.fps = in.Video.FPS
 		}
 		sm.keyframe = s.KeyframeInterval().Seconds()
-		for _, p := range []string{ProtoRTMP, ProtoFLV, ProtoSRT, ProtoWebRTC, ProtoRelay} {
-			sm.viewers[p] = in.Readers[p]
-		}
 		// The HLS muxer is one reader of the stream, however many clients
 		// fetch its segments: the HLS server counts those.
+		for _, p := range viewerProtocols {
+			if p != ProtoHLS {
+				sm.viewers[p] = in.Readers[p]
+			}
+		}
 		if c.src.HLSViewers != nil {
 			sm.viewers[ProtoHLS] = c.src.HLSViewers(in.Name)
 		}

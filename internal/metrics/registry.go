@@ -228,6 +228,16 @@ func (r *InstrumentedRegistry) StreamInfos(ctx context.Context) (map[streamname.
 	return r.next.StreamInfos(ctx)
 }
 
+// SetPushes implements cluster.Registry.
+func (r *InstrumentedRegistry) SetPushes(ctx context.Context, name streamname.Name, rec []byte) error {
+	return r.next.SetPushes(ctx, name, rec)
+}
+
+// Pushes implements cluster.Registry.
+func (r *InstrumentedRegistry) Pushes(ctx context.Context, name streamname.Name) ([]byte, error) {
+	return r.next.Pushes(ctx, name)
+}
+
 // Claimed implements cluster.Registry; it is not timed: it is a feed, not
 // a call.
 func (r *InstrumentedRegistry) Claimed(ctx context.Context) <-chan cluster.Claim {

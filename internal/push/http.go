@@ -51,17 +51,26 @@ func (rt Routes) add(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ErrTooMany):
 		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-	case err != nil:
+	case errors.Is(err, ErrBadTarget) || errors.Is(err, ErrPrivate):
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the registry is unavailable: " + err.Error()})
 	default:
 		writeJSON(w, http.StatusCreated, st)
 	}
 }
 
 func (rt Routes) list(w http.ResponseWriter, r *http.Request) {
-	if n, ok := name(w, r); ok {
-		writeJSON(w, http.StatusOK, map[string]any{"pushes": rt.M.List(n)})
+	n, ok := name(w, r)
+	if !ok {
+		return
 	}
+	list, err := rt.M.List(n)
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the registry is unavailable: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"pushes": list})
 }
 
 func (rt Routes) remove(w http.ResponseWriter, r *http.Request) {
@@ -69,8 +78,12 @@ func (rt Routes) remove(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := rt.M.Remove(n, r.PathValue("id")); err != nil {
+	switch err := rt.M.Remove(n, r.PathValue("id")); {
+	case errors.Is(err, ErrNotFound):
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+		return
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the registry is unavailable: " + err.Error()})
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

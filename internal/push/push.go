@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -59,18 +61,35 @@ type Hub interface {
 	Subscribe(f func(hub.Event))
 }
 
+// Store keeps the pushes added through the API where every node of the
+// cluster finds them: the registry.
+type Store interface {
+	SetPushes(ctx context.Context, name streamname.Name, rec []byte) error
+	Pushes(ctx context.Context, name streamname.Name) ([]byte, error)
+}
+
 // Config configures the pushes.
 type Config struct {
 	// Targets returns the configured push URLs of a stream, {app} and
 	// {stream} already replaced; nil: none.
 	Targets func(name streamname.Name) []string
+	// Store keeps the pushes added through the API, sealed; nil: this
+	// node's memory.
+	Store Store
+	// Sealer seals Store's records (they hold stream keys); nil: a random
+	// key, for a store no other node reads.
+	Sealer *cluster.Sealer
+	// Poll is how often the node a stream is published on looks for
+	// pushes added or removed through another node. Defaults to 2s.
+	Poll time.Duration
 	// AllowPrivate lets targets resolve to loopback and link-local
 	// addresses and to the cluster's own nodes.
 	AllowPrivate bool
 	// NodeAddrs returns the cluster's own node addresses, which targets
 	// may not resolve to; nil: none.
 	NodeAddrs func() []netip.Addr
-	// Timeout bounds connecting and each write. Defaults to 10s.
+	// Timeout bounds connecting, each write and each call to Store.
+	// Defaults to 10s.
 	Timeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -94,17 +113,27 @@ type Manager struct {
 	hub Hub
 	log *slog.Logger
 
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	kick   chan struct{} // a stream was published here: reconcile now
+	loop   sync.WaitGroup
+
+	storeMu sync.Mutex // serializes this node's changes to the store
+
 	mu     sync.Mutex
 	byName map[streamname.Name][]*pusher
-	added  map[streamname.Name][]target // pushes added through the API
 	live   map[streamname.Name]bool
 	closed bool
 	wg     sync.WaitGroup
+
+	onChange func(Status) // nil: nobody listens
 }
 
-// target is a push's destination.
+// target is a push's destination, as the store keeps it.
 type target struct {
-	id, url, source string
+	ID     string `json:"id"`
+	URL    string `json:"url"`
+	source string
 }
 
 // New starts pushing the streams published on h as cfg says.
@@ -112,17 +141,34 @@ func New(cfg Config, h Hub) *Manager {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 2 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Manager{cfg: cfg, hub: h, log: cfg.Logger.With("component", "push"),
-		byName: map[streamname.Name][]*pusher{}, added: map[streamname.Name][]target{}, live: map[streamname.Name]bool{}}
+	if cfg.Store == nil {
+		cfg.Store = cluster.NewMemory(cluster.MemoryConfig{})
+	}
+	if cfg.Sealer == nil {
+		cfg.Sealer = cluster.NewSealer("", "pushes")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{cfg: cfg, hub: h, log: cfg.Logger.With("component", "push"), ctx: ctx, cancel: cancel,
+		kick: make(chan struct{}, 1), byName: map[streamname.Name][]*pusher{}, live: map[streamname.Name]bool{}}
 	h.Subscribe(m.event)
+	m.loop.Go(m.reconcileLoop)
 	return m
 }
 
-// event starts a stream's pushes when it is published here, and stops
-// them when it ends.
+// OnChange calls f with a push's status whenever its state changes.
+// Set it before any stream is published.
+func (m *Manager) OnChange(f func(Status)) { m.onChange = f }
+
+// event starts a stream's configured pushes when it is published here,
+// and stops them all when it ends. The pushes added through the API are
+// read from the store by the reconcile loop, woken at once: the hub's
+// events never wait on the store.
 func (m *Manager) event(ev hub.Event) {
 	switch ev.Type {
 	case "publish":
@@ -132,14 +178,14 @@ func (m *Manager) event(ev hub.Event) {
 			return
 		}
 		m.live[ev.Name] = true
-		var targets []target
 		if m.cfg.Targets != nil {
 			for i, u := range m.cfg.Targets(ev.Name) {
-				targets = append(targets, target{id: fmt.Sprintf("config-%d", i+1), url: u, source: "config"})
+				m.startLocked(ev.Name, target{ID: fmt.Sprintf("config-%d", i+1), URL: u, source: "config"})
 			}
 		}
-		for _, t := range append(targets, m.added[ev.Name]...) {
-			m.startLocked(ev.Name, t)
+		select {
+		case m.kick <- struct{}{}:
+		default:
 		}
 	case "end":
 		m.mu.Lock()
@@ -153,11 +199,112 @@ func (m *Manager) event(ev hub.Event) {
 	}
 }
 
+// reconcileLoop makes the API-added pushes of the streams published here
+// those of the store, at once after a publish and every Poll.
+func (m *Manager) reconcileLoop() {
+	tick := time.NewTicker(m.cfg.Poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.kick:
+		case <-tick.C:
+		}
+		m.mu.Lock()
+		names := make([]streamname.Name, 0, len(m.live))
+		for name := range m.live {
+			names = append(names, name)
+		}
+		m.mu.Unlock()
+		for _, name := range names {
+			m.reconcile(name)
+		}
+	}
+}
+
+// reconcile starts name's stored pushes that do not run here and stops
+// the API-added ones that are no longer stored.
+func (m *Manager) reconcile(name streamname.Name) {
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.Timeout)
+	defer cancel()
+	stored, err := m.load(ctx, name)
+	if err != nil {
+		if m.ctx.Err() == nil {
+			m.log.Warn("pushes of a stream unreadable; those running go on", "stream", name, "err", err)
+		}
+		return
+	}
+	want := map[string]target{}
+	for _, t := range stored {
+		want[t.ID] = t
+	}
+	var stop []*pusher
+	m.mu.Lock()
+	if !m.live[name] || m.closed {
+		m.mu.Unlock()
+		return
+	}
+	ps := m.byName[name][:0]
+	for _, p := range m.byName[name] {
+		if p.t.source == "api" {
+			if _, ok := want[p.t.ID]; !ok {
+				stop = append(stop, p)
+				continue
+			}
+			delete(want, p.t.ID)
+		}
+		ps = append(ps, p)
+	}
+	m.byName[name] = ps
+	for _, t := range stored {
+		if _, ok := want[t.ID]; ok {
+			m.startLocked(name, t)
+		}
+	}
+	m.mu.Unlock()
+	for _, p := range stop {
+		p.stop()
+	}
+}
+
+// load returns name's API-added pushes from the store.
+func (m *Manager) load(ctx context.Context, name streamname.Name) ([]target, error) {
+	rec, err := m.cfg.Store.Pushes(ctx, name)
+	if err != nil || rec == nil {
+		return nil, err
+	}
+	plain, err := m.cfg.Sealer.Open(rec)
+	if err != nil {
+		return nil, err
+	}
+	var ts []target
+	if err := json.Unmarshal(plain, &ts); err != nil {
+		return nil, fmt.Errorf("push: stored pushes of %s: %w", name, err)
+	}
+	for i := range ts {
+		ts[i].source = "api"
+	}
+	return ts, nil
+}
+
+// save replaces name's API-added pushes in the store.
+func (m *Manager) save(ctx context.Context, name streamname.Name, ts []target) error {
+	if len(ts) == 0 {
+		return m.cfg.Store.SetPushes(ctx, name, nil)
+	}
+	plain, err := json.Marshal(ts)
+	if err != nil {
+		return err
+	}
+	return m.cfg.Store.SetPushes(ctx, name, m.cfg.Sealer.Seal(plain))
+}
+
 // startLocked starts a pusher of t. Caller holds m.mu.
 func (m *Manager) startLocked(name streamname.Name, t target) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pusher{m: m, name: name, t: t, cancel: cancel, done: make(chan struct{})}
-	p.state.Store("connecting")
+	p.setState("connecting")
 	m.byName[name] = append(m.byName[name], p)
 	m.wg.Add(1)
 	go func() {
@@ -167,39 +314,62 @@ func (m *Manager) startLocked(name streamname.Name, t target) {
 	}()
 }
 
-// Add pushes the stream name to rawURL from now on (and whenever it is
-// published here again), and returns its status.
+// Add pushes the stream name to rawURL from now on, from whichever node
+// it is published on, and returns its status.
 func (m *Manager) Add(name streamname.Name, rawURL string) (Status, error) {
 	if _, err := parseTarget(rawURL); err != nil {
 		return Status{}, err
 	}
 	var id [6]byte
 	rand.Read(id[:])
-	t := target{id: hex.EncodeToString(id[:]), url: rawURL, source: "api"}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.added[name])+len(m.byName[name]) >= MaxPerStream {
+	t := target{ID: hex.EncodeToString(id[:]), URL: rawURL, source: "api"}
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.Timeout)
+	defer cancel()
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	stored, err := m.load(ctx, name)
+	if err != nil {
+		return Status{}, err
+	}
+	configured := 0
+	if m.cfg.Targets != nil {
+		configured = len(m.cfg.Targets(name))
+	}
+	if configured+len(stored) >= MaxPerStream {
 		return Status{}, ErrTooMany
 	}
-	m.added[name] = append(m.added[name], t)
-	if m.live[name] {
+	if err := m.save(ctx, name, append(stored, t)); err != nil {
+		return Status{}, err
+	}
+	m.mu.Lock()
+	if m.live[name] && !m.closed {
 		m.startLocked(name, t)
 	}
-	return Status{ID: t.id, Stream: string(name), Target: Redact(rawURL), Source: t.source, State: "stopped"}, nil
+	m.mu.Unlock()
+	return Status{ID: t.ID, Stream: string(name), Target: Redact(rawURL), Source: t.source, State: "stopped"}, nil
 }
 
 // Remove stops and forgets an API-added push of name.
 func (m *Manager) Remove(name streamname.Name, id string) error {
-	m.mu.Lock()
-	i := slices.IndexFunc(m.added[name], func(t target) bool { return t.id == id })
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.Timeout)
+	defer cancel()
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	stored, err := m.load(ctx, name)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(stored, func(t target) bool { return t.ID == id })
 	if i < 0 {
-		m.mu.Unlock()
 		return ErrNotFound
 	}
-	m.added[name] = slices.Delete(m.added[name], i, i+1)
+	if err := m.save(ctx, name, slices.Delete(stored, i, i+1)); err != nil {
+		return err
+	}
 	var stop *pusher
+	m.mu.Lock()
 	ps := m.byName[name]
-	if j := slices.IndexFunc(ps, func(p *pusher) bool { return p.t.id == id }); j >= 0 {
+	if j := slices.IndexFunc(ps, func(p *pusher) bool { return p.t.source == "api" && p.t.ID == id }); j >= 0 {
 		stop = ps[j]
 		m.byName[name] = slices.Delete(ps, j, j+1)
 	}
@@ -210,20 +380,51 @@ func (m *Manager) Remove(name streamname.Name, id string) error {
 	return nil
 }
 
-// List returns the pushes of name: running ones, then API-added ones
-// waiting for the stream.
-func (m *Manager) List(name streamname.Name) []Status {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// List returns the pushes of name: those running here, then the
+// API-added ones that do not (the stream is not live, or is published on
+// another node, whose list has their status).
+func (m *Manager) List(name streamname.Name) ([]Status, error) {
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.Timeout)
+	defer cancel()
+	stored, err := m.load(ctx, name)
+	if err != nil {
+		return nil, err
+	}
 	out := []Status{}
 	running := map[string]bool{}
+	m.mu.Lock()
 	for _, p := range m.byName[name] {
 		out = append(out, p.status())
-		running[p.t.id] = true
+		running[p.t.ID] = true
 	}
-	for _, t := range m.added[name] {
-		if !running[t.id] {
-			out = append(out, Status{ID: t.id, Stream: string(name), Target: Redact(t.url), Source: t.source, State: "stopped"})
+	m.mu.Unlock()
+	for _, t := range stored {
+		if !running[t.ID] {
+			out = append(out, Status{ID: t.ID, Stream: string(name), Target: Redact(t.URL), Source: t.source, State: "stopped"})
+		}
+	}
+	return out, nil
+}
+
+// Of returns the status of name's pushes running here.
+func (m *Manager) Of(name streamname.Name) []Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Status
+	for _, p := range m.byName[name] {
+		out = append(out, p.status())
+	}
+	return out
+}
+
+// All returns the status of every push running here.
+func (m *Manager) All() []Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Status
+	for _, ps := range m.byName {
+		for _, p := range ps {
+			out = append(out, p.status())
 		}
 	}
 	return out
@@ -231,6 +432,8 @@ func (m *Manager) List(name streamname.Name) []Status {
 
 // Close stops every push and waits for them.
 func (m *Manager) Close() {
+	m.cancel()
+	m.loop.Wait()
 	m.mu.Lock()
 	m.closed = true
 	var all []*pusher
@@ -264,8 +467,16 @@ func (p *pusher) stop() {
 	<-p.done
 }
 
+// setState records the push's state and tells OnChange's listener when it
+// changed.
+func (p *pusher) setState(state string) {
+	if old, _ := p.state.Swap(state).(string); old != state && p.m.onChange != nil {
+		p.m.onChange(p.status())
+	}
+}
+
 func (p *pusher) status() Status {
-	s := Status{ID: p.t.id, Stream: string(p.name), Target: Redact(p.t.url), Source: p.t.source,
+	s := Status{ID: p.t.ID, Stream: string(p.name), Target: Redact(p.t.URL), Source: p.t.source,
 		State: p.state.Load().(string), BytesSent: p.sent.Load(), Reconnects: p.reconnects.Load()}
 	if e, ok := p.lastErr.Load().(string); ok {
 		s.LastError = e
@@ -275,26 +486,26 @@ func (p *pusher) status() Status {
 
 // run pushes until ctx ends, reconnecting with backoff.
 func (p *pusher) run(ctx context.Context) {
-	log := p.m.log.With("stream", p.name, "target", Redact(p.t.url))
+	log := p.m.log.With("stream", p.name, "target", Redact(p.t.URL))
 	backoff := MinBackoff
 	for attempt := 0; ; attempt++ {
-		p.state.Store("connecting")
+		p.setState("connecting")
 		start := time.Now()
 		err := p.once(ctx, log)
 		if ctx.Err() != nil {
-			p.state.Store("stopped")
+			p.setState("stopped")
 			return
 		}
 		if time.Since(start) >= StableRun {
 			backoff = MinBackoff
 		}
-		msg := redactErr(err, p.t.url)
+		msg := redactErr(err, p.t.URL)
 		p.lastErr.Store(msg)
-		p.state.Store("waiting")
+		p.setState("waiting")
 		log.Warn("push broken; retrying", "err", msg, "in", backoff)
 		select {
 		case <-ctx.Done():
-			p.state.Store("stopped")
+			p.setState("stopped")
 			return
 		case <-time.After(backoff):
 		}
@@ -305,12 +516,12 @@ func (p *pusher) run(ctx context.Context) {
 
 // once connects, publishes and pushes the stream until something fails.
 func (p *pusher) once(ctx context.Context, log *slog.Logger) error {
-	u, err := parseTarget(p.t.url)
+	u, err := parseTarget(p.t.URL)
 	if err != nil {
 		return err
 	}
 	if u.Scheme == "srt" {
-		return p.onceSRT(ctx, u, func() { p.state.Store("pushing"); log.Info("push started") })
+		return p.onceSRT(ctx, u, func() { p.setState("pushing"); log.Info("push started") })
 	}
 	dial := func(ctx context.Context, network, hostport string) (net.Conn, error) {
 		addr, err := p.m.checkedAddr(ctx, hostport)
@@ -344,7 +555,7 @@ func (p *pusher) once(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer rd.Close()
-	p.state.Store("pushing")
+	p.setState("pushing")
 	log.Info("push started")
 	var pkts []*media.Packet
 	var body []byte

@@ -3,7 +3,8 @@
 // test/e2e/live/llhls_test.go). Prints one JSON object per line: "ready"
 // when the page is up, then "result" (or "fail" with "why").
 //
-//   node test/js/dashboard.mjs streams BASE STREAM        the stream appears without a reload
+//   node test/js/dashboard.mjs streams BASE STREAM [pushing] the stream appears without a reload
+//                                                         (and, with "pushing", its restream pushes)
 //   node test/js/dashboard.mjs play BASE STREAM PROTO     the player plays (hls, flv, wsflv, webrtc: with Opus audio)
 //   node test/js/dashboard.mjs chat BASE STREAM           two pages exchange a message
 //   node test/js/dashboard.mjs cluster BASE STREAM A B    both nodes and the relay B <- A
@@ -76,6 +77,10 @@ try {
         const img = document.querySelector(sel)?.querySelector('img[data-field="thumb"]');
         return img && img.complete && img.naturalWidth > 0;
       }, card, { timeout: 20000 });
+      if (rest[0] === "pushing") {
+        await page.waitForFunction((sel) =>
+          document.querySelector(sel)?.querySelector('[data-field="pushes"]')?.textContent.includes("pushing"), card, { timeout: 20000 });
+      }
       const thumbWidth = await page.$eval(card, (c) => c.querySelector('img[data-field="thumb"]').naturalWidth);
       const text = await page.$eval(card, (c) => Object.fromEntries([...c.querySelectorAll("[data-field]")].map((e) => [e.dataset.field, e.textContent])));
       const same = await page.evaluate(() => window.__sameDocument === true);

@@ -1,7 +1,7 @@
 // The streams page: every stream of the cluster, whichever node serves the
 // page, updated live through Socket.IO ("cluster:streams" every 2 s, and
 // the stream list as it changes).
-import { h, bitrate, duration, codecs, resolution, json } from './util.js';
+import { h, bitrate, bytes, duration, codecs, resolution, json } from './util.js';
 import { publishPanel } from './publish.js';
 
 export async function streamsPage(main, socket) {
@@ -45,6 +45,7 @@ export async function streamsPage(main, socket) {
   socket.on('streams', refresh);
   socket.on('stream:start', refresh);
   socket.on('stream:end', refresh);
+  socket.on('push', refresh); // a restream changed state
   socket.on('connect', () => socket.emit('stats:subscribe'));
   if (socket.connected) socket.emit('stats:subscribe');
   await refresh();
@@ -61,7 +62,8 @@ function streamCard(s) {
       h('img', { class: 'thumb', 'data-field': 'thumb', alt: `Latest picture of ${s.name}`, width: 320, height: 180, loading: 'lazy' })),
     h('dl', { class: 'kv' },
       field('viewers', 'Viewers'), field('bitrate', 'Bitrate'), field('codecs', 'Codecs'),
-      field('resolution', 'Resolution'), field('uptime', 'Uptime'), field('owner', 'Owner')));
+      field('resolution', 'Resolution'), field('uptime', 'Uptime'), field('owner', 'Owner'),
+      field('pushes', 'Restreams')));
 }
 
 function fill(card, s, elapsed) {
@@ -79,6 +81,9 @@ function fill(card, s, elapsed) {
   set('resolution', resolution(s));
   set('uptime', s.live ? duration((s.uptime_seconds || 0) + elapsed) : '—');
   set('owner', s.owner ? s.owner.node : 'this node');
+  // Restreams run on the stream's owner; their targets come redacted.
+  set('pushes', (s.pushes || []).map((p) =>
+    `${p.target} ${p.state}${p.bytes_sent ? ` (${bytes(p.bytes_sent)})` : ''}${p.reconnects ? `, ${p.reconnects} reconnects` : ''}`).join('; ') || '—');
   // The latest keyframe, from any node (meshcast asks the stream's own),
   // every few seconds while the stream is live.
   const img = card.querySelector('[data-field="thumb"]');

@@ -22,6 +22,12 @@ export function bitrate(bps) {
   return Math.round(bps / 1e3) + ' kb/s';
 }
 
+export function bytes(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(2) + ' GB';
+  if (n >= 1e6) return (n / 1e6).toFixed(1) + ' MB';
+  return Math.round(n / 1e3) + ' kB';
+}
+
 export function duration(secs) {
   secs = Math.max(0, Math.floor(secs));
   const h = Math.floor(secs / 3600), m = Math.floor((secs % 3600) / 60), s = secs % 60;

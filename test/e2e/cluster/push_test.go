@@ -3,12 +3,18 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/meshcast/meshcast/internal/testutil"
 	"github.com/meshcast/meshcast/test/e2e/e2eutil"
@@ -28,9 +34,18 @@ func statesOf(t *testing.T, base, name string) []string {
 	}
 	var states []string
 	for _, p := range out.Pushes {
-		states = append(states, p.State)
+		if p.State != "stopped" { // API-added pushes this node does not run
+			states = append(states, p.State)
+		}
 	}
 	return states
+}
+
+// pushing reports whether the node at base runs n pushes of name, all
+// pushing.
+func pushing(t *testing.T, base, name string, n int) bool {
+	s := statesOf(t, base, name)
+	return len(s) == n && !slices.ContainsFunc(s, func(st string) bool { return st != "pushing" })
 }
 
 // TestPushFailover: in a three-node cluster only the stream's owner pushes
@@ -60,11 +75,33 @@ func TestPushFailover(t *testing.T) {
 	e2eutil.WaitLiveHTTP(t, a.HTTPURL, name)
 	// A viewer on B makes B relay the stream: a relay never pushes.
 	e2eutil.PlayRTMP(t, b.RTMPAddr, name).WaitFrames(t, 30, 20*time.Second)
-	testutil.WaitFor(t, 15*time.Second, "A to push", func() bool {
-		s := statesOf(t, a.HTTPURL, name)
-		return len(s) == 1 && s[0] == "pushing"
-	})
+	// A push added through B, which does not own the stream, is kept in
+	// the registry: A, the owner, runs it.
+	apiTarget := fmt.Sprintf("rtmp://127.0.0.1:%d/live/api-copy?key=api-target-key", nginx.Port)
+	req, _ := http.NewRequest(http.MethodPost, b.HTTPURL+"/api/v1/streams/"+name+"/pushes", strings.NewReader(`{"url":"`+apiTarget+`"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST pushes through B: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	testutil.WaitFor(t, 15*time.Second, "A to push to both targets", func() bool { return pushing(t, a.HTTPURL, name, 2) })
 	e2eutil.ProbeCodecs(t, fmt.Sprintf("rtmp://127.0.0.1:%d/%s", nginx.Port, name))
+	e2eutil.ProbeCodecs(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/api-copy", nginx.Port))
+	if _, m := e2eutil.HTTPGet(t, a.HTTPURL+"/metrics"); !strings.Contains(string(m), `meshcast_pushes{state="pushing"} 2`) ||
+		!strings.Contains(string(m), `meshcast_push_bytes_sent_total{push="config-1",stream="live/pushed"}`) || strings.Contains(string(m), "api-target-key") {
+		t.Errorf("A's metrics: want two pushes pushing, the bytes of each, no key:\n%s", grepLines(string(m), "meshcast_push"))
+	}
+	if _, body := e2eutil.HTTPGet(t, b.HTTPURL+"/api/v1/streams/"+name+"/pushes"); strings.Contains(string(body), "api-target-key") {
+		t.Errorf("the pushes API shows a target's key: %s", body)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: red.Addr()})
+	defer rc.Close()
+	keys, _ := rc.Keys(context.Background(), "*pushes*").Result()
+	if len(keys) != 1 {
+		t.Errorf("the registry's pushes records: %v, want one", keys)
+	} else if rec, _ := rc.Get(context.Background(), keys[0]).Result(); strings.Contains(rec, "api-target-key") || strings.Contains(rec, "api-copy") {
+		t.Errorf("the registry's pushes record is not sealed: %q", rec)
+	}
 	for _, n := range []*e2eutil.Proc{b, c} {
 		if s := statesOf(t, n.HTTPURL, name); len(s) != 0 {
 			t.Errorf("%s pushes %v too, want only the owner", n.HTTPURL, s)
@@ -74,12 +111,21 @@ func TestPushFailover(t *testing.T) {
 	a.Kill(t)
 	stop()
 	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://localhost:%d/%s?key=%s", c.RTMPPort, name, key))
-	testutil.WaitFor(t, 20*time.Second, "C, the new owner, to push", func() bool {
-		s := statesOf(t, c.HTTPURL, name)
-		return len(s) == 1 && s[0] == "pushing"
-	})
+	testutil.WaitFor(t, 20*time.Second, "C, the new owner, to push to both targets", func() bool { return pushing(t, c.HTTPURL, name, 2) })
 	e2eutil.ProbeCodecs(t, fmt.Sprintf("rtmp://127.0.0.1:%d/%s", nginx.Port, name))
+	e2eutil.ProbeCodecs(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/api-copy", nginx.Port))
 	if s := statesOf(t, b.HTTPURL, name); len(s) != 0 {
 		t.Errorf("B pushes %v after the failover, want only the new owner", s)
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -4,6 +4,7 @@ package live
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
@@ -56,6 +57,24 @@ func TestSRTPublish(t *testing.T) {
 		t.Errorf("%s: %dx%d %v, want 640x360 h264", read, w, h, err)
 	}
 	e2eutil.ProbeCodecs(t, read)
+	// An SRT viewer is counted like any other, in the API and the metrics.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	viewer := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-i", read, "-c", "copy", "-f", "null", "-")
+	if err := viewer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); viewer.Wait() }()
+	testutil.WaitFor(t, 15*time.Second, "the API and the metrics to count the SRT viewer", func() bool {
+		var info struct {
+			Viewers map[string]int `json:"viewers"`
+		}
+		_, body := e2eutil.HTTPGet(t, n.HTTPURL+"/api/v1/streams/live/srt")
+		_, m := e2eutil.HTTPGet(t, n.HTTPURL+"/metrics")
+		return json.Unmarshal(body, &info) == nil && info.Viewers["srt"] == 1 &&
+			strings.Contains(string(m), `meshcast_viewers{protocol="srt"} 1`) &&
+			strings.Contains(string(m), `meshcast_stream_viewers{protocol="srt",stream="live/srt"} 1`)
+	})
 	v, err := e2eutil.DialRTMPViewer(fmt.Sprintf("127.0.0.1:%d", n.RTMPPort), "live/srt")
 	if err != nil {
 		t.Fatal(err)

@@ -19,15 +19,18 @@ import (
 
 func TestDashboard(t *testing.T) {
 	e2eutil.NeedDashboard(t)
+	nginx := e2eutil.StartNginxRTMP(t, 0) // where the stream is restreamed to
 	n := e2eutil.StartNode(t, func(c *config.Config) {
 		c.NodeID = "dash-node"
 		c.WebModules = filepath.Join(e2eutil.RepoRoot(t), "node_modules")
+		c.PushAllowPrivate = true
+		c.Apps = map[string]config.AppConfig{"live": {Push: []string{fmt.Sprintf("rtmp://127.0.0.1:%d/live/{stream}?key=restream-key", nginx.Port)}}}
 	})
 	const name = "live/dash"
 	whole := t // the publisher outlives the subtests
 
 	t.Run("the stream appears without a reload", func(t *testing.T) {
-		res := e2eutil.Dashboard(t, func() { e2eutil.PublishFFmpegLoop(whole, n.RTMPURL(name)) }, "streams", n.HTTPURL, name)
+		res := e2eutil.Dashboard(t, func() { e2eutil.PublishFFmpegLoop(whole, n.RTMPURL(name)) }, "streams", n.HTTPURL, name, "pushing")
 		f, _ := res["fields"].(map[string]any)
 		if res["sameDocument"] != true {
 			t.Error("the page reloaded")
@@ -36,6 +39,9 @@ func TestDashboard(t *testing.T) {
 			!strings.HasPrefix(fmt.Sprint(f["resolution"]), "640×360") || f["owner"] != "dash-node" ||
 			!strings.HasSuffix(fmt.Sprint(f["bitrate"]), "b/s") || f["uptime"] == "—" {
 			t.Errorf("stream card %v: want h264 and aac, 640×360, a bitrate, an uptime, owner dash-node", f)
+		}
+		if p := fmt.Sprint(f["pushes"]); !strings.Contains(p, fmt.Sprintf("rtmp://127.0.0.1:%d/live/xxx?key=xxx pushing", nginx.Port)) || strings.Contains(p, "restream-key") {
+			t.Errorf("the card's restreams: %q, want the nginx-rtmp target redacted and pushing", p)
 		}
 		if w, _ := res["thumbWidth"].(float64); w != 320 {
 			t.Errorf("the card's thumbnail is %v pixels wide, want the stream's snapshot at 320", res["thumbWidth"])

@@ -90,6 +90,10 @@ func TestWHEP(t *testing.T) {
 		info.Viewers["webrtc"] != 3 || info.ViewersTotal != 3 {
 		t.Errorf("the API counts viewers %v, %d in all; want 3 webrtc: %s", info.Viewers, info.ViewersTotal, body)
 	}
+	if _, m := e2eutil.HTTPGet(t, n.HTTPURL+"/metrics"); !strings.Contains(string(m), `meshcast_viewers{protocol="webrtc"} 3`) ||
+		!strings.Contains(string(m), `meshcast_stream_viewers{protocol="webrtc",stream="live/rtc"} 3`) {
+		t.Errorf("the metrics do not count the 3 WHEP viewers")
+	}
 
 	do := func(method, path string) int {
 		t.Helper()
