@@ -42,15 +42,16 @@ func (a *App) current() config.Config {
 // policy builds the authorization policy of cfg.
 func (a *App) policy(cfg config.Config) (*auth.Policy, error) {
 	return auth.New(auth.Config{
-		PublishAuth:    cfg.PublishAuth,
-		PublishKeys:    cfg.PublishKeys,
-		URLSecret:      cfg.URLSecret,
-		SignedPlayApps: cfg.SignedPlayApps,
-		Hook:           cfg.AuthHook,
-		HookSecret:     cfg.AuthHookSecret,
-		HookTimeout:    cfg.AuthHookTimeout,
-		Node:           a.nodeID,
-		Logger:         a.log,
+		PublishAuth:     cfg.PublishAuth,
+		TrustedNetworks: cfg.PublishTrustedNets(),
+		PublishKeys:     cfg.PublishKeys,
+		URLSecret:       cfg.URLSecret,
+		SignedPlayApps:  cfg.SignedPlayApps,
+		Hook:            cfg.AuthHook,
+		HookSecret:      cfg.AuthHookSecret,
+		HookTimeout:     cfg.AuthHookTimeout,
+		Node:            a.nodeID,
+		Logger:          a.log,
 	})
 }
 

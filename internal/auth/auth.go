@@ -105,6 +105,10 @@ type Config struct {
 	// PublishAuth is ModeLoopback, ModeAlways or ModeOpen. Defaults to
 	// ModeLoopback.
 	PublishAuth string
+	// TrustedNetworks publish without credentials under ModeLoopback, as
+	// loopback does: a container's host reaching it from a bridge
+	// network, a LAN of encoders.
+	TrustedNetworks []netip.Prefix
 	// PublishKeys are PATTERN=KEY entries: PATTERN is an app, APP/STREAM
 	// or a path.Match pattern over APP/STREAM.
 	PublishKeys []string
@@ -272,9 +276,32 @@ func (a *Policy) free(addr netip.Addr) bool {
 	case ModeOpen:
 		return true
 	case ModeLoopback:
-		return addr.IsValid() && addr.Unmap().IsLoopback()
+		if !addr.IsValid() {
+			return false
+		}
+		addr = addr.Unmap()
+		if addr.IsLoopback() {
+			return true
+		}
+		for _, p := range a.cfg.TrustedNetworks {
+			if p.Contains(addr) {
+				return true
+			}
+		}
 	}
 	return false
+}
+
+// Hint returns, for a log line, the settings that would admit a publisher
+// refused with err: attributes to append to the line, none for another
+// refusal. The client is never told: it learns only that it needs a key.
+func Hint(err error) []any {
+	if !errors.Is(err, ErrKeyRequired) {
+		return nil
+	}
+	return []any{"hint", "publish with a key (NAME?key=KEY, keys from --publish-keys), or let the client's network " +
+		"publish without one with --publish-trusted-networks CIDR (e.g. 172.16.0.0/12 for Docker's bridge networks), " +
+		"or --publish-auth open"}
 }
 
 func (a *Policy) checkPlay(req Request) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -109,6 +110,25 @@ func TestPublishModes(t *testing.T) {
 	open := newAuth(t, Config{PublishAuth: ModeOpen})
 	_, err = open.Check(context.Background(), Request{Action: Publish, Name: cam, Remote: remote})
 	wantStatus(t, "open, remote without key", err, 0)
+
+	// A trusted network publishes without a key as loopback does; the
+	// log's hint of a refusal names the settings that would admit it.
+	trusted := newAuth(t, Config{TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("172.16.0.0/12")}})
+	_, err = trusted.Check(context.Background(), Request{Action: Publish, Name: cam, Remote: netip.MustParseAddr("172.17.0.1")})
+	wantStatus(t, "loopback mode, trusted network without key", err, 0)
+	_, err = trusted.Check(context.Background(), Request{Action: Publish, Name: cam, Remote: netip.MustParseAddr("::ffff:172.17.0.1")})
+	wantStatus(t, "loopback mode, trusted network as a mapped IPv6 address", err, 0)
+	_, err = trusted.Check(context.Background(), Request{Action: Publish, Name: cam, Remote: remote})
+	wantStatus(t, "loopback mode, another network without key", err, http.StatusUnauthorized)
+	if h := fmt.Sprint(Hint(err)...); !strings.Contains(h, "--publish-trusted-networks") || !strings.Contains(h, "--publish-keys") {
+		t.Errorf("Hint of a key-less refusal: %q", h)
+	}
+	if h := Hint(ErrBadKey); h != nil {
+		t.Errorf("Hint of a bad key: %v, want none", h)
+	}
+	_, err = newAuth(t, Config{PublishAuth: ModeAlways, TrustedNetworks: trusted.cfg.TrustedNetworks}).Check(context.Background(),
+		Request{Action: Publish, Name: cam, Remote: netip.MustParseAddr("172.17.0.1")})
+	wantStatus(t, "always, trusted network without key", err, http.StatusUnauthorized)
 }
 
 func TestSignedURLs(t *testing.T) {

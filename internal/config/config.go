@@ -302,6 +302,12 @@ type Config struct {
 	// (everybody: only for closed networks). Defaults to "loopback".
 	PublishAuth string `yaml:"publish_auth" reload:"live" usage:"who may publish without credentials: loopback, always (nobody) or open (everybody)"`
 
+	// PublishTrustedNetworks publish without credentials under
+	// --publish-auth loopback, as this machine does: CIDRs or addresses,
+	// e.g. 172.16.0.0/12 for a container's host on Docker's bridge
+	// networks. Defaults to none.
+	PublishTrustedNetworks []string `yaml:"publish_trusted_networks" reload:"live" usage:"CIDRs that publish without credentials under --publish-auth loopback, as this machine does (e.g. 172.16.0.0/12: the host of a Docker container)"`
+
 	// PublishKeys are static publish keys, each PATTERN=KEY. PATTERN is an
 	// app ("live", every stream in it), APP/STREAM, or a pattern with *
 	// ("live/cam*", "*"). Publishers send the key as OBS users type it:
@@ -529,9 +535,15 @@ var PublishAuthModes = []string{"loopback", "always", "open"}
 var Balancers = []string{"least-loaded", "p2c", "affinity", "hash"}
 
 // TrustedNets parses TrustedProxies; Validate has checked them.
-func (c *Config) TrustedNets() []netip.Prefix {
+func (c *Config) TrustedNets() []netip.Prefix { return prefixes(c.TrustedProxies) }
+
+// PublishTrustedNets parses PublishTrustedNetworks; Validate has checked
+// them.
+func (c *Config) PublishTrustedNets() []netip.Prefix { return prefixes(c.PublishTrustedNetworks) }
+
+func prefixes(list []string) []netip.Prefix {
 	var out []netip.Prefix
-	for _, s := range c.TrustedProxies {
+	for _, s := range list {
 		if p, err := parsePrefix(s); err == nil {
 			out = append(out, p)
 		}
@@ -554,61 +566,62 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		RTMPAddr:            ":1935",
-		HTTPAddr:            ":8080",
-		LogLevel:            "info",
-		LogFormat:           "text",
-		PublisherGrace:      5 * time.Second,
-		WriteTimeout:        10 * time.Second,
-		ReadTimeout:         30 * time.Second,
-		MaxLag:              5 * time.Second,
-		MergeWindow:         100 * time.Millisecond,
-		MaxConnections:      10000,
-		HLSSegmentDuration:  time.Second,
-		HLSSegmentCount:     7,
-		Record:              "off",
-		RecordDir:           "recordings",
-		Apps:                map[string]AppConfig{},
-		PublicHost:          "",
-		RedisPrefix:         "meshcast:",
-		NodeTimeout:         5 * time.Second,
-		RelayIdle:           30 * time.Second,
-		Parent:              []string{},
-		Balance:             "least-loaded",
-		TrustedProxies:      []string{},
-		DrainGrace:          30 * time.Second,
-		WebhookURLs:         []string{},
-		MetricsMaxStreams:   100,
-		EventsMaxClients:    10000,
-		WebModules:          "node_modules",
-		PublishAuth:         "loopback",
-		TCPNoDelay:          "auto",
-		PublishKeys:         []string{},
-		SignedPlayApps:      []string{},
-		AuthHookTimeout:     2 * time.Second,
-		CORSOrigins:         []string{"*"},
-		HTTPSAddr:           ":8443",
-		RTMPSAddr:           ":1936",
-		MaxConnectionsPerIP: 256,
-		HandshakeTimeout:    10 * time.Second,
-		VODReplicas:         2,
-		VODMaxUpload:        "8GiB",
-		VODSegmentDuration:  4 * time.Second,
-		CacheSize:           "256MB",
-		TranscodeMax:        2,
-		TranscodeCPUMax:     80,
-		FFmpeg:              "ffmpeg",
-		WebRTCOpus:          true,
-		WebRTCUDPAddr:       ":8189",
-		WebRTCNATIPs:        []string{},
-		WebRTCInterfaces:    []string{},
-		WebRTCICEServers:    []string{},
-		WebRTCTURNTTL:       24 * time.Hour,
-		SRTAddr:             ":8890",
-		RTSPAddr:            ":8554",
-		RTSPSAddr:           ":8322",
-		RTSPUDPRTPAddr:      ":8000",
-		RTSPUDPRTCPAddr:     ":8001",
+		RTMPAddr:               ":1935",
+		HTTPAddr:               ":8080",
+		LogLevel:               "info",
+		LogFormat:              "text",
+		PublisherGrace:         5 * time.Second,
+		WriteTimeout:           10 * time.Second,
+		ReadTimeout:            30 * time.Second,
+		MaxLag:                 5 * time.Second,
+		MergeWindow:            100 * time.Millisecond,
+		MaxConnections:         10000,
+		HLSSegmentDuration:     time.Second,
+		HLSSegmentCount:        7,
+		Record:                 "off",
+		RecordDir:              "recordings",
+		Apps:                   map[string]AppConfig{},
+		PublicHost:             "",
+		RedisPrefix:            "meshcast:",
+		NodeTimeout:            5 * time.Second,
+		RelayIdle:              30 * time.Second,
+		Parent:                 []string{},
+		Balance:                "least-loaded",
+		TrustedProxies:         []string{},
+		PublishTrustedNetworks: []string{},
+		DrainGrace:             30 * time.Second,
+		WebhookURLs:            []string{},
+		MetricsMaxStreams:      100,
+		EventsMaxClients:       10000,
+		WebModules:             "node_modules",
+		PublishAuth:            "loopback",
+		TCPNoDelay:             "auto",
+		PublishKeys:            []string{},
+		SignedPlayApps:         []string{},
+		AuthHookTimeout:        2 * time.Second,
+		CORSOrigins:            []string{"*"},
+		HTTPSAddr:              ":8443",
+		RTMPSAddr:              ":1936",
+		MaxConnectionsPerIP:    256,
+		HandshakeTimeout:       10 * time.Second,
+		VODReplicas:            2,
+		VODMaxUpload:           "8GiB",
+		VODSegmentDuration:     4 * time.Second,
+		CacheSize:              "256MB",
+		TranscodeMax:           2,
+		TranscodeCPUMax:        80,
+		FFmpeg:                 "ffmpeg",
+		WebRTCOpus:             true,
+		WebRTCUDPAddr:          ":8189",
+		WebRTCNATIPs:           []string{},
+		WebRTCInterfaces:       []string{},
+		WebRTCICEServers:       []string{},
+		WebRTCTURNTTL:          24 * time.Hour,
+		SRTAddr:                ":8890",
+		RTSPAddr:               ":8554",
+		RTSPSAddr:              ":8322",
+		RTSPUDPRTPAddr:         ":8000",
+		RTSPUDPRTCPAddr:        ":8001",
 	}
 }
 

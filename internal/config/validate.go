@@ -228,6 +228,11 @@ func (c *Config) validateCluster(v *validator) {
 
 // validateAccess checks who may publish, play and administer.
 func (c *Config) validateAccess(v *validator) {
+	for _, p := range c.PublishTrustedNetworks {
+		if _, err := parsePrefix(p); err != nil {
+			v.bad("PublishTrustedNetworks", "%q is not a CIDR or an IP address", p)
+		}
+	}
 	if c.AdminToken != "" && len(c.AdminToken) < minSecretLen {
 		v.bad("AdminToken", "must be at least %d characters", minSecretLen)
 	}

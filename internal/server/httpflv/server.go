@@ -287,8 +287,10 @@ func logEnd(log *slog.Logger, err error) {
 		log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		log.Warn("play ended: viewer too slow")
-	case errors.Is(err, egress.ErrHungUp), errors.Is(err, context.Canceled):
-		log.Debug("play ended", "err", err)
+	case errors.Is(err, egress.ErrHungUp):
+		log.Info("play ended: viewer left")
+	case errors.Is(err, context.Canceled):
+		log.Info("play ended: session closed")
 	default:
 		log.Info("play ended", "err", err)
 	}

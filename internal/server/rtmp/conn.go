@@ -322,7 +322,7 @@ func (c *conn) authorize(action auth.Action, name streamname.Name, params url.Va
 		Remote: auth.RemoteAddr(c.remote), Protocol: "rtmp",
 	})
 	if err != nil {
-		c.log.Info(string(action)+" refused", "stream", name, "reason", err)
+		c.log.Info(string(action)+" refused", append([]any{"stream", name, "reason", err}, auth.Hint(err)...)...)
 	}
 	return g, err
 }
@@ -504,8 +504,10 @@ func (c *conn) playEnded(rd *stream.Reader, endSession func(), err error) {
 		c.log.Info("play ended: stream ended")
 	case errors.Is(err, stream.ErrSlowReader):
 		c.log.Warn("play ended: player too slow")
-	case errors.Is(err, egress.ErrHungUp), errors.Is(err, context.Canceled):
-		c.log.Debug("play ended", "err", err)
+	case errors.Is(err, egress.ErrHungUp):
+		c.log.Info("play ended: viewer left")
+	case errors.Is(err, context.Canceled):
+		c.log.Info("play ended: session closed")
 	default:
 		c.log.Info("play ended", "err", err)
 	}

@@ -29,7 +29,7 @@ func (h *handler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.R
 	params, given := withPassword(params, ctx.Request)
 	grant, err := s.authorize(auth.Publish, name, params, remote)
 	if err != nil {
-		s.log.Info("publish refused", "remote", remote, "stream", name, "reason", err)
+		s.log.Info("publish refused", append([]any{"remote", remote, "stream", name, "reason", err}, auth.Hint(err)...)...)
 		return refused(err, true, given)
 	}
 	pl, transcoder, err := s.planPublish(ctx.Description)

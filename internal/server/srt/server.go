@@ -169,7 +169,7 @@ func (s *Server) admit(req gosrt.ConnRequest) {
 		grant, err = s.cfg.Auth.Check(ctx, auth.Request{Action: action, Name: name, Params: params, Remote: auth.RemoteAddr(remote), Protocol: "srt"})
 		cancel()
 		if err != nil {
-			s.log.Info(string(action)+" refused", "remote", remote, "stream", name, "reason", err)
+			s.log.Info(string(action)+" refused", append([]any{"remote", remote, "stream", name, "reason", err}, auth.Hint(err)...)...)
 			req.Reject(gosrt.REJX_UNAUTHORIZED)
 			return
 		}

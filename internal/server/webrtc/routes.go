@@ -89,7 +89,7 @@ func (s *Server) serveWHIPRoute(w http.ResponseWriter, r *http.Request) {
 	}
 	grant, err := auth.CheckHTTP(w, r, s.cfg.Auth, auth.Publish, name, "webrtc")
 	if err != nil {
-		s.log.Info("publish refused", "stream", name, "protocol", "webrtc", "remote", r.RemoteAddr, "reason", err)
+		s.log.Info("publish refused", append([]any{"stream", name, "protocol", "webrtc", "remote", r.RemoteAddr, "reason", err}, auth.Hint(err)...)...)
 		return
 	}
 	s.serveWHIP(w, r, name, func(name streamname.Name, remote string) (Publisher, error) {
