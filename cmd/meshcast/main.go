@@ -213,7 +213,7 @@ func newLogger(cfg config.Config, level *slog.LevelVar, w io.Writer) *slog.Logge
 	var l slog.Level
 	l.UnmarshalText([]byte(cfg.LogLevel))
 	level.Set(l)
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: logAttr}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -440,7 +440,13 @@ func (a *App) Idle() bool { return len(a.Hub.List()) == 0 }
 // URLs returns the publish and play URLs for a stream of app "live", for
 // humans: printed at start-up and on the index page.
 func (a *App) URLs(key string) string {
-	ports := web.Ports{RTMP: port(a.RTMPAddr()), HTTP: port(a.HTTPAddr())}
+	ports := web.Ports{RTMP: port(a.RTMPAddr()), HTTP: port(a.HTTPAddr()), WebRTC: a.rtc != nil}
+	if addr := a.SRTAddr(); addr != nil {
+		ports.SRT = port(addr)
+	}
+	if addr := a.RTSPAddr(); addr != nil {
+		ports.RTSP = port(addr)
+	}
 	if addr := a.RTMPSAddr(); addr != nil {
 		ports.RTMPS = port(addr)
 	}

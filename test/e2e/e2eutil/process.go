@@ -214,5 +214,6 @@ func (p *Proc) SRTPort(t *testing.T) int {
 	return port
 }
 
-// srtListening finds the SRT server's start-up line in a text log.
-var srtListening = regexp.MustCompile(`msg="srt listening".* addr=\S+:(\d+)`)
+// srtListening finds the SRT server's start-up line in a text or JSON
+// log (which writes addresses as strings too).
+var srtListening = regexp.MustCompile(`"?msg"?[=:]"srt listening".*"?addr"?[=:]"?[^ ",]+:(\d+)`)

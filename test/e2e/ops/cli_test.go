@@ -36,13 +36,34 @@ func TestServeWithConfigFileAndEnv(t *testing.T) {
 	p := e2eutil.StartProcess(t, "--config", cfg)
 	want := fmt.Sprintf("rtmp://media.example:%d/live/stream", p.RTMPPort)
 	testutil.WaitFor(t, 5e9, "start-up URLs", func() bool { return strings.Contains(p.Stdout.String(), want) })
-	if out := p.Stdout.String(); !strings.Contains(out, "/live/stream.flv") || !strings.Contains(out, "/live/stream.m3u8") {
-		t.Errorf("start-up message lacks play URLs:\n%s", out)
+	out := p.Stdout.String()
+	for _, url := range []string{
+		fmt.Sprintf("http://media.example:%d/\n", p.HTTPPort), // the dashboard
+		"/live/stream.flv", "/live/stream.m3u8",
+		fmt.Sprintf("ws://media.example:%d/live/stream.flv", p.HTTPPort),
+		fmt.Sprintf("srt://media.example:%d?streamid=read:live/stream", p.SRTPort(t)),
+		fmt.Sprintf("srt://media.example:%d?streamid=publish:live/stream", p.SRTPort(t)),
+		fmt.Sprintf("http://media.example:%d/live/stream/whep", p.HTTPPort),
+		fmt.Sprintf("http://media.example:%d/live/stream/whip", p.HTTPPort),
+		"rtsp://media.example:",
+	} {
+		if !strings.Contains(out, url) {
+			t.Errorf("start-up message lacks %q:\n%s", url, out)
+		}
 	}
 	line, _, _ := strings.Cut(p.Stderr.String(), "\n")
 	var rec map[string]any
 	if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] == nil {
 		t.Errorf("log is not JSON as MESHCAST_LOG_FORMAT asked: %q", line)
+	}
+	// Addresses are strings in JSON logs, as in text ones.
+	for l := range strings.SplitSeq(p.Stderr.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "srt listening" {
+			if addr, ok := rec["addr"].(string); !ok || !strings.HasPrefix(addr, "127.0.0.1:") {
+				t.Errorf("the SRT listener's address in a JSON log: %v, want \"127.0.0.1:PORT\"", rec["addr"])
+			}
+		}
 	}
 }
 
