@@ -29,7 +29,7 @@ COPY . .
 COPY --from=web /web/internal/web/dist internal/web/dist
 # VERSION is what "meshcast version" prints (default: from the Git checkout).
 ARG VERSION=""
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" \
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/meshcast/meshcast/internal/buildinfo.Version=${VERSION}" \
 	-o /out/meshcast ./cmd/meshcast
 
 # Run it on a minimal image without a shell or package manager, as a user

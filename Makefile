@@ -4,17 +4,21 @@ PKGS := ./...
 # Let go.mod's toolchain line (a patched Go release) apply even where the
 # installed Go defaults to GOTOOLCHAIN=local; a newer installed Go is used as is.
 export GOTOOLCHAIN ?= auto
+# The version the binary reports: git describe of the checkout, else empty
+# (the binary then reads the revision Go recorded).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS := -X github.com/meshcast/meshcast/internal/buildinfo.Version=$(VERSION)
 
 .PHONY: run test build web vet fuzz bench deps vulncheck
 
 ## run: build the web dashboard and run a complete single node (RTMP :1935,
 ## HTTP :8080, the dashboard at http://localhost:8080/)
 run: web
-	$(GO) run ./cmd/meshcast serve
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/meshcast serve
 
 ## build: build bin/meshcast, its web dashboard embedded
 build: web
-	$(GO) build -o bin/meshcast ./cmd/meshcast
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/meshcast ./cmd/meshcast
 
 ## web: build the web dashboard (web/ -> internal/web/dist, embedded by go
 ## build); npm ci first when node_modules is missing or older than the lock file

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/buildinfo"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/hub"
@@ -88,6 +89,7 @@ func (a *App) startCluster() {
 		HTTPAddr: net.JoinHostPort(host, httpPort),
 		Capacity: capacity,
 		Started:  time.Now().UTC(),
+		Version:  buildinfo.String(),
 	}
 	var relays *cluster.Relays
 	if cfg.ClusterSecret != "" {

@@ -2,8 +2,8 @@ package app
 
 import (
 	"encoding/json"
-	"runtime/debug"
 
+	"github.com/meshcast/meshcast/internal/buildinfo"
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/events"
 	"github.com/meshcast/meshcast/internal/streamname"
@@ -14,7 +14,7 @@ import (
 func (a *App) startEvents(node cluster.NodeID) {
 	srv, err := events.New(events.Config{
 		Node:         string(node),
-		Version:      buildVersion(),
+		Version:      buildinfo.String(),
 		MaxClients:   a.cfg.EventsMaxClients,
 		Redis:        a.cfg.Redis,
 		RedisPrefix:  a.cfg.RedisPrefix,
@@ -57,22 +57,4 @@ func (s eventSource) Viewers(name streamname.Name) events.Counts {
 	rc := st.Stats().ReaderCount
 	return events.Counts{RTMP: rc["rtmp"], FLV: rc["flv"], HLS: s.a.hls.Viewers(name),
 		SRT: rc["srt"], WebRTC: rc["webrtc"], RTSP: rc["rtsp"]}
-}
-
-// buildVersion is the version "hello" reports: the module version or VCS
-// revision the binary was built from, else "dev".
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "dev"
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			return "dev-" + s.Value[:12]
-		}
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	return "dev"
 }

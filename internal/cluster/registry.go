@@ -56,6 +56,8 @@ type Node struct {
 	State    NodeState `json:"state"`
 	Load     Load      `json:"load"`
 	Started  time.Time `json:"started"`
+	// Version is the node's build (buildinfo.String).
+	Version string `json:"version,omitempty"`
 	// StreamViewers are the node's viewers of each stream by protocol,
 	// for its busiest streams (at most --metrics-max-streams), other
 	// nodes' relays not counted.

@@ -116,6 +116,7 @@ func testNode(id NodeID) Node {
 		State:         StateServing,
 		Load:          Load{Viewers: 12, Streams: 2, EgressBPS: 3_000_000, CPU: 0.25},
 		Started:       time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+		Version:       "v1.2.3-4-gabcdef0",
 		StreamViewers: map[streamname.Name]map[string]int{nameA: {"rtmp": 10}, nameB: {"flv": 2}},
 	}
 }

@@ -56,6 +56,10 @@ var (
 	binErr  error
 )
 
+// BinaryVersion is the version MeshcastBinary stamps, as make build stamps
+// git describe's.
+const BinaryVersion = "v0.0.0-e2e"
+
 // MeshcastBinary builds cmd/meshcast once per test process, without the
 // race detector, so tests can measure the server as users run it. The
 // binary goes to the process's media directory: packages running at once
@@ -65,7 +69,8 @@ func MeshcastBinary(t *testing.T) string {
 	d := dir(t)
 	binOnce.Do(func() {
 		binPath = filepath.Join(d, "meshcast")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/meshcast/meshcast/cmd/meshcast").CombinedOutput()
+		out, err := exec.Command("go", "build", "-ldflags", "-X github.com/meshcast/meshcast/internal/buildinfo.Version="+BinaryVersion,
+			"-o", binPath, "github.com/meshcast/meshcast/cmd/meshcast").CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build: %v: %s", err, out)
 		}

@@ -20,8 +20,8 @@ import (
 func TestVersionCommand(t *testing.T) {
 	t.Parallel()
 	out, err := exec.Command(e2eutil.MeshcastBinary(t), "version").CombinedOutput()
-	if err != nil || !strings.HasPrefix(string(out), "meshcast ") {
-		t.Fatalf("meshcast version: %v %q", err, out)
+	if err != nil || string(out) != "meshcast "+e2eutil.BinaryVersion+"\n" {
+		t.Fatalf("meshcast version: %v %q, want the version the build stamped", err, out)
 	}
 }
 
@@ -37,6 +37,17 @@ func TestServeWithConfigFileAndEnv(t *testing.T) {
 	want := fmt.Sprintf("rtmp://media.example:%d/live/stream", p.RTMPPort)
 	testutil.WaitFor(t, 5e9, "start-up URLs", func() bool { return strings.Contains(p.Stdout.String(), want) })
 	out := p.Stdout.String()
+	if !strings.HasPrefix(out, "meshcast "+e2eutil.BinaryVersion+" is running.") {
+		t.Errorf("start-up message without the build's version:\n%s", out)
+	}
+	var nodes struct {
+		Nodes []struct {
+			Version string `json:"version"`
+		} `json:"nodes"`
+	}
+	if _, body := e2eutil.HTTPGet(t, p.HTTPURL+"/api/v1/nodes"); json.Unmarshal(body, &nodes) != nil || len(nodes.Nodes) != 1 || nodes.Nodes[0].Version != e2eutil.BinaryVersion {
+		t.Errorf("/api/v1/nodes: %s, want the node with version %s", body, e2eutil.BinaryVersion)
+	}
 	for _, url := range []string{
 		fmt.Sprintf("http://media.example:%d/\n", p.HTTPPort), // the dashboard
 		"/live/stream.flv", "/live/stream.m3u8",
