@@ -705,7 +705,7 @@ func Load(args []string, env []string) (Config, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return Config{}, flag.ErrHelp
 		}
-		return Config{}, fmt.Errorf("config: %w", err)
+		return Config{}, unknownFlag(err)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
@@ -780,28 +780,19 @@ func envMap(env []string) map[string]string {
 	return m
 }
 
-// Usage writes help for every flag, with its default, to w.
-func Usage(w io.Writer) {
-	def := reflect.ValueOf(Default())
-	fmt.Fprintf(w, "Flags:\n")
-	fmt.Fprintf(w, "  --config file\n    \tYAML configuration file (or %s)\n", ConfigEnv)
-	for _, f := range configFields {
-		if f.fileOnly {
-			fmt.Fprintf(w, "  %s: (YAML file only)\n    \t%s\n", f.yaml, f.usage)
-			continue
-		}
-		name := "--" + f.flag
-		if f.kind != "bool" {
-			name += " " + f.kind
-		}
-		fmt.Fprintf(w, "  %s\n    \t%s (default %s)\n", name, f.usage, f.quoted(def.Field(f.index)))
+// FlagTakesValue reports whether serve's flag name (without dashes) reads
+// the next argument as its value when given without "=": false for a
+// boolean setting, which stands alone, and for a name that is no flag.
+func FlagTakesValue(name string) bool {
+	if name == "config" {
+		return true
 	}
-	fmt.Fprintf(w, "\nEach flag can also be set in the YAML file under its name with dashes turned\n"+
-		"to underscores (max_lag: 2s), or by the environment variable %s<NAME>\n"+
-		"with the name upper-cased (%sMAX_LAG=2s). Flags override the environment,\n"+
-		"which overrides the file, which overrides the defaults. Durations use Go\n"+
-		"syntax such as 5s or 250ms; lists are comma-separated in flags and the\n"+
-		"environment and YAML sequences in the file.\n", EnvPrefix, EnvPrefix)
+	for _, f := range configFields {
+		if f.flag == name && !f.fileOnly {
+			return f.kind != "bool"
+		}
+	}
+	return false
 }
 
 // Redacted returns the effective configuration keyed by YAML key. Durations

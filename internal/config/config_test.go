@@ -994,6 +994,49 @@ func TestNames(t *testing.T) {
 	}
 }
 
+// TestUsageGroups: every flag is in exactly one topic of --help, and the
+// topics name no flag that does not exist.
+func TestUsageGroups(t *testing.T) {
+	seen := map[string]string{}
+	for _, g := range usageGroups {
+		for _, name := range g.flags {
+			if other, ok := seen[name]; ok {
+				t.Errorf("--%s is in %q and %q", name, other, g.title)
+			}
+			seen[name] = g.title
+		}
+	}
+	for _, f := range configFields {
+		if f.fileOnly {
+			continue
+		}
+		if _, ok := seen[f.flag]; !ok {
+			t.Errorf("--%s is in no topic of --help (usageGroups)", f.flag)
+		}
+		delete(seen, f.flag)
+	}
+	for name := range seen {
+		t.Errorf("usageGroups names --%s, which is no flag", name)
+	}
+}
+
+// TestUnknownFlag: an unknown flag is named with its double dash, with the
+// flag it was probably meant to be.
+func TestUnknownFlag(t *testing.T) {
+	for args, want := range map[string]string{
+		"--rtmp-adr=:1":        "unknown flag --rtmp-adr: did you mean --rtmp-addr?",
+		"-publish-key=live=k":  "unknown flag --publish-key: did you mean --publish-keys?",
+		"--clustersecret=x":    "unknown flag --clustersecret: did you mean --cluster-secret?",
+		"--hls-low":            "unknown flag --hls-low: did you mean --hls-low-latency?",
+		"--something-else-x=1": "unknown flag --something-else-x (meshcast serve --help lists them)",
+	} {
+		_, err := Load([]string{args}, nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load(%s): %v, want %q", args, err, want)
+		}
+	}
+}
+
 func TestUsage(t *testing.T) {
 	var b bytes.Buffer
 	Usage(&b)
@@ -1008,7 +1051,7 @@ func TestUsage(t *testing.T) {
 		"--max-connections int",
 		"(default 10000)",
 		`--public-host string`,
-		`(default "")`,
+		"Ingest (publishing):", "Playback:", "Cluster:", "Security:", "Storage (recordings, on demand, cache):", "Observability:",
 		"MESHCAST_<NAME>",
 		"underscores",
 	} {
@@ -1016,9 +1059,14 @@ func TestUsage(t *testing.T) {
 			t.Errorf("Usage output lacks %q:\n%s", want, out)
 		}
 	}
+	for _, noise := range []string{`(default "")`, "(default false)", "(default 0)", "(default [])", "(default 0s)"} {
+		if strings.Contains(out, noise) {
+			t.Errorf("Usage output shows %s", noise)
+		}
+	}
 	for _, f := range configFields {
 		if f.fileOnly {
-			if !strings.Contains(out, "  "+f.yaml+": (YAML file only)") || !strings.Contains(out, f.usage) {
+			if !strings.Contains(out, "  "+f.yaml+":\n") || !strings.Contains(out, f.usage) {
 				t.Errorf("Usage output lacks %s or its meaning", f.yaml)
 			}
 			continue
