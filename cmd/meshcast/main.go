@@ -1,6 +1,7 @@
 // Command meshcast is a distributed live and on-demand streaming server.
 //
 //	meshcast serve [flags]   run a node
+//	meshcast serve --check   validate the configuration and exit
 //	meshcast version         print the version
 package main
 
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -88,14 +90,30 @@ func secondProc(env []string, log *slog.Logger) {
 }
 
 func serve(args, env []string, stdout, stderr io.Writer) int {
+	args, check, err := takeCheck(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshcast:", err)
+		return 2
+	}
 	cfg, err := config.Load(args, env)
 	if errors.Is(err, flag.ErrHelp) {
 		config.Usage(stdout)
+		fmt.Fprintf(stdout, "\nmeshcast serve --check [flags] reads the configuration (the file, the\n"+
+			"environment, the flags and the secret files), validates it as a start\n"+
+			"would, prints \"configuration ok\" or the error, and exits: nothing is\n"+
+			"bound or started.\n")
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "meshcast:", err)
 		return 2
+	}
+	if check {
+		// config.Load has read the file, the environment, the flags and the
+		// secret files, and validated them as a start would: nothing is
+		// bound or started.
+		fmt.Fprintln(stdout, "configuration ok")
+		return 0
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg, level, stderr)
@@ -149,6 +167,37 @@ func serve(args, env []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// takeCheck removes serve's --check flag (also -check, --check=BOOL) from
+// args, as it is no setting that config.Load knows, and reports whether it
+// was set. It reads args as the flag package does: flags end at "--" or at
+// the first argument that is no flag, and the argument after a flag that
+// takes a value is that value, never a flag.
+func takeCheck(args []string) (rest []string, check bool, err error) {
+	rest = make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || a == "-" || !strings.HasPrefix(a, "-") {
+			return append(rest, args[i:]...), check, nil
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if name == "check" {
+			check = true
+			if hasValue {
+				if check, err = strconv.ParseBool(value); err != nil {
+					return nil, false, fmt.Errorf("config: invalid boolean value %q for flag --check", value)
+				}
+			}
+			continue
+		}
+		rest = append(rest, a)
+		if !hasValue && config.FlagTakesValue(name) && i+1 < len(args) {
+			i++
+			rest = append(rest, args[i])
+		}
+	}
+	return rest, check, nil
 }
 
 // drain keeps serving for grace while the node is marked draining, or
