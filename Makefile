@@ -9,7 +9,7 @@ export GOTOOLCHAIN ?= auto
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/meshcast/meshcast/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: run test build web vet fuzz bench deps vulncheck
+.PHONY: run test build image web vet fuzz bench deps vulncheck
 
 ## run: build the web dashboard and run a complete single node (RTMP :1935,
 ## HTTP :8080, the dashboard at http://localhost:8080/)
@@ -19,6 +19,10 @@ run: web
 ## build: build bin/meshcast, its web dashboard embedded
 build: web
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/meshcast ./cmd/meshcast
+
+## image: build the container image meshcast:VERSION (and :latest)
+image:
+	docker build --build-arg VERSION="$(VERSION)" -t meshcast:$(or $(VERSION),dev) -t meshcast:latest .
 
 ## web: build the web dashboard (web/ -> internal/web/dist, embedded by go
 ## build); npm ci first when node_modules is missing or older than the lock file

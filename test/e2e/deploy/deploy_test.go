@@ -88,11 +88,12 @@ func needServeFlags(t *testing.T, names ...string) {
 
 // composeService is the part of a compose service the tests read.
 type composeService struct {
-	Build   any    `yaml:"build"`
-	Image   string `yaml:"image"`
-	Command any    `yaml:"command"`
-	Ports   []any  `yaml:"ports"`
-	Volumes []any  `yaml:"volumes"`
+	Build    any      `yaml:"build"`
+	Image    string   `yaml:"image"`
+	Command  any      `yaml:"command"`
+	Ports    []any    `yaml:"ports"`
+	Volumes  []any    `yaml:"volumes"`
+	Profiles []string `yaml:"profiles"`
 }
 
 type composeFile struct {
@@ -104,6 +105,28 @@ type composeFile struct {
 			} `yaml:"config"`
 		} `yaml:"ipam"`
 	} `yaml:"networks"`
+}
+
+// publishedPorts returns a service's port mappings as
+// PUBLISHED:TARGET/PROTO strings.
+func publishedPorts(ports []any) []string {
+	var out []string
+	for _, p := range ports {
+		switch p := p.(type) {
+		case string:
+			if !strings.Contains(p, "/") {
+				p += "/tcp"
+			}
+			out = append(out, p)
+		case map[string]any:
+			proto, _ := p["protocol"].(string)
+			if proto == "" {
+				proto = "tcp"
+			}
+			out = append(out, fmt.Sprintf("%v:%v/%s", p["published"], p["target"], proto))
+		}
+	}
+	return out
 }
 
 // composeArgs returns a compose command, in list or string form, as a list.
@@ -228,6 +251,19 @@ func TestComposeFile(t *testing.T) {
 				t.Errorf("%s: --trusted-proxies %v does not cover the compose network %v", name, trusted, sn)
 			}
 		}
+		// WebRTC media reaches the node at its own UDP port, published as
+		// is, and at the host's address.
+		udp := strings.TrimPrefix(one("--webrtc-udp-addr"), ":")
+		if !slices.Contains(publishedPorts(s.Ports), udp+":"+udp+"/udp") {
+			t.Errorf("%s: --webrtc-udp-addr :%s is not published as %s:%s/udp (ports %v)", name, udp, udp, udp, s.Ports)
+		}
+		if v := one("--webrtc-nat-ips"); !strings.Contains(v, "MESHCAST_PUBLIC_IP") {
+			t.Errorf("%s: --webrtc-nat-ips %q, want the host's address from MESHCAST_PUBLIC_IP", name, v)
+		}
+		// Publishers on the Docker host come from the network's gateway.
+		if v := one("--publish-trusted-networks"); len(subnets) > 0 && v != subnets[0].Addr().Next().String()+"/32" {
+			t.Errorf("%s: --publish-trusted-networks %q, want the compose network's gateway alone", name, v)
+		}
 		// Built from the repository's Dockerfile.
 		b, _ := s.Build.(map[string]any)
 		ctx, _ := b["context"].(string)
@@ -239,6 +275,15 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("%s: no build context", name)
 		} else if got, want := filepath.Join(deployDir, ctx, df), repoPath(t, "Dockerfile"); got != want {
 			t.Errorf("%s: built from %s, want %s", name, got, want)
+		}
+	}
+
+	if !slices.Contains(publishedPorts(cf.Services["meshcast-1"].Ports), "8890:8890/udp") {
+		t.Errorf("no node publishes SRT (8890/udp)")
+	}
+	for _, name := range []string{"prometheus", "grafana"} {
+		if p := cf.Services[name].Profiles; !slices.Equal(p, []string{"monitoring"}) {
+			t.Errorf("%s: profiles %v, want [monitoring]", name, p)
 		}
 	}
 
@@ -324,6 +369,24 @@ func TestComposeFile(t *testing.T) {
 	}
 	if u, _, _ := strings.Cut(user, ":"); u == "" || u == "root" || u == "0" {
 		t.Errorf("Dockerfile: the image runs as %q, want a user without privileges", user)
+	}
+	// The last stage has Debian's ffmpeg (transcoding, WebRTC audio) and
+	// volumes for recordings and on-demand files, and sets only settings
+	// meshcast has.
+	last := readRepoFile(t, "Dockerfile")
+	last = last[strings.LastIndex(last, "\nFROM "):]
+	if !regexp.MustCompile(`apt-get install[^\n]*\bffmpeg\b`).MatchString(last) {
+		t.Errorf("Dockerfile: the image's stage installs no ffmpeg")
+	}
+	for _, dir := range []string{"/var/lib/meshcast/recordings", "/var/lib/meshcast/vod"} {
+		if !strings.Contains(last, `"`+dir+`"`) || !regexp.MustCompile(`(?m)^VOLUME .*`+regexp.QuoteMeta(dir)).MatchString(last) {
+			t.Errorf("Dockerfile: no VOLUME %s", dir)
+		}
+	}
+	for _, m := range regexp.MustCompile(`MESHCAST_([A-Z0-9_]+)=`).FindAllStringSubmatch(last, -1) {
+		if f := "--" + strings.ToLower(strings.ReplaceAll(m[1], "_", "-")); !help[f] {
+			t.Errorf("Dockerfile: ENV MESHCAST_%s is no setting (%s)", m[1], f)
+		}
 	}
 	if entrypoint != `["meshcast"]` || cmd != `["serve"]` {
 		t.Errorf("Dockerfile: ENTRYPOINT %s CMD %s, want [\"meshcast\"] and [\"serve\"]", entrypoint, cmd)
