@@ -45,7 +45,12 @@ type Memory struct {
 	claimCalls int // sweeps of expired epochs are counted in claims
 	relays     map[streamname.Name]map[NodeID]memRelay
 	infos      map[streamname.Name]memInfo
-	pushes     map[streamname.Name][]byte
+	// swept and infosSwept are when expired records, and expired stream
+	// records, were last dropped: at most once a NodeTimeout, so a
+	// registry of many nodes and streams is not scanned whole on every
+	// heartbeat and every renewal.
+	swept, infosSwept time.Time
+	pushes            map[streamname.Name][]byte
 
 	feed claimFeed
 }
@@ -116,8 +121,12 @@ func (m *Memory) Heartbeat(_ context.Context, n Node) error {
 	m.nodes[n.ID] = memNode{node: n, expires: now.Add(m.timeout)}
 	// Heartbeats come regularly from every node, which makes them the
 	// place to drop whatever expired and is never looked at again (the
-	// relays of a stream that ended, say), so memory stays bounded.
-	m.sweepLocked(now)
+	// relays of a stream that ended, say), so memory stays bounded: at
+	// most what two NodeTimeouts write.
+	if !now.Before(m.swept.Add(m.timeout)) {
+		m.sweepLocked(now)
+		m.swept = now
+	}
 	return nil
 }
 
@@ -407,10 +416,13 @@ func (m *Memory) SetStreamInfo(_ context.Context, name streamname.Name, info Str
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for n, i := range m.infos { // drop the expired as new ones come
-		if !now.Before(i.expires) {
-			delete(m.infos, n)
+	if !now.Before(m.infosSwept.Add(m.timeout)) { // drop the expired as new ones come
+		for n, i := range m.infos {
+			if !now.Before(i.expires) {
+				delete(m.infos, n)
+			}
 		}
+		m.infosSwept = now
 	}
 	m.infos[name] = memInfo{info: info, expires: now.Add(m.timeout)}
 	return nil

@@ -252,30 +252,56 @@ func (m *Relays) Path(name streamname.Name) []NodeID {
 	return p
 }
 
-// choose finds the node to pull r's stream from: a live parent, else (in a
-// mesh) a peer relaying it from its owner, same region first, else the
-// owner itself; only the owner when direct. A node in r's via chain is
-// never chosen but as the owner.
+// choose finds the node to pull r's stream from (ChooseUpstream).
 func (m *Relays) choose(ctx context.Context, r *relay, direct bool) (Node, error) {
-	name := r.name
-	reg := m.cfg.Registry
+	return ChooseUpstream(ctx, m.cfg.Registry, r.name, UpstreamQuery{
+		Self:    m.cfg.Self,
+		Region:  m.cfg.Region,
+		Parents: m.cfg.Parents,
+		Mesh:    m.cfg.Mesh,
+		Via:     r.via,
+		Direct:  direct,
+	})
+}
+
+// UpstreamQuery is a node asking where to pull a stream from.
+type UpstreamQuery struct {
+	// Self, Region, Parents and Mesh are the asking node's (RelayConfig).
+	Self    NodeID
+	Region  string
+	Parents []NodeID
+	Mesh    bool
+	// Via is the chain of nodes the pull that asked for the stream passed
+	// (ParseVia): none of them is chosen but as the owner.
+	Via []NodeID
+	// Direct asks for the owner only: an upstream answered that a pull
+	// looped (ErrLoop).
+	Direct bool
+}
+
+// ChooseUpstream is how a relay picks the one node it pulls name from,
+// reading only reg: a live, serving parent (the first of q.Parents), else
+// with q.Mesh a peer relaying name straight from its owner, same region
+// first, else the owner itself. ErrNotFound when name has no owner or q.Self
+// owns it. Relays calls it; so does the cluster simulation (internal/sim).
+func ChooseUpstream(ctx context.Context, reg Registry, name streamname.Name, q UpstreamQuery) (Node, error) {
 	owner, err := reg.Owner(ctx, name)
 	if err != nil {
 		return Node{}, err
 	}
-	if owner.Node == m.cfg.Self {
+	if owner.Node == q.Self {
 		return Node{}, fmt.Errorf("%w: %s is owned by this node", ErrNotFound, name)
 	}
-	for _, p := range m.cfg.Parents {
-		if direct || p == m.cfg.Self || slices.Contains(r.via, p) {
+	for _, p := range q.Parents {
+		if q.Direct || p == q.Self || slices.Contains(q.Via, p) {
 			continue
 		}
 		if n, err := reg.Node(ctx, p); err == nil && n.State == StateServing {
 			return n, nil
 		}
 	}
-	if m.cfg.Mesh && !direct {
-		if n, ok := m.peer(ctx, name, owner.Node); ok && !slices.Contains(r.via, n.ID) {
+	if q.Mesh && !q.Direct {
+		if n, ok := meshPeer(ctx, reg, name, owner.Node, q.Self, q.Region); ok && !slices.Contains(q.Via, n.ID) {
 			return n, nil
 		}
 	}
@@ -286,23 +312,24 @@ func (m *Relays) choose(ctx context.Context, r *relay, direct bool) (Node, error
 	return n, nil
 }
 
-// peer picks a live node relaying name straight from its owner. Pulling
-// only from such first-tier relays keeps a mesh free of cycles.
-func (m *Relays) peer(ctx context.Context, name streamname.Name, owner NodeID) (Node, bool) {
-	relays, err := m.cfg.Registry.Relays(ctx, name)
+// meshPeer picks a live node other than self relaying name straight from
+// its owner, in region first. Pulling only from such first-tier relays
+// keeps a mesh free of cycles.
+func meshPeer(ctx context.Context, reg Registry, name streamname.Name, owner, self NodeID, region string) (Node, bool) {
+	relays, err := reg.Relays(ctx, name)
 	if err != nil {
 		return Node{}, false
 	}
 	var other Node
 	for _, r := range relays {
-		if r.Upstream != owner || r.Node == m.cfg.Self {
+		if r.Upstream != owner || r.Node == self {
 			continue
 		}
-		n, err := m.cfg.Registry.Node(ctx, r.Node)
+		n, err := reg.Node(ctx, r.Node)
 		if err != nil || n.State != StateServing {
 			continue
 		}
-		if n.Region == m.cfg.Region {
+		if n.Region == region {
 			return n, true
 		}
 		if other.ID == "" {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -58,12 +57,17 @@ const affinityCap = 0.8
 
 // NewSelector returns the selector of the given name: least-loaded, p2c,
 // affinity or hash.
-func NewSelector(name string) (Selector, error) {
+func NewSelector(name string) (Selector, error) { return NewSeededSelector(name, nil) }
+
+// NewSeededSelector is NewSelector with the random choices of p2c drawn
+// from rnd, so a simulation repeats itself for a given seed; nil draws from
+// the process's generator. A selector with its own rnd is for one goroutine.
+func NewSeededSelector(name string, rnd *rand.Rand) (Selector, error) {
 	switch name {
 	case "least-loaded", "":
 		return leastLoaded{}, nil
 	case "p2c":
-		return powerOfTwo{}, nil
+		return powerOfTwo{rnd: rnd}, nil
 	case "affinity":
 		return affinity{}, nil
 	case "hash":
@@ -72,29 +76,64 @@ func NewSelector(name string) (Selector, error) {
 	return nil, fmt.Errorf("cluster: unknown balancer %q", name)
 }
 
+// Selectors are the names NewSelector knows, the default first.
+var Selectors = []string{"least-loaded", "p2c", "affinity", "hash"}
+
+// lessLoaded orders candidates by load, then egress, then ID.
+func lessLoaded(a, b *Candidate) int {
+	return cmp.Or(cmp.Compare(a.Score(), b.Score()), cmp.Compare(a.Load.EgressBPS, b.Load.EgressBPS), cmp.Compare(a.ID, b.ID))
+}
+
+// leastLoadedOf returns the index of the least loaded candidate for which
+// ok holds (every one when ok is nil), or -1. Candidates are compared in
+// place: a router may weigh thousands of them for every viewer.
+func leastLoadedOf(cands []Candidate, ok func(*Candidate) bool) int {
+	best := -1
+	for i := range cands {
+		c := &cands[i]
+		if ok != nil && !ok(c) {
+			continue
+		}
+		if best < 0 || lessLoaded(c, &cands[best]) < 0 {
+			best = i
+		}
+	}
+	return best
+}
+
 // leastLoaded picks the candidate with the lowest load.
 type leastLoaded struct{}
 
 func (leastLoaded) Select(_ RouteRequest, cands []Candidate) Candidate {
-	return slices.MinFunc(cands, func(a, b Candidate) int {
-		return cmp.Or(cmp.Compare(a.Score(), b.Score()), cmp.Compare(a.Load.EgressBPS, b.Load.EgressBPS), cmp.Compare(a.ID, b.ID))
-	})
+	return cands[leastLoadedOf(cands, nil)]
 }
 
 // powerOfTwo picks the less loaded of two random candidates: near
 // least-loaded balance without every router herding onto one node.
-type powerOfTwo struct{}
+type powerOfTwo struct {
+	rnd *rand.Rand // nil: the process's generator
+}
 
-func (powerOfTwo) Select(req RouteRequest, cands []Candidate) Candidate {
+func (p powerOfTwo) intN(n int) int {
+	if p.rnd == nil {
+		return rand.IntN(n)
+	}
+	return p.rnd.IntN(n)
+}
+
+func (p powerOfTwo) Select(req RouteRequest, cands []Candidate) Candidate {
 	if len(cands) < 2 {
 		return cands[0]
 	}
-	i := rand.IntN(len(cands))
-	j := rand.IntN(len(cands) - 1)
+	i := p.intN(len(cands))
+	j := p.intN(len(cands) - 1)
 	if j >= i {
 		j++
 	}
-	return leastLoaded{}.Select(req, []Candidate{cands[i], cands[j]})
+	if lessLoaded(&cands[j], &cands[i]) < 0 {
+		return cands[j]
+	}
+	return cands[i]
 }
 
 // affinity keeps viewers of a stream on the nodes that have it already
@@ -102,14 +141,8 @@ func (powerOfTwo) Select(req RouteRequest, cands []Candidate) Candidate {
 type affinity struct{}
 
 func (affinity) Select(req RouteRequest, cands []Candidate) Candidate {
-	var warm []Candidate
-	for _, c := range cands {
-		if c.HasStream && c.Score() < affinityCap {
-			warm = append(warm, c)
-		}
-	}
-	if len(warm) > 0 {
-		return leastLoaded{}.Select(req, warm)
+	if i := leastLoadedOf(cands, func(c *Candidate) bool { return c.HasStream && c.Score() < affinityCap }); i >= 0 {
+		return cands[i]
 	}
 	return leastLoaded{}.Select(req, cands)
 }
@@ -120,22 +153,38 @@ func (affinity) Select(req RouteRequest, cands []Candidate) Candidate {
 type rendezvous struct{}
 
 func (rendezvous) Select(req RouteRequest, cands []Candidate) Candidate {
-	return slices.MaxFunc(cands, func(a, b Candidate) int {
-		return cmp.Compare(RendezvousHash(a.ID, string(req.Stream)), RendezvousHash(b.ID, string(req.Stream)))
-	})
+	best, bestScore := 0, uint64(0)
+	for i := range cands {
+		// Ties of 64-bit hashes go to the first candidate.
+		if s := RendezvousHash(cands[i].ID, string(req.Stream)); i == 0 || s > bestScore {
+			best, bestScore = i, s
+		}
+	}
+	return cands[best]
 }
+
+// FNV-1a, 64 bits (hash/fnv), inline: RendezvousHash runs once per node
+// for every viewer a hash router places, and hash/fnv's state escapes.
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
 
 // RendezvousHash is node id's score for key under rendezvous (highest
 // random weight) hashing: every node that ranks nodes by it for a key
 // agrees on the order, and a node leaving moves only its own keys. Live
 // streams (the hash selector) and on-demand assets (their owners) are
-// placed by it.
+// placed by it. It is FNV-1a of id, a zero byte and key.
 func RendezvousHash(id NodeID, key string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	h.Write([]byte{0})
-	h.Write([]byte(key))
-	return h.Sum64()
+	h := uint64(fnvOffset64)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint64(id[i])) * fnvPrime64
+	}
+	h *= fnvPrime64 // the zero byte: h ^ 0 == h
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint64(key[i])) * fnvPrime64
+	}
+	return h
 }
 
 // LeastCPU picks the candidate using the least of its CPU, then the lowest
@@ -190,7 +239,7 @@ func (r *Router) Route(ctx context.Context, req RouteRequest) (Node, error) {
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var all, room, local []Candidate
+	all := make([]Candidate, 0, len(nodes))
 	for _, n := range nodes {
 		if n.State != StateServing {
 			continue
@@ -200,33 +249,57 @@ func (r *Router) Route(ctx context.Context, req RouteRequest) (Node, error) {
 			p = pending{seen: n.Seen} // a new heartbeat counts them already
 			r.pending[n.ID] = p
 		}
-		c := Candidate{Node: n, HasStream: has[n.ID], Pending: p.n}
-		all = append(all, c)
-		if !c.full() {
-			room = append(room, c)
-			if req.Region != "" && n.Region == req.Region {
-				local = append(local, c)
-			}
-		}
+		all = append(all, Candidate{Node: n, HasStream: has[n.ID], Pending: p.n})
 	}
-	if len(all) == 0 {
-		return Node{}, ErrNoNode
+	c, err := Pick(r.sel, req, all)
+	if err != nil {
+		return Node{}, err
 	}
-	cands := room
-	switch {
-	case len(local) > 0:
-		cands = local
-	case len(room) == 0:
-		cands = all // every node is full: spread the overload
-	}
-	c := r.sel.Select(req, cands)
 	p := r.pending[c.ID]
 	p.n++
 	r.pending[c.ID] = p
-	for id := range r.pending { // forget nodes that left
-		if !slices.ContainsFunc(nodes, func(n Node) bool { return n.ID == id }) {
+	for id := range r.pending { // forget nodes that left (nodes is sorted by ID)
+		if _, ok := slices.BinarySearchFunc(nodes, id, func(n Node, id NodeID) int { return cmp.Compare(n.ID, id) }); !ok {
 			delete(r.pending, id)
 		}
 	}
 	return c.Node, nil
+}
+
+// Pick is a route's decision once the registry has been read: cands are the
+// serving nodes, each with HasStream and Pending filled in. Full nodes are
+// left out unless every node is full (the overload is then spread over
+// all), nodes of req.Region come first when it has any with room, and sel
+// picks among the rest. Pick reorders cands: those it offers sel come
+// first, in their order. ErrNoNode when cands is empty.
+func Pick(sel Selector, req RouteRequest, cands []Candidate) (Candidate, error) {
+	if len(cands) == 0 {
+		return Candidate{}, ErrNoNode
+	}
+	room := partition(cands, func(c *Candidate) bool { return !c.full() })
+	if room == 0 {
+		return sel.Select(req, cands), nil // every node is full: spread the overload
+	}
+	if req.Region != "" {
+		if local := partition(cands[:room], func(c *Candidate) bool { return c.Region == req.Region }); local > 0 {
+			return sel.Select(req, cands[:local]), nil
+		}
+	}
+	return sel.Select(req, cands[:room]), nil
+}
+
+// partition moves the candidates for which ok holds to the front, keeping
+// their order, and returns how many there are. It moves nothing when ok
+// holds for all: the common case costs no copy.
+func partition(cands []Candidate, ok func(*Candidate) bool) int {
+	n := 0
+	for i := range cands {
+		if ok(&cands[i]) {
+			if i != n {
+				cands[i], cands[n] = cands[n], cands[i]
+			}
+			n++
+		}
+	}
+	return n
 }
