@@ -133,7 +133,7 @@ func TestRecordingWiring(t *testing.T) {
 	rec := httptest.NewRecorder()
 	a.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
-	for _, want := range []string{"meshcast_recordings_active 0", "meshcast_recordings_finished_total 2", "meshcast_recordings_failed_total 0"} {
+	for _, want := range []string{"meshcast_recordings_active 0", "meshcast_recordings_finished_total 2", `meshcast_recordings_failed_total{reason="disk_full"} 0`, `meshcast_recordings_failed_total{reason="io_error"} 0`} {
 		if !strings.Contains(string(body), want+"\n") {
 			t.Errorf("/metrics has no %q", want)
 		}

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/diskfull"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
@@ -114,7 +115,40 @@ type Stats struct {
 	Active   int    // recordings being written
 	Bytes    uint64 // bytes written to recordings, all together
 	Finished uint64 // recordings finished, recovered ones included
-	Failed   uint64 // recordings ended early by an error (a slow disk, a write error)
+	Failed   uint64 // recordings ended early by an error, all reasons together
+	// FailedBy counts the failed recordings by reason.
+	FailedBy map[Reason]uint64
+}
+
+// Reason is why a recording failed, the reason label of
+// meshcast_recordings_failed_total.
+type Reason string
+
+// Reasons a recording fails.
+const (
+	// ReasonDiskFull: the file system refused to grow the file (ENOSPC,
+	// EDQUOT, or EFBIG past RLIMIT_FSIZE). The file keeps every complete
+	// tag written before.
+	ReasonDiskFull Reason = "disk_full"
+	// ReasonSlowDisk: the disk kept falling behind the stream.
+	ReasonSlowDisk Reason = "slow_disk"
+	// ReasonIOError: any other error creating, writing or renaming the
+	// file.
+	ReasonIOError Reason = "io_error"
+)
+
+// Reasons lists every Reason, in the order metrics show them.
+var Reasons = []Reason{ReasonDiskFull, ReasonSlowDisk, ReasonIOError}
+
+// reasonOf classifies the error that ended a recording.
+func reasonOf(err error) Reason {
+	switch {
+	case diskfull.Is(err):
+		return ReasonDiskFull
+	case errors.Is(err, stream.ErrSlowReader):
+		return ReasonSlowDisk
+	}
+	return ReasonIOError
 }
 
 // Recorder records the streams published to a node.
@@ -132,7 +166,8 @@ type Recorder struct {
 	// recordings never take one name.
 	names sync.Mutex
 
-	bytes, finished, failed atomic.Uint64
+	bytes, finished atomic.Uint64
+	failed          [3]atomic.Uint64 // by reason, indexed as Reasons
 }
 
 // New creates the directory, recovers the .part files a crash left in it
@@ -278,7 +313,24 @@ func (r *Recorder) Stats() Stats {
 	r.mu.Lock()
 	n := len(r.active)
 	r.mu.Unlock()
-	return Stats{Active: n, Bytes: r.bytes.Load(), Finished: r.finished.Load(), Failed: r.failed.Load()}
+	st := Stats{Active: n, Bytes: r.bytes.Load(), Finished: r.finished.Load(), FailedBy: make(map[Reason]uint64, len(Reasons))}
+	for i, reason := range Reasons {
+		v := r.failed[i].Load()
+		st.FailedBy[reason] = v
+		st.Failed += v
+	}
+	return st
+}
+
+// fail counts a failed recording.
+func (r *Recorder) fail(reason Reason) {
+	for i, x := range Reasons {
+		if x == reason {
+			r.failed[i].Add(1)
+			return
+		}
+	}
+	r.failed[len(r.failed)-1].Add(1)
 }
 
 // Close stops every recording, finishes their files and waits. Nothing

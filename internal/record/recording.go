@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/diskfull"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -91,8 +92,12 @@ func (rec *recording) run(ctx context.Context) *Done {
 	log := r.log.With("stream", rec.name, "session", rec.sess.ID)
 	f, name, err := r.create(baseName(rec.name, rec.sess.Started))
 	if err != nil {
-		r.failed.Add(1)
-		log.Error("recording not started", "err", err)
+		r.fail(reasonOf(err))
+		if errno := diskfull.Errno(err); errno != "" {
+			log.Error("recording not started: disk full", "dir", r.dir, "errno", errno, "err", err)
+		} else {
+			log.Error("recording not started", "err", err)
+		}
 		return nil
 	}
 	rec.mu.Lock()
@@ -104,22 +109,30 @@ func (rec *recording) run(ctx context.Context) *Done {
 	w := &writer{f: f, bw: bufio.NewWriterSize(f, bufferSize), after: rec.after, skipOld: rec.resumed, lastFlush: time.Now(), count: rec.count}
 	err = rec.copy(ctx, w)
 	slow := errors.Is(err, stream.ErrSlowReader)
-	switch {
-	case err == nil:
-	case slow:
-		log.Warn("recording stopped early: the disk kept falling behind the stream", "err", err)
-	default:
-		log.Error("recording stopped early", "err", err)
-	}
 	werr := w.close()
-	if werr != nil && err == nil {
-		log.Error("recording not written in full", "err", werr)
-	}
-	failed := err != nil || werr != nil
-	if failed {
-		r.failed.Add(1)
-	}
 	part := f.Name()
+	// One line says why a recording failed: the copy's error, or the
+	// final flush's when the copy ended well.
+	cause := err
+	if cause == nil {
+		cause = werr
+	}
+	failed := cause != nil
+	switch errno := diskfull.Errno(cause); {
+	case cause == nil:
+	case errno != "":
+		// The stream and its viewers go on; the file keeps what fitted.
+		log.Error("recording stopped: disk full", "path", part, "errno", errno, "err", cause)
+	case slow:
+		log.Warn("recording stopped early: the disk kept falling behind the stream", "err", cause)
+	case err == nil:
+		log.Error("recording not written in full", "err", cause)
+	default:
+		log.Error("recording stopped early", "err", cause)
+	}
+	if failed {
+		r.fail(reasonOf(cause))
+	}
 	if !w.started {
 		os.Remove(part)
 		log.Info("recording ended without media: no file kept")
@@ -129,8 +142,13 @@ func (rec *recording) run(ctx context.Context) *Done {
 	if werr != nil || err != nil && !slow {
 		// A failed write may have left a torn tag at the end.
 		sc, rerr := repair(part)
-		if rerr != nil || sc.tags == 0 {
+		if rerr != nil {
 			log.Error("recording lost", "err", rerr, "path", part)
+			return nil
+		}
+		if sc.tags == 0 {
+			os.Remove(part)
+			log.Info("recording ended before its first complete tag: no file kept")
 			return nil
 		}
 		bytes, dur = sc.size, sc.duration()
@@ -138,7 +156,7 @@ func (rec *recording) run(ctx context.Context) *Done {
 	final, err := r.finish(name)
 	if err != nil {
 		if !failed {
-			r.failed.Add(1)
+			r.fail(reasonOf(err))
 		}
 		log.Error("recording not renamed: it stays a .part file until the next start", "err", err)
 		return nil

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/diskfull"
 	"github.com/meshcast/meshcast/internal/httpfront"
 )
 
@@ -69,6 +70,8 @@ func status(err error) (int, string) {
 		return http.StatusUnsupportedMediaType, err.Error()
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error()
+	case errors.Is(err, ErrStorageFull):
+		return http.StatusInsufficientStorage, "not enough storage for the file"
 	case errors.Is(err, ErrTooLargeToRemux):
 		return http.StatusUnprocessableEntity, err.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -323,9 +326,12 @@ func (l *Library) store(w http.ResponseWriter, r *http.Request, file string, bod
 		if errors.Is(err, ErrTooLarge) {
 			msg = fmt.Sprintf("uploads are limited to %d bytes", l.cfg.MaxUpload)
 		}
-		if code == http.StatusInternalServerError {
+		switch code {
+		case http.StatusInternalServerError:
 			l.log.Warn("vod: upload failed", "file", file, "err", err)
 			msg = "the upload could not be stored"
+		case http.StatusInsufficientStorage:
+			l.log.Warn("vod: upload refused: disk full; nothing of it kept", "file", file, "errno", diskfull.Errno(err), "err", err)
 		}
 		writeJSONError(w, code, "upload_refused", msg)
 		return

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/diskfull"
 )
 
 // Object is a file of a Storage.
@@ -41,7 +43,8 @@ type Storage interface {
 	// at once and whole, or not at all. More than limit bytes fail with
 	// ErrTooLarge and store nothing; so does an error of check, which is
 	// given the whole file before it replaces anything. A non-zero modTime
-	// is kept as the object's.
+	// is kept as the object's. A storage without room for the file fails
+	// with ErrStorageFull, and keeps nothing of it.
 	Put(ctx context.Context, name string, r io.Reader, limit int64, modTime time.Time, check func(File, int64) error) (Object, error)
 	// Delete removes an object; fs.ErrNotExist when there is none.
 	Delete(ctx context.Context, name string) error
@@ -49,6 +52,19 @@ type Storage interface {
 
 // ErrTooLarge refuses an upload over the size limit.
 var ErrTooLarge = errors.New("vod: file over the size limit")
+
+// ErrStorageFull refuses an upload the storage has no room for (a full
+// file system, a quota, a file size limit). Nothing of it is kept.
+var ErrStorageFull = errors.New("vod: not enough storage for the file")
+
+// storageErr wraps err, marking the errors of a storage without room with
+// ErrStorageFull.
+func storageErr(err error) error {
+	if diskfull.Is(err) {
+		return fmt.Errorf("%w: %w", ErrStorageFull, err)
+	}
+	return fmt.Errorf("vod: %w", err)
+}
 
 // Dir is a Storage in a local directory. Every file operation goes through
 // an os.Root, so no name reaches outside the directory, symbolic links
@@ -123,7 +139,7 @@ func (d *Dir) Put(ctx context.Context, name string, r io.Reader, limit int64, mo
 	tmp := ".upload-" + hex.EncodeToString(rnd[:])
 	f, err := d.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return Object{}, fmt.Errorf("vod: %w", err)
+		return Object{}, storageErr(err)
 	}
 	done := false
 	defer func() {
@@ -134,6 +150,9 @@ func (d *Dir) Put(ctx context.Context, name string, r io.Reader, limit int64, mo
 	}()
 	n, err := io.Copy(f, io.LimitReader(ctxReader{ctx, r}, limit+1))
 	if err != nil {
+		if diskfull.Is(err) {
+			return Object{}, fmt.Errorf("%w: %d bytes written: %w", ErrStorageFull, n, err)
+		}
 		return Object{}, fmt.Errorf("vod: upload: %w", err)
 	}
 	if n > limit {
@@ -145,18 +164,18 @@ func (d *Dir) Put(ctx context.Context, name string, r io.Reader, limit int64, mo
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return Object{}, fmt.Errorf("vod: %w", err)
+		return Object{}, storageErr(err)
 	}
 	if err := f.Close(); err != nil {
-		return Object{}, fmt.Errorf("vod: %w", err)
+		return Object{}, storageErr(err)
 	}
 	if !modTime.IsZero() {
 		if err := d.root.Chtimes(tmp, modTime, modTime); err != nil {
-			return Object{}, fmt.Errorf("vod: %w", err)
+			return Object{}, storageErr(err)
 		}
 	}
 	if err := d.root.Rename(tmp, name); err != nil {
-		return Object{}, fmt.Errorf("vod: %w", err)
+		return Object{}, storageErr(err)
 	}
 	done = true
 	return d.Stat(ctx, name)

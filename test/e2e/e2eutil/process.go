@@ -104,6 +104,13 @@ func StartBinary(t *testing.T, bin string, env []string, rtmpPort, httpPort int,
 // it is not up within 10 s.
 func startBinary(t *testing.T, bin string, env []string, rtmpPort, httpPort int, flags ...string) (*Proc, error) {
 	t.Helper()
+	return startCommand(t, []string{bin}, env, rtmpPort, httpPort, flags...)
+}
+
+// startCommand is startBinary for a command whose arguments, argv, end
+// in the meshcast binary (a wrapper that execs it, say).
+func startCommand(t *testing.T, argv []string, env []string, rtmpPort, httpPort int, flags ...string) (*Proc, error) {
+	t.Helper()
 	p := &Proc{
 		RTMPAddr: fmt.Sprintf("127.0.0.1:%d", rtmpPort),
 		RTMPPort: rtmpPort,
@@ -116,7 +123,7 @@ func startBinary(t *testing.T, bin string, env []string, rtmpPort, httpPort int,
 	args := append([]string{"serve", "--rtmp-addr", p.RTMPAddr, "--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort), "--srt-addr", "127.0.0.1:0",
 		"--webrtc-udp-addr", "127.0.0.1:0",
 		"--rtsp-addr", "127.0.0.1:0", "--rtsps-addr", "127.0.0.1:0", "--rtsp-udp-rtp-addr=", "--rtsp-udp-rtcp-addr="}, flags...)
-	p.Cmd = exec.Command(bin, args...)
+	p.Cmd = exec.Command(argv[0], append(argv[1:len(argv):len(argv)], args...)...)
 	p.Cmd.Stdout, p.Cmd.Stderr = p.Stdout, p.Stderr
 	p.Cmd.Env = append(append(os.Environ(), "MESHCAST_LOG_LEVEL=info"), env...)
 	if err := p.Cmd.Start(); err != nil {
