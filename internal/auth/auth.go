@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/clock"
 	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
@@ -329,7 +330,10 @@ func (a *Policy) verify(req Request) error {
 	if err != nil {
 		return ErrBadSig
 	}
-	if a.cfg.Now().Unix() > t {
+	// The signer's clock may be behind or ahead of ours: the URL is good
+	// until expires plus clock.MaxSkew. (Written so that no expires,
+	// however large or small, overflows.)
+	if t < a.cfg.Now().Unix()-int64(clock.MaxSkew/time.Second) {
 		return ErrExpired
 	}
 	return nil
@@ -342,7 +346,8 @@ func mac(secret string, action Action, name streamname.Name, expires string) []b
 }
 
 // Sign returns the query parameters (expires=UNIX&sig=HEX) that let a
-// client perform action on name until expires.
+// client perform action on name until expires; nodes accept them for
+// clock.MaxSkew more, as their clocks may be behind the signer's.
 func Sign(secret string, action Action, name streamname.Name, expires time.Time) string {
 	exp := strconv.FormatInt(expires.Unix(), 10)
 	return "expires=" + exp + "&sig=" + hex.EncodeToString(mac(secret, action, name, exp))

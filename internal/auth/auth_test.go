@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/clock"
 	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/webhook"
 )
@@ -135,7 +137,7 @@ func TestSignedURLs(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	a := newAuth(t, Config{URLSecret: secret, SignedPlayApps: []string{"live"}, Now: func() time.Time { return now }})
 	valid := Sign(secret, Play, cam, now.Add(time.Minute))
-	expired := Sign(secret, Play, cam, now.Add(-time.Second))
+	expired := Sign(secret, Play, cam, now.Add(-clock.MaxSkew-time.Second))
 	other := Sign(secret, Play, "live/other", now.Add(time.Minute))
 	publish := Sign(secret, Publish, cam, now.Add(time.Minute))
 	tampered := strings.Replace(valid, "expires=18", "expires=19", 1)
@@ -328,4 +330,48 @@ func FuzzCheck(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A signed URL or publish token is good until its expiry plus
+// clock.MaxSkew on the node's clock, to the second, and refused with 410
+// past it: a node whose clock runs up to MaxSkew behind or ahead of the
+// signer's still honours what the signer meant, and no more.
+func TestSignedExpiryClockSkew(t *testing.T) {
+	signedAt := time.Unix(1_800_000_000, 0)
+	expires := signedAt.Add(time.Hour)
+	clk := clock.NewFake(signedAt)
+	a := newAuth(t, Config{URLSecret: secret, SignedPlayApps: []string{"live"}, Now: clk.Now})
+	cases := []struct {
+		what   string
+		at     time.Time // the node's clock
+		status int
+	}{
+		{"long before the expiry (a node a day behind)", expires.Add(-24 * time.Hour), 0},
+		{"at the expiry", expires, 0},
+		{"a second past the expiry", expires.Add(time.Second), 0},
+		{"MaxSkew past the expiry", expires.Add(clock.MaxSkew), 0},
+		{"MaxSkew and 999 ms past the expiry", expires.Add(clock.MaxSkew + 999*time.Millisecond), 0},
+		{"MaxSkew and a second past the expiry", expires.Add(clock.MaxSkew + time.Second), http.StatusGone},
+		{"an hour past the expiry", expires.Add(time.Hour), http.StatusGone},
+	}
+	for _, action := range []Action{Play, Publish} {
+		q := params(Sign(secret, action, cam, expires))
+		for _, c := range cases {
+			clk.Set(c.at)
+			_, err := a.Check(context.Background(), Request{Action: action, Name: cam, Params: q, Remote: remote})
+			wantStatus(t, string(action)+", "+c.what, err, c.status)
+		}
+	}
+	// An expiry at either end of int64 neither overflows into validity
+	// nor out of it.
+	clk.Set(expires)
+	for _, exp := range []string{"-9223372036854775808", "9223372036854775807"} {
+		q := url.Values{"expires": {exp}, "sig": {hex.EncodeToString(mac(secret, Play, cam, exp))}}
+		_, err := a.Check(context.Background(), Request{Action: Play, Name: cam, Params: q, Remote: remote})
+		want := 0
+		if exp[0] == '-' {
+			want = http.StatusGone
+		}
+		wantStatus(t, "expires="+exp, err, want)
+	}
 }

@@ -9,10 +9,26 @@ import (
 	"time"
 )
 
+// MaxSkew is how far apart two clocks may be and still agree on a
+// signature's time: a signed URL or token is accepted until its expiry
+// plus MaxSkew, and a node's signed internal request while its time is
+// within MaxSkew of the receiver's, either way. Past it they are refused.
+// Clocks kept by NTP are milliseconds apart; 30 s covers a signer whose
+// clock is not, without letting a captured request or a link that ran
+// out live on for long.
+const MaxSkew = 30 * time.Second
+
 // Clock tells the time and makes timers.
 type Clock interface {
-	// Now returns the current time.
+	// Now returns the current time: the wall clock, which may be stepped
+	// (NTP, a VM resumed, date -s). Use it for what is shown or sent to
+	// others; measure durations and deadlines with Monotonic.
 	Now() time.Time
+	// Monotonic returns a reading for deadlines and elapsed time: it moves
+	// with elapsed time only, never with a step of the wall clock. Compare
+	// readings of one clock with each other; their wall time means
+	// nothing.
+	Monotonic() time.Time
 	// After returns a channel that receives the time once d has passed.
 	After(d time.Duration) <-chan time.Time
 	// NewTicker returns a ticker that sends the time every d.
@@ -49,6 +65,7 @@ func OrReal(c Clock) Clock {
 type realClock struct{}
 
 func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) Monotonic() time.Time                   { return time.Now() } // compared by its monotonic reading
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 func (realClock) NewTicker(d time.Duration) Ticker       { return realTicker{time.NewTicker(d)} }
 func (realClock) AfterFunc(d time.Duration, f func()) Timer {
@@ -61,19 +78,23 @@ func (r realTicker) C() <-chan time.Time { return r.t.C }
 func (r realTicker) Stop()               { r.t.Stop() }
 
 // Fake is a clock that moves only when told to. Its timers, tickers and
-// After channels fire, in time order, as Advance passes them. It is safe
-// for concurrent use.
+// After channels fire, in time order, as Advance passes them. Like a real
+// clock it has a wall reading (Now) and a monotonic one (Monotonic):
+// Advance moves both, Jump steps the wall clock alone, as NTP or an
+// operator does, and timers follow the monotonic one. It is safe for
+// concurrent use.
 type Fake struct {
 	mu      sync.Mutex
-	now     time.Time
+	now     time.Time // wall
+	mono    time.Time // monotonic: starts at the wall time, only Advance moves it
 	waiters []*waiter
 	seq     int
 }
 
 // waiter is a pending After, AfterFunc or ticker.
 type waiter struct {
-	at     time.Time
-	seq    int // ties fire in the order they were made
+	at     time.Time // on the monotonic reading
+	seq    int       // ties fire in the order they were made
 	every  time.Duration
 	ch     chan time.Time
 	f      func()
@@ -82,20 +103,28 @@ type waiter struct {
 }
 
 // NewFake returns a fake clock that reads start.
-func NewFake(start time.Time) *Fake { return &Fake{now: start} }
+func NewFake(start time.Time) *Fake { return &Fake{now: start, mono: start} }
 
-// Now returns the fake time.
+// Now returns the fake wall time.
 func (c *Fake) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
+// Monotonic returns the fake monotonic reading: the start time plus every
+// Advance, whatever Jump and Set did to the wall clock.
+func (c *Fake) Monotonic() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
 // After returns a channel that receives the time once the clock has moved
 // on by d.
 func (c *Fake) After(d time.Duration) <-chan time.Time {
 	ch := make(chan time.Time, 1)
-	c.add(&waiter{at: c.Now().Add(d), ch: ch})
+	c.add(&waiter{at: c.Monotonic().Add(d), ch: ch})
 	return ch
 }
 
@@ -105,14 +134,14 @@ func (c *Fake) NewTicker(d time.Duration) Ticker {
 	if d <= 0 {
 		panic("clock: non-positive ticker interval")
 	}
-	w := &waiter{at: c.Now().Add(d), every: d, ch: make(chan time.Time, 1)}
+	w := &waiter{at: c.Monotonic().Add(d), every: d, ch: make(chan time.Time, 1)}
 	c.add(w)
 	return fakeTicker{w}
 }
 
 // AfterFunc calls f once the clock has moved on by d.
 func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
-	w := &waiter{at: c.Now().Add(d), f: f}
+	w := &waiter{at: c.Monotonic().Add(d), f: f}
 	c.add(w)
 	return fakeTimer{w}
 }
@@ -126,11 +155,11 @@ func (c *Fake) Waiters() int {
 	return len(c.waiters)
 }
 
-// Advance moves the clock on by d, firing what comes due on the way, in
-// time order, each at its own time.
+// Advance moves the clock on by d, wall and monotonic readings both,
+// firing what comes due on the way, in time order, each at its own time.
 func (c *Fake) Advance(d time.Duration) {
 	c.mu.Lock()
-	end := c.now.Add(d)
+	end := c.mono.Add(d)
 	for {
 		sort.Slice(c.waiters, func(i, j int) bool {
 			a, b := c.waiters[i], c.waiters[j]
@@ -140,7 +169,8 @@ func (c *Fake) Advance(d time.Duration) {
 			break
 		}
 		w := c.waiters[0]
-		c.now = w.at
+		c.now = c.now.Add(w.at.Sub(c.mono))
+		c.mono = w.at
 		if w.every > 0 {
 			w.at = w.at.Add(w.every)
 		} else {
@@ -157,12 +187,23 @@ func (c *Fake) Advance(d time.Duration) {
 			go w.f()
 		}
 	}
-	c.now = end
+	c.now = c.now.Add(end.Sub(c.mono))
+	c.mono = end
 	c.mu.Unlock()
 }
 
-// Set moves the clock to t, which may be earlier than now: what a wall
-// clock stepped back looks like. Waiters due by t fire.
+// Jump steps the wall clock by d, forward or back, as NTP or an operator
+// setting the date does: Now moves, Monotonic does not, and no timer
+// fires.
+func (c *Fake) Jump(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// Set moves the clock to t. A later t is an Advance: time passes and
+// waiters due by then fire. An earlier one is a Jump back: the wall clock
+// is stepped and the monotonic reading stays.
 func (c *Fake) Set(t time.Time) {
 	c.mu.Lock()
 	now := c.now

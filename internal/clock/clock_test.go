@@ -115,3 +115,43 @@ func TestReal(t *testing.T) {
 		t.Fatalf("Real.Now is %v away", d)
 	}
 }
+
+// A wall-clock step, forward or back, moves Now and nothing else: the
+// monotonic reading and the timers on it stay where they were, and only
+// elapsed time (Advance) fires them.
+func TestFakeJump(t *testing.T) {
+	for _, step := range []time.Duration{time.Hour, -time.Hour} {
+		c := NewFake(start)
+		ch := c.After(time.Second)
+		c.Jump(step)
+		if !c.Now().Equal(start.Add(step)) || !c.Monotonic().Equal(start) {
+			t.Fatalf("after Jump(%v): Now %v, Monotonic %v; want %v, %v", step, c.Now(), c.Monotonic(), start.Add(step), start)
+		}
+		select {
+		case <-ch:
+			t.Fatalf("After(1s) fired on Jump(%v)", step)
+		default:
+		}
+		c.Advance(time.Second)
+		select {
+		case <-ch:
+		default:
+			t.Fatalf("After(1s) did not fire a second after Jump(%v)", step)
+		}
+		if !c.Now().Equal(start.Add(step+time.Second)) || !c.Monotonic().Equal(start.Add(time.Second)) {
+			t.Fatalf("a second after Jump(%v): Now %v, Monotonic %v", step, c.Now(), c.Monotonic())
+		}
+	}
+}
+
+// Real's monotonic reading is time.Now's, which Go compares by its
+// monotonic clock.
+func TestRealMonotonic(t *testing.T) {
+	a := Real.Monotonic()
+	if b := Real.Monotonic(); b.Before(a) {
+		t.Fatalf("Monotonic went back: %v then %v", a, b)
+	}
+	if a.Round(0) == a { // Round(0) strips the monotonic reading
+		t.Fatal("Real.Monotonic has no monotonic reading")
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshcast/meshcast/internal/clock"
 )
 
 // Headers of a node's request to pull a stream from a peer.
@@ -59,9 +61,6 @@ const MaxVia = 16
 
 // ErrLoop answers a pull whose via chain holds the node it reached.
 var ErrLoop = errors.New("relay loop: the pull came back to a node it passed")
-
-// maxSkew is how far a pull request's time may be from the receiver's.
-const maxSkew = time.Minute
 
 // ErrUnauthorized refuses a pull that is not signed with the cluster secret.
 var ErrUnauthorized = errors.New("not signed with the cluster secret")
@@ -118,7 +117,8 @@ func joinVia(via []NodeID) string {
 	return strings.Join(ids, " > ")
 }
 
-// VerifyPull checks r's signature at now and returns the pulling node.
+// VerifyPull checks r's signature at now and returns the pulling node. A
+// request signed more than clock.MaxSkew before or after now is refused.
 func VerifyPull(r *http.Request, secret string, now time.Time) (NodeID, error) {
 	if secret == "" {
 		return "", fmt.Errorf("%w: this node has no cluster secret", ErrUnauthorized)
@@ -131,8 +131,11 @@ func VerifyPull(r *http.Request, secret string, now time.Time) (NodeID, error) {
 	if node == "" || len(node) > 64 {
 		return "", fmt.Errorf("%w: bad %s", ErrUnauthorized, HeaderNode)
 	}
-	if d := now.Sub(time.Unix(ts, 0)); d > maxSkew || d < -maxSkew {
-		return "", fmt.Errorf("%w: signed %v from now", ErrUnauthorized, d.Round(time.Second))
+	// The time is the signer's wall clock, in whole seconds: it may be
+	// clock.MaxSkew from ours either way, and a captured request goes
+	// stale past it. (Both are positive: the difference cannot overflow.)
+	if d, limit := now.Unix()-ts, int64(clock.MaxSkew/time.Second); d > limit || d < -limit {
+		return "", fmt.Errorf("%w: signed %v from now, more than the %v clocks may be apart", ErrUnauthorized, time.Duration(d)*time.Second, clock.MaxSkew)
 	}
 	want := pullMAC(secret, node, strconv.FormatInt(ts, 10), r.URL.EscapedPath(), r.Header.Get(HeaderVia))
 	if !hmac.Equal(mac, want) {

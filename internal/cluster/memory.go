@@ -33,8 +33,8 @@ type Memory struct {
 	clock   clock.Clock
 
 	mu sync.Mutex
-	// Expiry times carry the monotonic clock reading of time.Now, so a
-	// wall-clock step does not revive or kill records.
+	// Expiry times are readings of the clock's Monotonic, so a wall-clock
+	// step does not revive or kill records: every now below is one.
 	nodes  map[NodeID]memNode
 	claims map[streamname.Name]memClaim
 	// epochs is the last epoch handed out per name, kept EpochTTL past
@@ -112,10 +112,10 @@ func (m *Memory) Heartbeat(_ context.Context, n Node) error {
 	if n.ID == "" {
 		return errEmptyNode("heartbeat")
 	}
-	now := m.clock.Now()
-	// Seen loses the monotonic reading and is kept in UTC: the same value
-	// a Redis registry hands back after its JSON round trip.
-	n.Seen = now.UTC().Round(0)
+	now := m.clock.Monotonic()
+	// Seen is the wall clock, in UTC without a monotonic reading: the same
+	// value a Redis registry hands back after its JSON round trip.
+	n.Seen = m.clock.Now().UTC().Round(0)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.nodes[n.ID] = memNode{node: n, expires: now.Add(m.timeout)}
@@ -165,7 +165,7 @@ func (m *Memory) Leave(_ context.Context, id NodeID) error {
 
 // Nodes implements Registry.
 func (m *Memory) Nodes(context.Context) ([]Node, error) {
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	nodes := make([]Node, 0, len(m.nodes))
@@ -182,7 +182,7 @@ func (m *Memory) Nodes(context.Context) ([]Node, error) {
 func (m *Memory) Node(_ context.Context, id NodeID) (Node, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.aliveLocked(id, m.clock.Now()) {
+	if !m.aliveLocked(id, m.clock.Monotonic()) {
 		return Node{}, fmt.Errorf("cluster: node %s: %w", id, ErrNotFound)
 	}
 	return m.nodes[id].node, nil
@@ -210,7 +210,7 @@ func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID, cre
 	if len(cred) > maxCredLen {
 		return Claim{}, fmt.Errorf("cluster: claim %s: credential of %d bytes", name, len(cred))
 	}
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var from NodeID
@@ -222,7 +222,7 @@ func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID, cre
 	}
 	epoch := m.epochLocked(name, now) + 1
 	if epoch == 1 {
-		epoch = uint64(now.UnixMilli())
+		epoch = uint64(m.clock.Now().UnixMilli()) // the wall clock, as Redis's TIME
 	}
 	m.raiseEpochLocked(name, epoch, now)
 	if m.claimCalls++; m.claimCalls%256 == 0 {
@@ -239,7 +239,7 @@ func (m *Memory) Renew(_ context.Context, c Claim) error {
 	if err := checkClaim("renew", c); err != nil {
 		return err
 	}
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch m.fenceLocked(c, now) {
@@ -285,7 +285,7 @@ func (m *Memory) Release(_ context.Context, c Claim) error {
 	if err := checkClaim("release", c); err != nil {
 		return err
 	}
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch m.fenceLocked(c, now) {
@@ -336,7 +336,7 @@ func (m *Memory) fenceLocked(c Claim, now time.Time) fence {
 func (m *Memory) Owner(_ context.Context, name streamname.Name) (Claim, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cur, ok := m.currentLocked(name, m.clock.Now())
+	cur, ok := m.currentLocked(name, m.clock.Monotonic())
 	if !ok {
 		return Claim{}, fmt.Errorf("cluster: owner of %s: %w", name, ErrNotFound)
 	}
@@ -345,7 +345,7 @@ func (m *Memory) Owner(_ context.Context, name streamname.Name) (Claim, error) {
 
 // Claims implements Registry.
 func (m *Memory) Claims(context.Context) ([]Claim, error) {
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	claims := make([]Claim, 0, len(m.claims))
@@ -363,7 +363,7 @@ func (m *Memory) SetRelay(_ context.Context, name streamname.Name, r Relay) erro
 	if r.Node == "" {
 		return errEmptyNode("set relay of " + string(name))
 	}
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rs := m.relays[name]
@@ -390,7 +390,7 @@ func (m *Memory) DeleteRelay(_ context.Context, name streamname.Name, node NodeI
 
 // Relays implements Registry.
 func (m *Memory) Relays(_ context.Context, name streamname.Name) ([]Relay, error) {
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rs := m.relays[name]
@@ -413,7 +413,7 @@ func (m *Memory) SetStreamInfo(_ context.Context, name streamname.Name, info Str
 	if err := checkInfo(name, info); err != nil {
 		return err
 	}
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !now.Before(m.infosSwept.Add(m.timeout)) { // drop the expired as new ones come
@@ -430,7 +430,7 @@ func (m *Memory) SetStreamInfo(_ context.Context, name streamname.Name, info Str
 
 // StreamInfos implements Registry.
 func (m *Memory) StreamInfos(context.Context) (map[streamname.Name]StreamInfo, error) {
-	now := m.clock.Now()
+	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[streamname.Name]StreamInfo, len(m.infos))

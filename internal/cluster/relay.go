@@ -359,7 +359,7 @@ func (m *Relays) run(r *relay, up Node) {
 	delivered := false // a session delivered packets: the next one restarts
 	direct := false    // an upstream answered that a pull looped: owner only
 	backoff := 100 * time.Millisecond
-	lastUp := m.cfg.Clock.Now()
+	lastUp := m.cfg.Clock.Monotonic()
 	for {
 		if up.ID != "" {
 			r.upstream.Store(up.ID)
@@ -367,7 +367,7 @@ func (m *Relays) run(r *relay, up Node) {
 			r.upstream.Store(NodeID(""))
 			r.path.Store([]NodeID(nil))
 			if got {
-				delivered, backoff, lastUp = true, 100*time.Millisecond, m.cfg.Clock.Now()
+				delivered, backoff, lastUp = true, 100*time.Millisecond, m.cfg.Clock.Monotonic()
 			}
 			switch {
 			case ended:
@@ -384,7 +384,7 @@ func (m *Relays) run(r *relay, up Node) {
 				log.Warn("relay upstream lost; looking for the stream again", "upstream", up.ID, "err", err)
 			}
 		}
-		if m.cfg.Clock.Now().Sub(lastUp) > m.cfg.Idle {
+		if m.cfg.Clock.Monotonic().Sub(lastUp) > m.cfg.Idle {
 			log.Info("relay ending: no node has had the stream", "for", m.cfg.Idle)
 			return
 		}
@@ -430,12 +430,13 @@ func (m *Relays) watchClaims() {
 func (m *Relays) watchIdle(ctx context.Context, cancel context.CancelFunc, r *relay, log *slog.Logger) {
 	t := m.cfg.Clock.NewTicker(min(time.Second, m.cfg.Idle/4))
 	defer t.Stop()
-	since := m.cfg.Clock.Now()
+	since := m.cfg.Clock.Monotonic()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C():
+		case <-t.C():
+			now := m.cfg.Clock.Monotonic()
 			if readers(r.pub.Stream()) > 0 {
 				since = now
 				continue
