@@ -223,4 +223,4 @@ func (p *Proc) SRTPort(t *testing.T) int {
 
 // srtListening finds the SRT server's start-up line in a text or JSON
 // log (which writes addresses as strings too).
-var srtListening = regexp.MustCompile(`"?msg"?[=:]"srt listening".*"?addr"?[=:]"?[^ ",]+:(\d+)`)
+var srtListening = regexp.MustCompile(`"?msg"?[=:]"srt listening"[^\n]*"?addr"?[=:]"?[^ ",\n]+:(\d+)`)
