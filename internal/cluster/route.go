@@ -81,21 +81,33 @@ var Selectors = []string{"least-loaded", "p2c", "affinity", "hash"}
 
 // lessLoaded orders candidates by load, then egress, then ID.
 func lessLoaded(a, b *Candidate) int {
-	return cmp.Or(cmp.Compare(a.Score(), b.Score()), cmp.Compare(a.Load.EgressBPS, b.Load.EgressBPS), cmp.Compare(a.ID, b.ID))
+	return lessLoadedScored(a, a.Score(), b, b.Score())
+}
+
+// lessLoadedScored is lessLoaded with the scores given. Scores are never
+// NaN (capacity is at least 1), so they compare with < alone.
+func lessLoadedScored(a *Candidate, sa float64, b *Candidate, sb float64) int {
+	switch {
+	case sa < sb:
+		return -1
+	case sa > sb:
+		return 1
+	}
+	return cmp.Or(cmp.Compare(a.Load.EgressBPS, b.Load.EgressBPS), cmp.Compare(a.ID, b.ID))
 }
 
 // leastLoadedOf returns the index of the least loaded candidate for which
 // ok holds (every one when ok is nil), or -1. Candidates are compared in
 // place: a router may weigh thousands of them for every viewer.
 func leastLoadedOf(cands []Candidate, ok func(*Candidate) bool) int {
-	best := -1
+	best, bestScore := -1, 0.0
 	for i := range cands {
 		c := &cands[i]
 		if ok != nil && !ok(c) {
 			continue
 		}
-		if best < 0 || lessLoaded(c, &cands[best]) < 0 {
-			best = i
+		if s := c.Score(); best < 0 || lessLoadedScored(c, s, &cands[best], bestScore) < 0 {
+			best, bestScore = i, s
 		}
 	}
 	return best
@@ -276,30 +288,34 @@ func Pick(sel Selector, req RouteRequest, cands []Candidate) (Candidate, error) 
 	if len(cands) == 0 {
 		return Candidate{}, ErrNoNode
 	}
-	room := partition(cands, func(c *Candidate) bool { return !c.full() })
+	// Each pass moves the candidates kept to the front, in their order,
+	// and moves nothing when it keeps them all: the common case copies
+	// no candidate.
+	room := 0
+	for i := range cands {
+		if !cands[i].full() {
+			if i != room {
+				cands[i], cands[room] = cands[room], cands[i]
+			}
+			room++
+		}
+	}
 	if room == 0 {
 		return sel.Select(req, cands), nil // every node is full: spread the overload
 	}
 	if req.Region != "" {
-		if local := partition(cands[:room], func(c *Candidate) bool { return c.Region == req.Region }); local > 0 {
+		local := 0
+		for i := range cands[:room] {
+			if cands[i].Region == req.Region {
+				if i != local {
+					cands[i], cands[local] = cands[local], cands[i]
+				}
+				local++
+			}
+		}
+		if local > 0 {
 			return sel.Select(req, cands[:local]), nil
 		}
 	}
 	return sel.Select(req, cands[:room]), nil
-}
-
-// partition moves the candidates for which ok holds to the front, keeping
-// their order, and returns how many there are. It moves nothing when ok
-// holds for all: the common case costs no copy.
-func partition(cands []Candidate, ok func(*Candidate) bool) int {
-	n := 0
-	for i := range cands {
-		if ok(&cands[i]) {
-			if i != n {
-				cands[i], cands[n] = cands[n], cands[i]
-			}
-			n++
-		}
-	}
-	return n
 }
