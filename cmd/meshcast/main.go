@@ -41,6 +41,8 @@ func run(args, env []string, stdout, stderr io.Writer) int {
 		return benchCmd(args[1:], stdout, stderr)
 	case "sign":
 		return signCmd(args[1:], env, stdout, stderr)
+	case "sim":
+		return simCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "meshcast", versionString())
 		return 0
@@ -60,6 +62,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "  serve     run a meshcast node (no arguments needed for a single node)")
 	fmt.Fprintln(w, "  bench     load-test a server: one publisher, steps of N players (meshcast bench --help)")
 	fmt.Fprintln(w, "  sign      print a signed play URL or publish token (meshcast sign --help)")
+	fmt.Fprintln(w, "  sim       simulate a cluster at scale on meshcast's own placement code (meshcast sim --help)")
 	fmt.Fprintln(w, "  version   print the version")
 	fmt.Fprintln(w, "")
 	fmt.Fprintln(w, "flags of serve:")

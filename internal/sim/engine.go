@@ -298,7 +298,7 @@ func (w *world) build() {
 	w.holders = make([][]*feed, c.Streams)
 	for i := range w.streams {
 		w.streams[i] = stream{
-			name: streamname.Name(fmt.Sprintf("live/s%07d", i)),
+			name: StreamName(i),
 			home: w.rnd.IntN(c.Regions),
 			cred: "publisher-key-" + strconv.Itoa(i),
 		}
@@ -320,6 +320,9 @@ func (w *world) build() {
 	w.schedule(event{at: w.markAt[1], kind: evMark, a: 1})
 	w.schedule(event{at: c.Arrival + settle, kind: evKill})
 }
+
+// StreamName is the name of the scenario's stream i.
+func StreamName(i int) streamname.Name { return streamname.Name(fmt.Sprintf("live/s%07d", i)) }
 
 // estimate is the simulated time a run is expected to take, for progress.
 func (w *world) estimate() time.Duration {
