@@ -44,6 +44,15 @@ test: deps web
 	GOOS=windows $(GO) vet $(PKGS)
 	bash scripts/vulncheck.sh
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(MAKE) chart-test
+
+## chart-test: the Helm chart (deploy/helm/meshcast), tested without a
+## cluster by the Go module deploy/charttest, whose Helm and Kubernetes
+## dependencies the meshcast binary never carries
+chart-test:
+	cd deploy/charttest && $(GO) mod tidy -diff
+	cd deploy/charttest && $(GO) vet ./...
+	cd deploy/charttest && $(GO) test -count=1 -timeout 10m ./...
 
 ## vulncheck: govulncheck against the Go vulnerability database
 vulncheck:
