@@ -54,6 +54,7 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	progress := fs.Bool("progress", false, "draw the progress bar even when standard error is not a terminal")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	fromJSON := fs.String("from-json", "", "print the tables of this file, written by --json, and simulate nothing")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: meshcast sim [flags]")
 		fmt.Fprintln(stderr, "Simulates a cluster on meshcast's own registry, routing and relay code, without")
@@ -71,6 +72,22 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "meshcast sim: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *fromJSON != "" {
+		b, err := os.ReadFile(*fromJSON)
+		var out simOutput
+		if err == nil {
+			err = json.Unmarshal(b, &out)
+		}
+		if err == nil && len(out.Runs) == 0 {
+			err = errors.New("no runs in it")
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "meshcast sim: %s: %v\n", *fromJSON, err)
+			return 1
+		}
+		printSim(stdout, out)
+		return 0
 	}
 	cfg := sim.Config{
 		Nodes: *nodes, Regions: *regions, Tiers: *tiers, Mesh: *mesh, Streams: *streams,
