@@ -2,7 +2,7 @@ package cluster
 
 import (
 	"context"
-	"hash/fnv"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -50,20 +50,40 @@ type selectFunc func(RouteRequest, []Candidate) Candidate
 
 func (f selectFunc) Select(req RouteRequest, cands []Candidate) Candidate { return f(req, cands) }
 
-// RendezvousHash is FNV-1a of the ID, a zero byte and the key: the values
-// on-demand owners were placed by before it was written inline.
-func TestRendezvousHashIsFNV(t *testing.T) {
-	for _, tc := range []struct {
-		id  NodeID
-		key string
-	}{{"", ""}, {"node-1", "live/x"}, {"edge-17.example.com", "vod/film.mp4"}} {
-		h := fnv.New64a()
-		h.Write([]byte(tc.id))
-		h.Write([]byte{0})
-		h.Write([]byte(tc.key))
-		if got, want := RendezvousHash(tc.id, tc.key), h.Sum64(); got != want {
-			t.Errorf("RendezvousHash(%q, %q) = %x, want %x", tc.id, tc.key, got, want)
+// RendezvousHash spreads keys evenly over nodes with similar names, and a
+// node joining takes its share from every other node and no more.
+func TestRendezvousHashBalance(t *testing.T) {
+	const nodes, keys = 100, 20000
+	owner := func(n int, key string) int {
+		best, bestScore := 0, uint64(0)
+		for i := range n {
+			if s := RendezvousHash(NodeID(fmt.Sprintf("node-%03d", i)), key); i == 0 || s > bestScore {
+				best, bestScore = i, s
+			}
 		}
+		return best
+	}
+	count := make([]int, nodes+1)
+	moved := 0
+	for k := range keys {
+		key := fmt.Sprintf("live/stream-%d", k)
+		before, after := owner(nodes, key), owner(nodes+1, key)
+		count[before]++
+		if before != after {
+			moved++
+			if after != nodes {
+				t.Fatalf("%s moved from node %d to node %d, not to the node that joined", key, before, after)
+			}
+		}
+	}
+	mean := keys / nodes
+	lo, hi := slices.Min(count[:nodes]), slices.Max(count[:nodes])
+	// A binomial share of 200 keys: 3.5 standard deviations is about ±50.
+	if lo < mean*2/3 || hi > mean*4/3 {
+		t.Errorf("keys per node from %d to %d, want within a third of the mean %d", lo, hi, mean)
+	}
+	if want := keys / (nodes + 1); moved < want*2/3 || moved > want*4/3 {
+		t.Errorf("a node joining took %d keys, want about %d", moved, want)
 	}
 }
 
