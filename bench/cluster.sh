@@ -4,6 +4,7 @@
 #
 #   bench/cluster.sh tiers      # publish-to-play latency per relay tier
 #   bench/cluster.sh failover   # the origin killed under an edge's viewers
+#   bench/cluster.sh topologies # star, tree and mesh of five nodes
 #
 # tiers: an origin, an edge pulling from it (tier 1) and an edge pulling
 # through that one (--parent, tier 2); VIEWERS HTTP-FLV players on each
@@ -17,7 +18,20 @@
 # (gap_ms_max: every viewer's longest; gap_ms_p99), the time C took to
 # accept the publish (publish_accept_ms) and players cut off (dropped).
 #
-# Settings (environment): VIEWERS (300 for tiers, 1000 for failover),
+# topologies: five nodes, the origin N1 and N2..N5, VIEWERS HTTP-FLV
+# players on each, in the default mode and with --low-latency: star (N2..N5
+# pull from N1), tree (N2 and N3 pull from N1, N4 through N2 and N5
+# through N3 with --parent) and mesh (--mesh on every node; N2's players
+# join first and the others' 3 s apart, --stagger, so they find N2
+# relaying and pull from it). One bench line
+# per node (labels topology, mode, node, tier) in topologies.jsonl and one
+# line per node in topologies-nodes.jsonl: its CPU over the measured window
+# (cpu_pct of one core, from /proc/PID/stat), its upstreams
+# (meshcast_relay_upstreams: 0 or 1 for the one stream) and the nodes
+# pulling from it (meshcast_viewers{protocol="relay"}).
+#
+# Settings (environment): VIEWERS (300 for tiers, 1000 for failover, 100
+# for topologies),
 # WARMUP (5s), HOLD (20s), KILL_AFTER (5s), OUT (bench/out/cluster),
 # SOURCE (bench/out/source.flv, made by bench/compare.sh; made here if
 # missing).
@@ -33,7 +47,8 @@ SOURCE=${SOURCE:-bench/out/source.flv}
 case $SCENARIO in
 tiers) VIEWERS=${VIEWERS:-300} ;;
 failover) VIEWERS=${VIEWERS:-1000} ;;
-*) echo "cluster.sh: scenario is tiers or failover" >&2; exit 2 ;;
+topologies) VIEWERS=${VIEWERS:-100} ;;
+*) echo "cluster.sh: scenario is tiers, failover or topologies" >&2; exit 2 ;;
 esac
 command -v redis-server >/dev/null || { echo "cluster.sh: needs redis-server (scripts/install-test-deps.sh)" >&2; exit 2; }
 mkdir -p "$OUT"
@@ -84,6 +99,14 @@ node() {
 	exit 1
 }
 
+# cpu_ticks PID: user plus system CPU time of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# metric HTTP_PORT SERIES: a series' value on a node's /metrics (0 if none).
+metric() {
+	curl -sf "http://127.0.0.1:$1/metrics" | awk -v s="$2" '$1 == s {v = $2} END {print v + 0}'
+}
+
 stop_nodes() {
 	for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 	pids=("${pids[0]}")
@@ -126,6 +149,74 @@ failover)
 		--publish "rtmp://127.0.0.1:19401/live/failover?key=$KEY,rtmp://127.0.0.1:19403/live/failover?key=$KEY" \
 		--play "rtmp://127.0.0.1:19402/live/failover" \
 		--viewers "$VIEWERS" --warmup "$WARMUP" --hold "$HOLD" --label "scenario=failover" --out "$RESULTS"
+	;;
+topologies)
+	NODES_OUT="$OUT/topologies-nodes.jsonl"
+	: >"$NODES_OUT"
+	warm=${WARMUP%s}
+	hold=${HOLD%s}
+	hz=$(getconf CLK_TCK)
+	for topo in star tree mesh; do
+		for mode in default low-latency; do
+			extra=()
+			[ "$mode" = low-latency ] && extra=(--low-latency)
+			[ "$topo" = mesh ] && extra+=(--mesh)
+			np=()
+			node N1 19401 18401 "${extra[@]}"
+			np+=("$node_pid")
+			for i in 2 3 4 5; do
+				parent=()
+				if [ "$topo" = tree ] && [ "$i" -ge 4 ]; then parent=(--parent "N$((i - 2))"); fi
+				node "N$i" "1940$i" "1840$i" "${parent[@]}" "${extra[@]}"
+				np+=("$node_pid")
+			done
+			tiers=(0 1 1 1 1)
+			[ "$topo" = tree ] && tiers=(0 1 1 2 2)
+			[ "$topo" = mesh ] && tiers=(0 1 2 2 2)
+			stagger=0
+			# In a mesh, N2's players come first; the others, 3 s apart,
+			# find N2 relaying in the registry and pull from it.
+			[ "$topo" = mesh ] && stagger=3
+			# The window: the players join about a second after the
+			# publisher and measure from WARMUP later, for HOLD.
+			(
+				sleep "$((warm + 4 + 5 * stagger))"
+				for i in 0 1 2 3 4; do echo "${np[$i]} $(cpu_ticks "${np[$i]}")"; done >"$OUT/cpu0"
+				sleep "$((hold / 2))"
+				for i in 1 2 3 4 5; do
+					echo "N$i $(metric "1840$i" meshcast_relay_upstreams) $(metric "1840$i" 'meshcast_viewers{protocol="relay"}')"
+				done >"$OUT/relays"
+				sleep "$((hold - hold / 2 - 1))"
+				while read -r pid t0; do echo "$pid $t0 $(cpu_ticks "$pid")"; done <"$OUT/cpu0" >"$OUT/cpu1"
+			) &
+			sampler=$!
+			plays=
+			for i in 1 2 3 4 5; do plays+="${plays:+,}http://127.0.0.1:1840$i/live/topo.flv"; done
+			"$MESHCAST" bench --input "$SOURCE" --quiet \
+				--publish "rtmp://127.0.0.1:19401/live/topo?key=$KEY" --play "$plays" \
+				--viewers "$VIEWERS" --warmup "$WARMUP" --hold "$HOLD" --stagger "${stagger}s" \
+				--label "topology=$topo,mode=$mode" --out "$OUT/topo.jsonl"
+			wait "$sampler"
+			# One line per node: the bench's (in --play order) with its
+			# node and tier, and the node's own.
+			i=0
+			while read -r line; do
+				i=$((i + 1))
+				echo "$line" | jq -c --arg n "N$i" --argjson t "${tiers[$((i - 1))]}" '.labels += {node: $n, tier: $t}'
+			done <"$OUT/topo.jsonl" >>"$RESULTS"
+			rm -f "$OUT/topo.jsonl"
+			i=0
+			paste -d' ' "$OUT/cpu1" "$OUT/relays" | while read -r _ t0 t1 id up down; do
+				jq -nc --arg topo "$topo" --arg mode "$mode" --arg n "$id" --argjson tier "${tiers[$i]}" \
+					--argjson cpu "$(echo "scale=1; ($t1 - $t0) * 100 / $hz / ($hold - 1)" | bc)" \
+					--argjson up "$up" --argjson down "$down" \
+					'{topology: $topo, mode: $mode, node: $n, tier: $tier, cpu_pct: $cpu, upstreams: $up, pulled_by: $down}'
+				i=$((i + 1))
+			done >>"$NODES_OUT"
+			stop_nodes
+		done
+	done
+	cat "$NODES_OUT"
 	;;
 esac
 cat "$RESULTS"

@@ -22,6 +22,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	publish := fs.String("publish", "rtmp://127.0.0.1:1935/live/bench", "RTMP URL to publish the input to; with more, comma-separated, the publisher moves to the next when its connection breaks (failover), after --reconnect-delay")
+	stagger := fs.Duration("stagger", 0, "with several --play URLs, the players of each URL join this long after those of the one before (a mesh forms as viewers arrive); 0: all at once")
 	reconnect := fs.Duration("reconnect-delay", 500*time.Millisecond, "the publisher's pause before reconnecting to the next --publish URL")
 	play := fs.String("play", "", "URL players read: rtmp://…, http://…/APP/STREAM.flv or http://…/index.m3u8 (defaults to the publish URL); with more, comma-separated, each step runs its players on each, one result per URL")
 	input := fs.String("input", "", "FLV file (H.264/AAC) to publish in a loop, paced by its timestamps (required)")
@@ -55,6 +56,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		PublishURL:      publishURLs[0],
 		PublishFailover: publishURLs[1:],
 		ReconnectDelay:  *reconnect,
+		Stagger:         *stagger,
 		PlayURL:         *play,
 		Input:           *input,
 		Warmup:          *warmup,

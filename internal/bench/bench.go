@@ -35,6 +35,10 @@ type Config struct {
 	// on each of them at once (the tiers of a cluster, say), one result
 	// per URL, labelled play=URL.
 	PlayURLs []string
+	// Stagger, with several PlayURLs, starts the players of each URL
+	// this long after those of the URL before: nodes of a mesh then find
+	// a peer already relaying. Zero starts every player at once.
+	Stagger  time.Duration
 	Input    string        // FLV file to publish in a loop
 	Steps    []int         // viewer counts, one step each
 	Warmup   time.Duration // after every player has joined, before measuring
@@ -203,9 +207,15 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 	}()
 	groups := make([]*group, len(urls))
 	var all []*player
-	// Every player of the step joins at once: time to first frame is
-	// measured under a burst of joins.
+	// Every player of the step joins at once (or, with a stagger, every
+	// player of a URL): time to first frame is measured under a burst of
+	// joins.
 	for k, u := range urls {
+		if k > 0 && r.cfg.Stagger > 0 {
+			if err := r.sleep(ctx, r.cfg.Stagger, pubErr, nil); err != nil {
+				return nil, err
+			}
+		}
 		g := &group{url: u, t: &tally{}}
 		groups[k] = g
 		for i := range n {
