@@ -40,8 +40,8 @@ type Cluster interface {
 	Nodes(ctx context.Context) ([]cluster.Node, error)
 	Owner(ctx context.Context, name streamname.Name) (cluster.Claim, error)
 	Relays(ctx context.Context, name streamname.Name) ([]cluster.Relay, error)
-	Claims(ctx context.Context) ([]cluster.Claim, error)
-	StreamInfos(ctx context.Context) (map[streamname.Name]cluster.StreamInfo, error)
+	// Streams is the cluster's stream listing, one call to the store.
+	Streams(ctx context.Context) ([]cluster.StreamRecord, error)
 }
 
 // registryTimeout bounds the registry look-ups of one API request.
@@ -449,16 +449,16 @@ func (a *API) clusterView(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out.Nodes = nodes
-	claims, err := a.cluster.Claims(ctx)
+	streams, err := a.cluster.Streams(ctx)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "registry_unavailable", "the cluster registry cannot be reached")
 		return
 	}
-	const maxStreams = 1000 // one registry call each
-	for _, c := range claims[:min(len(claims), maxStreams)] {
-		cs := ClusterStream{Name: string(c.Stream), Owner: c.Node, Epoch: c.Epoch, Relays: []cluster.Relay{}}
-		if rs, err := a.cluster.Relays(ctx, c.Stream); err == nil {
-			cs.Relays = rs
+	for _, rec := range streams[:min(len(streams), maxClusterStreams)] {
+		c := rec.Claim
+		cs := ClusterStream{Name: string(c.Stream), Owner: c.Node, Epoch: c.Epoch, Relays: rec.Relays}
+		if cs.Relays == nil {
+			cs.Relays = []cluster.Relay{}
 		}
 		out.Streams = append(out.Streams, cs)
 	}

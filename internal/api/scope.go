@@ -10,8 +10,9 @@ import (
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
-// maxClusterStreams bounds the streams of one cluster listing: each costs
-// one registry call for its relays.
+// maxClusterStreams bounds the streams of one cluster listing (GET
+// /api/v1/streams?scope=cluster and GET /api/v1/cluster), which the
+// registry reads in one call: it bounds the answer's size.
 const maxClusterStreams = 1000
 
 // StreamRecord is what this node writes to the registry for a stream it
@@ -76,7 +77,9 @@ func (a *API) ClusterStreams(ctx context.Context) ([]Stream, error) {
 	if a.cluster == nil {
 		return a.Streams(ctx, false), nil
 	}
-	claims, err := a.cluster.Claims(ctx)
+	// Two round trips to the store, however many streams: the streams
+	// with their records and relays, and the nodes.
+	streams, err := a.cluster.Streams(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -84,22 +87,19 @@ func (a *API) ClusterStreams(ctx context.Context) ([]Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	infos, err := a.cluster.StreamInfos(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Stream, 0, min(len(claims), maxClusterStreams))
-	for _, c := range claims[:min(len(claims), maxClusterStreams)] {
+	out := make([]Stream, 0, min(len(streams), maxClusterStreams))
+	for _, rec := range streams[:min(len(streams), maxClusterStreams)] {
+		c := rec.Claim
 		s := Stream{Name: string(c.Stream), App: c.Stream.App(), Stream: c.Stream.Stream()}
-		if info, ok := infos[c.Stream]; ok && info.Node == c.Node {
+		if info := rec.Info; info != nil && info.Node == c.Node {
 			json.Unmarshal(info.Info, &s) // what the owner said; the rest is ours
 			s.Name, s.App, s.Stream = string(c.Stream), c.Stream.App(), c.Stream.Stream()
 		}
 		claim := cluster.Claim{Stream: c.Stream, Node: c.Node, Epoch: c.Epoch}
 		s.Owner = &claim
-		s.Relays = []cluster.Relay{}
-		if rs, err := a.cluster.Relays(ctx, c.Stream); err == nil {
-			s.Relays = rs
+		s.Relays = rec.Relays
+		if s.Relays == nil {
+			s.Relays = []cluster.Relay{}
 		}
 		s.Viewers = make(map[string]int, len(protocols))
 		for _, p := range protocols {

@@ -121,6 +121,7 @@ func (a *App) startCluster() {
 		Relays:   active,
 		OnLost:   a.Hub.Revoke,
 		Logger:   a.log,
+		Every:    cluster.HeartbeatEvery(cfg.NodeTimeout),
 		// The cluster listing (GET /api/v1/streams?scope=cluster) reads
 		// these from the registry.
 		StreamInfo:    a.api.StreamRecord,

@@ -12,8 +12,20 @@ import (
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
-// heartbeatEvery is how often a member heartbeats and renews its claims.
+// heartbeatEvery is how often a member heartbeats and renews its claims,
+// unless MemberConfig.Every says otherwise.
 const heartbeatEvery = time.Second
+
+// HeartbeatEvery is how often a member of a registry whose node timeout is
+// timeout should beat: every second, or three times a timeout when that is
+// shorter, so that one late or lost beat never lets a live node's record
+// or claims expire.
+func HeartbeatEvery(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		return heartbeatEvery
+	}
+	return min(heartbeatEvery, timeout/3)
+}
 
 // MemberConfig configures a Member.
 type MemberConfig struct {
@@ -43,6 +55,9 @@ type MemberConfig struct {
 	Logger *slog.Logger
 	// Clock times heartbeats. Defaults to clock.Real.
 	Clock clock.Clock
+	// Every is how often the member beats. Defaults to 1s; see
+	// HeartbeatEvery.
+	Every time.Duration
 }
 
 // Member keeps this node in the registry: it heartbeats every second with
@@ -69,6 +84,9 @@ func NewMember(cfg MemberConfig) *Member {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Clock = clock.OrReal(cfg.Clock)
+	if cfg.Every <= 0 {
+		cfg.Every = heartbeatEvery
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Member{
 		cfg:       cfg,
@@ -101,7 +119,7 @@ func (m *Member) Start() {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		t := m.cfg.Clock.NewTicker(heartbeatEvery)
+		t := m.cfg.Clock.NewTicker(m.cfg.Every)
 		defer t.Stop()
 		for {
 			select {
@@ -190,47 +208,47 @@ func (m *Member) Claims() []Claim {
 	return out
 }
 
-// beat sends one heartbeat and renews every claim and relay record.
+// beat sends one heartbeat and renews every claim, stream record and relay
+// record, in one call to the registry (Registry.Beat): one round trip
+// however many streams the node has, so a store far away still renews
+// every lease well within it.
 func (m *Member) beat() {
-	n := m.cfg.Self
-	n.State = StateServing
+	b := BeatRecord{Node: m.cfg.Self}
+	b.Node.State = StateServing
 	m.mu.Lock()
 	if m.draining {
-		n.State = StateDraining
+		b.Node.State = StateDraining
 	}
-	claims := make([]Claim, 0, len(m.claims))
+	b.Claims = make([]Claim, 0, len(m.claims))
 	for _, c := range m.claims {
-		claims = append(claims, c)
+		b.Claims = append(b.Claims, c)
 	}
 	m.mu.Unlock()
 	if m.cfg.Load != nil {
-		n.Load = m.cfg.Load()
+		b.Node.Load = m.cfg.Load()
 	}
 	if m.cfg.StreamViewers != nil {
-		n.StreamViewers = m.cfg.StreamViewers()
+		b.Node.StreamViewers = m.cfg.StreamViewers()
 	}
-	err := m.cfg.Registry.Heartbeat(m.ctx, n)
-	m.setReachable(err)
-	if err != nil {
-		return // renewals would fail the same way; try again next beat
-	}
-	for _, c := range claims {
-		err := m.cfg.Registry.Renew(m.ctx, c)
-		switch {
-		case errors.Is(err, ErrLost):
-			m.lose(c.Stream, c.Epoch+1, "")
-		case err != nil:
-			m.setReachable(err)
-		case m.cfg.StreamInfo != nil:
-			if info := m.cfg.StreamInfo(c.Stream); info != nil {
-				m.cfg.Registry.SetStreamInfo(m.ctx, c.Stream, StreamInfo{Node: n.ID, Info: info})
+	if m.cfg.StreamInfo != nil && len(b.Claims) > 0 {
+		b.StreamInfos = make(map[streamname.Name]StreamInfo, len(b.Claims))
+		for _, c := range b.Claims {
+			// A record the registry would refuse is left out, not the beat.
+			if info := m.cfg.StreamInfo(c.Stream); info != nil && len(info) <= maxStreamInfo {
+				b.StreamInfos[c.Stream] = StreamInfo{Node: b.Node.ID, Info: info}
 			}
 		}
 	}
 	if m.cfg.Relays != nil {
-		for name, up := range m.cfg.Relays() {
-			m.cfg.Registry.SetRelay(m.ctx, name, Relay{Node: n.ID, Upstream: up})
-		}
+		b.Relays = m.cfg.Relays()
+	}
+	lost, err := m.cfg.Registry.Beat(m.ctx, b)
+	m.setReachable(err)
+	if err != nil {
+		return // nothing known written; everything goes again next beat
+	}
+	for _, c := range lost {
+		m.lose(c.Stream, c.Epoch+1, "")
 	}
 }
 

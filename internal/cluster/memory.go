@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,11 +114,17 @@ func (m *Memory) Heartbeat(_ context.Context, n Node) error {
 		return errEmptyNode("heartbeat")
 	}
 	now := m.clock.Monotonic()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.heartbeatLocked(n, now)
+	return nil
+}
+
+// heartbeatLocked is Heartbeat under m.mu.
+func (m *Memory) heartbeatLocked(n Node, now time.Time) {
 	// Seen is the wall clock, in UTC without a monotonic reading: the same
 	// value a Redis registry hands back after its JSON round trip.
 	n.Seen = m.clock.Now().UTC().Round(0)
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.nodes[n.ID] = memNode{node: n, expires: now.Add(m.timeout)}
 	// Heartbeats come regularly from every node, which makes them the
 	// place to drop whatever expired and is never looked at again (the
@@ -127,7 +134,6 @@ func (m *Memory) Heartbeat(_ context.Context, n Node) error {
 		m.sweepLocked(now)
 		m.swept = now
 	}
-	return nil
 }
 
 // sweepLocked deletes every expired record. Epochs stay: they must outlive
@@ -242,16 +248,105 @@ func (m *Memory) Renew(_ context.Context, c Claim) error {
 	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.renewLocked(c, now) {
+		return fmt.Errorf("cluster: renew %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
+	}
+	return nil
+}
+
+// renewLocked is Renew under m.mu: false when c is lost.
+func (m *Memory) renewLocked(c Claim, now time.Time) bool {
 	switch m.fenceLocked(c, now) {
 	case fenceHeld:
 	case fenceVacant, fenceOlder:
 		// Restore the claim the registry forgot; raising the counter
 		// below makes the next claim of the name number above it.
 	default:
-		return fmt.Errorf("cluster: renew %s epoch %d: %w", c.Stream, c.Epoch, ErrLost)
+		return false
 	}
 	m.raiseEpochLocked(c.Stream, c.Epoch, now)
 	m.claims[c.Stream] = memClaim{node: c.Node, epoch: c.Epoch, cred: c.Cred, expires: now.Add(m.timeout)}
+	return true
+}
+
+// Beat implements Registry, under one hold of the lock.
+func (m *Memory) Beat(_ context.Context, b BeatRecord) ([]Claim, error) {
+	if err := checkBeat(b); err != nil {
+		return nil, err
+	}
+	now := m.clock.Monotonic()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.heartbeatLocked(b.Node, now)
+	var lost []Claim
+	for _, c := range b.Claims {
+		if !m.renewLocked(c, now) {
+			lost = append(lost, c)
+			continue
+		}
+		if info, ok := b.StreamInfos[c.Stream]; ok {
+			m.setInfoLocked(c.Stream, info, now)
+		}
+	}
+	for name, up := range b.Relays {
+		m.setRelayLocked(name, Relay{Node: b.Node.ID, Upstream: up}, now)
+	}
+	return lost, nil
+}
+
+// Streams implements Registry.
+func (m *Memory) Streams(context.Context) ([]StreamRecord, error) {
+	now := m.clock.Monotonic()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]StreamRecord, 0, len(m.claims))
+	for name, c := range m.claims {
+		if !now.Before(c.expires) {
+			continue
+		}
+		rec := StreamRecord{Claim: Claim{Stream: name, Node: c.node, Epoch: c.epoch, Cred: c.cred}, Relays: m.relaysLocked(name, now)}
+		if i, ok := m.infos[name]; ok && now.Before(i.expires) {
+			info := i.info
+			rec.Info = &info
+		}
+		out = append(out, rec)
+	}
+	slices.SortFunc(out, func(a, b StreamRecord) int { return cmp.Compare(a.Claim.Stream, b.Claim.Stream) })
+	return out, nil
+}
+
+// checkBeat refuses a BeatRecord no node could send: one without a node,
+// a claim or a record that is not the node's, or one Renew or
+// SetStreamInfo would refuse.
+func checkBeat(b BeatRecord) error {
+	id := b.Node.ID
+	if id == "" {
+		return errEmptyNode("beat")
+	}
+	for _, c := range b.Claims {
+		if err := checkClaim("beat: renew", c); err != nil {
+			return err
+		}
+		if c.Node != id {
+			return fmt.Errorf("cluster: beat of %s: claim of %s is node %s's", id, c.Stream, c.Node)
+		}
+		if len(c.Cred) > maxCredLen || strings.ContainsAny(string(c.Cred), "| ") {
+			return fmt.Errorf("cluster: beat of %s: claim of %s: bad credential", id, c.Stream)
+		}
+	}
+	for name, info := range b.StreamInfos {
+		if err := checkInfo(name, info); err != nil {
+			return err
+		}
+		if info.Node != id {
+			return fmt.Errorf("cluster: beat of %s: record of %s is node %s's", id, name, info.Node)
+		}
+	}
+	for name, up := range b.Relays {
+		if up == "" {
+			return fmt.Errorf("cluster: beat of %s: relay of %s without an upstream", id, name)
+		}
+	}
 	return nil
 }
 
@@ -366,13 +461,18 @@ func (m *Memory) SetRelay(_ context.Context, name streamname.Name, r Relay) erro
 	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.setRelayLocked(name, r, now)
+	return nil
+}
+
+// setRelayLocked is SetRelay under m.mu.
+func (m *Memory) setRelayLocked(name streamname.Name, r Relay, now time.Time) {
 	rs := m.relays[name]
 	if rs == nil {
 		rs = make(map[NodeID]memRelay)
 		m.relays[name] = rs
 	}
 	rs[r.Node] = memRelay{upstream: r.Upstream, expires: now.Add(m.timeout)}
-	return nil
 }
 
 // DeleteRelay implements Registry.
@@ -390,9 +490,13 @@ func (m *Memory) DeleteRelay(_ context.Context, name streamname.Name, node NodeI
 
 // Relays implements Registry.
 func (m *Memory) Relays(_ context.Context, name streamname.Name) ([]Relay, error) {
-	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.relaysLocked(name, m.clock.Monotonic()), nil
+}
+
+// relaysLocked is Relays under m.mu.
+func (m *Memory) relaysLocked(name streamname.Name, now time.Time) []Relay {
 	rs := m.relays[name]
 	relays := make([]Relay, 0, len(rs))
 	for id, r := range rs {
@@ -401,7 +505,7 @@ func (m *Memory) Relays(_ context.Context, name streamname.Name) ([]Relay, error
 		}
 	}
 	slices.SortFunc(relays, func(a, b Relay) int { return cmp.Compare(a.Node, b.Node) })
-	return relays, nil
+	return relays
 }
 
 // Close implements Registry. A Memory holds no connections; its records
@@ -416,6 +520,12 @@ func (m *Memory) SetStreamInfo(_ context.Context, name streamname.Name, info Str
 	now := m.clock.Monotonic()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.setInfoLocked(name, info, now)
+	return nil
+}
+
+// setInfoLocked is SetStreamInfo under m.mu.
+func (m *Memory) setInfoLocked(name streamname.Name, info StreamInfo, now time.Time) {
 	if !now.Before(m.infosSwept.Add(m.timeout)) { // drop the expired as new ones come
 		for n, i := range m.infos {
 			if !now.Before(i.expires) {
@@ -425,7 +535,6 @@ func (m *Memory) SetStreamInfo(_ context.Context, name streamname.Name, info Str
 		m.infosSwept = now
 	}
 	m.infos[name] = memInfo{info: info, expires: now.Add(m.timeout)}
-	return nil
 }
 
 // StreamInfos implements Registry.

@@ -43,17 +43,27 @@ type RedisConfig struct {
 	// recorded without being refreshed. Every node of a cluster must use
 	// the same value. Zero or negative means DefaultNodeTimeout.
 	NodeTimeout time.Duration
-	// OpTimeout bounds each call to the store. Zero or negative means 1s.
+	// OpTimeout bounds each call to the store. Zero or negative means
+	// half the NodeTimeout, at least 1s and at most 3s (DefaultOpTimeout).
 	OpTimeout time.Duration
 }
 
 // DefaultRedisPrefix is RedisConfig.Prefix when none is given.
 const DefaultRedisPrefix = "meshcast:"
 
-// defaultOpTimeout is RedisConfig.OpTimeout when none is given: long enough
-// for a loaded store, short enough that a heartbeat loop notices an outage
-// well within a node timeout.
-const defaultOpTimeout = time.Second
+// DefaultOpTimeout is RedisConfig.OpTimeout when none is given, for a
+// registry whose node timeout is nodeTimeout: half of it, at least 1 s and
+// at most 3 s (2.5 s for the default 5 s).
+//
+// A call on a new connection to a store far away takes several round
+// trips: HELLO, the command, and a script's first load (NOSCRIPT, then
+// EVAL). With the store 500 ms away that is up to 2 s, which a 1 s bound
+// refused: the node could not join. A beat that waits half a lease still
+// leaves the other half for the next one, which comes a second later.
+// Above 3 s a publish would wait too long for a store that does not answer.
+func DefaultOpTimeout(nodeTimeout time.Duration) time.Duration {
+	return min(max(nodeTimeout/2, time.Second), 3*time.Second)
+}
 
 // Redis is a Registry kept in Redis (one server, Sentinel or Cluster), shared
 // by every node of a cluster. Liveness and leases are key expiries (PX), so
@@ -189,51 +199,76 @@ redis.call("PUBLISH", ARGV[7], value .. " " .. ARGV[4] .. " " .. from)
 return {1, epoch, from}
 `)
 
-// luaFence starts Renew's and Release's scripts: it places the claim
-// against the store. held: the claim is the current one. vacant: no claim
-// is current and no higher epoch was handed out, so the claim is still the
-// newest the store knows of (its lease ran out, or the store lost it).
+// luaFence defines fence(), which places a claim against the store for
+// Renew, Release and Beat. held: the claim is the current one. vacant: no
+// claim is current and no higher epoch was handed out, so the claim is
+// still the newest the store knows of (its lease ran out, or the store
+// lost it). older: a claim of a lower epoch is current, which only data
+// loss allows.
 //
-// KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
-// ARGV[1] the claim as stored ("EPOCH:NODE"), ARGV[2] its epoch,
-// ARGV[3] stream name.
+// ckey claim key, ekey epoch key, value the claim as stored
+// ("EPOCH:NODE|CRED"), epoch its epoch.
 const luaFence = `
-local cur = redis.call("GET", KEYS[1])
-local held = cur == ARGV[1]
-local vacant = (not cur) and tonumber(redis.call("GET", KEYS[2]) or "0") <= tonumber(ARGV[2])
-local older = false
-if cur and not held then
-	local e = tonumber(string.match(cur, "^(%d+):"))
-	older = e ~= nil and e < tonumber(ARGV[2])
+local function fence(ckey, ekey, value, epoch)
+	local cur = redis.call("GET", ckey)
+	local held = cur == value
+	local vacant = (not cur) and tonumber(redis.call("GET", ekey) or "0") <= tonumber(epoch)
+	local older = false
+	if cur and not held then
+		local e = tonumber(string.match(cur, "^(%d+):"))
+		older = e ~= nil and e < tonumber(epoch)
+	end
+	return held, vacant, older
 end
 `
 
-// renewScript extends a held claim, or restores one the store lost, when
-// the name is vacant (the counter is at most the claim's epoch) or held at
-// a lower epoch (which only data loss allows: the highest epoch wins), and
-// raises the epoch counter to it, so the next claim numbers above it. The
-// counter's life starts again.
+// luaRenew defines renew(), Renew's compare-and-set: it extends a held
+// claim, or restores one the store lost, when the name is vacant (the
+// counter is at most the claim's epoch) or held at a lower epoch (which
+// only data loss allows: the highest epoch wins), and raises the epoch
+// counter to it, so the next claim numbers above it. The counter's life
+// starts again. False when the claim is lost.
+//
+// csetkey claims set, name stream name, lease (ms), ttl the epoch
+// counter's life (ms); the rest as fence().
+const luaRenew = luaFence + `
+local function renew(ckey, ekey, csetkey, value, epoch, name, lease, ttl)
+	local held, vacant, older = fence(ckey, ekey, value, epoch)
+	if not held and not vacant and not older then
+		return false
+	end
+	if tonumber(redis.call("GET", ekey) or "0") < tonumber(epoch) then
+		redis.call("SET", ekey, epoch)
+	end
+	redis.call("PEXPIRE", ekey, ttl)
+	redis.call("SET", ckey, value, "PX", lease)
+	redis.call("SADD", csetkey, name)
+	redis.call("PEXPIRE", csetkey, lease)
+	return true
+end
+`
+
+// renewScript is Renew: renew() of one claim.
+//
+// KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
+// ARGV[1] the claim as stored, ARGV[2] its epoch, ARGV[3] stream name,
 // ARGV[4] lease (ms), ARGV[5] the epoch counter's life (ms).
 // Returns 1 on success, 0 when lost.
-var renewScript = redis.NewScript(luaFence + `
-if not held and not vacant and not older then
-	return 0
+var renewScript = redis.NewScript(luaRenew + `
+if renew(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]) then
+	return 1
 end
-if tonumber(redis.call("GET", KEYS[2]) or "0") < tonumber(ARGV[2]) then
-	redis.call("SET", KEYS[2], ARGV[2])
-end
-redis.call("PEXPIRE", KEYS[2], ARGV[5])
-redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[4])
-redis.call("SADD", KEYS[3], ARGV[3])
-redis.call("PEXPIRE", KEYS[3], ARGV[4])
-return 1
+return 0
 `)
 
 // releaseScript deletes a held claim. A vacant one is already gone and
 // nobody claimed since, and one replaced by a lower epoch was lost by the
 // store: both count as released.
+//
+// KEYS and ARGV[1..3] as renewScript's.
 // Returns 1 on success, 0 when lost.
 var releaseScript = redis.NewScript(luaFence + `
+local held, vacant, older = fence(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 if held then
 	redis.call("DEL", KEYS[1])
 	redis.call("SREM", KEYS[3], ARGV[3])
@@ -245,18 +280,102 @@ end
 return 0
 `)
 
-// pruneScript removes from an index set the members whose record key is
-// gone, checking each key in the same atomic step: a plain SREM after a
-// read could drop a member whose key a concurrent writer just set again.
+// beatScript is Beat: a node's heartbeat, the renewal of each of its
+// claims (renew()), the stream record of each claim renewed, and its relay
+// records, in one atomic step and one round trip however many streams the
+// node has. Every key is declared.
 //
-// KEYS[1] the index set, KEYS[1+i] the record key of member ARGV[i].
-var pruneScript = redis.NewScript(`
-for i, member in ipairs(ARGV) do
-	if redis.call("EXISTS", KEYS[i + 1]) == 0 then
-		redis.call("SREM", KEYS[1], member)
+// KEYS[1] node key, KEYS[2] nodes set, KEYS[3] claims set, KEYS[4] infos
+// set; then for claim i (from 0), at 4+3i: +1 claim key, +2 epoch key,
+// +3 info key; then for relay j, at 4+3n: +2j+1 relay key, +2j+2 relays
+// set.
+// ARGV[1] node record, ARGV[2] node ID, ARGV[3] lease (ms), ARGV[4] the
+// epoch counter's life (ms), ARGV[5] n claims, ARGV[6] relays; then for
+// claim i, at 6+4i: +1 the claim as stored, +2 its epoch, +3 stream name,
+// +4 stream record ("" for none); then for relay j, at 6+4n: +j+1 its
+// upstream.
+// Returns the indexes (from 0) of the claims lost.
+var beatScript = redis.NewScript(luaRenew + `
+local lease, ttl = ARGV[3], ARGV[4]
+local n, nr = tonumber(ARGV[5]), tonumber(ARGV[6])
+redis.call("SET", KEYS[1], ARGV[1], "PX", lease)
+redis.call("SADD", KEYS[2], ARGV[2])
+redis.call("PEXPIRE", KEYS[2], lease)
+local lost = {}
+local infos = false
+for i = 0, n - 1 do
+	local k, a = 4 + 3 * i, 6 + 4 * i
+	if renew(KEYS[k + 1], KEYS[k + 2], KEYS[3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], lease, ttl) then
+		if ARGV[a + 4] ~= "" then
+			redis.call("SET", KEYS[k + 3], ARGV[a + 4], "PX", lease)
+			redis.call("SADD", KEYS[4], ARGV[a + 3])
+			infos = true
+		end
+	else
+		lost[#lost + 1] = i
 	end
 end
-return 0
+if infos then
+	redis.call("PEXPIRE", KEYS[4], lease)
+end
+local kb, ab = 4 + 3 * n, 6 + 4 * n
+for j = 0, nr - 1 do
+	redis.call("SET", KEYS[kb + 2 * j + 1], ARGV[ab + j + 1], "PX", lease)
+	redis.call("SADD", KEYS[kb + 2 * j + 2], ARGV[2])
+	redis.call("PEXPIRE", KEYS[kb + 2 * j + 2], lease)
+end
+return lost
+`)
+
+// listScript reads an index set and the record of each member in one
+// round trip, and removes from the set the members whose record is gone,
+// checking each key in the same atomic step: a plain SREM after a read
+// could drop a member whose key a concurrent writer just set again.
+//
+// KEYS[1] the index set. A member's record key is ARGV[1] .. member ..
+// ARGV[2]; in Redis Cluster the hash-tagged prefix keeps it in KEYS[1]'s
+// slot.
+// Returns member, record, member, record, ...
+var listScript = redis.NewScript(`
+local out = {}
+for _, m in ipairs(redis.call("SMEMBERS", KEYS[1])) do
+	local v = redis.call("GET", ARGV[1] .. m .. ARGV[2])
+	if v then
+		out[#out + 1] = m
+		out[#out + 1] = v
+	else
+		redis.call("SREM", KEYS[1], m)
+	end
+end
+return out
+`)
+
+// streamsScript is Streams: every current claim with its stream record
+// and its relays, in one round trip. It prunes the claims set as
+// listScript does.
+//
+// KEYS[1] claims set. ARGV[1] the key prefix.
+// Returns {name, claim, record or nil, {node, upstream, ...}} per claim.
+var streamsScript = redis.NewScript(`
+local p = ARGV[1]
+local out = {}
+for _, name in ipairs(redis.call("SMEMBERS", KEYS[1])) do
+	local c = redis.call("GET", p .. "claim:" .. name)
+	if c then
+		local relays = {}
+		for _, node in ipairs(redis.call("SMEMBERS", p .. "relays:" .. name)) do
+			local up = redis.call("GET", p .. "relay:" .. name .. ":" .. node)
+			if up then
+				relays[#relays + 1] = node
+				relays[#relays + 1] = up
+			end
+		end
+		out[#out + 1] = {name, c, redis.call("GET", p .. "info:" .. name), relays}
+	else
+		redis.call("SREM", KEYS[1], name)
+	end
+end
+return out
 `)
 
 // NewRedis returns a registry on the store at cfg.URL. It only checks the
@@ -272,7 +391,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		return nil, fmt.Errorf("cluster: redis node timeout %v is under 1ms", cfg.NodeTimeout)
 	}
 	if cfg.OpTimeout <= 0 {
-		cfg.OpTimeout = defaultOpTimeout
+		cfg.OpTimeout = DefaultOpTimeout(cfg.NodeTimeout)
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultRedisPrefix
@@ -497,7 +616,7 @@ func (r *Redis) Leave(ctx context.Context, id NodeID) error {
 func (r *Redis) Nodes(ctx context.Context) ([]Node, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	_, recs, err := r.list(ctx, r.nodesKey(), func(id string) string { return r.nodeKey(NodeID(id)) })
+	_, recs, err := r.list(ctx, r.nodesKey(), r.nodeKey(""), "")
 	if err != nil {
 		return nil, unavailable("nodes", err)
 	}
@@ -531,37 +650,18 @@ func (r *Redis) Node(ctx context.Context, id NodeID) (Node, error) {
 	return n, nil
 }
 
-// list reads the index set at index and the record key(member) of each
-// member, and returns the members whose record exists with their records.
-// It prunes the others from the set; a failed prune is left to the next
-// listing, since the answer is right either way.
-func (r *Redis) list(ctx context.Context, index string, key func(member string) string) (members, recs []string, err error) {
-	all, err := r.client.SMembers(ctx, index).Result()
-	if err != nil || len(all) == 0 {
-		return nil, nil, err
-	}
-	keys := make([]string, len(all))
-	for i, m := range all {
-		keys[i] = key(m)
-	}
-	vals, err := r.client.MGet(ctx, keys...).Result()
+// list reads the index set at index and the record keyPrefix+member+
+// keySuffix of each member, in one round trip (listScript), and returns
+// the members whose record exists with their records, pruning the others
+// from the set.
+func (r *Redis) list(ctx context.Context, index, keyPrefix, keySuffix string) (members, recs []string, err error) {
+	flat, err := listScript.Run(ctx, r.client, []string{index}, keyPrefix, keySuffix).StringSlice()
 	if err != nil {
 		return nil, nil, err
 	}
-	pruneKeys := []string{index}
-	var pruneMembers []any
-	for i, v := range vals {
-		s, ok := v.(string)
-		if !ok { // nil: the record expired or was deleted
-			pruneKeys = append(pruneKeys, keys[i])
-			pruneMembers = append(pruneMembers, all[i])
-			continue
-		}
-		members = append(members, all[i])
-		recs = append(recs, s)
-	}
-	if len(pruneMembers) > 0 {
-		_ = pruneScript.Run(ctx, r.client, pruneKeys, pruneMembers...).Err()
+	for i := 0; i+1 < len(flat); i += 2 {
+		members = append(members, flat[i])
+		recs = append(recs, flat[i+1])
 	}
 	return members, recs, nil
 }
@@ -655,6 +755,95 @@ func (r *Redis) Renew(ctx context.Context, c Claim) error {
 	return nil
 }
 
+// Beat implements Registry: beatScript, one round trip.
+func (r *Redis) Beat(ctx context.Context, b BeatRecord) ([]Claim, error) {
+	if err := checkBeat(b); err != nil {
+		return nil, err
+	}
+	id := b.Node.ID
+	n := b.Node
+	n.Seen = time.Now().UTC().Round(0) // informative, as in Heartbeat
+	rec, err := json.Marshal(n)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: beat of %s: %w", id, err)
+	}
+	keys := make([]string, 0, 4+3*len(b.Claims)+2*len(b.Relays))
+	keys = append(keys, r.nodeKey(id), r.nodesKey(), r.claimsKey(), r.infosKey())
+	args := make([]any, 0, 6+4*len(b.Claims)+len(b.Relays))
+	args = append(args, rec, string(id), r.leaseMS(), EpochTTL.Milliseconds(), len(b.Claims), len(b.Relays))
+	for _, c := range b.Claims {
+		info := ""
+		if si, ok := b.StreamInfos[c.Stream]; ok {
+			js, err := json.Marshal(si)
+			if err != nil {
+				return nil, fmt.Errorf("cluster: beat of %s: info of %s: %w", id, c.Stream, err)
+			}
+			info = string(js)
+		}
+		keys = append(keys, r.claimKey(c.Stream), r.epochKey(c.Stream), r.infoKey(c.Stream))
+		args = append(args, claimValue(c), c.Epoch, string(c.Stream), info)
+	}
+	for name, up := range b.Relays {
+		keys = append(keys, r.relayKey(name, id), r.relaysKey(name))
+		args = append(args, string(up))
+	}
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	idx, err := beatScript.Run(ctx, r.client, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, unavailable("beat of "+string(id), err)
+	}
+	var lost []Claim
+	for _, i := range idx {
+		if i < 0 || int(i) >= len(b.Claims) {
+			return nil, fmt.Errorf("cluster: beat of %s: unexpected script reply %v", id, idx)
+		}
+		lost = append(lost, b.Claims[i])
+	}
+	return lost, nil
+}
+
+// Streams implements Registry: streamsScript, one round trip.
+func (r *Redis) Streams(ctx context.Context) ([]StreamRecord, error) {
+	ctx, cancel := r.op(ctx)
+	defer cancel()
+	res, err := streamsScript.Run(ctx, r.client, []string{r.claimsKey()}, r.prefix).Slice()
+	if err != nil {
+		return nil, unavailable("streams", err)
+	}
+	out := make([]StreamRecord, 0, len(res))
+	for _, item := range res {
+		f, ok := item.([]any)
+		if !ok || len(f) != 4 {
+			return nil, fmt.Errorf("cluster: streams: unexpected script reply %.64v", item)
+		}
+		name, _ := f[0].(string)
+		value, _ := f[1].(string)
+		c, err := parseClaim(streamname.Name(name), value)
+		if err != nil {
+			return nil, err
+		}
+		rec := StreamRecord{Claim: c, Relays: []Relay{}}
+		if js, ok := f[2].(string); ok {
+			var info StreamInfo
+			if err := json.Unmarshal([]byte(js), &info); err != nil {
+				return nil, fmt.Errorf("cluster: info of %s: bad record: %w", name, err)
+			}
+			rec.Info = &info
+		}
+		flat, _ := f[3].([]any)
+		for i := 0; i+1 < len(flat); i += 2 {
+			node, _ := flat[i].(string)
+			up, _ := flat[i+1].(string)
+			rec.Relays = append(rec.Relays, Relay{Node: NodeID(node), Upstream: NodeID(up)})
+		}
+		slices.SortFunc(rec.Relays, func(a, b Relay) int { return cmp.Compare(a.Node, b.Node) })
+		out = append(out, rec)
+	}
+	slices.SortFunc(out, func(a, b StreamRecord) int { return cmp.Compare(a.Claim.Stream, b.Claim.Stream) })
+	return out, nil
+}
+
 // Release implements Registry.
 func (r *Redis) Release(ctx context.Context, c Claim) error {
 	if err := checkClaim("release", c); err != nil {
@@ -691,7 +880,7 @@ func (r *Redis) Owner(ctx context.Context, name streamname.Name) (Claim, error) 
 func (r *Redis) Claims(ctx context.Context) ([]Claim, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	names, vals, err := r.list(ctx, r.claimsKey(), func(name string) string { return r.claimKey(streamname.Name(name)) })
+	names, vals, err := r.list(ctx, r.claimsKey(), r.claimKey(""), "")
 	if err != nil {
 		return nil, unavailable("claims", err)
 	}
@@ -745,7 +934,7 @@ func (r *Redis) DeleteRelay(ctx context.Context, name streamname.Name, node Node
 func (r *Redis) Relays(ctx context.Context, name streamname.Name) ([]Relay, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	nodes, upstreams, err := r.list(ctx, r.relaysKey(name), func(node string) string { return r.relayKey(name, NodeID(node)) })
+	nodes, upstreams, err := r.list(ctx, r.relaysKey(name), r.relayKey(name, ""), "")
 	if err != nil {
 		return nil, unavailable("relays of "+string(name), err)
 	}
@@ -784,7 +973,7 @@ func (r *Redis) SetStreamInfo(ctx context.Context, name streamname.Name, info St
 func (r *Redis) StreamInfos(ctx context.Context) (map[streamname.Name]StreamInfo, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	names, recs, err := r.list(ctx, r.infosKey(), func(name string) string { return r.infoKey(streamname.Name(name)) })
+	names, recs, err := r.list(ctx, r.infosKey(), r.infoKey(""), "")
 	if err != nil {
 		return nil, unavailable("stream infos", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/meshcast/meshcast/internal/streamname"
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
@@ -220,6 +221,8 @@ func TestRedisUnavailable(t *testing.T) {
 		{"SetRelay", func() error { return reg.SetRelay(bg, nameB, Relay{Node: nodeB, Upstream: nodeA}) }},
 		{"DeleteRelay", func() error { return reg.DeleteRelay(bg, nameB, nodeB) }},
 		{"Relays", func() error { _, err := reg.Relays(bg, nameB); return err }},
+		{"Beat", func() error { _, err := reg.Beat(bg, beatOf(nodeA, []Claim{c}, nil)); return err }},
+		{"Streams", func() error { _, err := reg.Streams(bg); return err }},
 	} {
 		wantErr(t, call.name+" with the store down", promptly(t, call.do), ErrUnavailable)
 	}
@@ -392,8 +395,13 @@ func TestRedisURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	if reg.prefix != DefaultRedisPrefix || reg.timeout != DefaultNodeTimeout || reg.opTimeout != time.Second {
+	if reg.prefix != DefaultRedisPrefix || reg.timeout != DefaultNodeTimeout || reg.opTimeout != 2500*time.Millisecond {
 		t.Errorf("defaults: prefix %q, node timeout %v, op timeout %v", reg.prefix, reg.timeout, reg.opTimeout)
+	}
+	for node, op := range map[time.Duration]time.Duration{time.Second: time.Second, 5 * time.Second: 2500 * time.Millisecond, time.Minute: 3 * time.Second} {
+		if got := DefaultOpTimeout(node); got != op {
+			t.Errorf("DefaultOpTimeout(%v) = %v, want %v", node, got, op)
+		}
 	}
 }
 
@@ -468,5 +476,101 @@ func TestRedisSentinelFailover(t *testing.T) {
 	}
 	if _, err := reg.Claim(bg, "live/failover", "node-b", ""); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("a second node's claim after failover: %v, want ErrClaimed", err)
+	}
+}
+
+// roundTrips counts the commands and pipelines a go-redis client sends:
+// each is one round trip to the store.
+type roundTrips struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.mu.Lock()
+		h.cmds = append(h.cmds, cmd.Name())
+		h.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.mu.Lock()
+		h.cmds = append(h.cmds, fmt.Sprintf("pipeline of %d", len(cmds)))
+		h.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+// take returns the round trips counted since the last take.
+func (h *roundTrips) take() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.cmds
+	h.cmds = nil
+	return out
+}
+
+// A node's whole beat, the stream listing and the node listing are one
+// round trip each, however many streams and relays there are: a store
+// far away costs one round trip a second per node.
+func TestRedisOneRoundTrip(t *testing.T) {
+	srv := testutil.StartRedis(t, 0)
+	reg := openRedis(t, srv.URL(), longTimeout, 0)
+	trips := &roundTrips{}
+	reg.client.AddHook(trips)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	var claims []Claim
+	relays := map[streamname.Name]NodeID{}
+	for i := range 200 {
+		name := streamname.Name(fmt.Sprintf("live/s%03d", i))
+		claims = append(claims, mustClaim(t, reg, name, nodeA))
+		relays[streamname.Name(fmt.Sprintf("live/r%03d", i))] = nodeB
+		if err := reg.SetRelay(bg, name, Relay{Node: nodeC, Upstream: nodeA}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := beatOf(nodeA, claims, relays)
+	// The first run of a script may load it (NOSCRIPT, then EVAL).
+	if _, err := reg.Beat(bg, b); err != nil {
+		t.Fatal(err)
+	}
+	reg.Streams(bg)
+	reg.Nodes(bg)
+	trips.take()
+
+	for _, call := range []struct {
+		name string
+		do   func() error
+	}{
+		{"Beat of 200 claims, records and relays", func() error {
+			lost, err := reg.Beat(bg, b)
+			if len(lost) != 0 {
+				t.Errorf("Beat lost %v", lost)
+			}
+			return err
+		}},
+		{"Streams of 200 streams with relays", func() error {
+			s, err := reg.Streams(bg)
+			if len(s) != 200 || len(s[199].Relays) != 1 || s[199].Info == nil {
+				t.Errorf("Streams = %d streams", len(s))
+			}
+			return err
+		}},
+		{"Nodes", func() error { _, err := reg.Nodes(bg); return err }},
+		{"Claims", func() error { _, err := reg.Claims(bg); return err }},
+		{"StreamInfos", func() error { _, err := reg.StreamInfos(bg); return err }},
+		{"Relays", func() error { _, err := reg.Relays(bg, "live/s000"); return err }},
+	} {
+		if err := call.do(); err != nil {
+			t.Fatalf("%s: %v", call.name, err)
+		}
+		if got := trips.take(); len(got) != 1 {
+			t.Errorf("%s: %d round trips %v, want 1", call.name, len(got), got)
+		}
 	}
 }

@@ -119,6 +119,37 @@ type Relay struct {
 	Upstream NodeID `json:"upstream"`
 }
 
+// BeatRecord is what a node refreshes in the registry with every
+// heartbeat: its own record, the claims it holds, its records of the
+// streams it owns and the streams it relays. Beat writes it whole, in one
+// call to the store, however many streams it names.
+type BeatRecord struct {
+	// Node is the node's record, as Heartbeat takes it.
+	Node Node
+	// Claims are the node's claims, each renewed as Renew does. Each
+	// must be Node's.
+	Claims []Claim
+	// StreamInfos are the node's records of the streams it owns, by
+	// name, as SetStreamInfo takes them. A record is written only when
+	// the node's claim of its name is in Claims and is renewed: a node
+	// never describes a stream it no longer owns.
+	StreamInfos map[streamname.Name]StreamInfo
+	// Relays are the streams the node relays, each with the node it pulls
+	// it from, as SetRelay records them.
+	Relays map[streamname.Name]NodeID
+}
+
+// StreamRecord is one claimed stream as the registry lists it: its
+// current claim, its owner's record of it, and the nodes that relay it.
+type StreamRecord struct {
+	Claim Claim
+	// Info is the owner's record, nil when none is current. It may have
+	// been written by a former owner: compare Info.Node with Claim.Node.
+	Info *StreamInfo
+	// Relays are the current relays of the stream, sorted by node.
+	Relays []Relay
+}
+
 // Epochs are unique while the store keeps its counters. A name's first
 // epoch, and its first after the counter expired (EpochTTL) or the store
 // lost it (Redis without persistence, restarted), is the store's clock in
@@ -178,6 +209,17 @@ type Registry interface {
 	Owner(ctx context.Context, name streamname.Name) (Claim, error)
 	// Claims returns every current claim, sorted by stream name.
 	Claims(ctx context.Context) ([]Claim, error)
+	// Beat refreshes b in one call to the store (one round trip to
+	// Redis), all or nothing: the heartbeat, the renewal of each claim,
+	// the records of the streams whose claims were renewed, and the relay
+	// records. It returns the claims that a newer claim superseded, which
+	// Renew would have refused with ErrLost; every other claim of b was
+	// renewed or restored. On an error nothing is known to be written.
+	Beat(ctx context.Context, b BeatRecord) (lost []Claim, err error)
+	// Streams returns every current claim, sorted by stream name, with
+	// its owner's record and its relays, in one call to the store: the
+	// cluster's stream listing.
+	Streams(ctx context.Context) ([]StreamRecord, error)
 	// Claimed returns a channel that receives every claim made from now
 	// on, by any node, until ctx ends; then it is closed. Delivery is
 	// prompt but not assured (a slow reader or a store that is away loses

@@ -89,6 +89,10 @@ func runRegistrySuite(t *testing.T, rt registryUnderTest) {
 		{"Pushes", testPushes},
 		{"ConcurrentClaims", testConcurrentClaims},
 		{"BadArguments", testBadArguments},
+		{"Beat", testBeat},
+		{"BeatAfterWipe", testBeatAfterWipe},
+		{"BeatExpires", testBeatExpires},
+		{"Streams", testStreams},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, rt) })
@@ -868,4 +872,183 @@ func testBadArguments(t *testing.T, rt registryUnderTest) {
 	wantErr(t, "Renew at epoch 0", reg.Renew(bg, Claim{Stream: nameA, Node: nodeA}), ErrLost)
 	wantErr(t, "Release at epoch 0", reg.Release(bg, Claim{Stream: nameA, Node: nodeA}), ErrLost)
 	wantErr(t, "Owner after the bad calls", func() error { _, err := reg.Owner(bg, nameA); return err }(), ErrNotFound)
+}
+
+// beatOf is node id's beat holding claims, a stream record for each, and
+// relays.
+func beatOf(id NodeID, claims []Claim, relays map[streamname.Name]NodeID) BeatRecord {
+	b := BeatRecord{Node: testNode(id), Claims: claims, Relays: relays, StreamInfos: map[streamname.Name]StreamInfo{}}
+	for _, c := range claims {
+		b.StreamInfos[c.Stream] = StreamInfo{Node: id, Info: json.RawMessage(`{"by":"` + string(id) + `"}`)}
+	}
+	return b
+}
+
+// A beat heartbeats, renews every claim, records each stream renewed and
+// each relay, and reports a superseded claim as lost, as Renew does.
+func testBeat(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	old := mustClaim(t, reg, nameB, nodeA)
+	// node-a goes away for a while; node-b takes nameB over.
+	if err := reg.Leave(bg, nodeA); err != nil {
+		t.Fatal(err)
+	}
+	cb := mustClaim(t, reg, nameB, nodeB)
+
+	lost, err := reg.Beat(bg, beatOf(nodeA, []Claim{ca, old}, map[streamname.Name]NodeID{nameC: nodeB}))
+	if err != nil {
+		t.Fatalf("Beat: %v", err)
+	}
+	if fmt.Sprint(lost) != fmt.Sprint([]Claim{old}) {
+		t.Fatalf("Beat lost %+v, want the superseded claim %+v", lost, old)
+	}
+	wantErr(t, "Renew of the claim Beat reported lost", reg.Renew(bg, old), ErrLost)
+	if n, err := reg.Node(bg, nodeA); err != nil || n.ID != nodeA || n.Load != testNode(nodeA).Load {
+		t.Fatalf("Node after Beat = %+v, %v", n, err)
+	}
+	wantOwner(t, reg, ca)
+	wantOwner(t, reg, cb)
+	infos, err := reg.StreamInfos(bg)
+	if err != nil || len(infos) != 1 || infos[nameA].Node != nodeA || string(infos[nameA].Info) != `{"by":"node-a"}` {
+		t.Fatalf("StreamInfos after Beat = %+v, %v; want node-a's record of %s only", infos, err, nameA)
+	}
+	if rs, err := reg.Relays(bg, nameC); err != nil || fmt.Sprint(rs) != "[{node-a node-b}]" {
+		t.Fatalf("Relays after Beat = %v, %v", rs, err)
+	}
+
+	// A beat without claims or relays is a heartbeat; one with many
+	// renews them all.
+	if lost, err := reg.Beat(bg, BeatRecord{Node: testNode(nodeC)}); err != nil || len(lost) != 0 {
+		t.Fatalf("bare Beat = %v, %v", lost, err)
+	}
+	if ids := nodeIDs(t, reg); fmt.Sprint(ids) != "[node-a node-b node-c]" {
+		t.Fatalf("Nodes = %v", ids)
+	}
+	var many []Claim
+	relays := map[streamname.Name]NodeID{}
+	for i := range 50 {
+		name := streamname.Name(fmt.Sprintf("many/s%02d", i))
+		many = append(many, mustClaim(t, reg, name, nodeC))
+		relays[streamname.Name(fmt.Sprintf("many/r%02d", i))] = nodeA
+	}
+	if lost, err := reg.Beat(bg, beatOf(nodeC, many, relays)); err != nil || len(lost) != 0 {
+		t.Fatalf("Beat of 50 claims and 50 relays = %v, %v", lost, err)
+	}
+	for _, c := range many {
+		wantOwner(t, reg, c)
+	}
+	if rs, err := reg.Relays(bg, "many/r49"); err != nil || fmt.Sprint(rs) != "[{node-c node-a}]" {
+		t.Fatalf("Relays after the big Beat = %v, %v", rs, err)
+	}
+
+	// What no node could send is refused, and nothing of it written.
+	for what, b := range map[string]BeatRecord{
+		"without a node":                {Claims: []Claim{ca}},
+		"with another node's claim":     {Node: testNode(nodeB), Claims: []Claim{ca}},
+		"with a claim at epoch 0":       {Node: testNode(nodeA), Claims: []Claim{{Stream: nameA, Node: nodeA}}},
+		"with another node's record":    {Node: testNode(nodeA), Claims: []Claim{ca}, StreamInfos: map[streamname.Name]StreamInfo{nameA: {Node: nodeB}}},
+		"with a relay without upstream": {Node: testNode(nodeA), Relays: map[streamname.Name]NodeID{nameA: ""}},
+	} {
+		if _, err := reg.Beat(bg, b); err == nil {
+			t.Errorf("Beat %s succeeded", what)
+		}
+	}
+}
+
+// After the store lost everything (a Redis restarted empty), one beat
+// puts back the node, its claims at their epochs, its stream records and
+// its relays.
+func testBeatAfterWipe(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	mustHeartbeat(t, reg, nodeA)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	cb := mustClaim(t, reg, nameB, nodeA)
+	rt.wipe(t, reg)
+	if ids := nodeIDs(t, reg); len(ids) != 0 {
+		t.Fatalf("Nodes after the wipe = %v", ids)
+	}
+	lost, err := reg.Beat(bg, beatOf(nodeA, []Claim{ca, cb}, map[streamname.Name]NodeID{nameC: nodeB}))
+	if err != nil || len(lost) != 0 {
+		t.Fatalf("Beat after the wipe = %v, %v; want every claim restored", lost, err)
+	}
+	if ids := nodeIDs(t, reg); fmt.Sprint(ids) != "[node-a]" {
+		t.Fatalf("Nodes after the beat = %v", ids)
+	}
+	wantOwner(t, reg, ca)
+	wantOwner(t, reg, cb)
+	streams, err := reg.Streams(bg)
+	if err != nil || len(streams) != 2 || streams[0].Info == nil || streams[1].Info == nil {
+		t.Fatalf("Streams after the beat = %+v, %v", streams, err)
+	}
+	if rs, err := reg.Relays(bg, nameC); err != nil || fmt.Sprint(rs) != "[{node-a node-b}]" {
+		t.Fatalf("Relays after the beat = %v, %v", rs, err)
+	}
+	// The counters were raised: the next claim numbers above.
+	mustHeartbeat(t, reg, nodeB)
+	if err := reg.Leave(bg, nodeA); err != nil {
+		t.Fatal(err)
+	}
+	if next := mustClaim(t, reg, nameA, nodeB); next.Epoch != ca.Epoch+1 {
+		t.Fatalf("claim after the restoring beat: epoch %d, want %d", next.Epoch, ca.Epoch+1)
+	}
+}
+
+// What a beat writes lasts one NodeTimeout unless beaten again.
+func testBeatExpires(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	mustHeartbeat(t, reg, nodeA)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	if _, err := reg.Beat(bg, beatOf(nodeA, []Claim{ca}, map[streamname.Name]NodeID{nameB: nodeC})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the beat's records to expire", func() bool {
+		streams, err := reg.Streams(bg)
+		rs, err2 := reg.Relays(bg, nameB)
+		return err == nil && err2 == nil && len(streams) == 0 && len(rs) == 0 && len(nodeIDs(t, reg)) == 0
+	})
+}
+
+// Streams lists every current claim with its owner's record and relays.
+func testStreams(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, longTimeout)
+	if got, err := reg.Streams(bg); err != nil || len(got) != 0 {
+		t.Fatalf("Streams of an empty registry = %+v, %v", got, err)
+	}
+	mustHeartbeat(t, reg, nodeA, nodeB)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	cb := mustClaim(t, reg, nameB, nodeB)
+	info := StreamInfo{Node: nodeA, Info: json.RawMessage(`{"video":{"codec":"H264"}}`)}
+	if err := reg.SetStreamInfo(bg, nameA, info); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Relay{{Node: nodeC, Upstream: nodeA}, {Node: nodeB, Upstream: nodeA}} {
+		if err := reg.SetRelay(bg, nameA, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A relay of a stream nobody claims is not a stream of the listing.
+	if err := reg.SetRelay(bg, nameC, Relay{Node: nodeA, Upstream: nodeB}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := reg.Streams(bg)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Streams = %+v, %v", got, err)
+	}
+	// Sorted by name: live/other (nameB) before live/show (nameA).
+	b, a := got[0], got[1]
+	if b.Claim != cb || b.Info != nil || len(b.Relays) != 0 {
+		t.Errorf("Streams[0] = %+v, want %+v without a record or relays", b, cb)
+	}
+	if a.Claim != ca || a.Info == nil || a.Info.Node != nodeA || string(a.Info.Info) != string(info.Info) ||
+		fmt.Sprint(a.Relays) != "[{node-b node-a} {node-c node-a}]" {
+		t.Errorf("Streams[1] = %+v (info %+v), want %+v with node-a's record and two relays", a, a.Info, ca)
+	}
+	if err := reg.Release(bg, cb); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := reg.Streams(bg); err != nil || len(got) != 1 || got[0].Claim != ca {
+		t.Fatalf("Streams after a release = %+v, %v", got, err)
+	}
 }

@@ -26,12 +26,17 @@ const (
 	OpSetRelay    = "set_relay"
 	OpDeleteRelay = "delete_relay"
 	OpRelays      = "relays"
+	// OpBeat is a node's whole heartbeat: its record, claims, stream
+	// records and relay records, in one call.
+	OpBeat = "beat"
+	// OpStreams is the cluster's stream listing.
+	OpStreams = "streams"
 )
 
 // registryOps are every op, in the order of opIndex.
 var registryOps = [...]string{
 	OpHeartbeat, OpLeave, OpNodes, OpNode, OpClaim, OpRenew, OpRelease,
-	OpOwner, OpClaims, OpSetRelay, OpDeleteRelay, OpRelays,
+	OpOwner, OpClaims, OpSetRelay, OpDeleteRelay, OpRelays, OpBeat, OpStreams,
 }
 
 type opIndex int
@@ -49,10 +54,12 @@ const (
 	opSetRelay
 	opDeleteRelay
 	opRelays
+	opBeat
+	opStreams
 )
 
 // registryBuckets span a registry call from an in-memory answer (µs) to
-// a store at its 1 s operation timeout.
+// a store at its operation timeout (1 s to 3 s, cluster.DefaultOpTimeout).
 var registryBuckets = []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
 
 // IsFailure reports whether err, returned by a cluster.Registry, is a
@@ -212,6 +219,22 @@ func (r *InstrumentedRegistry) Relays(ctx context.Context, name streamname.Name)
 	rs, err := r.next.Relays(ctx, name)
 	r.done(opRelays, start, err)
 	return rs, err
+}
+
+// Beat implements cluster.Registry.
+func (r *InstrumentedRegistry) Beat(ctx context.Context, b cluster.BeatRecord) ([]cluster.Claim, error) {
+	start := time.Now()
+	lost, err := r.next.Beat(ctx, b)
+	r.done(opBeat, start, err)
+	return lost, err
+}
+
+// Streams implements cluster.Registry.
+func (r *InstrumentedRegistry) Streams(ctx context.Context) ([]cluster.StreamRecord, error) {
+	start := time.Now()
+	s, err := r.next.Streams(ctx)
+	r.done(opStreams, start, err)
+	return s, err
 }
 
 // Close implements cluster.Registry: it closes the wrapped registry, and

@@ -2,13 +2,17 @@ package sim
 
 import (
 	"context"
+	"slices"
 
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
 // Op is one method of cluster.Registry: one call, one round trip to Redis
-// (a command, a MULTI pipeline or a Lua script).
+// (a command, a MULTI pipeline or a Lua script). A Beat is one round trip
+// too, but it is counted as the operations it holds (a heartbeat, a
+// renewal and a stream record per claim, a relay record per relay), so
+// the counts by kind size the store's work whichever way nodes call it.
 type Op int
 
 // The registry's methods, counted by Counting.
@@ -29,6 +33,7 @@ const (
 	OpRelays
 	OpSetPushes
 	OpPushes
+	OpStreams
 	numOps
 )
 
@@ -44,7 +49,7 @@ const (
 	// KindRelay: SetRelay (one a second per relayed stream per node) and
 	// DeleteRelay.
 	KindRelay
-	// KindLookup: Nodes, Node, Owner, Relays and the listings: routing
+	// KindLookup: Nodes, Node, Owner, Relays and the listings (Streams): routing
 	// viewers and choosing upstreams.
 	KindLookup
 	// KindClaim: Claim, Release and restream records.
@@ -58,7 +63,7 @@ var KindNames = [numKinds]string{"heartbeats", "renewals", "relay records", "loo
 var opKind = [numOps]Kind{
 	OpHeartbeat: KindHeartbeat, OpLeave: KindHeartbeat,
 	OpNodes: KindLookup, OpNode: KindLookup, OpOwner: KindLookup, OpClaims: KindLookup,
-	OpStreamInfos: KindLookup, OpRelays: KindLookup, OpPushes: KindLookup,
+	OpStreamInfos: KindLookup, OpRelays: KindLookup, OpPushes: KindLookup, OpStreams: KindLookup,
 	OpClaim: KindClaim, OpRelease: KindClaim, OpSetPushes: KindClaim,
 	OpRenew: KindRenewal, OpSetStreamInfo: KindRenewal,
 	OpSetRelay: KindRelay, OpDeleteRelay: KindRelay,
@@ -150,6 +155,30 @@ func (c *Counting) Claims(ctx context.Context) ([]cluster.Claim, error) {
 	return c.next.Claims(ctx)
 }
 
+// Beat implements cluster.Registry, counted as the operations it holds:
+// one heartbeat, one renewal per claim, one stream record per claim
+// renewed with a record, one relay record per relay.
+func (c *Counting) Beat(ctx context.Context, b cluster.BeatRecord) ([]cluster.Claim, error) {
+	lost, err := c.next.Beat(ctx, b)
+	c.n[OpHeartbeat]++
+	c.n[OpRenew] += int64(len(b.Claims))
+	c.n[OpSetRelay] += int64(len(b.Relays))
+	if err == nil {
+		for _, cl := range b.Claims {
+			if _, ok := b.StreamInfos[cl.Stream]; ok && !slices.Contains(lost, cl) {
+				c.n[OpSetStreamInfo]++
+			}
+		}
+	}
+	return lost, err
+}
+
+// Streams implements cluster.Registry.
+func (c *Counting) Streams(ctx context.Context) ([]cluster.StreamRecord, error) {
+	c.n[OpStreams]++
+	return c.next.Streams(ctx)
+}
+
 // Claimed implements cluster.Registry; a subscription is not counted.
 func (c *Counting) Claimed(ctx context.Context) <-chan cluster.Claim {
 	return c.next.Claimed(ctx)
@@ -216,4 +245,29 @@ func (r splitRegistry) DeleteRelay(ctx context.Context, name streamname.Name, no
 
 func (r splitRegistry) Relays(ctx context.Context, name streamname.Name) ([]cluster.Relay, error) {
 	return r.relays.Relays(ctx, name)
+}
+
+// Beat writes b's relay records to the relays' registry, the rest to the
+// other.
+func (r splitRegistry) Beat(ctx context.Context, b cluster.BeatRecord) ([]cluster.Claim, error) {
+	relays := b.Relays
+	b.Relays = nil
+	lost, err := r.Memory.Beat(ctx, b)
+	if err != nil || len(relays) == 0 {
+		return lost, err
+	}
+	_, err = r.relays.Beat(ctx, cluster.BeatRecord{Node: b.Node, Relays: relays})
+	return lost, err
+}
+
+// Streams lists the streams with their relays from the relays' registry.
+func (r splitRegistry) Streams(ctx context.Context) ([]cluster.StreamRecord, error) {
+	out, err := r.Memory.Streams(ctx)
+	for i := range out {
+		if err != nil {
+			break
+		}
+		out[i].Relays, err = r.relays.Relays(ctx, out[i].Claim.Stream)
+	}
+	return out, err
 }

@@ -90,11 +90,11 @@ func TestMetrics(t *testing.T) {
 		between(`meshcast_stream_keyframe_interval_seconds{stream="live/metrics"}`, 0.5, 2.5) // -g 60 at 30 fps
 		atLeast(`meshcast_stream_viewers{protocol="rtmp",stream="live/metrics"}`, 1)
 		atLeast(`meshcast_stream_viewers{protocol="flv",stream="live/metrics"}`, 1)
-		// The node heartbeats every second and claimed the stream, through
+		// The node beats every second and claimed the stream, through
 		// the instrumented registry; an in-memory registry never fails.
-		atLeast(`meshcast_registry_request_duration_seconds_count{op="heartbeat"}`, 1)
+		atLeast(`meshcast_registry_request_duration_seconds_count{op="beat"}`, 1)
 		atLeast(`meshcast_registry_request_duration_seconds_count{op="claim"}`, 1)
-		between(`meshcast_registry_errors_total{op="heartbeat"}`, 0, 0)
+		between(`meshcast_registry_errors_total{op="beat"}`, 0, 0)
 		atLeast(`go_goroutines`, 1)
 		atLeast(`process_cpu_seconds_total`, 0)
 		for _, fam := range []string{"meshcast_received_bytes_total", "meshcast_sent_bytes_total", "meshcast_reader_skips_total", "meshcast_slow_readers_closed_total", "meshcast_registry_errors_total"} {
@@ -249,12 +249,12 @@ func TestMetricsRelay(t *testing.T) {
 		}
 	}
 	inf := math.Inf(1)
-	// B records its relay in the registry with its next heartbeat.
-	var sb e2eutil.MetricsScrape
+	// B records its relay in the registry with its next beat.
 	testutil.WaitFor(t, 10*time.Second, "B to record its relay", func() bool {
-		sb = e2eutil.ScrapeMetrics(t, b.HTTPURL)
-		return sb.Samples[`meshcast_registry_request_duration_seconds_count{op="set_relay"}`] >= 1
+		s, ok := e2eutil.GetStream(t, a.HTTPURL, "live/relayed")
+		return ok && len(s.Relays) == 1 && s.Relays[0].Node == "node-b"
 	})
+	sb := e2eutil.ScrapeMetrics(t, b.HTTPURL)
 	sa := e2eutil.ScrapeMetrics(t, a.HTTPURL)
 	want(sa, "A", `meshcast_publishers`, 1, 1)
 	want(sa, "A", `meshcast_viewers{protocol="relay"}`, 1, 1)
@@ -266,8 +266,8 @@ func TestMetricsRelay(t *testing.T) {
 	want(sb, "B", `meshcast_relay_upstreams`, 1, 1)
 	want(sb, "B", `meshcast_viewers{protocol="rtmp"}`, 1, 1)
 	want(sb, "B", `meshcast_received_bytes_total`, 10e3, inf) // relayed in
-	want(sb, "B", `meshcast_registry_request_duration_seconds_count{op="set_relay"}`, 1, inf)
-	want(sb, "B", `meshcast_registry_errors_total{op="set_relay"}`, 0, 0)
+	want(sb, "B", `meshcast_registry_request_duration_seconds_count{op="beat"}`, 1, inf)
+	want(sb, "B", `meshcast_registry_errors_total{op="beat"}`, 0, 0)
 }
 
 // prometheusConfig checks the shipped deploy/prometheus/prometheus.yml and
