@@ -175,10 +175,12 @@ type Stream struct {
 	// Publisher session state (under mu).
 	pub        *Publisher
 	sessions   int
-	offset     int64 // added to the current session's timestamps
-	needOffset bool  // the next packet starts a session: compute offset
-	waitKey    bool  // drop video frames until the session's first keyframe
-	lastDTS    int64 // highest timestamp appended
+	offset     int64     // added to the current session's timestamps
+	needOffset bool      // the next packet starts a session: compute offset
+	keepAhead  bool      // the session is a relay's resumed pull: see sessionOffset
+	lastAt     time.Time // when the latest packet was appended
+	waitKey    bool      // drop video frames until the session's first keyframe
+	lastDTS    int64     // highest timestamp appended
 	hasDTS     bool
 	info       Info
 	rate       rateMeter
@@ -375,16 +377,25 @@ func (p *Publisher) Close() {
 }
 
 // Restart begins a new session of p, as if its client had reconnected:
-// timestamps go on from the stream's newest and video resumes at the next
+// timestamps go on after the stream's newest and video resumes at the next
 // keyframe. A relay calls it when it resumes after its upstream broke.
+// Its new upstream's timestamps are kept when they already come after the
+// stream's newest (by at most ResumeWindow): they are the stream's timeline
+// on every node (sessionOffset).
 func (p *Publisher) Restart() {
 	s := p.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pub == p {
 		s.beginSession()
+		s.keepAhead = true
 	}
 }
+
+// ResumeWindow bounds how far ahead of a stream's newest timestamp a relay's
+// resumed pull may start and keep its timestamps: about the longest a relay
+// looks for a new upstream.
+const ResumeWindow = 30 * time.Second
 
 // beginSession makes the next packet start a publisher session: its
 // timestamps are rebased to follow the stream's newest and its video waits
@@ -392,7 +403,26 @@ func (p *Publisher) Restart() {
 func (s *Stream) beginSession() {
 	s.sessions++
 	s.needOffset = true
+	s.keepAhead = false
 	s.waitKey = true
+}
+
+// sessionOffset is what is added to the timestamps of a session whose first
+// packet is at first, on a stream that has packets. The session follows the
+// stream's newest timestamp by the time that passed since it was appended
+// (at least 1 ms, at most ResumeWindow), so that media time keeps pace with
+// the clock across a publisher's reconnection: a publisher that comes back
+// on another node continues a timeline the relays of the stream can keep.
+// A relay's resumed pull whose timestamps already come after the newest
+// keeps them: every node relaying a stream then has the same timestamps as
+// its owner, even after the owner changed. Caller holds s.mu.
+func (s *Stream) sessionOffset(first int64) int64 {
+	window := ResumeWindow.Milliseconds()
+	if s.keepAhead && first > s.lastDTS && first-s.lastDTS <= window {
+		return 0
+	}
+	gap := min(max(time.Since(s.lastAt).Milliseconds(), 1), window)
+	return s.lastDTS + gap - first
 }
 
 // WritePacket appends pkt to the stream's log. The stream takes ownership of
@@ -404,7 +434,8 @@ func (p *Publisher) WritePacket(pkt *media.Packet) error {
 	if s.pub != p {
 		return ErrClosed
 	}
-	s.rate.add(time.Now(), len(pkt.Payload))
+	now := time.Now()
+	s.rate.add(now, len(pkt.Payload))
 	if c := s.cfg.Counters; c != nil {
 		c.ReceivedBytes.Add(uint64(len(pkt.Payload)))
 	}
@@ -416,7 +447,7 @@ func (p *Publisher) WritePacket(pkt *media.Packet) error {
 		s.needOffset = false
 		s.hasKeyDTS = false // a new session measures its own GOPs
 		if s.hasDTS {
-			s.offset = s.lastDTS + 1 - pkt.DTS
+			s.offset = s.sessionOffset(pkt.DTS)
 		} else {
 			s.offset = 0
 		}
@@ -435,6 +466,7 @@ func (p *Publisher) WritePacket(pkt *media.Packet) error {
 		s.keyDTS, s.hasKeyDTS = pkt.DTS, true
 	}
 	s.append(pkt)
+	s.lastAt = now
 	return nil
 }
 

@@ -232,6 +232,50 @@ func TestTimestampsContinueAcrossPublisherSessions(t *testing.T) {
 	}
 }
 
+// TestRelayResumeKeepsUpstreamTimestamps: a relay's resumed pull keeps
+// its new upstream's timestamps when they come after the stream's newest,
+// so that the relay's timeline stays its owner's; one behind is rebased
+// to follow, by at least the time that passed.
+func TestRelayResumeKeepsUpstreamTimestamps(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	end := gop(t, p, 1000, 10) - 33 // the newest timestamp
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	read(t, r)
+
+	// The new owner continued the timeline 1.5 s later.
+	p.Restart()
+	write(t, p, vcfg(end+1500), vframe(end+1500, true, 10), vframe(end+1533, false, 10))
+	pkts := read(t, r)
+	if first := pkts[0].DTS; first != end+1500 {
+		t.Fatalf("resumed pull starts at %d, want the upstream's %d", first, end+1500)
+	}
+	end += 1533
+
+	// An upstream that started again from zero: rebased after the newest.
+	time.Sleep(20 * time.Millisecond)
+	p.Restart()
+	write(t, p, vcfg(0), vframe(0, true, 10), vframe(33, false, 10))
+	pkts = read(t, r)
+	if first := pkts[0].DTS; first < end+20 || first > end+1000 {
+		t.Fatalf("rebased pull starts at %d, want 20 ms or a little more after %d", first, end)
+	}
+
+	// A publisher's new session is rebased even when ahead: its encoder's
+	// clock is its own.
+	end = pkts[len(pkts)-1].DTS
+	p.Close()
+	p2, err := s.Attach(PublisherInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, p2, vcfg(end+60_000), vframe(end+60_000, true, 10))
+	if first := read(t, r)[0].DTS; first <= end || first > end+1000 {
+		t.Fatalf("new publisher session starts at %d, want just after %d", first, end)
+	}
+}
+
 func TestLastDTSBoundsASession(t *testing.T) {
 	s, p := newPublished(t, Config{})
 	if _, ok := s.LastDTS(); ok {

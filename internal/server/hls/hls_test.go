@@ -297,7 +297,7 @@ func TestServeLive(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "#EXTINF") || h.Get("Cache-Control") != "no-cache" {
 		t.Fatalf("%s: %d %v %q", media, code, h, body)
 	}
-	segment := regexp.MustCompile(`(?m)^\S+_seg\d+\.mp4$`).FindString(body)
+	segment := regexp.MustCompile(`(?m)^video1_[0-9a-f]{8}_s\d+\.mp4$`).FindString(body)
 	if code, h, body = f.get(segment); code != http.StatusOK || len(body) == 0 || h.Get("Content-Type") != "video/mp4" {
 		t.Fatalf("%s: %d %v, %d bytes", segment, code, h, len(body))
 	}
@@ -325,6 +325,7 @@ func TestServeLive(t *testing.T) {
 		{"other.m3u8", "unknown playlist"},
 		{"0123456789ab_video1_seg99999.mp4", "segment that does not exist"},
 		{"0123456789ab_video1_part99999.mp4", "part that does not exist"},
+		{"video1_0123abcd_s99999.mp4", "segment of another configuration"},
 		{"..%2Findex.m3u8", "path trick"},
 	} {
 		if code, _, _ := f.get(tc.file); code != http.StatusNotFound {
@@ -511,6 +512,8 @@ func TestClassify(t *testing.T) {
 		{"0a1b2c3d4e5f_video1_seg12.mp4", kindMedia},
 		{"0a1b2c3d4e5f_main_seg3.ts", kindMedia},
 		{"0a1b2c3d4e5f_video1_part40.mp4", kindPart},
+		{"video1_0a1b2c3d_init.mp4", kindMedia},
+		{"audio2_0a1b2c3d_s1234.mp4", kindMedia},
 		{"", kindUnknown},
 		{"playlist.m3u8", kindUnknown},
 		{".hidden.mp4", kindUnknown},

@@ -113,14 +113,11 @@ func reasonText(err error) string {
 	return err.Error()
 }
 
-// current returns the running gohlslib muxer, or nil.
-func (m *muxer) current() *gohlslib.Muxer {
+// current returns the running session, or nil.
+func (m *muxer) current() *session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cur == nil {
-		return nil
-	}
-	return m.cur.hm
+	return m.cur
 }
 
 // setSession publishes sess (or nil) to requests.
@@ -132,15 +129,15 @@ func (m *muxer) setSession(sess *session) {
 	m.mu.Unlock()
 }
 
-// await waits for a running gohlslib muxer. It fails with ctx's error, or
-// with the reason the muxer ended.
-func (m *muxer) await(ctx context.Context) (*gohlslib.Muxer, error) {
+// await waits for a running session. It fails with ctx's error, or with
+// the reason the muxer ended.
+func (m *muxer) await(ctx context.Context) (*session, error) {
 	for {
 		m.mu.Lock()
 		cur, changed := m.cur, m.changed
 		m.mu.Unlock()
 		if cur != nil {
-			return cur.hm, nil
+			return cur, nil
 		}
 		select {
 		case <-changed:
@@ -245,7 +242,7 @@ func (f *feeder) frame(p *media.Packet) error {
 		if f.video == nil && f.audio == nil {
 			return nil
 		}
-		sess, err := startSession(f.m, f.video, f.audio)
+		sess, err := startSession(f.m, f.video, f.audio, configTag(f.videoRaw, f.audioRaw))
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/bluenviron/gohlslib/v2"
@@ -65,7 +66,7 @@ func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request, name stre
 	defer s.release(m)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
-	rec, err := s.handleWaiting(ctx, m, forFile(r, file))
+	rec, err := s.handleWaiting(ctx, m, r, file)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -75,54 +76,87 @@ func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request, name stre
 	rec.writeTo(w, r, "no-cache")
 }
 
-// handleWaiting runs a request that may wait inside gohlslib, retrying on
-// the stream's next muxer when the one it waited on was replaced.
-func (s *Server) handleWaiting(ctx context.Context, m *muxer, r *http.Request) (*recorder, error) {
+// handleWaiting runs a request for a playlist, which may wait inside
+// gohlslib, retrying on the stream's next muxer when the one it waited on
+// was replaced. A media playlist goes to gohlslib with its own numbers and
+// comes back with the session's (numbering.go).
+func (s *Server) handleWaiting(ctx context.Context, m *muxer, r *http.Request, file string) (*recorder, error) {
 	for {
-		hm, err := m.await(ctx)
+		sess, err := m.await(ctx)
 		if err != nil {
 			return nil, err
 		}
-		rec, err := s.handleBounded(ctx, m, hm, r)
+		req := forFile(r, file)
+		media := isMediaPlaylist(file)
+		if media {
+			if nm, ok := sess.seq.names(sess.tag); ok {
+				req.URL.RawQuery = nm.query(req.URL.RawQuery)
+			} else {
+				req.URL.RawQuery = withoutBlocking(req.URL.RawQuery)
+			}
+		}
+		rec, err := s.handleBounded(ctx, m, sess.hm, req)
 		if err != nil {
 			return nil, err
 		}
 		// gohlslib answers 500 to requests waiting on a muxer that closes.
-		if rec.status == http.StatusInternalServerError && m.current() != hm {
+		if rec.status == http.StatusInternalServerError && m.current() != sess {
 			continue
+		}
+		if media && rec.status == http.StatusOK {
+			sess.seq.learn(rec.body.Bytes())
+			nm, _ := sess.seq.names(sess.tag)
+			body := nm.playlist(rec.body.Bytes())
+			rec.body.Reset()
+			rec.body.Write(body)
 		}
 		return rec, nil
 	}
 }
 
+// withoutBlocking drops a low-latency playlist request's _HLS_msn and
+// _HLS_part, which name segments of a numbering not yet known.
+func withoutBlocking(raw string) string {
+	if !strings.Contains(raw, "_HLS_") {
+		return raw
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return raw
+	}
+	q.Del("_HLS_msn")
+	q.Del("_HLS_part")
+	return q.Encode()
+}
+
 // running acquires the stream's muxer for a segment or part request, which
-// never starts one. When there is no running muxer it answers the request
-// itself and reports false; otherwise the caller releases m.
-func (s *Server) running(w http.ResponseWriter, r *http.Request, name streamname.Name) (*muxer, *gohlslib.Muxer, bool) {
+// never starts one. When there is no running session it answers the
+// request itself and reports false; otherwise the caller releases m.
+func (s *Server) running(w http.ResponseWriter, r *http.Request, name streamname.Name) (*muxer, *session, bool) {
 	m, err := s.acquire(name, false, "")
 	if err != nil {
 		s.fail(w, r, err)
 		return nil, nil, false
 	}
-	hm := m.current()
-	if hm == nil {
+	sess := m.current()
+	if sess == nil {
 		s.release(m)
 		http.NotFound(w, r)
 		return nil, nil, false
 	}
-	return m, hm, true
+	return m, sess, true
 }
 
 // servePart serves an LL-HLS part, which may wait for the part to exist.
 func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
-	m, hm, ok := s.running(w, r, name)
+	m, sess, ok := s.running(w, r, name)
 	if !ok {
 		return
 	}
 	defer s.release(m)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
-	rec, err := s.handleBounded(ctx, m, hm, forFile(r, file))
+	rec, err := s.handleBounded(ctx, m, sess.hm, forFile(r, file))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -131,19 +165,46 @@ func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name streamna
 }
 
 // serveMedia serves an init file or segment straight from the muxer:
-// gohlslib answers these without waiting.
+// gohlslib answers these without waiting. A public name (numbering.go) is
+// taken back to gohlslib's.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
-	m, hm, ok := s.running(w, r, name)
+	m, sess, ok := s.running(w, r, name)
 	if !ok {
 		return
 	}
 	defer s.release(m)
+	private, ok := s.privateName(r, m, sess, file)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
 	tw := &trackingWriter{ResponseWriter: w}
-	m.handle(hm, tw, forFile(r, file))
+	m.handle(sess.hm, tw, forFile(r, private))
 	if !tw.wrote {
 		// gohlslib writes nothing, an empty 200, for names it does not have.
 		http.NotFound(w, r)
 	}
+}
+
+// privateName returns gohlslib's name of a requested file. A player that
+// the balancer moved here may ask for a segment before this node served
+// any playlist, which tells gohlslib's file prefix: the track's playlist
+// is then made for it.
+func (s *Server) privateName(r *http.Request, m *muxer, sess *session, file string) (string, bool) {
+	nm, _ := sess.seq.names(sess.tag)
+	if nm.prefix == "" {
+		if p := publicFile.FindStringSubmatch(file); p != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+			defer cancel()
+			req := forFile(r, p[1]+"_stream.m3u8")
+			req.URL.RawQuery = ""
+			if rec, err := s.handleBounded(ctx, m, sess.hm, req); err == nil && rec.status == http.StatusOK {
+				sess.seq.learn(rec.body.Bytes())
+				nm, _ = sess.seq.names(sess.tag)
+			}
+		}
+	}
+	return nm.private(file)
 }
 
 // handleBounded runs hm.Handle in its own goroutine, recording the response,

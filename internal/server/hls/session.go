@@ -30,8 +30,13 @@ type session struct {
 	audio *audioTrack // nil for video-only streams
 
 	based bool
-	base  int64     // stream time (ms) that becomes timestamp 0
+	base  int64     // stream time (ms) of the session's first frame
 	start time.Time // wall clock at base
+
+	// Segment numbers and file names derived from the stream's timestamps
+	// (numbering.go), the same on every node muxing the stream.
+	seq numbering
+	tag string
 
 	writeErrs  int          // frames gohlslib refused
 	encodeErrs atomic.Int64 // errors gohlslib reported on its own
@@ -54,8 +59,9 @@ type audioTrack struct {
 
 // startSession builds and starts a gohlslib muxer with the given tracks;
 // at least one of video and audio is set.
-func startSession(m *muxer, video *media.VideoConfig, audio *media.AACConfig) (*session, error) {
-	sess := &session{log: m.log}
+func startSession(m *muxer, video *media.VideoConfig, audio *media.AACConfig, tag string) (*session, error) {
+	sess := &session{log: m.log, tag: tag}
+	sess.seq.minDur = segmentMin(m.s.cfg.SegmentDuration).Milliseconds()
 	var tracks []*gohlslib.Track
 	if video != nil {
 		sess.video = newVideoTrack(video)
@@ -70,7 +76,7 @@ func startSession(m *muxer, video *media.VideoConfig, audio *media.AACConfig) (*
 		Variant:            m.s.cfg.variant(),
 		PartMinDuration:    m.s.cfg.PartDuration,
 		SegmentCount:       m.s.cfg.SegmentCount,
-		SegmentMinDuration: m.s.cfg.SegmentDuration,
+		SegmentMinDuration: segmentMin(m.s.cfg.SegmentDuration),
 		OnEncodeError:      sess.onEncodeError,
 	}
 	if err := sess.hm.Start(); err != nil {
@@ -163,8 +169,14 @@ func (sess *session) write(p *media.Packet) {
 	var err error
 	switch {
 	case p.Kind == media.KindVideo && sess.video != nil:
+		if p.Keyframe {
+			sess.seq.start(p.DTS)
+		}
 		err = sess.writeVideo(p)
 	case p.Kind == media.KindAudio && sess.audio != nil:
+		if sess.video == nil {
+			sess.seq.start(p.DTS)
+		}
 		err = sess.writeAudio(p)
 	default:
 		return
@@ -204,7 +216,9 @@ func (sess *session) writeVideo(p *media.Packet) error {
 		}
 		v.last, v.hasLast = ms, true
 	}
-	pts := toClock(ms-sess.base, videoClockRate)
+	// The stream's own timeline, not one from the session's start: the
+	// segments' decode times are then the same on every node.
+	pts := toClock(ms, videoClockRate)
 	ntp := sess.ntp(ms)
 	switch v.cfg.Codec {
 	case media.CodecH265:
@@ -222,7 +236,7 @@ func (sess *session) writeVideo(p *media.Packet) error {
 
 func (sess *session) writeAudio(p *media.Packet) error {
 	a := sess.audio
-	pts := a.smooth(toClock(p.PTS()-sess.base, a.rate))
+	pts := a.smooth(toClock(p.PTS(), a.rate))
 	if err := sess.hm.WriteMPEG4Audio(a.t, sess.ntp(p.PTS()), pts, [][]byte{p.Payload}); err != nil {
 		return fmt.Errorf("hls: write audio: %w", err)
 	}
