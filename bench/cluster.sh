@@ -216,6 +216,27 @@ topologies)
 			stop_nodes
 		done
 	done
+	# gnuplot data, one block per topology and mode, and the plot.
+	: >"$OUT/topologies.dat"
+	: >"$OUT/cpu.dat"
+	for topo in star tree mesh; do
+		for mode in default low-latency; do
+			sel=".labels.topology == \"$topo\" and .labels.mode == \"$mode\""
+			{
+				echo "\"$topo $mode\" tier p50 p99"
+				jq -r "select($sel) | [.labels.node, .labels.tier, .latency_ms_p50, .latency_ms_p99] | @tsv" "$RESULTS"
+				printf '\n\n'
+			} >>"$OUT/topologies.dat"
+			{
+				echo "\"$topo $mode\" cpu"
+				jq -r "select(.topology == \"$topo\" and .mode == \"$mode\") | [.node, .cpu_pct] | @tsv" "$NODES_OUT"
+				printf '\n\n'
+			} >>"$OUT/cpu.dat"
+		done
+	done
+	if command -v gnuplot >/dev/null; then
+		gnuplot -e "dir='$OUT'; outfile='$OUT/topologies.png'" bench/topologies.gp
+	fi
 	cat "$NODES_OUT"
 	;;
 esac
