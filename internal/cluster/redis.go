@@ -95,6 +95,13 @@ type Redis struct {
 	timeout   time.Duration
 	opTimeout time.Duration
 
+	// waitReplica makes a claim wait until a replica has it (WAIT 1),
+	// when the master has one connected: through Sentinel, so that a
+	// failover right after a claim cannot lose its epoch and hand it out
+	// again. replicaWait bounds the wait.
+	waitReplica bool
+	replicaWait time.Duration
+
 	feed claimFeed
 	// The claims channel's subscription, open while Claimed has readers.
 	subMu     sync.Mutex
@@ -165,8 +172,10 @@ func (r *Redis) claimsChannel() string { return r.prefix + "claimed" }
 // KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
 // ARGV[1] claimant node, ARGV[2] lease (ms), ARGV[3] node key prefix,
 // ARGV[4] stream name, ARGV[5] the epoch counter's life (ms),
-// ARGV[6] credential, ARGV[7] claims channel.
-// Returns {1, epoch, from} on success, {0, owner} when claimed.
+// ARGV[6] credential, ARGV[7] claims channel, ARGV[8] "1" to return the
+// master's replicas in sync too (Sentinel: see Redis.waitReplica).
+// Returns {1, epoch, from} on success ({1, epoch, from, replicas} with
+// ARGV[8]), {0, owner} when claimed.
 var claimScript = redis.NewScript(`
 local cur = redis.call("GET", KEYS[1])
 local from = ""
@@ -196,6 +205,14 @@ redis.call("SET", KEYS[1], value, "PX", ARGV[2])
 redis.call("SADD", KEYS[3], ARGV[4])
 redis.call("PEXPIRE", KEYS[3], ARGV[2])
 redis.call("PUBLISH", ARGV[7], value .. " " .. ARGV[4] .. " " .. from)
+if ARGV[8] == "1" then
+	-- Replicas in sync only: one still loading its first copy acknowledges nothing.
+	local online = 0
+	for _ in string.gmatch(redis.call("INFO", "replication"), "state=online") do
+		online = online + 1
+	end
+	return {1, epoch, from, online}
+end
 return {1, epoch, from}
 `)
 
@@ -418,10 +435,12 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		prefix = "{" + prefix + "}"
 	}
 	return &Redis{
-		client:    redis.NewUniversalClient(opts),
-		prefix:    prefix,
-		timeout:   cfg.NodeTimeout,
-		opTimeout: cfg.OpTimeout,
+		client:      redis.NewUniversalClient(opts),
+		prefix:      prefix,
+		timeout:     cfg.NodeTimeout,
+		opTimeout:   cfg.OpTimeout,
+		waitReplica: opts.MasterName != "",
+		replicaWait: cfg.OpTimeout / 4,
 	}, nil
 }
 
@@ -717,9 +736,19 @@ func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID, cr
 	}
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	res, err := claimScript.Run(ctx, r.client, r.claimKeys(name),
+	var scripter redis.Scripter = r.client
+	wantReplicas := ""
+	var conn *redis.Conn
+	if c, ok := r.client.(*redis.Client); ok && r.waitReplica {
+		// WAIT counts the writes of its own connection: the claim and
+		// the wait go on one.
+		conn = c.Conn()
+		defer conn.Close()
+		scripter, wantReplicas = conn, "1"
+	}
+	res, err := claimScript.Run(ctx, scripter, r.claimKeys(name),
 		string(node), r.leaseMS(), r.nodeKey(""), string(name), EpochTTL.Milliseconds(),
-		string(cred), r.claimsChannel()).Slice()
+		string(cred), r.claimsChannel(), wantReplicas).Slice()
 	if err != nil {
 		return Claim{}, unavailable("claim "+string(name), err)
 	}
@@ -730,11 +759,46 @@ func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID, cr
 		return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %v", name, ErrClaimed, res[1])
 	}
 	epoch, _ := res[1].(int64)
-	if epoch <= 0 || len(res) != 3 {
+	if epoch <= 0 || len(res) != 3+len(wantReplicas) {
 		return Claim{}, fmt.Errorf("cluster: claim %s: unexpected reply %v", name, res)
 	}
 	from, _ := res[2].(string)
+	if conn != nil {
+		if replicas, _ := res[3].(int64); replicas > 0 {
+			if err := r.awaitReplica(ctx, conn); err != nil {
+				return Claim{}, unavailable("claim "+string(name), err)
+			}
+		}
+	}
 	return Claim{Stream: name, Node: node, Epoch: uint64(epoch), Cred: cred, From: NodeID(from)}, nil
+}
+
+// errNotReplicated fails a claim no replica acknowledged in time.
+var errNotReplicated = errors.New("no replica acknowledged the claim in time")
+
+// awaitReplica waits, within replicaWait, until a replica has every write
+// made on conn (WAIT 1).
+//
+// Redis replicates asynchronously. Without the wait, a master killed right
+// after a claim can take the claim and its epoch counter's increment with
+// it; the promoted replica then hands the same epoch to the next claimant,
+// and two nodes hold one fencing token until the first renews (and learns
+// it lost). With it, a claim is answered only once a replica has it, and
+// Sentinel promotes the replica furthest ahead. A claim no replica
+// acknowledged fails (ErrUnavailable): its node does not serve the stream,
+// and the publisher's retry claims again. A master without a replica in
+// sync is not waited for (there is nothing to wait for, or to promote
+// without loss anyway); set min-replicas-to-write on it to refuse writes
+// in that state too.
+func (r *Redis) awaitReplica(ctx context.Context, conn *redis.Conn) error {
+	n, err := conn.Wait(ctx, 1, r.replicaWait).Result()
+	if err != nil {
+		return err
+	}
+	if n < 1 {
+		return errNotReplicated
+	}
+	return nil
 }
 
 // Renew implements Registry.

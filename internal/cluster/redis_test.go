@@ -574,3 +574,119 @@ func TestRedisOneRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Behind Sentinel, a master killed right after a claim must not take the
+// claim's epoch with it: the promoted replica would hand the same epoch
+// to the next claimant, and two nodes would hold one fencing token. The
+// replica is frozen (SIGSTOP) so that it misses node-b's takeover, the
+// master is killed, and node-c claims on the promoted replica: no epoch
+// is ever held by two nodes, within one lease only the highest epoch's
+// holder keeps the stream, and heartbeats and claims work on the promoted
+// replica within 10 s of the kill.
+func TestRedisSentinelEpochs(t *testing.T) {
+	settleGoroutines(t) // the clients' dials to the killed master
+	s := testutil.StartRedisSentinel(t)
+	replica := redis.NewClient(&redis.Options{Addr: s.Replica.Addr()})
+	defer replica.Close()
+	testutil.WaitFor(t, 30*time.Second, "the replica's first copy of the master", func() bool {
+		info, err := replica.Info(bg, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	})
+	const lease = 5 * time.Second
+	rA := openRedis(t, s.URL(), lease, 2*time.Second)
+	rB := openRedis(t, s.URL(), lease, 2*time.Second)
+	rC := openRedis(t, s.URL(), lease, 2*time.Second)
+	regs := map[NodeID]*Redis{nodeA: rA, nodeB: rB, nodeC: rC}
+	for id, reg := range regs {
+		mustHeartbeat(t, reg, id)
+	}
+	const name = streamname.Name("live/epochs")
+	const cred = Credential("0123456789abcdef")
+	var held []Claim // every claim a node was told it holds
+	ca, err := rA.Claim(bg, name, nodeA, cred)
+	if err != nil {
+		t.Fatalf("Claim by node-a: %v", err)
+	}
+	held = append(held, ca)
+
+	// The replica stalls; the publisher comes back on node-b with its
+	// credential, a takeover the replica never sees.
+	s.Replica.Freeze()
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			s.Replica.Thaw()
+		}
+	}
+	t.Cleanup(thaw)
+	start := time.Now()
+	cb, err := rB.Claim(bg, name, nodeB, cred)
+	took := time.Since(start)
+	if err == nil {
+		held = append(held, cb)
+		t.Logf("node-b's takeover answered %v with epoch %d, unreplicated", took.Round(time.Millisecond), cb.Epoch)
+	} else {
+		t.Logf("node-b's takeover refused after %v: %v", took.Round(time.Millisecond), err)
+	}
+	wantErr(t, "a takeover no replica acknowledged", err, ErrUnavailable)
+
+	s.Master.Kill()
+	killed := time.Now()
+	thaw()
+	var beatBack, claimBack time.Duration
+	testutil.WaitFor(t, 30*time.Second, "heartbeats on the promoted replica", func() bool {
+		for id, reg := range regs {
+			if reg.Heartbeat(bg, testNode(id)) != nil {
+				return false
+			}
+		}
+		return true
+	})
+	beatBack = time.Since(killed)
+	// The publisher tries node-c next.
+	var cc Claim
+	testutil.WaitFor(t, 30*time.Second, "node-c's claim on the promoted replica", func() bool {
+		cc, err = rC.Claim(bg, name, nodeC, cred)
+		return err == nil
+	})
+	claimBack = time.Since(killed)
+	held = append(held, cc)
+	t.Logf("after the master's kill: heartbeats of all three nodes answered %v later, node-c's claim (epoch %d, node-a's %d) %v later",
+		beatBack.Round(10*time.Millisecond), cc.Epoch, ca.Epoch, claimBack.Round(10*time.Millisecond))
+	if beatBack > 10*time.Second || claimBack > 10*time.Second {
+		t.Errorf("heartbeats back %v, claims back %v after the kill; want within 10 s", beatBack, claimBack)
+	}
+
+	// No epoch is held by two nodes.
+	by := map[uint64]NodeID{}
+	highest := held[0]
+	for _, c := range held {
+		if other, ok := by[c.Epoch]; ok && other != c.Node {
+			t.Errorf("epoch %d held by %s and %s", c.Epoch, other, c.Node)
+		}
+		by[c.Epoch] = c.Node
+		if c.Epoch > highest.Epoch {
+			highest = c
+		}
+	}
+	// Within one lease, every holder renews (as each node's next beat
+	// does): the highest epoch keeps the stream, the others learn they
+	// lost it.
+	deadline := time.Now().Add(lease)
+	for _, c := range held {
+		err := regs[c.Node].Renew(bg, c)
+		for errors.Is(err, ErrUnavailable) && time.Now().Before(deadline) {
+			// A client still finding the new master, as a beat would.
+			time.Sleep(100 * time.Millisecond)
+			err = regs[c.Node].Renew(bg, c)
+		}
+		switch {
+		case c == highest && err != nil:
+			t.Errorf("renewal of the highest claim (%s, epoch %d): %v", c.Node, c.Epoch, err)
+		case c != highest && !errors.Is(err, ErrLost):
+			t.Errorf("renewal of %s's claim at epoch %d: %v, want ErrLost (the highest is %s's %d)", c.Node, c.Epoch, err, highest.Node, highest.Epoch)
+		}
+	}
+	wantOwner(t, rC, Claim{Stream: name, Node: highest.Node, Epoch: highest.Epoch, Cred: cred})
+}
