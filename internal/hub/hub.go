@@ -410,6 +410,9 @@ func Watching(proto string) bool {
 const SnapshotProtocol = "snapshot"
 
 // Close ends every stream, gives up their claims and refuses new publishers.
+// Readers get stream.ErrShutdown, not the end of the stream: other nodes'
+// relays pulling from here keep their viewers and look for the stream
+// again, which its publisher brings to another node.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closed = true
@@ -420,6 +423,7 @@ func (h *Hub) Close() {
 		if sl.grace != nil {
 			sl.grace.Stop()
 		}
+		sl.s.CloseWith(stream.ErrShutdown)
 		h.end(name, sl)
 	}
 }

@@ -201,8 +201,8 @@ func (rec *recording) copy(ctx context.Context, w *writer) error {
 		}
 		switch {
 		case err == nil:
-		case errors.Is(err, io.EOF):
-			return nil // the stream ended
+		case errors.Is(err, io.EOF), errors.Is(err, stream.ErrShutdown):
+			return nil // the stream ended, or ends here with the node
 		case ctx.Err() != nil:
 			return nil // stopped, and everything logged is written
 		case errors.Is(err, context.DeadlineExceeded):

@@ -25,6 +25,10 @@ var (
 	ErrClosed = errors.New("stream closed")
 	// ErrSlowReader is returned to a reader that kept falling behind live.
 	ErrSlowReader = errors.New("reader too slow: kept falling behind live")
+	// ErrShutdown ends the readers of a stream whose node is shutting down
+	// (CloseWith): the stream did not end, and a relay pulling it looks for
+	// it again, on the node its publisher comes back to.
+	ErrShutdown = errors.New("stream closed: node shutting down")
 )
 
 // Config bounds a stream's log and sets its slow-reader policy.

@@ -95,7 +95,7 @@ func (m *muxer) panicked(v any) {
 
 // expectedEnd reports whether a muxer ended the way muxers normally do.
 func expectedEnd(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, errIdle) || errors.Is(err, errServerClosed)
+	return errors.Is(err, io.EOF) || errors.Is(err, errIdle) || errors.Is(err, errServerClosed) || errors.Is(err, stream.ErrShutdown)
 }
 
 // reasonText says in a log line why a muxer closed.
@@ -105,7 +105,7 @@ func reasonText(err error) string {
 		return "stream ended"
 	case errors.Is(err, errIdle):
 		return "idle"
-	case errors.Is(err, errServerClosed):
+	case errors.Is(err, errServerClosed), errors.Is(err, stream.ErrShutdown):
 		return "server closed"
 	case errors.Is(err, stream.ErrSlowReader):
 		return "fell behind the stream"
