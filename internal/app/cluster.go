@@ -114,14 +114,15 @@ func (a *App) startCluster() {
 		active = relays.Active
 	}
 	m := cluster.NewMember(cluster.MemberConfig{
-		Self:     self,
-		Registry: a.registry,
-		Secret:   cfg.ClusterSecret,
-		Load:     cluster.NewLoadMeter(a.Hub, a.sender).Load,
-		Relays:   active,
-		OnLost:   a.Hub.Revoke,
-		Logger:   a.log,
-		Every:    cluster.HeartbeatEvery(cfg.NodeTimeout),
+		Self:        self,
+		Registry:    a.registry,
+		Secret:      cfg.ClusterSecret,
+		Load:        cluster.NewLoadMeter(a.Hub, a.sender).Load,
+		Relays:      active,
+		OnLost:      a.Hub.Revoke,
+		Logger:      a.log,
+		Every:       cluster.HeartbeatEvery(cfg.NodeTimeout),
+		NodeTimeout: cfg.NodeTimeout,
 		// The cluster listing (GET /api/v1/streams?scope=cluster) reads
 		// these from the registry.
 		StreamInfo:    a.api.StreamRecord,

@@ -16,9 +16,9 @@ import (
 	"github.com/meshcast/meshcast/internal/testutil"
 )
 
-// On the memory registry's clock, a node, a claim and a relay last exactly
-// one NodeTimeout from their last refresh: alive a nanosecond before,
-// gone at the moment.
+// On the memory registry's clock, a node and a claim last exactly one
+// NodeTimeout from their last refresh: alive a nanosecond before, gone at
+// the moment; a relay counts while its node does.
 func TestMemoryExpiryOnItsClock(t *testing.T) {
 	ctx := context.Background()
 	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
@@ -58,8 +58,10 @@ func TestMemoryExpiryOnItsClock(t *testing.T) {
 	if _, err := reg.Node(ctx, "a"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("node-a at its timeout: %v, want ErrNotFound", err)
 	}
-	if rs, _ := reg.Relays(ctx, name); len(rs) != 0 {
-		t.Fatalf("relays at their timeout: %v", rs)
+	// A relay record outlives a node timeout (RelayLife) while its node
+	// lives.
+	if rs, _ := reg.Relays(ctx, name); len(rs) != 1 {
+		t.Fatalf("relays of a live node at a node timeout: %v", rs)
 	}
 	// The claim's lease still runs, but its node is dead: node-b takes it.
 	cb, err := reg.Claim(ctx, name, "b", "")
@@ -69,6 +71,9 @@ func TestMemoryExpiryOnItsClock(t *testing.T) {
 	clk.Advance(5 * time.Second)
 	if _, err := reg.Owner(ctx, name); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Owner once node-b's lease ran out: %v, want ErrNotFound", err)
+	}
+	if rs, _ := reg.Relays(ctx, name); len(rs) != 0 {
+		t.Fatalf("relays once their node died: %v", rs)
 	}
 
 	// The name's epoch counter outlives the lease by EpochTTL from the

@@ -38,8 +38,9 @@ type MemberConfig struct {
 	Secret string
 	// Load reports the node's live load for each heartbeat; nil sends none.
 	Load func() Load
-	// Relays reports the streams this node relays now, refreshed in the
-	// registry with each heartbeat; nil means none.
+	// Relays reports the streams this node relays now, written to the
+	// registry with the next heartbeat when new or moved to another
+	// upstream, and again once RelayRefresh; nil means none.
 	Relays func() map[streamname.Name]NodeID
 	// StreamInfo describes a stream this node owns for the registry's
 	// stream records (StreamInfo.Info), written with each renewal; nil,
@@ -58,6 +59,11 @@ type MemberConfig struct {
 	// Every is how often the member beats. Defaults to 1s; see
 	// HeartbeatEvery.
 	Every time.Duration
+	// NodeTimeout is the registry's node timeout, which sets how often an
+	// unchanged relay's record is written again (RelayRefresh). Defaults
+	// to three beats, which a registry's timeout is never under when
+	// Every is HeartbeatEvery of it.
+	NodeTimeout time.Duration
 }
 
 // Member keeps this node in the registry: it heartbeats every second with
@@ -72,10 +78,18 @@ type Member struct {
 	claims    map[streamname.Name]Claim
 	draining  bool
 	reachable bool // the last call to the registry succeeded
+	// relaysWritten is each relay's record as the registry last took it,
+	// and when; only the beat's goroutine touches it.
+	relaysWritten map[streamname.Name]relayWrite
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+type relayWrite struct {
+	upstream NodeID
+	at       time.Time
 }
 
 // NewMember creates a member; Start begins its heartbeat.
@@ -87,14 +101,18 @@ func NewMember(cfg MemberConfig) *Member {
 	if cfg.Every <= 0 {
 		cfg.Every = heartbeatEvery
 	}
+	if cfg.NodeTimeout <= 0 {
+		cfg.NodeTimeout = 3 * cfg.Every
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Member{
-		cfg:       cfg,
-		log:       cfg.Logger.With("component", "cluster", "node", cfg.Self.ID),
-		claims:    make(map[streamname.Name]Claim),
-		reachable: true,
-		ctx:       ctx,
-		cancel:    cancel,
+		cfg:           cfg,
+		log:           cfg.Logger.With("component", "cluster", "node", cfg.Self.ID),
+		claims:        make(map[streamname.Name]Claim),
+		reachable:     true,
+		relaysWritten: make(map[streamname.Name]relayWrite),
+		ctx:           ctx,
+		cancel:        cancel,
 	}
 }
 
@@ -239,13 +257,33 @@ func (m *Member) beat() {
 			}
 		}
 	}
+	var active map[streamname.Name]NodeID
+	now := m.cfg.Clock.Monotonic()
 	if m.cfg.Relays != nil {
-		b.Relays = m.cfg.Relays()
+		active = m.cfg.Relays()
+		refresh := RelayRefresh(m.cfg.NodeTimeout)
+		for name, up := range active {
+			if w, ok := m.relaysWritten[name]; ok && w.upstream == up && now.Sub(w.at) < refresh {
+				continue
+			}
+			if b.Relays == nil {
+				b.Relays = make(map[streamname.Name]NodeID)
+			}
+			b.Relays[name] = up
+		}
 	}
 	lost, err := m.cfg.Registry.Beat(m.ctx, b)
 	m.setReachable(err)
 	if err != nil {
 		return // nothing known written; everything goes again next beat
+	}
+	for name := range m.relaysWritten {
+		if _, ok := active[name]; !ok {
+			delete(m.relaysWritten, name)
+		}
+	}
+	for name, up := range b.Relays {
+		m.relaysWritten[name] = relayWrite{upstream: up, at: now}
 	}
 	for _, c := range lost {
 		m.lose(c.Stream, c.Epoch+1, "")

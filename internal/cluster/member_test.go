@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,5 +182,77 @@ func TestMemberWritesStreamRecords(t *testing.T) {
 	n, err := reg.Node(ctx, "node-a")
 	if err != nil || n.StreamViewers[name]["rtmp"] != 40 || n.StreamViewers[name]["hls"] != 2 {
 		t.Fatalf("node record %+v, %v; want 42 viewers of %s", n, err, name)
+	}
+}
+
+// beatRecorder is a registry that hands each beat's relays to a test.
+type beatRecorder struct {
+	*Memory
+	relays chan map[streamname.Name]NodeID
+}
+
+func (r beatRecorder) Beat(ctx context.Context, b BeatRecord) ([]Claim, error) {
+	lost, err := r.Memory.Beat(ctx, b)
+	r.relays <- b.Relays
+	return lost, err
+}
+
+// A member writes a relay's record when the relay starts or changes
+// upstream, and again once a node timeout, not on every beat.
+func TestMemberWritesRelaysWhenTheyChange(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	reg := beatRecorder{NewMemory(MemoryConfig{NodeTimeout: 3 * time.Second, Clock: clk}), make(chan map[streamname.Name]NodeID, 10)}
+	defer reg.Close()
+	const x, y = streamname.Name("live/x"), streamname.Name("live/y")
+	active := map[streamname.Name]NodeID{x: "node-o"}
+	var mu sync.Mutex
+	m := NewMember(MemberConfig{
+		Self:     Node{ID: "node-a", HTTPAddr: "127.0.0.1:1"},
+		Registry: reg,
+		Relays: func() map[streamname.Name]NodeID {
+			mu.Lock()
+			defer mu.Unlock()
+			return maps.Clone(active)
+		},
+		Clock:       clk,
+		Every:       time.Second,
+		NodeTimeout: 3 * time.Second,
+	})
+	m.Start()
+	defer m.Close()
+	written := func(step string, want string) {
+		t.Helper()
+		select {
+		case got := <-reg.relays:
+			if fmt.Sprint(got) != want {
+				t.Errorf("%s: beat wrote relays %v, want %s", step, got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no beat", step)
+		}
+	}
+	beat := func(step, want string, change func()) {
+		t.Helper()
+		if change != nil {
+			mu.Lock()
+			change()
+			mu.Unlock()
+		}
+		clk.Advance(time.Second)
+		written(step, want)
+	}
+	written("start", "map[live/x:node-o]")
+	testutil.WaitFor(t, 5*time.Second, "the member's ticker", func() bool { return clk.Waiters() == 1 })
+	beat("1 s, unchanged", "map[]", nil)
+	beat("2 s, a new relay", "map[live/y:node-o]", func() { active[y] = "node-o" })
+	beat("3 s, a new upstream", "map[live/x:node-b]", func() { active[x] = "node-b" })
+	beat("4 s", "map[]", nil)
+	beat("5 s, y's record a node timeout old", "map[live/y:node-o]", nil)
+	beat("6 s, x's record a node timeout old", "map[live/x:node-b]", nil)
+	// A relay that ended and starts again is written at once.
+	beat("7 s, y ended", "map[]", func() { delete(active, y) })
+	beat("8 s, y again", "map[live/y:node-o]", func() { active[y] = "node-o" })
+	if rs, err := reg.Relays(context.Background(), x); err != nil || fmt.Sprint(rs) != "[{node-a node-b}]" {
+		t.Errorf("Relays(x) = %v, %v", rs, err)
 	}
 }

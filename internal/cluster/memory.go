@@ -472,7 +472,7 @@ func (m *Memory) setRelayLocked(name streamname.Name, r Relay, now time.Time) {
 		rs = make(map[NodeID]memRelay)
 		m.relays[name] = rs
 	}
-	rs[r.Node] = memRelay{upstream: r.Upstream, expires: now.Add(m.timeout)}
+	rs[r.Node] = memRelay{upstream: r.Upstream, expires: now.Add(RelayLife * m.timeout)}
 }
 
 // DeleteRelay implements Registry.
@@ -500,7 +500,7 @@ func (m *Memory) relaysLocked(name streamname.Name, now time.Time) []Relay {
 	rs := m.relays[name]
 	relays := make([]Relay, 0, len(rs))
 	for id, r := range rs {
-		if now.Before(r.expires) {
+		if n, ok := m.nodes[id]; ok && now.Before(n.expires) && now.Before(r.expires) {
 			relays = append(relays, Relay{Node: id, Upstream: r.upstream})
 		}
 	}

@@ -76,15 +76,15 @@ func DefaultOpTimeout(nodeTimeout time.Duration) time.Duration {
 //	claim:NAME           string "EPOCH:NODE", the current claim; PX NodeTimeout (the lease)
 //	epoch:NAME           integer, the last epoch handed out for NAME (INCR); never expires, never deleted
 //	claims               set of stream names that may have a claim, for listing
-//	relay:NAME:NODE      string, NODE's upstream for NAME; PX NodeTimeout
-//	relays:NAME          set of node IDs that may relay NAME, for listing
+//	relay:NAME:NODE      string, NODE's upstream for NAME; PX RelayLife NodeTimeouts; counts while node:NODE exists
+//	relays:NAME          set of node IDs that may relay NAME, for listing; PX RelayLife NodeTimeouts
 //
 // Every index set ("nodes", "claims", "relays:NAME") obeys one invariant: a
 // record key that exists has its member in the set. Writers add the member
 // in the same transaction or script that writes the key; listing removes a
 // member only with pruneScript, which checks that its key is gone in the
-// same atomic step. Each set's PEXPIRE is refreshed to NodeTimeout with every
-// write, so a set outlives all its records but not by more than a timeout
+// same atomic step. Each set's PEXPIRE is refreshed to its records' life with
+// every write, so a set outlives all its records but not by more than that
 // (the relays of a stream that ended go away without anyone listing them).
 // Stream names cannot hold ':' (streamname.Name), so "relay:NAME:NODE" is
 // unambiguous.
@@ -336,10 +336,11 @@ if infos then
 	redis.call("PEXPIRE", KEYS[4], lease)
 end
 local kb, ab = 4 + 3 * n, 6 + 4 * n
+local rlife = tonumber(lease) * ` + strconv.Itoa(RelayLife) + `
 for j = 0, nr - 1 do
-	redis.call("SET", KEYS[kb + 2 * j + 1], ARGV[ab + j + 1], "PX", lease)
+	redis.call("SET", KEYS[kb + 2 * j + 1], ARGV[ab + j + 1], "PX", rlife)
 	redis.call("SADD", KEYS[kb + 2 * j + 2], ARGV[2])
-	redis.call("PEXPIRE", KEYS[kb + 2 * j + 2], lease)
+	redis.call("PEXPIRE", KEYS[kb + 2 * j + 2], rlife)
 end
 return lost
 `)
@@ -367,8 +368,29 @@ end
 return out
 `)
 
+// relaysScript is Relays: listScript on a stream's relays set, listing
+// only the relays whose node is alive (its node key exists); a dead
+// node's record stays until it expires, unlisted.
+//
+// KEYS[1] the relays set; ARGV[1] the relay key before the node ID;
+// ARGV[2] the node key before the node ID.
+// Returns node, upstream, node, upstream, ...
+var relaysScript = redis.NewScript(`
+local out = {}
+for _, m in ipairs(redis.call("SMEMBERS", KEYS[1])) do
+	local v = redis.call("GET", ARGV[1] .. m)
+	if not v then
+		redis.call("SREM", KEYS[1], m)
+	elseif redis.call("EXISTS", ARGV[2] .. m) == 1 then
+		out[#out + 1] = m
+		out[#out + 1] = v
+	end
+end
+return out
+`)
+
 // streamsScript is Streams: every current claim with its stream record
-// and its relays, in one round trip. It prunes the claims set as
+// and its relays (of live nodes), in one round trip. It prunes the claims set as
 // listScript does.
 //
 // KEYS[1] claims set. ARGV[1] the key prefix.
@@ -382,7 +404,7 @@ for _, name in ipairs(redis.call("SMEMBERS", KEYS[1])) do
 		local relays = {}
 		for _, node in ipairs(redis.call("SMEMBERS", p .. "relays:" .. name)) do
 			local up = redis.call("GET", p .. "relay:" .. name .. ":" .. node)
-			if up then
+			if up and redis.call("EXISTS", p .. "node:" .. node) == 1 then
 				relays[#relays + 1] = node
 				relays[#relays + 1] = up
 			end
@@ -968,9 +990,9 @@ func (r *Redis) SetRelay(ctx context.Context, name streamname.Name, rl Relay) er
 	ctx, cancel := r.op(ctx)
 	defer cancel()
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, r.relayKey(name, rl.Node), string(rl.Upstream), r.timeout)
+		p.Set(ctx, r.relayKey(name, rl.Node), string(rl.Upstream), RelayLife*r.timeout)
 		p.SAdd(ctx, r.relaysKey(name), string(rl.Node))
-		p.PExpire(ctx, r.relaysKey(name), r.timeout)
+		p.PExpire(ctx, r.relaysKey(name), RelayLife*r.timeout)
 		return nil
 	})
 	if err != nil {
@@ -998,9 +1020,14 @@ func (r *Redis) DeleteRelay(ctx context.Context, name streamname.Name, node Node
 func (r *Redis) Relays(ctx context.Context, name streamname.Name) ([]Relay, error) {
 	ctx, cancel := r.op(ctx)
 	defer cancel()
-	nodes, upstreams, err := r.list(ctx, r.relaysKey(name), r.relayKey(name, ""), "")
+	flat, err := relaysScript.Run(ctx, r.client, []string{r.relaysKey(name)}, r.relayKey(name, ""), r.nodeKey("")).StringSlice()
 	if err != nil {
 		return nil, unavailable("relays of "+string(name), err)
+	}
+	var nodes, upstreams []string
+	for i := 0; i+1 < len(flat); i += 2 {
+		nodes = append(nodes, flat[i])
+		upstreams = append(upstreams, flat[i+1])
 	}
 	relays := make([]Relay, len(nodes))
 	for i, node := range nodes {

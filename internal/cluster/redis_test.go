@@ -106,10 +106,14 @@ func TestRedisKeys(t *testing.T) {
 			t.Errorf("SMEMBERS %s = %v, %v; want %s", key, got, err, want)
 		}
 	}
-	for _, key := range []string{"meshcast:node:node-a", "meshcast:claim:live/show", "meshcast:relay:live/show:node-b",
-		"meshcast:nodes", "meshcast:claims", "meshcast:relays:live/show"} {
+	for _, key := range []string{"meshcast:node:node-a", "meshcast:claim:live/show", "meshcast:nodes", "meshcast:claims"} {
 		if ttl, err := rdb.PTTL(bg, key).Result(); err != nil || ttl <= 0 || ttl > shortTimeout {
 			t.Errorf("PTTL %s = %v, %v; want within (0, %v]", key, ttl, err, shortTimeout)
+		}
+	}
+	for _, key := range []string{"meshcast:relay:live/show:node-b", "meshcast:relays:live/show"} {
+		if ttl, err := rdb.PTTL(bg, key).Result(); err != nil || ttl <= (RelayLife-1)*shortTimeout || ttl > RelayLife*shortTimeout {
+			t.Errorf("PTTL %s = %v, %v; want within (%v, %v]", key, ttl, err, (RelayLife-1)*shortTimeout, RelayLife*shortTimeout)
 		}
 	}
 	if ttl, err := rdb.PTTL(bg, "meshcast:epoch:live/show").Result(); err != nil || ttl <= EpochTTL-time.Minute || ttl > EpochTTL {
@@ -523,7 +527,7 @@ func TestRedisOneRoundTrip(t *testing.T) {
 	reg := openRedis(t, srv.URL(), longTimeout, 0)
 	trips := &roundTrips{}
 	reg.client.AddHook(trips)
-	mustHeartbeat(t, reg, nodeA, nodeB)
+	mustHeartbeat(t, reg, nodeA, nodeB, nodeC)
 	var claims []Claim
 	relays := map[streamname.Name]NodeID{}
 	for i := range 200 {
@@ -541,6 +545,7 @@ func TestRedisOneRoundTrip(t *testing.T) {
 	}
 	reg.Streams(bg)
 	reg.Nodes(bg)
+	reg.Relays(bg, "live/s000")
 	trips.take()
 
 	for _, call := range []struct {

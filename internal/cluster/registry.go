@@ -113,6 +113,20 @@ type StreamInfo struct {
 // maxStreamInfo bounds a StreamInfo's Info.
 const maxStreamInfo = 16 << 10
 
+// RelayLife is how many node timeouts a relay record lives unless written
+// again. A relay record counts only while its node is alive, so it needs
+// no renewal to go away with a dead node: members write a relay's record
+// when it starts or changes upstream and then once a node timeout
+// (RelayRefresh), not on every heartbeat. Relay records are most of what a
+// large cluster writes to its registry (one per relayed stream per node),
+// so this divides the registry's load by about the heartbeats in a node
+// timeout.
+const RelayLife = 3
+
+// RelayRefresh is how often a member writes a relay's record again while
+// the relay goes on unchanged: once a node timeout.
+func RelayRefresh(timeout time.Duration) time.Duration { return timeout }
+
 // Relay records that a node relays a stream, and from which node it pulls.
 type Relay struct {
 	Node     NodeID `json:"node"`
@@ -232,12 +246,13 @@ type Registry interface {
 	// StreamInfos returns the current stream records by name.
 	StreamInfos(ctx context.Context) (map[streamname.Name]StreamInfo, error)
 
-	// SetRelay records that r.Node relays name, for one NodeTimeout unless
-	// set again.
+	// SetRelay records that r.Node relays name, for RelayLife NodeTimeouts
+	// unless set again; the record counts only while r.Node is alive.
 	SetRelay(ctx context.Context, name streamname.Name, r Relay) error
 	// DeleteRelay removes node's relay record of name.
 	DeleteRelay(ctx context.Context, name streamname.Name, node NodeID) error
-	// Relays returns the current relays of name, sorted by node.
+	// Relays returns the current relays of name of live nodes, sorted by
+	// node.
 	Relays(ctx context.Context, name streamname.Name) ([]Relay, error)
 
 	// SetPushes stores the restreams added to name through the admin API,

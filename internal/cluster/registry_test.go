@@ -749,6 +749,7 @@ func testRelays(t *testing.T, rt registryUnderTest) {
 	if got := relays(nameA); got != "[]" {
 		t.Fatalf("Relays of an unrelayed stream = %s", got)
 	}
+	mustHeartbeat(t, reg, nodeA, nodeB, nodeC)
 	set := func(name streamname.Name, r Relay) {
 		t.Helper()
 		if err := reg.SetRelay(bg, name, r); err != nil {
@@ -763,6 +764,12 @@ func testRelays(t *testing.T, rt registryUnderTest) {
 	}
 	if got, want := relays(nameB), "[{node-a node-b}]"; got != want {
 		t.Fatalf("Relays(other) = %s, want %s", got, want)
+	}
+	// The relay of a node without a record (dead, or never alive) is
+	// not listed.
+	set(nameB, Relay{Node: "node-gone", Upstream: nodeB})
+	if got, want := relays(nameB), "[{node-a node-b}]"; got != want {
+		t.Fatalf("Relays with a dead node's = %s, want %s", got, want)
 	}
 
 	// Setting again replaces the upstream.
@@ -791,33 +798,42 @@ func testRelays(t *testing.T, rt registryUnderTest) {
 	}
 }
 
+// A relay record counts while its node is alive, and lasts RelayLife node
+// timeouts unless written again.
 func testRelaysExpire(t *testing.T, rt registryUnderTest) {
 	reg := rt.open(t, shortTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB, nodeC)
+	written := time.Now()
 	for _, id := range []NodeID{nodeA, nodeB, nodeC} {
 		if err := reg.SetRelay(bg, nameA, Relay{Node: id, Upstream: "origin"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Only node-b keeps its relay record fresh.
-	var last string
-	eventually(t, "node-a's and node-c's relays to expire", func() bool {
-		if err := reg.SetRelay(bg, nameA, Relay{Node: nodeB, Upstream: "origin"}); err != nil {
-			t.Fatal(err)
-		}
+	relays := func() string {
 		rs, err := reg.Relays(bg, nameA)
 		if err != nil {
 			t.Fatal(err)
 		}
-		last = fmt.Sprint(rs)
-		return last == "[{node-b origin}]"
+		return fmt.Sprint(rs)
+	}
+	// Only node-b stays alive: the others' relays go with their nodes,
+	// long before their records expire.
+	eventually(t, "node-a's and node-c's relays to go with their nodes", func() bool {
+		mustHeartbeat(t, reg, nodeB)
+		return relays() == "[{node-b origin}]"
 	})
+	if d := time.Since(written); d >= RelayLife*shortTimeout {
+		t.Errorf("dead nodes' relays listed for %v, want gone with the node (%v)", d, shortTimeout)
+	}
+	// node-b's record, never written again, ends after RelayLife timeouts
+	// though node-b lives.
 	eventually(t, "node-b's relay to expire", func() bool {
-		rs, err := reg.Relays(bg, nameA)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(rs) == 0
+		mustHeartbeat(t, reg, nodeB)
+		return relays() == "[]"
 	})
+	if d := time.Since(written); d < RelayLife*shortTimeout-50*time.Millisecond {
+		t.Errorf("node-b's relay expired after %v, want %d node timeouts (%v)", d, RelayLife, RelayLife*shortTimeout)
+	}
 }
 
 func testConcurrentClaims(t *testing.T, rt registryUnderTest) {
@@ -1016,7 +1032,7 @@ func testStreams(t *testing.T, rt registryUnderTest) {
 	if got, err := reg.Streams(bg); err != nil || len(got) != 0 {
 		t.Fatalf("Streams of an empty registry = %+v, %v", got, err)
 	}
-	mustHeartbeat(t, reg, nodeA, nodeB)
+	mustHeartbeat(t, reg, nodeA, nodeB, nodeC)
 	ca := mustClaim(t, reg, nameA, nodeA)
 	cb := mustClaim(t, reg, nameB, nodeB)
 	info := StreamInfo{Node: nodeA, Info: json.RawMessage(`{"video":{"codec":"H264"}}`)}

@@ -41,7 +41,8 @@ type node struct {
 	viewers  []int32 // viewers placed here (some since moved)
 	nviewers int
 
-	connected int     // relays with an upstream: records refreshed each beat
+	connected int     // relays with an upstream, whose records are written again once a cluster.RelayRefresh
+	refreshes float64 // those rewrites due but not yet counted (a fraction of one)
 	dirty     []*feed // relays whose record must be written at the next beat
 
 	// The router's view: the heartbeat its record was last seen with,
@@ -481,8 +482,9 @@ func (w *world) heartbeats() {
 				w.reg.SetStreamInfo(w.ctx, st.name, cluster.StreamInfo{Node: n.id, Info: streamInfo})
 			}
 		}
-		// Every relay with an upstream (Relays.Active) has its record
-		// written: those new or moved are, the rest counted.
+		// A relay's record is written when the relay is new or moved
+		// (those are written here) and again once a RelayRefresh (those
+		// are counted, at their rate, as the member does them).
 		written := 0
 		for _, f := range n.dirty {
 			if !f.ended && f.up != nil && f.wroteUp != f.up.n.id {
@@ -492,7 +494,10 @@ func (w *world) heartbeats() {
 			}
 		}
 		n.dirty = n.dirty[:0]
-		w.reg.Add(OpSetRelay, int64(n.connected-written))
+		n.refreshes += float64(n.connected-written) * float64(heartbeatEvery) / float64(cluster.RelayRefresh(nodeTimeout))
+		due := int64(n.refreshes)
+		n.refreshes -= float64(due)
+		w.reg.Add(OpSetRelay, due)
 		n.owned = slices.DeleteFunc(n.owned, func(s int32) bool {
 			o := w.streams[s].owner
 			return o == nil || o.n != n

@@ -46,7 +46,8 @@ const (
 	KindHeartbeat Kind = iota
 	// KindRenewal: Renew and SetStreamInfo, one each a second per claim.
 	KindRenewal
-	// KindRelay: SetRelay (one a second per relayed stream per node) and
+	// KindRelay: SetRelay (a relayed stream's record per node when the
+	// relay starts or moves, and again once a node timeout) and
 	// DeleteRelay.
 	KindRelay
 	// KindLookup: Nodes, Node, Owner, Relays and the listings (Streams): routing
