@@ -13,6 +13,7 @@ import (
 	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/config"
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/stream"
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
@@ -126,6 +127,7 @@ func (a *App) startCluster() {
 		// The cluster listing (GET /api/v1/streams?scope=cluster) reads
 		// these from the registry.
 		StreamInfo:    a.api.StreamRecord,
+		Timeline:      a.timeline,
 		StreamViewers: func() map[streamname.Name]map[string]int { return a.api.StreamViewers(cfg.MetricsMaxStreams) },
 	})
 	m.Start()
@@ -162,12 +164,34 @@ func (a *App) relayUpstreams() int {
 // at Start.
 type owner struct{ a *App }
 
-func (o owner) Claim(name streamname.Name, credential string) (func(), error) {
+func (o owner) Claim(name streamname.Name, credential string) (func(), *stream.Position, error) {
 	m := o.a.member.Load()
 	if m == nil {
-		return nil, errors.New("node not started")
+		return nil, nil, errors.New("node not started")
 	}
-	return m.Claim(name, credential)
+	release, prior, err := m.Claim(name, credential)
+	if err != nil || prior == nil {
+		return release, nil, err
+	}
+	// The last owner's wall clock: nodes' clocks agree within
+	// clock.MaxSkew, and the stream bounds what it makes of the time
+	// since (stream.Follow).
+	return release, &stream.Position{DTS: prior.DTS, At: time.UnixMilli(prior.At)}, nil
+}
+
+// timeline is where the timestamps of a stream this node owns stand, for
+// its record in the registry (cluster.StreamInfo.Timeline); nil when the
+// stream is not here or has no packets.
+func (a *App) timeline(name streamname.Name) *cluster.Timeline {
+	s := a.Hub.Get(name)
+	if s == nil {
+		return nil
+	}
+	p, ok := s.Position()
+	if !ok {
+		return nil
+	}
+	return &cluster.Timeline{DTS: p.DTS, At: p.At.UnixMilli()}
 }
 
 type upstream struct{ a *App }

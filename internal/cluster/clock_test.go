@@ -223,7 +223,7 @@ func TestClaimsAcrossWallClockJumps(t *testing.T) {
 			t.Fatal("no heartbeat after a second of the member's clock")
 		}
 	}
-	release, err := m.Claim(name, "")
+	release, _, err := m.Claim(name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,5 +288,34 @@ func TestClaimsAcrossWallClockJumps(t *testing.T) {
 			beat()
 		}
 		kept(fmt.Sprintf("three leases after a %v step", step))
+	}
+}
+
+// A stream record's timeline lasts TimelineTTL from its last write on the
+// memory registry's clock, well past the record's NodeTimeout.
+func TestMemoryTimelineTTL(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	reg := NewMemory(MemoryConfig{NodeTimeout: 5 * time.Second, Clock: clk})
+	const name = streamname.Name("live/timeline")
+	seen := Timeline{DTS: 5000, At: clk.Now().UnixMilli()}
+	if err := reg.SetStreamInfo(ctx, name, StreamInfo{Node: "a", Timeline: &seen}); err != nil {
+		t.Fatal(err)
+	}
+	seen.DTS = 1 // the registry keeps its own copy
+	clk.Advance(TimelineTTL - time.Nanosecond)
+	if err := reg.Heartbeat(ctx, Node{ID: "b", State: StateServing}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := reg.Claim(ctx, name, "b", "")
+	if err != nil || c.Prior == nil || c.Prior.DTS != 5000 {
+		t.Fatalf("claim a nanosecond before TimelineTTL: %+v, %v; want the timeline at 5000", c, err)
+	}
+	if err := reg.Release(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Nanosecond)
+	if c, err := reg.Claim(ctx, name, "b", ""); err != nil || c.Prior != nil {
+		t.Fatalf("claim at TimelineTTL: %+v, %v; want no timeline", c, err)
 	}
 }

@@ -46,6 +46,11 @@ type MemberConfig struct {
 	// stream records (StreamInfo.Info), written with each renewal; nil,
 	// or a nil answer, writes none.
 	StreamInfo func(streamname.Name) json.RawMessage
+	// Timeline reports where the timestamps of a stream this node owns
+	// stand, written with its record (StreamInfo.Timeline) so that the
+	// stream's next owner continues them (Claim returns them); nil, or a
+	// nil answer, writes none.
+	Timeline func(streamname.Name) *Timeline
 	// StreamViewers reports this node's viewers per stream for its
 	// heartbeat (Node.StreamViewers); nil sends none.
 	StreamViewers func() map[streamname.Name]map[string]int
@@ -177,24 +182,32 @@ func (m *Member) Drain() {
 // Claim makes this node the owner of name (see Registry.Claim) and keeps
 // the claim renewed until release is called. presented is the
 // publisher's credential digest (empty for none): another node's
-// publisher presenting the same takes the claim over at once.
-func (m *Member) Claim(name streamname.Name, presented string) (release func(), err error) {
+// publisher presenting the same takes the claim over at once. prior is
+// the stream's last timeline in the registry, which the stream
+// continues here; nil when the registry kept none (the stream starts a
+// timeline of its own). It is read with the claim, in the same call.
+func (m *Member) Claim(name streamname.Name, presented string) (release func(), prior *Timeline, err error) {
 	c, err := m.cfg.Registry.Claim(m.ctx, name, m.cfg.Self.ID, CredentialOf(m.cfg.Secret, presented))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	from := c.From
-	c.From = ""
+	from, prior := c.From, c.Prior
+	c.From, c.Prior = "", nil
 	m.mu.Lock()
 	m.claims[name] = c
 	m.mu.Unlock()
+	timeline := []any{"timeline", "own"}
+	if prior != nil {
+		timeline = []any{"timeline", "continued", "dts", prior.DTS, "age", m.cfg.Clock.Now().Sub(time.UnixMilli(prior.At)).Round(time.Millisecond)}
+	}
 	if from != "" {
-		m.log.Info("stream taken over: its publisher came here with the live claim's credentials", "stream", name, "from", from, "epoch", c.Epoch)
+		m.log.Info("stream taken over: its publisher came here with the live claim's credentials",
+			append([]any{"stream", name, "from", from, "epoch", c.Epoch}, timeline...)...)
 	} else {
-		m.log.Info("stream claimed", "stream", name, "epoch", c.Epoch)
+		m.log.Info("stream claimed", append([]any{"stream", name, "epoch", c.Epoch}, timeline...)...)
 	}
 	var once sync.Once
-	return func() { once.Do(func() { m.release(c) }) }, nil
+	return func() { once.Do(func() { m.release(c) }) }, prior, nil
 }
 
 // release gives up c in the background, unless a newer claim of this node
@@ -248,12 +261,21 @@ func (m *Member) beat() {
 	if m.cfg.StreamViewers != nil {
 		b.Node.StreamViewers = m.cfg.StreamViewers()
 	}
-	if m.cfg.StreamInfo != nil && len(b.Claims) > 0 {
+	if (m.cfg.StreamInfo != nil || m.cfg.Timeline != nil) && len(b.Claims) > 0 {
 		b.StreamInfos = make(map[streamname.Name]StreamInfo, len(b.Claims))
 		for _, c := range b.Claims {
-			// A record the registry would refuse is left out, not the beat.
-			if info := m.cfg.StreamInfo(c.Stream); info != nil && len(info) <= maxStreamInfo {
-				b.StreamInfos[c.Stream] = StreamInfo{Node: b.Node.ID, Info: info}
+			rec := StreamInfo{Node: b.Node.ID}
+			// An Info the registry would refuse is left out, not the beat.
+			if m.cfg.StreamInfo != nil {
+				if info := m.cfg.StreamInfo(c.Stream); len(info) <= maxStreamInfo {
+					rec.Info = info
+				}
+			}
+			if m.cfg.Timeline != nil {
+				rec.Timeline = m.cfg.Timeline(c.Stream)
+			}
+			if rec.Info != nil || rec.Timeline != nil {
+				b.StreamInfos[c.Stream] = rec
 			}
 		}
 	}

@@ -55,7 +55,7 @@ func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	if n, err := reg.Node(ctx, "node-a"); err != nil || n.Load.Viewers != 7 || n.State != StateServing {
 		t.Fatalf("node after Start: %+v, %v", n, err)
 	}
-	release, err := m.Claim(name, "")
+	release, _, err := m.Claim(name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestMemberFencedByTakeover(t *testing.T) {
 	})
 	m.Start()
 	defer m.Close()
-	release, err := m.Claim(name, "publish-key-digest")
+	release, _, err := m.Claim(name, "publish-key-digest")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestMemberWritesStreamRecords(t *testing.T) {
 	m.Start()
 	defer m.Close()
 	<-beats
-	release, err := m.Claim(name, "")
+	release, _, err := m.Claim(name, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,6 +182,53 @@ func TestMemberWritesStreamRecords(t *testing.T) {
 	n, err := reg.Node(ctx, "node-a")
 	if err != nil || n.StreamViewers[name]["rtmp"] != 40 || n.StreamViewers[name]["hls"] != 2 {
 		t.Fatalf("node record %+v, %v; want 42 viewers of %s", n, err, name)
+	}
+}
+
+// TestMemberCarriesTimelineToNextOwner: a member writes where its streams'
+// timestamps stand with their records, and the next member to claim a
+// stream, after the first released it and left, is handed that timeline.
+func TestMemberCarriesTimelineToNextOwner(t *testing.T) {
+	const name = streamname.Name("live/moving")
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	reg := NewMemory(MemoryConfig{Clock: clk})
+	at := clk.Now().Add(-300 * time.Millisecond).UnixMilli()
+	beats := make(chan struct{}, 10)
+	a := NewMember(MemberConfig{
+		Self: Node{ID: "node-a"}, Registry: reg, Clock: clk,
+		Timeline: func(n streamname.Name) *Timeline {
+			if n != name {
+				return nil
+			}
+			return &Timeline{DTS: 7000, At: at}
+		},
+		Relays: func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
+	})
+	a.Start()
+	<-beats
+	release, prior, err := a.Claim(name, "")
+	if err != nil || prior != nil {
+		t.Fatalf("first claim: prior %v, %v; want none", prior, err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the member's ticker", func() bool { return clk.Waiters() == 1 })
+	clk.Advance(heartbeatEvery)
+	<-beats
+	release()
+	a.Close()
+
+	b := NewMember(MemberConfig{Self: Node{ID: "node-b"}, Registry: reg, Clock: clk})
+	b.Start()
+	defer b.Close()
+	release, prior, err = b.Claim(name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if prior == nil || *prior != (Timeline{DTS: 7000, At: at}) {
+		t.Fatalf("next owner's prior %v, want node-a's timeline", prior)
+	}
+	if cs := b.Claims(); len(cs) != 1 || cs[0].Prior != nil {
+		t.Fatalf("claims kept %+v, want one without its answer's timeline", cs)
 	}
 }
 

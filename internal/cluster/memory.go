@@ -46,6 +46,9 @@ type Memory struct {
 	claimCalls int // sweeps of expired epochs are counted in claims
 	relays     map[streamname.Name]map[NodeID]memRelay
 	infos      map[streamname.Name]memInfo
+	// timelines are the timelines of the last stream records, kept
+	// TimelineTTL past the records' last write.
+	timelines map[streamname.Name]memTimeline
 	// swept and infosSwept are when expired records, and expired stream
 	// records, were last dropped: at most once a NodeTimeout, so a
 	// registry of many nodes and streams is not scanned whole on every
@@ -80,6 +83,11 @@ type memInfo struct {
 	expires time.Time
 }
 
+type memTimeline struct {
+	timeline Timeline
+	expires  time.Time
+}
+
 type memRelay struct {
 	upstream NodeID
 	expires  time.Time
@@ -105,6 +113,7 @@ func (m *Memory) reset() {
 	m.epochs = make(map[streamname.Name]memEpoch)
 	m.relays = make(map[streamname.Name]map[NodeID]memRelay)
 	m.infos = make(map[streamname.Name]memInfo)
+	m.timelines = make(map[streamname.Name]memTimeline)
 	m.pushes = make(map[streamname.Name][]byte)
 }
 
@@ -237,6 +246,10 @@ func (m *Memory) Claim(_ context.Context, name streamname.Name, node NodeID, cre
 	m.claims[name] = memClaim{node: node, epoch: epoch, cred: cred, expires: now.Add(m.timeout)}
 	c := Claim{Stream: name, Node: node, Epoch: epoch, Cred: cred, From: from}
 	m.feed.publish(c)
+	if t, ok := m.timelines[name]; ok && now.Before(t.expires) {
+		prior := t.timeline
+		c.Prior = &prior
+	}
 	return c, nil
 }
 
@@ -532,7 +545,17 @@ func (m *Memory) setInfoLocked(name streamname.Name, info StreamInfo, now time.T
 				delete(m.infos, n)
 			}
 		}
+		for n, t := range m.timelines {
+			if !now.Before(t.expires) {
+				delete(m.timelines, n)
+			}
+		}
 		m.infosSwept = now
+	}
+	if info.Timeline != nil {
+		t := *info.Timeline // the caller's is not kept
+		info.Timeline = &t
+		m.timelines[name] = memTimeline{timeline: t, expires: now.Add(TimelineTTL)}
 	}
 	m.infos[name] = memInfo{info: info, expires: now.Add(m.timeout)}
 }

@@ -78,6 +78,9 @@ func DefaultOpTimeout(nodeTimeout time.Duration) time.Duration {
 //	claims               set of stream names that may have a claim, for listing
 //	relay:NAME:NODE      string, NODE's upstream for NAME; PX RelayLife NodeTimeouts; counts while node:NODE exists
 //	relays:NAME          set of node IDs that may relay NAME, for listing; PX RelayLife NodeTimeouts
+//	info:NAME            string, JSON StreamInfo, the owner's record of NAME; PX NodeTimeout
+//	infos                set of stream names that may have an info key, for listing
+//	timeline:NAME        string "DTS:AT", the Timeline of NAME's last record; PX TimelineTTL, read by claims
 //
 // Every index set ("nodes", "claims", "relays:NAME") obeys one invariant: a
 // record key that exists has its member in the set. Writers add the member
@@ -147,6 +150,28 @@ func (r *Redis) infoKey(name streamname.Name) string { return r.prefix + "info:"
 // infosKey is the set of names that may have an info key.
 func (r *Redis) infosKey() string { return r.prefix + "infos" }
 
+// timelineKey holds the Timeline of name's last record as "DTS:AT", PX
+// TimelineTTL: it outlives the record, and the claim, for the next claim.
+func (r *Redis) timelineKey(name streamname.Name) string {
+	return r.prefix + "timeline:" + string(name)
+}
+
+// timelineValue is how timelineKey stores t.
+func timelineValue(t Timeline) string {
+	return strconv.FormatInt(t.DTS, 10) + ":" + strconv.FormatInt(t.At, 10)
+}
+
+// parseTimeline reads a timelineKey value.
+func parseTimeline(v string) (Timeline, error) {
+	d, a, ok := strings.Cut(v, ":")
+	dts, err1 := strconv.ParseInt(d, 10, 64)
+	at, err2 := strconv.ParseInt(a, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return Timeline{}, fmt.Errorf("bad timeline %.64q", v)
+	}
+	return Timeline{DTS: dts, At: at}, nil
+}
+
 // claimsChannel is the pub/sub channel every claim is published on.
 func (r *Redis) claimsChannel() string { return r.prefix + "claimed" }
 
@@ -167,15 +192,17 @@ func (r *Redis) claimsChannel() string { return r.prefix + "claimed" }
 // empty) takes the claim over from a live owner; the claim records the
 // credential after its node ("EPOCH:NODE|CRED"). Each claim is published
 // on the claims channel as "EPOCH:NODE|CRED" and the name, the node taken
-// from last ("EPOCH:NODE|CRED NAME FROM").
+// from last ("EPOCH:NODE|CRED NAME FROM"). The stream's last timeline is
+// read in the same step, for the new owner to continue.
 //
-// KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set.
+// KEYS[1] claim key, KEYS[2] epoch key, KEYS[3] claims set, KEYS[4]
+// timeline key.
 // ARGV[1] claimant node, ARGV[2] lease (ms), ARGV[3] node key prefix,
 // ARGV[4] stream name, ARGV[5] the epoch counter's life (ms),
 // ARGV[6] credential, ARGV[7] claims channel, ARGV[8] "1" to return the
 // master's replicas in sync too (Sentinel: see Redis.waitReplica).
-// Returns {1, epoch, from} on success ({1, epoch, from, replicas} with
-// ARGV[8]), {0, owner} when claimed.
+// Returns {1, epoch, from, timeline or ""} on success ({1, epoch, from,
+// timeline, replicas} with ARGV[8]), {0, owner} when claimed.
 var claimScript = redis.NewScript(`
 local cur = redis.call("GET", KEYS[1])
 local from = ""
@@ -205,15 +232,16 @@ redis.call("SET", KEYS[1], value, "PX", ARGV[2])
 redis.call("SADD", KEYS[3], ARGV[4])
 redis.call("PEXPIRE", KEYS[3], ARGV[2])
 redis.call("PUBLISH", ARGV[7], value .. " " .. ARGV[4] .. " " .. from)
+local timeline = redis.call("GET", KEYS[4]) or ""
 if ARGV[8] == "1" then
 	-- Replicas in sync only: one still loading its first copy acknowledges nothing.
 	local online = 0
 	for _ in string.gmatch(redis.call("INFO", "replication"), "state=online") do
 		online = online + 1
 	end
-	return {1, epoch, from, online}
+	return {1, epoch, from, timeline, online}
 end
-return {1, epoch, from}
+return {1, epoch, from, timeline}
 `)
 
 // luaFence defines fence(), which places a claim against the store for
@@ -303,14 +331,14 @@ return 0
 // node has. Every key is declared.
 //
 // KEYS[1] node key, KEYS[2] nodes set, KEYS[3] claims set, KEYS[4] infos
-// set; then for claim i (from 0), at 4+3i: +1 claim key, +2 epoch key,
-// +3 info key; then for relay j, at 4+3n: +2j+1 relay key, +2j+2 relays
-// set.
+// set; then for claim i (from 0), at 4+4i: +1 claim key, +2 epoch key,
+// +3 info key, +4 timeline key; then for relay j, at 4+4n: +2j+1 relay
+// key, +2j+2 relays set.
 // ARGV[1] node record, ARGV[2] node ID, ARGV[3] lease (ms), ARGV[4] the
-// epoch counter's life (ms), ARGV[5] n claims, ARGV[6] relays; then for
-// claim i, at 6+4i: +1 the claim as stored, +2 its epoch, +3 stream name,
-// +4 stream record ("" for none); then for relay j, at 6+4n: +j+1 its
-// upstream.
+// epoch counter's life (ms), ARGV[5] n claims, ARGV[6] relays, ARGV[7]
+// TimelineTTL (ms); then for claim i, at 7+5i: +1 the claim as stored,
+// +2 its epoch, +3 stream name, +4 stream record ("" for none), +5 its
+// timeline ("" for none); then for relay j, at 7+5n: +j+1 its upstream.
 // Returns the indexes (from 0) of the claims lost.
 var beatScript = redis.NewScript(luaRenew + `
 local lease, ttl = ARGV[3], ARGV[4]
@@ -321,12 +349,15 @@ redis.call("PEXPIRE", KEYS[2], lease)
 local lost = {}
 local infos = false
 for i = 0, n - 1 do
-	local k, a = 4 + 3 * i, 6 + 4 * i
+	local k, a = 4 + 4 * i, 7 + 5 * i
 	if renew(KEYS[k + 1], KEYS[k + 2], KEYS[3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], lease, ttl) then
 		if ARGV[a + 4] ~= "" then
 			redis.call("SET", KEYS[k + 3], ARGV[a + 4], "PX", lease)
 			redis.call("SADD", KEYS[4], ARGV[a + 3])
 			infos = true
+		end
+		if ARGV[a + 5] ~= "" then
+			redis.call("SET", KEYS[k + 4], ARGV[a + 5], "PX", ARGV[7])
 		end
 	else
 		lost[#lost + 1] = i
@@ -335,7 +366,7 @@ end
 if infos then
 	redis.call("PEXPIRE", KEYS[4], lease)
 end
-local kb, ab = 4 + 3 * n, 6 + 4 * n
+local kb, ab = 4 + 4 * n, 7 + 5 * n
 local rlife = tonumber(lease) * ` + strconv.Itoa(RelayLife) + `
 for j = 0, nr - 1 do
 	redis.call("SET", KEYS[kb + 2 * j + 1], ARGV[ab + j + 1], "PX", rlife)
@@ -768,7 +799,7 @@ func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID, cr
 		defer conn.Close()
 		scripter, wantReplicas = conn, "1"
 	}
-	res, err := claimScript.Run(ctx, scripter, r.claimKeys(name),
+	res, err := claimScript.Run(ctx, scripter, append(r.claimKeys(name), r.timelineKey(name)),
 		string(node), r.leaseMS(), r.nodeKey(""), string(name), EpochTTL.Milliseconds(),
 		string(cred), r.claimsChannel(), wantReplicas).Slice()
 	if err != nil {
@@ -781,18 +812,26 @@ func (r *Redis) Claim(ctx context.Context, name streamname.Name, node NodeID, cr
 		return Claim{}, fmt.Errorf("cluster: claim %s: %w: owner %v", name, ErrClaimed, res[1])
 	}
 	epoch, _ := res[1].(int64)
-	if epoch <= 0 || len(res) != 3+len(wantReplicas) {
+	if epoch <= 0 || len(res) != 4+len(wantReplicas) {
 		return Claim{}, fmt.Errorf("cluster: claim %s: unexpected reply %v", name, res)
 	}
 	from, _ := res[2].(string)
+	var prior *Timeline
+	if v, _ := res[3].(string); v != "" {
+		// A record this node cannot read only costs the stream its
+		// continuity: it starts a timeline of its own.
+		if t, err := parseTimeline(v); err == nil {
+			prior = &t
+		}
+	}
 	if conn != nil {
-		if replicas, _ := res[3].(int64); replicas > 0 {
+		if replicas, _ := res[4].(int64); replicas > 0 {
 			if err := r.awaitReplica(ctx, conn); err != nil {
 				return Claim{}, unavailable("claim "+string(name), err)
 			}
 		}
 	}
-	return Claim{Stream: name, Node: node, Epoch: uint64(epoch), Cred: cred, From: NodeID(from)}, nil
+	return Claim{Stream: name, Node: node, Epoch: uint64(epoch), Cred: cred, From: NodeID(from), Prior: prior}, nil
 }
 
 // errNotReplicated fails a claim no replica acknowledged in time.
@@ -853,21 +892,24 @@ func (r *Redis) Beat(ctx context.Context, b BeatRecord) ([]Claim, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: beat of %s: %w", id, err)
 	}
-	keys := make([]string, 0, 4+3*len(b.Claims)+2*len(b.Relays))
+	keys := make([]string, 0, 4+4*len(b.Claims)+2*len(b.Relays))
 	keys = append(keys, r.nodeKey(id), r.nodesKey(), r.claimsKey(), r.infosKey())
-	args := make([]any, 0, 6+4*len(b.Claims)+len(b.Relays))
-	args = append(args, rec, string(id), r.leaseMS(), EpochTTL.Milliseconds(), len(b.Claims), len(b.Relays))
+	args := make([]any, 0, 7+5*len(b.Claims)+len(b.Relays))
+	args = append(args, rec, string(id), r.leaseMS(), EpochTTL.Milliseconds(), len(b.Claims), len(b.Relays), TimelineTTL.Milliseconds())
 	for _, c := range b.Claims {
-		info := ""
+		info, timeline := "", ""
 		if si, ok := b.StreamInfos[c.Stream]; ok {
 			js, err := json.Marshal(si)
 			if err != nil {
 				return nil, fmt.Errorf("cluster: beat of %s: info of %s: %w", id, c.Stream, err)
 			}
 			info = string(js)
+			if si.Timeline != nil {
+				timeline = timelineValue(*si.Timeline)
+			}
 		}
-		keys = append(keys, r.claimKey(c.Stream), r.epochKey(c.Stream), r.infoKey(c.Stream))
-		args = append(args, claimValue(c), c.Epoch, string(c.Stream), info)
+		keys = append(keys, r.claimKey(c.Stream), r.epochKey(c.Stream), r.infoKey(c.Stream), r.timelineKey(c.Stream))
+		args = append(args, claimValue(c), c.Epoch, string(c.Stream), info, timeline)
 	}
 	for name, up := range b.Relays {
 		keys = append(keys, r.relayKey(name, id), r.relaysKey(name))
@@ -1052,6 +1094,9 @@ func (r *Redis) SetStreamInfo(ctx context.Context, name streamname.Name, info St
 		p.Set(ctx, r.infoKey(name), rec, r.timeout)
 		p.SAdd(ctx, r.infosKey(), string(name))
 		p.PExpire(ctx, r.infosKey(), r.timeout)
+		if info.Timeline != nil {
+			p.Set(ctx, r.timelineKey(name), timelineValue(*info.Timeline), TimelineTTL)
+		}
 		return nil
 	})
 	if err != nil {

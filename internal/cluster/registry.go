@@ -80,6 +80,11 @@ type Claim struct {
 	// From is the node a takeover moved the claim from, in Claim's answer
 	// and in Claimed events; empty otherwise.
 	From NodeID `json:"-"`
+	// Prior is, in Claim's answer, the timeline of the stream's last
+	// record (StreamInfo.Timeline) when the registry still keeps it
+	// (TimelineTTL), whichever node wrote it: the new owner continues
+	// it. nil when there is none.
+	Prior *Timeline `json:"-"`
 }
 
 // Credential is a publisher's credentials as a claim keeps them: an HMAC
@@ -104,11 +109,31 @@ const maxCredLen = 128
 
 // StreamInfo is what a stream's owner says of it in the registry with each
 // renewal: Info is the owner's JSON description (codecs, size, bitrate),
-// kept as it came.
+// kept as it came, and Timeline where the stream's timestamps stand.
 type StreamInfo struct {
-	Node NodeID          `json:"node"`
-	Info json.RawMessage `json:"info"`
+	Node     NodeID          `json:"node"`
+	Info     json.RawMessage `json:"info"`
+	Timeline *Timeline       `json:"timeline,omitempty"`
 }
+
+// Timeline is where a stream's timestamps stood on its owner: DTS, the
+// newest (ms), was appended at At, the owner's wall clock in Unix
+// milliseconds. The next owner of the stream, which may never have had it,
+// starts its timestamps at DTS plus the time since At (Claim.Prior), so
+// relays and HLS numbering on every node go on across the move. Nodes'
+// clocks are assumed to agree within clock.MaxSkew; the new owner bounds
+// the time since At to [1 ms, 30 s] (stream.ResumeWindow), so a skew
+// shifts the continued timeline by no more than that.
+type Timeline struct {
+	DTS int64 `json:"dts"`
+	At  int64 `json:"at"`
+}
+
+// TimelineTTL is how long a registry keeps the timeline of a stream's last
+// record after it was written, past the record, its claim and its owner:
+// a publisher that comes back to another node within it continues the
+// stream's timeline there.
+const TimelineTTL = time.Minute
 
 // maxStreamInfo bounds a StreamInfo's Info.
 const maxStreamInfo = 16 << 10
@@ -206,7 +231,8 @@ type Registry interface {
 	// empty and is the current claim's (the publisher came back to
 	// another node: a takeover, which fences the old owner; the answer's
 	// From names it); otherwise ErrClaimed. The claim lasts one lease (the
-	// registry's NodeTimeout) unless renewed, and keeps cred.
+	// registry's NodeTimeout) unless renewed, and keeps cred. The answer's
+	// Prior is the stream's last timeline, read in the same step.
 	Claim(ctx context.Context, name streamname.Name, node NodeID, cred Credential) (Claim, error)
 	// Renew extends c's lease. When the registry has lost c (its store
 	// restarted empty, or the lease ran out while the store was away),
@@ -241,7 +267,8 @@ type Registry interface {
 	Claimed(ctx context.Context) <-chan Claim
 
 	// SetStreamInfo records what the owner of name says of it, for one
-	// NodeTimeout unless set again.
+	// NodeTimeout unless set again; its Timeline, if any, is kept
+	// TimelineTTL for the stream's next claim (Claim.Prior).
 	SetStreamInfo(ctx context.Context, name streamname.Name, info StreamInfo) error
 	// StreamInfos returns the current stream records by name.
 	StreamInfos(ctx context.Context) (map[streamname.Name]StreamInfo, error)

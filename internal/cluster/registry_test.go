@@ -93,6 +93,7 @@ func runRegistrySuite(t *testing.T, rt registryUnderTest) {
 		{"BeatAfterWipe", testBeatAfterWipe},
 		{"BeatExpires", testBeatExpires},
 		{"Streams", testStreams},
+		{"TimelineOutlivesRecordAndClaim", testTimelineOutlivesRecordAndClaim},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, rt) })
@@ -1066,5 +1067,83 @@ func testStreams(t *testing.T, rt registryUnderTest) {
 	}
 	if got, err := reg.Streams(bg); err != nil || len(got) != 1 || got[0].Claim != ca {
 		t.Fatalf("Streams after a release = %+v, %v", got, err)
+	}
+}
+
+// A stream record's timeline comes back in the answer of the stream's next
+// claim, by whichever node, after the record and the claim are gone; a
+// beat of a lost claim writes none, and a stream never recorded has none.
+func testTimelineOutlivesRecordAndClaim(t *testing.T, rt registryUnderTest) {
+	reg := rt.open(t, shortTimeout)
+	mustHeartbeat(t, reg, nodeA, nodeB, nodeC)
+	ca := mustClaim(t, reg, nameA, nodeA)
+	if ca.Prior != nil {
+		t.Fatalf("first claim's Prior = %+v, want none", *ca.Prior)
+	}
+	seen := Timeline{DTS: 8_589_934_592 + 1234, At: 1_767_000_000_123}
+	b := beatOf(nodeA, []Claim{ca}, nil)
+	info := b.StreamInfos[nameA]
+	info.Timeline = &seen
+	b.StreamInfos[nameA] = info
+	if lost, err := reg.Beat(bg, b); err != nil || len(lost) != 0 {
+		t.Fatalf("Beat = %v, %v", lost, err)
+	}
+	recs, err := reg.Streams(bg)
+	if err != nil || len(recs) != 1 || recs[0].Info == nil || recs[0].Info.Timeline == nil || *recs[0].Info.Timeline != seen {
+		t.Fatalf("Streams = %+v, %v; want the record with its timeline %+v", recs, err, seen)
+	}
+
+	// node-a releases and leaves; its record expires.
+	if err := reg.Release(bg, ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Leave(bg, nodeA); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "node-a's record to expire", func() bool {
+		infos, err := reg.StreamInfos(bg)
+		return err == nil && len(infos) == 0
+	})
+	mustHeartbeat(t, reg, nodeB, nodeC)
+	cb := mustClaim(t, reg, nameA, nodeB)
+	if cb.Prior == nil || *cb.Prior != seen {
+		t.Fatalf("node-b's claim Prior = %v, want node-a's timeline %+v", cb.Prior, seen)
+	}
+
+	// node-a's stale beat is refused whole for that claim: its timeline
+	// is not written over node-b's.
+	mine := Timeline{DTS: 42, At: seen.At + 5000}
+	b = beatOf(nodeB, []Claim{cb}, nil)
+	info = b.StreamInfos[nameA]
+	info.Timeline = &mine
+	b.StreamInfos[nameA] = info
+	if lost, err := reg.Beat(bg, b); err != nil || len(lost) != 0 {
+		t.Fatalf("node-b's Beat = %v, %v", lost, err)
+	}
+	stale := beatOf(nodeA, []Claim{ca}, nil)
+	info = stale.StreamInfos[nameA]
+	info.Timeline = &Timeline{DTS: 999, At: 999}
+	stale.StreamInfos[nameA] = info
+	if lost, err := reg.Beat(bg, stale); err != nil || len(lost) != 1 {
+		t.Fatalf("node-a's stale Beat = %v, %v; want its claim lost", lost, err)
+	}
+	if err := reg.Release(bg, cb); err != nil {
+		t.Fatal(err)
+	}
+	mustHeartbeat(t, reg, nodeC)
+	if cc := mustClaim(t, reg, nameA, nodeC); cc.Prior == nil || *cc.Prior != mine {
+		t.Fatalf("node-c's claim Prior = %v, want node-b's timeline %+v", cc.Prior, mine)
+	}
+
+	// SetStreamInfo keeps a timeline too; a stream never recorded has none.
+	set := Timeline{DTS: 7, At: 8}
+	if err := reg.SetStreamInfo(bg, nameB, StreamInfo{Node: nodeA, Info: json.RawMessage(`{}`), Timeline: &set}); err != nil {
+		t.Fatal(err)
+	}
+	if c := mustClaim(t, reg, nameB, nodeC); c.Prior == nil || *c.Prior != set {
+		t.Fatalf("claim after SetStreamInfo: Prior = %v, want %+v", c.Prior, set)
+	}
+	if c := mustClaim(t, reg, nameC, nodeC); c.Prior != nil {
+		t.Fatalf("claim of a stream never recorded: Prior = %+v, want none", *c.Prior)
 	}
 }

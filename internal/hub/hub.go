@@ -33,7 +33,10 @@ type Owner interface {
 	// it, or the registry cannot be reached). credential is the
 	// publisher's (stream.PublisherInfo.Credential): presenting the live
 	// claim's takes it over from another node. release gives it up.
-	Claim(name streamname.Name, credential string) (release func(), err error)
+	// prior is where the stream's timeline stood on its last owner, as
+	// the cluster kept it: a stream new here continues it (stream.Follow).
+	// nil when there is none; the stream then starts its own.
+	Claim(name streamname.Name, credential string) (release func(), prior *stream.Position, err error)
 }
 
 // Upstream brings streams this node does not have from elsewhere in the
@@ -147,13 +150,14 @@ func (h *Hub) Publish(name streamname.Name, info stream.PublisherInfo) (*stream.
 
 	// The claim asks the registry: never under h.mu.
 	var release func()
+	var prior *stream.Position
 	if claim {
 		var err error
-		if release, err = h.cfg.Owner.Claim(name, info.Credential); err != nil {
+		if release, prior, err = h.cfg.Owner.Claim(name, info.Credential); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", name, err)
 		}
 	}
-	pub, resumed, err := h.attach(name, info, release)
+	pub, resumed, err := h.attach(name, info, release, prior)
 	if err != nil {
 		if release != nil {
 			release()
@@ -171,8 +175,10 @@ func (h *Hub) Publish(name streamname.Name, info stream.PublisherInfo) (*stream.
 	return pub, nil
 }
 
-// attach makes a publisher of name once its claim (if any) is held.
-func (h *Hub) attach(name streamname.Name, info stream.PublisherInfo, release func()) (pub *stream.Publisher, resumed bool, err error) {
+// attach makes a publisher of name once its claim (if any) is held. A
+// stream without packets yet follows prior, the timeline of the stream's
+// last owner (nil: none).
+func (h *Hub) attach(name streamname.Name, info stream.PublisherInfo, release func(), prior *stream.Position) (pub *stream.Publisher, resumed bool, err error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -189,13 +195,16 @@ func (h *Hub) attach(name streamname.Name, info stream.PublisherInfo, release fu
 		h.mu.Lock()
 		if h.closed || h.streams[name] != sl {
 			h.mu.Unlock()
-			return h.attach(name, info, release)
+			return h.attach(name, info, release, prior)
 		}
 	}
 	resumed = sl != nil
 	if sl == nil {
 		sl = &slot{s: stream.New(name, h.cfg.Stream)}
 		h.streams[name] = sl
+	}
+	if prior != nil {
+		sl.s.Follow(*prior) // kept only by a stream with no packets
 	}
 	pub, err = sl.s.Attach(info)
 	if err != nil {

@@ -154,16 +154,17 @@ type owner struct {
 	fail     error
 	claims   int
 	releases int
+	prior    *stream.Position // the timeline each claim hands back
 }
 
-func (o *owner) Claim(streamname.Name, string) (func(), error) {
+func (o *owner) Claim(streamname.Name, string) (func(), *stream.Position, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.fail != nil {
-		return nil, o.fail
+		return nil, nil, o.fail
 	}
 	o.claims++
-	return func() { o.mu.Lock(); o.releases++; o.mu.Unlock() }, nil
+	return func() { o.mu.Lock(); o.releases++; o.mu.Unlock() }, o.prior, nil
 }
 
 func (o *owner) counts() (claims, releases int) {
@@ -204,6 +205,61 @@ func TestOwnerClaims(t *testing.T) {
 	}
 	if c, _ := o.counts(); c != 2 {
 		t.Fatalf("%d claims, want 2", c)
+	}
+}
+
+// A stream new on this node continues the timeline its claim hands back
+// (the last owner's, elsewhere): a publisher starting from zero is rebased
+// to follow it by the time since it was seen. A stream that has packets
+// here keeps its own.
+func TestClaimContinuesPriorTimeline(t *testing.T) {
+	const prior = 600_000
+	o := &owner{prior: &stream.Position{DTS: prior, At: time.Now().Add(-time.Second)}}
+	h, _ := newHub(t, Config{Owner: o})
+	pub, err := h.Publish(cam, stream.PublisherInfo{Protocol: "rtmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := h.NewReader(cam, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	keyframe(t, pub, 0)
+	pkts, err := next(t, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := pkts[0].DTS
+	if d := first - prior; d < 1000 || d > 1500 {
+		t.Fatalf("first timestamp %d, %d ms after the prior %d; want about the second since it was seen", first, d, prior)
+	}
+
+	// A stream relayed here that a local publisher takes over has packets:
+	// it keeps its own timeline, whatever the claim hands back.
+	const relayed = streamname.Name("live/relayed")
+	u := &upstream{h: h}
+	h.cfg.Upstream = u
+	rrd, err := h.NewReader(relayed, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rrd.Close()
+	keyframe(t, u.relay, 5000)
+	if _, err := next(t, rrd); err != nil {
+		t.Fatal(err)
+	}
+	o.prior = &stream.Position{DTS: 50 * prior, At: time.Now()}
+	local, err := h.Publish(relayed, stream.PublisherInfo{Protocol: "rtmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyframe(t, local, 0)
+	if pkts, err = next(t, rrd); err != nil {
+		t.Fatal(err)
+	}
+	if got := pkts[0].DTS; got <= 5000 || got > 6000 {
+		t.Fatalf("taken over from the relay at %d, want just after the relay's 5000", got)
 	}
 }
 

@@ -429,6 +429,38 @@ func (s *Stream) sessionOffset(first int64) int64 {
 	return s.lastDTS + gap - first
 }
 
+// Position is where a stream's timeline stands: its newest timestamp (ms)
+// and when that was appended.
+type Position struct {
+	DTS int64
+	At  time.Time
+}
+
+// Position returns the stream's newest timestamp and when it was
+// appended, and false while the stream has none.
+func (s *Stream) Position() (Position, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return Position{DTS: s.lastDTS, At: s.lastAt}, s.hasDTS
+}
+
+// Follow makes a stream that has no packets yet continue the timeline at
+// p, as if p were its own newest timestamp: its first session follows p.DTS
+// by the time since p.At (sessionOffset, at least 1 ms, at most
+// ResumeWindow). A new owner of a stream it never had calls it with the
+// previous owner's position, so that relays and HLS numbering on other
+// nodes go on. p.At may come from another node's clock: a skew between the
+// two is a shift of the new timeline, bounded by the same limits. A stream
+// with packets keeps its own timeline.
+func (s *Stream) Follow(p Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hasDTS {
+		return
+	}
+	s.lastDTS, s.lastAt, s.hasDTS = p.DTS, p.At, true
+}
+
 // WritePacket appends pkt to the stream's log. The stream takes ownership of
 // pkt and its payload. It never blocks on readers.
 func (p *Publisher) WritePacket(pkt *media.Packet) error {

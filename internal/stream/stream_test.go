@@ -276,6 +276,58 @@ func TestRelayResumeKeepsUpstreamTimestamps(t *testing.T) {
 	}
 }
 
+// TestFollowContinuesAnotherTimeline: a stream without packets told to
+// follow a position (a previous owner's, from the registry) starts its
+// first session after it by the time that passed, at least 1 ms and at
+// most ResumeWindow whatever the clocks say; a stream with packets keeps
+// its own timeline.
+func TestFollowContinuesAnotherTimeline(t *testing.T) {
+	window := ResumeWindow.Milliseconds()
+	for _, tc := range []struct {
+		name     string
+		ago      time.Duration // how long before now the position was seen
+		min, max int64         // the first timestamp's distance from it
+	}{
+		{"seconds ago", 2 * time.Second, 2000, 2500},
+		{"in the future (a clock ahead)", -10 * time.Second, 1, 1},
+		{"long ago", 5 * time.Minute, window, window},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New("live/test", Config{})
+			const prior = 90_000
+			s.Follow(Position{DTS: prior, At: time.Now().Add(-tc.ago)})
+			if pos, ok := s.Position(); !ok || pos.DTS != prior {
+				t.Fatalf("position %+v, %v before the first packet; want the followed %d", pos, ok, prior)
+			}
+			p, err := s.Attach(PublisherInfo{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, _ := s.NewReader("test")
+			defer r.Close()
+			// A new encoder, from zero.
+			write(t, p, vcfg(0), acfg(0), vframe(0, true, 10), vframe(33, false, 10))
+			pkts := read(t, r)
+			if d := pkts[0].DTS - prior; d < tc.min || d > tc.max {
+				t.Fatalf("first timestamp %d, %d ms after the followed %d; want %d to %d", pkts[0].DTS, d, prior, tc.min, tc.max)
+			}
+			if last := pkts[len(pkts)-1].DTS; last != pkts[0].DTS+33 {
+				t.Fatalf("last timestamp %d, want the session's own spacing after %d", last, pkts[0].DTS)
+			}
+			pos, ok := s.Position()
+			if !ok || pos.DTS != pkts[len(pkts)-1].DTS || time.Since(pos.At) > time.Second {
+				t.Fatalf("position %+v after writing; want the newest timestamp, just now", pos)
+			}
+
+			// Once it has packets, a stream keeps its own timeline.
+			s.Follow(Position{DTS: 10 * prior, At: time.Now()})
+			if again, _ := s.Position(); again != pos {
+				t.Fatalf("position %+v after following another, want %+v kept", again, pos)
+			}
+		})
+	}
+}
+
 func TestLastDTSBoundsASession(t *testing.T) {
 	s, p := newPublished(t, Config{})
 	if _, ok := s.LastDTS(); ok {
