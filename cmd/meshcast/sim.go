@@ -253,10 +253,12 @@ func printSim(w io.Writer, out simOutput) {
 		fmt.Fprintf(tw, " %.0f\t %.1f\t %d\t\n", r.Ops.Total, r.Ops.PerNode, r.Ops.MaxNodes)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\nNodes per Redis extrapolates the operations per node linearly. Operations are records")
+	fmt.Fprintln(w, "\nNodes per Redis keeps the viewers per node: the routers' reads of the node list grow with")
+	fmt.Fprintln(w, "the square of the nodes, the other operations linearly. Operations are records")
 	fmt.Fprintln(w, "written or read: a node's beat is one round trip (one Lua script) holding its heartbeat,")
 	fmt.Fprintln(w, "a renewal and a stream record per claim, and the relay records due (new, moved, or a")
-	fmt.Fprintln(w, "node timeout old).")
+	fmt.Fprintln(w, "node timeout old); a router reads every node's record at most once a second, and the")
+	fmt.Fprintln(w, "chosen node's for each viewer.")
 
 	fmt.Fprintf(w, "\nStreams per node under hashing, %d streams over %d nodes (share of the mean):\n\n", out.Ring.Streams, out.Ring.Nodes)
 	tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
@@ -218,14 +220,38 @@ func (LeastCPU) Select(_ RouteRequest, cands []Candidate) Candidate {
 // ErrNoNode answers a route request when no node can take a viewer.
 var ErrNoNode = errors.New("no node can take a viewer")
 
+// RouterMaxAge is how long a Router answers from what it last read of the
+// registry: the live nodes, and a stream's owner and relays. Node records
+// change only at heartbeats, a second apart, and the viewers a router sent
+// since are counted on top (pending); reading on every request would cost
+// the registry every node's record for every viewer, a million reads a
+// second for a thousand nodes taking a thousand viewers a second.
+const RouterMaxAge = time.Second
+
+// routerStreams bounds the streams whose owner and relays a Router keeps.
+const routerStreams = 4096
+
 // Router answers where a viewer should play a stream: it filters the
-// registry's live nodes and asks its Selector.
+// registry's live nodes and asks its Selector. Reads of the registry are
+// kept RouterMaxAge and shared by the requests that wait for them.
 type Router struct {
-	reg Registry
-	sel Selector
+	reg    Registry
+	sel    Selector
+	maxAge time.Duration
+	now    func() time.Time
+	reads  singleflight.Group
 
 	mu      sync.Mutex
 	pending map[NodeID]pending
+	nodes   []Node
+	nodesAt time.Time
+	holders map[streamname.Name]holders
+}
+
+// holders are the nodes that have a stream: its owner and its relays.
+type holders struct {
+	nodes []NodeID
+	at    time.Time
 }
 
 type pending struct {
@@ -235,22 +261,118 @@ type pending struct {
 
 // NewRouter routes with sel over the nodes in reg.
 func NewRouter(reg Registry, sel Selector) *Router {
-	return &Router{reg: reg, sel: sel, pending: make(map[NodeID]pending)}
+	return &Router{
+		reg: reg, sel: sel, maxAge: RouterMaxAge, now: time.Now,
+		pending: make(map[NodeID]pending),
+		holders: make(map[streamname.Name]holders),
+	}
 }
 
-// Route picks the node for a viewer of req.Stream.
-func (r *Router) Route(ctx context.Context, req RouteRequest) (Node, error) {
-	nodes, err := r.reg.Nodes(ctx)
+// liveNodes returns the registry's nodes as read at most maxAge ago
+// (cached), or read now when reread or the last read is older.
+func (r *Router) liveNodes(ctx context.Context, reread bool) (nodes []Node, cached bool, err error) {
+	r.mu.Lock()
+	nodes, fresh := r.nodes, r.nodes != nil && r.now().Sub(r.nodesAt) < r.maxAge
+	r.mu.Unlock()
+	if fresh && !reread {
+		return nodes, true, nil
+	}
+	v, err, _ := r.reads.Do("nodes", func() (any, error) {
+		at := r.now()
+		// Shared by every request waiting: one leaving must not fail
+		// the others (the registry bounds its calls itself).
+		nodes, err := r.reg.Nodes(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, err
+		}
+		if nodes == nil {
+			nodes = []Node{}
+		}
+		r.mu.Lock()
+		r.nodes, r.nodesAt = nodes, at
+		r.mu.Unlock()
+		return nodes, nil
+	})
 	if err != nil {
-		return Node{}, err
+		return nil, false, err
+	}
+	return v.([]Node), false, nil
+}
+
+// streamHolders returns the nodes that have name (its owner and relays),
+// as read at most maxAge ago. A failed read counts as none.
+func (r *Router) streamHolders(ctx context.Context, name streamname.Name) []NodeID {
+	r.mu.Lock()
+	h, ok := r.holders[name]
+	r.mu.Unlock()
+	if ok && r.now().Sub(h.at) < r.maxAge {
+		return h.nodes
+	}
+	v, _, _ := r.reads.Do("stream "+string(name), func() (any, error) {
+		ctx := context.WithoutCancel(ctx)
+		h := holders{at: r.now()}
+		if c, err := r.reg.Owner(ctx, name); err == nil {
+			h.nodes = append(h.nodes, c.Node)
+		}
+		if relays, err := r.reg.Relays(ctx, name); err == nil {
+			for _, rl := range relays {
+				h.nodes = append(h.nodes, rl.Node)
+			}
+		}
+		r.mu.Lock()
+		if len(r.holders) >= routerStreams {
+			for n, old := range r.holders {
+				if h.at.Sub(old.at) >= r.maxAge {
+					delete(r.holders, n)
+				}
+			}
+			if len(r.holders) >= routerStreams {
+				clear(r.holders)
+			}
+		}
+		r.holders[name] = h
+		r.mu.Unlock()
+		return h.nodes, nil
+	})
+	nodes, _ := v.([]NodeID)
+	return nodes
+}
+
+// Route picks the node for a viewer of req.Stream. It decides on the
+// nodes as last read (RouterMaxAge), and then reads the chosen node's own
+// record: a node that began draining, or died, since is never chosen, at
+// the cost of one record rather than every node's.
+func (r *Router) Route(ctx context.Context, req RouteRequest) (Node, error) {
+	n, cached, err := r.route(ctx, req, false)
+	if err != nil || !cached {
+		return n, err
+	}
+	if now, err := r.reg.Node(ctx, n.ID); err == nil && now.State == StateServing || errors.Is(err, ErrUnavailable) {
+		return n, nil
+	}
+	// The chosen node changed since the nodes were read: take the viewer
+	// back, read them all again and decide on that.
+	r.mu.Lock()
+	if p, ok := r.pending[n.ID]; ok && p.seen.Equal(n.Seen) && p.n > 0 {
+		p.n--
+		r.pending[n.ID] = p
+	}
+	r.mu.Unlock()
+	n, _, err = r.route(ctx, req, true)
+	return n, err
+}
+
+// route decides on the nodes as read (cached when from an earlier read)
+// and counts the viewer in the chosen node's pending count.
+func (r *Router) route(ctx context.Context, req RouteRequest, reread bool) (chosen Node, cached bool, err error) {
+	nodes, cached, err := r.liveNodes(ctx, reread)
+	if err != nil {
+		return Node{}, false, err
 	}
 	has := map[NodeID]bool{}
-	if c, err := r.reg.Owner(ctx, req.Stream); err == nil {
-		has[c.Node] = true
-	}
-	if relays, err := r.reg.Relays(ctx, req.Stream); err == nil {
-		for _, rl := range relays {
-			has[rl.Node] = true
+	if _, ok := r.sel.(affinity); ok { // the one selector that asks HasStream
+		for _, id := range r.streamHolders(ctx, req.Stream) {
+			has[id] = true
 		}
 	}
 
@@ -270,17 +392,19 @@ func (r *Router) Route(ctx context.Context, req RouteRequest) (Node, error) {
 	}
 	c, err := Pick(r.sel, req, all)
 	if err != nil {
-		return Node{}, err
+		return Node{}, false, err
 	}
 	p := r.pending[c.ID]
 	p.n++
 	r.pending[c.ID] = p
-	for id := range r.pending { // forget nodes that left (nodes is sorted by ID)
-		if _, ok := slices.BinarySearchFunc(nodes, id, func(n Node, id NodeID) int { return cmp.Compare(n.ID, id) }); !ok {
-			delete(r.pending, id)
+	if !cached {
+		for id := range r.pending { // forget nodes that left (nodes is sorted by ID)
+			if _, ok := slices.BinarySearchFunc(nodes, id, func(n Node, id NodeID) int { return cmp.Compare(n.ID, id) }); !ok {
+				delete(r.pending, id)
+			}
 		}
 	}
-	return c.Node, nil
+	return c.Node, cached, nil
 }
 
 // Pick is a route's decision once the registry has been read: cands are the

@@ -3,8 +3,12 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meshcast/meshcast/internal/streamname"
 )
@@ -144,5 +148,126 @@ func TestRouteWithoutNodes(t *testing.T) {
 	}
 	if _, err := NewSelector("random"); err == nil {
 		t.Error("NewSelector accepted an unknown name")
+	}
+}
+
+// readCounter counts a router's reads of the registry.
+type readCounter struct {
+	*Memory
+	nodes, owners, relays atomic.Int64
+}
+
+func (c *readCounter) Nodes(ctx context.Context) ([]Node, error) {
+	c.nodes.Add(1)
+	return c.Memory.Nodes(ctx)
+}
+
+func (c *readCounter) Owner(ctx context.Context, name streamname.Name) (Claim, error) {
+	c.owners.Add(1)
+	return c.Memory.Owner(ctx, name)
+}
+
+func (c *readCounter) Relays(ctx context.Context, name streamname.Name) ([]Relay, error) {
+	c.relays.Add(1)
+	return c.Memory.Relays(ctx, name)
+}
+
+// A router reads the nodes, and (for the affinity selector, the one that
+// asks) a stream's owner and relays, once a RouterMaxAge however many
+// viewers it places, sharing a read among the
+// requests that wait for it; its pending counts keep the spread even in
+// between; a change in the registry shows once the reads are that old.
+func TestRouterReadsOnceAMaxAge(t *testing.T) {
+	reg := &readCounter{Memory: NewMemory(MemoryConfig{})}
+	defer reg.Close()
+	routeNodes(t, reg, map[NodeID]int{"a": 0, "b": 0}, nil)
+	sel, _ := NewSelector("affinity")
+	r := NewRouter(reg, sel)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	r.now = func() time.Time { return now }
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[NodeID]int{}
+	for i := range 100 {
+		wg.Go(func() {
+			n, err := r.Route(context.Background(), RouteRequest{Stream: streamname.Name(fmt.Sprintf("live/s%d", i%5))})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			got[n.ID]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if got["a"] != 50 || got["b"] != 50 {
+		t.Errorf("100 viewers on fresh nodes went %v, want 50 each", got)
+	}
+	if n, o, rl := reg.nodes.Load(), reg.owners.Load(), reg.relays.Load(); n != 1 || o != 5 || rl != 5 {
+		t.Errorf("registry read %d times for nodes, %d for owners, %d for relays; want 1, 5 and 5 (one per stream)", n, o, rl)
+	}
+	// A node joins: routes see it once the reads are RouterMaxAge old.
+	routeNodes(t, reg, map[NodeID]int{"c": 0}, nil)
+	now = now.Add(RouterMaxAge - time.Nanosecond)
+	if got := routeN(t, r, RouteRequest{Stream: "live/s0"}, 10); got["c"] != 0 {
+		t.Errorf("a node that joined since the last read got %d viewers", got["c"])
+	}
+	now = now.Add(time.Nanosecond)
+	if got := routeN(t, r, RouteRequest{Stream: "live/s0"}, 10); got["c"] != 10 {
+		t.Errorf("once the reads expired, the new empty node got %d of 10 viewers, want 10: %v", got["c"], got)
+	}
+	if n := reg.nodes.Load(); n != 2 {
+		t.Errorf("nodes read %d times, want 2", n)
+	}
+	// Other selectors never read a stream's holders.
+	owners, relays := reg.owners.Load(), reg.relays.Load()
+	ll, _ := NewSelector("least-loaded")
+	if _, err := NewRouter(reg, ll).Route(context.Background(), RouteRequest{Stream: "live/new"}); err != nil || reg.owners.Load() != owners || reg.relays.Load() != relays {
+		t.Errorf("least-loaded route: %v; owners read %d more times, relays %d, want none", err, reg.owners.Load()-owners, reg.relays.Load()-relays)
+	}
+}
+
+// A router keeps the holders of at most routerStreams streams.
+func TestRouterStreamsBounded(t *testing.T) {
+	reg := NewMemory(MemoryConfig{})
+	defer reg.Close()
+	routeNodes(t, reg, map[NodeID]int{"a": 0}, nil)
+	sel, _ := NewSelector("affinity")
+	r := NewRouter(reg, sel)
+	for i := range routerStreams + 10 {
+		if _, err := r.Route(context.Background(), RouteRequest{Stream: streamname.Name(fmt.Sprintf("live/s%d", i))}); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(r.holders); n > routerStreams {
+			t.Fatalf("%d streams kept, want at most %d", n, routerStreams)
+		}
+	}
+}
+
+// A node that began draining since the router last read the nodes is not
+// chosen: the router reads the chosen node's record, finds it draining
+// and decides again on all the nodes read anew.
+func TestRouterConfirmsItsChoice(t *testing.T) {
+	reg := &readCounter{Memory: NewMemory(MemoryConfig{})}
+	defer reg.Close()
+	routeNodes(t, reg, map[NodeID]int{"a": 0, "b": 50}, nil)
+	sel, _ := NewSelector("least-loaded")
+	r := NewRouter(reg, sel)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	r.now = func() time.Time { return now }
+	if got := routeN(t, r, RouteRequest{Stream: "live/x"}, 1); got["a"] != 1 {
+		t.Fatalf("first viewer went %v, want to the empty node a", got)
+	}
+	drain := Node{ID: "a", Capacity: 100, State: StateDraining, HTTPAddr: "a:8080"}
+	if err := reg.Heartbeat(context.Background(), drain); err != nil {
+		t.Fatal(err)
+	}
+	if got := routeN(t, r, RouteRequest{Stream: "live/x"}, 5); got["b"] != 5 {
+		t.Errorf("viewers after a began draining went %v, want all to b", got)
+	}
+	if n := reg.nodes.Load(); n != 2 {
+		t.Errorf("nodes read %d times, want 2: once, and once more on finding a draining", n)
 	}
 }

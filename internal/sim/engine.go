@@ -119,19 +119,21 @@ type event struct {
 
 // world is one run.
 type world struct {
-	cfg   Config
-	sel   cluster.Selector
-	rnd   *rand.Rand
-	clk   *clock.Fake
-	t0    time.Time
-	mem   *cluster.Memory
-	rmem  *cluster.Memory // relay records
-	reg   *Counting
-	ctx   context.Context
-	now   time.Duration
-	tick  int64
-	nodes []*node
-	byID  map[cluster.NodeID]*node
+	cfg  Config
+	sel  cluster.Selector
+	rnd  *rand.Rand
+	clk  *clock.Fake
+	t0   time.Time
+	mem  *cluster.Memory
+	rmem *cluster.Memory // relay records
+	reg  *Counting
+	ctx  context.Context
+	now  time.Duration
+	tick int64
+	// routes since the last heartbeat round, for the routers' reads
+	routes int64
+	nodes  []*node
+	byID   map[cluster.NodeID]*node
 
 	regions   []string
 	regionIdx map[string]int
@@ -509,10 +511,33 @@ func (w *world) heartbeats() {
 // streamInfo is the record an owner writes with each renewal.
 var streamInfo = []byte(`{"video":"H264","audio":"AAC","width":1280,"height":720}`)
 
+// countRouterReads counts the node records the cluster's routers read in
+// the round that ended: a router (cluster.Router) reads every node's record
+// at most once a cluster.RouterMaxAge, when it routes a viewer. Route
+// requests reach the edges evenly (through a balancer), so of E live edges
+// E·(1−e^(−R/E)) routed at least one of the round's R viewers.
+func (w *world) countRouterReads(nodes int) {
+	if w.routes == 0 {
+		return
+	}
+	edges := 0
+	for r := range w.cands {
+		edges += len(w.cands[r])
+	}
+	if edges == 0 {
+		edges = 1
+	}
+	rounds := float64(heartbeatEvery) / float64(cluster.RouterMaxAge)
+	routers := float64(edges) * (1 - math.Exp(-float64(w.routes)/float64(edges)))
+	w.reg.Add(OpNodes, int64(math.Round(routers*max(rounds, 1)*float64(nodes))))
+	w.routes = 0
+}
+
 // snapshotCandidates reads the live nodes as a router does, keeping each
 // node's pending count until its next heartbeat shows (cluster.Router).
 func (w *world) snapshotCandidates() {
-	nodes, _ := w.reg.Nodes(w.ctx)
+	nodes, _ := w.reg.next.Nodes(w.ctx) // the routers' reads are counted below
+	w.countRouterReads(len(nodes))
 	for r := range w.cands {
 		w.cands[r] = w.cands[r][:0]
 	}
@@ -549,11 +574,12 @@ func (w *world) arrive() {
 // region's nodes first, all nodes when none of those has room (which is
 // what Pick does with all of them, at a fraction of the work).
 func (w *world) route(v *viewer) (c cluster.Candidate, from []cluster.Candidate, fallback, ok bool) {
-	// A router reads the nodes, the stream's owner and its relays for
-	// each viewer; the simulation reads them once a round.
-	w.reg.Add(OpNodes, 1)
-	w.reg.Add(OpOwner, 1)
-	w.reg.Add(OpRelays, 1)
+	// A router decides on the nodes it read at most a RouterMaxAge ago
+	// (counted once a round, countRouterReads) and reads the chosen
+	// node's record; with affinity, the stream's owner and relays too
+	// (counted in pick). The simulation reads the nodes once a round.
+	w.routes++
+	w.reg.Add(OpNode, 1)
 	req := cluster.RouteRequest{Stream: w.streams[v.s].name, Region: w.regions[v.region]}
 	cands := w.cands[v.region]
 	if c, ok := w.pick(req, v.s, cands); ok && c.Score() < 1 {
@@ -575,10 +601,16 @@ func (w *world) pick(req cluster.RouteRequest, s int32, cands []cluster.Candidat
 		return cluster.Candidate{}, false
 	}
 	if w.cfg.Balance == "affinity" {
+		holders := int64(0)
 		for i := range cands {
 			f := w.byID[cands[i].ID].feeds[s]
 			cands[i].HasStream = f != nil
+			if f != nil {
+				holders++
+			}
 		}
+		w.reg.Add(OpOwner, 1)
+		w.reg.Add(OpRelays, holders)
 	}
 	c, err := cluster.Pick(w.sel, req, cands)
 	return c, err == nil
@@ -1121,8 +1153,18 @@ func (w *world) opsReport() {
 		o.Total += r
 	}
 	o.PerNode = o.Total / float64(max(w.markNodes, 1))
-	if o.PerNode > 0 {
-		o.MaxNodes = int(RedisOpsPerSecond / o.PerNode)
+	// The routers' reads of the node list grow with the nodes squared
+	// (each router reads every node), the rest linearly: at x times the
+	// nodes (and viewers), L·x + Q·x² operations.
+	q := float64(d[OpNodes]) / win.Seconds()
+	l := o.Total - q
+	if x := 0.0; o.Total > 0 {
+		if q > 0 {
+			x = (-l + math.Sqrt(l*l+4*q*RedisOpsPerSecond)) / (2 * q)
+		} else {
+			x = RedisOpsPerSecond / l
+		}
+		o.MaxNodes = int(x * float64(max(w.markNodes, 1)))
 	}
 	w.res.Ops = o
 }

@@ -12,7 +12,9 @@ import (
 // (a command, a MULTI pipeline or a Lua script). A Beat is one round trip
 // too, but it is counted as the operations it holds (a heartbeat, a
 // renewal and a stream record per claim, a relay record per relay), so
-// the counts by kind size the store's work whichever way nodes call it.
+// the counts by kind size the store's work whichever way nodes call it;
+// the routers' reads (world.route, countRouterReads) are counted in the
+// records they read, for the same reason.
 type Op int
 
 // The registry's methods, counted by Counting.
@@ -50,8 +52,9 @@ const (
 	// relay starts or moves, and again once a node timeout) and
 	// DeleteRelay.
 	KindRelay
-	// KindLookup: Nodes, Node, Owner, Relays and the listings (Streams): routing
-	// viewers and choosing upstreams.
+	// KindLookup: Nodes, Node, Owner, Relays and the listings (Streams):
+	// routing viewers and choosing upstreams. The routers' reads are
+	// counted in records read (a listing of the nodes, every node's).
 	KindLookup
 	// KindClaim: Claim, Release and restream records.
 	KindClaim

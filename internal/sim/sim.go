@@ -217,7 +217,9 @@ type Ops struct {
 	Total   float64       `json:"total"`
 	PerNode float64       `json:"per_node"`
 	// MaxNodes is the largest cluster one Redis serving
-	// RedisOpsPerSecond carries, extrapolating PerNode linearly.
+	// RedisOpsPerSecond carries, with as many viewers per node: the
+	// routers' reads of the node list grow with the square of the nodes,
+	// every other operation linearly.
 	MaxNodes int `json:"max_nodes_per_redis"`
 }
 
