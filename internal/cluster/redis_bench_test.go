@@ -89,3 +89,47 @@ func redisCPU(b *testing.B, c *redis.Client) time.Duration {
 	}
 	return total
 }
+
+// BenchmarkRedisNodes measures what a router's read of the node list costs
+// the Redis server per node record, for clusters of 100 and 1000 nodes
+// (records of the size a busy node sends, with its streams' viewers).
+//
+//	go test -run '^$' -bench BenchmarkRedisNodes -benchtime 2000x ./internal/cluster
+func BenchmarkRedisNodes(b *testing.B) {
+	for _, nodes := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+			srv := testutil.StartRedis(b, 0)
+			reg, err := NewRedis(RedisConfig{URL: srv.URL(), NodeTimeout: time.Minute})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer reg.Close()
+			for i := range nodes {
+				n := testNode(NodeID(fmt.Sprintf("node-%04d", i)))
+				n.StreamViewers = map[streamname.Name]map[string]int{}
+				for s := range 10 {
+					n.StreamViewers[streamname.Name(fmt.Sprintf("live/s%d", s))] = map[string]int{"flv": 100, "hls": 50}
+				}
+				if err := reg.Heartbeat(bg, n); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if got, err := reg.Nodes(bg); err != nil || len(got) != nodes {
+				b.Fatalf("Nodes: %d, %v", len(got), err)
+			}
+			info := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+			defer info.Close()
+			cpu0 := redisCPU(b, info)
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := reg.Nodes(bg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			cpu := redisCPU(b, info) - cpu0
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "redis-µs/read")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N*nodes), "redis-µs/record")
+		})
+	}
+}
