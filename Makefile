@@ -9,7 +9,7 @@ export GOTOOLCHAIN ?= auto
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/meshcast/meshcast/internal/buildinfo.Version=$(VERSION)
 
-.PHONY: run test build image web vet fuzz bench deps vulncheck
+.PHONY: run test build image web vet fuzz bench deps vulncheck soak
 
 ## run: build the web dashboard and run a complete single node (RTMP :1935,
 ## HTTP :8080, the dashboard at http://localhost:8080/)
@@ -53,6 +53,12 @@ chart-test:
 	cd deploy/charttest && $(GO) mod tidy -diff
 	cd deploy/charttest && $(GO) vet ./...
 	cd deploy/charttest && $(GO) test -count=1 -timeout 10m ./...
+
+## soak: the 30-minute soak of one node (RELIABILITY.md#soak): publishers
+## restarting, 10,000 viewer cycles over six protocols, transcoding; the
+## server's goroutines, files, ffmpeg children and heap back at their baseline
+soak:
+	MESHCAST_LONG_TESTS=1 $(GO) test -count=1 -v -run TestSoak -timeout 45m ./test/e2e/soak
 
 ## vulncheck: govulncheck against the Go vulnerability database
 vulncheck:
