@@ -349,15 +349,17 @@ func viewSRT(ctx context.Context, s server, name string, hold time.Duration) (in
 	return h.result(err)
 }
 
-// closeSRT closes an SRT caller's connection and waits for gosrt's
-// socket reader to end. In gosrt (v0.9.0 to v0.11.0) that goroutine ends
-// by sending on an unbuffered channel that Close only drains if the send
-// is already waiting; a Read after Close drains it when it comes, which
-// is within the reader's 3 s read deadline.
+// closeSRT closes an SRT caller's connection and makes sure gosrt's
+// socket reader ends. In gosrt (v0.9.0 to v0.11.0) that goroutine ends by
+// sending on an unbuffered channel, which Close drains only if the send
+// is already waiting: one that was handling a packet when Close came
+// sends just after, and waits forever. A Read after Close drains it; the
+// send comes at once (Close also wakes the goroutine's socket read), so
+// a second of Reads is plenty.
 func closeSRT(conn gosrt.Conn) {
 	conn.Close()
 	b := make([]byte, 64<<10) // more than an SRT packet: each Read gets to the check
-	for deadline := time.Now().Add(3500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if _, err := conn.Read(b); errors.Is(err, gosrt.ErrClientClosed) {
 			return
 		}
