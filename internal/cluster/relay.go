@@ -24,6 +24,11 @@ import (
 // signed with SignPull.
 const PullPath = "/internal/v1/pull/"
 
+// HeaderHistory, set on a pull, asks for the stream from the upstream's
+// recent past (stream.Reader.Rewind) rather than its newest keyframe: a
+// relay's first pull sets it.
+const HeaderHistory = "X-Meshcast-History"
+
 // endMarker is the script data a node sends a puller when the stream ended
 // (rather than the node failing), so the puller ends its copy at once.
 const endMarker = "onMeshcastStreamEnd"
@@ -468,6 +473,13 @@ func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) 
 		return false, false, err
 	}
 	SetVia(req, r.via)
+	if !restart {
+		// The stream is new here: it starts with the upstream's recent past
+		// (stream.Reader.Rewind), so that this node's HLS muxers have whole
+		// segments at once. A resumed pull starts at the newest keyframe:
+		// what came before it is here already.
+		req.Header.Set(HeaderHistory, "1")
+	}
 	// From the moment it asks, the stream comes through up: a pull from up
 	// crossing this one is refused as a circle.
 	r.path.Store([]NodeID{up.ID})

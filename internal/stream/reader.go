@@ -37,6 +37,7 @@ type Reader struct {
 	cursor  uint64
 	waitKey bool
 	joining bool // the next batch is the first since a start or skip
+	history bool // starts with the recent past (Rewind)
 	backlog bool // the last batch stopped short of the log's head
 
 	sentMeta, sentVideo, sentAudio *entry
@@ -76,6 +77,34 @@ func (r *Reader) startAtKey() {
 		return
 	}
 	r.cursor, r.waitKey = s.head, true
+}
+
+// Rewind makes a reader that has not read yet start with the recent past:
+// at the oldest keyframe the log holds within four fifths of MaxLag of its
+// newest timestamp (so catching up is never lagging), or, while the log
+// holds no keyframe, at the first one to come, however many come at once.
+// A new HLS muxer has its first segments at once from it, and a node
+// that starts relaying a stream has them for its own muxers: a player
+// moved to a node that was not muxing the stream finds the segments it
+// needs next. Other readers start at the newest keyframe.
+func (r *Reader) Rewind() {
+	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !r.joining {
+		return
+	}
+	r.history = true
+	if s.key == nil {
+		return
+	}
+	window := s.cfg.MaxLag.Milliseconds() * 4 / 5
+	for seq := s.tail; seq < s.key.seq; seq++ {
+		if e := s.at(seq); startable(e) && s.lastDTS-e.pkt.DTS <= window {
+			r.cursor, r.waitKey = seq, false
+			return
+		}
+	}
 }
 
 // startable reports whether a reader may begin playback at e.
@@ -195,6 +224,11 @@ func (r *Reader) collect() error {
 		limit = firstBatch
 	}
 	n := 0
+	if r.waitKey && !r.history && s.key != nil && s.key.seq > r.cursor {
+		// Keyframes came at once (a relay's first pull brings the recent
+		// past): start at the newest, as NewReader would have.
+		r.cursor = s.key.seq
+	}
 	for ; r.cursor < s.head && n < limit; r.cursor++ {
 		e := s.at(r.cursor)
 		if r.waitKey {

@@ -328,6 +328,64 @@ func TestFollowContinuesAnotherTimeline(t *testing.T) {
 	}
 }
 
+// TestRewindStartsWithRecentPast: a rewound reader starts at the oldest
+// keyframe within four fifths of MaxLag of the newest timestamp, one that
+// waits for a keyframe at the first of several that come at once; other
+// readers start, or wait, for the newest.
+func TestRewindStartsWithRecentPast(t *testing.T) {
+	s, p := newPublished(t, Config{})
+	write(t, p, vcfg(0), acfg(0))
+	for dts := int64(0); dts < 8000; dts += 2000 {
+		gop(t, p, dts, 60) // newest timestamp 7980
+	}
+	first := func(r *Reader) int64 {
+		t.Helper()
+		for _, pk := range read(t, r) {
+			if pk.Kind == media.KindVideo && !pk.SeqHeader {
+				if !pk.Keyframe {
+					t.Fatalf("first frame at %d is not a keyframe", pk.DTS)
+				}
+				return pk.DTS
+			}
+		}
+		t.Fatal("no video")
+		return 0
+	}
+	rw, _ := s.NewReader("test")
+	defer rw.Close()
+	rw.Rewind()
+	if got := first(rw); got != 4000 {
+		t.Fatalf("rewound reader starts at %d, want the keyframe at 4000 (within 4 s of 7980)", got)
+	}
+	r, _ := s.NewReader("test")
+	defer r.Close()
+	if got := first(r); got != 6000 {
+		t.Fatalf("reader starts at %d, want the newest keyframe, 6000", got)
+	}
+
+	// An empty stream (a relay's new one) gets the recent past at once.
+	s2 := New("live/relayed", Config{})
+	p2, err := s2.Attach(PublisherInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting, _ := s2.NewReader("test")
+	defer waiting.Close()
+	rewound, _ := s2.NewReader("test")
+	defer rewound.Close()
+	rewound.Rewind()
+	write(t, p2, vcfg(10_000), acfg(10_000))
+	for dts := int64(10_000); dts < 14_000; dts += 2000 {
+		gop(t, p2, dts, 60) // an upstream's recent past: within MaxLag
+	}
+	if got := first(rewound); got != 10_000 {
+		t.Fatalf("rewound waiting reader starts at %d, want the first keyframe, 10000", got)
+	}
+	if got := first(waiting); got != 12_000 {
+		t.Fatalf("waiting reader starts at %d, want the newest keyframe, 12000", got)
+	}
+}
+
 func TestLastDTSBoundsASession(t *testing.T) {
 	s, p := newPublished(t, Config{})
 	if _, ok := s.LastDTS(); ok {

@@ -190,6 +190,11 @@ func (s *Server) acquire(name streamname.Name, start bool, client string) (*muxe
 	if err != nil {
 		return nil, errors.Join(errNotFound, err)
 	}
+	// The recent past first: gohlslib lists an fMP4 playlist once it has
+	// two whole segments, which the stream's log mostly holds already, and
+	// a player the balancer moved here asks for the segment before the
+	// live one.
+	r.Rewind()
 	m := newMuxer(s, name, r)
 	m.users++
 	m.clients.see(client, time.Now())

@@ -175,6 +175,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 		http.Error(w, "stream not found", http.StatusNotFound)
 		return
 	}
+	if proto == hub.RelayProtocol && r.Header.Get(cluster.HeaderHistory) != "" {
+		rd.Rewind() // a relay's first pull: the recent past, for its muxers
+	}
 	st := s.hub.Get(name)
 	if st == nil {
 		rd.Close()
