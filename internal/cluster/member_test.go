@@ -25,12 +25,11 @@ func TestMemberRenewsLosesAndLeaves(t *testing.T) {
 	reg := NewMemory(MemoryConfig{NodeTimeout: 1500 * time.Millisecond, Clock: clk})
 	defer reg.Close()
 	lost := make(chan streamname.Name, 1)
-	beats := make(chan struct{}, 10) // one after each heartbeat's renewals
+	beats := make(chan struct{}, 10) // one after each beat is written
 	m := NewMember(MemberConfig{
 		Self:     Node{ID: "node-a", HTTPAddr: "127.0.0.1:1"},
-		Registry: reg,
+		Registry: signalled{reg, beats},
 		Load:     func() Load { return Load{Viewers: 7} },
-		Relays:   func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
 		OnLost:   func(n streamname.Name) { lost <- n },
 		Clock:    clk,
 	})
@@ -155,14 +154,13 @@ func TestMemberWritesStreamRecords(t *testing.T) {
 	reg := NewMemory(MemoryConfig{Clock: clk})
 	beats := make(chan struct{}, 10)
 	m := NewMember(MemberConfig{
-		Self: Node{ID: "node-a"}, Registry: reg, Clock: clk,
+		Self: Node{ID: "node-a"}, Registry: signalled{reg, beats}, Clock: clk,
 		StreamInfo: func(n streamname.Name) json.RawMessage {
 			return json.RawMessage(`{"name":"` + string(n) + `"}`)
 		},
 		StreamViewers: func() map[streamname.Name]map[string]int {
 			return map[streamname.Name]map[string]int{name: {"rtmp": 40, "hls": 2}}
 		},
-		Relays: func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
 	})
 	m.Start()
 	defer m.Close()
@@ -195,14 +193,13 @@ func TestMemberCarriesTimelineToNextOwner(t *testing.T) {
 	at := clk.Now().Add(-300 * time.Millisecond).UnixMilli()
 	beats := make(chan struct{}, 10)
 	a := NewMember(MemberConfig{
-		Self: Node{ID: "node-a"}, Registry: reg, Clock: clk,
+		Self: Node{ID: "node-a"}, Registry: signalled{reg, beats}, Clock: clk,
 		Timeline: func(n streamname.Name) *Timeline {
 			if n != name {
 				return nil
 			}
 			return &Timeline{DTS: 7000, At: at}
 		},
-		Relays: func() map[streamname.Name]NodeID { beats <- struct{}{}; return nil },
 	})
 	a.Start()
 	<-beats
@@ -230,6 +227,18 @@ func TestMemberCarriesTimelineToNextOwner(t *testing.T) {
 	if cs := b.Claims(); len(cs) != 1 || cs[0].Prior != nil {
 		t.Fatalf("claims kept %+v, want one without its answer's timeline", cs)
 	}
+}
+
+// signalled is a registry that signals done once each beat is written.
+type signalled struct {
+	*Memory
+	done chan struct{}
+}
+
+func (s signalled) Beat(ctx context.Context, b BeatRecord) ([]Claim, error) {
+	lost, err := s.Memory.Beat(ctx, b)
+	s.done <- struct{}{}
+	return lost, err
 }
 
 // beatRecorder is a registry that hands each beat's relays to a test.

@@ -597,6 +597,14 @@ func TestRedisSentinelEpochs(t *testing.T) {
 		info, err := replica.Info(bg, "replication").Result()
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	})
+	// The master waits only for replicas it lists online: freezing one it
+	// does not yet would let the takeover below through unreplicated.
+	master := redis.NewClient(&redis.Options{Addr: s.Master.Addr()})
+	defer master.Close()
+	testutil.WaitFor(t, 30*time.Second, "the master to list its replica online", func() bool {
+		info, err := master.Info(bg, "replication").Result()
+		return err == nil && strings.Contains(info, "state=online")
+	})
 	const lease = 5 * time.Second
 	rA := openRedis(t, s.URL(), lease, 2*time.Second)
 	rB := openRedis(t, s.URL(), lease, 2*time.Second)
