@@ -271,6 +271,11 @@ func (w *world) build() {
 		n.alive = true
 		n.feeds = map[int32]*feed{}
 		w.byID[n.id] = n
+		// A relay record counts while its node lives: the relays'
+		// registry knows every node, for good (the simulation removes a
+		// dead node's relays itself, and ChooseUpstream checks the node
+		// in the registry proper).
+		w.rmem.Heartbeat(w.ctx, cluster.Node{ID: n.id, State: cluster.StateServing})
 		switch {
 		case n.tier == tierOrigin:
 			w.res.OriginNodes++

@@ -151,3 +151,28 @@ func TestAnalyzeRing(t *testing.T) {
 		t.Errorf("virtual nodes did not even the ring out: %+v", r.Placements)
 	}
 }
+
+// A mesh (--mesh) takes the origins' egress down to about one copy of a
+// stream per region: edges pull from a peer that pulls from the origin.
+func TestSimMeshSavesOriginEgress(t *testing.T) {
+	c := small("least-loaded")
+	c.Nodes, c.Tiers = 20, 2
+	c.Kill, c.NoRegionLoss = -1, true // steady state only
+	star, err := Run(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Mesh = true
+	mesh, err := Run(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, m := star.Phases[0].OriginEgress, mesh.Phases[0].OriginEgress
+	if m > c.Streams*c.Regions || m*2 > s {
+		t.Errorf("origin egress %d with --mesh, %d without, for %d streams in %d regions: want at most one copy a stream per region, and half the star's",
+			m, s, c.Streams, c.Regions)
+	}
+	for _, v := range mesh.Violations {
+		t.Error(v)
+	}
+}
