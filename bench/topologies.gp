@@ -8,7 +8,7 @@ set terminal pngcairo size 1500,560 font "sans,10"
 set output outfile
 set multiplot layout 1,2 title "meshcast cluster on one machine: five nodes, 100 HTTP-FLV players on each, a 2 Mbit/s 720p stream"
 set grid ytics
-set key top left
+set key below horizontal
 set xtics nomirror
 set yrange [0:*]
 set style data histograms
