@@ -142,14 +142,6 @@ func (s *Server) Kill() {
 	})
 }
 
-// Freeze stops the server's process (SIGSTOP), as a stalled machine
-// would: its connections stay open and nothing it should send arrives.
-// Thaw resumes it; Stop and Kill end a frozen server too.
-func (s *Server) Freeze() { s.cmd.Process.Signal(syscall.SIGSTOP) }
-
-// Thaw resumes a server that Freeze stopped (SIGCONT).
-func (s *Server) Thaw() { s.cmd.Process.Signal(syscall.SIGCONT) }
-
 // startServer starts the server command name with args on port, which it
 // was told to listen on, and stops it when the test ends. It retries on
 // another free port (when port was 0) if the server does not come up, for
