@@ -172,19 +172,31 @@ func (c *readCounter) Relays(ctx context.Context, name streamname.Name) ([]Relay
 	return c.Memory.Relays(ctx, name)
 }
 
+// countedRouter is a router with selector sel over a registry of nodes
+// with the given viewers that counts its reads, on a clock that moves only
+// when the test sets *now.
+func countedRouter(t *testing.T, sel string, viewers map[NodeID]int) (*readCounter, *Router, *time.Time) {
+	t.Helper()
+	reg := &readCounter{Memory: NewMemory(MemoryConfig{})}
+	t.Cleanup(func() { reg.Close() })
+	routeNodes(t, reg, viewers, nil)
+	s, err := NewSelector(sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRouter(reg, s)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	r.now = func() time.Time { return now }
+	return reg, r, &now
+}
+
 // A router reads the nodes, and (for the affinity selector, the one that
 // asks) a stream's owner and relays, once a RouterMaxAge however many
 // viewers it places, sharing a read among the
 // requests that wait for it; its pending counts keep the spread even in
 // between; a change in the registry shows once the reads are that old.
 func TestRouterReadsOnceAMaxAge(t *testing.T) {
-	reg := &readCounter{Memory: NewMemory(MemoryConfig{})}
-	defer reg.Close()
-	routeNodes(t, reg, map[NodeID]int{"a": 0, "b": 0}, nil)
-	sel, _ := NewSelector("affinity")
-	r := NewRouter(reg, sel)
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	r.now = func() time.Time { return now }
+	reg, r, now := countedRouter(t, "affinity", map[NodeID]int{"a": 0, "b": 0})
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -210,11 +222,11 @@ func TestRouterReadsOnceAMaxAge(t *testing.T) {
 	}
 	// A node joins: routes see it once the reads are RouterMaxAge old.
 	routeNodes(t, reg, map[NodeID]int{"c": 0}, nil)
-	now = now.Add(RouterMaxAge - time.Nanosecond)
+	*now = now.Add(RouterMaxAge - time.Nanosecond)
 	if got := routeN(t, r, RouteRequest{Stream: "live/s0"}, 10); got["c"] != 0 {
 		t.Errorf("a node that joined since the last read got %d viewers", got["c"])
 	}
-	now = now.Add(time.Nanosecond)
+	*now = now.Add(time.Nanosecond)
 	if got := routeN(t, r, RouteRequest{Stream: "live/s0"}, 10); got["c"] != 10 {
 		t.Errorf("once the reads expired, the new empty node got %d of 10 viewers, want 10: %v", got["c"], got)
 	}
@@ -250,13 +262,7 @@ func TestRouterStreamsBounded(t *testing.T) {
 // chosen: the router reads the chosen node's record, finds it draining
 // and decides again on all the nodes read anew.
 func TestRouterConfirmsItsChoice(t *testing.T) {
-	reg := &readCounter{Memory: NewMemory(MemoryConfig{})}
-	defer reg.Close()
-	routeNodes(t, reg, map[NodeID]int{"a": 0, "b": 50}, nil)
-	sel, _ := NewSelector("least-loaded")
-	r := NewRouter(reg, sel)
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	r.now = func() time.Time { return now }
+	reg, r, _ := countedRouter(t, "least-loaded", map[NodeID]int{"a": 0, "b": 50})
 	if got := routeN(t, r, RouteRequest{Stream: "live/x"}, 1); got["a"] != 1 {
 		t.Fatalf("first viewer went %v, want to the empty node a", got)
 	}
