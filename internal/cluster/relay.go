@@ -40,20 +40,53 @@ func EndTag() []byte {
 }
 
 // isEnd reports whether p is the end marker.
-func isEnd(p *media.Packet) bool {
+func isEnd(p *media.Packet) bool { return isMarker(p, endMarker) }
+
+// keepAliveMarker is the script data a node sends a puller when it has
+// had nothing else to send for KeepAliveEvery: the stream is alive but has
+// no packets (its publisher paused, or is away within its grace period, or
+// this node is between upstreams itself), so a puller that hears nothing
+// at all for SilenceTimeout has lost the link, not the stream.
+const keepAliveMarker = "onMeshcastKeepAlive"
+
+// KeepAliveEvery is how long a node serving a pull lets it go without a
+// byte before it sends KeepAliveTag.
+const KeepAliveEvery = time.Second
+
+// SilenceTimeout is how long a relay waits without a byte from its
+// upstream before it takes the link for dead and looks for another path.
+// A live stream sends packets many times a second, and an upstream with
+// nothing to send sends a keep-alive every KeepAliveEvery.
+const SilenceTimeout = 2 * time.Second
+
+// KeepAliveTag returns the FLV tag a node sends a puller to show the link
+// is alive while the stream has no packets. A relay drops it; a player
+// that gets it (through a node older than relays' keep-alives) ignores an
+// unknown script tag.
+func KeepAliveTag() []byte {
+	body, _ := amf0.AppendAll(nil, keepAliveMarker)
+	return flv.AppendTag(nil, &media.Packet{Kind: media.KindData, Codec: media.CodecAMF0, Payload: body})
+}
+
+// isKeepAlive reports whether p is the keep-alive marker.
+func isKeepAlive(p *media.Packet) bool { return isMarker(p, keepAliveMarker) }
+
+func isMarker(p *media.Packet, marker string) bool {
 	if p.Kind != media.KindData {
 		return false
 	}
 	v, err := amf0.DecodeAll(p.Payload)
-	return err == nil && len(v) == 1 && v[0] == endMarker
+	return err == nil && len(v) == 1 && v[0] == marker
 }
+
+// errSilent ends a pull whose upstream sent nothing for SilenceTimeout.
+var errSilent = fmt.Errorf("upstream silent for %v", SilenceTimeout)
 
 // Relay timings.
 const (
-	lookupTimeout  = 3 * time.Second  // finding an upstream for a viewer
-	headerTimeout  = 5 * time.Second  // an upstream's response head
-	silenceTimeout = 15 * time.Second // an upstream sending nothing is broken
-	maxBackoff     = 2 * time.Second
+	lookupTimeout = 3 * time.Second // finding an upstream for a viewer
+	headerTimeout = 5 * time.Second // an upstream's response head
+	maxBackoff    = 2 * time.Second
 )
 
 // RelayHub is what relays need from the node's stream table.
@@ -257,8 +290,9 @@ func (m *Relays) Path(name streamname.Name) []NodeID {
 	return p
 }
 
-// choose finds the node to pull r's stream from (ChooseUpstream).
-func (m *Relays) choose(ctx context.Context, r *relay, direct bool) (Node, error) {
+// choose finds the node to pull r's stream from (ChooseUpstream), other
+// than a parent or peer in avoid.
+func (m *Relays) choose(ctx context.Context, r *relay, direct bool, avoid ...NodeID) (Node, error) {
 	return ChooseUpstream(ctx, m.cfg.Registry, r.name, UpstreamQuery{
 		Self:    m.cfg.Self,
 		Region:  m.cfg.Region,
@@ -266,6 +300,7 @@ func (m *Relays) choose(ctx context.Context, r *relay, direct bool) (Node, error
 		Mesh:    m.cfg.Mesh,
 		Via:     r.via,
 		Direct:  direct,
+		Avoid:   avoid,
 	})
 }
 
@@ -282,6 +317,9 @@ type UpstreamQuery struct {
 	// Direct asks for the owner only: an upstream answered that a pull
 	// looped (ErrLoop).
 	Direct bool
+	// Avoid lists parents and mesh peers not to choose: the link to them
+	// went silent. The owner is chosen whatever it lists.
+	Avoid []NodeID
 }
 
 // ChooseUpstream is how a relay picks the one node it pulls name from,
@@ -298,7 +336,7 @@ func ChooseUpstream(ctx context.Context, reg Registry, name streamname.Name, q U
 		return Node{}, fmt.Errorf("%w: %s is owned by this node", ErrNotFound, name)
 	}
 	for _, p := range q.Parents {
-		if q.Direct || p == q.Self || slices.Contains(q.Via, p) {
+		if q.Direct || p == q.Self || slices.Contains(q.Via, p) || slices.Contains(q.Avoid, p) {
 			continue
 		}
 		if n, err := reg.Node(ctx, p); err == nil && n.State == StateServing {
@@ -306,7 +344,7 @@ func ChooseUpstream(ctx context.Context, reg Registry, name streamname.Name, q U
 		}
 	}
 	if q.Mesh && !q.Direct {
-		if n, ok := meshPeer(ctx, reg, name, owner.Node, q.Self, q.Region); ok && !slices.Contains(q.Via, n.ID) {
+		if n, ok := meshPeer(ctx, reg, name, owner.Node, q.Self, q.Region, q.Avoid); ok && !slices.Contains(q.Via, n.ID) {
 			return n, nil
 		}
 	}
@@ -320,14 +358,14 @@ func ChooseUpstream(ctx context.Context, reg Registry, name streamname.Name, q U
 // meshPeer picks a live node other than self relaying name straight from
 // its owner, in region first. Pulling only from such first-tier relays
 // keeps a mesh free of cycles.
-func meshPeer(ctx context.Context, reg Registry, name streamname.Name, owner, self NodeID, region string) (Node, bool) {
+func meshPeer(ctx context.Context, reg Registry, name streamname.Name, owner, self NodeID, region string, avoid []NodeID) (Node, bool) {
 	relays, err := reg.Relays(ctx, name)
 	if err != nil {
 		return Node{}, false
 	}
 	var other Node
 	for _, r := range relays {
-		if r.Upstream != owner || r.Node == self {
+		if r.Upstream != owner || r.Node == self || slices.Contains(avoid, r.Node) {
 			continue
 		}
 		n, err := reg.Node(ctx, r.Node)
@@ -363,6 +401,7 @@ func (m *Relays) run(r *relay, up Node) {
 
 	delivered := false // a session delivered packets: the next one restarts
 	direct := false    // an upstream answered that a pull looped: owner only
+	var avoid []NodeID // upstreams whose link went silent since a pull last delivered
 	backoff := 100 * time.Millisecond
 	lastUp := m.cfg.Clock.Monotonic()
 	for {
@@ -373,6 +412,12 @@ func (m *Relays) run(r *relay, up Node) {
 			r.path.Store([]NodeID(nil))
 			if got {
 				delivered, backoff, lastUp = true, 100*time.Millisecond, m.cfg.Clock.Monotonic()
+				avoid = avoid[:0] // a path worked since: any may again
+			}
+			if errors.Is(err, errSilent) && !slices.Contains(avoid, up.ID) {
+				// The link is dead, not the stream: another path (a live
+				// parent or peer, else the owner) rather than this one.
+				avoid = append(avoid, up.ID)
 			}
 			switch {
 			case ended:
@@ -405,7 +450,7 @@ func (m *Relays) run(r *relay, up Node) {
 		}
 		lctx, lcancel := context.WithTimeout(ctx, lookupTimeout)
 		var err error
-		up, err = m.choose(lctx, r, direct)
+		up, err = m.choose(lctx, r, direct, avoid...)
 		lcancel()
 		if err != nil {
 			up = Node{}
@@ -504,22 +549,34 @@ func (m *Relays) pullFrom(ctx context.Context, r *relay, up Node, restart bool) 
 	default:
 		return false, false, fmt.Errorf("upstream answered %s", resp.Status)
 	}
-	// An upstream that goes silent is as good as gone.
-	silence := time.AfterFunc(silenceTimeout, cancel)
+	// An upstream that goes silent is as good as gone: a live stream
+	// sends packets many times a second, and an upstream without any
+	// sends keep-alives.
+	var silent atomic.Bool
+	silence := time.AfterFunc(SilenceTimeout, func() { silent.Store(true); cancel() })
 	defer silence.Stop()
+	quiet := func(err error) error {
+		if silent.Load() {
+			return fmt.Errorf("%w: %w", errSilent, err)
+		}
+		return err
+	}
 	fr := flv.NewReader(resp.Body)
 	if _, _, err := fr.ReadHeader(); err != nil {
-		return false, false, err
+		return false, false, quiet(err)
 	}
 	m.log.Info("relay pulling", "stream", r.name, "upstream", up.ID, "addr", up.HTTPAddr)
 	for {
 		p, err := fr.ReadPacket()
 		if err != nil {
-			return got, false, err
+			return got, false, quiet(err)
 		}
-		silence.Reset(silenceTimeout)
+		silence.Reset(SilenceTimeout)
 		if isEnd(&p) {
 			return got, true, nil
+		}
+		if isKeepAlive(&p) {
+			continue
 		}
 		if !got && restart {
 			r.pub.Restart() // continue at the next keyframe, later timestamps

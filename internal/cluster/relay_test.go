@@ -237,3 +237,104 @@ func TestRelayWokenByClaim(t *testing.T) {
 		t.Errorf("relay pulls from %q, want the new owner", got)
 	}
 }
+
+// serveKeepAlive answers a pull as an owner whose publisher is away does:
+// the FLV header and a keyframe, then a keep-alive every KeepAliveEvery
+// until the puller leaves.
+func serveKeepAlive(w http.ResponseWriter, r *http.Request) {
+	w.Write([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"))
+	w.Write(flv.AppendTag(nil, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: 40,
+		Payload: []byte{0, 0, 0, 2, 0x65, 0x88}}))
+	w.(http.Flusher).Flush()
+	t := time.NewTicker(KeepAliveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+			if _, err := w.Write(KeepAliveTag()); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}
+}
+
+// A parent whose link goes silent (open, but not a byte, as behind a
+// partition) is given up after SilenceTimeout, well within 3 s, and the
+// relay pulls from the owner instead, though the parent is still listed
+// alive; an upstream sending keep-alives is not.
+func TestRelayLeavesSilentUpstream(t *testing.T) {
+	const secret = "a-cluster-secret-for-tests"
+	const name = streamname.Name("live/silent")
+	ctx := context.Background()
+	var parentPulls, ownerPulls atomic.Int32
+	var parentSent, ownerAsked atomic.Int64 // unix nanoseconds
+	parent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		parentPulls.Add(1)
+		w.Write([]byte("FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"))
+		w.Write(flv.AppendTag(nil, &media.Packet{Kind: media.KindVideo, Codec: media.CodecH264, Keyframe: true, DTS: 40,
+			Payload: []byte{0, 0, 0, 2, 0x65, 0x88}}))
+		w.(http.Flusher).Flush()
+		parentSent.Store(time.Now().UnixNano())
+		<-r.Context().Done() // then silence: the link is cut
+	}))
+	defer parent.Close()
+	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ownerPulls.Add(1) == 1 {
+			ownerAsked.Store(time.Now().UnixNano())
+		}
+		serveKeepAlive(w, r)
+	}))
+	defer owner.Close()
+
+	reg := NewMemory(MemoryConfig{})
+	for id, srv := range map[NodeID]*httptest.Server{"owner": owner, "parent": parent} {
+		if err := reg.Heartbeat(ctx, Node{ID: id, State: StateServing, HTTPAddr: srv.Listener.Addr().String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := reg.Claim(ctx, name, "owner", ""); err != nil {
+		t.Fatal(err)
+	}
+	h := &recordingHub{streams: map[streamname.Name]*stream.Stream{}}
+	m := NewRelays(RelayConfig{Self: "edge", Registry: reg, Secret: secret, Parents: []NodeID{"parent"},
+		Logger: slog.New(slog.DiscardHandler)}, h)
+	defer m.Close()
+	if err := m.Pull(name, nil); err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the relay to pull from the owner", func() bool { return m.Active()[name] == "owner" })
+	took := time.Duration(ownerAsked.Load() - parentSent.Load())
+	t.Logf("parent's last byte to the owner's pull: %v", took)
+	if took < SilenceTimeout {
+		t.Errorf("the parent was left %v after its last byte, before SilenceTimeout (%v)", took, SilenceTimeout)
+	}
+	if took > 3*time.Second {
+		t.Errorf("the parent was left %v after its last byte, want within 3 s", took)
+	}
+	// The owner sends nothing but keep-alives: it is kept, on one pull.
+	time.Sleep(2*SilenceTimeout + time.Second)
+	if got := m.Active()[name]; got != "owner" {
+		t.Errorf("relay pulls from %q after keep-alives only, want the owner still", got)
+	}
+	if n := ownerPulls.Load(); n != 1 {
+		t.Errorf("%d pulls of the owner, want 1: keep-alives keep the link", n)
+	}
+	if n := parentPulls.Load(); n != 1 {
+		t.Errorf("%d pulls of the silent parent, want 1", n)
+	}
+}
+
+func TestKeepAliveTag(t *testing.T) {
+	tag := KeepAliveTag()
+	body := tag[11 : len(tag)-4]
+	if p := mediaData(body); !isKeepAlive(&p) || isEnd(&p) {
+		t.Error("KeepAliveTag's body is not recognised as a keep-alive only")
+	}
+	end := EndTag()
+	if p := mediaData(end[11 : len(end)-4]); isKeepAlive(&p) {
+		t.Error("EndTag taken for a keep-alive")
+	}
+}

@@ -109,6 +109,14 @@ func NewSender(n int) *Sender {
 // BytesSent returns the bytes written to viewers so far.
 func (s *Sender) BytesSent() uint64 { return s.sent.Load() }
 
+// Count adds n bytes written to a viewer outside the sender (another
+// node's pull, written from a goroutine of its own) to BytesSent.
+func (s *Sender) Count(n int64) {
+	if n > 0 {
+		s.sent.Add(uint64(n))
+	}
+}
+
 // Close stops the workers. Viewers still attached end with
 // context.Canceled; Close returns once every worker has stopped.
 func (s *Sender) Close() {

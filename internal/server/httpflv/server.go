@@ -5,8 +5,10 @@ package httpflv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -235,6 +237,24 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 	s.wg.Add(1)
 	keep = true
 	log.Info("play started")
+	if proto == hub.RelayProtocol {
+		// Another node's pull is written from a goroutine of its own,
+		// which sends a keep-alive whenever the stream has had nothing to
+		// send for a second: the puller takes a silent link for a dead
+		// one and finds another path (cluster.SilenceTimeout).
+		go func() {
+			defer s.wg.Done()
+			err := s.pumpPull(rd, nc, pcfg)
+			rd.Close()
+			if errors.Is(err, io.EOF) && end != nil {
+				nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+				nc.Write(end)
+			}
+			nc.Close()
+			logEnd(log, err)
+		}()
+		return
+	}
 	endSession := s.session(r, proto, name, place, func() { nc.Close() })
 	s.sender.Send(s.ctx, rd, Format, nc, pcfg, func(err error) {
 		defer s.wg.Done()
@@ -247,6 +267,36 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 		nc.Close()
 		logEnd(log, err)
 	})
+}
+
+// pumpPull writes rd's stream to another node's pull on nc until it ends,
+// the puller hangs up (a write fails), or the server closes, with
+// cluster.KeepAliveTag after each cluster.KeepAliveEvery without a write.
+func (s *Server) pumpPull(rd *stream.Reader, nc net.Conn, cfg stream.PumpConfig) error {
+	wrote := false
+	cfg.Sent = func(n int64) {
+		wrote = wrote || n > 0
+		s.sender.Count(n)
+	}
+	keepAlive := cluster.KeepAliveTag()
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, cluster.KeepAliveEvery)
+		err := rd.Pump(ctx, Format, nc, cfg)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || s.ctx.Err() != nil {
+			return err
+		}
+		if wrote {
+			wrote = false
+			continue
+		}
+		nc.SetWriteDeadline(time.Now().Add(cfg.WriteTimeout))
+		n, err := nc.Write(keepAlive)
+		s.sender.Count(int64(n))
+		if err != nil {
+			return fmt.Errorf("keep-alive: %w", err)
+		}
+	}
 }
 
 // session records a viewer's playback (proto "flv" or "ws-flv") as a

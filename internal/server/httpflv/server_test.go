@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
@@ -174,6 +175,53 @@ func TestServePullEnd(t *testing.T) {
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.HasSuffix(rest, []byte("END")) {
 		t.Fatalf("after the stream ended: %q, %v; want the end bytes, then EOF", rest, err)
+	}
+}
+
+// A relay pull of a stream with nothing to send (its publisher paused, or
+// away within its grace) gets a keep-alive tag every second, so that the
+// puller tells a quiet stream from a dead link; packets flowing, it gets
+// none.
+func TestServePullKeepAlive(t *testing.T) {
+	e := start(t, hub.Config{})
+	resp, err := http.Get(e.url + "?pull")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := flv.NewReader(resp.Body)
+	if _, _, err := r.ReadHeader(); err != nil {
+		t.Fatal(err)
+	}
+	tags(t, r, 2)
+	keepAlive := cluster.KeepAliveTag()
+	var at []time.Time
+	for len(at) < 3 {
+		typ, _, body, err := r.ReadTag()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != 18 || !bytes.Equal(body, keepAlive[11:len(keepAlive)-4]) {
+			t.Fatalf("tag %d (% x) while the stream is quiet, want the keep-alive", typ, body)
+		}
+		at = append(at, time.Now())
+	}
+	for i := 1; i < len(at); i++ {
+		if d := at[i].Sub(at[i-1]); d < cluster.KeepAliveEvery/2 {
+			t.Errorf("keep-alives %v apart, want one a second", d)
+		}
+	}
+	// Frames every 100 ms leave no second quiet: video only, no keep-alive.
+	for range 15 {
+		e.frame(t, false)
+		typ, _, _, err := r.ReadTag()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ != 9 {
+			t.Fatalf("tag %d among frames 100 ms apart, want video only", typ)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
