@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
@@ -15,6 +18,16 @@ import (
 // heartbeatEvery is how often a member heartbeats and renews its claims,
 // unless MemberConfig.Every says otherwise.
 const heartbeatEvery = time.Second
+
+// Peers a member tells apart from a partition.
+const (
+	// peersEvery is how often a member lists the registry's nodes to
+	// know its peers, or every node timeout while it knows none.
+	peersEvery = 30 * time.Second
+	// probePeers is how many known peers a member cut off from the
+	// registry asks at a time whether they answer.
+	probePeers = 3
+)
 
 // HeartbeatEvery is how often a member of a registry whose node timeout is
 // timeout should beat: every second, or three times a timeout when that is
@@ -67,14 +80,28 @@ type MemberConfig struct {
 	// NodeTimeout is the registry's node timeout, which sets how often an
 	// unchanged relay's record is written again (RelayRefresh). Defaults
 	// to three beats, which a registry's timeout is never under when
-	// Every is HeartbeatEvery of it.
+	// Every is HeartbeatEvery of it. It is also the lease: a member that
+	// reaches neither the registry nor any known peer for this long gives
+	// up its claims (see Member).
 	NodeTimeout time.Duration
+	// Reach reports whether peer n answers, while the registry cannot be
+	// reached. Defaults to a GET of the peer's /readyz within a quarter of
+	// NodeTimeout (at most 1s): any answer counts.
+	Reach func(ctx context.Context, n Node) error
 }
 
 // Member keeps this node in the registry: it heartbeats every second with
 // the node's load, renews the claims of the streams published here and the
 // records of the streams relayed here, and re-asserts all of them when the
 // registry comes back after an outage. Nothing it does blocks media.
+//
+// A member that reaches neither the registry nor any of its known peers
+// (the nodes of its last listing) for one lease is cut off: meanwhile
+// another node may have claimed its streams, so it stops serving them
+// (OnLost) and forgets its claims; back in touch, it claims anew. A
+// member that knows no peer (a single node) keeps serving through a
+// registry outage, as does one whose peers answer (the registry is away
+// for everyone).
 type Member struct {
 	cfg MemberConfig
 	log *slog.Logger
@@ -86,6 +113,15 @@ type Member struct {
 	// relaysWritten is each relay's record as the registry last took it,
 	// and when; only the beat's goroutine touches it.
 	relaysWritten map[streamname.Name]relayWrite
+	// peers are the other nodes of the last listing, listed at peersAt;
+	// contact is the latest of the last beat the registry took (when it
+	// was sent) and the last probe a peer answered (when it was sent);
+	// cutOff is set once the claims were given up for want of contact.
+	peers   []Node
+	peersAt time.Time
+	contact time.Time
+	cutOff  bool
+	failed  chan struct{} // capacity 1: a beat failed
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,6 +145,9 @@ func NewMember(cfg MemberConfig) *Member {
 	if cfg.NodeTimeout <= 0 {
 		cfg.NodeTimeout = 3 * cfg.Every
 	}
+	if cfg.Reach == nil {
+		cfg.Reach = reachReadyz(min(time.Second, cfg.NodeTimeout/4))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Member{
 		cfg:           cfg,
@@ -116,8 +155,30 @@ func NewMember(cfg MemberConfig) *Member {
 		claims:        make(map[streamname.Name]Claim),
 		reachable:     true,
 		relaysWritten: make(map[streamname.Name]relayWrite),
+		contact:       cfg.Clock.Monotonic(),
+		failed:        make(chan struct{}, 1),
 		ctx:           ctx,
 		cancel:        cancel,
+	}
+}
+
+// reachReadyz asks a peer's /readyz, within timeout, on a connection of
+// its own: any HTTP answer (503 from a draining node too) is contact.
+func reachReadyz(timeout time.Duration) func(context.Context, Node) error {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	return func(ctx context.Context, n Node) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTPAddr+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
 	}
 }
 
@@ -138,6 +199,7 @@ func (m *Member) Start() {
 			}
 		}
 	})
+	m.wg.Go(m.watchContact)
 	m.beat()
 	m.wg.Add(1)
 	go func() {
@@ -297,8 +359,14 @@ func (m *Member) beat() {
 	lost, err := m.cfg.Registry.Beat(m.ctx, b)
 	m.setReachable(err)
 	if err != nil {
+		select {
+		case m.failed <- struct{}{}: // watchContact asks the peers
+		default:
+		}
 		return // nothing known written; everything goes again next beat
 	}
+	m.touch(now)
+	m.listPeers(now)
 	for name := range m.relaysWritten {
 		if _, ok := active[name]; !ok {
 			delete(m.relaysWritten, name)
@@ -345,5 +413,138 @@ func (m *Member) setReachable(err error) {
 		m.log.Warn("registry unreachable: serving what this node has; new publishes are refused", "err", err)
 	case !was && err == nil:
 		m.log.Info("registry reachable again: node and claims re-registered")
+	}
+}
+
+// touch records contact with the cluster made at at (a beat or a probe
+// sent then).
+func (m *Member) touch(at time.Time) {
+	m.mu.Lock()
+	if at.After(m.contact) {
+		m.contact = at
+	}
+	m.cutOff = false
+	m.mu.Unlock()
+}
+
+// listPeers lists the registry's nodes when the last listing is older
+// than peersEvery, or than a node timeout while it found no peer.
+func (m *Member) listPeers(now time.Time) {
+	m.mu.Lock()
+	every := peersEvery
+	if len(m.peers) == 0 {
+		every = m.cfg.NodeTimeout
+	}
+	due := m.peersAt.IsZero() || now.Sub(m.peersAt) >= every
+	m.mu.Unlock()
+	if !due {
+		return
+	}
+	nodes, err := m.cfg.Registry.Nodes(m.ctx)
+	if err != nil {
+		return // the next beat lists again
+	}
+	peers := make([]Node, 0, len(nodes))
+	for _, n := range nodes {
+		if n.ID != m.cfg.Self.ID && n.HTTPAddr != "" {
+			peers = append(peers, n)
+		}
+	}
+	m.mu.Lock()
+	m.peers, m.peersAt = peers, now
+	m.mu.Unlock()
+}
+
+// watchContact runs while the registry cannot be reached: it asks a few
+// known peers at a time whether they answer, and gives up this node's
+// claims once neither the registry nor a peer has answered for a lease.
+func (m *Member) watchContact() {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.failed:
+		}
+		for {
+			m.mu.Lock()
+			peers, reachable, cutOff := m.peers, m.reachable, m.cutOff
+			m.mu.Unlock()
+			if reachable || cutOff || len(peers) == 0 {
+				break // back in touch, given up already, or alone: serving
+			}
+			sent := m.cfg.Clock.Monotonic()
+			if err := m.reachAny(peers); err == nil {
+				m.touch(sent)
+			}
+			m.mu.Lock()
+			deadline := m.contact.Add(m.cfg.NodeTimeout)
+			m.mu.Unlock()
+			wait := deadline.Sub(m.cfg.Clock.Monotonic())
+			if wait <= 0 {
+				m.giveUp()
+				break
+			}
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.cfg.Clock.After(min(wait, m.cfg.Every/2)):
+			}
+		}
+	}
+}
+
+// reachAny asks up to probePeers of peers, picked at random, at once; nil
+// as soon as one answers.
+func (m *Member) reachAny(peers []Node) error {
+	ctx, cancel := context.WithCancel(m.ctx)
+	defer cancel()
+	pick := make([]Node, len(peers))
+	copy(pick, peers)
+	rand.Shuffle(len(pick), func(i, j int) { pick[i], pick[j] = pick[j], pick[i] })
+	pick = pick[:min(len(pick), probePeers)]
+	errs := make(chan error, len(pick))
+	for _, n := range pick {
+		go func() { errs <- m.cfg.Reach(ctx, n) }()
+	}
+	var all []error
+	answered := false
+	for range pick {
+		err := <-errs
+		if err == nil && !answered {
+			answered = true
+			cancel() // the others end at once
+		}
+		all = append(all, err)
+	}
+	if answered {
+		return nil
+	}
+	return fmt.Errorf("no peer answered: %w", errors.Join(all...))
+}
+
+// giveUp ends this node's claims for want of contact: by now another node
+// may own its streams, so it stops serving them (OnLost).
+func (m *Member) giveUp() {
+	m.mu.Lock()
+	if m.reachable || m.cutOff {
+		m.mu.Unlock()
+		return
+	}
+	m.cutOff = true
+	claims := m.claims
+	m.claims = make(map[streamname.Name]Claim)
+	since := m.cfg.Clock.Monotonic().Sub(m.contact).Round(time.Millisecond)
+	peers := len(m.peers)
+	m.mu.Unlock()
+	names := make([]streamname.Name, 0, len(claims))
+	for name := range claims {
+		names = append(names, name)
+	}
+	m.log.Warn("cut off: neither the registry nor any known peer answered for a lease; another node may own this node's streams now, so it stops serving them and claims anew once back in touch",
+		"since", since, "peers", peers, "streams", names)
+	if m.cfg.OnLost != nil {
+		for _, name := range names {
+			m.cfg.OnLost(name)
+		}
 	}
 }

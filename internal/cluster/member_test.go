@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,5 +313,204 @@ func TestMemberWritesRelaysWhenTheyChange(t *testing.T) {
 	beat("8 s, y again", "map[live/y:node-o]", func() { active[y] = "node-o" })
 	if rs, err := reg.Relays(context.Background(), x); err != nil || fmt.Sprint(rs) != "[{node-a node-b}]" {
 		t.Errorf("Relays(x) = %v, %v", rs, err)
+	}
+}
+
+// unreachable is a registry whose Beat and Nodes fail while down is set,
+// as a store behind a partition does.
+type unreachable struct {
+	*Memory
+	down *atomic.Bool
+}
+
+func (u unreachable) Beat(ctx context.Context, b BeatRecord) ([]Claim, error) {
+	if u.down.Load() {
+		return nil, fmt.Errorf("%w: partitioned", ErrUnavailable)
+	}
+	return u.Memory.Beat(ctx, b)
+}
+
+func (u unreachable) Nodes(ctx context.Context) ([]Node, error) {
+	if u.down.Load() {
+		return nil, fmt.Errorf("%w: partitioned", ErrUnavailable)
+	}
+	return u.Memory.Nodes(ctx)
+}
+
+// lockedBuffer collects a logger's lines from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A member that reaches neither the registry nor any known peer for one
+// lease stops serving its streams (OnLost) and forgets their claims, once,
+// with one Warn line; while a peer answers it keeps serving through the
+// registry's outage, and back in touch it claims anew.
+func TestMemberCutOffStopsServing(t *testing.T) {
+	ctx := context.Background()
+	const name = streamname.Name("live/partition")
+	const lease = 5 * time.Second
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	mem := NewMemory(MemoryConfig{NodeTimeout: lease, Clock: clk})
+	defer mem.Close()
+	if err := mem.Heartbeat(ctx, Node{ID: "node-b", State: StateServing, HTTPAddr: "node-b:8080"}); err != nil {
+		t.Fatal(err)
+	}
+	var down, answer atomic.Bool
+	answer.Store(true)
+	var probes atomic.Int32
+	reach := func(_ context.Context, n Node) error {
+		probes.Add(1)
+		if n.ID != "node-b" || n.HTTPAddr != "node-b:8080" {
+			t.Errorf("probed %+v, want node-b as listed", n)
+		}
+		if !answer.Load() {
+			return errors.New("no route to node-b")
+		}
+		return nil
+	}
+	lost := make(chan streamname.Name, 4)
+	var logs lockedBuffer
+	m := NewMember(MemberConfig{
+		Self:        Node{ID: "node-a", HTTPAddr: "node-a:8080"},
+		Registry:    unreachable{mem, &down},
+		OnLost:      func(n streamname.Name) { lost <- n },
+		Clock:       clk,
+		Every:       time.Second,
+		NodeTimeout: lease,
+		Reach:       reach,
+		Logger:      slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	m.Start()
+	defer m.Close()
+	testutil.WaitFor(t, 5*time.Second, "the member's ticker", func() bool { return clk.Waiters() == 1 })
+	if _, _, err := m.Claim(name, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := m.Claims()[0]
+	// step moves the member's clock on by d in half-seconds, letting the
+	// contact watch (when it runs) take each one: it waits on the clock
+	// beside the beat's ticker.
+	step := func(d time.Duration, watching bool) {
+		t.Helper()
+		for range d / (500 * time.Millisecond) {
+			clk.Advance(500 * time.Millisecond)
+			if watching {
+				testutil.WaitFor(t, 5*time.Second, "the contact watch to wait again", func() bool { return clk.Waiters() == 2 })
+			}
+		}
+	}
+	noLoss := func(when string) {
+		t.Helper()
+		select {
+		case n := <-lost:
+			t.Fatalf("%s: %s given up", when, n)
+		default:
+		}
+		if len(m.Claims()) != 1 {
+			t.Fatalf("%s: claims %v, want the stream's", when, m.Claims())
+		}
+	}
+
+	// The registry is away, a peer answers: the registry is away for
+	// everyone, and the node serves on through three leases.
+	down.Store(true)
+	clk.Advance(time.Second) // the beat fails; the watch starts
+	testutil.WaitFor(t, 5*time.Second, "the contact watch to start", func() bool { return clk.Waiters() == 2 })
+	step(3*lease, true)
+	noLoss("a peer answering")
+	if probes.Load() == 0 {
+		t.Fatal("no peer asked while the registry was away")
+	}
+
+	// Nothing answers now. The last answer was sent at most half a second
+	// ago: nothing is given up for 4 s more, and all by a lease.
+	answer.Store(false)
+	step(4*time.Second, true)
+	noLoss("within the lease")
+	clk.Advance(1500 * time.Millisecond)
+	select {
+	case n := <-lost:
+		if n != name {
+			t.Fatalf("gave up %s, want %s", n, name)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a member cut off for a lease kept its stream")
+	}
+	if cs := m.Claims(); len(cs) != 0 {
+		t.Fatalf("claims after being cut off: %v", cs)
+	}
+	step(2*lease, false)
+	if n := strings.Count(logs.String(), "cut off:"); n != 1 {
+		t.Errorf("%d cut-off lines, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"cut off:") {
+		t.Errorf("the cut-off is not logged at WARN:\n%s", logs.String())
+	}
+
+	// Back in touch: the next beat goes through and the stream is
+	// claimed anew at a newer epoch (the old claim expired meanwhile).
+	down.Store(false)
+	clk.Advance(time.Second)
+	testutil.WaitFor(t, 5*time.Second, "the registry to log the node back", func() bool {
+		return strings.Contains(logs.String(), "registry reachable again")
+	})
+	if _, _, err := m.Claim(name, ""); err != nil {
+		t.Fatalf("claim back in touch: %v", err)
+	}
+	if c, err := mem.Owner(ctx, name); err != nil || c.Epoch <= before.Epoch {
+		t.Errorf("owner back in touch %+v, %v; want a newer epoch than %d", c, err, before.Epoch)
+	}
+}
+
+// A member that knows no peer (a single node) keeps serving whatever how
+// long the registry is away.
+func TestMemberAloneKeepsServing(t *testing.T) {
+	const name = streamname.Name("live/alone")
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	mem := NewMemory(MemoryConfig{NodeTimeout: 5 * time.Second, Clock: clk})
+	defer mem.Close()
+	var down atomic.Bool
+	lost := make(chan streamname.Name, 1)
+	m := NewMember(MemberConfig{
+		Self:        Node{ID: "node-a", HTTPAddr: "node-a:8080"},
+		Registry:    unreachable{mem, &down},
+		OnLost:      func(n streamname.Name) { lost <- n },
+		Clock:       clk,
+		Every:       time.Second,
+		NodeTimeout: 5 * time.Second,
+		Reach:       func(context.Context, Node) error { t.Error("a peer asked, none is known"); return errors.New("none") },
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+	m.Start()
+	defer m.Close()
+	if _, _, err := m.Claim(name, ""); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	for range 20 {
+		clk.Advance(time.Second)
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case n := <-lost:
+		t.Fatalf("a node alone gave up %s", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if len(m.Claims()) != 1 {
+		t.Errorf("claims %v, want the stream's", m.Claims())
 	}
 }
