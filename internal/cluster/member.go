@@ -110,8 +110,10 @@ type Member struct {
 	claims    map[streamname.Name]Claim
 	draining  bool
 	reachable bool // the last call to the registry succeeded
-	// relaysWritten is each relay's record as the registry last took it,
-	// and when; only the beat's goroutine touches it.
+	// beatMu makes beats one at a time (the ticker's and Drain's), and
+	// guards relaysWritten: each relay's record as the registry last took
+	// it, and when.
+	beatMu        sync.Mutex
 	relaysWritten map[streamname.Name]relayWrite
 	// peers are the other nodes of the last listing, listed at peersAt;
 	// contact is the latest of the last beat the registry took (when it
@@ -306,6 +308,8 @@ func (m *Member) Claims() []Claim {
 // however many streams the node has, so a store far away still renews
 // every lease well within it.
 func (m *Member) beat() {
+	m.beatMu.Lock()
+	defer m.beatMu.Unlock()
 	b := BeatRecord{Node: m.cfg.Self}
 	b.Node.State = StateServing
 	m.mu.Lock()
