@@ -242,6 +242,7 @@ func (r *Recorder) start(sess hub.Session) {
 	if err != nil {
 		return // ended already
 	}
+	rd.KeepAll()
 	ctx, cancel := context.WithCancel(context.Background())
 	rec := &recording{
 		r:       r,

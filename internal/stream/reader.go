@@ -107,6 +107,19 @@ func (r *Reader) Rewind() {
 	}
 }
 
+// KeepAll makes a reader that has not read yet keep everything from the
+// keyframe it starts at, however many keyframes come at once, where other
+// readers jump to the newest of them: a recording loses nothing of a
+// burst (a publisher's first seconds sent faster than real time, say).
+func (r *Reader) KeepAll() {
+	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.joining {
+		r.history = true
+	}
+}
+
 // startable reports whether a reader may begin playback at e.
 func startable(e *entry) bool {
 	p := e.pkt
