@@ -147,7 +147,8 @@ func TestSoak(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	t.Logf("end, %v after the churn: %v", end.after.Round(time.Second), end.usage)
+	t.Logf("end, %v after the churn: %v (heap %d bytes, baseline %d: %+.1f %%)", end.after.Round(time.Second), end.usage,
+		end.Heap, base.Heap, 100*(float64(end.Heap)/float64(base.Heap)-1))
 
 	// The steady viewers watched throughout, settling included.
 	for _, v := range []struct {
@@ -205,47 +206,46 @@ type settled struct {
 // usage. Without a baseline it waits for a steady reading: at least 15 s
 // (past the publisher grace, the grace of WebRTC's audio transcoders and
 // ICE's disconnection), then the same goroutines, files and children
-// five readings in a row. With one, it waits up to the plan's settle for
-// the usage to come back to it, and fails the test with what is left
-// over when it does not.
+// five times a second apart, then the heap. With one, it waits up to the
+// plan's settle for the usage to come back to it, and fails the test
+// with what is left over when it does not.
 func settle(t *testing.T, probe *prober, p plan, base *usage) settled {
 	t.Helper()
 	start := time.Now()
 	time.Sleep(15 * time.Second)
+	counts := func(a, b usage) bool { return a.Goroutines == b.Goroutines && a.FDs == b.FDs && a.FFmpeg == b.FFmpeg }
 	var last usage
 	same := 0
-	for {
-		u, err := probe.read()
+	for time.Since(start) < p.settle+15*time.Second {
+		u, err := probe.peek()
 		if err != nil {
 			t.Fatalf("reading the server's usage: %v", err)
 		}
-		if base == nil {
-			if u.Goroutines == last.Goroutines && u.FDs == last.FDs && u.FFmpeg == last.FFmpeg {
-				same++
-			} else {
-				same = 1
-			}
-			last = u
-			if same == 5 {
-				return settled{u, time.Since(start)}
-			}
+		if base == nil && counts(u, last) {
+			same++
 		} else {
-			heapOK := float64(u.Heap) <= float64(base.Heap)*(1+heapSlack) && float64(u.Heap) >= float64(base.Heap)*(1-heapSlack)
-			if u.Goroutines == base.Goroutines && u.FDs == base.FDs && u.FFmpeg == base.FFmpeg && heapOK {
-				return settled{u, time.Since(start)}
+			same = 1
+		}
+		last = u
+		if base == nil && same >= 5 || base != nil && counts(u, *base) {
+			peeked := u
+			if u, err = probe.read(); err != nil {
+				t.Fatalf("reading the server's usage: %v", err)
 			}
 			last = u
-		}
-		if time.Since(start) > p.settle {
-			break
+			heapOK := base == nil ||
+				float64(u.Heap) <= float64(base.Heap)*(1+heapSlack) && float64(u.Heap) >= float64(base.Heap)*(1-heapSlack)
+			if counts(u, peeked) && heapOK {
+				return settled{u, time.Since(start)}
+			}
 		}
 		time.Sleep(time.Second)
 	}
 	if base == nil {
-		t.Fatalf("the server's usage did not settle in %v: last %v", p.settle, last)
+		t.Fatalf("the server's usage did not settle in %v: last %v", time.Since(start).Round(time.Second), last)
 	}
 	t.Errorf("%v after the churn the server is not back at its baseline:\nbaseline %v\nend      %v (heap %+.1f %%)\n%s",
-		p.settle, *base, last, 100*(float64(last.Heap)/float64(base.Heap)-1), probe.goroutineDump())
+		time.Since(start).Round(time.Second), *base, last, 100*(float64(last.Heap)/float64(base.Heap)-1), probe.goroutineDump())
 	return settled{last, time.Since(start)}
 }
 
