@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshcast/meshcast/internal/cluster"
 	"github.com/meshcast/meshcast/internal/testutil"
 	"github.com/meshcast/meshcast/test/e2e/e2eutil"
 )
@@ -40,13 +40,9 @@ func vodClip(t *testing.T, secs int, size string) string {
 }
 
 // rendezvousRank orders node IDs for an asset name as meshcast does:
-// highest FNV-1a hash of "ID\x00NAME" first.
+// highest cluster.RendezvousHash of the ID and the name first.
 func rendezvousRank(name string, ids ...string) []string {
-	score := func(id string) uint64 {
-		h := fnv.New64a()
-		h.Write([]byte(id + "\x00" + name))
-		return h.Sum64()
-	}
+	score := func(id string) uint64 { return cluster.RendezvousHash(cluster.NodeID(id), name) }
 	out := slices.Clone(ids)
 	slices.SortFunc(out, func(a, b string) int {
 		if score(a) > score(b) {
