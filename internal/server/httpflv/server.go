@@ -237,28 +237,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 	s.wg.Add(1)
 	keep = true
 	log.Info("play started")
-	if proto == hub.RelayProtocol {
-		// Another node's pull is written from a goroutine of its own,
-		// which sends a keep-alive whenever the stream has had nothing to
-		// send for a second: the puller takes a silent link for a dead
-		// one and finds another path (cluster.SilenceTimeout).
-		go func() {
-			defer s.wg.Done()
-			err := s.pumpPull(rd, nc, pcfg)
-			rd.Close()
-			if errors.Is(err, io.EOF) && end != nil {
-				nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-				nc.Write(end)
-			}
-			nc.Close()
-			logEnd(log, err)
-		}()
-		return
-	}
-	endSession := s.session(r, proto, name, place, func() { nc.Close() })
-	s.sender.Send(s.ctx, rd, Format, nc, pcfg, func(err error) {
-		defer s.wg.Done()
-		defer endSession()
+	// finish ends the play: the end tag after the stream's end, then the
+	// connection.
+	finish := func(err error) {
 		rd.Close()
 		if errors.Is(err, io.EOF) && end != nil {
 			nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
@@ -266,6 +247,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 		}
 		nc.Close()
 		logEnd(log, err)
+	}
+	if proto == hub.RelayProtocol {
+		// Another node's pull is written from a goroutine of its own,
+		// which sends a keep-alive whenever the stream has had nothing to
+		// send for a second: the puller takes a silent link for a dead
+		// one and finds another path (cluster.SilenceTimeout).
+		go func() {
+			defer s.wg.Done()
+			finish(s.pumpPull(rd, nc, pcfg))
+		}()
+		return
+	}
+	endSession := s.session(r, proto, name, place, func() { nc.Close() })
+	s.sender.Send(s.ctx, rd, Format, nc, pcfg, func(err error) {
+		defer s.wg.Done()
+		defer endSession()
+		finish(err)
 	})
 }
 
