@@ -3,8 +3,6 @@
 package live
 
 import (
-	"bytes"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -18,26 +16,6 @@ import (
 	"github.com/meshcast/meshcast/internal/testutil"
 	"github.com/meshcast/meshcast/test/e2e/e2eutil"
 )
-
-// wsReader reads a WebSocket's binary messages as one byte stream.
-type wsReader struct {
-	c   *websocket.Conn
-	buf bytes.Reader
-}
-
-func (r *wsReader) Read(p []byte) (int, error) {
-	for r.buf.Len() == 0 {
-		typ, b, err := r.c.ReadMessage()
-		if err != nil {
-			return 0, err
-		}
-		if typ != websocket.BinaryMessage {
-			return 0, io.ErrUnexpectedEOF
-		}
-		r.buf.Reset(b)
-	}
-	return r.buf.Read(p)
-}
 
 // TestWebSocketFLV: the HTTP-FLV URL opened as a WebSocket carries the
 // live FLV stream in binary messages; pages of origins outside
@@ -71,7 +49,7 @@ func TestWebSocketFLV(t *testing.T) {
 func checkWSFLV(t *testing.T, conn *websocket.Conn, frames int) {
 	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
-	r := flv.NewReader(&wsReader{c: conn})
+	r := flv.NewReader(&e2eutil.WSReader{Conn: conn})
 	if hasVideo, hasAudio, err := r.ReadHeader(); err != nil || !hasVideo || !hasAudio {
 		t.Fatalf("FLV header: video %v audio %v, %v", hasVideo, hasAudio, err)
 	}

@@ -169,26 +169,6 @@ func viewFLV(ctx context.Context, s server, name string, hold time.Duration) (in
 	return readFLV(resp.Body, &holding{hold: hold})
 }
 
-// wsReader reads a WebSocket's binary messages as one byte stream.
-type wsReader struct {
-	c   *websocket.Conn
-	buf bytes.Reader
-}
-
-func (r *wsReader) Read(p []byte) (int, error) {
-	for r.buf.Len() == 0 {
-		typ, b, err := r.c.ReadMessage()
-		if err != nil {
-			return 0, err
-		}
-		if typ != websocket.BinaryMessage {
-			return 0, fmt.Errorf("a WebSocket message of type %d", typ)
-		}
-		r.buf.Reset(b)
-	}
-	return r.buf.Read(p)
-}
-
 var wsDialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 
 // viewWSFLV plays the HTTP-FLV URL as a WebSocket, as flv.js and
@@ -205,7 +185,7 @@ func viewWSFLV(ctx context.Context, s server, name string, hold time.Duration) (
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	n, err := readFLV(&wsReader{c: c}, &holding{hold: hold})
+	n, err := readFLV(&e2eutil.WSReader{Conn: c}, &holding{hold: hold})
 	if err == nil {
 		// A polite goodbye, as a page closing its player sends.
 		c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
