@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/mpegts"
+	"github.com/meshcast/meshcast/internal/srtconn"
 )
 
 // srtSecrets are the query parameters of an srt:// target that are never
@@ -104,7 +105,7 @@ func (p *pusher) onceSRT(ctx context.Context, u *url.URL, started func()) error 
 	if err != nil {
 		return fmt.Errorf("srt: connect: %w", err)
 	}
-	defer conn.Close()
+	defer srtconn.Close(conn)
 	stopOnCancel := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stopOnCancel()
 	rd, err := p.m.hub.NewReader(p.name, Protocol)

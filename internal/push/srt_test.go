@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/mpegts"
+	"github.com/meshcast/meshcast/internal/srtconn"
 )
 
 func TestSRTTargets(t *testing.T) {
@@ -162,7 +163,7 @@ func TestSendTS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer srtconn.Close(conn)
 	var sent atomic.Int64
 	if err := sendTS(context.Background(), src, conn, &sent); !errors.Is(err, io.EOF) {
 		t.Fatalf("sendTS: %v", err)

@@ -10,6 +10,7 @@ import (
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/meshcast/meshcast/internal/protocol/mpegts"
+	"github.com/meshcast/meshcast/internal/srtconn"
 )
 
 // pullSRT calls an SRT server, srt://HOST:PORT?streamid=ID&passphrase=P,
@@ -26,7 +27,7 @@ func (m *Manager) pullSRT(ctx context.Context, u *url.URL, w PacketWriter) error
 	if err != nil {
 		return fmt.Errorf("srt: %w", err)
 	}
-	defer conn.Close()
+	defer srtconn.Close(conn)
 	// gosrt's connections have no read deadlines: closing one ends a
 	// pending read (the session closes it when the source stalls).
 	stop := context.AfterFunc(ctx, func() { conn.Close() })

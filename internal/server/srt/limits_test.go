@@ -7,6 +7,7 @@ import (
 	gosrt "github.com/datarhei/gosrt"
 
 	"github.com/meshcast/meshcast/internal/hub"
+	"github.com/meshcast/meshcast/internal/srtconn"
 	"github.com/meshcast/meshcast/internal/stream"
 )
 
@@ -35,9 +36,9 @@ func TestMaxSessionsPerIP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first viewer: %v", err)
 	}
-	defer first.Close()
+	defer srtconn.Close(first)
 	if second, err := dial(); err == nil {
-		second.Close()
+		srtconn.Close(second)
 		t.Fatal("a second viewer from one address was accepted")
 	}
 	if got := h.SessionRefusals()["srt"]; got != 1 {

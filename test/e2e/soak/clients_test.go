@@ -24,6 +24,7 @@ import (
 	"github.com/meshcast/meshcast/internal/media"
 	"github.com/meshcast/meshcast/internal/protocol/flv"
 	"github.com/meshcast/meshcast/internal/protocol/mpegts"
+	"github.com/meshcast/meshcast/internal/srtconn"
 	"github.com/meshcast/meshcast/test/e2e/e2eutil"
 )
 
@@ -316,7 +317,7 @@ func viewSRT(ctx context.Context, s server, name string, hold time.Duration) (in
 	if err != nil {
 		return 0, err
 	}
-	defer closeSRT(conn)
+	defer srtconn.Close(conn)
 	// gosrt's connections have no read deadlines: closing one ends a
 	// pending read.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -327,23 +328,6 @@ func viewSRT(ctx context.Context, s server, name string, hold time.Duration) (in
 		err = nil
 	}
 	return h.result(err)
-}
-
-// closeSRT closes an SRT caller's connection and makes sure gosrt's
-// socket reader ends. In gosrt (v0.9.0 to v0.11.0) that goroutine ends by
-// sending on an unbuffered channel, which Close drains only if the send
-// is already waiting: one that was handling a packet when Close came
-// sends just after, and waits forever. A Read after Close drains it; the
-// send comes at once (Close also wakes the goroutine's socket read), so
-// a second of Reads is plenty.
-func closeSRT(conn gosrt.Conn) {
-	conn.Close()
-	b := make([]byte, 64<<10) // more than an SRT packet: each Read gets to the check
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if _, err := conn.Read(b); errors.Is(err, gosrt.ErrClientClosed) {
-			return
-		}
-	}
 }
 
 // whepClient signals WHEP sessions, one connection each.
