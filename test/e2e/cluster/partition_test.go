@@ -4,12 +4,9 @@ package cluster
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,125 +14,14 @@ import (
 	"github.com/meshcast/meshcast/test/e2e/e2eutil"
 )
 
-// cutProxy forwards TCP connections to a server until it is cut: then it
-// is a partition's blackhole. Its connections stay open, but what either
-// side sends is read and dropped, and new connections are accepted and
-// never answered: no reset, no close, only silence.
-type cutProxy struct {
-	ln       net.Listener
-	upstream string
-	cut      atomic.Bool
-
-	mu     sync.Mutex
-	conns  []net.Conn
-	closed bool
-	wg     sync.WaitGroup
-}
-
-// startCutProxy listens on addr ("127.0.0.2:0", say: any loopback
-// address answers on Linux) and forwards to upstream until the test ends.
-func startCutProxy(t *testing.T, addr, upstream string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, upstream: upstream}
-	p.wg.Go(p.serve)
-	t.Cleanup(p.close)
-	return p
-}
-
-// Addr is host:port to dial instead of the server's.
-func (p *cutProxy) Addr() string { return p.ln.Addr().String() }
-
-// Cut blackholes the proxy from now on.
-func (p *cutProxy) Cut() { p.cut.Store(true) }
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		var u net.Conn
-		if !p.cut.Load() {
-			if u, err = net.DialTimeout("tcp", p.upstream, 2*time.Second); err != nil {
-				c.Close()
-				continue
-			}
-		}
-		if !p.track(c, u) {
-			return
-		}
-		if u == nil {
-			p.wg.Go(func() { io.Copy(io.Discard, c) })
-			continue
-		}
-		p.wg.Go(func() { p.pipe(u, c) })
-		p.wg.Go(func() { p.pipe(c, u) })
-	}
-}
-
-// pipe copies from src to dst until either ends, and drops what src
-// sends once the proxy is cut.
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !p.cut.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	if !p.cut.Load() {
-		dst.Close()
-		src.Close()
-	}
-}
-
-func (p *cutProxy) track(c, u net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		c.Close()
-		if u != nil {
-			u.Close()
-		}
-		return false
-	}
-	p.conns = append(p.conns, c)
-	if u != nil {
-		p.conns = append(p.conns, u)
-	}
-	return true
-}
-
-func (p *cutProxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // behindProxy starts a node whose advertised addresses (what its peers
-// dial) are a cutProxy's on loopback address host, in front of its real
+// dial) are a faultProxy's on loopback address host, in front of its real
 // HTTP port; the node's own ports stay on 127.0.0.1 for the test's
 // players and publishers. more are added to its flags.
-func behindProxy(t *testing.T, host string, flags func(advertise string) []string) (*e2eutil.Proc, *cutProxy) {
+func behindProxy(t *testing.T, host string, flags func(advertise string) []string) (*e2eutil.Proc, *faultProxy) {
 	t.Helper()
 	rtmpPort, httpPort := testutil.FreePort(t), testutil.FreePort(t)
-	proxy := startCutProxy(t, net.JoinHostPort(host, strconv.Itoa(httpPort)), fmt.Sprintf("127.0.0.1:%d", httpPort))
+	proxy := startProxy(t, net.JoinHostPort(host, strconv.Itoa(httpPort)), fmt.Sprintf("127.0.0.1:%d", httpPort), 0)
 	return e2eutil.StartProcessAt(t, rtmpPort, httpPort, flags(host)...), proxy
 }
 
@@ -228,7 +114,7 @@ func TestPartitionSplitBrain(t *testing.T) {
 	const lease = 5 * time.Second // --node-timeout's default
 	const key = "publish-key-of-the-partition-test"
 	red := testutil.StartRedis(t, 0)
-	toRedis := startCutProxy(t, "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", red.Port))
+	toRedis := startProxy(t, "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", red.Port), 0)
 	flags := func(redisURL, id string) func(string) []string {
 		return func(host string) []string {
 			return []string{"--redis", redisURL, "--cluster-secret", "cluster-secret-of-the-tests", "--node-id", id,
@@ -258,7 +144,7 @@ func TestPartitionSplitBrain(t *testing.T) {
 	// once a node timeout after its first beat at the latest.
 	time.Sleep(lease)
 
-	for _, p := range []*cutProxy{toRedis, toO, toB, toC} {
+	for _, p := range []*faultProxy{toRedis, toO, toB, toC} {
 		p.Cut()
 	}
 	cutAt := time.Now()

@@ -6,134 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshcast/meshcast/internal/testutil"
 	"github.com/meshcast/meshcast/test/e2e/e2eutil"
 )
-
-// slowProxy forwards TCP connections on loopback to a server and holds
-// every byte the server sends back for delay before passing it on: a store
-// that far away. What clients send goes through at once.
-type slowProxy struct {
-	ln       net.Listener
-	upstream string
-	delay    time.Duration
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
-}
-
-// startSlowProxy listens on a loopback port and stops when the test ends,
-// closing every connection it forwards.
-func startSlowProxy(t *testing.T, upstream string, delay time.Duration) *slowProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowProxy{ln: ln, upstream: upstream, delay: delay, conns: map[net.Conn]struct{}{}}
-	p.wg.Go(p.serve)
-	t.Cleanup(p.close)
-	return p
-}
-
-// Addr is host:port to dial instead of the server's.
-func (p *slowProxy) Addr() string { return p.ln.Addr().String() }
-
-func (p *slowProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		u, err := net.DialTimeout("tcp", p.upstream, 2*time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		if !p.track(c, u) {
-			return
-		}
-		p.wg.Go(func() {
-			io.Copy(u, c)
-			c.Close()
-			u.Close()
-		})
-		p.wg.Go(func() { p.delayed(c, u) })
-	}
-}
-
-// track registers the two ends of a forwarded connection, false (both
-// closed) once the proxy is closing.
-func (p *slowProxy) track(c, u net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		c.Close()
-		u.Close()
-		return false
-	}
-	p.conns[c], p.conns[u] = struct{}{}, struct{}{}
-	return true
-}
-
-// delayed copies from the server u to the client c, each read passed on
-// delay after it arrived, in order.
-func (p *slowProxy) delayed(c, u net.Conn) {
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
-	chunks := make(chan chunk, 4096)
-	p.wg.Go(func() {
-		defer close(chunks)
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := u.Read(buf)
-			if n > 0 {
-				chunks <- chunk{append([]byte(nil), buf[:n]...), time.Now()}
-			}
-			if err != nil {
-				return
-			}
-		}
-	})
-	broken := false
-	for ch := range chunks {
-		if broken {
-			continue // drain, so the reader never blocks
-		}
-		time.Sleep(time.Until(ch.at.Add(p.delay)))
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write(ch.b); err != nil {
-			broken = true
-			c.Close()
-			u.Close()
-		}
-	}
-	c.Close()
-	u.Close()
-}
-
-func (p *slowProxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.ln.Close()
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // clusterFlags are the flags of a node of these tests' clusters.
 func clusterFlags(redisURL, id string, more ...string) []string {
@@ -167,7 +48,7 @@ func TestRedisSlow(t *testing.T) {
 	testutil.Need(t, "redis-server", "ffmpeg", "ffprobe")
 	const delay = 500 * time.Millisecond
 	red := testutil.StartRedis(t, 0)
-	proxy := startSlowProxy(t, red.Addr(), delay)
+	proxy := startProxy(t, "127.0.0.1:0", red.Addr(), delay)
 	url := "redis://" + proxy.Addr() + "/0"
 	ids := []string{"node-a", "node-b", "node-c"}
 	a := e2eutil.StartProcess(t, clusterFlags(url, ids[0])...)
