@@ -143,7 +143,6 @@ func serveKeyframe(w http.ResponseWriter, r *http.Request) {
 func TestRelayFallsBackToOwnerOnLoop(t *testing.T) {
 	const secret = "a-cluster-secret-for-tests"
 	const name = streamname.Name("live/loop")
-	ctx := context.Background()
 	var parentVia, ownerVia atomic.Value
 	parent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		parentVia.Store(r.Header.Get(HeaderVia))
@@ -162,18 +161,7 @@ func TestRelayFallsBackToOwnerOnLoop(t *testing.T) {
 	}))
 	defer owner.Close()
 
-	reg := NewMemory(MemoryConfig{})
-	for id, srv := range map[NodeID]*httptest.Server{"owner": owner, "parent": parent} {
-		if err := reg.Heartbeat(ctx, Node{ID: id, State: StateServing, HTTPAddr: srv.Listener.Addr().String()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := reg.Claim(ctx, name, "owner", ""); err != nil {
-		t.Fatal(err)
-	}
-	h := &recordingHub{streams: map[streamname.Name]*stream.Stream{}}
-	m := NewRelays(RelayConfig{Self: "edge", Registry: reg, Secret: secret, Parents: []NodeID{"parent"},
-		Logger: slog.New(slog.DiscardHandler)}, h)
+	m, h := relaysThroughParent(t, secret, name, owner, parent)
 	defer m.Close()
 	if err := m.Pull(name, []NodeID{"viewer-node"}); err != nil {
 		t.Fatalf("Pull: %v", err)
@@ -268,7 +256,6 @@ func serveKeepAlive(w http.ResponseWriter, r *http.Request) {
 func TestRelayLeavesSilentUpstream(t *testing.T) {
 	const secret = "a-cluster-secret-for-tests"
 	const name = streamname.Name("live/silent")
-	ctx := context.Background()
 	var parentPulls, ownerPulls atomic.Int32
 	var parentSent, ownerAsked atomic.Int64 // unix nanoseconds
 	parent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -289,18 +276,7 @@ func TestRelayLeavesSilentUpstream(t *testing.T) {
 	}))
 	defer owner.Close()
 
-	reg := NewMemory(MemoryConfig{})
-	for id, srv := range map[NodeID]*httptest.Server{"owner": owner, "parent": parent} {
-		if err := reg.Heartbeat(ctx, Node{ID: id, State: StateServing, HTTPAddr: srv.Listener.Addr().String()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := reg.Claim(ctx, name, "owner", ""); err != nil {
-		t.Fatal(err)
-	}
-	h := &recordingHub{streams: map[streamname.Name]*stream.Stream{}}
-	m := NewRelays(RelayConfig{Self: "edge", Registry: reg, Secret: secret, Parents: []NodeID{"parent"},
-		Logger: slog.New(slog.DiscardHandler)}, h)
+	m, _ := relaysThroughParent(t, secret, name, owner, parent)
 	defer m.Close()
 	if err := m.Pull(name, nil); err != nil {
 		t.Fatalf("Pull: %v", err)
@@ -337,4 +313,24 @@ func TestKeepAliveTag(t *testing.T) {
 	if p := mediaData(end[11 : len(end)-4]); isKeepAlive(&p) {
 		t.Error("EndTag taken for a keep-alive")
 	}
+}
+
+// relaysThroughParent is node "edge"'s relays with "parent" as its
+// --parent, signing with secret, over a registry in which the stream name
+// is owned by "owner": the two servers.
+func relaysThroughParent(t *testing.T, secret string, name streamname.Name, owner, parent *httptest.Server) (*Relays, *recordingHub) {
+	t.Helper()
+	ctx := context.Background()
+	reg := NewMemory(MemoryConfig{})
+	for id, srv := range map[NodeID]*httptest.Server{"owner": owner, "parent": parent} {
+		if err := reg.Heartbeat(ctx, Node{ID: id, State: StateServing, HTTPAddr: srv.Listener.Addr().String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := reg.Claim(ctx, name, "owner", ""); err != nil {
+		t.Fatal(err)
+	}
+	h := &recordingHub{streams: map[streamname.Name]*stream.Stream{}}
+	return NewRelays(RelayConfig{Self: "edge", Registry: reg, Secret: secret, Parents: []NodeID{"parent"},
+		Logger: slog.New(slog.DiscardHandler)}, h), h
 }
