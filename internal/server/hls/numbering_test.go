@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -239,4 +240,34 @@ func presented(parts fmp4.Parts) []presentedSample {
 		}
 	}
 	return out
+}
+
+// FuzzNames: whatever a player asks for, the name and query translations
+// never panic; a public segment name taken back to gohlslib's and out
+// again names the same file; a translated _HLS_msn is never negative.
+func FuzzNames(f *testing.F) {
+	for _, s := range []string{
+		"video1_0a1b2c3d_s1234.mp4", "audio2_0a1b2c3d_init.mp4", "video1_0a1b2c3d_s999.mp4",
+		"video1_ffffffff_s1.mp4", "video1_0a1b2c3d_s99999999999999999999.mp4", "index.m3u8",
+		"_HLS_msn=1500&_HLS_part=2", "_HLS_msn=-5", "_HLS_msn=%zz", "_HLS_msn=999999999999999999999",
+	} {
+		f.Add(s)
+	}
+	nm := names{tag: "0a1b2c3d", offset: 1000, prefix: "5e6f7a8b9c0d"}
+	f.Fuzz(func(t *testing.T, in string) {
+		// (A number with leading zeros names the same segment: the way
+		// back gives its plain name, which names the same file.)
+		if priv, ok := nm.private(in); ok && priv != in {
+			back := nm.public(priv)
+			if again, ok := nm.private(back); !ok || again != priv {
+				t.Errorf("private(%q) = %q, public of it %q, private of that %q", in, priv, back, again)
+			}
+		}
+		q := nm.query(in)
+		if v, err := url.ParseQuery(q); err == nil && q != in {
+			if msn, err := strconv.ParseInt(v.Get("_HLS_msn"), 10, 64); err == nil && msn < 0 {
+				t.Errorf("query(%q) = %q: a negative _HLS_msn", in, q)
+			}
+		}
+	})
 }
