@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,7 +25,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	publish := fs.String("publish", "rtmp://127.0.0.1:1935/live/bench", "RTMP URL to publish the input to; with more, comma-separated, the publisher moves to the next when its connection breaks (failover), after --reconnect-delay")
 	stagger := fs.Duration("stagger", 0, "with several --play URLs, the players of each URL join this long after those of the one before (a mesh forms as viewers arrive); 0: all at once")
 	reconnect := fs.Duration("reconnect-delay", 500*time.Millisecond, "the publisher's pause before reconnecting to the next --publish URL")
-	play := fs.String("play", "", "URL players read: rtmp://…, http://…/APP/STREAM.flv or http://…/index.m3u8 (defaults to the publish URL); with more, comma-separated, each step runs its players on each, one result per URL")
+	play := fs.String("play", "", "URL players read: rtmp://…, http://…/APP/STREAM.flv, http://…/index.m3u8, http://…/APP/STREAM/whep or srt://…?streamid=… (defaults to the publish URL); with more, comma-separated, each step runs its players on each, one result per URL")
+	protocol := fs.String("protocol", "", "how players read --play: "+strings.Join(bench.Protocols, ", ")+" (llhls: LL-HLS with blocking playlist reloads; empty: inferred from the URL)")
 	input := fs.String("input", "", "FLV file (H.264/AAC) to publish in a loop, paced by its timestamps (required)")
 	viewers := fs.String("viewers", "100,500,1000", "viewer counts, one step each; every step's players join at once")
 	warmup := fs.Duration("warmup", 5*time.Second, "wait after all players joined before measuring")
@@ -58,12 +60,17 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		ReconnectDelay:  *reconnect,
 		Stagger:         *stagger,
 		PlayURL:         *play,
+		Protocol:        *protocol,
 		Input:           *input,
 		Warmup:          *warmup,
 		Hold:            *hold,
 		PID:             *pid,
 		Labels:          map[string]string{},
 		Out:             stdout,
+	}
+	if cfg.Protocol != "" && !slices.Contains(bench.Protocols, cfg.Protocol) {
+		fmt.Fprintf(stderr, "meshcast bench: --protocol: %q is not one of %s\n", cfg.Protocol, strings.Join(bench.Protocols, ", "))
+		return 2
 	}
 	if cfg.PlayURL == "" {
 		cfg.PlayURL = cfg.PublishURL

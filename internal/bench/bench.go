@@ -12,6 +12,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,9 @@ type Config struct {
 	// Defaults to 500 ms.
 	ReconnectDelay time.Duration
 	PlayURL        string // rtmp://…, http://….flv or http://…/index.m3u8
+	// Protocol names how players read PlayURL: rtmp, flv, hls, llhls,
+	// whep or srt. Empty infers it from the URL (protoOf).
+	Protocol string
 	// PlayURLs, when set, replaces PlayURL: each step runs its N players
 	// on each of them at once (the tiers of a cluster, say), one result
 	// per URL, labelled play=URL.
@@ -92,6 +96,26 @@ type Result struct {
 	FirstConnectErrMsg string  `json:"connect_error,omitempty"`
 	Dropped            int64   `json:"dropped"` // players cut off after joining
 	FirstDropMsg       string  `json:"drop_error,omitempty"`
+
+	// Packet players (WHEP, SRT): RTP or SRT packets expected and lost
+	// in the window (from sequence-number gaps).
+	PacketsExpected int64   `json:"packets_expected,omitempty"`
+	PacketsLost     int64   `json:"packets_lost,omitempty"`
+	LossPct         float64 `json:"loss_pct,omitempty"`
+	// HTTP players (HLS, LL-HLS): requests answered in the window, per
+	// second, and their latency (request sent to last byte, ms).
+	Requests       int64   `json:"requests,omitempty"`
+	RequestsPerSec float64 `json:"requests_per_s,omitempty"`
+	RequestP50     float64 `json:"request_ms_p50,omitempty"`
+	RequestP99     float64 `json:"request_ms_p99,omitempty"`
+	// PartP50 and PartP99 (LL-HLS): from the send time of the frame after
+	// a part's last one to the part's last byte received (ms).
+	PartP50 float64 `json:"part_ms_p50,omitempty"`
+	PartP99 float64 `json:"part_ms_p99,omitempty"`
+	// BehindP50 and BehindP99 (HLS, LL-HLS): how far the players'
+	// playheads are behind the live edge (ms), sampled in the window.
+	BehindP50 float64 `json:"behind_live_ms_p50,omitempty"`
+	BehindP99 float64 `json:"behind_live_ms_p99,omitempty"`
 }
 
 // loadgenSaturated is the load generator's own CPU use past which its
@@ -117,6 +141,14 @@ type tally struct {
 	gapMax       atomic.Int64
 	windowFrames atomic.Int64
 	stalls       atomic.Int64
+
+	// Packet players: counted in the window.
+	pktsExpected atomic.Int64
+	pktsLost     atomic.Int64
+	// HTTP players: requests in the window and their latency.
+	requests histogram
+	partLate histogram // LL-HLS part delivery, see Result.PartP99
+	behind   histogram // playhead behind the live edge
 }
 
 func (r *runner) inWindow(t time.Time) bool {
@@ -276,7 +308,7 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 	elapsed := t1.Sub(t0).Seconds()
 	var results []Result
 	for k, g := range groups {
-		res := Result{Labels: r.cfg.Labels, Proto: protoOf(g.url), Viewers: n, SourceBitrate: r.pub.src.bitrate,
+		res := Result{Labels: r.cfg.Labels, Proto: r.protocol(g.url), Viewers: n, SourceBitrate: r.pub.src.bitrate,
 			HoldSeconds: elapsed, FramesSent: framesSent, Connected: g.connected()}
 		if len(urls) > 1 {
 			res.Labels = map[string]string{"play": g.url}
@@ -295,6 +327,20 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 			if p.connected.Load() {
 				t.gaps.add(time.Duration(p.maxGap.Load()))
 			}
+		}
+		res.PacketsExpected, res.PacketsLost = t.pktsExpected.Load(), t.pktsLost.Load()
+		if res.PacketsExpected > 0 {
+			res.LossPct = 100 * float64(res.PacketsLost) / float64(res.PacketsExpected)
+		}
+		if res.Requests = t.requests.n.Load(); res.Requests > 0 {
+			res.RequestsPerSec = float64(res.Requests) / elapsed
+			res.RequestP50, res.RequestP99 = t.requests.quantile(0.5), t.requests.quantile(0.99)
+		}
+		if t.partLate.n.Load() > 0 {
+			res.PartP50, res.PartP99 = t.partLate.quantile(0.5), t.partLate.quantile(0.99)
+		}
+		if t.behind.n.Load() > 0 {
+			res.BehindP50, res.BehindP99 = t.behind.quantile(0.5), t.behind.quantile(0.99)
 		}
 		res.GapMax = float64(time.Duration(t.gapMax.Load()).Milliseconds())
 		res.GapP99 = t.gaps.quantile(0.99)
@@ -434,12 +480,30 @@ func (r *runner) progressDone() {
 	}
 }
 
+// Protocols are the players' protocols, for Config.Protocol.
+var Protocols = []string{"rtmp", "flv", "hls", "llhls", "whep", "srt"}
+
+// protocol is how the players of url play: Config.Protocol, or what the
+// URL says.
+func (r *runner) protocol(url string) string {
+	if r.cfg.Protocol != "" {
+		return r.cfg.Protocol
+	}
+	return protoOf(url)
+}
+
+// protoOf infers a play URL's protocol: rtmp://, srt://, a .flv path, a
+// WHEP endpoint (…/whep), or else HLS (an .m3u8 playlist).
 func protoOf(u string) string {
 	switch {
-	case len(u) > 7 && u[:7] == "rtmp://":
+	case strings.HasPrefix(u, "rtmp://"):
 		return "rtmp"
-	case len(u) > 4 && u[len(u)-4:] == ".flv":
+	case strings.HasPrefix(u, "srt://"):
+		return "srt"
+	case strings.HasSuffix(u, ".flv"):
 		return "flv"
+	case strings.HasSuffix(u, "/whep"):
+		return "whep"
 	}
 	return "hls"
 }
