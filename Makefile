@@ -43,7 +43,7 @@ test: deps web
 	GOOS=darwin $(GO) vet $(PKGS)
 	GOOS=windows $(GO) vet $(PKGS)
 	bash scripts/vulncheck.sh
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	GO=$(GO) bash scripts/gotest.sh -race -count=1 -timeout 20m $(PKGS)
 	$(MAKE) chart-test
 
 ## chart-test: the Helm chart (deploy/helm/meshcast), tested without a
