@@ -21,14 +21,15 @@ func main() {
 	md := flag.String("md", "", "write the Markdown report here (default: standard output)")
 	data := flag.String("data", "", "write gnuplot data here (optional)")
 	servers := flag.String("servers", "", "server labels in the order to report them (default: as found)")
+	ref := flag.String("ref", "nginx-rtmp", "the server whose CPU per viewer the others are compared with")
 	flag.Parse()
-	if err := run(*in, *machine, *md, *data, strings.Fields(*servers)); err != nil {
+	if err := run(*in, *machine, *md, *data, *ref, strings.Fields(*servers)); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
 		os.Exit(1)
 	}
 }
 
-func run(in, machine, mdPath, dataPath string, order []string) error {
+func run(in, machine, mdPath, dataPath, ref string, order []string) error {
 	f, err := os.Open(in)
 	if err != nil {
 		return err
@@ -68,7 +69,8 @@ func run(in, machine, mdPath, dataPath string, order []string) error {
 		fmt.Fprintf(out, "```\n%s```\n\n", b)
 	}
 	writeTable(out, order, byServer)
-	writeVerdict(out, order, byServer)
+	writeProtocolTable(out, order, byServer)
+	writeVerdict(out, order, ref, byServer)
 	if dataPath != "" {
 		return writeData(dataPath, order, byServer)
 	}
@@ -114,7 +116,47 @@ func ms(v float64) string {
 	return fmt.Sprintf("%.0f", v)
 }
 
-func writeVerdict(w io.Writer, order []string, by map[string][]bench.Result) {
+// writeProtocolTable writes what the players of packet and HTTP protocols
+// measure beyond frames: packet loss (WHEP, SRT), requests and their
+// latency, LL-HLS part delivery and the distance behind the live edge
+// (HLS). Nothing when no step has any of it.
+func writeProtocolTable(w io.Writer, order []string, by map[string][]bench.Result) {
+	found := false
+	for _, s := range order {
+		for _, r := range by[s] {
+			found = found || r.PacketsExpected > 0 || r.Requests > 0
+		}
+	}
+	if !found {
+		return
+	}
+	fmt.Fprintln(w, "| server | protocol | viewers | packets lost % | requests/s | request p50 / p99 ms | part p50 / p99 ms | behind live p50 / p99 ms | stalls | gap max ms |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, s := range order {
+		for _, r := range by[s] {
+			loss := "–"
+			if r.PacketsExpected > 0 {
+				loss = fmt.Sprintf("%.3f", r.LossPct)
+			}
+			reqs, req, part, behind := "–", "– / –", "– / –", "– / –"
+			if r.Requests > 0 {
+				reqs = fmt.Sprintf("%.0f", r.RequestsPerSec)
+				req = ms(r.RequestP50) + " / " + ms(r.RequestP99)
+			}
+			if r.PartP99 > 0 || r.PartP50 > 0 {
+				part = ms(r.PartP50) + " / " + ms(r.PartP99)
+			}
+			if r.BehindP99 > 0 || r.BehindP50 > 0 {
+				behind = ms(r.BehindP50) + " / " + ms(r.BehindP99)
+			}
+			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %d | %.0f |\n",
+				s, r.Proto, r.Viewers, loss, reqs, req, part, behind, r.Stalls, r.GapMax)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func writeVerdict(w io.Writer, order []string, refName string, by map[string][]bench.Result) {
 	fmt.Fprintln(w, "Largest viewer count sustained on one core (every player connected, ≥ 99% delivered, run not void):")
 	fmt.Fprintln(w)
 	for _, s := range order {
@@ -140,15 +182,15 @@ func writeVerdict(w io.Writer, order []string, by map[string][]bench.Result) {
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintln(w)
-	// CPU per viewer at equal load, against nginx-rtmp.
-	ref := by["nginx-rtmp"]
+	// CPU per viewer at equal load, against the reference server's.
+	ref := by[refName]
 	if len(ref) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "CPU per viewer against nginx-rtmp's at the same viewer count (lower is better):")
+	fmt.Fprintf(w, "CPU per viewer against %s's at the same viewer count (lower is better):\n", refName)
 	fmt.Fprintln(w)
 	for _, s := range order {
-		if s == "nginx-rtmp" {
+		if s == refName {
 			continue
 		}
 		var parts []string
