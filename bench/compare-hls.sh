@@ -252,6 +252,10 @@ if [[ " $PARTS " == *" players "* ]]; then
 	done
 	go run ./bench/report --in "$RESULTS" --machine "$OUT/machine.txt" \
 		--md "$OUT/results.md" --data "$OUT/plot.dat" --servers "$SERVERS" --ref nginx-static
+	if command -v gnuplot >/dev/null; then
+		gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'; title='meshcast HLS vs nginx serving a live copy: players of a 600 kbit/s stream, server on one core'" bench/plot.gp
+		echo "compare-hls: plot in $OUT/compare.png" >&2
+	fi
 	cat "$OUT/results.md"
 fi
 if [ -s "$OUT/serving.jsonl" ]; then

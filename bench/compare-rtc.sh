@@ -132,4 +132,8 @@ done
 
 go run ./bench/report --in "$RESULTS" --machine "$OUT/machine.txt" \
 	--md "$OUT/results.md" --data "$OUT/plot.dat" --servers "$SERVERS" --ref mediamtx
+if command -v gnuplot >/dev/null; then
+	gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'; title='WHEP: meshcast vs MediaMTX, viewers of a 600 kbit/s stream, server on one core'" bench/plot.gp
+	echo "compare-rtc: plot in $OUT/compare.png" >&2
+fi
 cat "$OUT/results.md"

@@ -1,9 +1,11 @@
-# Plots bench/compare.sh results: viewers against server CPU and against
+# Plots bench/compare*.sh results: viewers against server CPU and against
 # server-added latency, one line per server. Called as
 #   gnuplot -e "datafile='plot.dat'; outfile='compare.png'" bench/plot.gp
+# with, optionally, title='…' (the default describes bench/compare.sh).
 set terminal pngcairo size 1400,560 font "sans,11"
 set output outfile
-set multiplot layout 1,2 title "meshcast vs nginx-rtmp: RTMP (meshcast-flv: HTTP-FLV) players of a 2 Mbps stream, server on one core"
+if (!exists("title")) title = "meshcast vs nginx-rtmp: RTMP (meshcast-flv: HTTP-FLV) players of a 2 Mbps stream, server on one core"
+set multiplot layout 1,2 title title
 set key top left
 set grid
 set xlabel "viewers"
