@@ -143,10 +143,10 @@ func writeProtocolTable(w io.Writer, order []string, by map[string][]bench.Resul
 				reqs = fmt.Sprintf("%.0f", r.RequestsPerSec)
 				req = ms(r.RequestP50) + " / " + ms(r.RequestP99)
 			}
-			if r.PartP99 > 0 || r.PartP50 > 0 {
+			if r.PartP99 >= 0 && r.PartP50 >= 0 && (r.PartP99 > 0 || r.PartP50 > 0 || r.Proto == "llhls") {
 				part = ms(r.PartP50) + " / " + ms(r.PartP99)
 			}
-			if r.BehindP99 > 0 || r.BehindP50 > 0 {
+			if r.BehindP99 >= 0 && r.BehindP50 >= 0 && (r.BehindP99 > 0 || r.BehindP50 > 0 || r.Requests > 0) {
 				behind = ms(r.BehindP50) + " / " + ms(r.BehindP99)
 			}
 			fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %d | %.0f |\n",

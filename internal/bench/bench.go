@@ -103,19 +103,20 @@ type Result struct {
 	PacketsLost     int64   `json:"packets_lost,omitempty"`
 	LossPct         float64 `json:"loss_pct,omitempty"`
 	// HTTP players (HLS, LL-HLS): requests answered in the window, per
-	// second, and their latency (request sent to last byte, ms).
+	// second, and their latency (request sent to last byte, ms). Like
+	// every quantile here, the ones below are -1 without samples.
 	Requests       int64   `json:"requests,omitempty"`
 	RequestsPerSec float64 `json:"requests_per_s,omitempty"`
-	RequestP50     float64 `json:"request_ms_p50,omitempty"`
-	RequestP99     float64 `json:"request_ms_p99,omitempty"`
+	RequestP50     float64 `json:"request_ms_p50"`
+	RequestP99     float64 `json:"request_ms_p99"`
 	// PartP50 and PartP99 (LL-HLS): from the send time of the frame after
 	// a part's last one to the part's last byte received (ms).
-	PartP50 float64 `json:"part_ms_p50,omitempty"`
-	PartP99 float64 `json:"part_ms_p99,omitempty"`
+	PartP50 float64 `json:"part_ms_p50"`
+	PartP99 float64 `json:"part_ms_p99"`
 	// BehindP50 and BehindP99 (HLS, LL-HLS): how far the players'
 	// playheads are behind the live edge (ms), sampled in the window.
-	BehindP50 float64 `json:"behind_live_ms_p50,omitempty"`
-	BehindP99 float64 `json:"behind_live_ms_p99,omitempty"`
+	BehindP50 float64 `json:"behind_live_ms_p50"`
+	BehindP99 float64 `json:"behind_live_ms_p99"`
 }
 
 // loadgenSaturated is the load generator's own CPU use past which its
@@ -129,6 +130,7 @@ type runner struct {
 	httpClient *http.Client
 
 	winStart, winEnd atomic.Int64 // unix nanoseconds; 0 when no window
+	hlsDelay         atomic.Int64 // ns: the longest segment or part duration HLS players wait for (settle)
 	firstMu          sync.Mutex   // serializes writes to cfg.FirstFrames
 }
 
@@ -189,6 +191,12 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 			return nil, fmt.Errorf("publish: no frames sent in 10 s")
 		}
 	}
+	// HTTP players arrive once the stream can be played: a copy served
+	// by a static server (bench/compare-hls.sh) has its first playlist
+	// only seconds after the publisher began.
+	if err := r.awaitPlayable(ctx, pubErr); err != nil {
+		return nil, err
+	}
 	var baseRSS int64
 	if cfg.PID > 0 {
 		st, err := procstat.Read(cfg.PID)
@@ -212,6 +220,43 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 		}
 	}
 	return results, nil
+}
+
+// awaitPlayable waits, at most 30 s, until every HLS play URL answers
+// 200.
+func (r *runner) awaitPlayable(ctx context.Context, pubErr chan error) error {
+	for _, u := range r.playURLs() {
+		if p := r.protocol(u); p != "hls" && p != "llhls" {
+			continue
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+			if err != nil {
+				return err
+			}
+			status := 0
+			if resp, err := r.httpClient.Do(req); err == nil {
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+				resp.Body.Close()
+				status = resp.StatusCode
+			}
+			if status == http.StatusOK {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: not playable 30 s after the publisher began (last status %d)", u, status)
+			}
+			select {
+			case err := <-pubErr:
+				return fmt.Errorf("publish: %w", err)
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // playURLs returns the URLs each step's players read.
@@ -301,8 +346,12 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 	r.winEnd.Store(t1.UnixNano())
 	srv1, self1 := r.sample()
 	framesSent := r.pub.frames.Load() - framesAt0
+	bytes1 := make([]int64, len(groups))
+	for k, g := range groups {
+		bytes1[k] = g.bytes()
+	}
 	// Frames sent near the window's end are still on their way.
-	if err := r.sleep(ctx, time.Second, pubErr, nil); err != nil {
+	if err := r.sleep(ctx, r.settle(), pubErr, nil); err != nil {
 		return nil, err
 	}
 	elapsed := t1.Sub(t0).Seconds()
@@ -318,7 +367,7 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 		if framesSent > 0 {
 			res.DeliveredPct = 100 * float64(t.windowFrames.Load()) / float64(framesSent*int64(n))
 		}
-		res.ReceivedBPS = int64(float64(g.bytes()-bytes0[k]) * 8 / elapsed)
+		res.ReceivedBPS = int64(float64(bytes1[k]-bytes0[k]) * 8 / elapsed)
 		res.Stalls = t.stalls.Load()
 		res.JoinP50, res.JoinP99 = t.join.quantile(0.5), t.join.quantile(0.99)
 		res.TTFFp50, res.TTFFp99 = t.ttff.quantile(0.5), t.ttff.quantile(0.99)
@@ -332,16 +381,11 @@ func (r *runner) step(ctx context.Context, idx, n int, baseRSS int64, pubErr cha
 		if res.PacketsExpected > 0 {
 			res.LossPct = 100 * float64(res.PacketsLost) / float64(res.PacketsExpected)
 		}
-		if res.Requests = t.requests.n.Load(); res.Requests > 0 {
-			res.RequestsPerSec = float64(res.Requests) / elapsed
-			res.RequestP50, res.RequestP99 = t.requests.quantile(0.5), t.requests.quantile(0.99)
-		}
-		if t.partLate.n.Load() > 0 {
-			res.PartP50, res.PartP99 = t.partLate.quantile(0.5), t.partLate.quantile(0.99)
-		}
-		if t.behind.n.Load() > 0 {
-			res.BehindP50, res.BehindP99 = t.behind.quantile(0.5), t.behind.quantile(0.99)
-		}
+		res.Requests = t.requests.n.Load()
+		res.RequestsPerSec = float64(res.Requests) / elapsed
+		res.RequestP50, res.RequestP99 = t.requests.quantile(0.5), t.requests.quantile(0.99)
+		res.PartP50, res.PartP99 = t.partLate.quantile(0.5), t.partLate.quantile(0.99)
+		res.BehindP50, res.BehindP99 = t.behind.quantile(0.5), t.behind.quantile(0.99)
 		res.GapMax = float64(time.Duration(t.gapMax.Load()).Milliseconds())
 		res.GapP99 = t.gaps.quantile(0.99)
 		res.Failovers, res.PublishAccept = r.pub.failovers()
