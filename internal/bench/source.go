@@ -299,6 +299,9 @@ func (p *publisher) session(ctx context.Context, rawURL string, onAccept func(ti
 				p.seq++
 				marked = appendMarked(marked[:0], body, p.seq)
 				body = marked
+				// Stamped before it is written: a server on loopback can
+				// deliver it before the write returns.
+				p.sent.put(p.seq, time.Now())
 			}
 			if err := c.WriteMedia(t.typ, ts, body); err != nil {
 				if ctx.Err() != nil {
@@ -310,7 +313,6 @@ func (p *publisher) session(ctx context.Context, rawURL string, onAccept func(ti
 				if err := c.Flush(); err != nil {
 					return accepted, err
 				}
-				p.sent.put(p.seq, time.Now())
 				p.frames.Add(1)
 				p.lastVideo.Store(int64(ts))
 			}
