@@ -24,6 +24,10 @@ import (
 // client outside the host reaches.
 var SkippedInterfaces = []string{"docker*", "br-*", "veth*", "virbr*", "cni*", "flannel*", "cali*", "lxcbr*"}
 
+// udpBuffer is the size asked for the shared UDP socket's receive and
+// send buffers.
+const udpBuffer = 4 << 20
+
 // ICE-TCP limits.
 const (
 	// tcpFirstSTUN closes an ICE-TCP connection whose first STUN binding
@@ -244,6 +248,11 @@ func listenUDP(addr string, keepIface func(string) bool, log *slog.Logger) (ice.
 	if err != nil {
 		return nil, nil, err
 	}
+	// Every session's STUN, DTLS and RTCP arrive here, in bursts when
+	// viewers join at once. The system grants at most net.core.rmem_max
+	// and wmem_max.
+	conn.SetReadBuffer(udpBuffer)
+	conn.SetWriteBuffer(udpBuffer)
 	local := conn.LocalAddr().(*net.UDPAddr)
 	mux := webrtc.NewICEUDPMux(nil, conn)
 	if local.IP.IsUnspecified() {
@@ -327,6 +336,11 @@ func (s *Server) settingEngine() (webrtc.SettingEngine, error) {
 	// Loopback addresses are offered too: a client on the same host
 	// reaches them, and one elsewhere tries them and moves on.
 	se.SetIncludeLoopbackCandidate(true)
+	// No mDNS: clients that hide their addresses behind .local names
+	// (browsers do) are found by their connectivity checks, which reach
+	// the server's own candidates (RFC 8445 §7.3.1.3, peer-reflexive),
+	// and a session spares a multicast socket and its reader.
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetInterfaceFilter(s.keepIface)
 	se.SetIPFilter(keepIP)
 	if s.udpMux != nil {

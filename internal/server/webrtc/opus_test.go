@@ -33,7 +33,7 @@ import (
 type testStreams struct{ testutil.Streams }
 
 // add makes a stream and returns its publisher.
-func (h *testStreams) add(t *testing.T, name streamname.Name) (*stream.Stream, *stream.Publisher) {
+func (h *testStreams) add(t testing.TB, name streamname.Name) (*stream.Stream, *stream.Publisher) {
 	t.Helper()
 	s := stream.New(name, stream.Config{})
 	pub, err := s.Attach(stream.PublisherInfo{Protocol: "test"})

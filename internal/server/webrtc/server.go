@@ -4,7 +4,9 @@
 // WebRTC publishers, signalled by WHIP (whip.go). WebRTC is
 // github.com/pion/webrtc.
 //
-// Video is H.264 as published. Streams carry AAC audio, which WebRTC
+// Video is H.264 as published, made into RTP packets once per stream for
+// all its viewers, whose lost packets are sent again from the same
+// packets (feed.go, viewer.go). Streams carry AAC audio, which WebRTC
 // lacks, so audio is transcoded by a supervised ffmpeg (opus.go): one per
 // stream with WHEP viewers turns its AAC into Opus for all of them, and
 // one per WHIP publisher turns its Opus into AAC. Where transcoding is
@@ -34,6 +36,8 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/meshcast/meshcast/internal/auth"
@@ -125,10 +129,12 @@ type Server struct {
 	cfg Config
 	hub Hub
 	log *slog.Logger
-	// api and videoAPI are set by Start.
-	api *webrtc.API // H.264 and Opus
-	// videoAPI negotiates H.264 only: WHIP publishers whose audio is not
-	// taken are told so in the answer.
+	// The APIs are set by Start. whepAPI sends H.264 and Opus to
+	// viewers; whipAPI and videoAPI take WHIP publishers' H.264 and Opus, or
+	// H.264 only, which tells those whose audio is not taken so in the
+	// answer.
+	whepAPI  *webrtc.API
+	whipAPI  *webrtc.API
 	videoAPI *webrtc.API
 	tc       *transcoders
 	logs     connlimit.LogLimiter // refusals: at most one line a second
@@ -148,6 +154,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	feeds    map[streamname.Name]*feed // the streams WHEP viewers play
 }
 
 // session is one WebRTC viewer or publisher.
@@ -159,6 +166,7 @@ type session struct {
 	pc      *webrtc.PeerConnection
 	cancel  context.CancelFunc
 	audio   func() string // what the session says about its audio
+	video   *videoSender  // a WHEP session's video; nil for WHIP
 }
 
 // SessionInfo describes a WebRTC session for the API.
@@ -224,7 +232,7 @@ func New(cfg Config, h Hub) (*Server, error) {
 	return &Server{
 		cfg: cfg, hub: h, log: log, tc: newTranscoders(cfg, h, log),
 		keepIface: keep, natRules: rules, iceServers: servers,
-		ctx: ctx, cancel: cancel, sessions: map[string]*session{},
+		ctx: ctx, cancel: cancel, sessions: map[string]*session{}, feeds: map[streamname.Name]*feed{},
 	}, nil
 }
 
@@ -251,10 +259,13 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("webrtc: %w", err)
 	}
-	if s.api, err = newAPI(se, true); err != nil {
+	if s.whepAPI, err = newWHEPAPI(se); err != nil {
 		return err
 	}
-	if s.videoAPI, err = newAPI(se, false); err != nil {
+	if s.whipAPI, err = newWHIPAPI(se, true); err != nil {
+		return err
+	}
+	if s.videoAPI, err = newWHIPAPI(se, false); err != nil {
 		return err
 	}
 	s.log.Info("webrtc ready", "udp", addrString(s.udpAddr, "a port per session"), "tcp", addrString(s.tcpAddr, "off"))
@@ -276,14 +287,50 @@ func (s *Server) UDPAddr() net.Addr { return s.udpAddr }
 // TCPAddr is the ICE-TCP listener's address; nil without one.
 func (s *Server) TCPAddr() net.Addr { return s.tcpAddr }
 
-// newAPI makes a WebRTC API negotiating H.264 and, with audio, Opus.
-func newAPI(se webrtc.SettingEngine, audio bool) (*webrtc.API, error) {
+// h264Codec is the H.264 WebRTC sends and takes: Constrained Baseline's
+// profile-level-id, which browsers answer, though streams of any profile
+// go out as they are.
+var h264Codec = webrtc.RTPCodecParameters{
+	RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
+	PayloadType: 102,
+}
+
+// newWHEPAPI makes the WebRTC API of WHEP viewers: H.264 and Opus, sent.
+// Its one interceptor sends RTCP sender reports, which players sync audio
+// and video by (RFC 3550 §6.4.1). Everything else a viewer costs is
+// shared by the stream's viewers (feed.go): retransmissions for NACKs come
+// from the stream's feed rather than a history per viewer, keyframe
+// requests are counted, as a publisher cannot be asked for one, and
+// without congestion control to feed, neither transport-wide feedback nor
+// statistics are kept.
+func newWHEPAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
-			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"},
-		PayloadType: 102,
-	}, webrtc.RTPCodecTypeVideo); err != nil {
+	video := h264Codec
+	video.RTCPFeedback = []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	if err := m.RegisterCodec(video, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: opusCodec, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	reports, err := report.NewSenderInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	ir.Add(reports)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)), nil
+}
+
+// newWHIPAPI makes the WebRTC API of WHIP publishers: H.264 and, with
+// audio, Opus, received. Its interceptors are pion's defaults, which a
+// receiver needs: NACKs for lost packets, receiver reports, and
+// transport-wide congestion feedback, by which browsers set their
+// bitrate.
+func newWHIPAPI(se webrtc.SettingEngine, audio bool) (*webrtc.API, error) {
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterCodec(h264Codec, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, err
 	}
 	if audio {
@@ -291,7 +338,11 @@ func newAPI(se webrtc.SettingEngine, audio bool) (*webrtc.API, error) {
 			return nil, err
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se)), nil
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil {
+		return nil, err
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(ir)), nil
 }
 
 // opusCodec is the Opus WebRTC sends: 48 kHz, stereo (RFC 7587).
@@ -336,7 +387,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, name streamname.N
 
 // readOffer reads a WHEP or WHIP request's SDP offer, or answers why not.
 func (s *Server) readOffer(w http.ResponseWriter, r *http.Request) (string, bool) {
-	if s.api == nil {
+	if s.whepAPI == nil {
 		http.Error(w, "WebRTC is not started", http.StatusServiceUnavailable)
 		return "", false
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
-	pmedia "github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/meshcast/meshcast/internal/hub"
 	"github.com/meshcast/meshcast/internal/media"
@@ -51,23 +50,33 @@ func (s *Server) serveWHEP(w http.ResponseWriter, r *http.Request, name streamna
 
 // play is what a WHEP session sends.
 type play struct {
+	// rd counts the viewer among its stream's readers, as the API and
+	// the metrics count viewers; it reads only the stream's first
+	// packets (probe). The video comes from the stream's feed.
 	rd      *stream.Reader
-	place   *hub.Place      // the viewer's place under the per-address limit
-	pending []*media.Packet // read by probe, not sent yet
-	video   *webrtc.TrackLocalStaticSample
+	place   *hub.Place // the viewer's place under the per-address limit
+	feed    *feed      // the stream's video, shared
+	video   *videoSender
 	audio   *webrtc.TrackLocalStaticRTP // nil without audio
 	sub     *opusSub                    // the stream's Opus; nil without audio
-	senders []*webrtc.RTPSender
+	senders []*webrtc.RTPSender         // video first
 }
 
-// start negotiates a session and starts sending pl's reader to it.
+// start negotiates a session and starts sending the stream to it.
 func (s *Server) start(ctx context.Context, name streamname.Name, offer string, pl *play, remote string) (string, *session, error) {
-	rd := pl.rd
-	var aac audioKnown
-	pl.pending, aac = probe(ctx, rd)
-	audio := s.whepAudio(name, offer, aac, pl)
-	pc, err := s.api.NewPeerConnection(webrtc.Configuration{})
+	aac := probe(ctx, pl.rd)
+	// The probe's packets are not kept: the reader holds nothing of the
+	// stream while the session lasts.
+	pl.rd.Release()
+	f, err := s.acquireFeed(name)
 	if err != nil {
+		return "", nil, err
+	}
+	pl.feed = f
+	audio := s.whepAudio(name, offer, aac, pl)
+	pc, err := s.whepAPI.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		s.releaseFeed(f)
 		if pl.sub != nil {
 			pl.sub.unsubscribe()
 		}
@@ -75,22 +84,22 @@ func (s *Server) start(ctx context.Context, name streamname.Name, offer string, 
 	}
 	fail := func(err error) (string, *session, error) {
 		pc.Close()
+		s.releaseFeed(f)
 		if pl.sub != nil {
 			pl.sub.unsubscribe()
 		}
 		return "", nil, err
 	}
-	if pl.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "meshcast"); err != nil {
-		return fail(err)
-	}
-	sender, err := pc.AddTrack(pl.video)
+	track := &videoTrack{}
+	pl.video = newVideoSender(f, track)
+	sender, err := pc.AddTrack(track)
 	if err != nil {
 		return fail(err)
 	}
 	pl.senders = append(pl.senders, sender)
 	if pl.sub != nil {
 		// The same stream ID as the video: players sync them as one stream.
-		if pl.audio, err = webrtc.NewTrackLocalStaticRTP(opusCodec, "audio", "meshcast"); err != nil {
+		if pl.audio, err = webrtc.NewTrackLocalStaticRTP(opusCodec, "audio", track.StreamID()); err != nil {
 			return fail(err)
 		}
 		if sender, err = pc.AddTrack(pl.audio); err != nil {
@@ -105,6 +114,7 @@ func (s *Server) start(ctx context.Context, name streamname.Name, offer string, 
 	connected := make(chan struct{})
 	var once sync.Once
 	ss, sctx := s.newSession(name, "whep", pc, audio, func() { once.Do(func() { close(connected) }) })
+	ss.video = pl.video
 	if !s.register(ss) {
 		return fail(errors.New("server closing"))
 	}
@@ -123,15 +133,15 @@ const (
 
 // probe reads a new reader's first packets (decoder configuration, then
 // the keyframe), for at most probeTimeout, to learn whether the stream
-// has AAC audio. The packets read are returned, to be sent.
-func probe(ctx context.Context, rd *stream.Reader) ([]*media.Packet, audioKnown) {
+// has AAC audio.
+func probe(ctx context.Context, rd *stream.Reader) audioKnown {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	var pkts []*media.Packet
 	for {
 		var err error
-		if pkts, err = rd.ReadPackets(ctx, pkts); err != nil {
-			return pkts, audioUnknown
+		if pkts, err = rd.ReadPackets(ctx, pkts[:0]); err != nil {
+			return audioUnknown
 		}
 		aac, frame := false, false
 		for _, p := range pkts {
@@ -140,9 +150,9 @@ func probe(ctx context.Context, rd *stream.Reader) ([]*media.Packet, audioKnown)
 		}
 		switch {
 		case aac:
-			return pkts, audioAAC
+			return audioAAC
 		case frame:
-			return pkts, audioNone
+			return audioNone
 		}
 	}
 }
@@ -189,21 +199,31 @@ func offersOpus(offer string) bool {
 // run sends the stream to a session until it ends.
 func (s *Server) run(ctx context.Context, ss *session, pl *play, connected <-chan struct{}, remote string) {
 	defer s.wg.Done()
+	// Read the viewer's RTCP: the video's NACKs and keyframe requests,
+	// and what the sender reports' interceptor and SRTP need drained.
+	// The reads end when the connection closes.
+	var rtcp sync.WaitGroup
 	defer func() {
 		ss.cancel()
+		ss.pc.Close()
+		rtcp.Wait()
 		pl.rd.Close()
 		pl.place.Release() // a session that never connected
+		s.releaseFeed(pl.feed)
 		if pl.sub != nil {
 			pl.sub.unsubscribe()
 		}
-		ss.pc.Close()
 		s.unregister(ss)
 	}()
 	log := s.log.With("stream", ss.name, "remote", remote, "session", ss.id)
-	// Read the viewer's RTCP, which the interceptors need; the reads end
-	// when the connection closes.
-	for _, sender := range pl.senders {
+	for i, sender := range pl.senders {
+		rtcp.Add(1)
 		go func() {
+			defer rtcp.Done()
+			if i == 0 {
+				pl.video.readRTCP(sender)
+				return
+			}
 			buf := make([]byte, 1500)
 			for {
 				if _, _, err := sender.Read(buf); err != nil {
@@ -223,94 +243,50 @@ func (s *Server) run(ctx context.Context, ss *session, pl *play, connected <-cha
 	_, endSession := s.hub.StartSession(hub.Session{Kind: hub.KindPlay, Protocol: "webrtc", Stream: ss.name, RemoteAddr: remote, Place: pl.place}, ss.cancel)
 	defer endSession()
 	log.Info("play started", "audio", ss.audio())
-	var audioDone chan struct{}
+	var audio *opusSender
 	if pl.sub != nil {
-		audioDone = make(chan struct{})
-		go func() {
-			defer close(audioDone)
-			sendOpus(ctx, pl.sub, pl.audio)
-		}()
+		audio = newOpusSender(pl.sub, pl.audio)
 	}
-	err := feed(ctx, pl.rd, pl.pending, pl.video)
-	ss.cancel()
-	if audioDone != nil {
-		<-audioDone
-		log.Info("play ended", "err", err, "opus_dropped", pl.sub.drops.Load())
-		return
+	err := pl.video.send(ctx, audio)
+	v := pl.video
+	attrs := []any{"err", err, "skips", v.cur.skips, "nacked", v.nacked.Load(), "resent", v.resent.Load(), "plis", v.plis.Load(), "firs", v.firs.Load()}
+	if audio != nil {
+		attrs = append(attrs, "opus_dropped", pl.sub.drops.Load())
 	}
-	log.Info("play ended", "err", err)
+	log.Info("play ended", attrs...)
 }
 
-// sendOpus sends a session's share of its stream's Opus as RTP until ctx
-// ends. RTP timestamps follow the packets' place on the stream's
-// timeline, from a random start (RFC 3550 §5.1).
-func sendOpus(ctx context.Context, sub *opusSub, track *webrtc.TrackLocalStaticRTP) {
+// opusSender sends a session's share of its stream's Opus as RTP. RTP
+// timestamps follow the packets' place on the stream's timeline, from a
+// random start (RFC 3550 §5.1).
+type opusSender struct {
+	sub     *opusSub
+	track   *webrtc.TrackLocalStaticRTP
+	pkt     rtp.Packet
+	base    uint32
+	first   int64
+	started bool
+}
+
+func newOpusSender(sub *opusSub, track *webrtc.TrackLocalStaticRTP) *opusSender {
 	var r [6]byte
 	rand.Read(r[:])
-	seq, base := binary.BigEndian.Uint16(r[:2]), binary.BigEndian.Uint32(r[2:])
-	var first int64
-	started := false
-	pkt := &rtp.Packet{Header: rtp.Header{Version: 2}}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case f := <-sub.ch:
-			if !started {
-				first, started = f.pts, true
-				pkt.Marker = true // the start of a talkspurt (RFC 3551 §4.1)
-			}
-			pkt.SequenceNumber = seq
-			pkt.Timestamp = base + uint32((f.pts-first)*opusClock/90000)
-			pkt.Payload = f.data
-			track.WriteRTP(pkt) // fails only for a closing connection, which ends ctx
-			seq++
-			pkt.Marker = false
-		}
-	}
+	o := &opusSender{sub: sub, track: track, base: binary.BigEndian.Uint32(r[2:])}
+	o.pkt.Version, o.pkt.SequenceNumber = 2, binary.BigEndian.Uint16(r[:2])
+	return o
 }
 
-// feed writes the stream's H.264 frames to track as Annex B access units,
-// from a keyframe on, with parameter sets before every keyframe.
-func feed(ctx context.Context, rd *stream.Reader, pending []*media.Packet, track *webrtc.TrackLocalStaticSample) error {
-	var avc *media.VideoConfig
-	started := false
-	var last int64
-	pkts := append(make([]*media.Packet, 0, 128), pending...)
-	for {
-		for _, p := range pkts {
-			if p.Kind != media.KindVideo || p.Codec != media.CodecH264 {
-				continue
-			}
-			if p.SeqHeader {
-				if c, err := media.ParseVideoConfig(p.Codec, p.Payload); err == nil {
-					avc = c
-				}
-				continue
-			}
-			if avc == nil || (!started && !p.Keyframe) {
-				continue
-			}
-			nalus, err := media.AVCCToNALUs(p.Payload)
-			if err != nil || len(nalus) == 0 {
-				continue
-			}
-			nalus = avc.WithParamSets(nalus, p.Keyframe)
-			d := 33 * time.Millisecond
-			if started && p.DTS > last {
-				d = time.Duration(p.DTS-last) * time.Millisecond
-			}
-			started, last = true, p.DTS
-			if err := track.WriteSample(pmedia.Sample{Data: annexB(nalus), Duration: d}); err != nil {
-				return err
-			}
-		}
-		clear(pkts)
-		var err error
-		if pkts, err = rd.ReadPackets(ctx, pkts[:0]); err != nil {
-			return err
-		}
+// write sends a packet of the stream's Opus.
+func (o *opusSender) write(f opusFrame) {
+	if !o.started {
+		o.first, o.started = f.pts, true
+		o.pkt.Marker = true // the start of a talkspurt (RFC 3551 §4.1)
 	}
+	o.pkt.Timestamp = o.base + uint32((f.pts-o.first)*opusClock/90000)
+	o.pkt.Payload = f.data
+	o.track.WriteRTP(&o.pkt) // fails only for a closing connection, which ends the session
+	o.pkt.SequenceNumber++
+	o.pkt.Marker = false
 }
 
 // annexB joins NAL units with start codes.

@@ -51,7 +51,7 @@ func (s *Server) serveWHIP(w http.ResponseWriter, r *http.Request, name streamna
 	api, ffmpeg, why := s.videoAPI, "", NoAudioOffer
 	if offersOpus(offer) {
 		if ffmpeg, why = s.tc.reserve(); why == "" {
-			api, why = s.api, AudioAAC
+			api, why = s.whipAPI, AudioAAC
 		} else {
 			why = noAudioWHIP + why
 		}
