@@ -117,8 +117,8 @@ type Server struct {
 	muxers map[streamname.Name]*muxer
 	closed bool
 	stop   chan struct{}
-	// wg counts the janitor, every muxer goroutine and every request
-	// goroutine waiting inside gohlslib.
+	// wg counts the janitor and every muxer goroutine, which waits for
+	// its sessions' watchers.
 	wg sync.WaitGroup
 }
 
@@ -150,23 +150,6 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-}
-
-// goTracked runs f in a goroutine that Close waits for, or reports false
-// once the server is closed. Adding under s.mu keeps wg.Add from racing
-// with the wg.Wait in Close.
-func (s *Server) goTracked(f func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
-	return true
 }
 
 // acquire returns the stream's muxer, starting one if start is set and

@@ -34,7 +34,7 @@ type muxer struct {
 	users   int          // requests in progress; guarded by s.mu
 	lastUse time.Time    // end of the latest request; guarded by s.mu
 	clients clientSet    // players seen recently; guarded by s.mu
-	waiting atomic.Int32 // requests parked in gohlslib
+	waiting atomic.Int32 // requests waiting for a view (maxWaiting)
 
 	mu      sync.Mutex
 	cur     *session      // nil until the tracks are known, and between sessions

@@ -198,10 +198,6 @@ func (nm names) query(raw string) string {
 	return q.Encode()
 }
 
-// isMediaPlaylist reports whether file is one of gohlslib's media
-// playlists, the ones whose numbers and URIs are rewritten.
-func isMediaPlaylist(file string) bool { return strings.HasSuffix(file, "_stream.m3u8") }
-
 // names returns the session's naming as far as it is known: ok is false
 // until its segment numbers are.
 func (n *numbering) names(tag string) (names, bool) {

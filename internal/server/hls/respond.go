@@ -7,17 +7,18 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
-
-	"github.com/bluenviron/gohlslib/v2"
 
 	"github.com/meshcast/meshcast/internal/streamname"
 )
 
-// maxWaiting bounds the requests per muxer parked inside gohlslib. Before a
-// stream has content every playlist request waits there until the muxer has
-// content or closes, however early its client gave up.
-const maxWaiting = 1024
+// maxWaiting bounds the requests per muxer waiting for its content, a
+// part or a blocking reload's playlist. A waiting request holds only its
+// own goroutine, parked until the next view or its deadline; a
+// low-latency player keeps up to two waiting (its blocking reload and the
+// preload hint's part), so this admits a few thousand players per stream.
+const maxWaiting = 8192
 
 // maxFileLen bounds the file names accepted; gohlslib's are far shorter.
 const maxFileLen = 128
@@ -56,7 +57,9 @@ func classify(file string) fileKind {
 }
 
 // servePlaylist starts the stream's muxer if needed and waits, at most
-// RequestTimeout, for the playlist to exist.
+// RequestTimeout, for the playlist to exist, or for a blocking reload's
+// part. A request whose session closes meanwhile goes on with the
+// stream's next one.
 func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	m, err := s.acquire(name, true, clientKey(r))
 	if err != nil {
@@ -64,69 +67,251 @@ func (s *Server) servePlaylist(w http.ResponseWriter, r *http.Request, name stre
 		return
 	}
 	defer s.release(m)
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
-	defer cancel()
-	rec, err := s.handleWaiting(ctx, m, r, file)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	// gohlslib lets index.m3u8 be cached for 30s, but a restarted muxer
-	// renames every file it lists.
-	rec.writeTo(w, r, "no-cache")
-}
-
-// handleWaiting runs a request for a playlist, which may wait inside
-// gohlslib, retrying on the stream's next muxer when the one it waited on
-// was replaced. A media playlist goes to gohlslib with its own numbers and
-// comes back with the session's (numbering.go).
-func (s *Server) handleWaiting(ctx context.Context, m *muxer, r *http.Request, file string) (*recorder, error) {
+	dl := newDeadline(r, s.cfg.RequestTimeout)
+	defer dl.stop()
 	for {
-		sess, err := m.await(ctx)
-		if err != nil {
-			return nil, err
-		}
-		req := forFile(r, file)
-		media := isMediaPlaylist(file)
-		if media {
-			if nm, ok := sess.seq.names(sess.tag); ok {
-				req.URL.RawQuery = nm.query(req.URL.RawQuery)
-			} else {
-				req.URL.RawQuery = withoutBlocking(req.URL.RawQuery)
+		sess := m.current()
+		if sess == nil {
+			if sess, err = m.await(dl.get()); err != nil {
+				s.fail(w, r, err)
+				return
 			}
 		}
-		rec, err := s.handleBounded(ctx, m, sess.hm, req)
-		if err != nil {
-			return nil, err
-		}
-		// gohlslib answers 500 to requests waiting on a muxer that closes.
-		if rec.status == http.StatusInternalServerError && m.current() != sess {
+		body, status, err := sess.playlist(dl, file, r.URL.RawQuery)
+		if errors.Is(err, errSessionEnded) && m.current() != sess {
 			continue
 		}
-		if media && rec.status == http.StatusOK {
-			sess.seq.learn(rec.body.Bytes())
-			nm, _ := sess.seq.names(sess.tag)
-			body := nm.playlist(rec.body.Bytes())
-			rec.body.Reset()
-			rec.body.Write(body)
+		if err != nil {
+			s.fail(w, r, err)
+			return
 		}
-		return rec, nil
+		switch status {
+		case http.StatusOK:
+		case http.StatusNotFound:
+			http.NotFound(w, r)
+			return
+		default:
+			w.WriteHeader(status) // gohlslib's, with no body
+			return
+		}
+		h := w.Header()
+		h["Content-Type"] = playlistType
+		// gohlslib lets index.m3u8 be cached for 30s, but a restarted
+		// muxer renames every file it lists.
+		h["Cache-Control"] = noCache
+		h["Content-Length"] = body.contentLength
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(body.body)
+		}
+		return
 	}
 }
 
-// withoutBlocking drops a low-latency playlist request's _HLS_msn and
-// _HLS_part, which name segments of a numbering not yet known.
-func withoutBlocking(raw string) string {
-	if !strings.Contains(raw, "_HLS_") {
-		return raw
-	}
-	q, err := url.ParseQuery(raw)
+// Header values of every playlist answer, shared (see cachedFile).
+var (
+	playlistType = []string{"application/vnd.apple.mpegurl"}
+	noCache      = []string{"no-cache"}
+)
+
+// playlist returns a playlist of the session as gohlslib would answer the
+// request's query, or gohlslib's error status. A media playlist comes with
+// the session's public names (numbering.go), and a low-latency blocking
+// reload's _HLS_msn is taken from them to gohlslib's numbers.
+func (sess *session) playlist(dl *deadline, file, rawQuery string) (*served, int, error) {
+	v, err := sess.readyView(dl)
 	if err != nil {
-		return raw
+		return nil, 0, err
 	}
-	q.Del("_HLS_msn")
-	q.Del("_HLS_part")
+	media, ok := sess.playlists[file]
+	if !ok {
+		return nil, http.StatusNotFound, nil
+	}
+	key := playlistKey{file: file}
+	if media && rawQuery != "" {
+		var b blocking
+		if sess.lowLatency {
+			nm, known := sess.seq.names(sess.tag)
+			if b, err = parseBlocking(rawQuery, nm, known); err != nil {
+				return nil, http.StatusBadRequest, nil
+			}
+		}
+		key.delta = b.delta
+		if b.wait {
+			if v, err = sess.awaitBlocking(dl, v, b); err != nil {
+				if errors.Is(err, errBadRequest) {
+					return nil, http.StatusBadRequest, nil
+				}
+				return nil, 0, err
+			}
+		}
+	}
+	rd := sess.rendering(v, key)
+	if rd.status != http.StatusOK {
+		// gohlslib answers 500 once its muxer is closed.
+		if rd.status == http.StatusInternalServerError && sess.ctx.Err() != nil {
+			return nil, 0, errSessionEnded
+		}
+		return nil, rd.status, nil
+	}
+	body := rd.body(sess)
+	if rawQuery != "" {
+		// gohlslib copies a request's query into the URIs it lists,
+		// without the _HLS_ parameters in media playlists.
+		q := rawQuery
+		if media {
+			q = withoutHLSParams(rawQuery)
+		}
+		if q != "" {
+			b := withQuery(body.body, q)
+			body = &served{body: b, contentLength: []string{strconv.Itoa(len(b))}}
+		}
+	}
+	return body, http.StatusOK, nil
+}
+
+// awaitBlocking waits for the view that lists the part a blocking reload
+// asks for.
+func (sess *session) awaitBlocking(dl *deadline, v *view, b blocking) (*view, error) {
+	for {
+		if v.ended {
+			return nil, errSessionEnded
+		}
+		if v.tooFar(b.msn) {
+			return nil, errBadRequest
+		}
+		if v.hasPart(b.msn, b.part) {
+			return v, nil
+		}
+		if err := sess.m.waitNext(dl.get(), v); err != nil {
+			return nil, err
+		}
+		v = sess.current()
+	}
+}
+
+var errBadRequest = errors.New("hls: bad request")
+
+// blocking is what a low-latency media playlist request asks for:
+// a delta update, and whether and for which part (gohlslib's numbers) it
+// waits.
+type blocking struct {
+	delta     bool
+	wait      bool
+	msn, part uint64
+}
+
+// parseBlocking reads a low-latency playlist request's _HLS_ parameters as
+// gohlslib does, once _HLS_msn is taken back to gohlslib's numbers
+// (names.query). Before the numbering is known the request does not wait.
+func parseBlocking(rawQuery string, nm names, known bool) (blocking, error) {
+	var b blocking
+	if !strings.Contains(rawQuery, "_HLS_") {
+		return b, nil
+	}
+	q, _ := url.ParseQuery(nm.query(rawQuery)) // gohlslib reads what parses
+	skip := first(q, "_HLS_skip")
+	b.delta = skip == "YES" || skip == "v2"
+	if !known {
+		return b, nil
+	}
+	msn, part := first(q, "_HLS_msn"), first(q, "_HLS_part")
+	var err error
+	if msn != "" {
+		if b.msn, err = strconv.ParseUint(msn, 10, 64); err != nil {
+			return b, errBadRequest
+		}
+	}
+	if part != "" {
+		if b.part, err = strconv.ParseUint(part, 10, 64); err != nil {
+			return b, errBadRequest
+		}
+	}
+	switch {
+	case msn != "":
+		b.wait = true
+	case part != "":
+		return b, errBadRequest // a part without its segment
+	}
+	return b, nil
+}
+
+// first is a query parameter's first value.
+func first(q url.Values, key string) string {
+	if v := q[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// withoutHLSParams is a media playlist request's query as gohlslib copies
+// it into URIs: without its _HLS_ parameters.
+func withoutHLSParams(rawQuery string) string {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return rawQuery
+	}
+	for k := range q {
+		if strings.HasPrefix(k, "_HLS_") {
+			delete(q, k)
+		}
+	}
 	return q.Encode()
+}
+
+// withQuery appends "?"+query to every URI of a playlist rendered without
+// one, the way gohlslib writes a request's query into them: URI lines
+// other than gap segments', and URI attributes.
+func withQuery(pl []byte, query string) []byte {
+	out := make([]byte, 0, len(pl)+(bytes.Count(pl, []byte("\n"))+1)*(len(query)+1))
+	for len(pl) > 0 {
+		line, rest, nl := bytes.Cut(pl, []byte("\n"))
+		pl = rest
+		switch {
+		case len(line) == 0:
+			out = append(out, line...)
+		case line[0] != '#':
+			out = append(out, line...)
+			if string(line) != "gap.mp4" {
+				out = append(out, '?')
+				out = append(out, query...)
+			}
+		default:
+			i := uriAttrStart(line)
+			j := -1
+			if i >= 0 {
+				j = bytes.IndexByte(line[i:], '"')
+			}
+			if j < 0 {
+				out = append(out, line...)
+				break
+			}
+			out = append(out, line[:i+j]...)
+			out = append(out, '?')
+			out = append(out, query...)
+			out = append(out, line[i+j:]...)
+		}
+		if nl {
+			out = append(out, '\n')
+		}
+	}
+	return out
+}
+
+// uriAttrStart returns where the value of a tag's URI attribute starts, or
+// -1.
+func uriAttrStart(line []byte) int {
+	for off := 0; ; {
+		i := bytes.Index(line[off:], []byte(`URI="`))
+		if i < 0 {
+			return -1
+		}
+		i += off
+		if i > 0 && (line[i-1] == ':' || line[i-1] == ',') {
+			return i + len(`URI="`)
+		}
+		off = i + 1
+	}
 }
 
 // running acquires the stream's muxer for a segment or part request, which
@@ -147,92 +332,77 @@ func (s *Server) running(w http.ResponseWriter, r *http.Request, name streamname
 	return m, sess, true
 }
 
-// servePart serves an LL-HLS part, which may wait for the part to exist.
+// servePart serves an LL-HLS part. The part a playlist's preload hint
+// names is waited for, at most RequestTimeout, and so is the one after it:
+// a playlist rendered while the watcher was about to publish a view may
+// be a part ahead of that view.
 func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	m, sess, ok := s.running(w, r, name)
 	if !ok {
 		return
 	}
 	defer s.release(m)
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
-	defer cancel()
-	rec, err := s.handleBounded(ctx, m, sess.hm, forFile(r, file))
-	if err != nil {
-		s.fail(w, r, err)
+	parsed := mediaName.FindStringSubmatch(file)
+	if !sess.lowLatency || parsed == nil || parsed[4] == "" {
+		http.NotFound(w, r)
 		return
 	}
-	rec.writeTo(w, r, "")
+	n, err := strconv.ParseUint(parsed[4], 10, 64)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	dl := newDeadline(r, s.cfg.RequestTimeout)
+	defer dl.stop()
+	v, err := sess.readyView(dl)
+	for err == nil && n >= v.hint && n <= v.hint+1 && parsed[1] == v.prefix {
+		if err = m.waitNext(dl.get(), v); err == nil {
+			if v = sess.current(); v.ended {
+				err = errSessionEnded
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, errSessionEnded):
+		http.NotFound(w, r) // a part of a closed session is never made
+	case err != nil:
+		s.fail(w, r, err)
+	case parsed[1] != v.prefix || n >= v.hint:
+		http.NotFound(w, r)
+	default:
+		sess.files.get(sess, file).serve(w, r)
+	}
 }
 
-// serveMedia serves an init file or segment straight from the muxer:
-// gohlslib answers these without waiting. A public name (numbering.go) is
-// taken back to gohlslib's.
+// serveMedia serves an init file or segment: from memory, once a request
+// has read it from gohlslib. A public name (numbering.go) is taken back to
+// gohlslib's.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	m, sess, ok := s.running(w, r, name)
 	if !ok {
 		return
 	}
 	defer s.release(m)
-	private, ok := s.privateName(r, m, sess, file)
+	nm, _ := sess.seq.names(sess.tag)
+	if nm.prefix == "" && publicFile.MatchString(file) {
+		// A player that the balancer moved here may ask for a segment
+		// before this node served any playlist: the prefix is known
+		// once the muxer has content.
+		dl := newDeadline(r, s.cfg.RequestTimeout)
+		_, err := sess.readyView(dl)
+		dl.stop()
+		if err != nil && !errors.Is(err, errSessionEnded) {
+			s.fail(w, r, err)
+			return
+		}
+		nm, _ = sess.seq.names(sess.tag)
+	}
+	private, ok := nm.private(file)
 	if !ok {
 		http.NotFound(w, r)
 		return
 	}
-	tw := &trackingWriter{ResponseWriter: w}
-	m.handle(sess.hm, tw, forFile(r, private))
-	if !tw.wrote {
-		// gohlslib writes nothing, an empty 200, for names it does not have.
-		http.NotFound(w, r)
-	}
-}
-
-// privateName returns gohlslib's name of a requested file. A player that
-// the balancer moved here may ask for a segment before this node served
-// any playlist, which tells gohlslib's file prefix: the track's playlist
-// is then made for it.
-func (s *Server) privateName(r *http.Request, m *muxer, sess *session, file string) (string, bool) {
-	nm, _ := sess.seq.names(sess.tag)
-	if nm.prefix == "" {
-		if p := publicFile.FindStringSubmatch(file); p != nil {
-			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
-			defer cancel()
-			req := forFile(r, p[1]+"_stream.m3u8")
-			req.URL.RawQuery = ""
-			if rec, err := s.handleBounded(ctx, m, sess.hm, req); err == nil && rec.status == http.StatusOK {
-				sess.seq.learn(rec.body.Bytes())
-				nm, _ = sess.seq.names(sess.tag)
-			}
-		}
-	}
-	return nm.private(file)
-}
-
-// handleBounded runs hm.Handle in its own goroutine, recording the response,
-// and gives up when ctx ends. gohlslib's waits ignore the request context and
-// end only when content appears or the muxer closes; every muxer closes
-// before Close returns, so the goroutine cannot outlive the server.
-func (s *Server) handleBounded(ctx context.Context, m *muxer, hm *gohlslib.Muxer, r *http.Request) (*recorder, error) {
-	if m.waiting.Add(1) > maxWaiting {
-		m.waiting.Add(-1)
-		return nil, errTooManyWaiting
-	}
-	rec := &recorder{header: make(http.Header)}
-	done := make(chan struct{})
-	started := s.goTracked(func() {
-		defer m.waiting.Add(-1)
-		defer close(done)
-		m.handle(hm, rec, r)
-	})
-	if !started {
-		m.waiting.Add(-1)
-		return nil, errServerClosed
-	}
-	select {
-	case <-done:
-		return rec, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	sess.files.get(sess, private).serve(w, r)
 }
 
 var errTooManyWaiting = errors.New("hls: too many requests waiting for this stream")
@@ -258,72 +428,3 @@ func preflight(w http.ResponseWriter) {
 	h.Set("Access-Control-Max-Age", "86400")
 	w.WriteHeader(http.StatusNoContent)
 }
-
-// forFile returns r addressed to file: gohlslib picks the response by the
-// base name of the URL path, whatever route led here. The query is kept; it
-// carries LL-HLS parameters and is copied into the playlist's URIs.
-func forFile(r *http.Request, file string) *http.Request {
-	u := *r.URL
-	u.Path, u.RawPath = "/"+file, ""
-	r2 := r.WithContext(r.Context())
-	r2.URL = &u
-	return r2
-}
-
-// recorder holds a response produced by a goroutine the request may stop
-// waiting for; only that goroutine touches it until it is done.
-type recorder struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (rec *recorder) Header() http.Header { return rec.header }
-
-func (rec *recorder) WriteHeader(code int) {
-	if rec.status == 0 {
-		rec.status = code
-	}
-}
-
-func (rec *recorder) Write(b []byte) (int, error) {
-	rec.WriteHeader(http.StatusOK)
-	return rec.body.Write(b)
-}
-
-// writeTo copies the recorded response to w, overriding Cache-Control when
-// cacheControl is set. Nothing recorded means gohlslib did not know the name.
-func (rec *recorder) writeTo(w http.ResponseWriter, r *http.Request, cacheControl string) {
-	if rec.status == 0 {
-		http.NotFound(w, r)
-		return
-	}
-	h := w.Header()
-	for k, v := range rec.header {
-		h[k] = v
-	}
-	if cacheControl != "" {
-		h.Set("Cache-Control", cacheControl)
-	}
-	w.WriteHeader(rec.status)
-	_, _ = w.Write(rec.body.Bytes())
-}
-
-// trackingWriter notes whether a handler wrote anything.
-type trackingWriter struct {
-	http.ResponseWriter
-	wrote bool
-}
-
-func (t *trackingWriter) WriteHeader(code int) {
-	t.wrote = true
-	t.ResponseWriter.WriteHeader(code)
-}
-
-func (t *trackingWriter) Write(b []byte) (int, error) {
-	t.wrote = true
-	return t.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }

@@ -1,6 +1,7 @@
 package hls
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -22,12 +23,32 @@ const videoClockRate = 90000
 // arrive 23 or 24 ms apart.
 const audioJitter = 2
 
-// session is one gohlslib muxer with fixed tracks, fed by one goroutine.
+// session is one gohlslib muxer with fixed tracks, fed by one goroutine
+// and followed by another, the watcher (view.go).
 type session struct {
+	m     *muxer
 	hm    *gohlslib.Muxer
 	log   *slog.Logger
 	video *videoTrack // nil for audio-only streams
 	audio *audioTrack // nil for video-only streams
+
+	// gohlslib's names of the tracks' streams, the leading one (the
+	// video, or the audio of an audio-only stream) first: video1,
+	// audio2; or audio1.
+	streams    []string
+	leading    string
+	playlists  map[string]bool // the playlists gohlslib serves: true for media playlists
+	lowLatency bool
+
+	ctx     context.Context // ends when the session closes
+	cancel  context.CancelFunc
+	view    atomic.Pointer[view]
+	files   fileCache
+	wrote   chan struct{} // the feeder wrote a frame of the leading track
+	watched chan struct{} // closed when the watcher ends
+	// renderFailures counts gohlslib's failures to render the watcher a
+	// playlist; only the watcher uses it.
+	renderFailures int
 
 	based bool
 	base  int64     // stream time (ms) of the session's first frame
@@ -60,16 +81,23 @@ type audioTrack struct {
 // startSession builds and starts a gohlslib muxer with the given tracks;
 // at least one of video and audio is set.
 func startSession(m *muxer, video *media.VideoConfig, audio *media.AACConfig, tag string) (*session, error) {
-	sess := &session{log: m.log, tag: tag}
+	sess := &session{m: m, log: m.log, tag: tag, lowLatency: m.s.cfg.LowLatency}
 	sess.seq.minDur = segmentMin(m.s.cfg.SegmentDuration).Milliseconds()
 	var tracks []*gohlslib.Track
 	if video != nil {
 		sess.video = newVideoTrack(video)
 		tracks = append(tracks, sess.video.t)
+		sess.streams = append(sess.streams, "video"+strconv.Itoa(len(tracks)))
 	}
 	if audio != nil {
 		sess.audio = newAudioTrack(audio)
 		tracks = append(tracks, sess.audio.t)
+		sess.streams = append(sess.streams, "audio"+strconv.Itoa(len(tracks)))
+	}
+	sess.leading = sess.streams[0]
+	sess.playlists = map[string]bool{"index.m3u8": false}
+	for _, id := range sess.streams {
+		sess.playlists[id+"_stream.m3u8"] = true
 	}
 	sess.hm = &gohlslib.Muxer{
 		Tracks:             tracks,
@@ -82,6 +110,11 @@ func startSession(m *muxer, video *media.VideoConfig, audio *media.AACConfig, ta
 	if err := sess.hm.Start(); err != nil {
 		return nil, fmt.Errorf("hls: start muxer: %w", err)
 	}
+	sess.ctx, sess.cancel = context.WithCancel(m.ctx)
+	sess.view.Store(&view{next: make(chan struct{})})
+	sess.wrote = make(chan struct{}, 1)
+	sess.watched = make(chan struct{})
+	go sess.watch()
 	m.log.Info("muxer started", "video", describeVideo(video), "audio", describeAudio(audio))
 	return sess, nil
 }
@@ -146,10 +179,13 @@ func (sess *session) onEncodeError(err error) {
 	}
 }
 
-// close closes the gohlslib muxer, which also ends every request waiting in
-// it.
+// close closes the gohlslib muxer, which also ends the watcher's request
+// waiting in it, and waits for the watcher, whose last view tells waiting
+// requests that the session ended.
 func (sess *session) close(reason string) {
+	sess.cancel()
 	sess.hm.Close()
+	<-sess.watched
 	attrs := []any{"reason", reason}
 	if sess.writeErrs > 0 {
 		attrs = append(attrs, "dropped_frames", sess.writeErrs)
@@ -173,11 +209,15 @@ func (sess *session) write(p *media.Packet) {
 			sess.seq.start(p.DTS)
 		}
 		err = sess.writeVideo(p)
+		sess.nudge()
 	case p.Kind == media.KindAudio && sess.audio != nil:
 		if sess.video == nil {
 			sess.seq.start(p.DTS)
 		}
 		err = sess.writeAudio(p)
+		if sess.video == nil {
+			sess.nudge()
+		}
 	default:
 		return
 	}
