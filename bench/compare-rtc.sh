@@ -41,13 +41,13 @@ echo "compare-rtc: building meshcast" >&2
 go build -o "$OUT/meshcast" ./cmd/meshcast
 MESHCAST="$OUT/meshcast"
 
-SOURCE="$OUT/source-600k.flv"
+SOURCE="$OUT/source-600k-baseline.flv"
 if [ ! -s "$SOURCE" ]; then
-	echo "compare-rtc: making a 600 kbit/s 360p30 H.264/AAC source" >&2
+	echo "compare-rtc: making a 600 kbit/s 360p30 H.264 (constrained baseline: no B-frames, as WebRTC players expect)/AAC source" >&2
 	ffmpeg -hide_banner -loglevel error -y \
 		-f lavfi -i testsrc2=size=640x360:rate=30 \
 		-f lavfi -i sine=frequency=440:sample_rate=48000 -t 60 \
-		-c:v libx264 -preset veryfast -b:v 530k -maxrate 530k -bufsize 530k \
+		-c:v libx264 -preset veryfast -profile:v baseline -b:v 530k -maxrate 530k -bufsize 530k \
 		-g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p \
 		-c:a aac -b:a 64k -f flv "$SOURCE"
 fi

@@ -677,12 +677,10 @@ func (tr *hlsTrack) fetch(ctx context.Context, ref, mapURI []byte, part, indepen
 			return fmt.Errorf("GET %s: %w", tr.path, err)
 		}
 	}
-	done, err := tr.c.finish(tr.scan)
+	done, err := tr.finish(n)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", tr.path, err)
+		return err
 	}
-	tr.requested(done)
-	tr.p.bytes.Add(n)
 	tr.frames = frames
 	if tr.video {
 		tr.received(done, part, independent)
@@ -710,14 +708,23 @@ func (tr *hlsTrack) fetchInit(ctx context.Context, ref []byte) error {
 			return fmt.Errorf("GET %s: %w", tr.path, err)
 		}
 	}
+	if _, err := tr.finish(n); err != nil {
+		return err
+	}
+	tr.initURI = string(ref)
+	return nil
+}
+
+// finish ends a media request whose body of n bytes was read: it
+// returns when its last byte arrived, counted as a request and as bytes.
+func (tr *hlsTrack) finish(n int64) (time.Time, error) {
 	done, err := tr.c.finish(tr.scan)
 	if err != nil {
-		return fmt.Errorf("GET %s: %w", tr.path, err)
+		return done, fmt.Errorf("GET %s: %w", tr.path, err)
 	}
 	tr.requested(done)
 	tr.p.bytes.Add(n)
-	tr.initURI = string(ref)
-	return nil
+	return done, nil
 }
 
 // received measures the video segment or part whose frames (tr.frames)

@@ -218,7 +218,25 @@ func (p *player) playWHEP(ctx context.Context, u *url.URL) error {
 	case <-time.After(10 * time.Second):
 		return errors.New("whep: ICE gathering took over 10 s")
 	}
-	answer, location, local, err := p.whepOffer(ctx, u, pc.LocalDescription().SDP)
+	// A stream some servers list only once they have probed its tracks
+	// (a second or two after its publisher began) is asked for again,
+	// as a page's player retries: time to first frame starts anew with
+	// each attempt.
+	var (
+		answer, location string
+		local            net.Addr
+	)
+	for retry := time.Now().Add(whepNotYet); ; {
+		answer, location, local, err = p.whepOffer(ctx, u, pc.LocalDescription().SDP)
+		if !errors.Is(err, errNoStream) || time.Now().After(retry) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -249,6 +267,13 @@ func (p *player) playWHEP(ctx context.Context, u *url.URL) error {
 	return p.readVideo(ctx, track, local, join, failed)
 }
 
+// whepNotYet is how long a player asks again for a stream the server
+// answers 404 for.
+const whepNotYet = 10 * time.Second
+
+// errNoStream is a WHEP endpoint's 404: no such stream, or not yet.
+var errNoStream = errors.New("404 Not Found")
+
 // whepOffer POSTs the offer and returns the answer, the session's URL
 // and the local address of the signalling connection. The play starts
 // when the request has a connection to go out on.
@@ -271,6 +296,9 @@ func (p *player) whepOffer(ctx context.Context, u *url.URL, offer string) (answe
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
 		return "", "", nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return "", "", nil, fmt.Errorf("POST %s: %w: %s", u, errNoStream, strings.TrimSpace(string(body)))
 	}
 	if resp.StatusCode != http.StatusCreated {
 		return "", "", nil, fmt.Errorf("POST %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
