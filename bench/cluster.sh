@@ -38,6 +38,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 SCENARIO=${1:-tiers}
 WARMUP=${WARMUP:-5s}
 HOLD=${HOLD:-20s}
@@ -55,15 +56,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-if [ ! -s "$SOURCE" ]; then
-	mkdir -p "$(dirname "$SOURCE")"
-	ffmpeg -hide_banner -loglevel error -y \
-		-f lavfi -i testsrc2=size=1280x720:rate=30 \
-		-f lavfi -i sine=frequency=440:sample_rate=48000 -t 60 \
-		-c:v libx264 -preset veryfast -b:v 1900k -maxrate 1900k -bufsize 1900k \
-		-g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p \
-		-c:a aac -b:a 96k -f flv "$SOURCE"
-fi
+make_source "$SOURCE" 1280x720 1900 96
 go build -o "$OUT/meshcast" ./cmd/meshcast
 MESHCAST="$OUT/meshcast"
 

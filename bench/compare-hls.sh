@@ -31,6 +31,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 PARTS=${PARTS:-"serving players"}
 STEPS=${STEPS:-500,1000,2000,3000}
 WARMUP=${WARMUP:-10s}
@@ -58,31 +59,14 @@ go build -o "$OUT/httpload" ./bench/httpload
 MESHCAST="$OUT/meshcast"
 
 SOURCE="$OUT/source-600k.flv"
-if [ ! -s "$SOURCE" ]; then
-	echo "compare-hls: making a 600 kbit/s 360p30 H.264/AAC source" >&2
-	ffmpeg -hide_banner -loglevel error -y \
-		-f lavfi -i testsrc2=size=640x360:rate=30 \
-		-f lavfi -i sine=frequency=440:sample_rate=48000 -t 60 \
-		-c:v libx264 -preset veryfast -b:v 530k -maxrate 530k -bufsize 530k \
-		-g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p \
-		-c:a aac -b:a 64k -f flv "$SOURCE"
-fi
+make_source "$SOURCE" 640x360 530 64
 SEGMENT_SOURCE="$OUT/source-2m.flv"
-if [ ! -s "$SEGMENT_SOURCE" ]; then
-	echo "compare-hls: making a 2 Mbit/s 720p30 H.264/AAC source" >&2
-	ffmpeg -hide_banner -loglevel error -y \
-		-f lavfi -i testsrc2=size=1280x720:rate=30 \
-		-f lavfi -i sine=frequency=440:sample_rate=48000 -t 60 \
-		-c:v libx264 -preset veryfast -b:v 1900k -maxrate 1900k -bufsize 1900k \
-		-g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p \
-		-c:a aac -b:a 96k -f flv "$SEGMENT_SOURCE"
+if [[ " $PARTS " == *" serving "* ]]; then
+	make_source "$SEGMENT_SOURCE" 1280x720 1900 96
 fi
 
 {
-	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores online)"
-	echo "kernel: $(uname -r)"
-	echo "go: $(go version)"
+	machine_lines
 	echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 	echo "meshcast: $("$MESHCAST" version 2>/dev/null | head -1)"
 	echo "server core: $SERVER_CPU, load core: $LOAD_CPU; steps $STEPS; warmup $WARMUP, hold $HOLD; serving: $CONNS connections, $DURATION"
@@ -253,7 +237,7 @@ if [[ " $PARTS " == *" players "* ]]; then
 	go run ./bench/report --in "$RESULTS" --machine "$OUT/machine.txt" \
 		--md "$OUT/results.md" --data "$OUT/plot.dat" --servers "$SERVERS" --ref nginx-static
 	if command -v gnuplot >/dev/null; then
-		gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'; title='meshcast HLS vs nginx serving a live copy: players of a 600 kbit/s stream, server on one core'" bench/plot.gp
+		gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'; title='meshcast HLS vs nginx serving a live copy: players of a 600 kbit/s stream, server on one core'" bench/plot.gp || echo "no plot: gnuplot failed (a log scale needs a latency above 0 ms)" >&2
 		echo "compare-hls: plot in $OUT/compare.png" >&2
 	fi
 	cat "$OUT/results.md"

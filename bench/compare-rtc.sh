@@ -19,6 +19,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 STEPS=${STEPS:-250,500,1000,2000}
 WARMUP=${WARMUP:-5s}
 HOLD=${HOLD:-20s}
@@ -41,22 +42,12 @@ echo "compare-rtc: building meshcast" >&2
 go build -o "$OUT/meshcast" ./cmd/meshcast
 MESHCAST="$OUT/meshcast"
 
+# Constrained baseline: no B-frames, as WebRTC players expect.
 SOURCE="$OUT/source-600k-baseline.flv"
-if [ ! -s "$SOURCE" ]; then
-	echo "compare-rtc: making a 600 kbit/s 360p30 H.264 (constrained baseline: no B-frames, as WebRTC players expect)/AAC source" >&2
-	ffmpeg -hide_banner -loglevel error -y \
-		-f lavfi -i testsrc2=size=640x360:rate=30 \
-		-f lavfi -i sine=frequency=440:sample_rate=48000 -t 60 \
-		-c:v libx264 -preset veryfast -profile:v baseline -b:v 530k -maxrate 530k -bufsize 530k \
-		-g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p \
-		-c:a aac -b:a 64k -f flv "$SOURCE"
-fi
+make_source "$SOURCE" 640x360 530 64 -profile:v baseline
 
 {
-	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores online)"
-	echo "kernel: $(uname -r)"
-	echo "go: $(go version)"
+	machine_lines
 	echo "meshcast: $("$MESHCAST" version 2>/dev/null | head -1)"
 	[ -n "$MEDIAMTX" ] && echo "mediamtx: $("$MEDIAMTX" --version 2>/dev/null | head -1) ($MEDIAMTX)"
 	echo "server core: $SERVER_CPU, load core: $LOAD_CPU; steps $STEPS; warmup $WARMUP, hold $HOLD"
@@ -133,7 +124,7 @@ done
 go run ./bench/report --in "$RESULTS" --machine "$OUT/machine.txt" \
 	--md "$OUT/results.md" --data "$OUT/plot.dat" --servers "$SERVERS" --ref mediamtx
 if command -v gnuplot >/dev/null; then
-	gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'; title='WHEP: meshcast vs MediaMTX, viewers of a 600 kbit/s stream, server on one core'" bench/plot.gp
+	gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'; title='WHEP: meshcast vs MediaMTX, viewers of a 600 kbit/s stream, server on one core'" bench/plot.gp || echo "no plot: gnuplot failed (a log scale needs a latency above 0 ms)" >&2
 	echo "compare-rtc: plot in $OUT/compare.png" >&2
 fi
 cat "$OUT/results.md"

@@ -22,6 +22,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 STEPS=${STEPS:-100,500,1000,2000,3000}
 WARMUP=${WARMUP:-5s}
 HOLD=${HOLD:-20s}
@@ -50,21 +51,10 @@ go build -o "$OUT/meshcast" ./cmd/meshcast
 MESHCAST="$OUT/meshcast"
 
 SOURCE="$OUT/source.flv"
-if [ ! -s "$SOURCE" ]; then
-	echo "compare: making a 2 Mbps 720p30 H.264/AAC source" >&2
-	ffmpeg -hide_banner -loglevel error -y \
-		-f lavfi -i testsrc2=size=1280x720:rate=30 \
-		-f lavfi -i sine=frequency=440:sample_rate=48000 -t 60 \
-		-c:v libx264 -preset veryfast -b:v 1900k -maxrate 1900k -bufsize 1900k \
-		-g 60 -keyint_min 60 -sc_threshold 0 -pix_fmt yuv420p \
-		-c:a aac -b:a 96k -f flv "$SOURCE"
-fi
+make_source "$SOURCE" 1280x720 1900 96
 
 {
-	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') ($(nproc) cores online)"
-	echo "kernel: $(uname -r)"
-	echo "go: $(go version)"
+	machine_lines
 	echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), libnginx-mod-rtmp $(dpkg-query -W -f='${Version}' libnginx-mod-rtmp 2>/dev/null || echo '?')"
 	echo "meshcast: $("$MESHCAST" version 2>/dev/null | head -1)"
 	echo "server core: $SERVER_CPU, load core: $LOAD_CPU; steps $STEPS; warmup $WARMUP, hold $HOLD"
@@ -176,7 +166,7 @@ done
 go run ./bench/report --in "$RESULTS" --machine "$OUT/machine.txt" \
 	--md "$OUT/results.md" --data "$OUT/plot.dat" --servers "$SERVERS"
 if command -v gnuplot >/dev/null; then
-	gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'" bench/plot.gp
+	gnuplot -e "datafile='$OUT/plot.dat'; outfile='$OUT/compare.png'" bench/plot.gp || echo "no plot: gnuplot failed (a log scale needs a latency above 0 ms)" >&2
 	echo "compare: plot in $OUT/compare.png" >&2
 fi
 cat "$OUT/results.md"

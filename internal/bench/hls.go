@@ -369,12 +369,8 @@ func (tr *hlsTrack) loadPlaylist(ctx context.Context, at *hlsPos) error {
 			return fmt.Errorf("GET %s: %w", tr.path, err)
 		}
 	}
-	done, err := tr.c.finish(tr.scan)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", tr.path, err)
-	}
-	tr.requested(done)
-	return nil
+	_, err := tr.finish(0) // playlists are not counted as bytes
+	return err
 }
 
 // reload loads the media playlist into tr.pl, blocking for at if not nil.

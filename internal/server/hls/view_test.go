@@ -330,7 +330,14 @@ func TestBlockingReloadAcrossRestart(t *testing.T) {
 		s := f.muxer().current()
 		return s != nil && s != first
 	})
-	time.Sleep(time.Second)
+	mu.Lock()
+	before := codes[http.StatusOK]
+	mu.Unlock()
+	eventually(t, 10*time.Second, "blocking reloads answered by the new session", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return codes[http.StatusOK] >= before+10
+	})
 	close(stop)
 	wg.Wait()
 	t.Logf("answers: %v", codes)

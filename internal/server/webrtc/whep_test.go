@@ -86,6 +86,20 @@ func frameNumber(au []byte) int {
 	return int(s[1])<<8 | int(s[2])
 }
 
+// publishing publishes frames to a new stream of h every 10 ms until the
+// test ends.
+func publishing(t testing.TB, h *testHub, name streamname.Name) *stream.Stream {
+	st, pub := h.add(t, name)
+	ctx, cancel := context.WithCancel(context.Background())
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		publishFrames(ctx, pub, 10*time.Millisecond)
+	}()
+	t.Cleanup(func() { cancel(); <-published })
+	return st
+}
+
 // publishFrames publishes test frames every interval until ctx ends.
 func publishFrames(ctx context.Context, pub *stream.Publisher, interval time.Duration) {
 	var z media.NALUPacketizer
@@ -241,14 +255,7 @@ func checkFrames(t *testing.T, who string, pkts []*rtp.Packet) int {
 // no reader behind.
 func TestWHEPSharedFeed(t *testing.T) {
 	h := &testHub{}
-	st, pub := h.add(t, "live/feed")
-	ctx, cancel := context.WithCancel(context.Background())
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		publishFrames(ctx, pub, 10*time.Millisecond)
-	}()
-	defer func() { cancel(); <-published }()
+	st := publishing(t, h, "live/feed")
 	s, base := testServer(t, h)
 
 	a := playWHEP(t, base, "live/feed")
@@ -398,14 +405,7 @@ func BenchmarkWHEPFanout(b *testing.B) {
 // so does the stream's feed.
 func TestWHEPStreamEnds(t *testing.T) {
 	h := &testHub{}
-	st, pub := h.add(t, "live/ends")
-	ctx, cancel := context.WithCancel(context.Background())
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		publishFrames(ctx, pub, 10*time.Millisecond)
-	}()
-	defer func() { cancel(); <-published }()
+	st := publishing(t, h, "live/ends")
 	s, base := testServer(t, h)
 	v := playWHEP(t, base, "live/ends")
 	testutil.WaitFor(t, 20*time.Second, "video at the viewer", func() bool { return len(v.packets()) >= 10 })
