@@ -343,7 +343,16 @@ func (h *Hub) NewReaderVia(name streamname.Name, proto string, via []string) (*s
 	h.mu.Lock()
 	sl := h.streams[name]
 	closed := h.closed
+	stopped := sl != nil && sl.grace != nil
 	h.mu.Unlock()
+	if stopped && !closed && h.cfg.Upstream != nil && h.cfg.Reserved != nil && h.cfg.Reserved(name) {
+		// A pulled source that stopped for want of viewers waits out its
+		// grace like any publisher; a viewer arriving meanwhile starts it
+		// again, and the stream resumes for every reader.
+		if err := h.cfg.Upstream.Pull(name, via); err != nil {
+			h.log.Debug("source not restarted for a viewer", "stream", name, "err", err)
+		}
+	}
 	if sl == nil && !closed && h.cfg.Upstream != nil {
 		if err := h.cfg.Upstream.Pull(name, via); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotFound, err)

@@ -90,7 +90,13 @@ type Manager struct {
 	tallies map[streamname.Name]*tally // one per source, fixed at New
 
 	mu      sync.Mutex
-	running map[streamname.Name]bool
+	running map[streamname.Name]*run // the on-demand sources pulled here
+}
+
+// run is an on-demand source being pulled, under Manager.mu.
+type run struct {
+	stopping bool // it had no viewers and is ending
+	again    bool // a viewer came while it was ending: start it again
 }
 
 // New returns the sources of cfg over h; Start begins the always-on ones.
@@ -106,7 +112,7 @@ func New(cfg Config, h Hub) *Manager {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{cfg: cfg, hub: h, log: cfg.Logger.With("component", "source"), ctx: ctx, cancel: cancel,
-		tallies: make(map[streamname.Name]*tally, len(cfg.Sources)), running: map[streamname.Name]bool{}}
+		tallies: make(map[streamname.Name]*tally, len(cfg.Sources)), running: map[streamname.Name]*run{}}
 	for name := range cfg.Sources {
 		m.tallies[name] = &tally{state: Idle}
 	}
@@ -137,22 +143,25 @@ func (m *Manager) Open(name streamname.Name) error {
 		return fmt.Errorf("%s is not a source", name)
 	}
 	m.mu.Lock()
-	if m.running[name] {
+	if r := m.running[name]; r != nil {
+		r.again = r.again || r.stopping
 		m.mu.Unlock()
 		return nil
 	}
-	m.running[name] = true
+	m.running[name] = &run{}
 	m.mu.Unlock()
 	pub, err := m.hub.Publish(name, stream.PublisherInfo{Protocol: Protocol, RemoteAddr: Redact(src.URL)})
 	if err != nil {
-		m.done(name)
+		m.mu.Lock()
+		delete(m.running, name)
+		m.mu.Unlock()
 		return err
 	}
 	m.log.Info("source started for a viewer", "stream", name, "url", Redact(src.URL))
 	t := m.tallies[name]
 	t.set(Connecting, true)
 	m.wg.Go(func() {
-		defer m.done(name)
+		defer m.done(name, pub.Stream())
 		defer t.set(Idle, false)
 		defer pub.Close()
 		ctx, cancel := context.WithCancel(m.ctx)
@@ -165,10 +174,43 @@ func (m *Manager) Open(name streamname.Name) error {
 	return nil
 }
 
-func (m *Manager) done(name streamname.Name) {
+// done forgets the on-demand source name once its pull into s has ended,
+// and starts it again when a viewer came while it was ending: one asked
+// for it then (Open), or one joined s before its publisher left.
+func (m *Manager) done(name streamname.Name, s *stream.Stream) {
 	m.mu.Lock()
+	r := m.running[name]
 	delete(m.running, name)
+	again := r != nil && r.stopping && (r.again || readers(s) > 0)
 	m.mu.Unlock()
+	if again && m.ctx.Err() == nil {
+		if err := m.Open(name); err != nil {
+			m.log.Warn("source not started again", "stream", name, "err", err)
+		}
+	}
+}
+
+// readers counts the readers of s.
+func readers(s *stream.Stream) int {
+	n := 0
+	for _, c := range s.Stats().ReaderCount {
+		n += c
+	}
+	return n
+}
+
+// stop marks the on-demand source name as ending for want of viewers,
+// unless a reader of s came meanwhile.
+func (m *Manager) stop(name streamname.Name, s *stream.Stream) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if readers(s) > 0 {
+		return false
+	}
+	if r := m.running[name]; r != nil {
+		r.stopping = true
+	}
+	return true
 }
 
 // always pulls an always-on source for as long as the node runs, claiming
@@ -234,15 +276,11 @@ func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelFunc, name
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			n := 0
-			for _, c := range s.Stats().ReaderCount {
-				n += c
-			}
-			if n > 0 {
+			if readers(s) > 0 {
 				since = now
 				continue
 			}
-			if now.Sub(since) >= m.cfg.Idle {
+			if now.Sub(since) >= m.cfg.Idle && m.stop(name, s) {
 				m.log.Info("source stopped: no viewers", "stream", name, "for", m.cfg.Idle)
 				cancel()
 				return
