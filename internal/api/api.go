@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -337,10 +338,17 @@ func (a *API) describe(ctx context.Context, s *stream.Stream, admin bool) Stream
 	if a.cluster == nil {
 		return out
 	}
-	if c, err := a.cluster.Owner(ctx, s.Name()); err == nil {
-		out.Owner = &c
-	}
-	if rs, err := a.cluster.Relays(ctx, s.Name()); err == nil {
+	// Two look-ups at once: over a slow registry the answer takes one
+	// round trip, not two.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if c, err := a.cluster.Owner(ctx, s.Name()); err == nil {
+			out.Owner = &c
+		}
+	})
+	rs, err := a.cluster.Relays(ctx, s.Name())
+	wg.Wait()
+	if err == nil {
 		out.Relays = rs
 	}
 	return out

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/meshcast/meshcast/internal/streamname"
 )
@@ -600,6 +601,14 @@ func RedisOptions(rawURL string) (*redis.UniversalOptions, error) {
 		ConnMaxLifetime:         first.ConnMaxLifetime,
 		ConnMaxLifetimeJitter:   first.ConnMaxLifetimeJitter,
 		TLSConfig:               first.TLSConfig,
+
+		// A new connection costs one round trip (HELLO) before its first
+		// command, not three: CLIENT SETINFO only names the library, and
+		// maintenance notifications are a Redis Enterprise feature. Over
+		// a slow link each round trip counts against a call's timeout,
+		// and a call that times out costs its connection.
+		DisableIdentity:          true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 	if (len(addrs) > 1 || master != "") && opts.TLSConfig != nil {
 		// redis.ParseURL named the first host as the TLS server name.
