@@ -11,7 +11,10 @@ status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
 	echo
 	echo "=== failures (go test exited $status) ==="
-	grep -E -- '^\s*--- FAIL|^\s+[A-Za-z0-9_./-]+_test\.go:[0-9]+: |^panic: |^FAIL\s|^\s*-test\.timeout' "$log" \
+	grep -E -- '^\s*--- FAIL|^\s+[A-Za-z0-9_./-]+_test\.go:[0-9]+: |^panic: |^FAIL\s|^\s*-test\.timeout|^goleak: ' "$log" \
 		| grep -v -E 'level=(INFO|DEBUG)' | tail -n 120
+	# A leak found after the tests passed names no test: show the first
+	# of the goroutines left behind.
+	grep -A 40 -m 1 '^goleak: ' "$log" | head -n 60
 fi
 exit "$status"
