@@ -281,7 +281,11 @@ func TestRelayLeavesSilentUpstream(t *testing.T) {
 	if err := m.Pull(name, nil); err != nil {
 		t.Fatalf("Pull: %v", err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "the relay to pull from the owner", func() bool { return m.Active()[name] == "owner" })
+	// The relay names its new upstream as it dials it: the owner's
+	// handler may not have run yet.
+	testutil.WaitFor(t, 10*time.Second, "the relay to pull from the owner", func() bool {
+		return m.Active()[name] == "owner" && ownerAsked.Load() != 0
+	})
 	took := time.Duration(ownerAsked.Load() - parentSent.Load())
 	t.Logf("parent's last byte to the owner's pull: %v", took)
 	if took < SilenceTimeout {
