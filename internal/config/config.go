@@ -107,6 +107,12 @@ type Config struct {
 	// Defaults to false.
 	HLSLowLatency bool `yaml:"hls_low_latency" usage:"serve low-latency HLS (partial segments, blocking playlist reload)"`
 
+	// HLSIdleTimeout closes a stream's HLS muxer that no player has asked
+	// anything of for this long: until then it is a reader of the stream,
+	// which keeps a relay or an on-demand source going. At least 1s.
+	// Defaults to 60s.
+	HLSIdleTimeout time.Duration `yaml:"hls_idle_timeout" usage:"close a stream's HLS muxer after this long without requests (at least 1s)"`
+
 	// Record is what this node records of the streams published to it, as
 	// FLV files in RecordDir: "off" or "all". An app's own record setting
 	// under Apps wins. Defaults to "off".
@@ -578,6 +584,7 @@ func Default() Config {
 		MaxConnections:         10000,
 		HLSSegmentDuration:     time.Second,
 		HLSSegmentCount:        7,
+		HLSIdleTimeout:         60 * time.Second,
 		Record:                 "off",
 		RecordDir:              "recordings",
 		Apps:                   map[string]AppConfig{},

@@ -45,6 +45,7 @@ func TestDefault(t *testing.T) {
 		MaxConnections:         10000,
 		HLSSegmentDuration:     time.Second,
 		HLSSegmentCount:        7,
+		HLSIdleTimeout:         60 * time.Second,
 		Record:                 "off",
 		RecordDir:              "recordings",
 		TranscodeMax:           2,
@@ -236,6 +237,7 @@ func TestLoadAllFields(t *testing.T) {
 		"--max-connections=4",
 		"--hls-segment-duration=500ms",
 		"--hls-segment-count=9",
+		"--hls-idle-timeout=1m30s",
 		"--record=all",
 		"--record-dir=/srv/recordings",
 		"--transcode=true",
@@ -315,6 +317,7 @@ func TestLoadAllFields(t *testing.T) {
 		MaxConnections:         4,
 		HLSSegmentDuration:     500 * time.Millisecond,
 		HLSSegmentCount:        9,
+		HLSIdleTimeout:         90 * time.Second,
 		Record:                 "all",
 		RecordDir:              "/srv/recordings",
 		Transcode:              true,
@@ -728,6 +731,7 @@ func TestValidate(t *testing.T) {
 		{"max connections zero", func(c *Config) { c.MaxConnections = 0 }, []string{"--max-connections:"}},
 		{"segment duration short", func(c *Config) { c.HLSSegmentDuration = 99 * time.Millisecond }, []string{"--hls-segment-duration:"}},
 		{"segment count low", func(c *Config) { c.HLSSegmentCount = 6 }, []string{"--hls-segment-count:", "7"}},
+		{"HLS idle timeout short", func(c *Config) { c.HLSIdleTimeout = 500 * time.Millisecond }, []string{"--hls-idle-timeout:", "1s"}},
 		{"cluster", func(c *Config) {
 			c.Redis, c.ClusterSecret, c.NodeID, c.Parent = "redis://r:6379/0", "sixteen-chars-ok", "edge-1.eu", []string{"mid-1"}
 			c.TrustedProxies = []string{"10.0.0.0/8", "::1", "192.0.2.1/32"}

@@ -19,7 +19,7 @@ var usageGroups = []struct {
 	}},
 	{"Playback", []string{
 		"http-addr", "https-addr", "public-host", "write-timeout", "max-lag", "merge-window", "low-latency", "tcp-nodelay",
-		"hls-segment-duration", "hls-segment-count", "hls-low-latency", "cors-origins", "web-modules",
+		"hls-segment-duration", "hls-segment-count", "hls-low-latency", "hls-idle-timeout", "cors-origins", "web-modules",
 	}},
 	{"WebRTC (WHIP and WHEP)", []string{
 		"webrtc-opus", "webrtc-udp-addr", "webrtc-tcp-addr", "webrtc-nat-ips", "webrtc-interfaces",

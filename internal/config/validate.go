@@ -154,6 +154,9 @@ func (c *Config) validateDelivery(v *validator) {
 	if c.HLSSegmentDuration < minHLSSegmentDuration {
 		v.bad("HLSSegmentDuration", "must be at least %v, got %v", minHLSSegmentDuration, c.HLSSegmentDuration)
 	}
+	if c.HLSIdleTimeout < time.Second {
+		v.bad("HLSIdleTimeout", "must be at least 1s, got %v", c.HLSIdleTimeout)
+	}
 	if c.HLSSegmentCount < minHLSSegmentCount {
 		v.bad("HLSSegmentCount", "must be at least %d (required by low-latency HLS), got %d", minHLSSegmentCount, c.HLSSegmentCount)
 	}

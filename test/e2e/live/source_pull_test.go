@@ -64,7 +64,7 @@ func srtAddr(t *testing.T, p *e2eutil.Proc) string {
 }
 
 // TestSourcesHLSAndSRT: another meshcast's HLS playlist and SRT output as
-// on-demand sources, played over HTTP-FLV; the sources' status API shows
+// on-demand sources, played over HTTP-FLV and HLS; the sources' status API shows
 // their states and never their credentials, nor does the log.
 func TestSourcesHLSAndSRT(t *testing.T) {
 	testutil.Need(t, "ffmpeg", "ffprobe")
@@ -78,7 +78,7 @@ func TestSourcesHLSAndSRT(t *testing.T) {
   live/fromsrt: {url: "srt://%s?streamid=read:live/cam2"}
   live/locked: {url: "rtmp://user:password@127.0.0.1:1/live/x?key=secret"}
 `, other.HTTPURL, srtAddr(t, other))), 0o600)
-	p := e2eutil.StartProcess(t, "--config", cfg, "--relay-idle", "2s", "--publisher-grace", "1s")
+	p := e2eutil.StartProcess(t, "--config", cfg, "--relay-idle", "2s", "--hls-idle-timeout", "2s", "--publisher-grace", "1s")
 
 	st, _ := sources(t, p.HTTPURL)
 	for _, name := range []string{"live/fromhls", "live/fromsrt", "live/locked"} {
@@ -88,6 +88,7 @@ func TestSourcesHLSAndSRT(t *testing.T) {
 	}
 	for _, name := range []string{"live/fromhls", "live/fromsrt"} {
 		e2eutil.ProbeCodecs(t, p.HTTPURL+"/"+name+".flv")
+		e2eutil.ProbeCodecs(t, p.HTTPURL+"/"+name+"/index.m3u8")
 		if s, _ := sources(t, p.HTTPURL); s[name].State != "pulling" || s[name].Node == "" || s[name].BytesReceived == 0 {
 			t.Errorf("%s while played: %+v, want pulling here with bytes", name, s[name])
 		}
@@ -179,7 +180,8 @@ func startRTSPCamera(t *testing.T) string {
 
 // TestSourcesGStreamerRTSP: a camera served by GStreamer's
 // gst-rtsp-server, pulled over RTSP with interleaved TCP and with UDP,
-// plays over HTTP-FLV as H.264 and AAC, and stops after the idle time.
+// plays over HTTP-FLV and HLS as H.264 and AAC, and stops after the idle
+// time.
 func TestSourcesGStreamerRTSP(t *testing.T) {
 	testutil.Need(t, "ffprobe")
 	cam := startRTSPCamera(t)
@@ -188,10 +190,11 @@ func TestSourcesGStreamerRTSP(t *testing.T) {
   live/gstcam: {url: "%s"}
   live/gstcamudp: {url: "%s", rtsp_transport: udp}
 `, cam, cam)), 0o600)
-	p := e2eutil.StartProcess(t, "--config", cfg, "--relay-idle", "2s", "--publisher-grace", "1s")
+	p := e2eutil.StartProcess(t, "--config", cfg, "--relay-idle", "2s", "--hls-idle-timeout", "2s", "--publisher-grace", "1s")
 	for _, name := range []string{"live/gstcam", "live/gstcamudp"} {
 		t.Run(name, func(t *testing.T) {
 			e2eutil.ProbeCodecs(t, p.HTTPURL+"/"+name+".flv")
+			e2eutil.ProbeCodecs(t, p.HTTPURL+"/"+name+"/index.m3u8")
 			if st, _ := sources(t, p.HTTPURL); st[name].State != "pulling" || st[name].BytesReceived == 0 {
 				t.Errorf("while played: %+v, want pulling with bytes", st[name])
 			}

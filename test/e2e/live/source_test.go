@@ -17,7 +17,7 @@ import (
 
 // TestSources: streams pulled from sources that do not push — nginx-rtmp
 // over RTMP, another meshcast over RTSP and HTTP-FLV. An on-demand source
-// starts with its first viewer, plays over HTTP-FLV and HLS, and stops
+// starts with its first viewer, plays over HTTP-FLV and HLS (each), and stops
 // after the idle time; publishers of its name are refused; an always-on
 // source survives its server restarting.
 func TestSources(t *testing.T) {
@@ -37,7 +37,7 @@ func TestSources(t *testing.T) {
   live/fromflv: {url: "%s/live/cam2.flv"}
   live/always: {url: "%s", mode: always}
 `, nginxStream, rtspURL, other.HTTPURL, nginxStream)), 0o600)
-	p := e2eutil.StartProcess(t, "--config", cfg, "--relay-idle", "2s", "--publisher-grace", "1s")
+	p := e2eutil.StartProcess(t, "--config", cfg, "--relay-idle", "2s", "--hls-idle-timeout", "2s", "--publisher-grace", "1s")
 
 	// The always-on source runs without viewers; the others wait for one.
 	e2eutil.WaitLiveHTTP(t, p.HTTPURL, "live/always")
@@ -46,8 +46,8 @@ func TestSources(t *testing.T) {
 	}
 	for _, name := range []string{"live/fromnginx", "live/fromrtsp", "live/fromflv"} {
 		e2eutil.ProbeCodecs(t, p.HTTPURL+"/"+name+".flv")
+		e2eutil.ProbeCodecs(t, p.HTTPURL+"/"+name+"/index.m3u8")
 	}
-	e2eutil.ProbeCodecs(t, p.HTTPURL+"/live/fromrtsp/index.m3u8")
 	if err := e2eutil.TryPublish(t, p.RTMPAddr, "", "live/fromnginx"); !errors.Is(err, rtmp.ErrRefused) {
 		t.Errorf("a publisher of a source's name: %v, want a refusal", err)
 	}
