@@ -4,6 +4,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,18 +15,22 @@ import (
 
 // Every node lists the whole cluster's streams (GET /api/v1/streams?scope=
 // cluster) from the registry: owner, codecs and size from the owner's
-// record, relays, and viewers summed over the nodes.
+// record, relays, and viewers summed over the nodes. Three meshcast
+// processes on a real Redis.
 func TestClusterListing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node test: skipped with -short")
+	}
 	t.Parallel()
 	testutil.Need(t, "ffmpeg")
-	nodes := e2eutil.StartClusterNodes(t, nil, "node-a", "node-b", "node-c")
+	nodes := startRedisNodes(t, nil, "node-a", "node-b", "node-c")
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	e2eutil.PublishFFmpeg(t, a.RTMPURL("live/one"))
-	e2eutil.PublishFFmpeg(t, b.RTMPURL("live/two"))
-	e2eutil.WaitLive(t, a, "live/one")
-	e2eutil.WaitLive(t, b, "live/two")
+	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/one", a.RTMPPort))
+	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/two", b.RTMPPort))
+	e2eutil.WaitLiveHTTP(t, a.HTTPURL, "live/one")
+	e2eutil.WaitLiveHTTP(t, b.HTTPURL, "live/two")
 	for range 2 {
-		e2eutil.PlayRTMP(t, c.RTMPAddr().String(), "live/one").WaitFrames(t, 10, 20*time.Second)
+		e2eutil.PlayRTMP(t, c.RTMPAddr, "live/one").WaitFrames(t, 10, 20*time.Second)
 	}
 	flv := e2eutil.PlayFLV(t, b.HTTPURL+"/live/one.flv")
 	defer flv.Close()

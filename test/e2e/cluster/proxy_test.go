@@ -22,6 +22,8 @@ type faultProxy struct {
 	upstream string
 	delay    time.Duration
 	cut      atomic.Bool
+	open     atomic.Int32 // connections forwarded now
+	most     atomic.Int32 // the most forwarded at once
 
 	mu     sync.Mutex
 	conns  []net.Conn
@@ -47,6 +49,10 @@ func startProxy(t *testing.T, addr, upstream string, delay time.Duration) *fault
 // Addr is host:port to dial instead of the server's.
 func (p *faultProxy) Addr() string { return p.ln.Addr().String() }
 
+// Most is the most connections the proxy forwarded at once; one counts
+// until its client's side has ended.
+func (p *faultProxy) Most() int { return int(p.most.Load()) }
+
 // Cut blackholes the proxy from now on.
 func (p *faultProxy) Cut() { p.cut.Store(true) }
 
@@ -70,7 +76,10 @@ func (p *faultProxy) serve() {
 			p.wg.Go(func() { io.Copy(io.Discard, c) })
 			continue
 		}
-		p.wg.Go(func() { p.pipe(u, c, 0) })
+		n := p.open.Add(1)
+		for m := p.most.Load(); n > m && !p.most.CompareAndSwap(m, n); m = p.most.Load() {
+		}
+		p.wg.Go(func() { p.pipe(u, c, 0); p.open.Add(-1) })
 		p.wg.Go(func() { p.pipe(c, u, p.delay) })
 	}
 }

@@ -50,16 +50,21 @@ func pushing(t *testing.T, base, name string, n int) bool {
 
 // TestPushFailover: in a three-node cluster only the stream's owner pushes
 // it; the owner is killed, the publisher reconnects to another node with
-// its key, and the push resumes from the new owner, never from two nodes.
+// its key, and the push resumes from the new owner, never from two nodes:
+// each target never has more than one push connection open.
 func TestPushFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-node test: skipped with -short")
 	}
 	testutil.Need(t, "redis-server", "ffmpeg", "ffprobe")
 	nginx := e2eutil.StartNginxRTMP(t, 0)
+	// Each target is reached through a proxy of its own that counts the
+	// push connections open at once: never more than one.
+	toConfigTarget := startProxy(t, "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", nginx.Port), 0)
+	toAPITarget := startProxy(t, "127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", nginx.Port), 0)
 	red := testutil.StartRedis(t, 0)
 	cfg := filepath.Join(t.TempDir(), "meshcast.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("push_allow_private: true\napps:\n  live:\n    push: [\"rtmp://127.0.0.1:%d/live/{stream}\"]\n", nginx.Port)), 0o600)
+	os.WriteFile(cfg, []byte(fmt.Sprintf("push_allow_private: true\napps:\n  live:\n    push: [\"rtmp://%s/live/{stream}\"]\n", toConfigTarget.Addr())), 0o600)
 	const key = "push-failover-key-01"
 	flags := func(id string) []string {
 		return []string{"--config", cfg, "--redis", red.URL(), "--cluster-secret", "cluster-secret-of-the-tests", "--node-id", id,
@@ -77,7 +82,7 @@ func TestPushFailover(t *testing.T) {
 	e2eutil.PlayRTMP(t, b.RTMPAddr, name).WaitFrames(t, 30, 20*time.Second)
 	// A push added through B, which does not own the stream, is kept in
 	// the registry: A, the owner, runs it.
-	apiTarget := fmt.Sprintf("rtmp://127.0.0.1:%d/live/api-copy?key=api-target-key", nginx.Port)
+	apiTarget := fmt.Sprintf("rtmp://%s/live/api-copy?key=api-target-key", toAPITarget.Addr())
 	req, _ := http.NewRequest(http.MethodPost, b.HTTPURL+"/api/v1/streams/"+name+"/pushes", strings.NewReader(`{"url":"`+apiTarget+`"}`))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != http.StatusCreated {
@@ -116,6 +121,11 @@ func TestPushFailover(t *testing.T) {
 	e2eutil.ProbeCodecs(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/api-copy", nginx.Port))
 	if s := statesOf(t, b.HTTPURL, name); len(s) != 0 {
 		t.Errorf("B pushes %v after the failover, want only the new owner", s)
+	}
+	for target, p := range map[string]*faultProxy{"the configured target": toConfigTarget, "the API's target": toAPITarget} {
+		if p.Most() != 1 {
+			t.Errorf("%s had up to %d push connections open at once, want 1", target, p.Most())
+		}
 	}
 }
 

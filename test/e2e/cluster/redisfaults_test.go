@@ -18,8 +18,37 @@ import (
 
 // clusterFlags are the flags of a node of these tests' clusters.
 func clusterFlags(redisURL, id string, more ...string) []string {
-	return append([]string{"--redis", redisURL, "--cluster-secret", "cluster-secret-of-the-tests", "--node-id", id,
+	return append([]string{"--redis", redisURL, "--cluster-secret", clusterSecret, "--node-id", id,
 		"--advertise-host", "127.0.0.1"}, more...)
+}
+
+// clusterSecret is the cluster secret of clusterFlags.
+const clusterSecret = "cluster-secret-of-the-tests"
+
+// startRedisNodes starts meshcast processes named ids on a Redis of their
+// own, each with clusterFlags and the flags more returns for its ID (more
+// may be nil), and waits until every node lists them all.
+func startRedisNodes(t *testing.T, more func(id string) []string, ids ...string) []*e2eutil.Proc {
+	t.Helper()
+	testutil.Need(t, "redis-server")
+	red := testutil.StartRedis(t, 0)
+	procs := make([]*e2eutil.Proc, len(ids))
+	for i, id := range ids {
+		var extra []string
+		if more != nil {
+			extra = more(id)
+		}
+		procs[i] = e2eutil.StartProcess(t, clusterFlags(red.URL(), id, extra...)...)
+	}
+	testutil.WaitFor(t, 20*time.Second, "every node to list them all", func() bool {
+		for _, p := range procs {
+			if m, _ := missingNodes(p.HTTPURL, ids); len(m) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return procs
 }
 
 // missingNodes returns the IDs of want that the node at httpURL does not

@@ -3,6 +3,7 @@
 package cluster
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -46,21 +47,25 @@ func TestRelayClosesWhenIdle(t *testing.T) {
 // A relay link is written as each packet arrives, whatever the upstream's
 // merge window: an edge in low-latency mode gets its frames spread as the
 // publisher sends them (about 33 ms apart), while the origin's own viewers
-// get theirs in bursts half a second apart.
+// get theirs in bursts half a second apart. Two meshcast processes on a
+// real Redis.
 func TestRelayLinkIgnoresMergeWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node test: skipped with -short")
+	}
 	t.Parallel()
-	nodes := e2eutil.StartClusterNodes(t, func(c *config.Config) {
-		if c.NodeID == "origin" {
-			c.MergeWindow = 500 * time.Millisecond
-		} else {
-			c.LowLatency = true
+	testutil.Need(t, "ffmpeg")
+	nodes := startRedisNodes(t, func(id string) []string {
+		if id == "origin" {
+			return []string{"--merge-window", "500ms"}
 		}
+		return []string{"--low-latency"}
 	}, "origin", "edge")
 	origin, edge := nodes[0], nodes[1]
-	e2eutil.PublishFFmpeg(t, origin.RTMPURL("live/stream"))
-	e2eutil.WaitLive(t, origin, "live/stream")
-	atOrigin := e2eutil.PlayRTMP(t, origin.RTMPAddr().String(), "live/stream")
-	atEdge := e2eutil.PlayRTMP(t, edge.RTMPAddr().String(), "live/stream")
+	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/stream", origin.RTMPPort))
+	e2eutil.WaitLiveHTTP(t, origin.HTTPURL, "live/stream")
+	atOrigin := e2eutil.PlayRTMP(t, origin.RTMPAddr, "live/stream")
+	atEdge := e2eutil.PlayRTMP(t, edge.RTMPAddr, "live/stream")
 	atOrigin.WaitFrames(t, 60, 20*time.Second)
 	atEdge.WaitFrames(t, 60, 20*time.Second)
 	atOrigin.Gaps.Reset()
@@ -78,26 +83,32 @@ func TestRelayLinkIgnoresMergeWindow(t *testing.T) {
 // Nodes whose --parent settings form a circle never pull from each other
 // in it: B and C each name the other as parent. With viewers on both, the
 // one whose pull would close the circle is answered 508 Loop Detected, or
-// never asks, and both pull from the owner, A.
+// never asks, and both pull from the owner, A. Three meshcast processes on
+// a real Redis.
 func TestParentCircle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-node test: skipped with -short")
+	}
 	t.Parallel()
-	nodes := e2eutil.StartClusterNodes(t, func(c *config.Config) {
-		switch c.NodeID {
+	testutil.Need(t, "ffmpeg")
+	nodes := startRedisNodes(t, func(id string) []string {
+		switch id {
 		case "node-b":
-			c.Parent = []string{"node-c"}
+			return []string{"--parent", "node-c"}
 		case "node-c":
-			c.Parent = []string{"node-b"}
+			return []string{"--parent", "node-b"}
 		}
+		return nil
 	}, "node-a", "node-b", "node-c")
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	e2eutil.PublishFFmpeg(t, a.RTMPURL("live/stream"))
-	e2eutil.WaitLive(t, a, "live/stream")
+	e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/stream", a.RTMPPort))
+	e2eutil.WaitLiveHTTP(t, a.HTTPURL, "live/stream")
 	// Viewers on B and C arrive together, so both relays start at once,
 	// each choosing the other as its parent.
 	var vb, vc *e2eutil.RTMPViewer
 	done := make(chan struct{})
-	go func() { defer close(done); vb = e2eutil.PlayRTMP(t, b.RTMPAddr().String(), "live/stream") }()
-	vc = e2eutil.PlayRTMP(t, c.RTMPAddr().String(), "live/stream")
+	go func() { defer close(done); vb = e2eutil.PlayRTMP(t, b.RTMPAddr, "live/stream") }()
+	vc = e2eutil.PlayRTMP(t, c.RTMPAddr, "live/stream")
 	<-done
 	vb.WaitFrames(t, 60, 40*time.Second)
 	vc.WaitFrames(t, 60, 40*time.Second)
@@ -121,7 +132,7 @@ func TestParentCircle(t *testing.T) {
 		t.Fatal(err)
 	}
 	cluster.SetVia(req, []cluster.NodeID{"node-b", "node-x"})
-	cluster.SignPull(req, "in-process-cluster-secret", "node-y", time.Now())
+	cluster.SignPull(req, clusterSecret, "node-y", time.Now())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
