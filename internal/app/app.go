@@ -184,8 +184,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.initTranscoder(mreg)
 	a.hls = hls.New(hls.Config{SegmentDuration: cfg.HLSSegmentDuration, SegmentCount: cfg.HLSSegmentCount, LowLatency: cfg.HLSLowLatency,
-		IdleTimeout: cfg.HLSIdleTimeout,
-		Auth:        az, Renditions: a.trans.LiveRenditions, Logger: log}, h)
+		IdleTimeout: cfg.HLSIdleTimeout, Auth: az, Renditions: a.trans.LiveRenditions, Logger: log}, h)
 	mreg.MustRegister(metrics.NewCollector(metrics.Sources{Streams: h, Sender: sender, Counters: counters,
 		HLSViewers: a.hls.Viewers, RelayUpstreams: a.relayUpstreams, MaxStreams: cfg.MetricsMaxStreams,
 		RTMPConnections: a.rtmpConnections}))
