@@ -44,7 +44,8 @@ for n in $NODES; do
 	} >>"$OUT/ops.dat"
 	{
 		echo "\"$n nodes\""
-		jq -r '.runs[] | [.config.balance, .phases[1].replaced_ns/1e9, .phases[1].restored_ns/1e9, .phases[2].replaced_ns/1e9, .phases[2].restored_ns/1e9] | @tsv' "$f"
+		jq -r '.runs[] | (.phases | map({(.name): .}) | add) as $p |
+			[.config.balance, $p.kill.replaced_ns/1e9, $p.kill.restored_ns/1e9, $p.region.replaced_ns/1e9, $p.region.restored_ns/1e9] | @tsv' "$f"
 		printf '\n\n'
 	} >>"$OUT/recovery.dat"
 done

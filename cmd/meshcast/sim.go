@@ -46,7 +46,9 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	arrival := fs.Duration("arrival", def.Arrival, "simulated time over which the viewers arrive")
 	capacity := fs.Int("capacity", 0, "each edge's --capacity (0: twice the viewers per edge)")
 	balance := fs.String("balance", def.Balance, "selector: "+strings.Join(cluster.Selectors, ", ")+", or all to run each")
-	kill := fs.Float64("kill", def.Kill, "share of the nodes killed at once after the arrivals (negative: none)")
+	drain := fs.Float64("drain", def.Drain, "share of the nodes drained after the arrivals, one after another over --drain-grace, each leaving --drain-grace after (0: no drain phase; 0.05: a rolling restart of 5 %)")
+	drainGrace := fs.Duration("drain-grace", def.DrainGrace, "simulated time a draining node serves on before it leaves (meshcast's --drain-grace)")
+	kill := fs.Float64("kill", def.Kill, "share of the nodes killed at once after the drain (negative: none)")
 	noRegion := fs.Bool("no-region-loss", false, "skip the loss of a region")
 	vnodes := fs.Int("vnodes", def.VirtualNodes, "points per node of the consistent-hash ring compared with rendezvous hashing")
 	seed := fs.Uint64("seed", 1, "seed of the run: the same seed, the same figures")
@@ -58,7 +60,8 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: meshcast sim [flags]")
 		fmt.Fprintln(stderr, "Simulates a cluster on meshcast's own registry, routing and relay code, without")
-		fmt.Fprintln(stderr, "sockets: viewers arrive, then --kill of the nodes die at once, then a region is lost.")
+		fmt.Fprintln(stderr, "sockets: viewers arrive, then --drain of the nodes drain and leave, then --kill of")
+		fmt.Fprintln(stderr, "the nodes die at once, then a region is lost.")
 		fmt.Fprintln(stderr, "Prints placement, origin egress, relays per stream, recovery times and registry")
 		fmt.Fprintln(stderr, "operations per second (to size Redis) as tables, or JSON.")
 		fs.PrintDefaults()
@@ -71,6 +74,10 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "meshcast sim: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *drainGrace <= 0 {
+		fmt.Fprintf(stderr, "meshcast sim: --drain-grace %v: want a positive duration\n", *drainGrace)
 		return 2
 	}
 	if *fromJSON != "" {
@@ -92,10 +99,15 @@ func simCmd(args []string, stdout, stderr io.Writer) int {
 	cfg := sim.Config{
 		Nodes: *nodes, Regions: *regions, Tiers: *tiers, Mesh: *mesh, Streams: *streams,
 		Zipf: *zipf, Viewers: *viewers, Arrival: *arrival, Capacity: *capacity,
+		Drain: *drain, DrainGrace: *drainGrace,
 		Kill: *kill, NoRegionLoss: *noRegion, VirtualNodes: *vnodes, Seed: *seed,
 	}
+	// Defaults takes 0 for the default share: -1 is none.
+	if cfg.Drain <= 0 {
+		cfg.Drain = -1
+	}
 	if cfg.Kill < 0 {
-		cfg.Kill = -1 // Defaults takes 0 for the default share
+		cfg.Kill = -1
 	}
 	balances := []string{*balance}
 	if *balance == "all" {
@@ -205,8 +217,12 @@ func printSim(w io.Writer, out simOutput) {
 	}
 	fmt.Fprintf(w, "%d nodes in %d regions, %s: %d origins, %d mid-tier, %d edges of capacity %d\n",
 		c.Nodes, c.Regions, topo, r0.OriginNodes, r0.MidNodes, r0.EdgeNodes, r0.Capacity)
-	fmt.Fprintf(w, "%d streams (Zipf %.2g), %d viewers over %v; then %.0f%% of the nodes killed, then region r0 lost; seed %d\n\n",
-		c.Streams, c.Zipf, c.Viewers, c.Arrival, max(c.Kill, 0)*100, c.Seed)
+	drained := ""
+	if c.Drain > 0 {
+		drained = fmt.Sprintf(" then %.0f%% of the nodes drained (one after another over %v, each leaving %v after it began);", c.Drain*100, c.DrainGrace, c.DrainGrace)
+	}
+	fmt.Fprintf(w, "%d streams (Zipf %.2g), %d viewers over %v;%s then %.0f%% of the nodes killed, then region r0 lost; seed %d\n\n",
+		c.Streams, c.Zipf, c.Viewers, c.Arrival, drained, max(c.Kill, 0)*100, c.Seed)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| balance\t phase\t live nodes\t viewers/edge max\t mean\t origin egress (streams)\t relays/stream mean\t p99\t max\t upstreams/stream/node max\t viewers re-placed after\t streams restored after\t refused attempts\t wall\t")
@@ -219,6 +235,8 @@ func printSim(w io.Writer, out simOutput) {
 			}
 			phase := p.Name
 			switch p.Name {
+			case "drain":
+				phase = fmt.Sprintf("drain %d", p.Drained)
 			case "kill":
 				phase = fmt.Sprintf("kill %d", p.Killed)
 			case "region":
@@ -231,6 +249,9 @@ func printSim(w io.Writer, out simOutput) {
 		}
 	}
 	tw.Flush()
+	if c.Drain > 0 {
+		fmt.Fprintln(w, "\nA drain's viewers are re-placed, and its streams restored, after the last drained node left.")
+	}
 
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Registry operations a second, all viewers arriving (the last %v of arrivals):\n\n", r0.Ops.Window)

@@ -11,6 +11,8 @@ import (
 
 // meshcast sim prints its tables, or JSON that --from-json prints the same.
 func TestSimCommand(t *testing.T) {
+	// The default: no drain phase (at 10 nodes, a node drained as well as
+	// one killed leaves too few to lose a region; drained below).
 	args := []string{"sim", "--nodes", "10", "--regions", "2", "--streams", "50", "--viewers", "2000", "--arrival", "30s", "--balance", "all", "--vnodes", "10"}
 	var out, errOut bytes.Buffer
 	if code := run(args, nil, &out, &errOut); code != 0 {
@@ -20,6 +22,9 @@ func TestSimCommand(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(out.String(), "drain") {
+		t.Errorf("the default drained:\n%s", out.String())
 	}
 	if errOut.Len() > 0 {
 		t.Errorf("a progress bar on a buffer: %q", errOut.String())
@@ -48,5 +53,19 @@ func TestSimCommand(t *testing.T) {
 
 	if code := run([]string{"sim", "--balance", "random"}, nil, &out, &errOut); code != 2 {
 		t.Errorf("an unknown balancer: exit %d, want 2", code)
+	}
+	if code := run([]string{"sim", "--drain-grace", "0"}, nil, &out, &errOut); code != 2 {
+		t.Errorf("--drain-grace 0: exit %d, want 2", code)
+	}
+
+	// --drain 0.05: 5 % of the nodes, 1 of 10.
+	var drained bytes.Buffer
+	if code := run([]string{"sim", "--nodes", "10", "--regions", "2", "--tiers", "2", "--streams", "50", "--viewers", "2000", "--arrival", "30s", "--no-region-loss", "--vnodes", "10", "--drain", "0.05"}, nil, &drained, &errOut); code != 0 {
+		t.Fatalf("drain: exit %d: %s%s", code, drained.String(), errOut.String())
+	}
+	for _, want := range []string{"5% of the nodes drained", "| least-loaded | drain 1 ", "| least-loaded | kill 1 ", "after the last drained node left"} {
+		if !strings.Contains(drained.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, drained.String())
+		}
 	}
 }

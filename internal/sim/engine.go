@@ -33,6 +33,9 @@ type node struct {
 	edge    bool // takes viewers
 	parents []cluster.NodeID
 	alive   bool
+	// draining: it heartbeats as cluster.StateDraining and takes no new
+	// work (routers and relays choose other nodes) until it leaves.
+	draining bool
 
 	feeds  map[int32]*feed // its copy of each stream it has
 	relays []*feed         // the feeds it pulls, in the order opened
@@ -100,6 +103,9 @@ const (
 	evRelay
 	evIdle
 	evPublisher
+	evSteady // the arrivals are over: the steady phase, then the failures
+	evDrain  // a node begins draining
+	evLeave  // a draining node's grace is over: it leaves
 	evKill
 	evRegion
 	evMark
@@ -168,6 +174,19 @@ type world struct {
 	markCounts [2]Counts
 	markNodes  int
 
+	// leaving are the drain phase's nodes that have not left yet;
+	// draining, how many of them drain now.
+	leaving  []*node
+	draining int
+	// broken counts work given to a node that takes none (checkPlaced,
+	// checkAttached), reported at the phase's end; checked counts the
+	// placements and pulls checked while some node drained.
+	broken struct {
+		placed, attached           int
+		firstPlaced, firstAttached string
+		checked                    int64
+	}
+
 	res Result
 }
 
@@ -223,25 +242,33 @@ func layout(c Config) []*node {
 
 // Run simulates c.
 func Run(ctx context.Context, c Config) (Result, error) {
+	w, err := newWorld(c)
+	if err != nil {
+		return Result{}, err
+	}
+	defer w.close()
+	return w.run(ctx)
+}
+
+// newWorld builds the world of c, ready to run.
+func newWorld(c Config) (*world, error) {
 	c = c.Defaults()
 	if err := c.Validate(); err != nil {
-		return Result{}, err
+		return nil, err
 	}
 	rnd := rand.New(rand.NewPCG(c.Seed, c.Seed^0x6d65736863617374))
 	sel, err := cluster.NewSeededSelector(c.Balance, rand.New(rand.NewPCG(c.Seed+1, 7)))
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	clk := clock.NewFake(t0)
 	mem := cluster.NewMemory(cluster.MemoryConfig{NodeTimeout: nodeTimeout, Clock: clk})
-	defer mem.Close()
 	// Relay records live in a registry of their own whose leases outlast
 	// the run: the simulation removes each where the node timeout would
 	// (evExpire, evRecordExpire), so refreshing them every second, which
 	// changes nothing else, is counted without being done.
 	rmem := cluster.NewMemory(cluster.MemoryConfig{NodeTimeout: 1000 * time.Hour, Clock: clk})
-	defer rmem.Close()
 	w := &world{
 		cfg: c, sel: sel, rnd: rnd, clk: clk, t0: t0, mem: mem, rmem: rmem,
 		reg: NewCounting(splitRegistry{Memory: mem, relays: rmem}),
@@ -249,6 +276,11 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	}
 	w.res.Config = c
 	w.build()
+	return w, nil
+}
+
+// run runs w to its end.
+func (w *world) run(ctx context.Context) (Result, error) {
 	if err := w.loop(ctx); err != nil {
 		return Result{}, err
 	}
@@ -256,6 +288,12 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	w.res.SimTime = w.now
 	w.opsReport()
 	return w.res, nil
+}
+
+// close closes w's registries.
+func (w *world) close() {
+	w.mem.Close()
+	w.rmem.Close()
 }
 
 func (w *world) build() {
@@ -326,7 +364,7 @@ func (w *world) build() {
 	w.markAt = [2]time.Duration{max(0, c.Arrival-time.Minute), c.Arrival}
 	w.schedule(event{at: w.markAt[0], kind: evMark, a: 0})
 	w.schedule(event{at: w.markAt[1], kind: evMark, a: 1})
-	w.schedule(event{at: c.Arrival + settle, kind: evKill})
+	w.schedule(event{at: c.Arrival + settle, kind: evSteady})
 }
 
 // StreamName is the name of the scenario's stream i.
@@ -334,7 +372,11 @@ func StreamName(i int) streamname.Name { return streamname.Name(fmt.Sprintf("liv
 
 // estimate is the simulated time a run is expected to take, for progress.
 func (w *world) estimate() time.Duration {
-	return w.cfg.Arrival + settle + 2*(nodeTimeout+relayIdle+15*time.Second)
+	d := w.cfg.Arrival + settle + 2*(nodeTimeout+relayIdle+15*time.Second)
+	if w.cfg.Drain > 0 {
+		d += 2*w.cfg.DrainGrace + nodeTimeout + relayIdle + 15*time.Second
+	}
+	return d
 }
 
 // loop runs events until the last phase ends.
@@ -368,8 +410,18 @@ func (w *world) loop(ctx context.Context) error {
 			}
 		case evPublisher:
 			w.publish(ev.a)
-		case evKill:
+		case evSteady:
 			w.startPhase("steady", 0)
+			if w.cfg.Drain > 0 {
+				w.drain()
+			} else {
+				w.kill()
+			}
+		case evDrain:
+			w.startDraining(w.nodes[ev.a])
+		case evLeave:
+			w.leave(w.nodes[ev.a])
+		case evKill:
 			w.kill()
 		case evRegion:
 			w.loseRegion()
@@ -471,15 +523,7 @@ func (w *world) heartbeats() {
 		if !n.alive {
 			continue
 		}
-		capacity := 0
-		if n.edge {
-			capacity = w.cfg.Capacity
-		}
-		w.reg.Heartbeat(w.ctx, cluster.Node{
-			ID: n.id, Region: w.regions[n.region], HTTPAddr: string(n.id) + ":8080",
-			Capacity: capacity, State: cluster.StateServing,
-			Load: cluster.Load{Viewers: n.nviewers, Streams: len(n.feeds)},
-		})
+		w.reg.Heartbeat(w.ctx, w.record(n))
 		for _, s := range n.owned {
 			st := &w.streams[s]
 			if st.owner == nil || st.owner.n != n {
@@ -511,6 +555,23 @@ func (w *world) heartbeats() {
 		})
 	}
 	w.snapshotCandidates()
+}
+
+// record is n's heartbeat: a draining node's says so (Member.beat).
+func (w *world) record(n *node) cluster.Node {
+	capacity := 0
+	if n.edge {
+		capacity = w.cfg.Capacity
+	}
+	state := cluster.StateServing
+	if n.draining {
+		state = cluster.StateDraining
+	}
+	return cluster.Node{
+		ID: n.id, Region: w.regions[n.region], HTTPAddr: string(n.id) + ":8080",
+		Capacity: capacity, State: state,
+		Load: cluster.Load{Viewers: n.nviewers, Streams: len(n.feeds)},
+	}
 }
 
 // streamInfo is the record an owner writes with each renewal.
@@ -650,6 +711,7 @@ func (w *world) place(vi int32) {
 		}
 		if n.alive {
 			if f, err := w.ensureFeed(n, v.s, nil); err == nil {
+				w.checkPlaced(vi, n)
 				f.viewers++
 				f.idleAt = -1
 				v.node = n.idx
@@ -725,6 +787,7 @@ func (w *world) connect(f *feed, id cluster.NodeID) {
 
 // attach makes g f's upstream.
 func (w *world) attach(f, g *feed) {
+	w.checkAttached(f, g)
 	f.up = g
 	g.down = append(g.down, f)
 	g.idleAt = -1
@@ -847,7 +910,8 @@ func (w *world) orphan(vi int32) {
 
 // publish (re)connects stream s's publisher to an origin of its region
 // (any region's when its own has none alive) and claims the stream with
-// its credentials, which takes it over from a dead owner at once.
+// its credentials, which takes it over from a dead owner at once. A
+// draining origin takes no publisher (its /readyz answers 503).
 func (w *world) publish(s int32) {
 	st := &w.streams[s]
 	if st.owner != nil {
@@ -856,7 +920,7 @@ func (w *world) publish(s int32) {
 	var origins []*node
 	for _, region := range []int{st.home, -1} {
 		for _, n := range w.nodes {
-			if n.alive && n.tier == tierOrigin && (region < 0 || n.region == region) {
+			if n.takesWork() && n.tier == tierOrigin && (region < 0 || n.region == region) {
 				origins = append(origins, n)
 			}
 		}
@@ -911,12 +975,23 @@ func (w *world) publish(s int32) {
 
 // Failures.
 
-// kill crashes n: its viewers reconnect, its pullers look for the stream
-// again, its publishers reconnect elsewhere; the registry hears nothing
-// more of it and forgets it after the node timeout.
+// killNode crashes n (dropNode).
 func (w *world) killNode(n *node) {
-	n.alive = false
 	w.phase.Killed++
+	w.dropNode(n, false)
+}
+
+// dropNode takes n out of the cluster: its viewers reconnect, its pullers
+// look for the stream again, its publishers reconnect elsewhere. A crash
+// tells the registry nothing: it forgets n, and n's relay records, after
+// the node timeout (the claims are taken over by their publishers'
+// credentials). A planned departure (leave) is App.Close: n's relays end
+// and delete their records, and Member.Close releases its claims and
+// leaves the registry, all at once.
+func (w *world) dropNode(n *node, planned bool) {
+	if !planned {
+		n.alive = false
+	}
 	for _, vi := range n.viewers {
 		if w.viewers[vi].node == n.idx {
 			w.orphan(vi)
@@ -926,13 +1001,15 @@ func (w *world) killNode(n *node) {
 	n.viewers, n.nviewers = nil, 0
 	feeds := n.relays
 	n.relays = nil // ending each, below, need not search it
-	var records []int32
-	for _, f := range feeds {
-		if f.wroteUp != "" {
-			records = append(records, f.s)
+	if !planned {
+		var records []int32
+		for _, f := range feeds {
+			if f.wroteUp != "" {
+				records = append(records, f.s)
+			}
 		}
+		w.schedule(event{at: w.now + nodeTimeout, kind: evExpire, a: n.idx, list: records})
 	}
-	w.schedule(event{at: w.now + nodeTimeout, kind: evExpire, a: n.idx, list: records})
 	for _, s := range n.owned {
 		if o := w.streams[s].owner; o != nil && o.n == n {
 			feeds = append(feeds, o)
@@ -942,21 +1019,86 @@ func (w *world) killNode(n *node) {
 		f.viewers = 0
 		if f.owned {
 			st := &w.streams[f.s]
+			if planned {
+				w.reg.Release(w.ctx, st.claim)
+			}
 			st.owner, st.away = nil, true
 			w.ownerless++
 			w.schedule(event{at: w.now + publisherRetry, kind: evPublisher, a: f.s})
 		}
-		w.endFeed(f, false)
+		w.endFeed(f, false) // a live node's relay deletes its record
 	}
 	n.relays, n.owned, n.dirty = nil, nil, nil
+	if planned {
+		w.reg.Leave(w.ctx, n.id)
+		n.alive, n.draining = false, false
+	}
 }
 
+// liveList returns the live nodes, in order.
+func (w *world) liveList() []*node {
+	live := make([]*node, 0, len(w.nodes))
+	for _, n := range w.nodes {
+		if n.alive {
+			live = append(live, n)
+		}
+	}
+	return live
+}
+
+// drain starts the drain phase: a share of the nodes drain as a rolling
+// restart does, one after another, evenly over one drain grace, and each
+// leaves a grace after it began. The first leave while the last still
+// drain: their viewers and pullers must find nodes that do not.
+func (w *world) drain() {
+	k := int(math.Round(w.cfg.Drain * float64(len(w.nodes))))
+	w.startPhase("drain", k)
+	live := w.liveList()
+	k = min(max(k, 0), len(live))
+	for j, i := range w.rnd.Perm(len(live))[:k] {
+		n := live[i]
+		w.leaving = append(w.leaving, n)
+		at := w.now + time.Duration(j)*w.cfg.DrainGrace/time.Duration(k)
+		w.schedule(event{at: at, kind: evDrain, a: n.idx})
+		w.schedule(event{at: at + w.cfg.DrainGrace, kind: evLeave, a: n.idx})
+	}
+	w.phase.Drained = k
+}
+
+// startDraining is SIGTERM on n (App.Drain): Member.Drain beats at once,
+// as cluster.StateDraining, and n serves what it serves until it leaves.
+func (w *world) startDraining(n *node) {
+	n.draining = true
+	w.draining++
+	w.reg.Heartbeat(w.ctx, w.record(n))
+	// A router that chooses n reads its record, finds it draining, and
+	// decides again on a fresh read of the nodes (cluster.Router.Route):
+	// no viewer is routed to n from now on. The simulation takes n out
+	// of the round's candidates, as that read would; later rounds leave
+	// it out (it is not serving).
+	rc := w.cands[n.region]
+	w.cands[n.region] = slices.DeleteFunc(rc, func(c cluster.Candidate) bool { return c.ID == n.id })
+	w.fallbackOK = false
+}
+
+// leave is n's departure at the end of its grace (dropNode); the phase's
+// recovery is timed from the last departure.
+func (w *world) leave(n *node) {
+	w.phaseStart = w.now
+	w.orphanAt, w.restoredAt = -1, -1
+	w.draining--
+	w.dropNode(n, true)
+	w.leaving = slices.DeleteFunc(w.leaving, func(x *node) bool { return x == n })
+}
+
+// kill crashes Kill of the cluster's nodes, chosen among the live ones.
 func (w *world) kill() {
 	k := int(math.Round(w.cfg.Kill * float64(len(w.nodes))))
 	w.startPhase("kill", k)
-	perm := w.rnd.Perm(len(w.nodes))
-	for _, i := range perm[:max(k, 0)] {
-		w.killNode(w.nodes[i])
+	live := w.liveList()
+	perm := w.rnd.Perm(len(live))
+	for _, i := range perm[:min(max(k, 0), len(live))] {
+		w.killNode(live[i])
 	}
 }
 
@@ -985,6 +1127,9 @@ func (w *world) startPhase(name string, _ int) {
 // phaseOver: the cluster recovered, dead nodes' records expired, and idle
 // relays had the time to close; or the phase's bound passed.
 func (w *world) phaseOver() bool {
+	if len(w.leaving) > 0 {
+		return false // nodes drain yet
+	}
 	if w.now-w.phaseStart >= phaseCap {
 		return true
 	}
@@ -1004,12 +1149,17 @@ func (w *world) endPhase() bool {
 	}
 	name := w.phase.Name
 	w.finishPhase()
-	if name == "kill" && !w.cfg.NoRegionLoss && w.cfg.Regions > 1 {
-		w.schedule(event{at: w.now, kind: evRegion})
-		w.schedule(event{at: w.now + heartbeatEvery, kind: evTick})
-		return true
+	next := evKill
+	switch {
+	case name == "drain":
+	case name == "kill" && !w.cfg.NoRegionLoss && w.cfg.Regions > 1:
+		next = evRegion
+	default:
+		return false
 	}
-	return false
+	w.schedule(event{at: w.now, kind: next})
+	w.schedule(event{at: w.now + heartbeatEvery, kind: evTick})
+	return true
 }
 
 func (w *world) finishPhase() {
@@ -1091,11 +1241,66 @@ func (w *world) snapshot() Snapshot {
 	return s
 }
 
-// checkInvariants records what p's end shows broken.
+// takesWork reports whether n may be given new work: viewers, pulls.
+func (n *node) takesWork() bool { return n.alive && !n.draining }
+
+// state names what n is for a violation's message.
+func (n *node) state() string {
+	switch {
+	case !n.alive:
+		return "dead"
+	case n.draining:
+		return "draining"
+	}
+	return "serving"
+}
+
+// checkPlaced notes viewer vi placed on n, which must take new work; the
+// phase's end reports it (checkInvariants). O(1): it runs for every
+// placement.
+func (w *world) checkPlaced(vi int32, n *node) {
+	if w.draining > 0 {
+		w.broken.checked++
+	}
+	if n.takesWork() {
+		return
+	}
+	if w.broken.placed++; w.broken.placed == 1 {
+		w.broken.firstPlaced = fmt.Sprintf("viewer %d on %s node %s at %v", vi, n.state(), n.id, w.now)
+	}
+}
+
+// checkAttached notes f starting to pull from g, whose node must take new
+// work, but for the stream's owner: cluster.ChooseUpstream skips a
+// draining parent or peer but falls back on the owner whatever its state,
+// the one node with the stream until its publisher moves (when the node
+// leaves). O(1): it runs for every pull.
+func (w *world) checkAttached(f, g *feed) {
+	if w.draining > 0 {
+		w.broken.checked++
+	}
+	if g.n.takesWork() || g.n.alive && g.owned {
+		return
+	}
+	if w.broken.attached++; w.broken.attached == 1 {
+		w.broken.firstAttached = fmt.Sprintf("relay of %s on %s from %s node %s at %v", w.streams[f.s].name, f.n.id, g.n.state(), g.n.id, w.now)
+	}
+}
+
+// checkInvariants records what p's end shows broken, and what broke on
+// the way (checkPlaced, checkAttached). By a phase's end every draining
+// node has left: none holds a viewer or feeds a relay.
 func (w *world) checkInvariants(p *Phase) {
 	bad := func(format string, args ...any) {
 		w.res.Violations = append(w.res.Violations, p.Name+": "+fmt.Sprintf(format, args...))
 	}
+	if b := &w.broken; b.placed > 0 {
+		bad("%d viewers placed on a node taking no new work, the first %s", b.placed, b.firstPlaced)
+	}
+	if b := &w.broken; b.attached > 0 {
+		bad("%d relays attached to a node taking no new work, the first %s", b.attached, b.firstAttached)
+	}
+	w.broken.placed, w.broken.attached = 0, 0
 	if p.MaxUpstreams > 1 {
 		bad("a node has %d upstreams for one stream", p.MaxUpstreams)
 	}
@@ -1107,8 +1312,8 @@ func (w *world) checkInvariants(p *Phase) {
 			continue
 		}
 		n := w.nodes[v.node]
-		if !n.alive {
-			bad("viewer %d on dead node %s", i, n.id)
+		if !n.takesWork() {
+			bad("viewer %d on %s node %s", i, n.state(), n.id)
 			break
 		}
 		if f := n.feeds[v.s]; f == nil {
@@ -1130,10 +1335,15 @@ func (w *world) checkInvariants(p *Phase) {
 	if w.cfg.Tiers == 3 && p.OriginEgress > w.cfg.Streams*max(mids, 1) {
 		bad("origin egress %d above %d streams × %d mid-tier nodes pulling", p.OriginEgress, w.cfg.Streams, mids)
 	}
-	// Every relay's upstream is live and lists it.
+	// Every relay's upstream is live, not draining, and lists it.
 	for _, n := range w.nodes {
 		for _, f := range n.relays {
-			if f.up != nil && (!f.up.n.alive || f.up.ended || !slices.Contains(f.up.down, f)) {
+			switch {
+			case f.up == nil:
+			case !f.up.n.takesWork():
+				bad("relay of %s on %s pulls from %s node %s", w.streams[f.s].name, n.id, f.up.n.state(), f.up.n.id)
+				return
+			case f.up.ended || !slices.Contains(f.up.down, f):
 				bad("relay of %s on %s has a broken upstream link", w.streams[f.s].name, n.id)
 				return
 			}

@@ -4,7 +4,8 @@
 // (cluster.Pick, cluster.NewSeededSelector) and a relay's choice of
 // upstream (cluster.ChooseUpstream), for simulated nodes in tiers and
 // regions, streams of Zipf popularity and viewers arriving over simulated
-// time; then it kills a share of the nodes, and then a whole region, and
+// time; then it drains a share of the nodes (they take no new work and
+// leave after a grace), kills a share, and then a whole region, and
 // measures how long the cluster takes to place every viewer again.
 //
 // A run is deterministic for a seed: one goroutine, a seeded generator,
@@ -47,8 +48,18 @@ type Config struct {
 	// Balance is the selector: least-loaded (the default), p2c, affinity
 	// or hash.
 	Balance string `json:"balance"`
-	// Kill is the share of nodes killed in phase 2; defaults to 0.1.
-	// Negative: none.
+	// Drain is the share of nodes drained in the phase after the
+	// arrivals, as meshcast drains on SIGTERM, one after another over a
+	// DrainGrace (a rolling restart): each heartbeats as
+	// cluster.StateDraining, so routers and relays choose other nodes,
+	// and leaves the cluster DrainGrace later. Zero or negative: no drain
+	// phase (the default).
+	Drain float64 `json:"drain"`
+	// DrainGrace is how long a draining node serves on before it leaves
+	// (meshcast's --drain-grace); defaults to 30 seconds.
+	DrainGrace time.Duration `json:"drain_grace_ns"`
+	// Kill is the share of nodes killed at once after the drain; defaults
+	// to 0.1. Negative: none.
 	Kill float64 `json:"kill"`
 	// NoRegionLoss skips phase 3, the loss of one region.
 	NoRegionLoss bool `json:"no_region_loss"`
@@ -106,6 +117,9 @@ func (c Config) Defaults() Config {
 	if c.Arrival == 0 {
 		c.Arrival = 10 * time.Minute
 	}
+	if c.DrainGrace == 0 {
+		c.DrainGrace = 30 * time.Second
+	}
 	if c.Kill == 0 {
 		c.Kill = 0.1
 	}
@@ -136,6 +150,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sim: arrival over %v: want 1s to 24h", c.Arrival)
 	case c.Kill >= 1:
 		return fmt.Errorf("sim: killing %.0f%% of the nodes leaves none", c.Kill*100)
+	case c.Drain >= 1 || max(c.Drain, 0)+max(c.Kill, 0) >= 1:
+		return fmt.Errorf("sim: draining %.0f%% and killing %.0f%% of the nodes leaves none", max(c.Drain, 0)*100, max(c.Kill, 0)*100)
+	case c.DrainGrace < 0 || c.DrainGrace > time.Hour:
+		return fmt.Errorf("sim: a drain grace of %v: want 0 to 1h", c.DrainGrace)
 	case c.Capacity < 0:
 		return errors.New("sim: negative capacity")
 	case c.VirtualNodes < 1 || c.VirtualNodes > 10000:
@@ -155,8 +173,9 @@ type Result struct {
 	MidNodes    int `json:"mid_nodes"`
 	EdgeNodes   int `json:"edge_nodes"`
 	Capacity    int `json:"capacity"`
-	// Phases: "steady" (every viewer arrived), "kill" (Kill of the nodes
-	// killed at once), "region" (one region lost).
+	// Phases: "steady" (every viewer arrived), "drain" (Drain of the
+	// nodes drained, then gone), "kill" (Kill of the nodes killed at
+	// once), "region" (one region lost).
 	Phases []Phase `json:"phases"`
 	// Ops are the registry's operations a second, by kind, over the last
 	// minute of arrivals (or all of them, when shorter).
@@ -173,19 +192,24 @@ type Result struct {
 // recovered.
 type Phase struct {
 	Name string `json:"name"`
-	// At is when the phase began (the failure, for kill and region).
+	// At is when the phase began (the failure, for kill and region; the
+	// first node starting to drain, for drain).
 	At time.Duration `json:"at_ns"`
-	// Killed nodes, and the viewers they held (orphaned).
+	// Killed nodes, or Drained nodes (draining, then gone after the
+	// grace), and the viewers they held (orphaned).
 	Killed   int `json:"killed_nodes"`
+	Drained  int `json:"drained_nodes,omitempty"`
 	Orphaned int `json:"orphaned_viewers"`
-	// Replaced is how long after the failure the last orphaned viewer was
-	// placed on a live node; Restored, until every viewer's stream flowed
-	// again (every relay reattached, every stream owned); -1 if not
-	// within the phase's bound.
+	// Replaced is how long after the failure (for drain, the last
+	// drained node's departure, under 2 DrainGrace after At) the last
+	// orphaned viewer was placed on a live node; Restored, until every
+	// viewer's stream flowed again (every relay reattached, every stream
+	// owned); -1 if not within the phase's bound.
 	Replaced time.Duration `json:"replaced_ns"`
 	Restored time.Duration `json:"restored_ns"`
 	// FailedAttempts are viewers' connections refused on the way
-	// (routed to a dead node not yet expired, or a stream without owner).
+	// (routed to a dead node not yet expired, or a stream without owner),
+	// over the whole phase (for drain, the grace too).
 	FailedAttempts int64 `json:"failed_attempts"`
 	Snapshot
 }
