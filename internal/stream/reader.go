@@ -38,6 +38,9 @@ type Reader struct {
 	waitKey bool
 	joining bool // the next batch is the first since a start or skip
 	history bool // starts with the recent past (Rewind)
+	// catchUp: started in the past (Rewind) and not at the head yet: it
+	// is not lagging, whatever its distance from the newest packet.
+	catchUp bool
 	backlog bool // the last batch stopped short of the log's head
 
 	sentMeta, sentVideo, sentAudio *entry
@@ -80,13 +83,15 @@ func (r *Reader) startAtKey() {
 }
 
 // Rewind makes a reader that has not read yet start with the recent past:
-// at the oldest keyframe the log holds within four fifths of MaxLag of its
-// newest timestamp (so catching up is never lagging), or, while the log
-// holds no keyframe, at the first one to come, however many come at once.
-// A new HLS muxer has its first segments at once from it, and a node
-// that starts relaying a stream has them for its own muxers: a player
-// moved to a node that was not muxing the stream finds the segments it
-// needs next. Other readers start at the newest keyframe.
+// at the oldest keyframe the log holds (the log keeps MaxLag of history,
+// or the two whole GOPs before the newest when they are longer, up to
+// twice MaxLag), or, while the log holds no keyframe, at the first one to
+// come, however many come at once. Until it has caught up with the head
+// the reader is not lagging. A new HLS muxer has two whole segments at
+// once from it, the least an fMP4 playlist lists, and a node that starts
+// relaying a stream has them for its own muxers: a player moved to a
+// node that was not muxing the stream finds its playlist at once, and the
+// segments it needs next. Other readers start at the newest keyframe.
 func (r *Reader) Rewind() {
 	s := r.s
 	s.mu.Lock()
@@ -98,10 +103,10 @@ func (r *Reader) Rewind() {
 	if s.key == nil {
 		return
 	}
-	window := s.cfg.MaxLag.Milliseconds() * 4 / 5
+	window := 2 * s.cfg.MaxLag.Milliseconds()
 	for seq := s.tail; seq < s.key.seq; seq++ {
 		if e := s.at(seq); startable(e) && s.lastDTS-e.pkt.DTS <= window {
-			r.cursor, r.waitKey = seq, false
+			r.cursor, r.waitKey, r.catchUp = seq, false, true
 			return
 		}
 	}
@@ -226,7 +231,7 @@ func (r *Reader) collect() error {
 		if err := r.skip(); err != nil { // the log moved on without us
 			return err
 		}
-	} else if s.key != nil && s.key.seq > r.cursor && r.cursor < s.head &&
+	} else if !r.catchUp && s.key != nil && s.key.seq > r.cursor && r.cursor < s.head &&
 		s.lastDTS-s.at(r.cursor).pkt.DTS > s.cfg.MaxLag.Milliseconds() {
 		if err := r.skip(); err != nil {
 			return err
@@ -257,6 +262,7 @@ func (r *Reader) collect() error {
 		r.joining = false
 	}
 	r.backlog = r.cursor < s.head
+	r.catchUp = r.catchUp && r.backlog
 	return nil
 }
 

@@ -155,13 +155,18 @@ type Stream struct {
 	cfg     Config
 	created time.Time
 
-	mu       sync.RWMutex
-	ring     []*entry // len is a power of two
-	mask     uint64
-	head     uint64 // seq of the next entry
-	tail     uint64 // seq of the oldest entry held
-	bytes    int
-	key      *entry // newest video keyframe held, or nil
+	mu    sync.RWMutex
+	ring  []*entry // len is a power of two
+	mask  uint64
+	head  uint64 // seq of the next entry
+	tail  uint64 // seq of the oldest entry held
+	bytes int
+	key   *entry // newest video keyframe held, or nil
+	// The two keyframes before key, newest first (valid while nkeys
+	// counts them): the history a new muxer needs is two whole GOPs.
+	keys     [2]uint64
+	keysDTS  [2]int64
+	nkeys    int
 	meta     *entry
 	video    *entry
 	audio    *entry
@@ -550,6 +555,11 @@ func (s *Stream) append(pkt *media.Packet) {
 	case pkt.SeqHeader && pkt.Kind == media.KindAudio:
 		s.audio = e
 	case pkt.Keyframe:
+		if s.key != nil {
+			s.keys[1], s.keys[0] = s.keys[0], s.key.seq
+			s.keysDTS[1], s.keysDTS[0] = s.keysDTS[0], s.key.pkt.DTS
+			s.nkeys = min(s.nkeys+1, 2)
+		}
 		s.key = e
 	}
 	close(s.wake)
@@ -558,13 +568,23 @@ func (s *Stream) append(pkt *media.Packet) {
 }
 
 // evict drops the oldest entries until there is room for one more of n bytes,
-// and drops history older than the newest GOP once it trails by MaxLag.
+// and drops history older than the newest GOP once it trails by MaxLag,
+// but for the two whole GOPs before the newest while they are within
+// twice MaxLag: with them a new HLS muxer lists its playlist at once
+// (see Reader.Rewind).
 func (s *Stream) evict(n int) {
 	maxLag := s.cfg.MaxLag.Milliseconds()
+	var keep uint64 // entries from here on stay, whatever their age
+	if s.key != nil {
+		keep = s.key.seq
+		if s.nkeys == 2 && s.lastDTS-s.keysDTS[1] <= 2*maxLag {
+			keep = s.keys[1]
+		}
+	}
 	for s.tail < s.head {
 		old := s.ring[s.tail&s.mask]
 		full := s.head-s.tail >= uint64(len(s.ring)) || s.bytes+n > s.cfg.MaxBytes
-		stale := s.key != nil && old.seq < s.key.seq && s.lastDTS-old.pkt.DTS > maxLag
+		stale := s.key != nil && old.seq < keep && s.lastDTS-old.pkt.DTS > maxLag
 		if !full && !stale {
 			return
 		}
@@ -578,6 +598,7 @@ func (s *Stream) evict(n int) {
 		s.tail++
 		if s.key != nil && s.key.seq < s.tail {
 			s.key = nil // GOP cache lost: new readers wait for the next keyframe
+			s.nkeys = 0
 		}
 	}
 }

@@ -332,6 +332,38 @@ func TestFollowContinuesAnotherTimeline(t *testing.T) {
 // keyframe within four fifths of MaxLag of the newest timestamp, one that
 // waits for a keyframe at the first of several that come at once; other
 // readers start, or wait, for the newest.
+// The two whole GOPs a rewound reader may start with are kept only
+// within twice MaxLag: with 4 s GOPs and MaxLag 3 s, the GOP from 8000 is
+// 7960 ms older than the newest frame, and the log keeps MaxLag's worth
+// of history as it always did: a rewound reader starts at the newest
+// keyframe it has.
+func TestHistoryBoundedByTwiceMaxLag(t *testing.T) {
+	s, p := newPublished(t, Config{MaxLag: 3 * time.Second})
+	write(t, p, vcfg(0), acfg(0))
+	for dts := int64(0); dts < 16000; dts += 4000 {
+		gop(t, p, dts, 121) // 4 s GOPs, newest timestamp 15960
+	}
+	rw, _ := s.NewReader("test")
+	defer rw.Close()
+	rw.Rewind()
+	var firstVideo int64 = -1
+	for _, pk := range read(t, rw) {
+		if pk.Kind == media.KindVideo && !pk.SeqHeader {
+			firstVideo = pk.DTS
+			break
+		}
+	}
+	if firstVideo != 12000 {
+		t.Fatalf("rewound reader starts at %d, want 12000: history past twice MaxLag is not kept", firstVideo)
+	}
+	s.mu.RLock()
+	oldest := s.at(s.tail).pkt.DTS
+	s.mu.RUnlock()
+	if oldest != 12000 {
+		t.Errorf("the log holds from %d: want the newest GOP only, from 12000 (the one before is older than MaxLag)", oldest)
+	}
+}
+
 func TestRewindStartsWithRecentPast(t *testing.T) {
 	s, p := newPublished(t, Config{})
 	write(t, p, vcfg(0), acfg(0))
@@ -351,11 +383,15 @@ func TestRewindStartsWithRecentPast(t *testing.T) {
 		t.Fatal("no video")
 		return 0
 	}
+	// The log keeps the two whole GOPs before the newest (from 2000,
+	// 5980 ms back: past MaxLag, within twice it), and not the one
+	// before; a rewound reader starts there, and is not taken for a
+	// lagging one while it catches up.
 	rw, _ := s.NewReader("test")
 	defer rw.Close()
 	rw.Rewind()
-	if got := first(rw); got != 4000 {
-		t.Fatalf("rewound reader starts at %d, want the keyframe at 4000 (within 4 s of 7980)", got)
+	if got := first(rw); got != 2000 {
+		t.Fatalf("rewound reader starts at %d, want the keyframe at 2000 (two whole GOPs before the newest)", got)
 	}
 	r, _ := s.NewReader("test")
 	defer r.Close()

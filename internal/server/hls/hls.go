@@ -174,9 +174,9 @@ func (s *Server) acquire(name streamname.Name, start bool, client string) (*muxe
 		return nil, errors.Join(errNotFound, err)
 	}
 	// The recent past first: gohlslib lists an fMP4 playlist once it has
-	// two whole segments, which the stream's log mostly holds already, and
-	// a player the balancer moved here asks for the segment before the
-	// live one.
+	// two whole segments, which the stream's log holds (Reader.Rewind),
+	// and a player the balancer moved here asks for the segment before
+	// the live one.
 	r.Rewind()
 	m := newMuxer(s, name, r)
 	m.users++

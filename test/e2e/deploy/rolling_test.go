@@ -485,6 +485,21 @@ func TestRollingUpgrade(t *testing.T) {
 			len(log.between(kindBack, ph.start, ph.end)), len(log.between(kindSkip, ph.start, ph.end)), len(log.between(kindMissing, ph.start, ph.end)),
 			len(log.between(kindRefused, ph.start, ph.end)), len(log.between("publisher exit", ph.start, ph.end)))
 	}
+	// When, after each SIGTERM, the HLS players stalled or found segments
+	// gone, and how long the stalls were.
+	for _, ph := range phases {
+		for _, kind := range []string{kindStall, kindSkip, kindMissing} {
+			es := log.between(kind, ph.start, ph.end)
+			if len(es) == 0 {
+				continue
+			}
+			var at []string
+			for _, e := range es[:min(8, len(es))] {
+				at = append(at, fmt.Sprintf("%v (%v %s)", e.at.Sub(ph.start).Round(10*time.Millisecond), e.d.Round(10*time.Millisecond), e.detail))
+			}
+			t.Logf("meshcast-%d: %d × %s, the first at: %s", ph.node+1, len(es), kind, strings.Join(at, ", "))
+		}
+	}
 	all := func(kind string) []rollEvent { return log.between(kind, time.Time{}, time.Now().Add(time.Hour)) }
 	for _, e := range all(kindReconnect) {
 		if e.d > rollAllowed {
