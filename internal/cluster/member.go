@@ -222,9 +222,15 @@ func (m *Member) Start() {
 // Close stops heartbeating, gives up this node's claims and leaves the
 // registry, each within the registry's own timeouts.
 func (m *Member) Close() {
-	m.cancel()
+	m.mu.Lock()
+	m.cancel() // under mu: Drain adds no beat once this is done
+	m.mu.Unlock()
 	m.wg.Wait()
-	ctx := context.Background()
+	// One deadline for all: a registry out of reach must not hold up the
+	// node's exit by a timeout per claim. Claims not released lapse with
+	// their lease.
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
 	m.mu.Lock()
 	claims := m.claims
 	m.claims = map[streamname.Name]Claim{}
@@ -235,13 +241,35 @@ func (m *Member) Close() {
 	m.cfg.Registry.Leave(ctx, m.cfg.Self.ID)
 }
 
-// Drain marks the node draining in the registry from its next heartbeat on.
+// Drain marks the node draining in the registry: at once, in a beat it
+// waits for at most drainWait (a registry out of reach, or slow, must not
+// hold up a node's shutdown; Close ends that beat), and in every
+// heartbeat from then on.
 func (m *Member) Drain() {
+	done := make(chan struct{})
 	m.mu.Lock()
 	m.draining = true
+	if m.ctx.Err() != nil {
+		m.mu.Unlock()
+		return // closed
+	}
+	m.wg.Go(func() { defer close(done); m.beat() })
 	m.mu.Unlock()
-	m.beat()
+	t := time.NewTimer(drainWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		m.log.Warn("the registry has not heard yet that this node drains; shutting down regardless", "waited", drainWait)
+	}
 }
+
+// How long a closing member waits for the registry: Drain for its beat,
+// Close for its claims' release and its leave, all told.
+const (
+	drainWait    = time.Second
+	leaveTimeout = 3 * time.Second
+)
 
 // Claim makes this node the owner of name (see Registry.Claim) and keeps
 // the claim renewed until release is called. presented is the

@@ -514,3 +514,51 @@ func TestMemberAloneKeepsServing(t *testing.T) {
 		t.Errorf("claims %v, want the stream's", m.Claims())
 	}
 }
+
+// hanging is a registry out of reach without an answer, as behind a
+// blackhole: Beat, Release and Leave wait until their context ends.
+type hanging struct{ *Memory }
+
+func (hanging) Beat(ctx context.Context, _ BeatRecord) ([]Claim, error) {
+	<-ctx.Done()
+	return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+}
+
+func (hanging) Release(ctx context.Context, _ Claim) error { <-ctx.Done(); return ctx.Err() }
+
+func (hanging) Leave(ctx context.Context, _ NodeID) error { <-ctx.Done(); return ctx.Err() }
+
+// A node whose registry never answers still shuts down in bounded time:
+// Drain waits for its beat at most drainWait, and Close gives the release
+// of every claim and the leave one deadline together, not one each.
+func TestMemberShutsDownWithoutRegistry(t *testing.T) {
+	mem := NewMemory(MemoryConfig{NodeTimeout: 5 * time.Second})
+	defer mem.Close()
+	m := NewMember(MemberConfig{
+		Self:        Node{ID: "node-a", HTTPAddr: "node-a:8080"},
+		Registry:    hanging{mem},
+		Every:       time.Hour,
+		NodeTimeout: 5 * time.Second,
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+	for i := range 5 {
+		c, err := mem.Claim(context.Background(), streamname.Name(fmt.Sprintf("live/s%d", i)), "node-a", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.mu.Lock()
+		m.claims[c.Stream] = c
+		m.mu.Unlock()
+	}
+	start := time.Now()
+	m.Drain()
+	if d := time.Since(start); d < drainWait || d > drainWait+time.Second {
+		t.Errorf("Drain returned after %v, want after drainWait (%v)", d, drainWait)
+	}
+	start = time.Now()
+	m.Close()
+	if d := time.Since(start); d > leaveTimeout+time.Second {
+		t.Errorf("Close returned after %v with 5 claims to release, want within %v", d, leaveTimeout)
+	}
+	m.Drain() // after Close: nothing to do, no panic
+}
