@@ -26,14 +26,7 @@ func TestRedisClusterBackend(t *testing.T) {
 	ids := []string{"node-a", "node-b"}
 	a := e2eutil.StartProcess(t, clusterFlags(rc.URL(), ids[0], "--publisher-grace", "1s")...)
 	b := e2eutil.StartProcess(t, clusterFlags(rc.URL(), ids[1])...)
-	testutil.WaitFor(t, 20*time.Second, "both nodes to list both", func() bool {
-		for _, p := range []*e2eutil.Proc{a, b} {
-			if m, _ := missingNodes(p.HTTPURL, ids); len(m) > 0 {
-				return false
-			}
-		}
-		return true
-	})
+	waitListed(t, []*e2eutil.Proc{a, b}, ids)
 
 	const name = "live/oncluster"
 	stop := e2eutil.PublishFFmpeg(t, fmt.Sprintf("rtmp://127.0.0.1:%d/%s", a.RTMPPort, name))

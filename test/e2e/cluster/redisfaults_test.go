@@ -40,7 +40,14 @@ func startRedisNodes(t *testing.T, more func(id string) []string, ids ...string)
 		}
 		procs[i] = e2eutil.StartProcess(t, clusterFlags(red.URL(), id, extra...)...)
 	}
-	testutil.WaitFor(t, 20*time.Second, "every node to list them all", func() bool {
+	waitListed(t, procs, ids)
+	return procs
+}
+
+// waitListed waits until every node of procs lists every node of ids.
+func waitListed(t *testing.T, procs []*e2eutil.Proc, ids []string) {
+	t.Helper()
+	testutil.WaitFor(t, 20*time.Second, "every node to list all of "+strings.Join(ids, ", "), func() bool {
 		for _, p := range procs {
 			if m, _ := missingNodes(p.HTTPURL, ids); len(m) > 0 {
 				return false
@@ -48,7 +55,6 @@ func startRedisNodes(t *testing.T, more func(id string) []string, ids ...string)
 		}
 		return true
 	})
-	return procs
 }
 
 // missingNodes returns the IDs of want that the node at httpURL does not
@@ -85,14 +91,7 @@ func TestRedisSlow(t *testing.T) {
 	c := e2eutil.StartProcess(t, clusterFlags(url, ids[2])...)
 	procs := []*e2eutil.Proc{a, b, c}
 	joined := time.Now()
-	testutil.WaitFor(t, 20*time.Second, "every node to list all three", func() bool {
-		for _, p := range procs {
-			if m, _ := missingNodes(p.HTTPURL, ids); len(m) > 0 {
-				return false
-			}
-		}
-		return true
-	})
+	waitListed(t, procs, ids)
 	t.Logf("all three nodes listed by each %v after the last started", time.Since(joined).Round(10*time.Millisecond))
 
 	const name = "live/slow"
