@@ -487,7 +487,7 @@ func (m *Relays) watchIdle(ctx context.Context, cancel context.CancelFunc, r *re
 			return
 		case <-t.C():
 			now := m.cfg.Clock.Monotonic()
-			if readers(r.pub.Stream()) > 0 {
+			if r.pub.Stream().Readers() > 0 {
 				since = now
 				continue
 			}
@@ -498,14 +498,6 @@ func (m *Relays) watchIdle(ctx context.Context, cancel context.CancelFunc, r *re
 			}
 		}
 	}
-}
-
-func readers(s *stream.Stream) int {
-	n := 0
-	for _, c := range s.Stats().ReaderCount {
-		n += c
-	}
-	return n
 }
 
 // pullFrom copies the stream from up into r until it fails or ends. got

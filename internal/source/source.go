@@ -181,7 +181,7 @@ func (m *Manager) done(name streamname.Name, s *stream.Stream) {
 	m.mu.Lock()
 	r := m.running[name]
 	delete(m.running, name)
-	again := r != nil && r.stopping && (r.again || readers(s) > 0)
+	again := r != nil && r.stopping && (r.again || s.Readers() > 0)
 	m.mu.Unlock()
 	if again && m.ctx.Err() == nil {
 		if err := m.Open(name); err != nil {
@@ -190,21 +190,12 @@ func (m *Manager) done(name streamname.Name, s *stream.Stream) {
 	}
 }
 
-// readers counts the readers of s.
-func readers(s *stream.Stream) int {
-	n := 0
-	for _, c := range s.Stats().ReaderCount {
-		n += c
-	}
-	return n
-}
-
 // stop marks the on-demand source name as ending for want of viewers,
 // unless a reader of s came meanwhile.
 func (m *Manager) stop(name streamname.Name, s *stream.Stream) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if readers(s) > 0 {
+	if s.Readers() > 0 {
 		return false
 	}
 	if r := m.running[name]; r != nil {
@@ -276,7 +267,7 @@ func (m *Manager) watchIdle(ctx context.Context, cancel context.CancelFunc, name
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			if readers(s) > 0 {
+			if s.Readers() > 0 {
 				since = now
 				continue
 			}

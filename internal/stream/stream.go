@@ -617,6 +617,17 @@ type Stats struct {
 	ReaderCount map[string]int
 }
 
+// Readers counts the stream's readers of every protocol.
+func (s *Stream) Readers() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, c := range s.readers {
+		n += c
+	}
+	return n
+}
+
 // Stats returns the stream's counters.
 func (s *Stream) Stats() Stats {
 	s.mu.RLock()

@@ -549,3 +549,24 @@ func TestPumpSharesEncodedBytes(t *testing.T) {
 		t.Error("wire form rebuilt")
 	}
 }
+
+// Readers counts every protocol's readers, and forgets closed ones.
+func TestReaders(t *testing.T) {
+	s, _ := newPublished(t, Config{})
+	a, _ := s.NewReader("rtmp")
+	b, _ := s.NewReader("hls")
+	c, _ := s.NewReader("hls")
+	if n := s.Readers(); n != 3 {
+		t.Errorf("Readers() = %d with three readers, want 3", n)
+	}
+	b.Close()
+	b.Close() // twice counts once
+	if n := s.Readers(); n != 2 {
+		t.Errorf("Readers() = %d after one closed, want 2", n)
+	}
+	a.Close()
+	c.Close()
+	if n := s.Readers(); n != 0 {
+		t.Errorf("Readers() = %d after all closed, want 0", n)
+	}
+}
