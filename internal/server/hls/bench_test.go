@@ -173,9 +173,7 @@ func benchServer(b testing.TB, cfg Config, live bool) (*fixture, string) {
 		resp.Body.Close()
 		got <- string(body)
 	}()
-	for f.muxer() == nil {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(b, 10*time.Second, "the request to start a muxer", func() bool { return f.muxer() != nil })
 	fd := newBenchFeed(b, f.st, pkts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -210,17 +208,10 @@ func benchServer(b testing.TB, cfg Config, live bool) (*fixture, string) {
 		b.Fatalf("index.m3u8: %q", index)
 	}
 	// Wait for the media written at once to be muxed.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.WaitFor(b, 10*time.Second, "4 segments listed", func() bool {
 		_, _, pl := benchGet(b, client, f.url(media))
-		if n := len(segmentLine.FindAllString(pl, -1)); n >= 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("no 4 segments in 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(segmentLine.FindAllString(pl, -1)) >= 4
+	})
 	return f, media
 }
 
