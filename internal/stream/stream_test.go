@@ -328,15 +328,10 @@ func TestFollowContinuesAnotherTimeline(t *testing.T) {
 	}
 }
 
-// TestRewindStartsWithRecentPast: a rewound reader starts at the oldest
-// keyframe within four fifths of MaxLag of the newest timestamp, one that
-// waits for a keyframe at the first of several that come at once; other
-// readers start, or wait, for the newest.
 // The two whole GOPs a rewound reader may start with are kept only
 // within twice MaxLag: with 4 s GOPs and MaxLag 3 s, the GOP from 8000 is
-// 7960 ms older than the newest frame, and the log keeps MaxLag's worth
-// of history as it always did: a rewound reader starts at the newest
-// keyframe it has.
+// 7960 ms older than the newest frame, so the log keeps the newest GOP
+// alone, as it always did, and a rewound reader starts there.
 func TestHistoryBoundedByTwiceMaxLag(t *testing.T) {
 	s, p := newPublished(t, Config{MaxLag: 3 * time.Second})
 	write(t, p, vcfg(0), acfg(0))
@@ -364,6 +359,10 @@ func TestHistoryBoundedByTwiceMaxLag(t *testing.T) {
 	}
 }
 
+// TestRewindStartsWithRecentPast: a rewound reader starts at the oldest
+// keyframe the log holds, which keeps the two whole GOPs before the newest
+// (within twice MaxLag), and one that waits for a keyframe at the first of
+// several that come at once; other readers start, or wait, for the newest.
 func TestRewindStartsWithRecentPast(t *testing.T) {
 	s, p := newPublished(t, Config{})
 	write(t, p, vcfg(0), acfg(0))
