@@ -272,6 +272,11 @@ func (a *App) startListeners(ctx context.Context) error {
 // serveHTTP serves h on ln, over TLS with tlsCfg if it is set, until
 // stopHTTP. Its error channel receives what serving ended with.
 func (a *App) serveHTTP(ln net.Listener, h http.Handler, tlsCfg *tls.Config) (*http.Server, chan error) {
+	if tlsCfg != nil {
+		// Serving adds HTTP/2 to the config's NextProtos while RTMPS
+		// handshakes read the node's shared one: a copy of its own.
+		tlsCfg = tlsCfg.Clone()
+	}
 	srv := &http.Server{
 		Handler:           connlimit.Requests(h),
 		ConnContext:       connlimit.ConnContext,
