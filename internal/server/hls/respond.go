@@ -177,7 +177,7 @@ func (sess *session) awaitBlocking(dl *deadline, v *view, b blocking) (*view, er
 		if v.ended {
 			return nil, errSessionEnded
 		}
-		if v.tooFar(b.msn) {
+		if sess.tooFar(v, b.msn) {
 			return nil, errBadRequest
 		}
 		if v.hasPart(b.msn, b.part) {
@@ -332,10 +332,9 @@ func (s *Server) running(w http.ResponseWriter, r *http.Request, name streamname
 	return m, sess, true
 }
 
-// servePart serves an LL-HLS part. The part a playlist's preload hint
-// names is waited for, at most RequestTimeout, and so is the one after it:
-// a playlist rendered while the watcher was about to publish a view may
-// be a part ahead of that view.
+// servePart serves an LL-HLS part that a rendering listed. The part the
+// newest preload hint names is waited for, at most RequestTimeout, and so
+// is the one after it.
 func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name streamname.Name, file string) {
 	m, sess, ok := s.running(w, r, name)
 	if !ok {
@@ -355,7 +354,7 @@ func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name streamna
 	dl := newDeadline(r, s.cfg.RequestTimeout)
 	defer dl.stop()
 	v, err := sess.readyView(dl)
-	for err == nil && n >= v.hint && n <= v.hint+1 && parsed[1] == v.prefix {
+	for err == nil && parsed[1] == v.prefix && n >= sess.hint(v) && n <= sess.hint(v)+1 {
 		if err = m.waitNext(dl.get(), v); err == nil {
 			if v = sess.current(); v.ended {
 				err = errSessionEnded
@@ -367,7 +366,7 @@ func (s *Server) servePart(w http.ResponseWriter, r *http.Request, name streamna
 		http.NotFound(w, r) // a part of a closed session is never made
 	case err != nil:
 		s.fail(w, r, err)
-	case parsed[1] != v.prefix || n >= v.hint:
+	case parsed[1] != v.prefix || n >= sess.hint(v):
 		http.NotFound(w, r)
 	default:
 		sess.files.get(sess, file).serve(w, r)

@@ -40,12 +40,13 @@ type session struct {
 	playlists  map[string]bool // the playlists gohlslib serves: true for media playlists
 	lowLatency bool
 
-	ctx     context.Context // ends when the session closes
-	cancel  context.CancelFunc
-	view    atomic.Pointer[view]
-	files   fileCache
-	wrote   chan struct{} // the feeder wrote a frame of the leading track
-	watched chan struct{} // closed when the watcher ends
+	ctx      context.Context // ends when the session closes
+	cancel   context.CancelFunc
+	view     atomic.Pointer[view]
+	frontier frontier
+	files    fileCache
+	wrote    chan struct{} // the feeder wrote a frame of the leading track
+	watched  chan struct{} // closed when the watcher ends
 	// renderFailures counts gohlslib's failures to render the watcher a
 	// playlist; only the watcher uses it.
 	renderFailures int

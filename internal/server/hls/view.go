@@ -47,13 +47,8 @@ type view struct {
 	ended bool          // the session is closed: no view follows
 	next  chan struct{} // closed when the next view is published
 
-	prefix    string // gohlslib's file name prefix
-	seq       uint64 // number of the first listed segment
-	segments  int    // segments listed, gaps included
-	lastParts int    // parts of the newest complete segment
-	nextParts int    // parts of the segment in progress
-	hint      uint64 // number of the next part, the preload hint
-	firstPart uint64 // number of the oldest listed part
+	prefix string // gohlslib's file name prefix
+	listing
 
 	mu        sync.Mutex
 	playlists map[playlistKey]*rendering
@@ -67,7 +62,7 @@ func (sess *session) keep(v *view, file string, pl []byte) {
 }
 
 // nextSegment is the number of the segment in progress.
-func (v *view) nextSegment() uint64 { return v.seq + uint64(v.segments) }
+func (l listing) nextSegment() uint64 { return l.seq + uint64(l.segments) }
 
 // playlistKey names a rendering: a playlist, as a whole or a delta update.
 type playlistKey struct {
@@ -117,6 +112,9 @@ func (sess *session) rendering(v *view, key playlistKey) *rendering {
 func (sess *session) rendered(r *rendering, file string, status int, raw []byte) {
 	r.status, r.raw, r.media = status, raw, sess.playlists[file]
 	if status == http.StatusOK {
+		if r.media {
+			sess.frontier.raise(scan(raw))
+		}
 		nm, _ := sess.seq.names(sess.tag)
 		r.out.Store(r.serve(nm))
 	}
@@ -329,7 +327,23 @@ func (sess *session) sleep(d time.Duration) bool {
 // newView makes a view from a rendering of the leading media playlist,
 // which it keeps.
 func (sess *session) newView(pl []byte) *view {
-	v := &view{ready: true, next: make(chan struct{}), prefix: prefixIn(pl), playlists: make(map[playlistKey]*rendering, 4)}
+	return &view{ready: true, next: make(chan struct{}), prefix: prefixIn(pl), listing: scan(pl), playlists: make(map[playlistKey]*rendering, 4)}
+}
+
+// listing is what a media playlist lists. Segment and part numbers are
+// gohlslib's, shared by the tracks of a session.
+type listing struct {
+	seq       uint64 // number of the first listed segment
+	segments  int    // segments listed, gaps included
+	lastParts int    // parts of the newest complete segment
+	nextParts int    // parts of the segment in progress
+	hint      uint64 // number of the next part, the preload hint
+	firstPart uint64 // number of the oldest listed part
+}
+
+// scan reads a media playlist's listing.
+func scan(pl []byte) listing {
+	var l listing
 	parts, hasPart := 0, false
 	for len(pl) > 0 {
 		var line []byte
@@ -337,25 +351,56 @@ func (sess *session) newView(pl []byte) *view {
 		switch {
 		case len(line) == 0:
 		case line[0] != '#':
-			v.segments++
-			v.lastParts, parts = parts, 0
+			l.segments++
+			l.lastParts, parts = parts, 0
 		case bytes.HasPrefix(line, []byte("#EXT-X-MEDIA-SEQUENCE:")):
-			v.seq, _ = strconv.ParseUint(string(bytes.TrimSpace(line[len("#EXT-X-MEDIA-SEQUENCE:"):])), 10, 64)
+			l.seq, _ = strconv.ParseUint(string(bytes.TrimSpace(line[len("#EXT-X-MEDIA-SEQUENCE:"):])), 10, 64)
 		case bytes.HasPrefix(line, []byte("#EXT-X-PART:")):
 			parts++
 			if n, ok := partNumber(line); ok && !hasPart {
-				v.firstPart, hasPart = n, true
+				l.firstPart, hasPart = n, true
 			}
 		case bytes.HasPrefix(line, []byte("#EXT-X-PRELOAD-HINT:")):
-			v.hint, _ = partNumber(line)
+			l.hint, _ = partNumber(line)
+		case bytes.HasPrefix(line, []byte("#EXT-X-SKIP:SKIPPED-SEGMENTS=")):
+			// a delta update: the skipped segments precede those listed
+			n, _ := strconv.Atoi(string(bytes.TrimSpace(line[len("#EXT-X-SKIP:SKIPPED-SEGMENTS="):])))
+			l.segments += n
 		}
 	}
-	v.nextParts = parts
+	l.nextParts = parts
 	if !hasPart {
-		v.firstPart = v.hint
+		l.firstPart = l.hint
 	}
-	return v
+	return l
 }
+
+// frontier is the newest a session's renderings listed. A rendering is
+// gohlslib's state when it is made, which may be ahead of the newest view
+// while the watcher catches up with gohlslib; players ask for what the
+// renderings they got list.
+type frontier struct {
+	hint atomic.Uint64 // the newest preload hint: gohlslib has every part before it
+	next atomic.Uint64 // the newest segment in progress
+}
+
+// raise records what a rendering lists.
+func (f *frontier) raise(l listing) {
+	raiseTo(&f.hint, l.hint)
+	raiseTo(&f.next, l.nextSegment())
+}
+
+func raiseTo(a *atomic.Uint64, n uint64) {
+	for {
+		old := a.Load()
+		if n <= old || a.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// hint is the newest preload hint of v and of every rendering.
+func (sess *session) hint(v *view) uint64 { return max(v.hint, sess.frontier.hint.Load()) }
 
 // partNumber returns the number of the part a playlist line names.
 func partNumber(line []byte) (uint64, bool) {
@@ -388,10 +433,11 @@ func (v *view) hasPart(msn, part uint64) bool {
 
 // tooFar reports whether a blocking reload for segment msn is refused, as
 // gohlslib does: more than one segment past the one in progress, or
-// before the first listed.
-func (v *view) tooFar(msn uint64) bool {
-	next := v.nextSegment()
-	return msn > next+1 || msn < next-uint64(v.segments-1)
+// before the first listed. The segment in progress is the newest that v
+// or any rendering lists.
+func (sess *session) tooFar(v *view, msn uint64) bool {
+	next := max(v.nextSegment(), sess.frontier.next.Load())
+	return msn > next+1 || msn < v.nextSegment()-uint64(v.segments-1)
 }
 
 // errSessionEnded: the session closed while the request waited on it.

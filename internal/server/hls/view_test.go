@@ -408,3 +408,26 @@ func TestLowLatencyPlayers(t *testing.T) {
 		}
 	}
 }
+
+// TestScanDeltaUpdate: a delta update lists the same segment in progress
+// and preload hint as the whole playlist it abbreviates.
+func TestScanDeltaUpdate(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	f, media := benchServer(t, Config{LowLatency: true}, true)
+	for range 50 {
+		_, whole := direct(t, f, media, "")
+		_, delta := direct(t, f, media, "_HLS_skip=YES")
+		w, d := scan(whole), scan(delta)
+		if w.hint != d.hint {
+			continue // a part was made between the two
+		}
+		if !bytes.Contains(delta, []byte("#EXT-X-SKIP:SKIPPED-SEGMENTS=")) {
+			t.Fatalf("the delta update skips nothing:\n%s", delta)
+		}
+		if w.nextSegment() != d.nextSegment() || w.nextParts != d.nextParts || w.hint == 0 {
+			t.Fatalf("whole %+v, delta %+v", w, d)
+		}
+		return
+	}
+	t.Fatal("no two renderings of the same part")
+}
