@@ -239,6 +239,12 @@ func (m *Relays) open(r *relay) error {
 	if err != nil {
 		return err
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed { // Close waits only for the relays it counted
+		pub.Close()
+		return errors.New("relays closed")
+	}
 	r.pub = pub
 	m.wg.Add(1)
 	go m.run(r, up)

@@ -301,7 +301,11 @@ func TestCloseWithPendingPoll(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.http.Get(c.url()) // blocks until Close ends the session
+		// blocks until Close ends the session
+		if resp, err := c.http.Get(c.url()); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close() // else its connection outlives the server
+		}
 	}()
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()

@@ -89,7 +89,9 @@ type Server struct {
 	ownSender bool
 	ctx       context.Context
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	mu        sync.Mutex // guards closed and adding to wg
+	closed    bool
+	wg        sync.WaitGroup       // the plays under way
 	logs      connlimit.LogLimiter // refusals: at most one line a second
 }
 
@@ -111,11 +113,27 @@ func New(cfg Config, hub Hub) *Server {
 
 // Close ends every viewer's response and waits for them.
 func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	if s.ownSender {
 		s.sender.Close()
 	}
+}
+
+// begin counts a play that starts, or reports false once Close has begun:
+// Close waits for every play it counted, and a play it did not count must
+// not start.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // header is the HTTP response head for a live FLV body. The body has no
@@ -234,7 +252,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, name streamname.N
 		nc.Close()
 		return
 	}
-	s.wg.Add(1)
+	if !s.begin() {
+		nc.Close()
+		return
+	}
 	keep = true
 	log.Info("play started")
 	// finish ends the play: the end tag after the stream's end, then the
@@ -321,7 +342,9 @@ func (s *Server) pumpResponse(ctx context.Context, w http.ResponseWriter, r *htt
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	w.Write(flv.AppendHeader(nil, hasVideo, hasAudio))
-	s.wg.Add(1)
+	if !s.begin() {
+		return
+	}
 	defer s.wg.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -73,7 +73,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, name str
 	if err := conn.WriteMessage(websocket.BinaryMessage, flv.AppendHeader(nil, hasVideo, hasAudio)); err != nil {
 		return
 	}
-	s.wg.Add(1)
+	if !s.begin() {
+		return
+	}
 	defer s.wg.Done()
 	started = true
 	defer s.session(r, "ws-flv", name, place, cancel)()
