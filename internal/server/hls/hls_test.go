@@ -3,6 +3,7 @@ package hls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -559,5 +561,63 @@ func TestAudioSmoothing(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("smoothed timestamps %v, want %v", got, want)
 		}
+	}
+}
+
+// TestSegmentInProgress: a segment this node is still making, which
+// another node muxing the same stream may list already, is answered once
+// it is complete, not with a 404; a segment further ahead is not waited
+// for.
+func TestSegmentInProgress(t *testing.T) {
+	needTools(t)
+	defer goleak.VerifyNone(t)
+	f := newFixture(t, Config{}, encodeFLV(t, "320x240", true, true))
+	defer f.close()
+
+	_, _, index := f.get("index.m3u8")
+	media := regexp.MustCompile(`(?m)^\S+_stream\.m3u8$`).FindString(index)
+	code, _, body := f.get(media)
+	segs := regexp.MustCompile(`(?m)^(video1_[0-9a-f]{8}_s)(\d+)\.mp4$`).FindAllStringSubmatch(body, -1)
+	if code != http.StatusOK || len(segs) == 0 {
+		t.Fatalf("%s: %d %q", media, code, body)
+	}
+	last := segs[len(segs)-1]
+	n, _ := strconv.Atoi(last[2])
+	next := fmt.Sprintf("%s%d.mp4", last[1], n+1)
+
+	start := time.Now()
+	code, h, seg := f.get(next)
+	if code != http.StatusOK || len(seg) == 0 || h.Get("Content-Type") != "video/mp4" {
+		t.Fatalf("%s, the segment in progress: %d %v, %d bytes; want it once complete", next, code, h, len(seg))
+	}
+	t.Logf("%s answered after %v", next, time.Since(start).Round(time.Millisecond))
+	if _, _, body = f.get(media); !strings.Contains(body, next) {
+		t.Errorf("the playlist does not list %s, which was answered:\n%s", next, body)
+	}
+
+	far := fmt.Sprintf("%s%d.mp4", last[1], n+4)
+	start = time.Now()
+	if code, _, _ := f.get(far); code != http.StatusNotFound {
+		t.Errorf("%s, three segments ahead: %d, want 404", far, code)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("%s waited %v", far, d)
+	}
+
+	// The stream stops: its segment in progress is not waited for past
+	// half a target duration late.
+	f.cancel()
+	_, _, body = f.get(media)
+	segs = regexp.MustCompile(`(?m)^(video1_[0-9a-f]{8}_s)(\d+)\.mp4$`).FindAllStringSubmatch(body, -1)
+	n, _ = strconv.Atoi(segs[len(segs)-1][2])
+	stalled := fmt.Sprintf("%s%d.mp4", last[1], n+1)
+	target := f.muxer().current().current().target
+	start = time.Now()
+	if code, _, _ := f.get(stalled); code != http.StatusNotFound {
+		t.Errorf("%s of a stream that stopped: %d, want 404", stalled, code)
+	}
+	t.Logf("%s of a stream that stopped: 404 after %v", stalled, time.Since(start).Round(time.Millisecond))
+	if d := time.Since(start); d > target+target/2+time.Second {
+		t.Errorf("%s of a stream that stopped waited %v (target duration %v)", stalled, d, target)
 	}
 }

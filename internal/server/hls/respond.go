@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meshcast/meshcast/internal/streamname"
 )
@@ -401,7 +402,42 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name streamn
 		http.NotFound(w, r)
 		return
 	}
+	sess.awaitComing(r, s.cfg.RequestTimeout, private)
 	sess.files.get(sess, private).serve(w, r)
+}
+
+// awaitComing waits while the segment named private is the one this
+// session is making: the numbering is the same on every node muxing the
+// stream, and a player that a balancer moved here may ask for a segment
+// another node listed a moment before this one completes it; it gets the
+// segment, not a 404. It waits at most until the segment is half a target
+// duration late, and at most timeout, so a stream that stopped here sends
+// its players to their next playlist soon. Other files are not waited for.
+func (sess *session) awaitComing(r *http.Request, timeout time.Duration, private string) {
+	parsed := mediaName.FindStringSubmatch(private)
+	if parsed == nil || parsed[3] == "" {
+		return
+	}
+	n, err := strconv.ParseUint(parsed[3], 10, 64)
+	v := sess.current()
+	coming := func() bool {
+		return v.ready && !v.ended && parsed[1] == v.prefix && n == v.nextSegment()
+	}
+	if err != nil || !coming() {
+		return
+	}
+	until := v.since.Add(v.target + v.target/2)
+	if limit := time.Now().Add(timeout); until.After(limit) {
+		until = limit
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), until)
+	defer cancel()
+	for coming() {
+		if sess.m.waitNext(ctx, v) != nil {
+			return
+		}
+		v = sess.current()
+	}
 }
 
 var errTooManyWaiting = errors.New("hls: too many requests waiting for this stream")

@@ -49,6 +49,9 @@ type view struct {
 
 	prefix string // gohlslib's file name prefix
 	listing
+	// since is when the watcher first saw the segment in progress begun:
+	// the publication of the first view that listed the segment before it.
+	since time.Time
 
 	mu        sync.Mutex
 	playlists map[playlistKey]*rendering
@@ -216,9 +219,14 @@ func (sess *session) watch() {
 		v = sess.newView(pl)
 		sess.keep(v, leading, pl)
 	}
+	var prev *view
 	for {
 		sess.files.slide(v.seq, v.firstPart)
+		if v.since = time.Now(); prev != nil && prev.nextSegment() == v.nextSegment() {
+			v.since = prev.since
+		}
 		sess.publish(v)
+		prev = v
 		var pl []byte
 		if sess.lowLatency {
 			pl = sess.awaitPart(v, leading)
@@ -339,6 +347,7 @@ type listing struct {
 	nextParts int    // parts of the segment in progress
 	hint      uint64 // number of the next part, the preload hint
 	firstPart uint64 // number of the oldest listed part
+	target    time.Duration
 }
 
 // scan reads a media playlist's listing.
@@ -353,6 +362,9 @@ func scan(pl []byte) listing {
 		case line[0] != '#':
 			l.segments++
 			l.lastParts, parts = parts, 0
+		case bytes.HasPrefix(line, []byte("#EXT-X-TARGETDURATION:")):
+			secs, _ := strconv.Atoi(string(bytes.TrimSpace(line[len("#EXT-X-TARGETDURATION:"):])))
+			l.target = time.Duration(secs) * time.Second
 		case bytes.HasPrefix(line, []byte("#EXT-X-MEDIA-SEQUENCE:")):
 			l.seq, _ = strconv.ParseUint(string(bytes.TrimSpace(line[len("#EXT-X-MEDIA-SEQUENCE:"):])), 10, 64)
 		case bytes.HasPrefix(line, []byte("#EXT-X-PART:")):
