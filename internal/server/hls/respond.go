@@ -414,16 +414,10 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, name streamn
 // duration late, and at most timeout, so a stream that stopped here sends
 // its players to their next playlist soon. Other files are not waited for.
 func (sess *session) awaitComing(r *http.Request, timeout time.Duration, private string) {
-	parsed := mediaName.FindStringSubmatch(private)
-	if parsed == nil || parsed[3] == "" {
-		return
-	}
-	n, err := strconv.ParseUint(parsed[3], 10, 64)
 	v := sess.current()
-	coming := func() bool {
-		return v.ready && !v.ended && parsed[1] == v.prefix && n == v.nextSegment()
-	}
-	if err != nil || !coming() {
+	n, ok := segmentNumber(private, v.prefix)
+	coming := func() bool { return v.ready && !v.ended && n == v.nextSegment() }
+	if !ok || !coming() {
 		return
 	}
 	until := v.since.Add(v.target + v.target/2)
@@ -438,6 +432,23 @@ func (sess *session) awaitComing(r *http.Request, timeout time.Duration, private
 		}
 		v = sess.current()
 	}
+}
+
+// segmentNumber returns the number of the segment that gohlslib's name
+// private names, if it is a segment of the session whose file prefix is
+// prefix. It allocates nothing: every segment request asks.
+func segmentNumber(private, prefix string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(private, prefix)
+	if !ok || prefix == "" {
+		return 0, false
+	}
+	i := strings.LastIndex(rest, "_seg")
+	if i < 0 {
+		return 0, false
+	}
+	digits, ok := strings.CutSuffix(rest[i+len("_seg"):], ".mp4")
+	n, err := strconv.ParseUint(digits, 10, 64)
+	return n, ok && err == nil
 }
 
 var errTooManyWaiting = errors.New("hls: too many requests waiting for this stream")

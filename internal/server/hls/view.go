@@ -107,6 +107,9 @@ func (sess *session) rendering(v *view, key playlistKey) *rendering {
 		// The view has content, so gohlslib answers at once.
 		status, raw := sess.render(key.file, key.delta, "")
 		sess.rendered(r, key.file, status, raw)
+		if status == http.StatusOK && r.media {
+			sess.frontier.raise(scan(raw)) // gohlslib may be ahead of v
+		}
 	})
 	return r
 }
@@ -115,9 +118,6 @@ func (sess *session) rendering(v *view, key playlistKey) *rendering {
 func (sess *session) rendered(r *rendering, file string, status int, raw []byte) {
 	r.status, r.raw, r.media = status, raw, sess.playlists[file]
 	if status == http.StatusOK {
-		if r.media {
-			sess.frontier.raise(scan(raw))
-		}
 		nm, _ := sess.seq.names(sess.tag)
 		r.out.Store(r.serve(nm))
 	}

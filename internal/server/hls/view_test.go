@@ -431,3 +431,28 @@ func TestScanDeltaUpdate(t *testing.T) {
 	}
 	t.Fatal("no two renderings of the same part")
 }
+
+// TestSegmentNumber: only a segment of the session's own prefix has a
+// number; parts, init files and other sessions' names do not.
+func TestSegmentNumber(t *testing.T) {
+	const prefix = "0123456789ab"
+	for _, tc := range []struct {
+		name, prefix string
+		n            uint64
+		ok           bool
+	}{
+		{"0123456789ab_video1_seg12.mp4", prefix, 12, true},
+		{"0123456789ab_audio2_seg0.mp4", prefix, 0, true},
+		{"0123456789ab_video1_part40.mp4", prefix, 0, false},
+		{"0123456789ab_video1_init.mp4", prefix, 0, false},
+		{"ba9876543210_video1_seg12.mp4", prefix, 0, false},
+		{"0123456789ab_video1_seg12.m4s", prefix, 0, false},
+		{"0123456789ab_video1_seg.mp4", prefix, 0, false},
+		{"0123456789ab_video1_seg12.mp4", "", 0, false},
+	} {
+		n, ok := segmentNumber(tc.name, tc.prefix)
+		if ok != tc.ok || (ok && n != tc.n) {
+			t.Errorf("segmentNumber(%q, %q) = %d, %v; want %d, %v", tc.name, tc.prefix, n, ok, tc.n, tc.ok)
+		}
+	}
+}

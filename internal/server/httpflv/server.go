@@ -89,8 +89,7 @@ type Server struct {
 	ownSender bool
 	ctx       context.Context
 	cancel    context.CancelFunc
-	mu        sync.Mutex // guards closed and adding to wg
-	closed    bool
+	mu        sync.Mutex           // Close cancels ctx under it; begin adds to wg under it
 	wg        sync.WaitGroup       // the plays under way
 	logs      connlimit.LogLimiter // refusals: at most one line a second
 }
@@ -114,9 +113,8 @@ func New(cfg Config, hub Hub) *Server {
 // Close ends every viewer's response and waits for them.
 func (s *Server) Close() {
 	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
 	s.cancel()
+	s.mu.Unlock()
 	s.wg.Wait()
 	if s.ownSender {
 		s.sender.Close()
@@ -129,7 +127,7 @@ func (s *Server) Close() {
 func (s *Server) begin() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.ctx.Err() != nil {
 		return false
 	}
 	s.wg.Add(1)
